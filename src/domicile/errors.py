@@ -1,0 +1,88 @@
+"""Every error domicile raises on purpose, in one place.
+
+Each error says what went wrong and what to do next (``hint``). None of them may carry
+plaintext personal data: messages name fields, keys and rule ids, never the values a
+subject gave us. The CLI maps each family to an exit code (see ``exit_code``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomicileError(Exception):
+    """Base class. ``code`` is a stable machine name; ``hint`` says what to do next."""
+
+    code = "domicile_error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class BadInput(DomicileError):
+    """The caller gave us something malformed; nothing was done."""
+
+    code = "bad_input"
+    exit_code = 2
+
+
+class UnknownCountry(BadInput):
+    code = "unknown_country"
+
+
+class UnknownCategory(BadInput):
+    code = "unknown_category"
+
+
+class InvalidEvidence(BadInput):
+    """Evidence about a subject that cannot be used (bad phone number, failed checksum)."""
+
+    code = "invalid_evidence"
+
+
+class InvalidDate(BadInput):
+    code = "invalid_date"
+
+
+class UnknownName(BadInput):
+    """A filing, basis, fact or operation name that no loaded pack knows."""
+
+    code = "unknown_name"
+
+
+class PackError(BadInput):
+    """A jurisdiction pack that cannot be loaded. Names the file, line and field."""
+
+    code = "invalid_pack"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        if field:
+            where = f"{where}: {field}"
+        super().__init__(f"{where}: {message}", hint=hint, file=file, line=line, field=field)
+        self.file = file
+        self.line = line
+        self.field = field
