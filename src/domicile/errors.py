@@ -34,7 +34,7 @@ class DomicileError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-class BadInput(DomicileError):
+class BadInput(DomicileError, ValueError):
     """The caller gave us something malformed; nothing was done."""
 
     code = "bad_input"

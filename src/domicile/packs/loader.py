@@ -41,7 +41,7 @@ def _line_of(root: yaml.Node | None, loc: Loc) -> tuple[int | None, str]:
     node = root
     line = node.start_mark.line + 1 if node is not None else None
     parts: list[str] = []
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.value == str(part):
@@ -50,6 +50,8 @@ def _line_of(root: yaml.Node | None, loc: Loc) -> tuple[int | None, str]:
                     parts.append(str(part))
                     break
             else:
+                if i == len(loc) - 1:  # a missing field: name it, at its parent's line
+                    parts.append(str(part))
                 continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part < len(node.value):
