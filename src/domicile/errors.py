@@ -65,10 +65,11 @@ class UnknownName(BadInput):
     code = "unknown_name"
 
 
-class PackError(BadInput):
-    """A jurisdiction pack that cannot be loaded. Names the file, line and field."""
+class FileError(BadInput):
+    """A file we read (a pack, a configuration) that cannot be used. Names the file, line
+    and field."""
 
-    code = "invalid_pack"
+    code = "invalid_file"
 
     def __init__(
         self,
@@ -86,3 +87,15 @@ class PackError(BadInput):
         self.file = file
         self.line = line
         self.field = field
+
+
+class PackError(FileError):
+    """A jurisdiction pack that cannot be loaded."""
+
+    code = "invalid_pack"
+
+
+class ConfigError(FileError):
+    """A deployment configuration that cannot be used."""
+
+    code = "invalid_config"

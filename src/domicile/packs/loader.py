@@ -14,11 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from domicile.categories import Taxonomy, default_taxonomy
-from domicile.errors import DomicileError, PackError
+from domicile.errors import DomicileError, FileError, PackError
 from domicile.packs.model import (
     FILING_PATTERN,
     Cite,
@@ -27,74 +24,10 @@ from domicile.packs.model import (
     Route,
 )
 from domicile.packs.vocabulary import CORE_BASES, CORE_FACTS
-
-Loc = tuple[str | int, ...]
-
-
-# --- YAML with positions --------------------------------------------------------------------
+from domicile.yamlfile import Loc, YamlSource
 
 
-def _line_of(root: yaml.Node | None, loc: Loc) -> tuple[int | None, str]:
-    """Walk ``loc`` through the composed YAML tree; return the deepest line found and the
-    dotted field path. Elements of ``loc`` that are not in the tree (pydantic's union tags)
-    are skipped."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    node = value
-                    line = key.start_mark.line + 1
-                    parts.append(str(part))
-                    break
-            else:
-                if i == len(loc) - 1:  # a missing field: name it, at its parent's line
-                    parts.append(str(part))
-                continue
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part < len(node.value):
-                node = node.value[part]
-                line = node.start_mark.line + 1
-                parts.append(f"[{part}]")
-            continue
-        elif isinstance(part, str) and not part.startswith(("function-", "union")):
-            parts.append(str(part))
-    path = ".".join(parts).replace(".[", "[")
-    return line, path
-
-
-class _Source:
-    def __init__(self, name: str, text: str) -> None:
-        self.name = name
-        self.text = text
-        self.tree: yaml.Node | None = None
-
-    def parse(self) -> Any:
-        try:
-            self.tree = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            return yaml.safe_load(self.text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            raise PackError(
-                f"not valid YAML: {exc.problem or exc}",
-                file=self.name,
-                line=line,
-                hint="fix the YAML syntax at that line",
-            ) from None
-        except ValueError as exc:  # e.g. 2025-02-30 read as a date
-            raise PackError(
-                f"bad value: {exc}", file=self.name, hint="dates are YYYY-MM-DD and must exist"
-            ) from None
-
-    def error(self, loc: Loc, message: str, hint: str | None = None) -> PackError:
-        line, path = _line_of(self.tree, loc)
-        return PackError(message, file=self.name, line=line, field=path or None, hint=hint)
-
-
-def _validate(source: _Source, data: Any) -> Pack:
+def _validate(source: YamlSource, data: Any) -> Pack:
     if not isinstance(data, dict):
         raise PackError(
             "a pack is a YAML mapping with `format`, `pack`, `sources`, `coverage` and `rules`",
@@ -107,18 +40,7 @@ def _validate(source: _Source, data: Any) -> Pack:
             f"unsupported pack format {data.get('format')!r}",
             hint="this version of domicile reads `format: 1`",
         )
-    try:
-        return Pack.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        first = errors[0]
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            msg = "unknown field; check its spelling against docs/packs.md"
-        elif first["type"] == "missing":
-            msg = "required field is missing"
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise source.error(tuple(first["loc"]), msg + more) from None
+    return source.validate(Pack, data)
 
 
 # --- references inside a pack ---------------------------------------------------------------
@@ -181,8 +103,8 @@ def filing_matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
-def _check_references(source: _Source, pack: Pack, base: Taxonomy) -> Taxonomy:
-    def fail(loc: Loc, msg: str, hint: str | None = None) -> PackError:
+def _check_references(source: YamlSource, pack: Pack, base: Taxonomy) -> Taxonomy:
+    def fail(loc: Loc, msg: str, hint: str | None = None) -> FileError:
         return source.error(loc, msg, hint)
 
     try:
@@ -316,7 +238,7 @@ class PackSet:
 
 def read_pack(text: str, name: str, taxonomy: Taxonomy | None = None) -> tuple[Pack, Taxonomy]:
     """Validate one pack's text. Returns the pack and the taxonomy with its categories."""
-    source = _Source(name, text)
+    source = YamlSource(name, text, PackError)
     pack = _validate(source, source.parse())
     return pack, _check_references(source, pack, taxonomy or default_taxonomy())
 

@@ -1,0 +1,60 @@
+"""Envelope encryption of record fields.
+
+Each subject has its own 256-bit data key (DEK), kept wrapped by the home site's
+key-encryption key in a key store apart from the data. Each field value is sealed with
+AES-256-GCM under the subject's DEK; the associated data names the site, the collection,
+the record and the field, so a ciphertext copied to another record, field or site does not
+decrypt.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domicile.crypto.errors import DecryptionFailed
+
+NONCE = 12
+VERSION = b"\x01"
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(256)
+
+
+def field_context(site: str, collection: str, record: str, field: str) -> bytes:
+    """Associated data binding a ciphertext to its place."""
+    return b"\x00".join(
+        (b"domicile/field/v1", site.encode(), collection.encode(), record.encode(), field.encode())
+    )
+
+
+def key_context(site: str, subject: str) -> bytes:
+    """Associated data binding a wrapped data key to its subject and site."""
+    return b"\x00".join((b"domicile/dek/v1", site.encode(), subject.encode()))
+
+
+class FieldCipher:
+    """Seals and opens field values under one subject's data key."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, dek: bytes) -> None:
+        self._aead = AESGCM(dek)
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE)
+        return VERSION + nonce + self._aead.encrypt(nonce, plaintext, context)
+
+    def open(self, sealed: bytes, context: bytes) -> bytes:
+        if sealed[:1] != VERSION or len(sealed) < 1 + NONCE + 16:
+            raise DecryptionFailed("a stored value is malformed", hint="the site's data was altered")
+        try:
+            return self._aead.decrypt(sealed[1 : 1 + NONCE], sealed[1 + NONCE :], context)
+        except InvalidTag:
+            raise DecryptionFailed(
+                "a stored value does not decrypt in its place",
+                hint="it was altered or moved from another record, field or site",
+            ) from None

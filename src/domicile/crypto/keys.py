@@ -1,0 +1,215 @@
+"""Key providers: where key-encryption keys, index keys and signing keys come from.
+
+The vault never handles a site's key-encryption key directly: it asks the provider to wrap
+and unwrap data keys, which is what an external KMS offers too. Index keys and signing keys
+are handed out because they are used on every write.
+
+``LocalKeyring`` keeps everything in one JSON file that must be readable by its owner only
+(mode 0600): it refuses a file that group or others can read, and writes atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import stat
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domicile.crypto.errors import DecryptionFailed, KeyringError
+
+KEYRING_FORMAT = 1
+
+
+class KeyProvider(Protocol):
+    def ensure_site(self, site_id: str) -> None:
+        """Create the site's keys if it has none."""
+
+    def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]:
+        """Wrap a data key with the site's current key-encryption key; returns its version."""
+
+    def unwrap(self, site_id: str, version: int, wrapped: bytes, context: bytes) -> bytes:
+        """Unwrap a data key wrapped with the given key version."""
+
+    def current_version(self, site_id: str) -> int: ...
+
+    def rotate(self, site_id: str) -> int:
+        """Add a new key-encryption key and make it current; old versions still unwrap."""
+
+    def retire(self, site_id: str, version: int) -> None:
+        """Remove an old key-encryption key once nothing is wrapped with it."""
+
+    def index_key(self, site_id: str) -> bytes: ...
+
+    def signing_key(self, site_id: str) -> Ed25519PrivateKey: ...
+
+    def verify_key(self, site_id: str) -> Ed25519PublicKey: ...
+
+    def token_key(self) -> bytes: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+class LocalKeyring:
+    """A keyring file, for the embedded default and for tests."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        if not self.path.exists():
+            if not create:
+                raise KeyringError(
+                    f"no keyring at {self.path}", hint="run `domicile init` or point keyring: at it"
+                )
+            self._data: dict[str, Any] = {
+                "format": KEYRING_FORMAT,
+                "token_key": _b64(AESGCM.generate_key(256)),
+                "sites": {},
+            }
+            self._save()
+        else:
+            self._data = self._load()
+        self._aead: dict[tuple[str, int], AESGCM] = {}
+
+    # --- file -------------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise KeyringError(f"cannot read keyring {self.path}: {exc.strerror}") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyringError(
+                f"keyring {self.path} is readable by others (mode {stat.S_IMODE(st.st_mode):o})",
+                hint=f"chmod 600 {self.path}",
+            )
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise KeyringError(f"keyring {self.path} is not valid JSON", hint="restore it from backup") from None
+        if not isinstance(data, dict) or data.get("format") != KEYRING_FORMAT:
+            raise KeyringError(f"keyring {self.path} has an unknown format")
+        return data
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".keyring-", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self._data, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _site(self, site_id: str) -> dict[str, Any]:
+        try:
+            site: dict[str, Any] = self._data["sites"][site_id]
+        except KeyError:
+            raise KeyringError(
+                f"the keyring holds no keys for site {site_id!r}",
+                hint="open the vault once with this site configured, or restore the keyring",
+            ) from None
+        return site
+
+    # --- KeyProvider ------------------------------------------------------------------------
+
+    def ensure_site(self, site_id: str) -> None:
+        with self._lock:
+            if site_id in self._data["sites"]:
+                return
+            signing = Ed25519PrivateKey.generate()
+            from cryptography.hazmat.primitives import serialization
+
+            raw = signing.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            self._data["sites"][site_id] = {
+                "keks": {"1": _b64(AESGCM.generate_key(256))},
+                "current": 1,
+                "index_key": _b64(secrets.token_bytes(32)),
+                "signing_key": _b64(raw),
+            }
+            self._save()
+
+    def _kek(self, site_id: str, version: int) -> AESGCM:
+        cached = self._aead.get((site_id, version))
+        if cached is not None:
+            return cached
+        keks = self._site(site_id)["keks"]
+        if str(version) not in keks:
+            raise KeyringError(
+                f"site {site_id!r} has no key-encryption key version {version}",
+                hint="it was retired while data was still wrapped with it; restore the keyring",
+            )
+        aead = AESGCM(_unb64(keks[str(version)]))
+        self._aead[(site_id, version)] = aead
+        return aead
+
+    def current_version(self, site_id: str) -> int:
+        return int(self._site(site_id)["current"])
+
+    def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]:
+        version = self.current_version(site_id)
+        nonce = secrets.token_bytes(12)
+        return version, nonce + self._kek(site_id, version).encrypt(nonce, dek, context)
+
+    def unwrap(self, site_id: str, version: int, wrapped: bytes, context: bytes) -> bytes:
+        try:
+            return self._kek(site_id, version).decrypt(wrapped[:12], wrapped[12:], context)
+        except InvalidTag:
+            raise DecryptionFailed(
+                f"a data key of site {site_id!r} does not unwrap", hint="the key store or keyring was altered"
+            ) from None
+
+    def rotate(self, site_id: str) -> int:
+        with self._lock:
+            site = self._site(site_id)
+            version = max(int(v) for v in site["keks"]) + 1
+            site["keks"][str(version)] = _b64(AESGCM.generate_key(256))
+            site["current"] = version
+            self._save()
+            return version
+
+    def retire(self, site_id: str, version: int) -> None:
+        with self._lock:
+            site = self._site(site_id)
+            if version == int(site["current"]):
+                raise KeyringError("cannot retire the current key-encryption key", hint="rotate first")
+            site["keks"].pop(str(version), None)
+            self._aead.pop((site_id, version), None)
+            self._save()
+
+    def index_key(self, site_id: str) -> bytes:
+        return _unb64(self._site(site_id)["index_key"])
+
+    def signing_key(self, site_id: str) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(_unb64(self._site(site_id)["signing_key"]))
+
+    def verify_key(self, site_id: str) -> Ed25519PublicKey:
+        return self.signing_key(site_id).public_key()
+
+    def token_key(self) -> bytes:
+        return _unb64(self._data["token_key"])
+
+    def versions(self, site_id: str) -> list[int]:
+        return sorted(int(v) for v in self._site(site_id)["keks"])
