@@ -31,7 +31,8 @@ def test_explain_json_contract() -> None:
     data = json.loads(out)
     assert data["decision"] == "deny"
     assert {"decision", "jurisdictions", "rules", "obligations", "explanation"} <= set(data)
-    assert data["jurisdictions"][0]["jurisdiction"] == "RU"
+    covering = {j["jurisdiction"]: j["coverage"] for j in data["jurisdictions"]}
+    assert covering["RU"] == "covered"
     assert "ru.localization.2025" in [r["id"] for r in data["rules"]]
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from domicile.errors import FileError
 
 Loc = tuple[str | int, ...]
+# libyaml's parser when PyYAML was built with it (several times faster), else the pure one.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -55,12 +57,18 @@ class YamlSource:
         self.name = name
         self.text = text
         self.error_cls = error_cls
-        self.tree: yaml.Node | None = None
+        self._tree: yaml.Node | None = None
+
+    @property
+    def tree(self) -> yaml.Node | None:
+        """The node tree, composed only when an error needs positions."""
+        if self._tree is None:
+            self._tree = yaml.compose(self.text, Loader=_Loader)
+        return self._tree
 
     def parse(self) -> Any:
         try:
-            self.tree = yaml.compose(self.text, Loader=yaml.SafeLoader)
-            return yaml.safe_load(self.text)
+            return yaml.load(self.text, Loader=_Loader)  # noqa: S506 - a safe loader
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             raise self.error_cls(

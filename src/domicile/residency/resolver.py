@@ -189,11 +189,19 @@ class Residency:
 
     def why(self, attribute: Attribute, countries: frozenset[str]) -> list[str]:
         """Descriptions of the findings that connect ``attribute`` to ``countries``."""
-        return [
+        found = [
             f.description
             for f in self.findings
             if attribute in f.supports and f.country in countries
-        ] or [f"no evidence for {attribute} in {', '.join(sorted(countries))}"]
+        ]
+        if found:
+            return found
+        tri = self.attribute(attribute)
+        certain = sorted(tri.certain & countries)
+        possible = sorted(tri.possible & countries)
+        return [f"{attribute} {', '.join(certain)} (certain)"] * bool(certain) + [
+            f"{attribute} {', '.join(possible)} (possible)"
+        ] * bool(possible)
 
     def to_dict(self) -> dict[str, Any]:
         return {
