@@ -50,7 +50,9 @@ class FieldCipher:
 
     def open(self, sealed: bytes, context: bytes) -> bytes:
         if sealed[:1] != VERSION or len(sealed) < 1 + NONCE + 16:
-            raise DecryptionFailed("a stored value is malformed", hint="the site's data was altered")
+            raise DecryptionFailed(
+                "a stored value is malformed", hint="the site's data was altered"
+            )
         try:
             return self._aead.decrypt(sealed[1 : 1 + NONCE], sealed[1 + NONCE :], context)
         except InvalidTag:

@@ -100,7 +100,9 @@ class LocalKeyring:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise KeyringError(f"keyring {self.path} is not valid JSON", hint="restore it from backup") from None
+            raise KeyringError(
+                f"keyring {self.path} is not valid JSON", hint="restore it from backup"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != KEYRING_FORMAT:
             raise KeyringError(f"keyring {self.path} has an unknown format")
         return data
@@ -178,7 +180,8 @@ class LocalKeyring:
             return self._kek(site_id, version).decrypt(wrapped[:12], wrapped[12:], context)
         except InvalidTag:
             raise DecryptionFailed(
-                f"a data key of site {site_id!r} does not unwrap", hint="the key store or keyring was altered"
+                f"a data key of site {site_id!r} does not unwrap",
+                hint="the key store or keyring was altered",
             ) from None
 
     def rotate(self, site_id: str) -> int:
@@ -194,7 +197,9 @@ class LocalKeyring:
         with self._lock:
             site = self._site(site_id)
             if version == int(site["current"]):
-                raise KeyringError("cannot retire the current key-encryption key", hint="rotate first")
+                raise KeyringError(
+                    "cannot retire the current key-encryption key", hint="rotate first"
+                )
             site["keks"].pop(str(version), None)
             self._aead.pop((site_id, version), None)
             self._save()
