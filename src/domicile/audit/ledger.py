@@ -1,0 +1,219 @@
+"""Hash-chained audit entries, signed checkpoints, and verification.
+
+Entry ``n`` stores its payload (canonical JSON, never plaintext personal data), the hash of
+entry ``n-1`` and its own hash: SHA-256 over a domain tag, the previous hash, ``n`` and the
+payload. Editing an entry breaks its hash; deleting, inserting or reordering entries breaks
+the sequence or the link to the previous hash. A checkpoint signs (``n``, hash of ``n``)
+with the site's Ed25519 key; a copy of the newest checkpoint is also kept outside the
+database (the anchor file), so cutting entries off the end of the chain, or rewriting the
+whole chain, is detected too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from domicile.crypto.keys import KeyProvider
+from domicile.crypto.signing import sign, verify
+from domicile.stores.base import AuditRow, Checkpoint, SiteStore, StoreTransaction
+
+Action = Literal["write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate"]
+TAG = b"domicile/audit/v1"
+CHECKPOINT_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened. Ids, names and decisions only: never a field value or evidence."""
+
+    action: Action
+    site: str
+    purpose: str | None = None
+    collection: str | None = None
+    record: str | None = None
+    subject: str | None = None
+    requester: str | None = None
+    decision: str | None = None
+    rules: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    def payload(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, (), {})}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_hash(prev: bytes, seq: int, payload: str) -> bytes:
+    return hashlib.sha256(TAG + prev + struct.pack(">Q", seq) + payload.encode("utf-8")).digest()
+
+
+def checkpoint_message(site: str, seq: int, digest: bytes) -> bytes:
+    return b"\x00".join((b"domicile/checkpoint/v1", site.encode(), str(seq).encode(), digest))
+
+
+@dataclass
+class Problem:
+    seq: int | None
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "problem": self.problem}
+
+
+@dataclass
+class VerifyReport:
+    site: str
+    entries: int = 0
+    checkpoints: int = 0
+    head_seq: int = 0
+    head_hash: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "site": self.site,
+            "entries": self.entries,
+            "checkpoints": self.checkpoints,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+            "first_bad": self.problems[0].to_dict() if self.problems else None,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+class AuditLedger:
+    """Appends to and verifies one site's chain."""
+
+    def __init__(self, site_id: str, keys: KeyProvider, anchor_dir: Path | None = None) -> None:
+        self.site_id = site_id
+        self.keys = keys
+        self.anchor = anchor_dir / f"{site_id}.json" if anchor_dir else None
+
+    def append(self, tx: StoreTransaction, events: Sequence[AuditEvent]) -> list[AuditRow]:
+        """Chain ``events`` after the head, inside the caller's transaction. Signs a
+        checkpoint whenever the chain crosses a multiple of ``CHECKPOINT_EVERY``."""
+        seq, prev = tx.audit_head()
+        rows = []
+        for ev in events:
+            seq += 1
+            payload = ev.payload()
+            digest = entry_hash(prev, seq, payload)
+            rows.append(AuditRow(seq, payload, prev, digest))
+            prev = digest
+        tx.append_audit(rows)
+        if rows and (rows[0].seq - 1) // CHECKPOINT_EVERY != rows[-1].seq // CHECKPOINT_EVERY:
+            self._checkpoint(tx, rows[-1].seq, rows[-1].hash)
+        return rows
+
+    def checkpoint(self, store: SiteStore) -> Checkpoint | None:
+        """Sign the current head (e.g. at shutdown or on demand)."""
+        with store.transaction() as tx:
+            seq, digest = tx.audit_head()
+            if seq == 0:
+                return None
+            return self._checkpoint(tx, seq, digest)
+
+    def _checkpoint(self, tx: StoreTransaction, seq: int, digest: bytes) -> Checkpoint:
+        sig = sign(
+            self.keys.signing_key(self.site_id), checkpoint_message(self.site_id, seq, digest)
+        )
+        cp = Checkpoint(seq, digest, dt.datetime.now(dt.UTC).isoformat(), sig)
+        tx.add_checkpoint(cp)
+        if self.anchor is not None:
+            self.anchor.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.anchor.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {"site": self.site_id, "seq": seq, "hash": digest.hex(), "signature": sig.hex()}
+                ),
+                encoding="utf-8",
+            )
+            tmp.replace(self.anchor)
+        return cp
+
+    def _anchor(self) -> Checkpoint | None:
+        if self.anchor is None or not self.anchor.exists():
+            return None
+        data = json.loads(self.anchor.read_text(encoding="utf-8"))
+        return Checkpoint(
+            int(data["seq"]), bytes.fromhex(data["hash"]), "", bytes.fromhex(data["signature"])
+        )
+
+    def verify(self, store: SiteStore) -> VerifyReport:
+        """Walk the whole chain (streamed) and check it against every checkpoint."""
+        report = VerifyReport(self.site_id)
+        public = self.keys.verify_key(self.site_id)
+        checkpoints = store.checkpoints()
+        anchor = self._anchor()
+        report.checkpoints = len(checkpoints)
+        wanted: dict[int, list[tuple[str, Checkpoint]]] = {}
+        for cp in checkpoints:
+            wanted.setdefault(cp.seq, []).append((f"checkpoint {cp.seq}", cp))
+        if anchor is not None:
+            wanted.setdefault(anchor.seq, []).append(("the anchor file's checkpoint", anchor))
+        for seq, items in wanted.items():
+            for label, cp in items:
+                if not verify(
+                    public, checkpoint_message(self.site_id, cp.seq, cp.hash), cp.signature
+                ):
+                    report.problems.append(
+                        Problem(seq, f"{label} has a bad signature (forged or altered)")
+                    )
+
+        expected, prev = 1, b""
+        for row in self._rows(store):
+            report.entries += 1
+            if row.seq != expected:
+                what = (
+                    f"entry {expected} is missing (deleted) or entries were reordered"
+                    if row.seq > expected
+                    else f"entry {row.seq} appears out of order or twice (inserted or reordered)"
+                )
+                report.problems.append(Problem(expected, what))
+                break
+            if row.prev_hash != prev:
+                report.problems.append(
+                    Problem(
+                        row.seq,
+                        "does not follow the entry before it (an entry was deleted, inserted or reordered)",
+                    )
+                )
+                break
+            if entry_hash(row.prev_hash, row.seq, row.payload) != row.hash:
+                report.problems.append(
+                    Problem(row.seq, "its contents do not match its hash (edited)")
+                )
+                break
+            for label, cp in wanted.get(row.seq, []):
+                if cp.hash != row.hash:
+                    report.problems.append(
+                        Problem(row.seq, f"the chain differs from {label} (entries were rewritten)")
+                    )
+            expected, prev = row.seq + 1, row.hash
+        report.head_seq, report.head_hash = expected - 1, prev.hex()
+        if report.ok:
+            last = max(wanted, default=0)
+            if last > report.head_seq:
+                report.problems.append(
+                    Problem(
+                        report.head_seq + 1,
+                        f"entries after {report.head_seq} were removed: a checkpoint covers entry {last}",
+                    )
+                )
+        return report
+
+    def _rows(self, store: SiteStore) -> Iterator[AuditRow]:
+        return store.audit(1)

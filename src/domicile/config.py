@@ -1,0 +1,193 @@
+"""The deployment configuration: one YAML file naming sites, collections, filings and packs.
+
+Found by ``--config FILE``, else ``DOMICILE_CONFIG``, else ``./domicile.yaml``. Relative
+paths in it (data folder, keyring, SQLite files, pack files) are relative to the file.
+Errors name the file, line and field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from domicile.countries import country
+from domicile.errors import ConfigError
+from domicile.yamlfile import YamlSource
+
+CONFIG_ENV = "DOMICILE_CONFIG"
+DEFAULT_CONFIG = "domicile.yaml"
+
+Ident = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(_Model):
+    """Where a site physically is: what a Russian Art. 22 notice (item 10.1) must state."""
+
+    provider: str
+    city: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}, {self.address}, {self.city}"
+
+
+class Site(_Model):
+    id: Ident
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    location: Location
+    backend: str  # sqlite:PATH or postgresql://...
+    keys: str | None = None  # where subject keys live; default beside the keyring
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _cc(cls, value: Any) -> Any:
+        return country(value, what="site country") if isinstance(value, str) else value
+
+    @field_validator("backend", "keys")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("backend must be sqlite:PATH or postgresql://USER@HOST:PORT/DATABASE")
+        return value
+
+
+class FieldSpec(_Model):
+    category: str  # a data-category key, checked against the taxonomy when the vault opens
+    type: Literal["string", "integer", "boolean", "date"] = "string"
+    searchable: bool = False  # equality search through a blind index
+    identifies: bool = False  # the value identifies the subject (e.g. an e-mail address)
+    required: bool = False
+    max_length: int = Field(default=1000, ge=1, le=1_000_000)
+    normalize: Literal["none", "lower", "email", "phone"] = "none"
+
+    @model_validator(mode="after")
+    def _identifiers_are_searchable(self) -> FieldSpec:
+        if self.identifies and not self.searchable:
+            raise ValueError("a field that identifies the subject must also be searchable")
+        return self
+
+
+class Collection(_Model):
+    fields: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], FieldSpec] = Field(
+        min_length=1
+    )
+
+
+class DeploymentConfig(_Model):
+    environment_id: str = "default"
+    data_dir: str = "domicile-data"
+    keyring: str | None = None  # default: DATA_DIR/keyring.json
+    default_site: Ident
+    local_site: Ident | None = None  # where this process runs; refusals are audited here
+    sites: list[Site] = Field(min_length=1)
+    collections: dict[Ident, Collection] = Field(min_length=1)
+    filings: dict[str, dt.date] = {}  # facts on record, e.g. ru.art22_notice: 2025-01-15
+    facts: dict[str, bool | int | str] = {}  # facts about the controller, e.g. controller.ciio
+    packs: list[str] = []
+
+
+class Config:
+    """A validated configuration and the folder its relative paths are relative to."""
+
+    def __init__(self, model: DeploymentConfig, base: Path, source: str) -> None:
+        self.model = model
+        self.base = base
+        self.source = source
+
+    @property
+    def sites(self) -> list[Site]:
+        return self.model.sites
+
+    def site(self, site_id: str) -> Site:
+        for s in self.model.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(site_id)
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.model.data_dir)
+
+    @property
+    def keyring_path(self) -> Path:
+        return (
+            self.path(self.model.keyring) if self.model.keyring else self.data_dir / "keyring.json"
+        )
+
+    def backend_url(self, url: str) -> str:
+        """Resolve a relative SQLite path against the configuration's folder."""
+        if url.startswith("sqlite:"):
+            raw = re.sub(r"^sqlite:(//)?", "", url)
+            return f"sqlite:{self.path(raw)}"
+        return url
+
+    def keys_url(self, site: Site) -> str:
+        if site.keys:
+            return self.backend_url(site.keys)
+        return f"sqlite:{self.keyring_path.parent / 'keys' / f'{site.id}.sqlite'}"
+
+    @property
+    def local_site(self) -> str:
+        return self.model.local_site or self.model.default_site
+
+    @property
+    def pack_paths(self) -> list[Path]:
+        return [self.path(p) for p in self.model.packs]
+
+
+def find_config(path: str | os.PathLike[str] | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path(DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    p = find_config(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "no configuration file",
+            file=str(p),
+            hint="run `domicile init` to write one, or pass --config FILE / set DOMICILE_CONFIG",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(p)) from None
+    return parse_config(text, str(p), p.resolve().parent)
+
+
+def parse_config(text: str, name: str, base: Path) -> Config:
+    source = YamlSource(name, text, ConfigError)
+    data = source.parse()
+    if not isinstance(data, dict):
+        raise ConfigError("a configuration is a YAML mapping", file=name, line=1)
+    model = source.validate(DeploymentConfig, data)
+    ids = [s.id for s in model.sites]
+    for i, sid in enumerate(ids):
+        if sid in ids[:i]:
+            raise source.error(("sites", i, "id"), f"site id {sid!r} is used twice")
+    for key in ("default_site", "local_site"):
+        value = getattr(model, key)
+        if value is not None and value not in ids:
+            raise source.error(
+                (key,), f"{value!r} is not one of the sites", hint=f"use one of: {', '.join(ids)}"
+            )
+    return Config(model, base, name)

@@ -1,0 +1,87 @@
+"""The starter configuration ``domicile init`` writes: three SQLite sites (Russia, Germany,
+United States) under a data folder, and a sample ``profiles`` collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from domicile.config import DEFAULT_CONFIG, Config, load_config
+from domicile.crypto.keys import LocalKeyring
+from domicile.errors import BadInput
+
+STARTER = """\
+# domicile deployment configuration (written by `domicile init`).
+# Paths are relative to this file. Reference: README.md and docs/packs.md.
+
+# The environment id that InCountry-compatible clients send (x-env-id).
+environment_id: default
+
+# Where SQLite site files, subject key stores, the keyring and audit anchors live.
+data_dir: domicile-data
+
+# Site for subjects that no law pins to a country, and the site this process runs at
+# (refusals are audited there when a home site cannot be reached).
+default_site: us
+local_site: us
+
+# Each site is one database in one country. `location` is what a Russian Art. 22 notice
+# (item 10.1) must state: provider, city and street address of the database.
+# backend: sqlite:PATH, or postgresql://USER@HOST:PORT/DATABASE (one database or cluster per site).
+# keys: where the site's subject keys live (default: DATA_DIR/keys/SITE.sqlite), kept apart
+# from the data so that erasing a subject's key reaches every copy and backup of its data.
+sites:
+  - id: ru
+    country: RU
+    location: {provider: "Example Hosting LLC", city: Moscow, address: "1 Example Street, Moscow 101000"}
+    backend: sqlite:domicile-data/ru.sqlite
+  - id: de
+    country: DE
+    location: {provider: "Example Rechenzentrum GmbH", city: Frankfurt am Main, address: "Beispielstrasse 1, 60311 Frankfurt am Main"}
+    backend: sqlite:domicile-data/de.sqlite
+  - id: us
+    country: US
+    location: {provider: "Example Data Centers Inc.", city: Ashburn, address: "1 Example Way, Ashburn, VA 20147"}
+    backend: sqlite:domicile-data/us.sqlite
+
+# Record types. Each field has a data category (`domicile policy categories` lists them);
+# searchable fields can be found by equality through a keyed blind index; fields that
+# identify the subject tie a new record to the subject's earlier ones.
+collections:
+  profiles:
+    fields:
+      full_name: {category: user.name, required: true, max_length: 200}
+      email: {category: user.contact.email, searchable: true, identifies: true, normalize: email, max_length: 320}
+      phone: {category: user.contact.phone_number, searchable: true, normalize: phone, max_length: 40}
+      headline: {category: user.content.public, max_length: 300}
+      city: {category: user.contact.address.city, max_length: 100}
+
+# Filings on record (names as in `domicile policy explain --filing`), with their dates.
+filings:
+  ru.art22_notice: 2025-01-15
+#  ru.art12_notice: 2025-03-03
+#  eu.scc.US: 2024-06-01
+
+# Facts about the controller (as in `--fact`).
+facts:
+  controller.ciio: false
+
+# Extra or overriding pack files.
+packs: []
+"""
+
+
+def init(directory: str | Path = ".", *, force: bool = False) -> Config:
+    """Write the starter configuration in ``directory`` and create its keyring."""
+    folder = Path(directory)
+    target = folder / DEFAULT_CONFIG
+    if target.exists() and not force:
+        raise BadInput(
+            f"{target} already exists", hint="use it as it is, or pass --force to overwrite it"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    target.write_text(STARTER, encoding="utf-8")
+    config = load_config(target)
+    keyring = LocalKeyring(config.keyring_path, create=True)
+    for site in config.sites:
+        keyring.ensure_site(site.id)
+    return config

@@ -1,0 +1,218 @@
+"""The site-store interface and its row types.
+
+A store holds, for one site: records (each field sealed separately), blind-index entries,
+the audit chain and its signed checkpoints, and a little metadata (schema version, the
+site it belongs to). Everything that changes does so inside ``transaction()``; the vault
+writes a record, its index entries and its audit entry in one transaction.
+
+Stores never see plaintext personal data: field values arrive sealed, index entries are
+keyed digests, audit payloads hold ids and decisions only.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from domicile.errors import DomicileError
+
+SCHEMA_VERSION = 1
+
+
+class SiteUnavailable(DomicileError):
+    """A site cannot be reached, or will not accept writes. Nothing was written anywhere."""
+
+    code = "site_unavailable"
+    exit_code = 4
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(
+            f"site {site!r} is unavailable: {reason}",
+            hint="nothing was written; retry when the site is back (data never falls back to another site)",
+            site=site,
+        )
+        self.site = site
+
+
+class SchemaTooNew(DomicileError):
+    code = "schema_too_new"
+    exit_code = 1
+
+
+class StoreMismatch(DomicileError):
+    """The database belongs to another site than the configuration says."""
+
+    code = "store_mismatch"
+    exit_code = 1
+
+
+class VersionConflict(DomicileError):
+    code = "version_conflict"
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    record_id: str
+    subject_id: str
+    collection: str
+    version: int
+    created_at: str
+    updated_at: str
+    fields: dict[str, bytes]  # field name -> sealed value
+
+    def pack_fields(self) -> bytes:
+        return pack_fields(self.fields)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    collection: str
+    field: str
+    digest: bytes
+    record_id: str
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    payload: str  # canonical JSON, no plaintext personal data
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: bytes
+    signed_at: str
+    signature: bytes
+
+
+def pack_fields(fields: dict[str, bytes]) -> bytes:
+    """Sealed fields to one blob: for each, a 1-byte name length, the name, a 4-byte value
+    length and the value."""
+    out = bytearray()
+    for name, value in fields.items():
+        raw = name.encode()
+        out += struct.pack(">B", len(raw)) + raw + struct.pack(">I", len(value)) + value
+    return bytes(out)
+
+
+def unpack_fields(blob: bytes) -> dict[str, bytes]:
+    fields: dict[str, bytes] = {}
+    i = 0
+    view = memoryview(blob)
+    while i < len(blob):
+        n = view[i]
+        name = bytes(view[i + 1 : i + 1 + n]).decode()
+        i += 1 + n
+        (size,) = struct.unpack_from(">I", blob, i)
+        i += 4
+        fields[name] = bytes(view[i : i + size])
+        i += size
+    return fields
+
+
+class StoreTransaction(ABC):
+    """Changes to one site, committed together or not at all."""
+
+    @abstractmethod
+    def insert(self, records: Sequence[StoredRecord]) -> None: ...
+
+    @abstractmethod
+    def replace(self, record: StoredRecord, expect_version: int) -> None:
+        """Overwrite a record whose stored version is ``expect_version``, else raise
+        ``VersionConflict``."""
+
+    @abstractmethod
+    def delete(self, record_ids: Sequence[str]) -> int:
+        """Delete records and their index entries; returns how many records went."""
+
+    @abstractmethod
+    def index(self, entries: Iterable[IndexEntry]) -> None: ...
+
+    @abstractmethod
+    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
+        """Drop a record's index entries (all, or those of some fields)."""
+
+    @abstractmethod
+    def audit_head(self) -> tuple[int, bytes]:
+        """The last audit sequence number and hash, locked until the transaction ends, so
+        appends from concurrent writers chain one after another. (0, b"") when empty."""
+
+    @abstractmethod
+    def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
+
+    @abstractmethod
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+
+class SiteStore(ABC):
+    """One site's database."""
+
+    backend: str  # "sqlite" or "postgresql"
+
+    def __init__(self, site_id: str, url: str) -> None:
+        self.site_id = site_id
+        self.url = url
+
+    @abstractmethod
+    def open(self, *, create: bool = True) -> None:
+        """Connect; create or migrate the schema; refuse a schema newer than this code or
+        a database that belongs to another site. Raises ``SiteUnavailable``."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the site answers."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[StoreTransaction]: ...
+
+    @abstractmethod
+    def get(self, record_id: str) -> StoredRecord | None: ...
+
+    @abstractmethod
+    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
+        """Record ids whose index entry for (collection, field) equals ``digest``."""
+
+    @abstractmethod
+    def subject_records(self, subject_id: str) -> list[StoredRecord]: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def audit(self, start: int = 1) -> Iterator[AuditRow]:
+        """Audit rows in storage order from sequence ``start``, streamed."""
+
+    @abstractmethod
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    @property
+    def display_url(self) -> str:
+        """The URL without a password."""
+        import re
+
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
+
+
+def open_site_store(site_id: str, url: str, *, create: bool = True) -> SiteStore:
+    if url.startswith("sqlite:"):
+        from domicile.stores.sqlite import SqliteSiteStore
+
+        store: SiteStore = SqliteSiteStore(site_id, url)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from domicile.stores.postgres import PostgresSiteStore
+
+        store = PostgresSiteStore(site_id, url)
+    else:
+        raise ValueError(f"unsupported backend URL for site {site_id!r}")
+    store.open(create=create)
+    return store

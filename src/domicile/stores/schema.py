@@ -1,0 +1,74 @@
+"""Versioned schemas for site and key stores, per SQL dialect.
+
+Each migration is a list of statements taking a store from version N-1 to N. A store
+records its version in ``meta``; opening applies the missing migrations in one
+transaction and refuses a store whose version is newer than this code knows.
+"""
+
+from __future__ import annotations
+
+SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
+    "sqlite": {
+        1: [
+            "CREATE TABLE records (record_id TEXT PRIMARY KEY, subject_id TEXT NOT NULL,"
+            " collection TEXT NOT NULL, version INTEGER NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, fields BLOB NOT NULL)",
+            "CREATE INDEX records_subject ON records (subject_id)",
+            "CREATE TABLE blind_index (collection TEXT NOT NULL, field TEXT NOT NULL,"
+            " digest BLOB NOT NULL, record_id TEXT NOT NULL)",
+            "CREATE INDEX blind_index_lookup ON blind_index (collection, field, digest)",
+            "CREATE INDEX blind_index_record ON blind_index (record_id)",
+            "CREATE TABLE audit (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL,"
+            " prev_hash BLOB NOT NULL, hash BLOB NOT NULL)",
+            "CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit"
+            " BEGIN SELECT RAISE(ABORT, 'the audit ledger is append-only'); END",
+            "CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit"
+            " BEGIN SELECT RAISE(ABORT, 'the audit ledger is append-only'); END",
+            "CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL,"
+            " signed_at TEXT NOT NULL, signature BLOB NOT NULL)",
+        ],
+    },
+    "postgresql": {
+        1: [
+            "CREATE TABLE records (record_id TEXT PRIMARY KEY, subject_id TEXT NOT NULL,"
+            " collection TEXT NOT NULL, version INTEGER NOT NULL, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, fields BYTEA NOT NULL)",
+            "CREATE INDEX records_subject ON records (subject_id)",
+            "CREATE TABLE blind_index (collection TEXT NOT NULL, field TEXT NOT NULL,"
+            " digest BYTEA NOT NULL, record_id TEXT NOT NULL)",
+            "CREATE INDEX blind_index_lookup ON blind_index (collection, field, digest)",
+            "CREATE INDEX blind_index_record ON blind_index (record_id)",
+            "CREATE TABLE audit (seq BIGINT PRIMARY KEY, payload TEXT NOT NULL,"
+            " prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL)",
+            "CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL,"
+            " hash BYTEA NOT NULL)",
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ''::bytea)",
+            "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'the audit ledger is append-only'; END $$",
+            "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+            "CREATE TABLE checkpoints (seq BIGINT PRIMARY KEY, hash BYTEA NOT NULL,"
+            " signed_at TEXT NOT NULL, signature BYTEA NOT NULL)",
+        ],
+    },
+}
+
+KEY_MIGRATIONS: dict[str, dict[int, list[str]]] = {
+    "sqlite": {
+        1: [
+            "CREATE TABLE subject_keys (subject_id TEXT PRIMARY KEY, kek_version INTEGER NOT NULL,"
+            " wrapped BLOB NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX subject_keys_version ON subject_keys (kek_version)",
+        ],
+    },
+    "postgresql": {
+        1: [
+            "CREATE TABLE subject_keys (subject_id TEXT PRIMARY KEY, kek_version INTEGER NOT NULL,"
+            " wrapped BYTEA NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX subject_keys_version ON subject_keys (kek_version)",
+        ],
+    },
+}
+
+SITE_SCHEMA_VERSION = max(SITE_MIGRATIONS["sqlite"])
+KEY_SCHEMA_VERSION = max(KEY_MIGRATIONS["sqlite"])

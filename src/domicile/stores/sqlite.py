@@ -1,0 +1,293 @@
+"""SQLite site store: the embedded default. One database file per site.
+
+WAL journal with ``synchronous=NORMAL``: a committed transaction survives a crash of the
+application; a power cut may lose the last moments of commits but never corrupts the file.
+``secure_delete`` overwrites deleted rows, so erased data does not linger in free pages.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from domicile.stores.base import (
+    AuditRow,
+    Checkpoint,
+    IndexEntry,
+    SchemaTooNew,
+    SiteStore,
+    SiteUnavailable,
+    StoredRecord,
+    StoreMismatch,
+    StoreTransaction,
+    VersionConflict,
+    unpack_fields,
+)
+from domicile.stores.schema import SITE_MIGRATIONS
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(re.sub(r"^sqlite:(//)?", "", url))
+
+
+def connect(path: Path, site: str, *, create: bool) -> sqlite3.Connection:
+    if not create and not path.exists():
+        raise SiteUnavailable(site, f"database file {path} does not exist")
+    try:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except (sqlite3.Error, OSError) as exc:
+        raise SiteUnavailable(
+            site, f"cannot open its database ({exc.__class__.__name__})"
+        ) from None
+    return conn
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    site: str,
+    kind: str,
+    migrations: dict[int, list[str]],
+    *,
+    create: bool,
+) -> None:
+    """Bring the schema to the newest version; refuse a newer or foreign database."""
+    newest = max(migrations)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        owner = meta.get("site")
+        if owner is not None and owner != site:
+            raise StoreMismatch(
+                f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
+                hint="check the backend URLs in the configuration",
+            )
+        if meta.get("kind", kind) != kind:
+            raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
+        current = int(meta.get("schema_version", 0))
+        if current > newest:
+            raise SchemaTooNew(
+                f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
+                hint="upgrade domicile before opening this site",
+            )
+        if current == 0 and not create:
+            raise SiteUnavailable(site, "its database has no domicile schema")
+        for version in range(current + 1, newest + 1):
+            for stmt in migrations[version]:
+                conn.execute(stmt)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(newest),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('site', ?)", (site,))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('kind', ?)", (kind,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class _Tx(StoreTransaction):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    def insert(self, records: Sequence[StoredRecord]) -> None:
+        self.c.executemany(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.record_id,
+                    r.subject_id,
+                    r.collection,
+                    r.version,
+                    r.created_at,
+                    r.updated_at,
+                    r.pack_fields(),
+                )
+                for r in records
+            ],
+        )
+
+    def replace(self, record: StoredRecord, expect_version: int) -> None:
+        cur = self.c.execute(
+            "UPDATE records SET version = ?, updated_at = ?, fields = ? WHERE record_id = ? AND version = ?",
+            (
+                record.version,
+                record.updated_at,
+                record.pack_fields(),
+                record.record_id,
+                expect_version,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise VersionConflict(
+                "the record changed since it was read", hint="read it again and retry"
+            )
+
+    def delete(self, record_ids: Sequence[str]) -> int:
+        ids = [(r,) for r in record_ids]
+        self.c.executemany("DELETE FROM blind_index WHERE record_id = ?", ids)
+        before = self.c.total_changes
+        self.c.executemany("DELETE FROM records WHERE record_id = ?", ids)
+        return self.c.total_changes - before
+
+    def index(self, entries: Iterable[IndexEntry]) -> None:
+        self.c.executemany(
+            "INSERT INTO blind_index VALUES (?, ?, ?, ?)",
+            [(e.collection, e.field, e.digest, e.record_id) for e in entries],
+        )
+
+    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
+        if fields is None:
+            self.c.execute("DELETE FROM blind_index WHERE record_id = ?", (record_id,))
+        else:
+            self.c.executemany(
+                "DELETE FROM blind_index WHERE record_id = ? AND field = ?",
+                [(record_id, f) for f in fields],
+            )
+
+    def audit_head(self) -> tuple[int, bytes]:
+        row = self.c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else (0, b"")
+
+    def append_audit(self, rows: Sequence[AuditRow]) -> None:
+        self.c.executemany(
+            "INSERT INTO audit VALUES (?, ?, ?, ?)",
+            [(r.seq, r.payload, r.prev_hash, r.hash) for r in rows],
+        )
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        cp = checkpoint
+        self.c.execute(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+            (cp.seq, cp.hash, cp.signed_at, cp.signature),
+        )
+
+
+def _record(row: tuple[object, ...]) -> StoredRecord:
+    rid, sid, coll, version, created, updated, blob = row
+    return StoredRecord(
+        str(rid), str(sid), str(coll), int(version), str(created), str(updated),  # type: ignore[call-overload]
+        unpack_fields(bytes(blob)),  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+class SqliteSiteStore(SiteStore):
+    backend = "sqlite"
+
+    def __init__(self, site_id: str, url: str) -> None:
+        super().__init__(site_id, url)
+        self.path = sqlite_path(url)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def open(self, *, create: bool = True) -> None:
+        conn = connect(self.path, self.site_id, create=create)
+        try:
+            migrate(conn, self.site_id, "site", SITE_MIGRATIONS["sqlite"], create=create)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise SiteUnavailable(self.site_id, f"cannot prepare its database ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise SiteUnavailable(self.site_id, "the store is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def ping(self) -> bool:
+        if self._conn is None or not self.path.exists():
+            return False
+        try:
+            with self._lock:
+                self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise SiteUnavailable(self.site_id, f"cannot start a write ({exc})") from None
+            try:
+                yield _Tx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise SiteUnavailable(self.site_id, f"the write did not commit ({exc})") from None
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise SiteUnavailable(self.site_id, f"cannot read ({exc})") from None
+
+    def get(self, record_id: str) -> StoredRecord | None:
+        rows = self._read("SELECT * FROM records WHERE record_id = ?", (record_id,))
+        return _record(rows[0]) if rows else None
+
+    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
+        rows = self._read(
+            "SELECT record_id FROM blind_index WHERE collection = ? AND field = ? AND digest = ?",
+            (collection, field, digest),
+        )
+        return [str(r[0]) for r in rows]
+
+    def subject_records(self, subject_id: str) -> list[StoredRecord]:
+        rows = self._read(
+            "SELECT * FROM records WHERE subject_id = ? ORDER BY created_at", (subject_id,)
+        )
+        return [_record(r) for r in rows]
+
+    def count(self) -> int:
+        value = self._read("SELECT count(*) FROM records")[0][0]
+        assert isinstance(value, int)
+        return value
+
+    def audit(self, start: int = 1) -> Iterator[AuditRow]:
+        # Pages of 1000 in sequence order, so memory stays bounded on long chains.
+        last = start - 1
+        while True:
+            rows = self._read(
+                "SELECT seq, payload, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT 1000",
+                (last,),
+            )
+            if not rows:
+                return
+            for seq, payload, prev, h in rows:
+                yield AuditRow(int(seq), str(payload), bytes(prev), bytes(h))  # type: ignore[call-overload]
+                last = max(last, int(seq))  # type: ignore[call-overload]
+            if len(rows) < 1000:
+                return
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._read("SELECT seq, hash, signed_at, signature FROM checkpoints ORDER BY seq")
+        return [
+            Checkpoint(int(s), bytes(h), str(t), bytes(sig))  # type: ignore[call-overload]
+            for s, h, t, sig in rows
+        ]

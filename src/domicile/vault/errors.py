@@ -1,0 +1,28 @@
+"""Errors the vault raises beyond bad input and unavailable sites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domicile.errors import BadInput, DomicileError
+
+
+class PolicyRefused(DomicileError):
+    """The decision engine did not allow the operation. Carries the decision."""
+
+    code = "policy_refused"
+    exit_code = 3
+
+    def __init__(
+        self, message: str, *, decision: dict[str, Any] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, **({"decision": decision} if decision else {}))
+        self.decision = decision
+
+
+class NotFound(BadInput):
+    code = "not_found"
+
+
+class InvalidToken(BadInput):
+    code = "invalid_token"

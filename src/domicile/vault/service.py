@@ -1,0 +1,994 @@
+"""The vault: put, get, update, delete, find and erase records of subjects, by collection.
+
+The write path: check every value; resolve the subject's residency; ask the decision
+engine which site must hold the record (the home site); seal each field under the
+subject's data key; then, in one transaction at the home site, store the record, its blind
+indexes and its audit entry; return a token. Nothing of the subject's data is written to
+any other site, and if the home site cannot be reached the write fails: it never falls back.
+
+The read path: open the token; read the record at its home site; ask the engine whether
+the requester's site may have it (a read from another country is a transfer); audit the
+read, or the refusal; only then open the fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from domicile.audit import AuditEvent, AuditLedger, VerifyReport
+from domicile.config import Collection, Config, Site, load_config
+from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.envelope import FieldCipher, field_context, key_context, new_data_key
+from domicile.crypto.errors import KeyDestroyed, KeyringError
+from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.errors import BadInput, DomicileError
+from domicile.packs import Outcome, load_packs
+from domicile.policy import Decision, PolicyEngine
+from domicile.residency import Residency, SubjectEvidence, TriSet, resolve
+from domicile.stores import (
+    IndexEntry,
+    KeyStore,
+    SiteStore,
+    StoredRecord,
+    WrappedKey,
+    open_key_store,
+    open_site_store,
+)
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import values
+from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.tokens import TokenCodec
+
+PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
+IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
+DEK_CACHE = 10_000
+
+
+def check_purpose(purpose: str) -> str:
+    if not isinstance(purpose, str) or not PURPOSE.match(purpose):
+        raise BadInput(
+            "every call names its purpose as a short lower-case name",
+            hint="e.g. --purpose account_signup (letters, digits, _ . -; at most 64)",
+        )
+    return purpose
+
+
+def _residency_to_json(r: Residency) -> dict[str, Any]:
+    return {
+        "citizenship": r.citizenship.to_dict(),
+        "residence": r.residence.to_dict(),
+        "location": r.location.to_dict(),
+    }
+
+
+def _residency_from_json(data: Mapping[str, Any]) -> Residency:
+    def tri(d: Mapping[str, list[str]]) -> TriSet:
+        return TriSet(frozenset(d["certain"]), frozenset(d["possible"]))
+
+    return Residency(tri(data["citizenship"]), tri(data["residence"]), tri(data["location"]), ())
+
+
+@dataclass(frozen=True)
+class PutResult:
+    token: str
+    site: str
+    country: str
+    decision: Decision
+    subject_is_new: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "site": self.site,
+            "country": self.country,
+            "decision": self.decision.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    token: str
+    site: str
+    country: str
+    collection: str
+    fields: dict[str, Any]
+    version: int
+    decision: Decision
+    transfer: bool  # the read crossed a border
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "site": self.site,
+            "country": self.country,
+            "collection": self.collection,
+            "version": self.version,
+            "fields": self.fields,
+            "transfer": self.transfer,
+            "decision": self.decision.outcome.value,
+            "rules": [r.id for r in self.decision.rules],
+        }
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    id: str
+    country: str
+    location: dict[str, str]
+    backend: str
+    records: int | None
+    healthy: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "country": self.country,
+            "location": self.location,
+            "backend": self.backend,
+            "records": self.records,
+            "healthy": self.healthy,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+@dataclass
+class FindResult:
+    records: list[ReadResult] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": [r.to_dict() for r in self.records],
+            "refused": self.refused,
+            "unavailable": self.unavailable,
+        }
+
+
+@dataclass
+class _Item:
+    """One record on its way in."""
+
+    index: int
+    fields: dict[str, Any]
+    residency: Residency
+    site: Site | None = None
+    decision: Decision | None = None
+    subject_id: str | None = None
+    new_subject: bool = False
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Domicile:
+    """The SDK. ``Domicile.open()`` reads the configuration; close it when done."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        keys: KeyProvider | None = None,
+        engine: PolicyEngine | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.keys: KeyProvider = keys or self._keyring(config)
+        self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
+        for s in config.sites:
+            self.keys.ensure_site(s.id)
+        self.tokens = TokenCodec(self.keys.token_key())
+        self._sites = {s.id: s for s in config.sites}
+        self._stores: dict[str, SiteStore] = {}
+        self._keystores: dict[str, KeyStore] = {}
+        self._ledgers = {
+            s.id: AuditLedger(s.id, self.keys, config.data_dir / "anchors") for s in config.sites
+        }
+        self._indexers = {s.id: BlindIndexer(self.keys.index_key(s.id)) for s in config.sites}
+        self._deks: OrderedDict[tuple[str, str], FieldCipher] = OrderedDict()
+        self._lock = threading.RLock()
+        for name, coll in config.model.collections.items():
+            for fname, spec in coll.fields.items():
+                try:
+                    self.engine.packs.taxonomy.check(spec.category)
+                except DomicileError as exc:
+                    raise BadInput(
+                        f"collection {name!r} field {fname!r}: {exc.message}", hint=exc.hint
+                    ) from None
+
+    @staticmethod
+    def _keyring(config: Config) -> LocalKeyring:
+        """The local keyring; a new one only when no site has subject keys yet (a new
+        keyring beside existing data would make that data unreadable)."""
+        if not config.keyring_path.exists():
+            for s in config.sites:
+                url = config.keys_url(s)
+                if url.startswith("sqlite:") and Path(url.removeprefix("sqlite:")).exists():
+                    raise KeyringError(
+                        f"the keyring {config.keyring_path} is missing but site {s.id!r} already has subject keys",
+                        hint="restore the keyring from its backup; without it the data cannot be read",
+                    )
+        return LocalKeyring(config.keyring_path, create=True)
+
+    @classmethod
+    def open(cls, config: str | Path | Config | None = None, **kwargs: Any) -> Domicile:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        return cls(cfg, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            for sid, store in list(self._stores.items()):
+                with contextlib.suppress(DomicileError):
+                    self._ledgers[sid].checkpoint(store)
+                store.close()
+            for ks in self._keystores.values():
+                ks.close()
+            self._stores.clear()
+            self._keystores.clear()
+            self._deks.clear()
+
+    def __enter__(self) -> Domicile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def store(self, site_id: str) -> SiteStore:
+        with self._lock:
+            store = self._stores.get(site_id)
+            if store is None:
+                site = self._sites[site_id]
+                store = open_site_store(site_id, self.config.backend_url(site.backend))
+                self._stores[site_id] = store
+            return store
+
+    def keystore(self, site_id: str) -> KeyStore:
+        with self._lock:
+            ks = self._keystores.get(site_id)
+            if ks is None:
+                ks = open_key_store(site_id, self.config.keys_url(self._sites[site_id]))
+                self._keystores[site_id] = ks
+            return ks
+
+    def _drop(self, site_id: str) -> None:
+        """Forget a connection that failed, so the next call reconnects."""
+        with self._lock:
+            store = self._stores.pop(site_id, None)
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    store.close()
+
+    def collection(self, name: str) -> Collection:
+        try:
+            return self.config.model.collections[name]
+        except KeyError:
+            raise BadInput(
+                f"no collection named {name!r}",
+                hint=f"the configuration has: {', '.join(self.config.model.collections)}",
+            ) from None
+
+    def _today(self) -> dt.date:
+        return self.clock().date()
+
+    def _decide(
+        self,
+        residency: Residency,
+        categories: Iterable[str],
+        operation: str,
+        site_country: str,
+        to_country: str | None = None,
+    ) -> Decision:
+        req = self.engine.request(
+            subject=residency,
+            categories=sorted(set(categories)),
+            operation=operation,
+            site_country=site_country,
+            to_country=to_country,
+            date=self._today(),
+            filings=self.config.model.filings,
+            facts=self.config.model.facts,
+        )
+        return self.engine.decide(req)
+
+    def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
+        store = self.store(site_id)
+        with store.transaction() as tx:
+            self._ledgers[site_id].append(tx, events)
+
+    def _audit_refusal(self, event: AuditEvent, at: str | None = None) -> None:
+        """Record a refusal at the site where the request arrived; if even that site is
+        down, the refusal is raised all the same."""
+        site = at or self.config.local_site
+        try:
+            self._audit(site, [replace(event, site=site)])
+        except SiteUnavailable:
+            self._drop(site)
+
+    def _cipher(self, site_id: str, subject_id: str) -> FieldCipher:
+        key = (site_id, subject_id)
+        with self._lock:
+            cached = self._deks.get(key)
+            if cached is not None:
+                self._deks.move_to_end(key)
+                return cached
+        wrapped = self.keystore(site_id).get(subject_id)
+        if wrapped is None:
+            raise KeyDestroyed(
+                "the subject's data key no longer exists (erased)",
+                hint="the data cannot be read by anyone any more",
+            )
+        dek = self.keys.unwrap(
+            site_id, wrapped.kek_version, wrapped.wrapped, key_context(site_id, subject_id)
+        )
+        cipher = FieldCipher(dek)
+        with self._lock:
+            self._deks[key] = cipher
+            if len(self._deks) > DEK_CACHE:
+                self._deks.popitem(last=False)
+        return cipher
+
+    def _forget_key(self, site_id: str, subject_id: str) -> None:
+        with self._lock:
+            self._deks.pop((site_id, subject_id), None)
+
+    # --- placement --------------------------------------------------------------------------
+
+    def place(self, residency: Residency, categories: Iterable[str]) -> tuple[Site, Decision]:
+        """The home site for a subject's record, or ``PolicyRefused``."""
+        cats = sorted(set(categories))
+        decisions: dict[str, Decision] = {}
+        by_country: dict[str, Decision] = {}
+        for s in self.config.sites:
+            if s.country not in by_country:
+                by_country[s.country] = self._decide(residency, cats, "store", s.country)
+            decisions[s.id] = by_country[s.country]
+        allowed = [s for s in self.config.sites if decisions[s.id].outcome is Outcome.allow]
+        if not allowed:
+            summary = "; ".join(
+                f"{s.id} ({s.country}): {decisions[s.id].outcome.value}" for s in self.config.sites
+            )
+            first = next(iter(decisions.values()))
+            raise PolicyRefused(
+                f"no configured site may hold this record ({summary})",
+                decision=first.to_dict(),
+                hint="see `domicile policy explain` for each site; add a site or a filing that unlocks one",
+            )
+        default = self.config.model.default_site
+
+        def rank(s: Site) -> tuple[int, int, int]:
+            home = 2
+            for j in decisions[s.id].jurisdictions:
+                if j.coverage == "none":
+                    continue
+                if s.country in self.engine.packs.get(j.pack).pack.countries:
+                    home = min(home, 0 if j.coverage == "covered" else 1)
+            return (home, 0 if s.id == default else 1, self.config.sites.index(s))
+
+        best = min(allowed, key=rank)
+        return best, decisions[best.id]
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def put(
+        self,
+        collection: str,
+        *,
+        subject: SubjectEvidence | Mapping[str, Any] | Sequence[str],
+        fields: Mapping[str, Any],
+        purpose: str,
+    ) -> PutResult:
+        return self.put_many(collection, [{"subject": subject, "fields": fields}], purpose=purpose)[
+            0
+        ]
+
+    def put_many(
+        self, collection: str, items: Sequence[Mapping[str, Any]], *, purpose: str
+    ) -> list[PutResult]:
+        """Write records. Everything is checked and placed before anything is written; the
+        records of one site are written in one transaction."""
+        check_purpose(purpose)
+        coll = self.collection(collection)
+        if not items:
+            raise BadInput("nothing to write", hint="give at least one record")
+        prepared: list[_Item] = []
+        evidence_cache: dict[SubjectEvidence, Residency] = {}
+        for i, item in enumerate(items):
+            where = f"record {i}: " if len(items) > 1 else ""
+            try:
+                if not isinstance(item, Mapping) or set(item) - {"subject", "fields"}:
+                    raise BadInput("each record is {subject: ..., fields: ...}")
+                checked = values.check_fields(collection, coll, item.get("fields") or {})
+                raw = item.get("subject")
+                if isinstance(raw, SubjectEvidence):
+                    ev = raw
+                elif isinstance(raw, Mapping):
+                    ev = SubjectEvidence.from_mapping(raw)
+                elif isinstance(raw, Sequence) and not isinstance(raw, str):
+                    ev = SubjectEvidence.parse(raw)
+                else:
+                    raise BadInput(
+                        "subject evidence is missing", hint="e.g. --subject citizenship=RU"
+                    )
+                if ev not in evidence_cache:
+                    evidence_cache[ev] = resolve(ev)
+                prepared.append(_Item(i, checked, evidence_cache[ev]))
+            except BadInput as exc:
+                raise type(exc)(where + exc.message, hint=exc.hint) from None
+
+        for p in prepared:
+            cats = [coll.fields[f].category for f in p.fields]
+            try:
+                p.site, p.decision = self.place(p.residency, cats)
+            except PolicyRefused as exc:
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose, collection=collection,
+                        categories=tuple(sorted(set(cats))), detail={"operation": "put", "reason": "policy"},
+                        decision="deny",
+                    )
+                )  # fmt: skip
+                where = f"record {p.index}: " if len(prepared) > 1 else ""
+                raise PolicyRefused(
+                    where + exc.message, decision=exc.decision, hint=exc.hint
+                ) from None
+
+        by_site: dict[str, list[_Item]] = {}
+        for p in prepared:
+            assert p.site is not None
+            by_site.setdefault(p.site.id, []).append(p)
+        # Fail closed before writing anything: every home site must answer.
+        for site_id in by_site:
+            self._require(site_id, purpose, collection, "put")
+        results: dict[int, PutResult] = {}
+        for site_id, group in by_site.items():
+            results.update(self._write_site(site_id, collection, coll, group, purpose))
+        return [results[i] for i in range(len(prepared))]
+
+    def _require(self, site_id: str, purpose: str, collection: str | None, operation: str) -> None:
+        """Raise ``SiteUnavailable`` (and audit the refusal where the request arrived)
+        unless the site's store and key store both answer."""
+        try:
+            ok = self.store(site_id).ping() and self.keystore(site_id).ping()
+            if not ok:
+                raise SiteUnavailable(site_id, "it does not answer")
+        except SiteUnavailable as exc:
+            self._drop(site_id)
+            arrival = self.config.local_site
+            if arrival != site_id:
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose, collection=collection,
+                        detail={"operation": operation, "reason": "site_unavailable", "home_site": site_id},
+                    ),
+                    at=arrival,
+                )  # fmt: skip
+            raise exc from None
+
+    def _identify(self, site_id: str, coll: Collection, item: _Item) -> str | None:
+        indexer = self._indexers[site_id]
+        store = self.store(site_id)
+        for fname, value in item.fields.items():
+            spec = coll.fields[fname]
+            if spec.identifies:
+                digest = indexer.digest(
+                    IDENTITY, spec.category, values.normalize(fname, spec, value)
+                )
+                found = store.lookup(IDENTITY, spec.category, digest)
+                if found:
+                    rec = store.get(found[0])
+                    if rec is not None:
+                        return rec.subject_id
+        return None
+
+    def _write_site(
+        self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
+    ) -> dict[int, PutResult]:
+        site = self._sites[site_id]
+        indexer = self._indexers[site_id]
+        ks = self.keystore(site_id)
+        new_keys: list[tuple[str, WrappedKey]] = []
+        seen: dict[bytes, str] = {}  # identity digest -> subject id, within this batch
+        for item in group:
+            sid = self._identify(site_id, coll, item)
+            ident = self._identity_digests(site_id, coll, item)
+            if sid is None:
+                sid = next((seen[d] for d in ident if d in seen), None)
+            if sid is None:
+                sid = uuid.uuid4().hex
+                dek = new_data_key()
+                version, wrapped = self.keys.wrap(site_id, dek, key_context(site_id, sid))
+                new_keys.append((sid, WrappedKey(version, wrapped)))
+                with self._lock:
+                    self._deks[(site_id, sid)] = FieldCipher(dek)
+                item.new_subject = True
+            for d in ident:
+                seen.setdefault(d, sid)
+            item.subject_id = sid
+        if new_keys:
+            ks.put_many(new_keys)  # committed before any data sealed with them
+
+        now = self.clock().isoformat()
+        records: list[StoredRecord] = []
+        entries: list[IndexEntry] = []
+        events: list[AuditEvent] = []
+        tokens: dict[int, PutResult] = {}
+        for item in group:
+            assert item.subject_id is not None
+            assert item.decision is not None
+            rid = uuid.uuid4().hex
+            cipher = self._cipher(site_id, item.subject_id)
+            sealed = {
+                name: cipher.seal(
+                    values.encode(value), field_context(site_id, collection, rid, name)
+                )
+                for name, value in item.fields.items()
+            }
+            sealed[RESIDENCY_FIELD] = cipher.seal(
+                values.encode(_residency_to_json(item.residency)),
+                field_context(site_id, collection, rid, RESIDENCY_FIELD),
+            )
+            records.append(StoredRecord(rid, item.subject_id, collection, 1, now, now, sealed))
+            entries.extend(
+                self._index_entries(site_id, indexer, collection, coll, rid, item.fields)
+            )
+            events.append(
+                AuditEvent(
+                    action="write", site=site_id, purpose=purpose, collection=collection,
+                    record=rid, subject=item.subject_id, requester=self.config.local_site,
+                    decision=item.decision.outcome.value, rules=item.decision.rule_ids,
+                    categories=tuple(sorted({coll.fields[f].category for f in item.fields})),
+                    fields=tuple(sorted(item.fields)), at=now,
+                )
+            )  # fmt: skip
+            tokens[item.index] = PutResult(
+                self.tokens.issue(site_id, rid),
+                site_id,
+                site.country,
+                item.decision,
+                item.new_subject,
+            )
+        store = self.store(site_id)
+        try:
+            with store.transaction() as tx:
+                tx.insert(records)
+                tx.index(entries)
+                self._ledgers[site_id].append(tx, events)
+        except SiteUnavailable:
+            self._drop(site_id)
+            raise
+        return tokens
+
+    def _identity_digests(self, site_id: str, coll: Collection, item: _Item) -> list[bytes]:
+        indexer = self._indexers[site_id]
+        return [
+            indexer.digest(
+                IDENTITY, coll.fields[f].category, values.normalize(f, coll.fields[f], v)
+            )
+            for f, v in item.fields.items()
+            if coll.fields[f].identifies
+        ]
+
+    def _index_entries(
+        self,
+        site_id: str,
+        indexer: BlindIndexer,
+        collection: str,
+        coll: Collection,
+        record_id: str,
+        fields: Mapping[str, Any],
+    ) -> list[IndexEntry]:
+        out = []
+        for fname, value in fields.items():
+            spec = coll.fields[fname]
+            if not spec.searchable:
+                continue
+            norm = values.normalize(fname, spec, value)
+            out.append(
+                IndexEntry(collection, fname, indexer.digest(collection, fname, norm), record_id)
+            )
+            if spec.identifies:
+                out.append(
+                    IndexEntry(
+                        IDENTITY,
+                        spec.category,
+                        indexer.digest(IDENTITY, spec.category, norm),
+                        record_id,
+                    )
+                )
+        return out
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _locate(self, token: str) -> tuple[Site, str]:
+        site_id, record_id = self.tokens.read(token)
+        site = self._sites.get(site_id)
+        if site is None:
+            raise NotFound(
+                "the token belongs to a site this configuration does not have",
+                hint="use the configuration the token was issued under",
+            )
+        return site, record_id
+
+    def _requester(self, as_site: str | None) -> Site:
+        sid = as_site or self.config.local_site
+        site = self._sites.get(sid)
+        if site is None:
+            raise BadInput(
+                f"no site named {sid!r}", hint=f"the sites are: {', '.join(self._sites)}"
+            )
+        return site
+
+    def _load(self, site: Site, record_id: str, purpose: str, operation: str) -> StoredRecord:
+        self._require(site.id, purpose, None, operation)
+        try:
+            rec = self.store(site.id).get(record_id)
+        except SiteUnavailable:
+            self._drop(site.id)
+            raise
+        if rec is None:
+            raise NotFound(
+                "no such record (it may have been deleted or erased)", hint="check the token"
+            )
+        return rec
+
+    def _open(self, site: Site, rec: StoredRecord) -> tuple[Residency, dict[str, Any]]:
+        cipher = self._cipher(site.id, rec.subject_id)
+        opened = {
+            name: values.decode(
+                cipher.open(blob, field_context(site.id, rec.collection, rec.record_id, name))
+            )
+            for name, blob in rec.fields.items()
+        }
+        residency = _residency_from_json(opened.pop(RESIDENCY_FIELD))
+        return residency, opened
+
+    def _categories(self, rec: StoredRecord) -> list[str]:
+        coll = self.collection(rec.collection)
+        return [coll.fields[f].category for f in rec.fields if f in coll.fields]
+
+    def get(self, token: str, *, purpose: str, as_site: str | None = None) -> ReadResult:
+        check_purpose(purpose)
+        site, record_id = self._locate(token)
+        requester = self._requester(as_site)
+        rec = self._load(site, record_id, purpose, "get")
+        return self._read(token, site, rec, requester, purpose)
+
+    def _read(
+        self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str
+    ) -> ReadResult:
+        cipher = self._cipher(site.id, rec.subject_id)
+        residency = _residency_from_json(
+            values.decode(
+                cipher.open(
+                    rec.fields[RESIDENCY_FIELD],
+                    field_context(site.id, rec.collection, rec.record_id, RESIDENCY_FIELD),
+                )
+            )
+        )
+        abroad = requester.country != site.country
+        decision = self._decide(
+            residency,
+            self._categories(rec),
+            "retrieve",
+            site.country,
+            requester.country if abroad else None,
+        )
+        base = AuditEvent(
+            action="read", site=site.id, purpose=purpose, collection=rec.collection,
+            record=rec.record_id, subject=rec.subject_id, requester=requester.id,
+            rules=decision.rule_ids, categories=tuple(sorted(set(self._categories(rec)))),
+        )  # fmt: skip
+        if decision.outcome is not Outcome.allow:
+            refusal = replace(
+                base, action="refuse", decision=decision.outcome.value,
+                detail={"operation": "get", "to_country": requester.country},
+            )  # fmt: skip
+            self._audit(site.id, [refusal])
+            raise PolicyRefused(
+                f"policy does not let site {requester.id!r} ({requester.country}) read this record: "
+                f"{decision.outcome.value}",
+                decision=decision.to_dict(),
+                hint="see the decision's obligations for what would allow it",
+            )
+        _, opened = self._open(site, rec)
+        if abroad:
+            event = replace(
+                base, action="transfer", decision="allow", fields=tuple(sorted(opened)),
+                detail={"to_country": requester.country, "from_country": site.country},
+            )  # fmt: skip
+        else:
+            event = replace(base, decision="allow", fields=tuple(sorted(opened)))
+        self._audit(site.id, [event])
+        return ReadResult(
+            token, site.id, site.country, rec.collection, opened, rec.version, decision, abroad
+        )
+
+    def find(
+        self, collection: str, *, where: Mapping[str, Any], purpose: str, as_site: str | None = None
+    ) -> FindResult:
+        """Records whose searchable fields equal the given values, at every site."""
+        check_purpose(purpose)
+        coll = self.collection(collection)
+        if not where:
+            raise BadInput("give at least one field to search by", hint="e.g. --field email=...")
+        checked = values.check_fields(collection, coll, where, partial=True)
+        for fname in checked:
+            if not coll.fields[fname].searchable:
+                raise BadInput(
+                    f"field {fname!r} is not searchable",
+                    hint=f"searchable fields: {', '.join(n for n, s in coll.fields.items() if s.searchable)}",
+                )
+        requester = self._requester(as_site)
+        result = FindResult()
+        for site in self.config.sites:
+            try:
+                store = self.store(site.id)
+                indexer = self._indexers[site.id]
+                ids: set[str] | None = None
+                for fname, value in checked.items():
+                    digest = indexer.digest(
+                        collection, fname, values.normalize(fname, coll.fields[fname], value)
+                    )
+                    found = set(store.lookup(collection, fname, digest))
+                    ids = found if ids is None else ids & found
+                for rid in sorted(ids or ()):
+                    rec = store.get(rid)
+                    if rec is None:
+                        continue
+                    token = self.tokens.issue(site.id, rid)
+                    try:
+                        result.records.append(self._read(token, site, rec, requester, purpose))
+                    except PolicyRefused as exc:
+                        result.refused.append(
+                            {"token": token, "site": site.id, "reason": exc.message}
+                        )
+            except SiteUnavailable:
+                self._drop(site.id)
+                result.unavailable.append(site.id)
+        return result
+
+    def update(self, token: str, *, fields: Mapping[str, Any], purpose: str) -> ReadResult:
+        check_purpose(purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "update")
+        coll = self.collection(rec.collection)
+        checked = values.check_fields(rec.collection, coll, fields, partial=True)
+        residency, current = self._open(site, rec)
+        cats = [coll.fields[f].category for f in {*current, *checked}]
+        decision = self._decide(residency, cats, "update", site.country)
+        if decision.outcome is not Outcome.allow:
+            self._audit(
+                site.id,
+                [
+                    AuditEvent(
+                        action="refuse",
+                        site=site.id,
+                        purpose=purpose,
+                        record=rec.record_id,
+                        subject=rec.subject_id,
+                        decision=decision.outcome.value,
+                        rules=decision.rule_ids,
+                        detail={"operation": "update"},
+                    )
+                ],
+            )
+            raise PolicyRefused(
+                f"policy refuses this update: {decision.outcome.value}", decision=decision.to_dict()
+            )
+        cipher = self._cipher(site.id, rec.subject_id)
+        sealed = dict(rec.fields)
+        for name, value in checked.items():
+            sealed[name] = cipher.seal(
+                values.encode(value), field_context(site.id, rec.collection, rec.record_id, name)
+            )
+        now = self.clock().isoformat()
+        new = StoredRecord(
+            rec.record_id,
+            rec.subject_id,
+            rec.collection,
+            rec.version + 1,
+            rec.created_at,
+            now,
+            sealed,
+        )
+        reindex = [f for f in checked if coll.fields[f].searchable]
+        store = self.store(site.id)
+        with store.transaction() as tx:
+            tx.replace(new, rec.version)
+            if reindex:
+                tx.unindex(rec.record_id, reindex)
+                tx.unindex(
+                    rec.record_id,
+                    [coll.fields[f].category for f in reindex if coll.fields[f].identifies],
+                )
+                tx.index(
+                    self._index_entries(
+                        site.id,
+                        self._indexers[site.id],
+                        rec.collection,
+                        coll,
+                        rec.record_id,
+                        {f: checked[f] for f in reindex},
+                    )
+                )
+            self._ledgers[site.id].append(
+                tx,
+                [
+                    AuditEvent(
+                        action="update",
+                        site=site.id,
+                        purpose=purpose,
+                        collection=rec.collection,
+                        record=rec.record_id,
+                        subject=rec.subject_id,
+                        requester=self.config.local_site,
+                        decision="allow",
+                        rules=decision.rule_ids,
+                        fields=tuple(sorted(checked)),
+                        at=now,
+                    )
+                ],
+            )
+        merged = {**current, **checked}
+        return ReadResult(
+            token, site.id, site.country, rec.collection, merged, new.version, decision, False
+        )
+
+    def delete(self, token: str, *, purpose: str) -> dict[str, Any]:
+        """Delete one record (the subject and its other records stay)."""
+        check_purpose(purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "delete")
+        store = self.store(site.id)
+        with store.transaction() as tx:
+            tx.delete([rec.record_id])
+            self._ledgers[site.id].append(
+                tx,
+                [
+                    AuditEvent(
+                        action="delete",
+                        site=site.id,
+                        purpose=purpose,
+                        collection=rec.collection,
+                        record=rec.record_id,
+                        subject=rec.subject_id,
+                        requester=self.config.local_site,
+                    )
+                ],
+            )
+        return {"deleted": True, "site": site.id, "records": 1}
+
+    def erase(self, token: str, *, purpose: str = "erasure") -> dict[str, Any]:
+        """Erase the subject the token belongs to: destroy its data key first (so every copy
+        and backup of its data becomes unreadable), then delete all its records here."""
+        check_purpose(purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "erase")
+        subject = rec.subject_id
+        self._require(site.id, purpose, None, "erase")
+        self.keystore(site.id).delete(subject)
+        self._forget_key(site.id, subject)
+        store = self.store(site.id)
+        records = store.subject_records(subject)
+        with store.transaction() as tx:
+            removed = tx.delete([r.record_id for r in records])
+            self._ledgers[site.id].append(
+                tx,
+                [
+                    AuditEvent(
+                        action="erase",
+                        site=site.id,
+                        purpose=purpose,
+                        subject=subject,
+                        requester=self.config.local_site,
+                        detail={"records": removed, "key_destroyed": True},
+                    )
+                ],
+            )
+        return {
+            "erased": True,
+            "site": site.id,
+            "country": site.country,
+            "records": removed,
+            "key_destroyed": True,
+        }
+
+    # --- operations -------------------------------------------------------------------------
+
+    def sites(self) -> list[SiteStatus]:
+        out = []
+        for s in self.config.sites:
+            loc = s.location.model_dump()
+            try:
+                store = self.store(s.id)
+                healthy = store.ping() and self.keystore(s.id).ping()
+                out.append(
+                    SiteStatus(
+                        s.id,
+                        s.country,
+                        loc,
+                        store.display_url,
+                        store.count() if healthy else None,
+                        healthy,
+                    )
+                )
+            except DomicileError as exc:
+                self._drop(s.id)
+                out.append(SiteStatus(s.id, s.country, loc, s.backend, None, False, exc.message))
+        return out
+
+    def verify_audit(self, site_id: str | None = None) -> list[VerifyReport]:
+        ids = [site_id] if site_id else [s.id for s in self.config.sites]
+        for sid in ids:
+            if sid not in self._sites:
+                raise BadInput(
+                    f"no site named {sid!r}", hint=f"the sites are: {', '.join(self._sites)}"
+                )
+        return [self._ledgers[sid].verify(self.store(sid)) for sid in ids]
+
+    def checkpoint_audit(self) -> dict[str, int]:
+        """Sign every site's chain head now; returns the sequence number signed per site."""
+        out = {}
+        for s in self.config.sites:
+            cp = self._ledgers[s.id].checkpoint(self.store(s.id))
+            out[s.id] = cp.seq if cp else 0
+        return out
+
+    def rotate_key(self, site_id: str, *, batch: int = 500) -> dict[str, Any]:
+        """Rotate a site's key-encryption key without downtime: new writes use the new key at
+        once; existing data keys are re-wrapped in batches; the old key is retired last."""
+        if site_id not in self._sites:
+            raise BadInput(f"no site named {site_id!r}")
+        ks = self.keystore(site_id)
+        old = self.keys.current_version(site_id)
+        new = self.keys.rotate(site_id)
+        rewrapped = 0
+        while True:
+            stale = ks.stale(new, batch)
+            if not stale:
+                break
+            for sid, wk in stale:
+                ctx = key_context(site_id, sid)
+                dek = self.keys.unwrap(site_id, wk.kek_version, wk.wrapped, ctx)
+                version, wrapped = self.keys.wrap(site_id, dek, ctx)
+                if ks.rewrap(sid, wk, WrappedKey(version, wrapped)):
+                    rewrapped += 1
+        retired = []
+        for v in range(1, new):
+            if v in getattr(self.keys, "versions", lambda _s: [])(
+                site_id
+            ) and not ks.versions().get(v):
+                self.keys.retire(site_id, v)
+                retired.append(v)
+        self._audit(
+            site_id,
+            [
+                AuditEvent(
+                    action="rotate",
+                    site=site_id,
+                    detail={"from": old, "to": new, "rewrapped": rewrapped},
+                )
+            ],
+        )
+        return {
+            "site": site_id,
+            "from_version": old,
+            "to_version": new,
+            "rewrapped": rewrapped,
+            "retired": retired,
+        }

@@ -1,0 +1,48 @@
+"""Tokens: what the world keeps instead of personal data.
+
+A token is the record's site and id sealed with AES-256-GCM under the deployment's token
+key. A holder without the key learns nothing from it: not the subject, not the home site,
+not whether two tokens belong to the same person.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domicile.vault.errors import InvalidToken
+
+PREFIX = "dom1_"
+_AAD = b"domicile/token/v1"
+
+
+class TokenCodec:
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def issue(self, site_id: str, record_id: str) -> str:
+        site = site_id.encode()
+        plain = bytes([len(site)]) + site + uuid.UUID(hex=record_id).bytes
+        nonce = secrets.token_bytes(12)
+        sealed = nonce + self._aead.encrypt(nonce, plain, _AAD)
+        return PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+    def read(self, token: str) -> tuple[str, str]:
+        """(site id, record id), or ``InvalidToken``."""
+        bad = InvalidToken(
+            "not a valid domicile token", hint="pass a token returned by put, exactly as returned"
+        )
+        if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > 200:
+            raise bad
+        body = token[len(PREFIX) :]
+        try:
+            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            plain = self._aead.decrypt(sealed[:12], sealed[12:], _AAD)
+        except (ValueError, InvalidTag):
+            raise bad from None
+        n = plain[0]
+        return plain[1 : 1 + n].decode(), uuid.UUID(bytes=plain[1 + n :]).hex

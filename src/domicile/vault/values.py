@@ -1,0 +1,128 @@
+"""Field values: checked against the collection before anything is written.
+
+Every problem with a write is found here, before a single byte is stored, so a bad
+record (or one bad record in a batch) leaves nothing half-written. Messages name the
+field, never the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import phonenumbers
+
+from domicile.config import Collection, FieldSpec
+from domicile.errors import BadInput
+
+MAX_FIELDS_BYTES = 1_000_000
+
+
+class InvalidField(BadInput):
+    code = "invalid_field"
+
+
+def _utf8(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(
+            f"field {name!r} is not valid UTF-8 text", hint="send UTF-8 text"
+        ) from None
+    if "\x00" in value:
+        raise InvalidField(
+            f"field {name!r} contains a NUL character", hint="remove control characters"
+        )
+
+
+def coerce(name: str, spec: FieldSpec, value: Any) -> Any:
+    """The value in its declared type, or ``InvalidField``. Strings from the CLI are parsed."""
+    if value is None:
+        raise InvalidField(f"field {name!r} is null", hint="leave the field out instead")
+    if spec.type == "string":
+        if not isinstance(value, str):
+            raise InvalidField(f"field {name!r} must be text, not {type(value).__name__}")
+        _utf8(name, value)
+        if len(value) > spec.max_length:
+            raise InvalidField(
+                f"field {name!r} is longer than its limit of {spec.max_length} characters",
+                hint="shorten it, or raise max_length in the configuration",
+            )
+        return value
+    if spec.type == "integer":
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise InvalidField(f"field {name!r} must be a whole number") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidField(f"field {name!r} must be a whole number")
+        return value
+    if spec.type == "boolean":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise InvalidField(f"field {name!r} must be true or false")
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise InvalidField(f"field {name!r} must be a date, YYYY-MM-DD")
+
+
+def check_fields(
+    collection_name: str,
+    collection: Collection,
+    fields: Mapping[str, Any],
+    *,
+    partial: bool = False,
+) -> dict[str, Any]:
+    if not isinstance(fields, Mapping):
+        raise InvalidField("fields must be a mapping of field names to values")
+    if not fields:
+        raise InvalidField("give at least one field", hint="e.g. --field email=...")
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        spec = collection.fields.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise InvalidField(
+                f"collection {collection_name!r} has no field {name!r}",
+                hint=f"its fields are: {', '.join(collection.fields)}",
+            )
+        out[name] = coerce(name, spec, value)
+    if not partial:
+        missing = [n for n, s in collection.fields.items() if s.required and n not in out]
+        if missing:
+            raise InvalidField(f"required field(s) missing: {', '.join(missing)}")
+    return out
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"))
+
+
+def normalize(name: str, spec: FieldSpec, value: Any) -> str:
+    """The form a value is indexed (and searched) under."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if spec.normalize in ("lower", "email"):
+        return text.strip().lower()
+    if spec.normalize == "phone":
+        try:
+            parsed = phonenumbers.parse(text, None)
+        except phonenumbers.NumberParseException:
+            raise InvalidField(
+                f"field {name!r} is not a phone number in international format",
+                hint="write it with its country code, e.g. +49 30 1234567",
+            ) from None
+        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return text
