@@ -201,7 +201,7 @@ def test_contested_rule_escalates(toy_engine: PolicyEngine) -> None:
     d = ask(
         toy_engine, subject={"citizenship": "US"}, operation="transfer", site_country="BE",
         to_country="US", categories=["user.biometric.fingerprint"],
-        filings={"bb.contract.US": "2026-01-01"},
+        filings={"bb.contract.US": "2026-01-01"}, facts={"bb.public_body": False},
     )  # fmt: skip
     assert d.outcome is Outcome.escalate
     assert outcomes(d) == {"bb.export": "allow", "bb.contested": "escalate"}
@@ -249,3 +249,25 @@ def test_decision_json_holds_no_plaintext_evidence(toy_engine: PolicyEngine) -> 
     for secret in ("664", "1234567", "81.16", "7707083893"):
         assert secret not in text
     assert set(d.to_dict()) >= {"decision", "jurisdictions", "rules", "obligations", "explanation"}
+
+
+def test_routes_follow_their_own_effective_dates(toy_engine: PolicyEngine) -> None:
+    base = dict(
+        subject={"citizenship": "US"}, operation="transfer", site_country="BE", to_country="US",
+        bases=["consent"], facts={"bb.public_body": False},
+    )  # fmt: skip
+    before = ask(toy_engine, **base, date="2025-06-01")
+    assert before.outcome is Outcome.allow
+    assert before.rules[0].route == "old_consent"
+    assert ask(toy_engine, **base, date="2026-02-02").outcome is Outcome.deny
+
+
+def test_a_bool_fact_declared_unknown_when_unstated_escalates(toy_engine: PolicyEngine) -> None:
+    base = dict(
+        subject={"citizenship": "US"}, operation="transfer", site_country="BE", to_country="US",
+        filings={"bb.contract.US": "2026-01-01"},
+    )  # fmt: skip
+    unstated = ask(toy_engine, **base)
+    assert unstated.outcome is Outcome.escalate
+    assert "bb.public_body" in unstated.rules[0].reason
+    assert ask(toy_engine, **base, facts={"bb.public_body": False}).outcome is Outcome.allow

@@ -19,6 +19,7 @@ from domicile.errors import DomicileError, FileError, PackError
 from domicile.packs.model import (
     FILING_PATTERN,
     Cite,
+    FactDecl,
     Pack,
     Predicate,
     Route,
@@ -229,10 +230,10 @@ class PackSet:
             out.update({k: v.title for k, v in lp.pack.bases.items()})
         return out
 
-    def facts(self) -> dict[str, tuple[str, str]]:
-        out: dict[str, tuple[str, str]] = {k: (v.type, v.title) for k, v in CORE_FACTS.items()}
+    def facts(self) -> dict[str, FactDecl]:
+        out = dict(CORE_FACTS)
         for lp in self:
-            out.update({k: (v.type, v.title) for k, v in lp.pack.facts.items()})
+            out.update(lp.pack.facts)
         return out
 
 

@@ -390,10 +390,17 @@ class Basis(_Model):
 
 
 class FactDecl(_Model):
-    """A fact a request may state (``--fact NAME=VALUE``)."""
+    """A fact a request may state (``--fact NAME=VALUE``). A ``bool`` fact that is not
+    stated counts as false unless ``unstated: unknown``; any other unstated fact is
+    unknown (and so escalates wherever it matters)."""
 
     title: str
     type: Literal["bool", "int", "str", "country"]
+    unstated: Literal["false", "unknown"] | None = None
+
+    @property
+    def default(self) -> bool | None:
+        return False if self.type == "bool" and self.unstated != "unknown" else None
 
 
 class Coverage(_Model):
@@ -424,6 +431,7 @@ class Route(_Model):
 
     name: Name
     title: str
+    effective: Effective = Effective()  # a route outside its dates is skipped
     when: Predicate = Predicate(always=True)
     requires: Predicate = Predicate(always=True)
     status: Status | None = None  # a contested route escalates even when met

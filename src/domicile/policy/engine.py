@@ -232,7 +232,7 @@ class PolicyEngine:
             raise UnknownName(
                 f"unknown fact {name!r}", hint="use one of: " + ", ".join(sorted(self._facts))
             )
-        ftype, _ = self._facts[name]
+        ftype = self._facts[name].type
         if isinstance(raw, bool) or ftype == "bool":
             if isinstance(raw, bool):
                 if ftype != "bool":
@@ -539,6 +539,8 @@ class PolicyEngine:
         maybe_allows: list[Route] = []
         maybe_refuses: list[tuple[Route, list[Unmet]]] = []
         for route, when, requires in rule.routes:
+            if not route.effective.covers(ctx.date):
+                continue
             w = when.eval(ctx)
             if w == FALSE:
                 continue
@@ -610,6 +612,7 @@ class PolicyEngine:
         out: list[_Fired] = []
         for flow, flow_uncertain in targets:
             ctx.flow = flow
+            ctx.unknown_facts = set()
             applies = rule.applies.eval(ctx)
             if applies == FALSE:
                 continue
@@ -643,6 +646,9 @@ class PolicyEngine:
                 obligations = [Obligation(duty.id, duty.text, spec.id, cp.id, status, duty.due)]
             if uncertain and outcome is Outcome.deny:
                 outcome = Outcome.escalate
+            if applies == UNKNOWN and ctx.unknown_facts:
+                reason += f" (not stated: {', '.join(sorted(ctx.unknown_facts))})"
+            elif uncertain:
                 reason += " (the subject may be covered: weak evidence)"
             res = self._result(cp, rule, outcome, reason, flow=flow, uncertain=uncertain)
             out.append(_Fired(res, unmet, obligations + self._standing(cp, spec, spec.obligations)))

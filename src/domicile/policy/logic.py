@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from domicile.categories import is_under
 from domicile.packs.calendar import WorkingCalendar
-from domicile.packs.model import CountryList, FlowKind, Operation, Predicate
+from domicile.packs.model import CountryList, FactDecl, FlowKind, Operation, Predicate
 from domicile.residency import Residency
 
 if TYPE_CHECKING:
@@ -418,7 +418,7 @@ class Compiler:
     pack: Pack
     calendar: WorkingCalendar
     bases: dict[str, str]
-    facts: dict[str, tuple[str, str]]
+    facts: dict[str, FactDecl]
     coverage_refs: dict[str, _CoverageRef] = field(default_factory=dict)
 
     @property
@@ -482,9 +482,8 @@ class Compiler:
             return _Basis(p.basis, self.bases.get(p.basis, p.basis))
         if p.fact is not None:
             op, value = p.fact.comparison
-            ftype, title = self.facts[p.fact.name]
-            default = False if ftype == "bool" else None
-            return _Fact(p.fact.name, op, value, title, default)
+            decl = self.facts[p.fact.name]
+            return _Fact(p.fact.name, op, value, decl.title, decl.default)
         if p.filed is not None:
             title, unlocks = self.filing_title(p.filed)
             return _Filed(p.filed, title, unlocks)
