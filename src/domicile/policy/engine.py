@@ -7,8 +7,10 @@ How a request is decided:
    destination), a read from abroad (``retrieve`` with ``to_country``), and, for every pack
    that covers the subject, a write to a site outside its territory (``storage``, or
    ``replica`` when ``--fact replica=true`` says the site copies an in-country primary).
-3. Every rule in force on the request's date that matches the operation, the categories
-   and (for transfer rules) a flow leaving the pack's territory, fires and gives an
+3. Packs not connected to the request (not covering the subject, site not on their
+   territory, no flow leaving it) are skipped. In the others, every rule in force on the
+   request's date that matches the operation, the categories and (for transfer rules) a
+   flow leaving the pack's territory, fires and gives an
    outcome: ``allow``, ``escalate`` or ``deny``. Exemptions waive named rules; a rule that
    might apply only because of weak evidence or an unstated fact escalates instead of
    denying; contested readings escalate.
@@ -373,6 +375,14 @@ class PolicyEngine:
 
         fired: list[_Fired] = []
         for cp in self._compiled:
+            # A law has a say only when it is connected to the request: it covers (or may
+            # cover) the subject, the site is on its territory, or data leaves it.
+            if (
+                coverage[cp.id] == FALSE
+                and request.site_country not in cp.territory
+                and not any(cp.originates_here(f) for f, _ in flows)
+            ):
+                continue
             for rule in cp.rules:
                 spec = rule.spec
                 if not spec.effective.covers(request.date):
