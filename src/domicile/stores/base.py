@@ -182,6 +182,20 @@ class SiteStore(ABC):
     def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
         """Record ids whose index entry for (collection, field) equals ``digest``."""
 
+    def subjects_for(
+        self, collection: str, field: str, digests: Sequence[bytes]
+    ) -> dict[bytes, str]:
+        """For each digest found in the index of (collection, field), the subject id of a
+        record that carries it. Backends override this with one query."""
+        out: dict[bytes, str] = {}
+        for d in digests:
+            for rid in self.lookup(collection, field, d):
+                rec = self.get(rid)
+                if rec is not None:
+                    out[d] = rec.subject_id
+                    break
+        return out
+
     @abstractmethod
     def subject_records(self, subject_id: str) -> list[StoredRecord]: ...
 

@@ -13,6 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from domicile.stores.base import SiteUnavailable
 from domicile.stores.schema import KEY_MIGRATIONS
@@ -106,7 +107,7 @@ class SqliteKeyStore(KeyStore):
             return False
         return self.path.exists()
 
-    def _run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self.conn.execute(sql, args).fetchall()
@@ -120,7 +121,7 @@ class SqliteKeyStore(KeyStore):
         if not rows:
             return None
         version, wrapped = rows[0]
-        return WrappedKey(int(version), bytes(wrapped))  # type: ignore[call-overload]
+        return WrappedKey(int(version), bytes(wrapped))
 
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         now = _now()
@@ -154,7 +155,7 @@ class SqliteKeyStore(KeyStore):
             "SELECT subject_id, kek_version, wrapped FROM subject_keys WHERE kek_version != ? LIMIT ?",
             (current_version, limit),
         )
-        return [(str(s), WrappedKey(int(v), bytes(w))) for s, v, w in rows]  # type: ignore[call-overload]
+        return [(str(s), WrappedKey(int(v), bytes(w))) for s, v, w in rows]
 
     def rewrap(self, subject_id: str, old: WrappedKey, new: WrappedKey) -> bool:
         with self._lock:
@@ -169,7 +170,7 @@ class SqliteKeyStore(KeyStore):
 
     def versions(self) -> dict[int, int]:
         rows = self._run("SELECT kek_version, count(*) FROM subject_keys GROUP BY kek_version")
-        return {int(v): int(n) for v, n in rows}  # type: ignore[call-overload]
+        return {int(v): int(n) for v, n in rows}
 
 
 def open_key_store(site_id: str, url: str, *, create: bool = True) -> KeyStore:

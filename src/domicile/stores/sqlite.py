@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from domicile.stores.base import (
     AuditRow,
@@ -171,11 +172,11 @@ class _Tx(StoreTransaction):
         )
 
 
-def _record(row: tuple[object, ...]) -> StoredRecord:
+def _record(row: tuple[Any, ...]) -> StoredRecord:
     rid, sid, coll, version, created, updated, blob = row
     return StoredRecord(
-        str(rid), str(sid), str(coll), int(version), str(created), str(updated),  # type: ignore[call-overload]
-        unpack_fields(bytes(blob)),  # type: ignore[call-overload]
+        str(rid), str(sid), str(coll), int(version), str(created), str(updated),
+        unpack_fields(bytes(blob)),
     )  # fmt: skip
 
 
@@ -240,7 +241,7 @@ class SqliteSiteStore(SiteStore):
                 conn.execute("ROLLBACK")
                 raise SiteUnavailable(self.site_id, f"the write did not commit ({exc})") from None
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self.conn.execute(sql, args).fetchall()
@@ -257,6 +258,23 @@ class SqliteSiteStore(SiteStore):
             (collection, field, digest),
         )
         return [str(r[0]) for r in rows]
+
+    def subjects_for(
+        self, collection: str, field: str, digests: Sequence[bytes]
+    ) -> dict[bytes, str]:
+        out: dict[bytes, str] = {}
+        unique = list(dict.fromkeys(digests))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT b.digest, r.subject_id FROM blind_index b JOIN records r ON r.record_id = b.record_id"
+                f" WHERE b.collection = ? AND b.field = ? AND b.digest IN ({marks})",
+                (collection, field, *chunk),
+            )
+            for digest, subject in rows:
+                out.setdefault(bytes(digest), str(subject))
+        return out
 
     def subject_records(self, subject_id: str) -> list[StoredRecord]:
         rows = self._read(
@@ -280,14 +298,11 @@ class SqliteSiteStore(SiteStore):
             if not rows:
                 return
             for seq, payload, prev, h in rows:
-                yield AuditRow(int(seq), str(payload), bytes(prev), bytes(h))  # type: ignore[call-overload]
-                last = max(last, int(seq))  # type: ignore[call-overload]
+                yield AuditRow(int(seq), str(payload), bytes(prev), bytes(h))
+                last = max(last, int(seq))
             if len(rows) < 1000:
                 return
 
     def checkpoints(self) -> list[Checkpoint]:
         rows = self._read("SELECT seq, hash, signed_at, signature FROM checkpoints ORDER BY seq")
-        return [
-            Checkpoint(int(s), bytes(h), str(t), bytes(sig))  # type: ignore[call-overload]
-            for s, h, t, sig in rows
-        ]
+        return [Checkpoint(int(s), bytes(h), str(t), bytes(sig)) for s, h, t, sig in rows]

@@ -479,22 +479,6 @@ class Domicile:
                 )  # fmt: skip
             raise exc from None
 
-    def _identify(self, site_id: str, coll: Collection, item: _Item) -> str | None:
-        indexer = self._indexers[site_id]
-        store = self.store(site_id)
-        for fname, value in item.fields.items():
-            spec = coll.fields[fname]
-            if spec.identifies:
-                digest = indexer.digest(
-                    IDENTITY, spec.category, values.normalize(fname, spec, value)
-                )
-                found = store.lookup(IDENTITY, spec.category, digest)
-                if found:
-                    rec = store.get(found[0])
-                    if rec is not None:
-                        return rec.subject_id
-        return None
-
     def _write_site(
         self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
     ) -> dict[int, PutResult]:
@@ -502,12 +486,20 @@ class Domicile:
         indexer = self._indexers[site_id]
         ks = self.keystore(site_id)
         new_keys: list[tuple[str, WrappedKey]] = []
-        seen: dict[bytes, str] = {}  # identity digest -> subject id, within this batch
-        for item in group:
-            sid = self._identify(site_id, coll, item)
-            ident = self._identity_digests(site_id, coll, item)
-            if sid is None:
-                sid = next((seen[d] for d in ident if d in seen), None)
+        # Identifying values (e.g. an e-mail address) tie a record to the subject's earlier
+        # ones: one index query per identifying category for the whole batch.
+        idents = [self._identity_digests(site_id, coll, item) for item in group]
+        wanted: dict[str, list[bytes]] = {}
+        for pairs in idents:
+            for category, digest in pairs:
+                wanted.setdefault(category, []).append(digest)
+        known = {
+            (category, d): sid
+            for category, digests in wanted.items()
+            for d, sid in self.store(site_id).subjects_for(IDENTITY, category, digests).items()
+        }
+        for item, pairs in zip(group, idents, strict=True):
+            sid = next((known[p] for p in pairs if p in known), None)
             if sid is None:
                 sid = uuid.uuid4().hex
                 dek = new_data_key()
@@ -516,8 +508,8 @@ class Domicile:
                 with self._lock:
                     self._deks[(site_id, sid)] = FieldCipher(dek)
                 item.new_subject = True
-            for d in ident:
-                seen.setdefault(d, sid)
+            for p in pairs:
+                known.setdefault(p, sid)  # later records of this batch join the same subject
             item.subject_id = sid
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
@@ -573,15 +565,17 @@ class Domicile:
             raise
         return tokens
 
-    def _identity_digests(self, site_id: str, coll: Collection, item: _Item) -> list[bytes]:
+    def _identity_digests(
+        self, site_id: str, coll: Collection, item: _Item
+    ) -> list[tuple[str, bytes]]:
         indexer = self._indexers[site_id]
-        return [
-            indexer.digest(
-                IDENTITY, coll.fields[f].category, values.normalize(f, coll.fields[f], v)
-            )
-            for f, v in item.fields.items()
-            if coll.fields[f].identifies
-        ]
+        out = []
+        for f, v in item.fields.items():
+            spec = coll.fields[f]
+            if spec.identifies:
+                norm = values.normalize(f, spec, v)
+                out.append((spec.category, indexer.digest(IDENTITY, spec.category, norm)))
+        return out
 
     def _index_entries(
         self,
