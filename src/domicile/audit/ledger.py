@@ -16,7 +16,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,8 @@ from domicile.stores.base import AuditRow, Checkpoint, SiteStore, StoreTransacti
 Action = Literal["write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate"]
 TAG = b"domicile/audit/v1"
 CHECKPOINT_EVERY = 1000
+# Canonical JSON: sorted keys, no spaces, UTF-8 kept as is. One encoder, made once.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,13 @@ class AuditEvent:
     at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
     def payload(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if v not in (None, (), {})}
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = {
+            k: v for k in _FIELDS if (v := getattr(self, k)) is not None and v != () and v != {}
+        }
+        return _CANONICAL.encode(data)
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEvent))
 
 
 def entry_hash(prev: bytes, seq: int, payload: str) -> bytes:

@@ -63,6 +63,45 @@ def bench_policy(
     )
 
 
+@bench_app.command("vault")
+def bench_vault(
+    records: int = typer.Option(20_000, "--records", min=100, help="Records to write."),
+    backend: str = typer.Option("sqlite", "--backend", help="sqlite or postgresql."),
+    postgres_url: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432",
+        "--postgres-url",
+        help="Server for --backend postgresql.",
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, help="Records per batch put / insert."),
+    gets: int = typer.Option(5_000, "--gets", min=1, help="Point reads to time."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Batch put and point get through the SDK, against plain INSERT and SELECT on the same backend."""
+    from rich.console import Console
+
+    from domicile.bench.vault import run
+    from domicile.errors import BadInput
+
+    with errors(as_json):
+        if backend not in ("sqlite", "postgresql"):
+            raise BadInput(f"unknown backend {backend!r}", hint="use sqlite or postgresql")
+        result = run(
+            records, backend=backend, postgres_url=postgres_url, batch=batch, gets=gets,
+            progress=Console(stderr=True),
+        )  # fmt: skip
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"domicile bench vault ({backend}, {records:,} records)")
+    table.add_column("measure")
+    table.add_column("per second", justify="right")
+    for name, value in result["per_second"].items():
+        table.add_row(name, f"{value:,}")
+    console.print(table)
+    for name, value in result["ratios"].items():
+        console.print(f"ratio {name}: {value} (target {result['target']['ratio']})")
+
+
 @app.command()
 def demo(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """A guided tour of the decision engine over a sample population."""

@@ -21,4 +21,4 @@ class BlindIndexer:
 
     def digest(self, collection: str, field: str, value: str) -> bytes:
         msg = b"\x00".join((collection.encode(), field.encode(), value.encode("utf-8")))
-        return hmac.new(self._key, msg, hashlib.sha256).digest()[:DIGEST_BYTES]
+        return hmac.digest(self._key, msg, hashlib.sha256)[:DIGEST_BYTES]

@@ -24,11 +24,16 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(256)
 
 
-def field_context(site: str, collection: str, record: str, field: str) -> bytes:
-    """Associated data binding a ciphertext to its place."""
+def record_context(site: str, collection: str, record: str) -> bytes:
+    """The common start of the associated data of every field of one record."""
     return b"\x00".join(
-        (b"domicile/field/v1", site.encode(), collection.encode(), record.encode(), field.encode())
+        (b"domicile/field/v1", site.encode(), collection.encode(), record.encode(), b"")
     )
+
+
+def field_context(site: str, collection: str, record: str, field: str) -> bytes:
+    """Associated data binding a ciphertext to its place: site, collection, record, field."""
+    return record_context(site, collection, record) + field.encode()
 
 
 def key_context(site: str, subject: str) -> bytes:

@@ -168,6 +168,15 @@ class Residency:
     residence: TriSet
     location: TriSet
     findings: tuple[Finding, ...]
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Residencies key the decision caches; hash once, not on every lookup.
+        key = (self.citizenship, self.residence, self.location, self.findings)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def uncertain(self) -> bool:

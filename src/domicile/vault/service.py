@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import secrets
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +27,13 @@ from typing import Any
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
 from domicile.config import Collection, Config, Site, load_config
 from domicile.crypto.blind import BlindIndexer
-from domicile.crypto.envelope import FieldCipher, field_context, key_context, new_data_key
+from domicile.crypto.envelope import (
+    FieldCipher,
+    field_context,
+    key_context,
+    new_data_key,
+    record_context,
+)
 from domicile.crypto.errors import KeyDestroyed, KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
 from domicile.errors import BadInput, DomicileError
@@ -52,6 +58,7 @@ PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
 IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
 DEK_CACHE = 10_000
+DECISION_CACHE = 50_000
 
 
 def check_purpose(purpose: str) -> str:
@@ -199,6 +206,9 @@ class Domicile:
         }
         self._indexers = {s.id: BlindIndexer(self.keys.index_key(s.id)) for s in config.sites}
         self._deks: OrderedDict[tuple[str, str], FieldCipher] = OrderedDict()
+        # Requests are validated once per shape: the engine's cache keys on the validated form.
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self._placements: dict[tuple[Any, ...], tuple[Site, Decision]] = {}
         self._lock = threading.RLock()
         for name, coll in config.model.collections.items():
             for fname, spec in coll.fields.items():
@@ -293,9 +303,14 @@ class Domicile:
         site_country: str,
         to_country: str | None = None,
     ) -> Decision:
+        cats = tuple(sorted(set(categories)))
+        key = (residency, cats, operation, site_country, to_country, self._today())
+        hit = self._decisions.get(key)
+        if hit is not None:
+            return hit
         req = self.engine.request(
             subject=residency,
-            categories=sorted(set(categories)),
+            categories=cats,
             operation=operation,
             site_country=site_country,
             to_country=to_country,
@@ -303,7 +318,11 @@ class Domicile:
             filings=self.config.model.filings,
             facts=self.config.model.facts,
         )
-        return self.engine.decide(req)
+        decision = self.engine.decide(req)
+        if len(self._decisions) >= DECISION_CACHE:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
 
     def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
         store = self.store(site_id)
@@ -351,6 +370,17 @@ class Domicile:
     def place(self, residency: Residency, categories: Iterable[str]) -> tuple[Site, Decision]:
         """The home site for a subject's record, or ``PolicyRefused``."""
         cats = sorted(set(categories))
+        key = (residency, tuple(cats), self._today())
+        hit = self._placements.get(key)
+        if hit is not None:
+            return hit
+        placed = self._place(residency, cats)
+        if len(self._placements) >= DECISION_CACHE:
+            self._placements.clear()
+        self._placements[key] = placed
+        return placed
+
+    def _place(self, residency: Residency, cats: list[str]) -> tuple[Site, Decision]:
         decisions: dict[str, Decision] = {}
         by_country: dict[str, Decision] = {}
         for s in self.config.sites:
@@ -501,7 +531,7 @@ class Domicile:
         for item, pairs in zip(group, idents, strict=True):
             sid = next((known[p] for p in pairs if p in known), None)
             if sid is None:
-                sid = uuid.uuid4().hex
+                sid = secrets.token_hex(16)
                 dek = new_data_key()
                 version, wrapped = self.keys.wrap(site_id, dek, key_context(site_id, sid))
                 new_keys.append((sid, WrappedKey(version, wrapped)))
@@ -519,20 +549,21 @@ class Domicile:
         entries: list[IndexEntry] = []
         events: list[AuditEvent] = []
         tokens: dict[int, PutResult] = {}
+        residency_blobs: dict[Residency, bytes] = {}
         for item in group:
             assert item.subject_id is not None
             assert item.decision is not None
-            rid = uuid.uuid4().hex
+            rid = secrets.token_hex(16)
             cipher = self._cipher(site_id, item.subject_id)
+            prefix = record_context(site_id, collection, rid)
             sealed = {
-                name: cipher.seal(
-                    values.encode(value), field_context(site_id, collection, rid, name)
-                )
+                name: cipher.seal(values.encode(value), prefix + name.encode())
                 for name, value in item.fields.items()
             }
+            if item.residency not in residency_blobs:
+                residency_blobs[item.residency] = values.encode(_residency_to_json(item.residency))
             sealed[RESIDENCY_FIELD] = cipher.seal(
-                values.encode(_residency_to_json(item.residency)),
-                field_context(site_id, collection, rid, RESIDENCY_FIELD),
+                residency_blobs[item.residency], prefix + RESIDENCY_FIELD.encode()
             )
             records.append(StoredRecord(rid, item.subject_id, collection, 1, now, now, sealed))
             entries.extend(
@@ -628,28 +659,40 @@ class Domicile:
         return site
 
     def _load(self, site: Site, record_id: str, purpose: str, operation: str) -> StoredRecord:
-        self._require(site.id, purpose, None, operation)
         try:
             rec = self.store(site.id).get(record_id)
-        except SiteUnavailable:
+        except SiteUnavailable as exc:
             self._drop(site.id)
-            raise
+            if self.config.local_site != site.id:
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose,
+                        detail={"operation": operation, "reason": "site_unavailable", "home_site": site.id},
+                    )
+                )  # fmt: skip
+            raise exc from None
         if rec is None:
             raise NotFound(
                 "no such record (it may have been deleted or erased)", hint="check the token"
             )
         return rec
 
-    def _open(self, site: Site, rec: StoredRecord) -> tuple[Residency, dict[str, Any]]:
+    def _open(self, site: Site, rec: StoredRecord, *, skip: str | None = None) -> dict[str, Any]:
+        """Decrypt every field of a record (but ``skip``)."""
         cipher = self._cipher(site.id, rec.subject_id)
-        opened = {
-            name: values.decode(
-                cipher.open(blob, field_context(site.id, rec.collection, rec.record_id, name))
-            )
+        prefix = record_context(site.id, rec.collection, rec.record_id)
+        return {
+            name: values.decode(cipher.open(blob, prefix + name.encode()))
             for name, blob in rec.fields.items()
+            if name != skip
         }
-        residency = _residency_from_json(opened.pop(RESIDENCY_FIELD))
-        return residency, opened
+
+    def _residency(self, site: Site, rec: StoredRecord) -> Residency:
+        cipher = self._cipher(site.id, rec.subject_id)
+        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_FIELD.encode()
+        return _residency_from_json(
+            values.decode(cipher.open(rec.fields[RESIDENCY_FIELD], context))
+        )
 
     def _categories(self, rec: StoredRecord) -> list[str]:
         coll = self.collection(rec.collection)
@@ -665,15 +708,7 @@ class Domicile:
     def _read(
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str
     ) -> ReadResult:
-        cipher = self._cipher(site.id, rec.subject_id)
-        residency = _residency_from_json(
-            values.decode(
-                cipher.open(
-                    rec.fields[RESIDENCY_FIELD],
-                    field_context(site.id, rec.collection, rec.record_id, RESIDENCY_FIELD),
-                )
-            )
-        )
+        residency = self._residency(site, rec)
         abroad = requester.country != site.country
         decision = self._decide(
             residency,
@@ -699,7 +734,7 @@ class Domicile:
                 decision=decision.to_dict(),
                 hint="see the decision's obligations for what would allow it",
             )
-        _, opened = self._open(site, rec)
+        opened = self._open(site, rec, skip=RESIDENCY_FIELD)
         if abroad:
             event = replace(
                 base, action="transfer", decision="allow", fields=tuple(sorted(opened)),
@@ -762,7 +797,8 @@ class Domicile:
         rec = self._load(site, record_id, purpose, "update")
         coll = self.collection(rec.collection)
         checked = values.check_fields(rec.collection, coll, fields, partial=True)
-        residency, current = self._open(site, rec)
+        residency = self._residency(site, rec)
+        current = self._open(site, rec, skip=RESIDENCY_FIELD)
         cats = [coll.fields[f].category for f in {*current, *checked}]
         decision = self._decide(residency, cats, "update", site.country)
         if decision.outcome is not Outcome.allow:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import uuid
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,7 +25,7 @@ class TokenCodec:
 
     def issue(self, site_id: str, record_id: str) -> str:
         site = site_id.encode()
-        plain = bytes([len(site)]) + site + uuid.UUID(hex=record_id).bytes
+        plain = bytes([len(site)]) + site + bytes.fromhex(record_id)
         nonce = secrets.token_bytes(12)
         sealed = nonce + self._aead.encrypt(nonce, plain, _AAD)
         return PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
@@ -45,4 +44,6 @@ class TokenCodec:
         except (ValueError, InvalidTag):
             raise bad from None
         n = plain[0]
-        return plain[1 : 1 + n].decode(), uuid.UUID(bytes=plain[1 + n :]).hex
+        if len(plain) != 1 + n + 16:
+            raise bad
+        return plain[1 : 1 + n].decode(), plain[1 + n :].hex()

@@ -104,11 +104,25 @@ def check_fields(
 
 
 def encode(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """A value as bytes with a one-letter type tag: s(tring), i(nteger), b(oolean), j(son)."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8")
+    if isinstance(value, bool):
+        return b"b1" if value else b"b0"
+    if isinstance(value, int):
+        return b"i" + str(value).encode()
+    return b"j" + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def decode(raw: bytes) -> Any:
-    return json.loads(raw.decode("utf-8"))
+    tag, body = raw[:1], raw[1:]
+    if tag == b"s":
+        return body.decode("utf-8")
+    if tag == b"b":
+        return body == b"1"
+    if tag == b"i":
+        return int(body)
+    return json.loads(body.decode("utf-8"))
 
 
 def normalize(name: str, spec: FieldSpec, value: Any) -> str:
