@@ -158,11 +158,30 @@ def test_bench_policy_prints_ratios() -> None:
     assert all(v > 0 for v in data["ratios"].values())
 
 
-def test_demo_runs() -> None:
-    code, out, _ = run("demo", "--json")
+def test_policy_tour_runs() -> None:
+    code, out, _ = run("policy", "tour", "--json")
     assert code == 0
     data = json.loads(out)
     moscow = data["placements"][0]
     assert moscow["sites"]["RU"] == "allow"
     assert moscow["sites"]["US"] == "deny"
     assert [s["decision"] for s in data["timeline"]] == ["deny", "deny", "allow", "deny"]
+
+
+def test_main_job_demo(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    code, out, err = run("demo", "--dir", str(folder), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    placed = {p["subject"]: p["site"] for p in data["placements"]}
+    assert placed["Russian citizen in Moscow"] == "ru"
+    assert placed["French resident"] == "de"
+    assert placed["US citizen in Boston"] == "us"
+    assert placed["Russian citizen living in Berlin"] is None  # conflicting laws: refused
+    assert data["plaintext_check"]["found"] == []
+    assert all(a["ok"] for a in data["audit"])
+    # Running it again recreates its own folder; a foreign folder is left alone.
+    assert run("demo", "--dir", str(folder), "--json")[0] == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    assert run("demo", "--dir", str(other))[0] == 1

@@ -67,9 +67,9 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
     for raw in values or []:
         name, sep, value = raw.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise BadInput(
-                f"{what} {raw!r} is not NAME=VALUE", hint=f"write e.g. {_EXAMPLES[what]}"
-            )
+            # Field values are personal data: never echo them back.
+            shown = f"{what} option" if what == "--field" else f"{what} {raw!r}"
+            raise BadInput(f"a {shown} is not NAME=VALUE", hint=f"write e.g. {_EXAMPLES[what]}")
         out[name.strip()] = value.strip()
     return out
 
@@ -77,4 +77,5 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
 _EXAMPLES = {
     "--filing": "--filing ru.art12_notice=2025-03-03",
     "--fact": "--fact replica=true",
+    "--field": "--field email=anna@example.org",
 }

@@ -103,41 +103,57 @@ def bench_vault(
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """A guided tour of the decision engine over a sample population."""
-    from domicile.demo import SITES, placements, timeline
-    from domicile.policy import PolicyEngine
+def demo(
+    directory: str = typer.Option(
+        "domicile-demo", "--dir", help="Folder for the demo's deployment (recreated)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The main job: the embedded three-site vault with a sample population: where each
+    record went and why, reads from abroad, and the evidence."""
+    from pathlib import Path
+
+    from domicile.vault_demo import run
 
     with errors(as_json):
-        engine = PolicyEngine()
-        rows = placements(engine)
-        steps = timeline(engine)
+        out = run(Path(directory))
     if as_json:
-        emit_json({"placements": rows, "timeline": steps})
+        emit_json(out)
         return
-    console.rule("[bold]domicile: where may each profile be stored? (1 September 2025)")
+    console.rule("[bold]domicile: a sample population stored where the law puts it")
     table = Table(show_lines=True)
-    table.add_column("subject")
-    table.add_column("laws that cover them")
-    for site in SITES:
-        table.add_column(f"site {site}", justify="center")
-    for row in rows:
-        cells = [f"[{_COLOURS[v]}]{v}[/]" for v in row["sites"].values()]
-        table.add_row(escape(row["subject"]), escape("\n".join(row["laws"]) or "none"), *cells)
+    for col in ("subject", "site", "why"):
+        table.add_column(col)
+    for p in out["placements"]:
+        site = f"{p['site']} ({p['country']})" if p["site"] else "[red]refused[/]"
+        table.add_row(escape(p["subject"]), site, escape(p["why"]))
     console.print(table)
-    console.print("Why not (first refusing rule per site):")
-    for row in rows:
-        for site, why in row["why_not"].items():
-            console.print(f"  {escape(row['subject'])} @ {site}: {escape(why)}", soft_wrap=True)
-    console.rule("[bold]A recruiter in the US reads a Russian member's profile")
-    for step in steps:
-        colour = _COLOURS[step["decision"]]
-        console.print(f"[{colour}]{step['decision'].upper():8}[/] {escape(step['step'])}")
-        for ob in step["obligations"]:
-            console.print(f"           to do: {escape(ob)}", soft_wrap=True)
+    console.rule("[bold]Reads from another country are transfers, decided and logged")
+    for r in out["reads"]:
+        colour = "green" if r["outcome"] == "allowed" else "red"
+        extra = f" ({', '.join(r['rules'])})" if r["outcome"] == "allowed" else f": {r['why']}"
+        console.print(
+            f"[{colour}]{r['outcome']:8}[/] {escape(r['subject'])} read at site {r['requester_site']}{escape(extra)}",
+            soft_wrap=True,
+        )
+    console.rule("[bold]Evidence")
+    for s in out["sites"]:
+        loc = s["location"]
+        console.print(
+            f"site {s['id']} ({s['country']}, {escape(loc['city'])}): {s['records']} records, healthy={s['healthy']}"
+        )
+    for a in out["audit"]:
+        console.print(
+            f"audit {a['site']}: {'ok' if a['ok'] else 'BROKEN'} ({a['entries']} entries, chain verified)"
+        )
+    check = out["plaintext_check"]
     console.print(
-        "\nTry: [bold]domicile policy explain --subject citizenship=RU --category user.contact.email "
-        "--operation store --site-country DE --date 2025-09-01[/]"
+        f"plaintext scan: {len(check['found'])} of {check['values']} field values found in "
+        f"{check['files']} files of the deployment"
+    )
+    console.print(
+        f"\nThe deployment is in {escape(directory)}/. Try: [bold]domicile sites --config "
+        f"{escape(directory)}/domicile.yaml[/]; the policy engine tour: [bold]domicile policy tour[/]"
     )
 
 

@@ -286,3 +286,36 @@ def resolve_cmd(
         console.print(
             f"[{colour}]{j.name}[/] ({j.pack}): {j.coverage}: {escape('; '.join(j.reasons))}"
         )
+
+
+_TOUR_COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
+
+
+@policy_app.command("tour")
+def tour(as_json: bool = JsonOpt) -> None:
+    """A guided tour of the decision engine over a sample population."""
+    from domicile.demo import SITES, placements, timeline
+
+    with errors(as_json):
+        engine = PolicyEngine()
+        rows = placements(engine)
+        steps = timeline(engine)
+    if as_json:
+        emit_json({"placements": rows, "timeline": steps})
+        return
+    console.rule("[bold]Where may each profile be stored? (1 September 2025)")
+    table = Table(show_lines=True)
+    table.add_column("subject")
+    table.add_column("laws that cover them")
+    for site in SITES:
+        table.add_column(f"site {site}", justify="center")
+    for row in rows:
+        cells = [f"[{_TOUR_COLOURS[v]}]{v}[/]" for v in row["sites"].values()]
+        table.add_row(escape(row["subject"]), escape("\n".join(row["laws"]) or "none"), *cells)
+    console.print(table)
+    console.rule("[bold]A recruiter in the US reads a Russian member's profile")
+    for step in steps:
+        colour = _TOUR_COLOURS[step["decision"]]
+        console.print(f"[{colour}]{step['decision'].upper():8}[/] {escape(step['step'])}")
+        for ob in step["obligations"]:
+            console.print(f"           to do: {escape(ob)}", soft_wrap=True)

@@ -389,8 +389,13 @@ class Domicile:
             decisions[s.id] = by_country[s.country]
         allowed = [s for s in self.config.sites if decisions[s.id].outcome is Outcome.allow]
         if not allowed:
+
+            def why(d: Decision) -> str:
+                rules = [r.id for r in d.rules if r.outcome is d.outcome]
+                return f"{d.outcome.value} by {', '.join(rules)}" if rules else d.outcome.value
+
             summary = "; ".join(
-                f"{s.id} ({s.country}): {decisions[s.id].outcome.value}" for s in self.config.sites
+                f"{s.id} ({s.country}): {why(decisions[s.id])}" for s in self.config.sites
             )
             first = next(iter(decisions.values()))
             raise PolicyRefused(

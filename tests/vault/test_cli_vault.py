@@ -1,0 +1,179 @@
+"""The vault's CLI contract: JSON shapes and exit codes (0 ok, 2 bad input, 3 policy, 4 site)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from domicile.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    code, _, err = run("init", str(tmp_path))
+    assert code == 0, err
+    monkeypatch.setenv("DOMICILE_CONFIG", str(tmp_path / "domicile.yaml"))
+    return tmp_path
+
+
+def put_ru() -> dict[str, object]:
+    code, out, err = run(
+        "put", "profiles", "--subject", "citizenship=RU", "--field", "full_name=Anna Volkova",
+        "--field", "email=anna@example.ru", "--purpose", "signup", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    data: dict[str, object] = json.loads(out)
+    return data
+
+
+def test_init_writes_a_commented_config_and_a_private_keyring(deployment: Path) -> None:
+    text = (deployment / "domicile.yaml").read_text()
+    assert "item 10.1" in text
+    assert (deployment / "domicile-data" / "keyring.json").stat().st_mode & 0o077 == 0
+    code, _, err = run("init", str(deployment))
+    assert code == 2
+    assert "already exists" in err
+
+
+def test_put_get_find_erase(deployment: Path) -> None:
+    data = put_ru()
+    assert set(data) >= {"token", "site", "country", "decision"}
+    assert (data["site"], data["country"]) == ("ru", "RU")
+    token = str(data["token"])
+    code, out, _ = run("get", token, "--purpose", "view", "--as-site", "ru", "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert got["fields"] == {"full_name": "Anna Volkova", "email": "anna@example.ru"}
+    assert got["site"] == "ru"
+    code, out, _ = run(
+        "find",
+        "profiles",
+        "--field",
+        "email=ANNA@example.ru",
+        "--purpose",
+        "lookup",
+        "--as-site",
+        "ru",
+        "--json",
+    )
+    assert code == 0
+    assert [r["token"] for r in json.loads(out)["records"]] != []
+    code, out, _ = run("erase", token, "--json")
+    assert code == 0
+    assert json.loads(out)["key_destroyed"] is True
+    code, out, _ = run("get", token, "--purpose", "view", "--as-site", "ru", "--json")
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "not_found"
+
+
+def test_policy_refusal_exits_3(deployment: Path) -> None:
+    token = str(put_ru()["token"])
+    code, out, _ = run("get", token, "--purpose", "view", "--json")  # local_site is us
+    assert code == 3
+    err = json.loads(out)["error"]
+    assert err["code"] == "policy_refused"
+    assert err["details"]["decision"]["decision"] == "deny"
+    code, _, stderr = run("get", token, "--purpose", "view")
+    assert code == 3
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_unavailable_site_exits_4(deployment: Path) -> None:
+    ru = deployment / "domicile-data" / "ru.sqlite"
+    ru.parent.mkdir(parents=True, exist_ok=True)
+    ru.mkdir()  # the Russian database cannot be opened
+    code, out, _ = run(
+        "put", "profiles", "--subject", "citizenship=RU", "--field", "full_name=A",
+        "--purpose", "signup", "--json",
+    )  # fmt: skip
+    assert code == 4
+    assert json.loads(out)["error"]["details"]["site"] == "ru"
+    code, out, _ = run("sites", "--json")
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)}
+    assert rows["ru"]["healthy"] is False
+    assert rows["us"]["healthy"] is True
+    assert set(rows["us"]) >= {"id", "country", "location", "backend", "records", "healthy"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["put", "nope", "--subject", "citizenship=RU", "--field", "full_name=A", "--purpose", "p"],
+        [
+            "put",
+            "profiles",
+            "--subject",
+            "citizenship=XX",
+            "--field",
+            "full_name=A",
+            "--purpose",
+            "p",
+        ],
+        ["put", "profiles", "--subject", "citizenship=RU", "--field", "size=9", "--purpose", "p"],
+        [
+            "put",
+            "profiles",
+            "--subject",
+            "citizenship=RU",
+            "--field",
+            "full_name",
+            "--purpose",
+            "p",
+        ],
+        [
+            "put",
+            "profiles",
+            "--subject",
+            "citizenship=RU",
+            "--field",
+            "full_name=A",
+            "--purpose",
+            "Bad Purpose",
+        ],
+        ["get", "dom1_garbage", "--purpose", "p"],
+    ],
+)
+def test_bad_input_exits_2_with_nothing_written(deployment: Path, args: list[str]) -> None:
+    code, out, err = run(*args, "--json")
+    assert code == 2, out + err
+    assert json.loads(out)["error"]["code"]
+    code, out, _ = run("sites", "--json")
+    assert all(r["records"] == 0 for r in json.loads(out))
+
+
+def test_audit_verify_detects_an_edited_entry(deployment: Path) -> None:
+    put_ru()
+    code, out, _ = run("audit", "verify", "--site", "ru", "--json")
+    assert code == 0
+    assert json.loads(out)["ok"] is True
+    conn = sqlite3.connect(deployment / "domicile-data" / "ru.sqlite")
+    conn.execute("DROP TRIGGER audit_append_only_update")
+    conn.execute("UPDATE audit SET payload = replace(payload, 'signup', 'marketing') WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    code, out, _ = run("audit", "verify", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["ok"] is False
+    ru = next(s for s in data["sites"] if s["site"] == "ru")
+    assert ru["first_bad"] == {"seq": 1, "problem": "its contents do not match its hash (edited)"}
+
+
+def test_config_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "domicile.yaml"
+    bad.write_text("default_site: us\nsites:\n  - id: us\n    country: USA\n")
+    code, _, err = run("sites", "--config", str(bad))
+    assert code == 2
+    assert f"{bad}:4: sites[0].country" in err
