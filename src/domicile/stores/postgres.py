@@ -1,0 +1,711 @@
+"""PostgreSQL site and key stores: one database per site (and one per site's key store).
+
+Behaves like the SQLite stores (``sqlite.py``, ``keystore.py``); both run through one
+contract test suite. What differs is how concurrency is handled:
+
+- The connection runs in autocommit mode between transactions, so a reader never holds a
+  snapshot open; ``transaction()`` opens an explicit ``BEGIN`` ... ``COMMIT`` block (plain
+  ``BEGIN``: a database or server set to ``default_transaction_read_only`` stays read-only,
+  and writes to it raise ``SiteUnavailable``).
+- Concurrent writers chain their audit entries one after another because ``audit_head()``
+  locks the single row of ``audit_head`` (``SELECT ... FOR UPDATE``) until the transaction
+  ends, and ``append_audit()`` moves that row to the last entry appended.
+- One connection per store, guarded by a lock. When the server goes away, the call that
+  notices fails with ``SiteUnavailable`` and a later call connects again. A call that finds
+  its connection dead before it has done anything (the server restarted since the last
+  call) retries once on a fresh connection: reads, and the ``BEGIN`` of a write.
+
+Every driver error becomes ``SiteUnavailable`` (its message never holds the password),
+except an integrity error inside a site transaction (such as a duplicate record id), which
+propagates unchanged as ``sqlite3.IntegrityError`` does in the SQLite store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, LiteralString, TypeVar
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+
+from domicile.stores.base import (
+    AuditRow,
+    Checkpoint,
+    IndexEntry,
+    SchemaTooNew,
+    SiteStore,
+    SiteUnavailable,
+    StoredRecord,
+    StoreMismatch,
+    StoreTransaction,
+    VersionConflict,
+    unpack_fields,
+)
+from domicile.stores.keystore import KeyStore, WrappedKey
+from domicile.stores.schema import KEY_MIGRATIONS, SITE_MIGRATIONS
+
+Conn = psycopg.Connection[TupleRow]
+T = TypeVar("T")
+
+AUDIT_PAGE = 1000
+# Serialises schema migrations of one database across processes ("domicile" in ASCII).
+MIGRATION_LOCK = 0x646F6D6963696C65
+# Connection defaults; parameters given in the URL win.
+DEFAULTS = {
+    "connect_timeout": "5",
+    "application_name": "domicile",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+MAINTENANCE_DATABASES = ("postgres", "template1")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+class _Database:
+    """One connection to one PostgreSQL database, reconnected on demand.
+
+    ``label`` names the store in error messages ("its database", "its key store").
+    """
+
+    def __init__(self, site_id: str, url: str, label: str) -> None:
+        self.site_id = site_id
+        self.label = label
+        self.lock = threading.RLock()
+        self._conn: Conn | None = None
+        self._open = False
+        self._url = url
+        self._password = ""
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error:
+            params = None
+        self._params: dict[str, Any] | None = params
+        if params is not None:
+            self._password = str(params.get("password") or "")
+            for key, value in DEFAULTS.items():
+                params.setdefault(key, value)
+
+    # -- errors -------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """``text`` with the password taken out, however it was written."""
+        text = re.sub(r"(//[^/@?#]*?):[^@/?#]*@", r"\1:***@", text)
+        text = re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", text, flags=re.I)
+        if len(self._password) >= 4:
+            for form in {self._password, quote(self._password, safe="")}:
+                text = text.replace(form, "***")
+        return text
+
+    @property
+    def display_url(self) -> str:
+        return self.redact(self._url)
+
+    def unavailable(self, what: str, exc: BaseException | None = None) -> SiteUnavailable:
+        if exc is None:
+            return SiteUnavailable(self.site_id, self.redact(what))
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return SiteUnavailable(self.site_id, f"{what}: {self.label} is read-only")
+        detail = ""
+        if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+            detail = exc.diag.message_primary
+        else:
+            detail = next((line for line in str(exc).splitlines() if line.strip()), "")
+        name = type(exc).__name__
+        reason = f"{what} ({name}: {detail.strip()})" if detail else f"{what} ({name})"
+        return SiteUnavailable(self.site_id, self.redact(reason))
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def _params_or_fail(self) -> dict[str, Any]:
+        if self._params is None:
+            raise self.unavailable(f"the URL of {self.label} is malformed")
+        return self._params
+
+    def _connect(self, **override: str) -> Conn:
+        params = {**self._params_or_fail(), **override}
+        return psycopg.connect(autocommit=True, **params)
+
+    def _connect_or_fail(self) -> Conn:
+        try:
+            return self._connect()
+        except psycopg.Error as exc:
+            raise self.unavailable(
+                f"cannot connect to {self.label} at {self.display_url}", exc
+            ) from None
+
+    def open(self, *, create: bool) -> Conn:
+        """A new connection, creating the database first if it does not exist and
+        ``create`` is set. The caller prepares the schema, then calls ``adopt``."""
+        try:
+            return self._connect()
+        except psycopg.OperationalError as exc:
+            if not create:
+                raise self.unavailable(
+                    f"cannot connect to {self.label} at {self.display_url}", exc
+                ) from None
+            first = exc
+        except psycopg.Error as exc:
+            raise self.unavailable(
+                f"cannot connect to {self.label} at {self.display_url}", exc
+            ) from None
+        if self._create_database(first):
+            return self._connect_or_fail()
+        raise self.unavailable(
+            f"cannot connect to {self.label} at {self.display_url}", first
+        ) from None
+
+    def _create_database(self, first: psycopg.Error) -> bool:
+        """Create the URL's database through a maintenance database on the same server.
+        False when the database exists already (so ``first`` had another cause)."""
+        dbname = str(self._params_or_fail().get("dbname") or "")
+        if not dbname:
+            return False
+        admin: Conn | None = None
+        for maintenance in MAINTENANCE_DATABASES:
+            if maintenance == dbname:
+                continue
+            try:
+                admin = self._connect(dbname=maintenance)
+                break
+            except psycopg.Error:
+                continue
+        if admin is None:
+            return False
+        with admin:
+            try:
+                found = admin.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+                ).fetchone()
+                if found:
+                    return False
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # someone else created it meanwhile (the catalog's unique index says so)
+            except psycopg.Error as exc:
+                raise self.unavailable(f"cannot create {self.label} {dbname!r}", exc) from None
+        return True
+
+    def adopt(self, conn: Conn) -> None:
+        with self.lock:
+            self._drop()
+            self._conn = conn
+            self._open = True
+
+    def close(self) -> None:
+        with self.lock:
+            self._open = False
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg.Error):
+                conn.close()
+
+    def acquire(self) -> tuple[Conn, bool]:
+        """The connection, and whether it was opened just now. Call with the lock held."""
+        if not self._open:
+            raise self.unavailable(f"{self.label} is closed")
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn, False
+        self._drop()
+        self._conn = self._connect_or_fail()
+        return self._conn, True
+
+    @staticmethod
+    def _dead(conn: Conn) -> bool:
+        return conn.closed or conn.broken
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self, fn: Callable[[Conn], T], what: str) -> T:
+        """Run ``fn`` (which must be safe to repeat: reads) outside a transaction."""
+        with self.lock:
+            conn, fresh = self.acquire()
+            try:
+                return fn(conn)
+            except psycopg.OperationalError as exc:
+                if fresh or not self._dead(conn):
+                    raise self.unavailable(what, exc) from None
+            except psycopg.Error as exc:
+                raise self.unavailable(what, exc) from None
+            # The connection died since its last use (a server restart): once more.
+            conn, _ = self.acquire()
+            try:
+                return fn(conn)
+            except psycopg.Error as exc:
+                raise self.unavailable(what, exc) from None
+
+    def begin(self, what: str) -> Conn:
+        """Open a transaction block; call with the lock held."""
+        conn, fresh = self.acquire()
+        try:
+            conn.execute("BEGIN")
+            return conn
+        except psycopg.OperationalError as exc:
+            if fresh or not self._dead(conn):
+                raise self.unavailable(what, exc) from None
+        except psycopg.Error as exc:
+            raise self.unavailable(what, exc) from None
+        conn, _ = self.acquire()
+        try:
+            conn.execute("BEGIN")
+        except psycopg.Error as exc:
+            raise self.unavailable(what, exc) from None
+        return conn
+
+    def commit(self, conn: Conn, what: str) -> None:
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            # Failed (an error was caught and ignored inside the block) or lost.
+            self.rollback(conn)
+            raise self.unavailable(f"{what}: a statement in the transaction failed")
+        try:
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            self.rollback(conn)
+            raise self.unavailable(what, exc) from None
+
+    def rollback(self, conn: Conn) -> None:
+        if self._dead(conn):
+            return
+        with suppress(psycopg.Error):  # the connection is gone; the server rolled back
+            conn.execute("ROLLBACK")
+
+    def write(self, fn: Callable[[Conn], T], what: str) -> T:
+        """Run ``fn`` in a transaction of its own; any driver error -> SiteUnavailable."""
+        with self.lock:
+            conn = self.begin(what)
+            try:
+                result = fn(conn)
+            except psycopg.Error as exc:
+                self.rollback(conn)
+                raise self.unavailable(what, exc) from None
+            except BaseException:
+                self.rollback(conn)
+                raise
+            self.commit(conn, what)
+            return result
+
+
+def _fetch(conn: Conn, query: LiteralString, args: Sequence[object] = ()) -> list[TupleRow]:
+    return conn.execute(query, args).fetchall()
+
+
+def migrate(
+    conn: Conn,
+    site: str,
+    kind: str,
+    migrations: dict[int, list[str]],
+    *,
+    create: bool,
+) -> None:
+    """Bring the schema to the newest version in one transaction; refuse a newer or
+    foreign database (the same rules as ``sqlite.migrate``). A database that is up to date
+    is only read, so a read-only database or standby opens for reading."""
+    newest = max(migrations)
+    conn.execute("BEGIN")
+    try:
+        meta = _meta(conn)
+        if meta is not None:
+            _check_meta(meta, site, kind, newest)
+            if (
+                int(meta.get("schema_version", 0)) == newest
+                and meta.get("site") == site
+                and meta.get("kind") == kind
+            ):
+                conn.execute("COMMIT")
+                return
+        if meta is None and not create:
+            raise SiteUnavailable(site, "its database has no domicile schema")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        meta = _meta(conn) or {}
+        _check_meta(meta, site, kind, newest)
+        current = int(meta.get("schema_version", 0))
+        if current == 0 and not create:
+            raise SiteUnavailable(site, "its database has no domicile schema")
+        for version in range(current + 1, newest + 1):
+            for stmt in migrations[version]:
+                # Trusted text from schema.py; without parameters nothing is interpolated.
+                conn.execute(stmt.encode())
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO meta (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                [("schema_version", str(newest)), ("site", site), ("kind", kind)],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.closed and not conn.broken:
+            with suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _meta(conn: Conn) -> dict[str, str] | None:
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta").fetchall()}
+
+
+def _check_meta(meta: dict[str, str], site: str, kind: str, newest: int) -> None:
+    owner = meta.get("site")
+    if owner is not None and owner != site:
+        raise StoreMismatch(
+            f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
+            hint="check the backend URLs in the configuration",
+        )
+    if meta.get("kind", kind) != kind:
+        raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
+    current = int(meta.get("schema_version", 0))
+    if current > newest:
+        raise SchemaTooNew(
+            f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
+            hint="upgrade domicile before opening this site",
+        )
+
+
+def _open(
+    db: _Database, site: str, kind: str, migrations: dict[int, list[str]], create: bool
+) -> None:
+    with db.lock:
+        conn = db.open(create=create)
+        try:
+            migrate(conn, site, kind, migrations, create=create)
+        except psycopg.Error as exc:
+            conn.close()
+            raise db.unavailable("cannot prepare its database", exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        db.adopt(conn)
+
+
+# -- site store ----------------------------------------------------------------------------
+
+
+class _Tx(StoreTransaction):
+    def __init__(self, db: _Database, conn: Conn) -> None:
+        self.db = db
+        self.c = conn
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.IntegrityError:
+            raise  # a caller's mistake (duplicate id), not an outage: as in SQLite
+        except psycopg.Error as exc:
+            raise self.db.unavailable(what, exc) from None
+
+    def insert(self, records: Sequence[StoredRecord]) -> None:
+        if not records:
+            return
+        with self._errors("cannot write records"), self.c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO records (record_id, subject_id, collection, version, created_at,"
+                " updated_at, fields) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        r.record_id,
+                        r.subject_id,
+                        r.collection,
+                        r.version,
+                        r.created_at,
+                        r.updated_at,
+                        r.pack_fields(),
+                    )
+                    for r in records
+                ],
+            )
+
+    def replace(self, record: StoredRecord, expect_version: int) -> None:
+        with self._errors("cannot update a record"):
+            cur = self.c.execute(
+                "UPDATE records SET version = %s, updated_at = %s, fields = %s"
+                " WHERE record_id = %s AND version = %s",
+                (
+                    record.version,
+                    record.updated_at,
+                    record.pack_fields(),
+                    record.record_id,
+                    expect_version,
+                ),
+            )
+        if cur.rowcount != 1:
+            raise VersionConflict(
+                "the record changed since it was read", hint="read it again and retry"
+            )
+
+    def delete(self, record_ids: Sequence[str]) -> int:
+        ids = list(record_ids)
+        if not ids:
+            return 0
+        with self._errors("cannot delete records"):
+            self.c.execute("DELETE FROM blind_index WHERE record_id = ANY(%s)", (ids,))
+            cur = self.c.execute("DELETE FROM records WHERE record_id = ANY(%s)", (ids,))
+        return max(cur.rowcount, 0)
+
+    def index(self, entries: Iterable[IndexEntry]) -> None:
+        rows = [(e.collection, e.field, e.digest, e.record_id) for e in entries]
+        if not rows:
+            return
+        with self._errors("cannot write index entries"), self.c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO blind_index (collection, field, digest, record_id)"
+                " VALUES (%s, %s, %s, %s)",
+                rows,
+            )
+
+    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
+        with self._errors("cannot delete index entries"):
+            if fields is None:
+                self.c.execute("DELETE FROM blind_index WHERE record_id = %s", (record_id,))
+            else:
+                names = list(fields)
+                if names:
+                    self.c.execute(
+                        "DELETE FROM blind_index WHERE record_id = %s AND field = ANY(%s)",
+                        (record_id, names),
+                    )
+
+    def audit_head(self) -> tuple[int, bytes]:
+        with self._errors("cannot lock the audit head"):
+            row = self.c.execute(
+                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+            ).fetchone()
+            if row is None:
+                # The head row went missing: rebuild it from the chain, then lock it.
+                self.c.execute(
+                    "INSERT INTO audit_head (id, seq, hash)"
+                    " SELECT 1, coalesce(max(seq), 0),"
+                    " coalesce((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), ''::bytea)"
+                    " FROM audit ON CONFLICT (id) DO NOTHING"
+                )
+                row = self.c.execute(
+                    "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                ).fetchone()
+        assert row is not None
+        return int(row[0]), bytes(row[1])
+
+    def append_audit(self, rows: Sequence[AuditRow]) -> None:
+        if not rows:
+            return
+        last = rows[-1]
+        with self._errors("cannot append to the audit ledger"):
+            with self.c.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO audit (seq, payload, prev_hash, hash) VALUES (%s, %s, %s, %s)",
+                    [(r.seq, r.payload, r.prev_hash, r.hash) for r in rows],
+                )
+            self.c.execute(
+                "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last.seq, last.hash)
+            )
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        cp = checkpoint
+        with self._errors("cannot write a checkpoint"):
+            self.c.execute(
+                "INSERT INTO checkpoints (seq, hash, signed_at, signature) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (seq) DO UPDATE SET hash = EXCLUDED.hash,"
+                " signed_at = EXCLUDED.signed_at, signature = EXCLUDED.signature",
+                (cp.seq, cp.hash, cp.signed_at, cp.signature),
+            )
+
+
+RECORD_COLUMNS = "record_id, subject_id, collection, version, created_at, updated_at, fields"
+
+
+def _record(row: TupleRow) -> StoredRecord:
+    rid, sid, coll, version, created, updated, blob = row
+    return StoredRecord(
+        str(rid), str(sid), str(coll), int(version), str(created), str(updated),
+        unpack_fields(bytes(blob)),
+    )  # fmt: skip
+
+
+class PostgresSiteStore(SiteStore):
+    backend = "postgresql"
+
+    def __init__(self, site_id: str, url: str) -> None:
+        super().__init__(site_id, url)
+        self._db = _Database(site_id, url, "its database")
+
+    @property
+    def display_url(self) -> str:
+        return self._db.display_url
+
+    def open(self, *, create: bool = True) -> None:
+        _open(self._db, self.site_id, "site", SITE_MIGRATIONS["postgresql"], create)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def ping(self) -> bool:
+        try:
+            self._db.run(lambda c: _fetch(c, "SELECT 1 FROM meta LIMIT 1"), "ping")
+        except SiteUnavailable:
+            return False
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        db = self._db
+        with db.lock:
+            conn = db.begin("cannot start a write")
+            try:
+                yield _Tx(db, conn)
+            except BaseException:
+                db.rollback(conn)
+                raise
+            db.commit(conn, "the write did not commit")
+
+    def _read(self, query: LiteralString, args: Sequence[object] = ()) -> list[TupleRow]:
+        return self._db.run(lambda c: _fetch(c, query, args), "cannot read")
+
+    def get(self, record_id: str) -> StoredRecord | None:
+        rows = self._read(
+            "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = %s", (record_id,)
+        )
+        return _record(rows[0]) if rows else None
+
+    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
+        rows = self._read(
+            "SELECT record_id FROM blind_index WHERE collection = %s AND field = %s AND digest = %s",
+            (collection, field, digest),
+        )
+        return [str(r[0]) for r in rows]
+
+    def subject_records(self, subject_id: str) -> list[StoredRecord]:
+        rows = self._read(
+            "SELECT " + RECORD_COLUMNS + " FROM records WHERE subject_id = %s"
+            " ORDER BY created_at, record_id",
+            (subject_id,),
+        )
+        return [_record(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._read("SELECT count(*) FROM records")[0][0])
+
+    def audit(self, start: int = 1) -> Iterator[AuditRow]:
+        # Pages in sequence order (keyset), one query each, so memory stays bounded on long
+        # chains and no lock or snapshot is held while the caller consumes a page.
+        last = start - 1
+        while True:
+            rows = self._read(
+                "SELECT seq, payload, prev_hash, hash FROM audit WHERE seq > %s"
+                " ORDER BY seq LIMIT %s",
+                (last, AUDIT_PAGE),
+            )
+            for seq, payload, prev, h in rows:
+                yield AuditRow(int(seq), str(payload), bytes(prev), bytes(h))
+                last = max(last, int(seq))
+            if len(rows) < AUDIT_PAGE:
+                return
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._read("SELECT seq, hash, signed_at, signature FROM checkpoints ORDER BY seq")
+        return [Checkpoint(int(s), bytes(h), str(t), bytes(sig)) for s, h, t, sig in rows]
+
+
+# -- key store -----------------------------------------------------------------------------
+
+
+class PostgresKeyStore(KeyStore):
+    backend = "postgresql"
+
+    def __init__(self, site_id: str, url: str) -> None:
+        super().__init__(site_id, url)
+        self._db = _Database(site_id, url, "its key store")
+
+    @property
+    def display_url(self) -> str:
+        return self._db.display_url
+
+    def open(self, *, create: bool = True) -> None:
+        _open(self._db, self.site_id, "key", KEY_MIGRATIONS["postgresql"], create)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def ping(self) -> bool:
+        try:
+            self._db.run(lambda c: _fetch(c, "SELECT 1"), "ping")
+        except SiteUnavailable:
+            return False
+        return True
+
+    def _read(self, query: LiteralString, args: Sequence[object] = ()) -> list[TupleRow]:
+        return self._db.run(lambda c: _fetch(c, query, args), "its key store failed")
+
+    def get(self, subject_id: str) -> WrappedKey | None:
+        rows = self._read(
+            "SELECT kek_version, wrapped FROM subject_keys WHERE subject_id = %s", (subject_id,)
+        )
+        if not rows:
+            return None
+        version, wrapped = rows[0]
+        return WrappedKey(int(version), bytes(wrapped))
+
+    def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
+        if not keys:
+            return
+        now = _now()
+        rows = [(sid, k.kek_version, k.wrapped, now) for sid, k in keys]
+
+        def put(conn: Conn) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO subject_keys (subject_id, kek_version, wrapped, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    rows,
+                )
+
+        self._db.write(put, "its key store failed")
+
+    def delete(self, subject_id: str) -> bool:
+        # Deleting the row is the crypto-shredding step. The dead tuple stays in the table
+        # file until (auto)vacuum reclaims it, and in WAL and backups for their retention.
+        def delete(conn: Conn) -> bool:
+            cur = conn.execute("DELETE FROM subject_keys WHERE subject_id = %s", (subject_id,))
+            return cur.rowcount > 0
+
+        return self._db.write(delete, "its key store failed")
+
+    def stale(self, current_version: int, limit: int) -> list[tuple[str, WrappedKey]]:
+        rows = self._read(
+            "SELECT subject_id, kek_version, wrapped FROM subject_keys"
+            " WHERE kek_version != %s LIMIT %s",
+            (current_version, limit),
+        )
+        return [(str(s), WrappedKey(int(v), bytes(w))) for s, v, w in rows]
+
+    def rewrap(self, subject_id: str, old: WrappedKey, new: WrappedKey) -> bool:
+        def rewrap(conn: Conn) -> bool:
+            cur = conn.execute(
+                "UPDATE subject_keys SET kek_version = %s, wrapped = %s"
+                " WHERE subject_id = %s AND wrapped = %s",
+                (new.kek_version, new.wrapped, subject_id, old.wrapped),
+            )
+            return cur.rowcount == 1
+
+        return self._db.write(rewrap, "its key store failed")
+
+    def versions(self) -> dict[int, int]:
+        rows = self._read("SELECT kek_version, count(*) FROM subject_keys GROUP BY kek_version")
+        return {int(v): int(n) for v, n in rows}

@@ -1,0 +1,613 @@
+"""The contract every site-store and key-store backend keeps.
+
+Each backend's test module subclasses ``SiteStoreContract`` and ``KeyStoreContract`` (as
+``TestXxx...``) and provides:
+
+- fixtures ``site_url`` / ``key_url`` (a fresh, empty location for one store),
+  ``empty_url`` (an existing database without a domicile schema) and ``unreachable_url``
+  (a store that cannot be reached);
+- ``raw(url, query)``: run SQL on a connection of its own, bypassing the store, and return
+  the rows (used to tamper with the database the way an attacker or operator could);
+- ``raw_error`` (the driver's base error class) and ``duplicate_error`` (what inserting an
+  existing record id raises inside a transaction: the driver's integrity error, for now).
+
+The base classes are not named ``Test...``, so pytest collects them only through backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from domicile.stores import (
+    AuditRow,
+    Checkpoint,
+    IndexEntry,
+    KeyStore,
+    SiteStore,
+    StoredRecord,
+    WrappedKey,
+    open_key_store,
+    open_site_store,
+)
+from domicile.stores.base import SchemaTooNew, SiteUnavailable, StoreMismatch, VersionConflict
+from domicile.stores.schema import KEY_SCHEMA_VERSION, SITE_SCHEMA_VERSION
+
+SITE = "ru"
+T0 = "2025-07-01T10:00:00+00:00"
+
+
+def record(
+    record_id: str,
+    subject_id: str = "subj-1",
+    *,
+    collection: str = "users",
+    version: int = 1,
+    created_at: str = T0,
+    fields: dict[str, bytes] | None = None,
+) -> StoredRecord:
+    if fields is None:
+        fields = {"email": b"sealed:" + record_id.encode(), "name": b"\x00\xff\x10sealed"}
+    return StoredRecord(
+        record_id, subject_id, collection, version, created_at, created_at, dict(fields)
+    )
+
+
+def link(prev: bytes, seq: int, payload: str) -> bytes:
+    return hashlib.sha256(prev + seq.to_bytes(8, "big") + payload.encode()).digest()
+
+
+def chain_after(head: tuple[int, bytes], count: int, tag: str = "e") -> list[AuditRow]:
+    """``count`` audit rows chained after ``head``."""
+    seq, prev = head
+    rows = []
+    for _ in range(count):
+        seq += 1
+        payload = f'{{"action":"write","n":{seq},"tag":"{tag}"}}'
+        digest = link(prev, seq, payload)
+        rows.append(AuditRow(seq, payload, prev, digest))
+        prev = digest
+    return rows
+
+
+def append(store: SiteStore, count: int, tag: str = "e") -> list[AuditRow]:
+    with store.transaction() as tx:
+        rows = chain_after(tx.audit_head(), count, tag)
+        tx.append_audit(rows)
+    return rows
+
+
+def assert_chain(rows: Sequence[AuditRow]) -> None:
+    prev = b""
+    for expected, row in enumerate(rows, start=1):
+        assert row.seq == expected
+        assert row.prev_hash == prev
+        assert row.hash == link(prev, row.seq, row.payload)
+        prev = row.hash
+
+
+def digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+class Backend:
+    """What a backend's test module provides (see the module docstring)."""
+
+    backend: ClassVar[str]
+    raw_error: ClassVar[type[BaseException]]
+    duplicate_error: ClassVar[type[BaseException]]
+
+    def raw(self, url: str, query: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def meta(self, url: str) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.raw(url, "SELECT key, value FROM meta")}
+
+
+class SiteStoreContract(Backend):
+    @pytest.fixture
+    def store(self, site_url: str) -> Iterator[SiteStore]:
+        store = open_site_store(SITE, site_url)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def second(self, site_url: str, store: SiteStore) -> Iterator[SiteStore]:
+        """Another store on the same database (another process, in effect)."""
+        other = open_site_store(SITE, site_url)
+        yield other
+        other.close()
+
+    # -- records ----------------------------------------------------------------------------
+
+    def test_backend_is_named(self, store: SiteStore) -> None:
+        assert store.backend == self.backend
+
+    def test_insert_then_get_returns_the_same_record(self, store: SiteStore) -> None:
+        rec = record("r1", fields={"email": b"\x00sealed\xff", "empty": b"", "имя": b"x" * 5000})
+        with store.transaction() as tx:
+            tx.insert([rec])
+        assert store.get("r1") == rec
+        assert store.get("missing") is None
+
+    def test_a_batch_of_records_is_counted(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record(f"r{i}", f"subj-{i % 7}") for i in range(500)])
+        assert store.count() == 500
+        assert store.get("r499") == record("r499", "subj-2")
+
+    def test_an_empty_transaction_commits_nothing(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([])
+            tx.index([])
+            tx.append_audit([])
+            assert tx.delete([]) == 0
+        assert store.count() == 0
+        assert list(store.audit()) == []
+
+    def test_a_duplicate_record_id_fails_the_whole_transaction(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+
+        def insert_a_duplicate() -> None:
+            with store.transaction() as tx:
+                tx.insert([record("r2")])
+                tx.insert([record("r1", "someone-else")])
+
+        with pytest.raises(self.duplicate_error):
+            insert_a_duplicate()
+        assert store.get("r2") is None
+        assert store.get("r1") == record("r1")
+        assert store.count() == 1
+
+    def test_replace_with_the_expected_version(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        newer = StoredRecord(
+            "r1", "subj-1", "users", 2, T0, "2025-07-02T00:00:00+00:00", {"email": b"new"}
+        )
+        with store.transaction() as tx:
+            tx.replace(newer, expect_version=1)
+        assert store.get("r1") == newer
+
+    def test_replace_with_a_stale_version_conflicts_and_changes_nothing(
+        self, store: SiteStore
+    ) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        newer = record("r1", version=3, fields={"email": b"new"})
+
+        def replace_stale() -> None:
+            with store.transaction() as tx:
+                tx.insert([record("r2")])
+                tx.replace(newer, expect_version=2)
+
+        with pytest.raises(VersionConflict):
+            replace_stale()
+        assert store.get("r1") == record("r1")
+        assert store.get("r2") is None
+
+    def test_replace_of_a_missing_record_conflicts(self, store: SiteStore) -> None:
+        with pytest.raises(VersionConflict), store.transaction() as tx:
+            tx.replace(record("ghost", version=2), expect_version=1)
+
+    def test_delete_removes_records_and_their_index_entries(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1"), record("r2"), record("r3")])
+            tx.index(
+                IndexEntry("users", "email", digest("same"), rid) for rid in ("r1", "r2", "r3")
+            )
+        with store.transaction() as tx:
+            assert tx.delete(["r1", "r3", "never-existed"]) == 2
+        assert store.get("r1") is None
+        assert store.get("r3") is None
+        assert store.count() == 1
+        assert store.lookup("users", "email", digest("same")) == ["r2"]
+        raw = self.raw(store.url, "SELECT record_id FROM blind_index")
+        assert [r[0] for r in raw] == ["r2"]
+
+    def test_lookup_matches_collection_field_and_digest(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1"), record("r2"), record("o1", collection="orders")])
+            tx.index(
+                [
+                    IndexEntry("users", "email", digest("a@x"), "r1"),
+                    IndexEntry("users", "email", digest("a@x"), "r2"),
+                    IndexEntry("users", "phone", digest("a@x"), "r1"),
+                    IndexEntry("orders", "email", digest("a@x"), "o1"),
+                    IndexEntry("users", "email", digest("b@x"), "r2"),
+                ]
+            )
+        assert sorted(store.lookup("users", "email", digest("a@x"))) == ["r1", "r2"]
+        assert store.lookup("users", "phone", digest("a@x")) == ["r1"]
+        assert store.lookup("orders", "email", digest("a@x")) == ["o1"]
+        assert store.lookup("users", "email", digest("c@x")) == []
+
+    def test_unindex_all_or_some_fields(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1"), record("r2")])
+            tx.index(
+                [
+                    IndexEntry("users", "email", digest("e"), "r1"),
+                    IndexEntry("users", "phone", digest("p"), "r1"),
+                    IndexEntry("users", "city", digest("c"), "r1"),
+                    IndexEntry("users", "email", digest("e"), "r2"),
+                ]
+            )
+        with store.transaction() as tx:
+            tx.unindex("r1", ["phone", "city"])
+        assert store.lookup("users", "phone", digest("p")) == []
+        assert store.lookup("users", "city", digest("c")) == []
+        assert sorted(store.lookup("users", "email", digest("e"))) == ["r1", "r2"]
+        with store.transaction() as tx:
+            tx.unindex("r1")
+        assert store.lookup("users", "email", digest("e")) == ["r2"]
+
+    def test_subject_records_are_that_subjects_in_creation_order(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert(
+                [
+                    record("b", "alice", created_at="2025-07-03T00:00:00+00:00"),
+                    record("x", "bob"),
+                    record("a", "alice", created_at="2025-07-01T00:00:00+00:00"),
+                    record("c", "alice", created_at="2025-07-02T00:00:00+00:00"),
+                ]
+            )
+        assert [r.record_id for r in store.subject_records("alice")] == ["a", "c", "b"]
+        assert store.subject_records("nobody") == []
+
+    def test_an_exception_rolls_back_everything_in_the_transaction(self, store: SiteStore) -> None:
+        def write_then_fail() -> None:
+            with store.transaction() as tx:
+                tx.insert([record("r1")])
+                tx.index([IndexEntry("users", "email", digest("e"), "r1")])
+                tx.append_audit(chain_after(tx.audit_head(), 3))
+                tx.add_checkpoint(Checkpoint(3, b"h" * 32, T0, b"s" * 64))
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            write_then_fail()
+        assert store.count() == 0
+        assert store.get("r1") is None
+        assert store.lookup("users", "email", digest("e")) == []
+        assert list(store.audit()) == []
+        assert store.checkpoints() == []
+        with store.transaction() as tx:
+            assert tx.audit_head() == (0, b"")
+            tx.insert([record("r1")])
+        assert store.count() == 1
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def test_an_empty_ledger_has_an_empty_head(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            assert tx.audit_head() == (0, b"")
+        assert list(store.audit()) == []
+
+    def test_the_head_follows_appends_within_a_transaction(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            rows = chain_after(tx.audit_head(), 3)
+            tx.append_audit(rows)
+            assert tx.audit_head() == (3, rows[-1].hash)
+            more = chain_after(tx.audit_head(), 2)
+            tx.append_audit(more)
+        assert_chain(list(store.audit()))
+
+    def test_sequential_transactions_chain(self, store: SiteStore) -> None:
+        first = append(store, 2)
+        with store.transaction() as tx:
+            assert tx.audit_head() == (2, first[-1].hash)
+            tx.append_audit(chain_after(tx.audit_head(), 1))
+        with store.transaction() as tx:
+            seq, _ = tx.audit_head()
+            assert seq == 3
+        rows = list(store.audit())
+        assert_chain(rows)
+        assert rows[:2] == first
+
+    def test_the_ledger_streams_in_sequence_order_from_start(self, store: SiteStore) -> None:
+        for _ in range(5):
+            append(store, 500)  # 2500 rows: more than two pages
+        stream = store.audit()
+        assert isinstance(stream, Iterator)
+        rows = list(stream)
+        assert len(rows) == 2500
+        assert_chain(rows)
+        assert [r.seq for r in store.audit(1001)] == list(range(1001, 2501))
+        assert [r.seq for r in store.audit(2500)] == [2500]
+        assert list(store.audit(2501)) == []
+
+    def test_a_concurrent_writer_waits_for_the_head_and_chains_after_it(
+        self, store: SiteStore, second: SiteStore
+    ) -> None:
+        seen: dict[str, Any] = {}
+        failures: list[BaseException] = []
+        trying = threading.Event()
+
+        def writer() -> None:
+            try:
+                trying.set()
+                with second.transaction() as tx:
+                    seen["head"] = tx.audit_head()
+                    seen["at"] = time.monotonic()
+                    tx.append_audit(chain_after(seen["head"], 1, "second"))
+            except BaseException as exc:
+                failures.append(exc)
+
+        with store.transaction() as tx:
+            first = chain_after(tx.audit_head(), 3, "first")
+            tx.append_audit(first)
+            thread = threading.Thread(target=writer)
+            thread.start()
+            trying.wait(5)
+            time.sleep(0.5)
+            assert "head" not in seen, "the second writer read the head while it was locked"
+            released = time.monotonic()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert not failures, failures
+        assert seen["head"] == (3, first[-1].hash)
+        assert seen["at"] >= released
+        rows = list(store.audit())
+        assert_chain(rows)
+        assert len(rows) == 4
+
+    def test_many_concurrent_writers_build_one_chain(self, store: SiteStore, site_url: str) -> None:
+        writers, rounds = 4, 15
+        failures: list[BaseException] = []
+        stores = [open_site_store(SITE, site_url) for _ in range(writers)]
+
+        def work(s: SiteStore, n: int) -> None:
+            try:
+                for _ in range(rounds):
+                    append(s, 2, f"w{n}")
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(stores)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+        finally:
+            for s in stores:
+                s.close()
+        assert not failures, failures
+        rows = list(store.audit())
+        assert len(rows) == writers * rounds * 2
+        assert_chain(rows)
+
+    def test_the_ledger_refuses_updates_at_the_database_level(self, store: SiteStore) -> None:
+        rows = append(store, 3)
+        with pytest.raises(self.raw_error, match="append-only"):
+            self.raw(store.url, "UPDATE audit SET payload = '{}' WHERE seq = 2")
+        assert list(store.audit()) == rows
+
+    def test_the_ledger_refuses_deletes_at_the_database_level(self, store: SiteStore) -> None:
+        rows = append(store, 3)
+        with pytest.raises(self.raw_error, match="append-only"):
+            self.raw(store.url, "DELETE FROM audit WHERE seq = 3")
+        with pytest.raises(self.raw_error, match="append-only"):
+            self.raw(store.url, "DELETE FROM audit")
+        assert list(store.audit()) == rows
+
+    def test_checkpoints_are_listed_in_order_and_replaced_by_sequence(
+        self, store: SiteStore
+    ) -> None:
+        with store.transaction() as tx:
+            tx.add_checkpoint(Checkpoint(2000, b"b" * 32, T0, b"sig2"))
+            tx.add_checkpoint(Checkpoint(1000, b"a" * 32, T0, b"sig1"))
+        with store.transaction() as tx:
+            tx.add_checkpoint(Checkpoint(2000, b"c" * 32, "2025-08-01T00:00:00+00:00", b"sig3"))
+        assert store.checkpoints() == [
+            Checkpoint(1000, b"a" * 32, T0, b"sig1"),
+            Checkpoint(2000, b"c" * 32, "2025-08-01T00:00:00+00:00", b"sig3"),
+        ]
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def test_the_schema_version_site_and_kind_are_recorded(self, store: SiteStore) -> None:
+        assert self.meta(store.url) == {
+            "schema_version": str(SITE_SCHEMA_VERSION),
+            "site": SITE,
+            "kind": "site",
+        }
+
+    def test_reopening_is_idempotent(self, store: SiteStore, site_url: str) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        rows = append(store, 2)
+        before = self.meta(site_url)
+        for create in (True, False, True):
+            again = open_site_store(SITE, site_url, create=create)
+            try:
+                assert again.get("r1") == record("r1")
+                assert list(again.audit()) == rows
+            finally:
+                again.close()
+        assert self.meta(site_url) == before
+        store.close()
+        store.open(create=False)
+        assert store.count() == 1
+
+    def test_a_newer_schema_refuses_to_open(self, store: SiteStore, site_url: str) -> None:
+        bumped = SITE_SCHEMA_VERSION + 1
+        self.raw(site_url, f"UPDATE meta SET value = '{bumped}' WHERE key = 'schema_version'")
+        for create in (True, False):
+            with pytest.raises(SchemaTooNew, match=f"version {bumped}"):
+                open_site_store(SITE, site_url, create=create)
+        assert self.meta(site_url)["schema_version"] == str(bumped)
+
+    def test_another_sites_database_refuses_to_open(self, store: SiteStore, site_url: str) -> None:
+        with pytest.raises(StoreMismatch, match="belongs to site 'ru'"):
+            open_site_store("de", site_url)
+        assert self.meta(site_url)["site"] == SITE
+
+    def test_a_site_database_is_not_a_key_store(self, store: SiteStore, site_url: str) -> None:
+        with pytest.raises(StoreMismatch, match="not a key store"):
+            open_key_store(SITE, site_url)
+
+    def test_opening_without_create_needs_a_schema(self, empty_url: str) -> None:
+        with pytest.raises(SiteUnavailable, match="no domicile schema"):
+            open_site_store(SITE, empty_url, create=False)
+
+    # -- availability -----------------------------------------------------------------------
+
+    def test_an_open_store_answers(self, store: SiteStore) -> None:
+        assert store.ping()
+
+    def test_a_closed_store_is_unavailable(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        store.close()
+        assert not store.ping()
+        calls: list[Callable[[], object]] = [
+            lambda: store.get("r1"),
+            lambda: store.lookup("users", "email", b"x"),
+            lambda: store.subject_records("subj-1"),
+            store.count,
+            store.checkpoints,
+            lambda: list(store.audit()),
+        ]
+        for call in calls:
+            with pytest.raises(SiteUnavailable) as info:
+                call()
+            assert info.value.site == SITE
+        with pytest.raises(SiteUnavailable), store.transaction() as tx:
+            tx.insert([record("r2")])
+        store.close()  # closing twice is harmless
+
+    def test_an_unreachable_store_is_unavailable(self, unreachable_url: str) -> None:
+        for create in (True, False):
+            with pytest.raises(SiteUnavailable) as info:
+                open_site_store(SITE, unreachable_url, create=create)
+            assert info.value.site == SITE
+            assert info.value.code == "site_unavailable"
+
+
+class KeyStoreContract(Backend):
+    @pytest.fixture
+    def keystore(self, key_url: str) -> Iterator[KeyStore]:
+        store = open_key_store(SITE, key_url)
+        yield store
+        store.close()
+
+    def test_backend_is_named(self, keystore: KeyStore) -> None:
+        assert keystore.backend == self.backend
+
+    def test_keys_put_in_a_batch_come_back(self, keystore: KeyStore) -> None:
+        keys = [(f"subj-{i}", WrappedKey(1, bytes([i]) * 60)) for i in range(50)]
+        keystore.put_many(keys)
+        for sid, key in keys:
+            assert keystore.get(sid) == key
+        assert keystore.get("nobody") is None
+        keystore.put_many([])
+
+    def test_delete_destroys_exactly_that_key(self, keystore: KeyStore) -> None:
+        keystore.put_many([("a", WrappedKey(1, b"ka")), ("b", WrappedKey(1, b"kb"))])
+        assert keystore.delete("a") is True
+        assert keystore.get("a") is None
+        assert keystore.delete("a") is False
+        assert keystore.get("b") == WrappedKey(1, b"kb")
+        rows = self.raw(keystore.url, "SELECT subject_id FROM subject_keys")
+        assert [r[0] for r in rows] == ["b"]
+
+    def test_a_batch_with_an_existing_subject_writes_nothing(self, keystore: KeyStore) -> None:
+        keystore.put_many([("a", WrappedKey(1, b"ka"))])
+        with pytest.raises(SiteUnavailable):
+            keystore.put_many([("new", WrappedKey(1, b"kn")), ("a", WrappedKey(2, b"other"))])
+        assert keystore.get("new") is None
+        assert keystore.get("a") == WrappedKey(1, b"ka")
+        keystore.put_many([("new", WrappedKey(1, b"kn"))])  # still usable
+        assert keystore.get("new") == WrappedKey(1, b"kn")
+
+    def test_stale_lists_keys_of_other_versions_up_to_a_limit(self, keystore: KeyStore) -> None:
+        keystore.put_many(
+            [(f"old-{i}", WrappedKey(1, b"o%d" % i)) for i in range(5)]
+            + [(f"cur-{i}", WrappedKey(2, b"c%d" % i)) for i in range(3)]
+        )
+        stale = keystore.stale(2, 100)
+        assert sorted(sid for sid, _ in stale) == [f"old-{i}" for i in range(5)]
+        assert all(key.kek_version == 1 for _, key in stale)
+        assert len(keystore.stale(2, 2)) == 2
+        assert keystore.stale(2, 0) == []
+
+    def test_rewrap_replaces_only_the_key_it_expects(self, keystore: KeyStore) -> None:
+        old, new = WrappedKey(1, b"old"), WrappedKey(2, b"new")
+        keystore.put_many([("a", old)])
+        assert keystore.rewrap("a", WrappedKey(1, b"not-the-stored-one"), new) is False
+        assert keystore.get("a") == old
+        assert keystore.rewrap("a", old, new) is True
+        assert keystore.get("a") == new
+        assert keystore.rewrap("a", old, WrappedKey(3, b"newer")) is False  # lost the race
+        assert keystore.rewrap("missing", old, new) is False
+        assert keystore.get("a") == new
+
+    def test_versions_count_keys_per_key_encryption_key(self, keystore: KeyStore) -> None:
+        assert keystore.versions() == {}
+        keystore.put_many([("a", WrappedKey(1, b"a")), ("b", WrappedKey(1, b"b"))])
+        keystore.put_many([("c", WrappedKey(3, b"c"))])
+        assert keystore.versions() == {1: 2, 3: 1}
+
+    def test_the_schema_version_site_and_kind_are_recorded(self, keystore: KeyStore) -> None:
+        assert self.meta(keystore.url) == {
+            "schema_version": str(KEY_SCHEMA_VERSION),
+            "site": SITE,
+            "kind": "key",
+        }
+
+    def test_reopening_is_idempotent(self, keystore: KeyStore, key_url: str) -> None:
+        keystore.put_many([("a", WrappedKey(1, b"ka"))])
+        before = self.meta(key_url)
+        for create in (True, False):
+            again = open_key_store(SITE, key_url, create=create)
+            try:
+                assert again.get("a") == WrappedKey(1, b"ka")
+            finally:
+                again.close()
+        assert self.meta(key_url) == before
+
+    def test_a_newer_schema_refuses_to_open(self, keystore: KeyStore, key_url: str) -> None:
+        bumped = KEY_SCHEMA_VERSION + 1
+        self.raw(key_url, f"UPDATE meta SET value = '{bumped}' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaTooNew):
+            open_key_store(SITE, key_url)
+
+    def test_another_sites_key_store_refuses_to_open(
+        self, keystore: KeyStore, key_url: str
+    ) -> None:
+        with pytest.raises(StoreMismatch, match="belongs to site 'ru'"):
+            open_key_store("de", key_url)
+
+    def test_a_key_store_is_not_a_site_store(self, keystore: KeyStore, key_url: str) -> None:
+        with pytest.raises(StoreMismatch, match="not a site store"):
+            open_site_store(SITE, key_url)
+
+    def test_an_open_key_store_answers(self, keystore: KeyStore) -> None:
+        assert keystore.ping()
+
+    def test_a_closed_key_store_is_unavailable(self, keystore: KeyStore) -> None:
+        keystore.put_many([("a", WrappedKey(1, b"ka"))])
+        keystore.close()
+        assert not keystore.ping()
+        calls = [
+            lambda: keystore.get("a"),
+            lambda: keystore.put_many([("b", WrappedKey(1, b"kb"))]),
+            lambda: keystore.delete("a"),
+            lambda: keystore.stale(2, 10),
+            lambda: keystore.rewrap("a", WrappedKey(1, b"ka"), WrappedKey(2, b"x")),
+            keystore.versions,
+        ]
+        for call in calls:
+            with pytest.raises(SiteUnavailable):
+                call()
+
+    def test_an_unreachable_key_store_is_unavailable(self, unreachable_url: str) -> None:
+        with pytest.raises(SiteUnavailable):
+            open_key_store(SITE, unreachable_url, create=False)
