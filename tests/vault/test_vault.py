@@ -1,9 +1,8 @@
-"""The vault's invariants (architecture.md), on SQLite sites."""
+"""The vault's invariants (architecture.md) on SQLite and PostgreSQL sites, and its behaviour."""
 
 from __future__ import annotations
 
 import base64
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -11,39 +10,186 @@ import pytest
 
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.errors import BadInput
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteUnavailable, pack_fields, unpack_fields
 from domicile.vault import Domicile, NotFound, PolicyRefused
 
-from .conftest import IVAN, make_config, open_vault
+from .conftest import IVAN, Deployment
 
 RU = {"citizenship": "RU"}
 
 
-def site_bytes(folder: Path, site: str) -> bytes:
-    """Every byte a site keeps on disk: its database file, WAL and shared memory."""
-    out = b""
-    for p in sorted((folder / "data").glob(f"{site}.sqlite*")):
-        out += p.read_bytes()
-    return out
+# --- the invariants, on SQLite and on PostgreSQL ------------------------------------------
 
 
-def all_bytes(folder: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted((folder / "data").rglob("*")) if p.is_file())
-
-
-def test_russian_citizen_lands_in_russia_and_nowhere_else(vault: Domicile, tmp_path: Path) -> None:
+def test_russian_citizen_lands_in_russia_and_nowhere_else(deployment: Deployment) -> None:
+    vault = deployment.open()
     r = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
     assert (r.site, r.country) == ("ru", "RU")
     vault.close()
-    for site in ("de", "us"):
-        raw = site_bytes(tmp_path, site)
+    # (a) nothing of the record at the other sites, in their data or key stores
+    for name in ("de", "us", "de_keys", "us_keys"):
+        raw = deployment.raw(name)
         for value in IVAN.values():
-            assert value.encode() not in raw, f"{site} holds a value"
-    # (b) the Russian site holds no plaintext either, nor does any other file of the deployment
-    everything = all_bytes(tmp_path)
+            assert value.encode() not in raw, f"{name} holds a value"
+    # (b) no plaintext at the Russian site either, nor anywhere in the deployment
+    everything = deployment.everything()
+    assert len(everything) > 1000
     for value in IVAN.values():
         assert value.encode() not in everything
         assert value.encode("utf-16-le") not in everything
+
+
+def test_fail_closed_when_the_home_site_is_down(deployment: Deployment) -> None:
+    vault = deployment.open()
+    vault.put(
+        "profiles",
+        subject={"citizenship": "US"},
+        fields={"full_name": "Jane Roe"},
+        purpose="signup",
+    )
+    assert all(s.healthy for s in vault.sites())  # every site connected and answering
+    deployment.stop("ru")  # for PostgreSQL: the Russian server itself goes down
+    with pytest.raises(SiteUnavailable) as caught:
+        vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
+    assert caught.value.site == "ru"
+    assert caught.value.exit_code == 4
+    status = {s.id: s for s in vault.sites()}
+    assert not status["ru"].healthy
+    assert (status["de"].records, status["us"].records) == (0, 1)
+    # The refusal is audited where the request arrived (local_site: us), without values.
+    entries = [e.payload for e in vault.store("us").audit()]
+    assert '"reason":"site_unavailable"' in entries[-1]
+    assert '"home_site":"ru"' in entries[-1]
+    for name in ("de", "us"):
+        after = deployment.raw(name)
+        for value in IVAN.values():
+            assert value.encode() not in after
+    assert deployment.execute("de", "SELECT count(*) FROM audit") == [(0,)]
+    # Back up: the same write now goes through, to Russia.
+    deployment.start("ru")
+    assert vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").site == "ru"
+    vault.close()
+
+
+def test_fail_closed_when_the_home_site_is_read_only(deployment: Deployment) -> None:
+    vault = deployment.open()
+    vault.put(
+        "profiles", subject={"citizenship": "US"}, fields={"full_name": "X"}, purpose="signup"
+    )
+    vault.sites()
+    if deployment.backend == "sqlite":
+        blocker = sqlite3.connect(deployment.url("ru").removeprefix("sqlite:"))
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the only write lock
+        vault.store("ru").conn.execute("PRAGMA busy_timeout = 50")  # type: ignore[attr-defined]
+    else:
+        deployment.execute("ru", "ALTER DATABASE ru SET default_transaction_read_only = on")
+        vault.close()
+        vault = deployment.open()
+    try:
+        with pytest.raises(SiteUnavailable) as caught:
+            vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
+        assert caught.value.site == "ru"
+    finally:
+        if deployment.backend == "sqlite":
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert [s.records for s in vault.sites()] == [0, 0, 1]
+    vault.close()
+
+
+def test_ciphertext_moved_between_records_or_fields_does_not_decrypt(
+    deployment: Deployment,
+) -> None:
+    vault = deployment.open()
+    t1 = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
+    t2 = vault.put(
+        "profiles", subject=RU, fields={**IVAN, "email": "other@example.ru"}, purpose="signup"
+    ).token
+    t3 = vault.put(
+        "profiles", subject=RU, fields={**IVAN, "email": "third@example.ru"}, purpose="signup"
+    ).token
+    rid = {t: vault.tokens.read(t)[1] for t in (t1, t2, t3)}
+    blobs = {
+        t: deployment.execute(
+            "ru", "SELECT fields FROM records WHERE record_id = ?", params=(rid[t],)
+        )[0][0]
+        for t in (t1, t2, t3)
+    }
+    # Swap the whole sealed payloads of records 1 and 2.
+    for a, b in ((t1, t2), (t2, t1)):
+        deployment.execute(
+            "ru",
+            "UPDATE records SET fields = ? WHERE record_id = ?",
+            params=(bytes(blobs[b]), rid[a]),
+        )
+    # Swap two fields' ciphertexts inside record 3.
+    fields = unpack_fields(bytes(blobs[t3]))
+    fields["email"], fields["city"] = fields["city"], fields["email"]
+    deployment.execute(
+        "ru",
+        "UPDATE records SET fields = ? WHERE record_id = ?",
+        params=(pack_fields(fields), rid[t3]),
+    )
+    vault.close()
+    vault = deployment.open()
+    for token in (t1, t2, t3):
+        with pytest.raises(DecryptionFailed):
+            vault.get(token, purpose="profile_view", as_site="ru")
+    vault.close()
+
+
+def test_erasure_reaches_a_copy_taken_before_it(deployment: Deployment) -> None:
+    vault = deployment.open()
+    token = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
+    assert vault.get(token, purpose="view", as_site="ru").fields == IVAN
+    vault.close()
+    restore = deployment.snapshot("ru")  # a backup of the Russian site's data store
+    vault = deployment.open()
+    out = vault.erase(token, purpose="subject_request")
+    assert out["records"] == 1
+    assert out["key_destroyed"]
+    with pytest.raises(NotFound):
+        vault.get(token, purpose="profile_view", as_site="ru")
+    vault.close()
+    # Restore the old copy: its rows are back, but the subject's key is gone from the key
+    # store, which lives apart from the data, so nothing in the copy can be opened.
+    restore()
+    restored = deployment.open()
+    with pytest.raises(KeyDestroyed):
+        restored.get(token, purpose="profile_view", as_site="ru")
+    restored.close()
+
+
+BAD_FIELDS: list[tuple[dict[str, object], str]] = [
+    ({"full_name": 42}, "must be text"),
+    ({"full_name": "A", "shoe_size": "44"}, "has no field 'shoe_size'"),
+    ({"full_name": "A" * 201}, "longer than its limit of 200"),
+    ({"full_name": "bad \udcff utf-8"}, "not valid UTF-8"),
+    ({"full_name": "nul \x00 inside"}, "NUL"),
+    ({"full_name": "A", "age": "forty"}, "whole number"),
+    ({"full_name": "A", "age": True}, "whole number"),
+    ({"email": "a@b.c"}, "required field"),
+    ({"full_name": "A", "phone": "not a phone"}, "phone number"),
+    ({}, "at least one field"),
+]
+
+
+def test_malformed_input_is_refused_with_nothing_written(deployment: Deployment) -> None:
+    vault = deployment.open()
+    for fields, words in BAD_FIELDS:
+        with pytest.raises(BadInput, match=words):
+            vault.put("profiles", subject=RU, fields=fields, purpose="signup")
+    batch = [{"subject": RU, "fields": IVAN}, {"subject": RU, "fields": {"full_name": 7}}]
+    with pytest.raises(BadInput, match="record 1: field 'full_name'"):
+        vault.put_many("profiles", batch, purpose="import")
+    assert [s.records for s in vault.sites()] == [0, 0, 0]
+    assert not list(vault.store("ru").audit())
+    vault.close()
+    for value in IVAN.values():
+        assert value.encode() not in deployment.everything()
+
+
+# --- behaviour (SQLite) --------------------------------------------------------------------
 
 
 def test_records_go_where_the_law_puts_them(vault: Domicile) -> None:
@@ -88,110 +234,6 @@ def test_read_at_home_and_from_abroad(vault: Domicile) -> None:
     assert '"to_country":"US"' in actions[2]
 
 
-def test_fail_closed_when_the_home_site_is_down(tmp_path: Path) -> None:
-    # The Russian site's database path is a directory: SQLite cannot open it.
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "ru.sqlite").mkdir()
-    vault = open_vault(make_config(tmp_path))
-    with pytest.raises(SiteUnavailable) as caught:
-        vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
-    assert caught.value.site == "ru"
-    assert caught.value.exit_code == 4
-    assert [s.records for s in vault.sites() if s.id != "ru"] == [0, 0]
-    refusals = [e.payload for e in vault.store("us").audit()]
-    assert len(refusals) == 1
-    assert '"reason":"site_unavailable"' in refusals[0]
-    vault.close()
-    for value in IVAN.values():
-        assert value.encode() not in all_bytes(tmp_path)
-
-
-def test_fail_closed_when_the_home_site_is_read_only(vault: Domicile, tmp_path: Path) -> None:
-    vault.put(
-        "profiles", subject={"citizenship": "US"}, fields={"full_name": "X"}, purpose="signup"
-    )
-    vault.store("ru")  # opened and healthy
-    conn = sqlite3.connect(tmp_path / "data" / "ru.sqlite")
-    conn.execute("BEGIN EXCLUSIVE")  # another process holds the write lock: no writes get through
-    try:
-        store = vault.store("ru")
-        store.conn.execute("PRAGMA busy_timeout = 50")
-        with pytest.raises(SiteUnavailable):
-            vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
-    assert [s.records for s in vault.sites()] == [0, 0, 1]
-
-
-def _swap(path: Path, sql_a: str, sql_b: str) -> None:
-    conn = sqlite3.connect(path)
-    a = conn.execute(sql_a).fetchone()
-    b = conn.execute(sql_b).fetchone()
-    conn.execute("UPDATE records SET fields = ? WHERE record_id = ?", (b[1], a[0]))
-    conn.execute("UPDATE records SET fields = ? WHERE record_id = ?", (a[1], b[0]))
-    conn.commit()
-    conn.close()
-
-
-def test_ciphertext_moved_between_records_does_not_decrypt(vault: Domicile, tmp_path: Path) -> None:
-    t1 = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
-    t2 = vault.put(
-        "profiles", subject=RU, fields={**IVAN, "email": "other@example.ru"}, purpose="signup"
-    ).token
-    _swap(
-        tmp_path / "data" / "ru.sqlite",
-        "SELECT record_id, fields FROM records ORDER BY rowid LIMIT 1",
-        "SELECT record_id, fields FROM records ORDER BY rowid DESC LIMIT 1",
-    )
-    for token in (t1, t2):
-        with pytest.raises(DecryptionFailed):
-            vault.get(token, purpose="profile_view", as_site="ru")
-
-
-def test_ciphertext_moved_between_fields_does_not_decrypt(vault: Domicile, tmp_path: Path) -> None:
-    from domicile.stores.base import pack_fields, unpack_fields
-
-    token = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
-    path = tmp_path / "data" / "ru.sqlite"
-    conn = sqlite3.connect(path)
-    rid, blob = conn.execute("SELECT record_id, fields FROM records").fetchone()
-    fields = unpack_fields(blob)
-    fields["email"], fields["city"] = fields["city"], fields["email"]
-    conn.execute("UPDATE records SET fields = ? WHERE record_id = ?", (pack_fields(fields), rid))
-    conn.commit()
-    conn.close()
-    with pytest.raises(DecryptionFailed):
-        vault.get(token, purpose="profile_view", as_site="ru")
-
-
-def test_erasure_reaches_a_copy_taken_before_it(
-    vault: Domicile, config: object, tmp_path: Path
-) -> None:
-    token = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
-    vault.close()
-    backup = tmp_path / "backup"
-    shutil.copytree(tmp_path / "data", backup)
-    vault = open_vault(make_config(tmp_path))
-    out = vault.erase(token, purpose="subject_request")
-    assert out["records"] == 1
-    assert out["key_destroyed"]
-    with pytest.raises(NotFound):
-        vault.get(token, purpose="profile_view", as_site="ru")
-    vault.close()
-    # Put the old copy of the Russian site's database back: its rows are there, but the
-    # subject's key is gone from the key store, so nothing in it can be opened.
-    shutil.copy(backup / "ru.sqlite", tmp_path / "data" / "ru.sqlite")
-    for extra in ("ru.sqlite-wal", "ru.sqlite-shm"):
-        (tmp_path / "data" / extra).unlink(missing_ok=True)
-        if (backup / extra).exists():
-            shutil.copy(backup / extra, tmp_path / "data" / extra)
-    restored = open_vault(make_config(tmp_path))
-    with pytest.raises(KeyDestroyed):
-        restored.get(token, purpose="profile_view", as_site="ru")
-    restored.close()
-
-
 def test_same_identifier_is_the_same_subject_and_erasure_takes_all(vault: Domicile) -> None:
     a = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
     b = vault.put(
@@ -233,40 +275,6 @@ def test_update_reseals_and_reindexes(vault: Domicile) -> None:
     assert not vault.find(
         "profiles", where={"email": IVAN["email"]}, purpose="x", as_site="ru"
     ).records
-
-
-@pytest.mark.parametrize(
-    ("fields", "words"),
-    [
-        ({"full_name": 42}, "must be text"),
-        ({"full_name": "A", "shoe_size": "44"}, "has no field 'shoe_size'"),
-        ({"full_name": "A" * 201}, "longer than its limit of 200"),
-        ({"full_name": "bad \udcff utf-8"}, "not valid UTF-8"),
-        ({"full_name": "nul \x00 inside"}, "NUL"),
-        ({"full_name": "A", "age": "forty"}, "whole number"),
-        ({"email": "a@b.c"}, "required field"),
-        ({"full_name": "A", "phone": "not a phone"}, "phone number"),
-        ({}, "at least one field"),
-    ],
-)
-def test_malformed_input_is_refused_with_nothing_written(
-    vault: Domicile, fields: dict[str, object], words: str
-) -> None:
-    with pytest.raises(BadInput, match=words):
-        vault.put("profiles", subject=RU, fields=fields, purpose="signup")
-    assert [s.records for s in vault.sites()] == [0, 0, 0]
-    assert not list(vault.store("ru").audit())
-
-
-def test_one_bad_record_in_a_batch_writes_nothing(vault: Domicile) -> None:
-    items = [
-        {"subject": RU, "fields": IVAN},
-        {"subject": {"citizenship": "US"}, "fields": {"full_name": "Jane"}},
-        {"subject": {"citizenship": "US"}, "fields": {"full_name": 7}},
-    ]
-    with pytest.raises(BadInput, match="record 2: field 'full_name'"):
-        vault.put_many("profiles", items, purpose="import")
-    assert [s.records for s in vault.sites()] == [0, 0, 0]
 
 
 def test_batch_put_groups_by_site(vault: Domicile) -> None:

@@ -105,7 +105,7 @@ class SqliteKeyStore(KeyStore):
                 self.conn.execute("SELECT 1").fetchone()
         except (sqlite3.Error, SiteUnavailable):
             return False
-        return self.path.exists()
+        return self.path.is_file()
 
     def _run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -213,7 +213,9 @@ class SqliteSiteStore(SiteStore):
             self._conn = None
 
     def ping(self) -> bool:
-        if self._conn is None or not self.path.exists():
+        # The file itself must still be there: a connection to a file that was removed or
+        # replaced would write into a ghost.
+        if self._conn is None or not self.path.is_file():
             return False
         try:
             with self._lock:

@@ -238,11 +238,13 @@ class Domicile:
         cfg = config if isinstance(config, Config) else load_config(config)
         return cls(cfg, **kwargs)
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Sign each open site's audit head (unless ``checkpoint=False``), then disconnect."""
         with self._lock:
             for sid, store in list(self._stores.items()):
-                with contextlib.suppress(DomicileError):
-                    self._ledgers[sid].checkpoint(store)
+                if checkpoint:
+                    with contextlib.suppress(DomicileError):
+                        self._ledgers[sid].checkpoint(store)
                 store.close()
             for ks in self._keystores.values():
                 ks.close()
