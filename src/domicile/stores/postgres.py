@@ -40,17 +40,15 @@ from domicile.stores.base import (
     AuditRow,
     Checkpoint,
     IndexEntry,
-    SchemaTooNew,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
-    StoreMismatch,
     StoreTransaction,
     VersionConflict,
     unpack_fields,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey
-from domicile.stores.schema import KEY_MIGRATIONS, SITE_MIGRATIONS
+from domicile.stores.schema import KEY_MIGRATIONS, SITE_MIGRATIONS, check_meta
 
 Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
@@ -321,7 +319,7 @@ def migrate(
     try:
         meta = _meta(conn)
         if meta is not None:
-            _check_meta(meta, site, kind, newest)
+            check_meta(meta, site, kind, newest)
             if (
                 int(meta.get("schema_version", 0)) == newest
                 and meta.get("site") == site
@@ -334,7 +332,7 @@ def migrate(
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         meta = _meta(conn) or {}
-        _check_meta(meta, site, kind, newest)
+        check_meta(meta, site, kind, newest)
         current = int(meta.get("schema_version", 0))
         if current == 0 and not create:
             raise SiteUnavailable(site, "its database has no domicile schema")
@@ -361,23 +359,6 @@ def _meta(conn: Conn) -> dict[str, str] | None:
     if not row or not row[0]:
         return None
     return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta").fetchall()}
-
-
-def _check_meta(meta: dict[str, str], site: str, kind: str, newest: int) -> None:
-    owner = meta.get("site")
-    if owner is not None and owner != site:
-        raise StoreMismatch(
-            f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
-            hint="check the backend URLs in the configuration",
-        )
-    if meta.get("kind", kind) != kind:
-        raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
-    current = int(meta.get("schema_version", 0))
-    if current > newest:
-        raise SchemaTooNew(
-            f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
-            hint="upgrade domicile before opening this site",
-        )
 
 
 def _open(

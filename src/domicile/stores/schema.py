@@ -7,6 +7,8 @@ transaction and refuses a store whose version is newer than this code knows.
 
 from __future__ import annotations
 
+from domicile.stores.base import SchemaTooNew, StoreMismatch
+
 SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
     "sqlite": {
         1: [
@@ -72,3 +74,23 @@ KEY_MIGRATIONS: dict[str, dict[int, list[str]]] = {
 
 SITE_SCHEMA_VERSION = max(SITE_MIGRATIONS["sqlite"])
 KEY_SCHEMA_VERSION = max(KEY_MIGRATIONS["sqlite"])
+
+
+def check_meta(meta: dict[str, str], site: str, kind: str, newest: int) -> int:
+    """Refuse a store that belongs to another site, is another kind of store, or has a
+    schema newer than this code; return its schema version (0 when it has none)."""
+    owner = meta.get("site")
+    if owner is not None and owner != site:
+        raise StoreMismatch(
+            f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
+            hint="check the backend URLs in the configuration",
+        )
+    if meta.get("kind", kind) != kind:
+        raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
+    current = int(meta.get("schema_version", 0))
+    if current > newest:
+        raise SchemaTooNew(
+            f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
+            hint="upgrade domicile before opening this site",
+        )
+    return current

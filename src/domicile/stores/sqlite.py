@@ -19,16 +19,14 @@ from domicile.stores.base import (
     AuditRow,
     Checkpoint,
     IndexEntry,
-    SchemaTooNew,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
-    StoreMismatch,
     StoreTransaction,
     VersionConflict,
     unpack_fields,
 )
-from domicile.stores.schema import SITE_MIGRATIONS
+from domicile.stores.schema import SITE_MIGRATIONS, check_meta
 
 
 def sqlite_path(url: str) -> Path:
@@ -67,20 +65,7 @@ def migrate(
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        owner = meta.get("site")
-        if owner is not None and owner != site:
-            raise StoreMismatch(
-                f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
-                hint="check the backend URLs in the configuration",
-            )
-        if meta.get("kind", kind) != kind:
-            raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
-        current = int(meta.get("schema_version", 0))
-        if current > newest:
-            raise SchemaTooNew(
-                f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
-                hint="upgrade domicile before opening this site",
-            )
+        current = check_meta(meta, site, kind, newest)
         if current == 0 and not create:
             raise SiteUnavailable(site, "its database has no domicile schema")
         for version in range(current + 1, newest + 1):

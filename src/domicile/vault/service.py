@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
+from domicile.audit.ledger import Action
 from domicile.config import Collection, Config, Site, load_config
 from domicile.crypto.blind import BlindIndexer
 from domicile.crypto.envelope import (
@@ -646,6 +647,16 @@ class Domicile:
 
     # --- reads ------------------------------------------------------------------------------
 
+    def _event(
+        self, action: Action, site: Site, rec: StoredRecord, purpose: str, **extra: Any
+    ) -> AuditEvent:
+        """An audit event about one record, requested at this process's site."""
+        return AuditEvent(
+            action=action, site=site.id, purpose=purpose, collection=rec.collection,
+            record=rec.record_id, subject=rec.subject_id, requester=self.config.local_site,
+            **extra,
+        )  # fmt: skip
+
     def _locate(self, token: str) -> tuple[Site, str]:
         site_id, record_id = self.tokens.read(token)
         site = self._sites.get(site_id)
@@ -809,21 +820,11 @@ class Domicile:
         cats = [coll.fields[f].category for f in {*current, *checked}]
         decision = self._decide(residency, cats, "update", site.country)
         if decision.outcome is not Outcome.allow:
-            self._audit(
-                site.id,
-                [
-                    AuditEvent(
-                        action="refuse",
-                        site=site.id,
-                        purpose=purpose,
-                        record=rec.record_id,
-                        subject=rec.subject_id,
-                        decision=decision.outcome.value,
-                        rules=decision.rule_ids,
-                        detail={"operation": "update"},
-                    )
-                ],
-            )
+            refusal = self._event(
+                "refuse", site, rec, purpose, decision=decision.outcome.value,
+                rules=decision.rule_ids, detail={"operation": "update"},
+            )  # fmt: skip
+            self._audit(site.id, [refusal])
             raise PolicyRefused(
                 f"policy refuses this update: {decision.outcome.value}", decision=decision.to_dict()
             )
@@ -863,24 +864,11 @@ class Domicile:
                         {f: checked[f] for f in reindex},
                     )
                 )
-            self._ledgers[site.id].append(
-                tx,
-                [
-                    AuditEvent(
-                        action="update",
-                        site=site.id,
-                        purpose=purpose,
-                        collection=rec.collection,
-                        record=rec.record_id,
-                        subject=rec.subject_id,
-                        requester=self.config.local_site,
-                        decision="allow",
-                        rules=decision.rule_ids,
-                        fields=tuple(sorted(checked)),
-                        at=now,
-                    )
-                ],
-            )
+            event = self._event(
+                "update", site, rec, purpose, decision="allow", rules=decision.rule_ids,
+                fields=tuple(sorted(checked)), at=now,
+            )  # fmt: skip
+            self._ledgers[site.id].append(tx, [event])
         merged = {**current, **checked}
         return ReadResult(
             token, site.id, site.country, rec.collection, merged, new.version, decision, False
@@ -894,20 +882,7 @@ class Domicile:
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.delete([rec.record_id])
-            self._ledgers[site.id].append(
-                tx,
-                [
-                    AuditEvent(
-                        action="delete",
-                        site=site.id,
-                        purpose=purpose,
-                        collection=rec.collection,
-                        record=rec.record_id,
-                        subject=rec.subject_id,
-                        requester=self.config.local_site,
-                    )
-                ],
-            )
+            self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose)])
         return {"deleted": True, "site": site.id, "records": 1}
 
     def erase(self, token: str, *, purpose: str = "erasure") -> dict[str, Any]:
