@@ -67,6 +67,13 @@ class StoredRecord:
     def pack_fields(self) -> bytes:
         return pack_fields(self.fields)
 
+    def row(self) -> tuple[str, str, str, int, str, str, bytes]:
+        """The ``records`` columns in table order."""
+        return (
+            self.record_id, self.subject_id, self.collection, self.version,
+            self.created_at, self.updated_at, self.pack_fields(),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class IndexEntry:

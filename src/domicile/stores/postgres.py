@@ -401,18 +401,7 @@ class _Tx(StoreTransaction):
             cur.executemany(
                 "INSERT INTO records (record_id, subject_id, collection, version, created_at,"
                 " updated_at, fields) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        r.record_id,
-                        r.subject_id,
-                        r.collection,
-                        r.version,
-                        r.created_at,
-                        r.updated_at,
-                        r.pack_fields(),
-                    )
-                    for r in records
-                ],
+                [r.row() for r in records],
             )
 
     def replace(self, record: StoredRecord, expect_version: int) -> None:

@@ -87,18 +87,7 @@ class _Tx(StoreTransaction):
     def insert(self, records: Sequence[StoredRecord]) -> None:
         self.c.executemany(
             "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.record_id,
-                    r.subject_id,
-                    r.collection,
-                    r.version,
-                    r.created_at,
-                    r.updated_at,
-                    r.pack_fields(),
-                )
-                for r in records
-            ],
+            [r.row() for r in records],
         )
 
     def replace(self, record: StoredRecord, expect_version: int) -> None:
