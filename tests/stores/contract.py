@@ -35,7 +35,13 @@ from domicile.stores import (
     open_key_store,
     open_site_store,
 )
-from domicile.stores.base import SchemaTooNew, SiteUnavailable, StoreMismatch, VersionConflict
+from domicile.stores.base import (
+    SchemaTooNew,
+    SiteUnavailable,
+    StoreMismatch,
+    VersionConflict,
+    entry_hash,
+)
 from domicile.stores.schema import KEY_SCHEMA_VERSION, SITE_SCHEMA_VERSION
 
 SITE = "ru"
@@ -382,6 +388,37 @@ class SiteStoreContract(Backend):
         rows = list(store.audit())
         assert len(rows) == writers * rounds * 2
         assert_chain(rows)
+
+    def test_chain_hashes_exactly_as_the_verifier_does(self, store: SiteStore) -> None:
+        # In a transaction and on its own (one round trip where the backend can), the
+        # backend's own chaining must produce the hashes domicile.stores.base.entry_hash gives.
+        first = append(store, 2)
+        with store.transaction() as tx:
+            inside = tx.chain(['{"action":"write","n":"ü"}', '{"action":"read"}'])
+        alone = store.chain_now(['{"action":"erase","x":"日本"}'])
+        rows = list(store.audit())
+        assert rows == [*first, *inside, *alone]
+        prev = b""
+        for row in rows:
+            expected = entry_hash(prev, row.seq, row.payload) if row.seq > 2 else row.hash
+            assert row.hash == expected
+            assert row.prev_hash == prev
+            prev = row.hash
+        with store.transaction() as tx:
+            assert tx.audit_head() == (5, rows[-1].hash)
+            assert tx.chain([]) == []
+
+    def test_chain_now_rolls_back_nothing_else(self, store: SiteStore) -> None:
+        def failing_write() -> None:
+            with store.transaction() as tx:
+                tx.insert([record("r1")])
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            failing_write()
+        store.chain_now(['{"action":"refuse"}'])
+        assert store.get("r1") is None
+        assert [r.seq for r in store.audit()] == [1]
 
     def test_the_ledger_refuses_updates_at_the_database_level(self, store: SiteStore) -> None:
         rows = append(store, 3)

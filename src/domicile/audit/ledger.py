@@ -12,9 +12,7 @@ whole chain, is detected too.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,10 +20,15 @@ from typing import Any, Literal
 
 from domicile.crypto.keys import KeyProvider
 from domicile.crypto.signing import sign, verify
-from domicile.stores.base import AuditRow, Checkpoint, SiteStore, StoreTransaction
+from domicile.stores.base import (
+    AuditRow,
+    Checkpoint,
+    SiteStore,
+    StoreTransaction,
+    entry_hash,
+)
 
 Action = Literal["write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate"]
-TAG = b"domicile/audit/v1"
 CHECKPOINT_EVERY = 1000
 # Canonical JSON: sorted keys, no spaces, UTF-8 kept as is. One encoder, made once.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -57,10 +60,6 @@ class AuditEvent:
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent))
-
-
-def entry_hash(prev: bytes, seq: int, payload: str) -> bytes:
-    return hashlib.sha256(TAG + prev + struct.pack(">Q", seq) + payload.encode("utf-8")).digest()
 
 
 def checkpoint_message(site: str, seq: int, digest: bytes) -> bytes:
@@ -112,18 +111,25 @@ class AuditLedger:
     def append(self, tx: StoreTransaction, events: Sequence[AuditEvent]) -> list[AuditRow]:
         """Chain ``events`` after the head, inside the caller's transaction. Signs a
         checkpoint whenever the chain crosses a multiple of ``CHECKPOINT_EVERY``."""
-        seq, prev = tx.audit_head()
-        rows = []
-        for ev in events:
-            seq += 1
-            payload = ev.payload()
-            digest = entry_hash(prev, seq, payload)
-            rows.append(AuditRow(seq, payload, prev, digest))
-            prev = digest
-        tx.append_audit(rows)
-        if rows and (rows[0].seq - 1) // CHECKPOINT_EVERY != rows[-1].seq // CHECKPOINT_EVERY:
+        rows = tx.chain([ev.payload() for ev in events])
+        if self._crosses(rows):
             self._checkpoint(tx, rows[-1].seq, rows[-1].hash)
         return rows
+
+    def append_now(self, store: SiteStore, events: Sequence[AuditEvent]) -> list[AuditRow]:
+        """Chain ``events`` in a transaction of their own (one round trip where the
+        backend can), e.g. the entry for a read."""
+        rows = store.chain_now([ev.payload() for ev in events])
+        if self._crosses(rows):
+            with store.transaction() as tx:
+                self._checkpoint(tx, rows[-1].seq, rows[-1].hash)
+        return rows
+
+    @staticmethod
+    def _crosses(rows: Sequence[AuditRow]) -> bool:
+        return (
+            bool(rows) and (rows[0].seq - 1) // CHECKPOINT_EVERY != rows[-1].seq // CHECKPOINT_EVERY
+        )
 
     def checkpoint(self, store: SiteStore) -> Checkpoint | None:
         """Sign the current head (e.g. at shutdown or on demand)."""

@@ -11,6 +11,7 @@ keyed digests, audit payloads hold ids and decisions only.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,7 +20,15 @@ from dataclasses import dataclass
 
 from domicile.errors import DomicileError
 
-SCHEMA_VERSION = 1
+AUDIT_TAG = b"domicile/audit/v1"
+
+
+def entry_hash(prev: bytes, seq: int, payload: str) -> bytes:
+    """An audit entry's hash: SHA-256 over a domain tag, the previous entry's hash, the
+    entry's sequence number (8 bytes, big-endian) and its payload (UTF-8)."""
+    return hashlib.sha256(
+        AUDIT_TAG + prev + struct.pack(">Q", seq) + payload.encode("utf-8")
+    ).digest()
 
 
 class SiteUnavailable(DomicileError):
@@ -154,6 +163,19 @@ class StoreTransaction(ABC):
     @abstractmethod
     def append_audit(self, rows: Sequence[AuditRow]) -> None: ...
 
+    def chain(self, payloads: Sequence[str]) -> list[AuditRow]:
+        """Append ``payloads`` after the locked head, hashing each onto the one before;
+        returns the new rows. Backends may do this on the server in one round trip."""
+        seq, prev = self.audit_head()
+        rows = []
+        for payload in payloads:
+            seq += 1
+            digest = entry_hash(prev, seq, payload)
+            rows.append(AuditRow(seq, payload, prev, digest))
+            prev = digest
+        self.append_audit(rows)
+        return rows
+
     @abstractmethod
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
@@ -181,6 +203,11 @@ class SiteStore(ABC):
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[StoreTransaction]: ...
+
+    def chain_now(self, payloads: Sequence[str]) -> list[AuditRow]:
+        """``chain`` in a transaction of its own (an audit entry for a read)."""
+        with self.transaction() as tx:
+            return tx.chain(payloads)
 
     @abstractmethod
     def get(self, record_id: str) -> StoredRecord | None: ...

@@ -487,6 +487,13 @@ class _Tx(StoreTransaction):
                 "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last.seq, last.hash)
             )
 
+    def chain(self, payloads: Sequence[str]) -> list[AuditRow]:
+        if not payloads:
+            return []
+        with self._errors("cannot append to the audit ledger"):
+            rows = self.c.execute(CHAIN_SQL, (list(payloads),)).fetchall()
+        return _chained(payloads, rows)
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         cp = checkpoint
         with self._errors("cannot write a checkpoint"):
@@ -499,6 +506,14 @@ class _Tx(StoreTransaction):
 
 
 RECORD_COLUMNS = "record_id, subject_id, collection, version, created_at, updated_at, fields"
+CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%s)"
+
+
+def _chained(payloads: Sequence[str], rows: Sequence[TupleRow]) -> list[AuditRow]:
+    return [
+        AuditRow(int(seq), payload, bytes(prev), bytes(digest))
+        for payload, (seq, prev, digest) in zip(payloads, rows, strict=True)
+    ]
 
 
 def _record(row: TupleRow) -> StoredRecord:
@@ -544,6 +559,20 @@ class PostgresSiteStore(SiteStore):
                 db.rollback(conn)
                 raise
             db.commit(conn, "the write did not commit")
+
+    def chain_now(self, payloads: Sequence[str]) -> list[AuditRow]:
+        """One statement, committed on its own: a single round trip. Not retried on a lost
+        connection, so an entry is never written twice."""
+        if not payloads:
+            return []
+        db = self._db
+        with db.lock:
+            conn, _ = db.acquire()
+            try:
+                rows = conn.execute(CHAIN_SQL, (list(payloads),)).fetchall()
+            except psycopg.Error as exc:
+                raise db.unavailable("cannot append to the audit ledger", exc) from None
+        return _chained(payloads, rows)
 
     def _read(self, query: LiteralString, args: Sequence[object] = ()) -> list[TupleRow]:
         return self._db.run(lambda c: _fetch(c, query, args), "cannot read")

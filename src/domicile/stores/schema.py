@@ -29,6 +29,7 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             "CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL,"
             " signed_at TEXT NOT NULL, signature BLOB NOT NULL)",
         ],
+        2: [],  # version 2 adds PostgreSQL's server-side audit append; nothing for SQLite
     },
     "postgresql": {
         1: [
@@ -51,6 +52,32 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
             "CREATE TABLE checkpoints (seq BIGINT PRIMARY KEY, hash BYTEA NOT NULL,"
             " signed_at TEXT NOT NULL, signature BYTEA NOT NULL)",
+        ],
+        # Appending to the chain on the server: one round trip instead of four. The hash is
+        # the one the verifier computes (domicile.stores.base.entry_hash).
+        2: [
+            "CREATE FUNCTION domicile_audit_append(payloads TEXT[])"
+            " RETURNS TABLE (out_seq BIGINT, out_prev BYTEA, out_hash BYTEA) LANGUAGE plpgsql AS $$"
+            " DECLARE h_seq BIGINT; h_hash BYTEA; p TEXT; d BYTEA;"
+            " BEGIN"
+            "   SELECT a.seq, a.hash INTO h_seq, h_hash FROM audit_head a WHERE a.id = 1 FOR UPDATE;"
+            "   IF NOT FOUND THEN"
+            "     INSERT INTO audit_head (id, seq, hash)"
+            "       SELECT 1, coalesce(max(a.seq), 0),"
+            "         coalesce((SELECT b.hash FROM audit b ORDER BY b.seq DESC LIMIT 1), ''::bytea)"
+            "       FROM audit a ON CONFLICT (id) DO NOTHING;"
+            "     SELECT a.seq, a.hash INTO h_seq, h_hash FROM audit_head a WHERE a.id = 1 FOR UPDATE;"
+            "   END IF;"
+            "   FOREACH p IN ARRAY payloads LOOP"
+            "     h_seq := h_seq + 1;"
+            "     d := sha256('domicile/audit/v1'::bytea || h_hash || int8send(h_seq) || convert_to(p, 'UTF8'));"
+            "     INSERT INTO audit (seq, payload, prev_hash, hash) VALUES (h_seq, p, h_hash, d);"
+            "     out_seq := h_seq; out_prev := h_hash; out_hash := d;"
+            "     RETURN NEXT;"
+            "     h_hash := d;"
+            "   END LOOP;"
+            "   UPDATE audit_head SET seq = h_seq, hash = h_hash WHERE id = 1;"
+            " END $$",
         ],
     },
 }

@@ -328,9 +328,8 @@ class Domicile:
         return decision
 
     def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
-        store = self.store(site_id)
-        with store.transaction() as tx:
-            self._ledgers[site_id].append(tx, events)
+        """Audit entries in a transaction of their own (reads, refusals)."""
+        self._ledgers[site_id].append_now(self.store(site_id), events)
 
     def _audit_refusal(self, event: AuditEvent, at: str | None = None) -> None:
         """Record a refusal at the site where the request arrived; if even that site is
