@@ -76,6 +76,15 @@ from domicile.policy.logic import (
 from domicile.residency import Residency, SubjectEvidence, resolve
 
 AnyRule = LocalizationRule | TransferRule | ProhibitionRule | ObligationRule
+_GERUND = {
+    Operation.collect: "collecting it",
+    Operation.record: "recording it",
+    Operation.store: "storing it",
+    Operation.update: "updating it",
+    Operation.retrieve: "retrieving it",
+    Operation.transfer: "transferring it",
+    Operation.delete: "deleting it",
+}
 
 
 @dataclass
@@ -485,7 +494,7 @@ class PolicyEngine:
         else:
             outcome = spec.violation
             reason = (
-                f"the site is in {where}, outside {cp.name}: {ctx.operation.value} there is "
+                f"the site is in {where}, outside {cp.name}: {_GERUND[ctx.operation]} there is "
                 "not permitted"
             )
         uncertain = applies == UNKNOWN

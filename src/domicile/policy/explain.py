@@ -31,7 +31,8 @@ def explain(d: Decision) -> str:
     if covering:
         lines.append("Laws involved:")
         for j in covering:
-            lines.append(f"  - {j.name} ({j.pack}, {j.coverage}): {'; '.join(j.reasons)}")
+            how = j.coverage if j.coverage != "none" else "territory"
+            lines.append(f"  - {j.name} ({j.pack}, {how}): {'; '.join(j.reasons)}")
     else:
         lines.append("No loaded pack covers this subject or this site.")
 
