@@ -20,6 +20,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import pytest
@@ -419,6 +420,72 @@ class SiteStoreContract(Backend):
         store.chain_now(['{"action":"refuse"}'])
         assert store.get("r1") is None
         assert [r.seq for r in store.audit()] == [1]
+
+    def test_the_outbox_keeps_order_and_forgets_what_is_dequeued(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.enqueue([("r1", "s1", "de", "upsert"), ("r2", "s1", "us", "upsert")])
+            tx.enqueue([("r1", "s1", "de", "delete")])
+        items = store.outbox(10)
+        assert [(i.record_id, i.target_site, i.op) for i in items] == [
+            ("r1", "de", "upsert"), ("r2", "us", "upsert"), ("r1", "de", "delete"),
+        ]  # fmt: skip
+        assert items[0].seq < items[1].seq < items[2].seq
+        assert [i.seq for i in store.outbox(2)] == [items[0].seq, items[1].seq]
+        with store.transaction() as tx:
+            tx.dequeue([items[0].seq, items[2].seq])
+        assert [i.record_id for i in store.outbox(10)] == ["r2"]
+
+    def test_an_outbox_item_rolls_back_with_its_record(self, store: SiteStore) -> None:
+        def failing_write() -> None:
+            with store.transaction() as tx:
+                tx.insert([record("r1")])
+                tx.enqueue([("r1", "subj-1", "de", "upsert")])
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            failing_write()
+        assert store.outbox(10) == []
+
+    def test_a_replica_only_moves_forward(self, store: SiteStore) -> None:
+        v2 = replace(record("r1", version=2), primary_site="ru")
+        with store.transaction() as tx:
+            assert tx.put_replica(v2) is True
+            assert tx.put_replica(v2) is False  # the same version again: nothing changes
+            assert tx.put_replica(replace(v2, version=1, fields={"x": b"old"})) is False
+            assert tx.put_replica(replace(v2, version=3, fields={"x": b"new"})) is True
+        got = store.get("r1")
+        assert got is not None
+        assert (got.version, got.fields, got.primary_site) == (3, {"x": b"new"}, "ru")
+        assert store.count() == 0
+        assert store.count_replicas() == 1
+
+    def test_a_replica_never_overwrites_a_primary(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1", version=1)])
+            assert tx.put_replica(replace(record("r1", version=9), primary_site="de")) is False
+        got = store.get("r1")
+        assert got is not None
+        assert (got.version, got.primary_site) == (1, None)
+
+    def test_replicas_page_in_record_order(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("p1")])
+            for rid in ("r3", "r1", "r2"):
+                tx.put_replica(replace(record(rid), primary_site="ru"))
+        assert [r.record_id for r in store.replicas("", 2)] == ["r1", "r2"]
+        assert [r.record_id for r in store.replicas("r2", 2)] == ["r3"]
+        assert set(store.get_many(["r1", "p1", "nope"])) == {"r1", "p1"}
+
+    def test_transfer_counts_are_per_year_destination_and_subject(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.count_transfer(2025, "US", "s1", False)
+            tx.count_transfer(2025, "US", "s1", True)  # the same subject again, now sensitive
+            tx.count_transfer(2025, "US", "s2", False)
+            tx.count_transfer(2025, "DE", "s3", False)
+            tx.count_transfer(2024, "US", "s4", True)
+        assert store.transfer_counts(2025, "US") == (2, 1)
+        assert store.transfer_counts(2024, "US") == (1, 1)
+        assert store.transfer_counts(2026, "US") == (0, 0)
 
     def test_the_ledger_refuses_updates_at_the_database_level(self, store: SiteStore) -> None:
         rows = append(store, 3)

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Literal
 
 from domicile.errors import DomicileError
 
@@ -72,16 +73,39 @@ class StoredRecord:
     created_at: str
     updated_at: str
     fields: dict[str, bytes]  # field name -> sealed value
+    primary_site: str | None = None  # set on a replica: the site holding the primary
 
     def pack_fields(self) -> bytes:
         return pack_fields(self.fields)
 
-    def row(self) -> tuple[str, str, str, int, str, str, bytes]:
-        """The ``records`` columns in table order."""
+    @property
+    def is_replica(self) -> bool:
+        return self.primary_site is not None
+
+    def row(self) -> tuple[str, str, str, int, str, str, bytes, str | None]:
+        """The ``records`` columns, in the order of ``RECORD_COLUMNS``."""
         return (
             self.record_id, self.subject_id, self.collection, self.version,
-            self.created_at, self.updated_at, self.pack_fields(),
+            self.created_at, self.updated_at, self.pack_fields(), self.primary_site,
         )  # fmt: skip
+
+
+RECORD_COLUMNS = (
+    "record_id, subject_id, collection, version, created_at, updated_at, fields, primary_site"
+)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """Work for the replication worker: copy (``upsert``) or remove (``delete``) one record
+    at a target site, or remove everything of a subject there (``erase``)."""
+
+    seq: int
+    record_id: str
+    subject_id: str
+    target_site: str
+    op: Literal["upsert", "delete", "erase"]
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -179,6 +203,22 @@ class StoreTransaction(ABC):
     @abstractmethod
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
+    @abstractmethod
+    def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
+        """Outbox items as (record_id, subject_id, target_site, op), in order."""
+
+    @abstractmethod
+    def dequeue(self, seqs: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def put_replica(self, record: StoredRecord) -> bool:
+        """Insert a replica, or replace one with an older version; True if it changed.
+        A replica never moves backwards: an older or equal version changes nothing."""
+
+    @abstractmethod
+    def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
+        """Note that a subject's data went to a country this year (idempotent)."""
+
 
 class SiteStore(ABC):
     """One site's database."""
@@ -234,7 +274,26 @@ class SiteStore(ABC):
     def subject_records(self, subject_id: str) -> list[StoredRecord]: ...
 
     @abstractmethod
-    def count(self) -> int: ...
+    def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]: ...
+
+    @abstractmethod
+    def outbox(self, limit: int) -> list[OutboxItem]:
+        """The oldest outbox items, in order."""
+
+    @abstractmethod
+    def replicas(self, after: str, limit: int) -> list[StoredRecord]:
+        """Replicas held here, in record-id order after ``after`` (keyset paging)."""
+
+    @abstractmethod
+    def count_replicas(self) -> int: ...
+
+    @abstractmethod
+    def transfer_counts(self, year: int, to_country: str) -> tuple[int, int]:
+        """Subjects (all, sensitive) exported to a country in a year, from here."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Primary records held here (replicas are counted by ``count_replicas``)."""
 
     @abstractmethod
     def audit(self, start: int = 1) -> Iterator[AuditRow]:

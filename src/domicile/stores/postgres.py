@@ -37,9 +37,11 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from domicile.stores.base import (
+    RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
     IndexEntry,
+    OutboxItem,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
@@ -398,11 +400,7 @@ class _Tx(StoreTransaction):
         if not records:
             return
         with self._errors("cannot write records"), self.c.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO records (record_id, subject_id, collection, version, created_at,"
-                " updated_at, fields) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [r.row() for r in records],
-            )
+            cur.executemany(INSERT_RECORD, [r.row() for r in records])
 
     def replace(self, record: StoredRecord, expect_version: int) -> None:
         with self._errors("cannot update a record"):
@@ -494,6 +492,42 @@ class _Tx(StoreTransaction):
             rows = self.c.execute(CHAIN_SQL, (list(payloads),)).fetchall()
         return _chained(payloads, rows)
 
+    def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
+        if not items:
+            return
+        now = _now()
+        with self._errors("cannot write to the outbox"), self.c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO outbox (record_id, subject_id, target_site, op, created_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [(*item, now) for item in items],
+            )
+
+    def dequeue(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        with self._errors("cannot clear the outbox"):
+            self.c.execute("DELETE FROM outbox WHERE seq = ANY(%s)", (list(seqs),))
+
+    def put_replica(self, record: StoredRecord) -> bool:
+        with self._errors("cannot write a replica"):
+            cur = self.c.execute(
+                INSERT_RECORD + " ON CONFLICT (record_id) DO UPDATE SET version = EXCLUDED.version,"
+                " updated_at = EXCLUDED.updated_at, fields = EXCLUDED.fields"
+                " WHERE records.version < EXCLUDED.version AND records.primary_site IS NOT NULL",
+                record.row(),
+            )
+        return cur.rowcount == 1
+
+    def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
+        with self._errors("cannot count a transfer"):
+            self.c.execute(
+                "INSERT INTO transfer_subjects VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
+                " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive",
+                (year, to_country, subject_id, sensitive),
+            )
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         cp = checkpoint
         with self._errors("cannot write a checkpoint"):
@@ -505,7 +539,6 @@ class _Tx(StoreTransaction):
             )
 
 
-RECORD_COLUMNS = "record_id, subject_id, collection, version, created_at, updated_at, fields"
 CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%s)"
 
 
@@ -517,11 +550,16 @@ def _chained(payloads: Sequence[str], rows: Sequence[TupleRow]) -> list[AuditRow
 
 
 def _record(row: TupleRow) -> StoredRecord:
-    rid, sid, coll, version, created, updated, blob = row
+    rid, sid, coll, version, created, updated, blob, primary = row
     return StoredRecord(
         str(rid), str(sid), str(coll), int(version), str(created), str(updated),
-        unpack_fields(bytes(blob)),
+        unpack_fields(bytes(blob)), primary,
     )  # fmt: skip
+
+
+INSERT_RECORD: LiteralString = (
+    "INSERT INTO records (" + RECORD_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 class PostgresSiteStore(SiteStore):
@@ -599,7 +637,45 @@ class PostgresSiteStore(SiteStore):
         return [_record(r) for r in rows]
 
     def count(self) -> int:
-        return int(self._read("SELECT count(*) FROM records")[0][0])
+        return int(self._read("SELECT count(*) FROM records WHERE primary_site IS NULL")[0][0])
+
+    def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]:
+        if not record_ids:
+            return {}
+        rows = self._read(
+            "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = ANY(%s)",
+            (list(record_ids),),
+        )
+        return {str(r[0]): _record(r) for r in rows}
+
+    def outbox(self, limit: int) -> list[OutboxItem]:
+        rows = self._read(
+            "SELECT seq, record_id, subject_id, target_site, op, created_at FROM outbox"
+            " ORDER BY seq LIMIT %s",
+            (limit,),
+        )
+        return [
+            OutboxItem(int(s), str(r), str(sub), str(t), op, str(c)) for s, r, sub, t, op, c in rows
+        ]
+
+    def replicas(self, after: str, limit: int) -> list[StoredRecord]:
+        rows = self._read(
+            "SELECT " + RECORD_COLUMNS + " FROM records"
+            " WHERE primary_site IS NOT NULL AND record_id > %s ORDER BY record_id LIMIT %s",
+            (after, limit),
+        )
+        return [_record(r) for r in rows]
+
+    def count_replicas(self) -> int:
+        return int(self._read("SELECT count(*) FROM records WHERE primary_site IS NOT NULL")[0][0])
+
+    def transfer_counts(self, year: int, to_country: str) -> tuple[int, int]:
+        row = self._read(
+            "SELECT count(*), count(*) FILTER (WHERE sensitive) FROM transfer_subjects"
+            " WHERE year = %s AND to_country = %s",
+            (year, to_country),
+        )[0]
+        return int(row[0]), int(row[1])
 
     def audit(self, start: int = 1) -> Iterator[AuditRow]:
         # Pages in sequence order (keyset), one query each, so memory stays bounded on long

@@ -30,6 +30,19 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " signed_at TEXT NOT NULL, signature BLOB NOT NULL)",
         ],
         2: [],  # version 2 adds PostgreSQL's server-side audit append; nothing for SQLite
+        3: [
+            # Copies of other sites' primaries (replicas) carry the site of their primary.
+            "ALTER TABLE records ADD COLUMN primary_site TEXT",
+            "CREATE INDEX records_replicas ON records (primary_site, record_id)",
+            # The replication outbox, written in the primary's own transactions.
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL,"
+            " subject_id TEXT NOT NULL, target_site TEXT NOT NULL, op TEXT NOT NULL,"
+            " created_at TEXT NOT NULL)",
+            # Subjects exported per calendar year and destination (volume thresholds).
+            "CREATE TABLE transfer_subjects (year INTEGER NOT NULL, to_country TEXT NOT NULL,"
+            " subject_id TEXT NOT NULL, sensitive INTEGER NOT NULL,"
+            " PRIMARY KEY (year, to_country, subject_id))",
+        ],
     },
     "postgresql": {
         1: [
@@ -78,6 +91,16 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             "   END LOOP;"
             "   UPDATE audit_head SET seq = h_seq, hash = h_hash WHERE id = 1;"
             " END $$",
+        ],
+        3: [
+            "ALTER TABLE records ADD COLUMN primary_site TEXT",
+            "CREATE INDEX records_replicas ON records (primary_site, record_id)",
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, record_id TEXT NOT NULL,"
+            " subject_id TEXT NOT NULL, target_site TEXT NOT NULL, op TEXT NOT NULL,"
+            " created_at TEXT NOT NULL)",
+            "CREATE TABLE transfer_subjects (year INTEGER NOT NULL, to_country TEXT NOT NULL,"
+            " subject_id TEXT NOT NULL, sensitive BOOLEAN NOT NULL,"
+            " PRIMARY KEY (year, to_country, subject_id))",
         ],
     },
 }

@@ -7,6 +7,7 @@ application; a power cut may lose the last moments of commits but never corrupts
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sqlite3
 import threading
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from domicile.stores.base import (
+    RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
     IndexEntry,
+    OutboxItem,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
@@ -86,7 +89,7 @@ class _Tx(StoreTransaction):
 
     def insert(self, records: Sequence[StoredRecord]) -> None:
         self.c.executemany(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [r.row() for r in records],
         )
 
@@ -138,6 +141,34 @@ class _Tx(StoreTransaction):
             [(r.seq, r.payload, r.prev_hash, r.hash) for r in rows],
         )
 
+    def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
+        now = _now()
+        self.c.executemany(
+            "INSERT INTO outbox (record_id, subject_id, target_site, op, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(*item, now) for item in items],
+        )
+
+    def dequeue(self, seqs: Sequence[int]) -> None:
+        self.c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def put_replica(self, record: StoredRecord) -> bool:
+        cur = self.c.execute(
+            f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (record_id) DO UPDATE SET version = excluded.version,"
+            " updated_at = excluded.updated_at, fields = excluded.fields"
+            " WHERE records.version < excluded.version AND records.primary_site IS NOT NULL",
+            record.row(),
+        )
+        return cur.rowcount == 1
+
+    def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
+        self.c.execute(
+            "INSERT INTO transfer_subjects VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET sensitive = max(sensitive, excluded.sensitive)",
+            (year, to_country, subject_id, int(sensitive)),
+        )
+
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         cp = checkpoint
         self.c.execute(
@@ -147,11 +178,15 @@ class _Tx(StoreTransaction):
 
 
 def _record(row: tuple[Any, ...]) -> StoredRecord:
-    rid, sid, coll, version, created, updated, blob = row
+    rid, sid, coll, version, created, updated, blob, primary = row
     return StoredRecord(
         str(rid), str(sid), str(coll), int(version), str(created), str(updated),
-        unpack_fields(bytes(blob)),
+        unpack_fields(bytes(blob)), primary,
     )  # fmt: skip
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 class SqliteSiteStore(SiteStore):
@@ -225,8 +260,51 @@ class SqliteSiteStore(SiteStore):
                 raise SiteUnavailable(self.site_id, f"cannot read ({exc})") from None
 
     def get(self, record_id: str) -> StoredRecord | None:
-        rows = self._read("SELECT * FROM records WHERE record_id = ?", (record_id,))
+        rows = self._read(f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,))
         return _record(rows[0]) if rows else None
+
+    def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]:
+        out: dict[str, StoredRecord] = {}
+        ids = list(record_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self._read(
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id IN ({','.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            out.update((str(r[0]), _record(r)) for r in rows)
+        return out
+
+    def outbox(self, limit: int) -> list[OutboxItem]:
+        rows = self._read(
+            "SELECT seq, record_id, subject_id, target_site, op, created_at FROM outbox"
+            " ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxItem(int(s), str(r), str(sub), str(t), op, str(c)) for s, r, sub, t, op, c in rows
+        ]
+
+    def replicas(self, after: str, limit: int) -> list[StoredRecord]:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE primary_site IS NOT NULL AND record_id > ?"
+            " ORDER BY record_id LIMIT ?",
+            (after, limit),
+        )
+        return [_record(r) for r in rows]
+
+    def count_replicas(self) -> int:
+        value = self._read("SELECT count(*) FROM records WHERE primary_site IS NOT NULL")[0][0]
+        assert isinstance(value, int)
+        return value
+
+    def transfer_counts(self, year: int, to_country: str) -> tuple[int, int]:
+        row = self._read(
+            "SELECT count(*), coalesce(sum(sensitive), 0) FROM transfer_subjects"
+            " WHERE year = ? AND to_country = ?",
+            (year, to_country),
+        )[0]
+        return int(row[0]), int(row[1])
 
     def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
         rows = self._read(
@@ -254,12 +332,13 @@ class SqliteSiteStore(SiteStore):
 
     def subject_records(self, subject_id: str) -> list[StoredRecord]:
         rows = self._read(
-            "SELECT * FROM records WHERE subject_id = ? ORDER BY created_at", (subject_id,)
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE subject_id = ? ORDER BY created_at, record_id",
+            (subject_id,),
         )
         return [_record(r) for r in rows]
 
     def count(self) -> int:
-        value = self._read("SELECT count(*) FROM records")[0][0]
+        value = self._read("SELECT count(*) FROM records WHERE primary_site IS NULL")[0][0]
         assert isinstance(value, int)
         return value
 
