@@ -271,3 +271,26 @@ def test_a_bool_fact_declared_unknown_when_unstated_escalates(toy_engine: Policy
     assert unstated.outcome is Outcome.escalate
     assert "bb.public_body" in unstated.rules[0].reason
     assert ask(toy_engine, **base, facts={"bb.public_body": False}).outcome is Outcome.allow
+
+
+def test_masked_disclosure_only_when_every_refusing_rule_allows_it(engine: PolicyEngine) -> None:
+    base = dict(
+        subject={"citizenship": "RU"}, operation="retrieve", site_country="RU", to_country="US",
+        categories=["user.name", "user.contact.email", "user.contact.phone_number"],
+        date="2025-09-19", filings={"ru.art12_notice": "2025-09-05"},
+    )  # fmt: skip
+    waiting = ask(engine, **base)
+    assert waiting.outcome is Outcome.deny
+    assert waiting.disclosure == "masked"
+    assert dict(waiting.masks) == {"user.name": "initials", "user.contact.email": "domain"}
+    assert "Masked disclosure permitted" in waiting.explanation
+    banned = ask(
+        engine,
+        **{
+            **base,
+            "filings": {"ru.art12_notice": "2025-01-05", "ru.transfer_ban.US": "2025-09-01"},
+        },
+    )
+    assert banned.disclosure == "none"
+    allowed = ask(engine, **{**base, "date": "2025-09-22"})
+    assert allowed.disclosure == "full"

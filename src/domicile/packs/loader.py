@@ -143,6 +143,16 @@ def _check_references(source: YamlSource, pack: Pack, base: Taxonomy) -> Taxonom
             if key not in taxonomy:
                 raise fail(("groups", gname, j), f"unknown data category {key!r}")
 
+    for key in pack.masks:
+        if not known_category(key):
+            raise fail(("masks", key), f"unknown data category {key!r}")
+    for i, rule in enumerate(pack.rules):
+        if rule.masked_when_refused and not pack.masks:
+            raise fail(
+                ("rules", i, "masked_when_refused"),
+                "the rule allows masked disclosures but the pack defines no `masks`",
+            )
+
     rule_ids = [r.id for r in pack.rules]
     evidence_ids = {e.id for e in pack.evidence}
     penalty_ids = {p.id for p in pack.penalties}

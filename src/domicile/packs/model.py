@@ -135,6 +135,9 @@ class ForeignCopies(StrEnum):
 
 
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+# How a masked disclosure shows a value: a name's initials, an e-mail's domain, the last
+# four characters, a date's year; ``redact`` withholds it.
+MaskMethod = Literal["initials", "domain", "last4", "year", "redact"]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_{}]+)*$")]
 
 
@@ -451,6 +454,9 @@ class _RuleBase(_Model):
     obligations: list[ObligationSpec] = []
     evidence: list[Name] = []
     penalties: list[Name] = []
+    # When this rule refuses, the pack still lets the masked forms in ``masks`` through
+    # (e.g. initials instead of a name); categories without a mask are withheld.
+    masked_when_refused: bool = False
     cite: list[Cite]
 
     @model_validator(mode="after")
@@ -578,6 +584,7 @@ class FixtureRequest(_Model):
 
 class FixtureExpect(_Model):
     decision: Outcome
+    disclosure: Literal["full", "masked", "none"] | None = None
     rules: list[str] = []  # fired, each with the final decision as its own outcome
     fired: list[str] = []  # fired, with any outcome
     not_fired: list[str] = []
@@ -629,6 +636,7 @@ class Pack(_Model):
     evidence: list[Evidence] = []
     penalties: list[Penalty] = []
     precedents: list[Precedent] = []
+    masks: dict[str, MaskMethod] = {}  # category (or group) -> how to mask it
     tests: list[Fixture] = []
 
     @property

@@ -104,6 +104,7 @@ class RuleResult:
     route: str | None = None
     flow: Flow | None = None
     waived_by: str | None = None
+    masked_when_refused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +163,10 @@ class Decision:
     explanation: str
     earliest_allowed: dt.date | None
     packs: tuple[tuple[str, str], ...]
+    # What may be shown: everything (allow), masked forms only (every refusing rule permits
+    # them; ``masks`` says how, per category), or nothing.
+    disclosure: Literal["full", "masked", "none"] = "full"
+    masks: tuple[tuple[str, str], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -182,6 +187,8 @@ class Decision:
             "earliest_allowed": self.earliest_allowed.isoformat()
             if self.earliest_allowed
             else None,
+            "disclosure": self.disclosure,
+            "masks": dict(self.masks),
             "packs": dict(self.packs),
             "request": self.request.to_dict(),
         }

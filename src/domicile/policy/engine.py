@@ -76,6 +76,8 @@ from domicile.policy.logic import (
 from domicile.residency import Residency, SubjectEvidence, resolve
 
 AnyRule = LocalizationRule | TransferRule | ProhibitionRule | ObligationRule
+# When two packs mask one category differently, the stricter method wins.
+MASK_STRICTNESS = {"initials": 1, "last4": 1, "year": 1, "domain": 2, "redact": 3}
 _GERUND = {
     Operation.collect: "collecting it",
     Operation.record: "recording it",
@@ -214,6 +216,14 @@ class PolicyEngine:
         self._facts = self.packs.facts()
         self._filings = self.packs.filing_names()
         self._versions = tuple(sorted((lp.id, lp.pack.pack.version) for lp in self.packs))
+        self._masks = {
+            lp.id: {
+                key: method
+                for name, method in lp.pack.masks.items()
+                for key in lp.pack.groups.get(name, [name])
+            }
+            for lp in self.packs
+        }
         self._cache: dict[Request, Decision] = {}
         self._cache_size = cache_size
 
@@ -430,6 +440,7 @@ class PolicyEngine:
             interpretation=spec.interpretation.status.value,
             interpretation_note=spec.interpretation.note,
             citations=rule.citations,
+            masked_when_refused=spec.masked_when_refused,
             **extra,
         )
 
@@ -760,6 +771,17 @@ class PolicyEngine:
         if blocking and all(f.unmet and all(u.earliest for u in f.unmet) for f in blocking):
             earliest = max(u.earliest for f in blocking for u in f.unmet if u.earliest)
         jurisdictions = self._jurisdictions(ctx, coverage, [f for f, _ in flows])
+        disclosure: Literal["full", "masked", "none"] = "full"
+        masks: dict[str, str] = {}
+        if outcome is not Outcome.allow:
+            disclosure = "none"
+            if all(f.result.masked_when_refused for f in blocking):
+                disclosure = "masked"
+                for f in blocking:
+                    for key, method in self._masks[f.result.pack].items():
+                        old = masks.get(key)
+                        if old is None or MASK_STRICTNESS[method] > MASK_STRICTNESS[old]:
+                            masks[key] = method
         decision = Decision(
             outcome=outcome,
             request=request,
@@ -769,5 +791,7 @@ class PolicyEngine:
             explanation="",
             earliest_allowed=earliest,
             packs=self._versions,
+            disclosure=disclosure,
+            masks=tuple(sorted(masks.items())),
         )
         return replace(decision, explanation=explain(decision))

@@ -59,6 +59,9 @@ def explain(d: Decision) -> str:
         for o in todo:
             due = f" (due {o.due})" if o.due else ""
             lines.append(f"  - [{o.status}] {o.text}{due}")
+    if d.disclosure == "masked":
+        shown = ", ".join(f"{cat} as {method}" for cat, method in d.masks)
+        lines.append(f"Masked disclosure permitted: {shown}; everything else is withheld.")
     if d.earliest_allowed:
         lines.append(f"Earliest date this could be allowed: {d.earliest_allowed.isoformat()}.")
     return "\n".join(lines)

@@ -43,6 +43,8 @@ def check_fixture(engine: PolicyEngine, pack_id: str, fx: Fixture) -> FixtureRes
     problems: list[str] = []
     if d.outcome is not want.decision:
         problems.append(f"decision is {d.outcome.value}, expected {want.decision.value}")
+    if want.disclosure is not None and d.disclosure != want.disclosure:
+        problems.append(f"disclosure is {d.disclosure}, expected {want.disclosure}")
     fired = {r.id: r.outcome for r in d.rules}
     for rid in want.rules:
         got = [r.outcome for r in d.rules if r.id == rid]
