@@ -70,6 +70,9 @@ class FieldSpec(_Model):
     required: bool = False
     max_length: int = Field(default=1000, ge=1, le=1_000_000)
     normalize: Literal["none", "lower", "email", "phone"] = "none"
+    # A deterministic token for this field's value, the same at every site, so the global
+    # application can join and deduplicate without the data.
+    join_token: bool = False
 
     @model_validator(mode="after")
     def _identifiers_are_searchable(self) -> FieldSpec:
@@ -78,10 +81,19 @@ class FieldSpec(_Model):
         return self
 
 
+class ReplicaTarget(_Model):
+    """A foreign site that keeps copies of this collection's records, where the law lets
+    it: only the listed fields (default all), never ahead of the primary."""
+
+    to: Ident
+    fields: list[str] | None = None
+
+
 class Collection(_Model):
     fields: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], FieldSpec] = Field(
         min_length=1
     )
+    replicate: list[ReplicaTarget] = []
 
 
 class DeploymentConfig(_Model):
@@ -184,6 +196,20 @@ def parse_config(text: str, name: str, base: Path) -> Config:
     for i, sid in enumerate(ids):
         if sid in ids[:i]:
             raise source.error(("sites", i, "id"), f"site id {sid!r} is used twice")
+    for name, coll in model.collections.items():
+        for i, target in enumerate(coll.replicate):
+            if target.to not in ids:
+                raise source.error(
+                    ("collections", name, "replicate", i, "to"),
+                    f"{target.to!r} is not one of the sites",
+                    hint=f"use one of: {', '.join(ids)}",
+                )
+            for j, fname in enumerate(target.fields or []):
+                if fname not in coll.fields:
+                    raise source.error(
+                        ("collections", name, "replicate", i, "fields", j),
+                        f"collection {name!r} has no field {fname!r}",
+                    )
     for key in ("default_site", "local_site"):
         value = getattr(model, key)
         if value is not None and value not in ids:

@@ -44,6 +44,9 @@ collections:
       headline: {{category: user.content.public, max_length: 300}}
       city: {{category: user.contact.address.city}}
       age: {{category: user.demographic.age_range, type: integer}}
+    replicate:
+      - {{to: de, fields: [full_name, email, city]}}
+      - {{to: us, fields: [full_name]}}
 filings:
   ru.art22_notice: 2025-01-15
 """
@@ -83,8 +86,8 @@ class Deployment:
         self.ru_cluster = ru
         self.config = make_config(folder, urls)
 
-    def open(self) -> Domicile:
-        return open_vault(self.config)
+    def open(self, now: dt.datetime = FIXED_NOW) -> Domicile:
+        return Domicile(self.config, clock=lambda: now)
 
     def url(self, name: str) -> str:
         url = self.urls[name]

@@ -77,16 +77,56 @@ def test_put_get_find_erase(deployment: Path) -> None:
     assert json.loads(out)["error"]["code"] == "not_found"
 
 
-def test_policy_refusal_exits_3(deployment: Path) -> None:
+def test_cross_border_reads_masked_then_refused_exit_3(deployment: Path) -> None:
     token = str(put_ru()["token"])
-    code, out, _ = run("get", token, "--purpose", "view", "--json")  # local_site is us
+    # From the US (local_site) before any Art. 12 notice: only the masked forms Russia's
+    # pack permits come out.
+    code, out, _ = run("get", token, "--purpose", "view", "--json")
+    assert code == 0
+    got = json.loads(out)
+    assert got["masked"] is True
+    assert got["fields"] == {"full_name": "A. V.", "email": "*@example.ru"}
+    # A regulator's ban on transfers to the US: refused outright, exit 3.
+    code, out, _ = run("filings", "add", "ru.transfer_ban.us=2025-01-01", "--json")
+    assert code == 0
+    assert json.loads(out)["name"] == "ru.transfer_ban.US"
+    code, out, _ = run("get", token, "--purpose", "view", "--json")
     assert code == 3
     err = json.loads(out)["error"]
     assert err["code"] == "policy_refused"
-    assert err["details"]["decision"]["decision"] == "deny"
+    assert err["details"]["decision"]["disclosure"] == "none"
     code, _, stderr = run("get", token, "--purpose", "view")
     assert code == 3
     assert len(stderr.strip().splitlines()) == 1
+    code, out, _ = run("filings", "list", "--json")
+    assert {f["name"]: f["source"] for f in json.loads(out)} == {
+        "ru.art22_notice": "config", "ru.transfer_ban.US": "registry",
+    }  # fmt: skip
+    assert run("filings", "withdraw", "ru.transfer_ban.US")[0] == 0
+    assert run("filings", "withdraw", "ru.art22_notice")[0] == 2  # from the config file
+    assert run("filings", "add", "ru.nonsense=2025-01-01")[0] == 2
+    assert run("get", token, "--purpose", "view", "--json")[0] == 0
+
+
+def test_transfers_and_parity_commands(deployment: Path) -> None:
+    token = str(put_ru()["token"])
+    run("get", token, "--purpose", "view", "--json")  # a masked read from the US
+    code, out, _ = run("transfers", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["total"] == 1
+    assert data["by_destination"]["US"]["kinds"] == {"access": 1}
+    assert data["entries"][0]["masked"] is True
+    assert run("transfers", "--to", "DE", "--json")[1].count('"total": 0') == 1
+    code, out, _ = run("replicate", "--json")  # the starter config replicates nothing
+    assert code == 0
+    assert json.loads(out)["delivered"] == 0
+    code, out, _ = run("parity", "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "ok": True, "copies": 0, "lagging": 0, "discrepancy_count": 0, "discrepancies": [],
+        "unavailable": [],
+    }  # fmt: skip
 
 
 def test_unavailable_site_exits_4(deployment: Path) -> None:

@@ -28,7 +28,9 @@ from domicile.stores.base import (
     entry_hash,
 )
 
-Action = Literal["write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate"]
+Action = Literal[
+    "write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate", "filing"
+]
 CHECKPOINT_EVERY = 1000
 # Canonical JSON: sorted keys, no spaces, UTF-8 kept as is. One encoder, made once.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

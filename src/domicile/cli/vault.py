@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from domicile.cli._output import console, emit_json, errors, pairs
+from domicile.cli._output import console, emit_json, err_console, errors, pairs
 from domicile.config import CONFIG_ENV
 
 ConfigOpt = typer.Option(
@@ -24,6 +24,9 @@ PurposeOpt = typer.Option(..., "--purpose", help="Why the data is processed, e.g
 
 audit_app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 keys_app = typer.Typer(help="Site keys.", no_args_is_help=True)
+filings_app = typer.Typer(
+    help="Filings on record: notices, clauses, regulators' bans.", no_args_is_help=True
+)
 
 
 @contextmanager
@@ -52,6 +55,7 @@ def _show(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(filings_app, name="filings")
 
     @app.command()
     def init(
@@ -230,6 +234,114 @@ def register(app: typer.Typer) -> None:
             out = d.checkpoint_audit()
         _show(out, as_json, lambda: console.print(out))
 
+    @app.command()
+    def replicate(
+        follow: bool = typer.Option(False, "--follow", help="Keep running until SIGINT/SIGTERM."),
+        interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between rounds."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Deliver the replication outbox: copies where the law permits them, removals
+        where it no longer does."""
+        import signal
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from domicile.vault.replication import Replicator
+
+        stop = threading.Event()
+
+        def _stop(signum: int, frame: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        with vault(config, as_json) as d, errors(as_json):
+            worker = Replicator(d)
+            if follow:
+
+                def tell(report: Any) -> None:
+                    if not as_json and any(
+                        report.to_dict()[k] for k in ("delivered", "removed", "refused")
+                    ):
+                        console.print(report.to_dict())
+
+                worker.follow(stop, interval=interval, on_report=tell)
+                result = {"stopped": True}
+            else:
+                total = worker.pending()
+                with Progress(
+                    TextColumn("replicating"), BarColumn(), MofNCompleteColumn(),
+                    console=err_console, transient=True, disable=as_json,
+                ) as bar:  # fmt: skip
+                    task = bar.add_task("outbox", total=total)
+                    report = worker.run_once(progress=lambda n: bar.advance(task, n), stop=stop)
+                result = report.to_dict()
+        _show(result, as_json, lambda: console.print(result))
+
+    @app.command()
+    def transfers(
+        since: str | None = typer.Option(None, "--since", help="YYYY-MM-DD: only from this date."),
+        to: str | None = typer.Option(None, "--to", help="Only to this country."),
+        limit: int = typer.Option(
+            1000, "--limit", min=0, help="Entries to list (totals count all)."
+        ),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """The transfer ledger: every read from abroad and every copy delivered."""
+        from domicile.countries import country
+        from domicile.policy import parse_date
+        from domicile.vault.transfers import summarize
+
+        with vault(config, as_json) as d, errors(as_json):
+            out = summarize(
+                d, since=parse_date(since, "--since") if since else None,
+                to_country=country(to, what="--to") if to else None, limit=limit,
+            ).to_dict()  # fmt: skip
+
+        def human() -> None:
+            table = Table(title=f"{out['total']} transfers")
+            for col in ("to", "transfers", "subjects", "kinds", "routes"):
+                table.add_column(col)
+            for dest, agg in sorted(out["by_destination"].items()):
+                table.add_row(
+                    dest, str(agg["transfers"]), str(agg["subjects"]),
+                    escape(", ".join(f"{k}: {v}" for k, v in agg["kinds"].items())),
+                    escape(", ".join(agg["routes"])),
+                )  # fmt: skip
+            console.print(table)
+
+        _show(out, as_json, human)
+
+    @app.command()
+    def parity(
+        site: str | None = typer.Option(None, "--site", help="Only the copies held at this site."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Prove that every primary holds at least what its foreign copies hold."""
+        from domicile.vault.parity import check_parity
+
+        with vault(config, as_json) as d, errors(as_json):
+            if site is not None:
+                d._requester(site)  # a clear error for an unknown site
+            report = check_parity(d, site)
+        out = report.to_dict()
+
+        def human() -> None:
+            state = "[green]ok[/]" if report.ok else "[red]DISCREPANCIES[/]"
+            console.print(
+                f"{state}: {out['copies']} copies checked, {out['lagging']} lagging behind"
+            )
+            for item in out["discrepancies"]:
+                console.print(f"  {escape(str(item))}")
+
+        _show(out, as_json, human)
+        if not report.ok:
+            raise typer.Exit(1)
+
     @keys_app.command("rotate")
     def keys_rotate(
         site: str = typer.Option(..., "--site"),
@@ -240,6 +352,51 @@ def register(app: typer.Typer) -> None:
         with vault(config, as_json) as d, errors(as_json):
             out = d.rotate_key(site)
         _show(out, as_json, lambda: console.print(out))
+
+
+@filings_app.command("add")
+def filings_add(
+    filing: str = typer.Argument(..., help="NAME=YYYY-MM-DD, e.g. ru.art12_notice=2025-03-03."),
+    note: str | None = typer.Option(None, "--note", help="A reference, e.g. the receipt number."),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Put a filing on record; decisions use it at once, from the date it carries."""
+    with vault(config, as_json) as d, errors(as_json):
+        ((name, date),) = pairs([filing], "--filing").items()
+        entry = d.add_filing(name, date, note=note)
+    _show(entry.to_dict(), as_json, lambda: console.print(
+        f"on record: {entry.name} from {entry.date.isoformat()} ({escape(entry.title)})"
+    ))  # fmt: skip
+
+
+@filings_app.command("list")
+def filings_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Every filing on record, from the configuration and the registry."""
+    with vault(config, as_json) as d, errors(as_json):
+        rows = [e.to_dict() for e in d.filings.entries()]
+
+    def human() -> None:
+        table = Table(title="Filings on record")
+        for col in ("name", "date", "source", "what"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], r["date"], r["source"], escape(r["title"]))
+        console.print(table)
+
+    _show(rows, as_json, human)
+
+
+@filings_app.command("withdraw")
+def filings_withdraw(
+    name: str = typer.Argument(...), config: str | None = ConfigOpt, as_json: bool = JsonOpt
+) -> None:
+    """Take a filing off the record (it stays in the registry's history)."""
+    with vault(config, as_json) as d, errors(as_json):
+        entry = d.withdraw_filing(name)
+    _show(
+        {"withdrawn": entry.to_dict()}, as_json, lambda: console.print(f"withdrawn: {entry.name}")
+    )
 
 
 def _print_record(r: dict[str, Any]) -> None:

@@ -55,6 +55,9 @@ class KeyProvider(Protocol):
 
     def token_key(self) -> bytes: ...
 
+    def join_key(self) -> bytes:
+        """The key of deterministic join tokens (one for the whole deployment)."""
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -78,6 +81,7 @@ class LocalKeyring:
             self._data: dict[str, Any] = {
                 "format": KEYRING_FORMAT,
                 "token_key": _b64(AESGCM.generate_key(256)),
+                "join_key": _b64(secrets.token_bytes(32)),
                 "sites": {},
             }
             self._save()
@@ -215,6 +219,13 @@ class LocalKeyring:
 
     def token_key(self) -> bytes:
         return _unb64(self._data["token_key"])
+
+    def join_key(self) -> bytes:
+        with self._lock:
+            if "join_key" not in self._data:  # keyrings made before join tokens existed
+                self._data["join_key"] = _b64(secrets.token_bytes(32))
+                self._save()
+            return _unb64(self._data["join_key"])
 
     def versions(self, site_id: str) -> list[int]:
         return sorted(int(v) for v in self._site(site_id)["keks"])

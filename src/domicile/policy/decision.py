@@ -105,6 +105,7 @@ class RuleResult:
     flow: Flow | None = None
     waived_by: str | None = None
     masked_when_refused: bool = False
+    filings_used: tuple[str, ...] = ()  # the filings on record that the chosen route rests on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +129,7 @@ class RuleResult:
                 else None
             ),
             "waived_by": self.waived_by,
+            "filings_used": list(self.filings_used),
             "interpretation": {"status": self.interpretation, "note": self.interpretation_note},
             "citations": [c.to_dict() for c in self.citations],
         }

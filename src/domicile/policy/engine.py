@@ -108,6 +108,7 @@ class _CompiledPack:
     calendar: WorkingCalendar
     rules: list[_CompiledRule]
     sources: dict[str, Citation]
+    facts_read: frozenset[str] = frozenset()
 
     @property
     def id(self) -> str:
@@ -169,6 +170,7 @@ def _compile(pack: Pack, packs: PackSet) -> _CompiledPack:
         calendar=calendar,
         rules=rules,
         sources=sources,
+        facts_read=frozenset(compiler.facts_read),
     )
 
 
@@ -230,6 +232,15 @@ class PolicyEngine:
     @classmethod
     def from_files(cls, extra: Sequence[str] = (), **kwargs: Any) -> PolicyEngine:
         return cls(load_packs(extra), **kwargs)
+
+    def facts_read_in(self, country: str) -> frozenset[str]:
+        """The facts that the packs of ``country``'s territory look at (callers compute
+        costly facts, such as year-to-date export counts, only when they matter)."""
+        out: frozenset[str] = frozenset()
+        for cp in self._compiled:
+            if country in cp.territory:
+                out |= cp.facts_read
+        return out
 
     # --- building requests ------------------------------------------------------------------
 
@@ -546,6 +557,7 @@ class PolicyEngine:
                 )  # fmt: skip
                 out.append(_Fired(res, [], []))
                 continue
+            ctx.filings_used = ()
             outcome, route, reason, unmet, obligations = self._route(cp, rule, spec, ctx)
             uncertain = applies == UNKNOWN or flow_uncertain
             if uncertain and outcome is Outcome.deny:
@@ -554,8 +566,9 @@ class PolicyEngine:
             if ctx.unknown_facts:
                 reason += f" (not stated: {', '.join(sorted(ctx.unknown_facts))})"
             res = self._result(
-                cp, rule, outcome, f"{what}: {reason}", route=route, flow=flow, uncertain=uncertain
-            )
+                cp, rule, outcome, f"{what}: {reason}", route=route, flow=flow,
+                uncertain=uncertain, filings_used=ctx.filings_used,
+            )  # fmt: skip
             out.append(_Fired(res, unmet, obligations + self._standing(cp, spec, spec.obligations)))
         ctx.flow = None
         return out
@@ -597,6 +610,7 @@ class PolicyEngine:
                         "and is not met",
                         unmet, standing,
                     )  # fmt: skip
+                ctx.filings_used = tuple(dict.fromkeys([*when.used(ctx), *requires.used(ctx)]))
                 return Outcome.allow, route.name, f"route '{route.title}' is met", [], standing
             unmet = requires.unmet(ctx)
             missing = "; ".join(u.text for u in unmet) or "its conditions do not hold"

@@ -62,6 +62,7 @@ class Context:
     facts: dict[str, bool | int | str]
     flow: Flow | None = None
     unknown_facts: set[str] = field(default_factory=set)
+    filings_used: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class Node:
         """Why this is not TRUE; called only on the slow path, for explanations."""
         return []
 
+    def used(self, ctx: Context) -> list[str]:
+        """The filings on record that make this TRUE (for the transfer ledger)."""
+        return []
+
 
 class _All(Node):
     __slots__ = ("parts",)
@@ -102,6 +107,9 @@ class _All(Node):
     def unmet(self, ctx: Context) -> list[Unmet]:
         return [u for p in self.parts if p.eval(ctx) != TRUE for u in p.unmet(ctx)]
 
+    def used(self, ctx: Context) -> list[str]:
+        return [n for p in self.parts for n in p.used(ctx)]
+
 
 class _Any(Node):
     __slots__ = ("parts",)
@@ -117,6 +125,12 @@ class _Any(Node):
                 return TRUE
             high = max(high, v)
         return high
+
+    def used(self, ctx: Context) -> list[str]:
+        for p in self.parts:
+            if p.eval(ctx) == TRUE:
+                return p.used(ctx)
+        return []
 
     def unmet(self, ctx: Context) -> list[Unmet]:
         options = [p.unmet(ctx) for p in self.parts]
@@ -343,6 +357,10 @@ class _Filed(Node):
         on = ctx.filings.get(name)
         return TRUE if on is not None and on <= ctx.date else FALSE
 
+    def used(self, ctx: Context) -> list[str]:
+        name = _filing_name(self.template, ctx)
+        return [name] if name and self.eval(ctx) == TRUE else []
+
     def unmet(self, ctx: Context) -> list[Unmet]:
         name = _filing_name(self.template, ctx) or self.template
         dest = ctx.flow.destination if ctx.flow else "?"
@@ -384,6 +402,10 @@ class _Waited(Node):
         first = self.earliest(ctx)
         return TRUE if first is not None and ctx.date >= first else FALSE
 
+    def used(self, ctx: Context) -> list[str]:
+        name = _filing_name(self.after, ctx)
+        return [name] if name and self.eval(ctx) == TRUE else []
+
     def unmet(self, ctx: Context) -> list[Unmet]:
         period = f"{self.working_days} working days" if self.working_days else f"{self.days} days"
         first = self.earliest(ctx)
@@ -420,6 +442,7 @@ class Compiler:
     bases: dict[str, str]
     facts: dict[str, FactDecl]
     coverage_refs: dict[str, _CoverageRef] = field(default_factory=dict)
+    facts_read: set[str] = field(default_factory=set)  # every fact a condition looks at
 
     @property
     def territory(self) -> frozenset[str]:
@@ -483,6 +506,7 @@ class Compiler:
         if p.fact is not None:
             op, value = p.fact.comparison
             decl = self.facts[p.fact.name]
+            self.facts_read.add(p.fact.name)
             return _Fact(p.fact.name, op, value, decl.title, decl.default)
         if p.filed is not None:
             title, unlocks = self.filing_title(p.filed)

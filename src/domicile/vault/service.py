@@ -13,8 +13,11 @@ read, or the refusal; only then open the fields.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import re
 import secrets
 import threading
@@ -26,6 +29,7 @@ from typing import Any
 
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
 from domicile.audit.ledger import Action
+from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
 from domicile.crypto.blind import BlindIndexer
 from domicile.crypto.envelope import (
@@ -38,6 +42,7 @@ from domicile.crypto.envelope import (
 from domicile.crypto.errors import KeyDestroyed, KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
 from domicile.errors import BadInput, DomicileError
+from domicile.filings import FilingEntry, FilingsRegistry
 from domicile.packs import Outcome, load_packs
 from domicile.policy import Decision, PolicyEngine
 from domicile.residency import Residency, SubjectEvidence, TriSet, resolve
@@ -53,6 +58,7 @@ from domicile.stores import (
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.masking import masked_fields
 from domicile.vault.tokens import TokenCodec
 
 PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -60,6 +66,48 @@ RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal d
 IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
 DEK_CACHE = 10_000
 DECISION_CACHE = 50_000
+
+
+# Categories whose export counts as "sensitive" for volume thresholds (PIPL Art. 28 and the
+# special categories of most laws).
+SENSITIVE = (
+    "user.biometric", "user.health_and_medical", "user.financial", "user.payment",
+    "user.childrens", "user.criminal_history", "user.location.precise", "user.government_id",
+    "user.demographic.race_ethnicity", "user.demographic.religious_belief",
+    "user.demographic.political_opinion", "user.demographic.sexual_orientation",
+)  # fmt: skip
+
+
+def is_sensitive(category: str) -> bool:
+    return any(is_under(category, root) for root in SENSITIVE)
+
+
+def transfer_detail(
+    decision: Decision,
+    from_country: str,
+    to_country: str,
+    shown: Mapping[str, Any],
+    masked: bool,
+    kind: str,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """The ledger's view of a transfer: route and rules, legal bases and filings used."""
+    legs = [r for r in decision.rules if r.flow is not None and r.kind == "transfer"]
+    return {
+        "action": "transfer",
+        "decision": decision.outcome.value,
+        "fields": tuple(sorted(shown)),
+        "detail": {
+            "kind": kind,
+            "from_country": from_country,
+            "to_country": to_country,
+            "routes": sorted({f"{r.id}:{r.route}" for r in legs if r.route}),
+            "filings": sorted({f for r in legs for f in r.filings_used}),
+            "bases": sorted(decision.request.bases),
+            "masked": masked,
+            **({"version": version} if version is not None else {}),
+        },
+    }
 
 
 def check_purpose(purpose: str) -> str:
@@ -93,6 +141,7 @@ class PutResult:
     country: str
     decision: Decision
     subject_is_new: bool
+    join_tokens: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +149,7 @@ class PutResult:
             "site": self.site,
             "country": self.country,
             "decision": self.decision.to_dict(),
+            **({"join_tokens": self.join_tokens} if self.join_tokens else {}),
         }
 
 
@@ -113,6 +163,9 @@ class ReadResult:
     version: int
     decision: Decision
     transfer: bool  # the read crossed a border
+    masked: bool = False  # only the masked forms a pack permits were disclosed
+    source: str = "primary"  # or "replica": a permitted copy at the requester's site
+    read_at: str | None = None  # the site whose store answered
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,7 +176,11 @@ class ReadResult:
             "version": self.version,
             "fields": self.fields,
             "transfer": self.transfer,
+            "masked": self.masked,
+            "source": self.source,
+            "read_at": self.read_at or self.site,
             "decision": self.decision.outcome.value,
+            "disclosure": self.decision.disclosure,
             "rules": [r.id for r in self.decision.rules],
         }
 
@@ -199,6 +256,8 @@ class Domicile:
         for s in config.sites:
             self.keys.ensure_site(s.id)
         self.tokens = TokenCodec(self.keys.token_key())
+        self.filings = FilingsRegistry(config, self.engine)
+        self._join_key = self.keys.join_key()
         self._sites = {s.id: s for s in config.sites}
         self._stores: dict[str, SiteStore] = {}
         self._keystores: dict[str, KeyStore] = {}
@@ -305,9 +364,14 @@ class Domicile:
         operation: str,
         site_country: str,
         to_country: str | None = None,
+        facts: Mapping[str, bool | int | str] | None = None,
     ) -> Decision:
         cats = tuple(sorted(set(categories)))
-        key = (residency, cats, operation, site_country, to_country, self._today())
+        extra = tuple(sorted((facts or {}).items()))
+        key = (
+            residency, cats, operation, site_country, to_country, extra, self._today(),
+            self.filings.version,
+        )  # fmt: skip
         hit = self._decisions.get(key)
         if hit is not None:
             return hit
@@ -318,8 +382,8 @@ class Domicile:
             site_country=site_country,
             to_country=to_country,
             date=self._today(),
-            filings=self.config.model.filings,
-            facts=self.config.model.facts,
+            filings=self.filings.current(),
+            facts={**self.config.model.facts, **dict(extra)},
         )
         decision = self.engine.decide(req)
         if len(self._decisions) >= DECISION_CACHE:
@@ -372,7 +436,7 @@ class Domicile:
     def place(self, residency: Residency, categories: Iterable[str]) -> tuple[Site, Decision]:
         """The home site for a subject's record, or ``PolicyRefused``."""
         cats = sorted(set(categories))
-        key = (residency, tuple(cats), self._today())
+        key = (residency, tuple(cats), self._today(), self.filings.version)
         hit = self._placements.get(key)
         if hit is not None:
             return hit
@@ -557,6 +621,8 @@ class Domicile:
         events: list[AuditEvent] = []
         tokens: dict[int, PutResult] = {}
         residency_blobs: dict[Residency, bytes] = {}
+        outbox: list[tuple[str, str, str, str]] = []
+        targets = self._replica_targets(coll, site_id)
         for item in group:
             assert item.subject_id is not None
             assert item.decision is not None
@@ -591,17 +657,44 @@ class Domicile:
                 site.country,
                 item.decision,
                 item.new_subject,
+                self._join_tokens(collection, coll, item.fields),
             )
+            outbox.extend((rid, item.subject_id, t, "upsert") for t in targets)
         store = self.store(site_id)
         try:
             with store.transaction() as tx:
                 tx.insert(records)
                 tx.index(entries)
+                tx.enqueue(outbox)  # replication: in the same transaction as the primary
                 self._ledgers[site_id].append(tx, events)
         except SiteUnavailable:
             self._drop(site_id)
             raise
         return tokens
+
+    @staticmethod
+    def _replica_targets(coll: Collection, home: str) -> list[str]:
+        return [t.to for t in coll.replicate if t.to != home]
+
+    def _join_tokens(
+        self, collection: str, coll: Collection, fields: Mapping[str, Any]
+    ) -> dict[str, str]:
+        return {
+            name: self.join_token(collection, name, value)
+            for name, value in fields.items()
+            if coll.fields[name].join_token
+        }
+
+    def join_token(self, collection: str, field_name: str, value: Any) -> str:
+        """The deterministic token of a value: the same wherever the record lives, so the
+        application can join and deduplicate; it reveals nothing without the join key."""
+        spec = self.collection(collection).fields.get(field_name)
+        if spec is None:
+            raise BadInput(f"collection {collection!r} has no field {field_name!r}")
+        norm = values.normalize(field_name, spec, values.coerce(field_name, spec, value))
+        msg = b"\x00".join((collection.encode(), field_name.encode(), norm.encode("utf-8")))
+        digest = hmac.digest(self._join_key, msg, hashlib.sha256)
+        return "dj1_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def _identity_digests(
         self, site_id: str, coll: Collection, item: _Item
@@ -716,53 +809,155 @@ class Domicile:
         return [coll.fields[f].category for f in rec.fields if f in coll.fields]
 
     def get(self, token: str, *, purpose: str, as_site: str | None = None) -> ReadResult:
+        """Read a record for a requester at ``as_site`` (default: ``local_site``).
+
+        At the home site, or in its country, this is a local read. From another country
+        it is a transfer: served from a permitted copy at the requester's site when there
+        is one, else decided by the transfer rules of the home site's country, which may
+        allow the full value, permit only masked forms, or refuse."""
         check_purpose(purpose)
         site, record_id = self._locate(token)
         requester = self._requester(as_site)
+        if requester.id != site.id:
+            local = self._replica_read(token, site, record_id, requester, purpose)
+            if local is not None:
+                return local
         rec = self._load(site, record_id, purpose, "get")
         return self._read(token, site, rec, requester, purpose)
+
+    def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
+        coll = self.collection(rec.collection)
+        return {f: coll.fields[f].category for f in rec.fields if f in coll.fields}
+
+    def transfer_facts(self, origin: Site, to_country: str) -> dict[str, bool | int | str]:
+        """Year-to-date export counts from ``origin`` to ``to_country``, when a pack of the
+        origin's country looks at them (volume thresholds, e.g. China's)."""
+        wanted = self.engine.facts_read_in(origin.country)
+        if not wanted & {"ytd_export_subjects", "ytd_export_sensitive_subjects"}:
+            return {}
+        subjects, sensitive = self.store(origin.id).transfer_counts(self._today().year, to_country)
+        return {"ytd_export_subjects": subjects + 1, "ytd_export_sensitive_subjects": sensitive}
 
     def _read(
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str
     ) -> ReadResult:
         residency = self._residency(site, rec)
+        categories = self._field_categories(rec)
         abroad = requester.country != site.country
         decision = self._decide(
-            residency,
-            self._categories(rec),
-            "retrieve",
-            site.country,
+            residency, categories.values(), "retrieve", site.country,
             requester.country if abroad else None,
-        )
+            self.transfer_facts(site, requester.country) if abroad else None,
+        )  # fmt: skip
         base = AuditEvent(
             action="read", site=site.id, purpose=purpose, collection=rec.collection,
             record=rec.record_id, subject=rec.subject_id, requester=requester.id,
-            rules=decision.rule_ids, categories=tuple(sorted(set(self._categories(rec)))),
+            rules=decision.rule_ids, categories=tuple(sorted(set(categories.values()))),
+        )  # fmt: skip
+        masked = False
+        if decision.outcome is not Outcome.allow:
+            if not (abroad and decision.disclosure == "masked"):
+                refusal = replace(
+                    base, action="refuse", decision=decision.outcome.value,
+                    detail={"operation": "get", "to_country": requester.country},
+                )  # fmt: skip
+                self._audit(site.id, [refusal])
+                raise PolicyRefused(
+                    f"policy does not let site {requester.id!r} ({requester.country}) read this "
+                    f"record: {decision.outcome.value}",
+                    decision=decision.to_dict(),
+                    hint="see the decision's obligations for what would allow it",
+                )
+            masked = True
+        opened = self._open(site, rec, skip=RESIDENCY_FIELD)
+        if masked:
+            opened = masked_fields(opened, categories, dict(decision.masks))
+            if not opened:  # nothing of this record has a permitted masked form
+                refusal = replace(
+                    base, action="refuse", decision=decision.outcome.value,
+                    detail={"operation": "get", "to_country": requester.country, "masked": True},
+                )  # fmt: skip
+                self._audit(site.id, [refusal])
+                raise PolicyRefused(
+                    f"policy does not let site {requester.id!r} ({requester.country}) read this "
+                    "record, and none of its fields has a permitted masked form",
+                    decision=decision.to_dict(),
+                )
+        if not abroad:
+            self._audit(site.id, [replace(base, decision="allow", fields=tuple(sorted(opened)))])
+        else:
+            self._log_transfer(
+                site, requester.country, rec, decision, base, opened, masked=masked, kind="access"
+            )
+        return ReadResult(
+            token, site.id, site.country, rec.collection, opened, rec.version, decision, abroad,
+            masked=masked, read_at=site.id,
+        )  # fmt: skip
+
+    def _log_transfer(
+        self,
+        origin: Site,
+        to_country: str,
+        rec: StoredRecord,
+        decision: Decision,
+        base: AuditEvent,
+        shown: Mapping[str, Any],
+        *,
+        masked: bool,
+        kind: str,
+    ) -> None:
+        """A transfer, in the origin's hash-chained audit, with its year-to-date count."""
+        event = replace(
+            base,
+            **transfer_detail(
+                decision, origin.country, to_country, shown, masked, kind, rec.version
+            ),
+        )
+        sensitive = any(is_sensitive(c) for c in event.categories)
+        store = self.store(origin.id)
+        with store.transaction() as tx:
+            self._ledgers[origin.id].append(tx, [event])
+            tx.count_transfer(self._today().year, to_country, rec.subject_id, sensitive)
+
+    def _replica_read(
+        self, token: str, home: Site, record_id: str, requester: Site, purpose: str
+    ) -> ReadResult | None:
+        """Serve a read from the requester's own site when it holds a copy that the law
+        still permits there; None to fall back to the primary."""
+        try:
+            copy = self.store(requester.id).get(record_id)
+        except SiteUnavailable:
+            self._drop(requester.id)
+            return None
+        if copy is None or copy.primary_site != home.id:
+            return None
+        residency = self._residency(requester, copy)
+        categories = self._field_categories(copy)
+        kept = self._decide(
+            residency, categories.values(), "store", requester.country,
+            facts={"replica": True, "primary_country": home.country},
+        )  # fmt: skip
+        if kept.outcome is not Outcome.allow:
+            return None  # no longer permitted: the worker removes it; ask the primary
+        decision = self._decide(
+            residency, categories.values(), "retrieve", requester.country,
+            facts={"replica": True, "primary_country": home.country},
         )  # fmt: skip
         if decision.outcome is not Outcome.allow:
-            refusal = replace(
-                base, action="refuse", decision=decision.outcome.value,
-                detail={"operation": "get", "to_country": requester.country},
-            )  # fmt: skip
-            self._audit(site.id, [refusal])
-            raise PolicyRefused(
-                f"policy does not let site {requester.id!r} ({requester.country}) read this record: "
-                f"{decision.outcome.value}",
-                decision=decision.to_dict(),
-                hint="see the decision's obligations for what would allow it",
-            )
-        opened = self._open(site, rec, skip=RESIDENCY_FIELD)
-        if abroad:
-            event = replace(
-                base, action="transfer", decision="allow", fields=tuple(sorted(opened)),
-                detail={"to_country": requester.country, "from_country": site.country},
-            )  # fmt: skip
-        else:
-            event = replace(base, decision="allow", fields=tuple(sorted(opened)))
-        self._audit(site.id, [event])
+            return None
+        opened = self._open(requester, copy, skip=RESIDENCY_FIELD)
+        event = AuditEvent(
+            action="read", site=requester.id, purpose=purpose, collection=copy.collection,
+            record=copy.record_id, subject=copy.subject_id, requester=requester.id,
+            decision="allow", rules=decision.rule_ids, fields=tuple(sorted(opened)),
+            categories=tuple(sorted(set(categories.values()))),
+            detail={"source": "replica", "primary_site": home.id},
+        )  # fmt: skip
+        self._audit(requester.id, [event])
         return ReadResult(
-            token, site.id, site.country, rec.collection, opened, rec.version, decision, abroad
-        )
+            token, home.id, home.country, copy.collection, opened, copy.version, decision, False,
+            source="replica", read_at=requester.id,
+        )  # fmt: skip
 
     def find(
         self, collection: str, *, where: Mapping[str, Any], purpose: str, as_site: str | None = None
@@ -847,6 +1042,12 @@ class Domicile:
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.replace(new, rec.version)
+            tx.enqueue(
+                [
+                    (rec.record_id, rec.subject_id, t, "upsert")
+                    for t in self._replica_targets(coll, site.id)
+                ]
+            )
             if reindex:
                 tx.unindex(rec.record_id, reindex)
                 tx.unindex(
@@ -881,6 +1082,13 @@ class Domicile:
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.delete([rec.record_id])
+            coll = self.collection(rec.collection)
+            tx.enqueue(
+                [
+                    (rec.record_id, rec.subject_id, t, "delete")
+                    for t in self._replica_targets(coll, site.id)
+                ]
+            )
             self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose)])
         return {"deleted": True, "site": site.id, "records": 1}
 
@@ -898,6 +1106,12 @@ class Domicile:
         records = store.subject_records(subject)
         with store.transaction() as tx:
             removed = tx.delete([r.record_id for r in records])
+            # Every site that may hold copies forgets the subject too: its copies and its key.
+            copies = sorted(
+                {t.to for c in self.config.model.collections.values() for t in c.replicate}
+                - {site.id}
+            )
+            tx.enqueue([(record_id, subject, t, "erase") for t in copies])
             self._ledgers[site.id].append(
                 tx,
                 [
@@ -918,6 +1132,29 @@ class Domicile:
             "records": removed,
             "key_destroyed": True,
         }
+
+    # --- filings ----------------------------------------------------------------------------
+
+    def add_filing(self, name: str, date: str | dt.date, *, note: str | None = None) -> FilingEntry:
+        """Put a filing on record (a notice, clauses, a ban); decisions use it at once."""
+        entry = self.filings.add(name, date, note=note)
+        self._audit_filing("add", entry)
+        return entry
+
+    def withdraw_filing(self, name: str) -> FilingEntry:
+        entry = self.filings.withdraw(name)
+        self._audit_filing("withdraw", entry)
+        return entry
+
+    def _audit_filing(self, change: str, entry: FilingEntry) -> None:
+        event = AuditEvent(
+            action="filing", site=self.config.local_site, requester=self.config.local_site,
+            detail={"change": change, "name": entry.name, "date": entry.date.isoformat()},
+        )  # fmt: skip
+        try:
+            self._audit(self.config.local_site, [event])
+        except SiteUnavailable:
+            self._drop(self.config.local_site)
 
     # --- operations -------------------------------------------------------------------------
 
