@@ -225,13 +225,20 @@ def test_read_at_home_and_from_abroad(vault: Domicile) -> None:
     home = vault.get(token, purpose="profile_view", as_site="ru")
     assert home.fields == IVAN
     assert not home.transfer
+    # No Art. 12 notice on record: only the masked forms the Russian pack permits.
+    abroad = vault.get(token, purpose="profile_view", as_site="us")
+    assert abroad.masked
+    assert abroad.fields == {"full_name": "I. P. S.", "email": "*@example.ru"}
+    vault.add_filing("ru.transfer_ban.US", "2025-01-01")  # and after a ban, nothing
     with pytest.raises(PolicyRefused):
-        vault.get(token, purpose="profile_view", as_site="us")  # no Art. 12 notice on record
+        vault.get(token, purpose="profile_view", as_site="us")
     actions = [e.payload for e in vault.store("ru").audit()]
     assert '"action":"write"' in actions[0]
     assert '"action":"read"' in actions[1]
-    assert '"action":"refuse"' in actions[2]
-    assert '"to_country":"US"' in actions[2]
+    assert '"action":"transfer"' in actions[2]
+    assert '"masked":true' in actions[2]
+    assert '"action":"refuse"' in actions[3]
+    assert '"to_country":"US"' in actions[3]
 
 
 def test_same_identifier_is_the_same_subject_and_erasure_takes_all(vault: Domicile) -> None:
@@ -258,8 +265,13 @@ def test_find_by_blind_index(vault: Domicile) -> None:
     abroad = vault.find(
         "profiles", where={"email": IVAN["email"].upper()}, purpose="lookup", as_site="us"
     )
-    assert abroad.records == []
-    assert len(abroad.refused) == 1
+    assert [(r.masked, r.fields) for r in abroad.records] == [
+        (True, {"full_name": "I. P. S.", "email": "*@example.ru"})
+    ]
+    vault.add_filing("ru.transfer_ban.US", "2025-01-01")
+    banned = vault.find("profiles", where={"email": IVAN["email"]}, purpose="lookup", as_site="us")
+    assert banned.records == []
+    assert len(banned.refused) == 1
     with pytest.raises(BadInput, match="not searchable"):
         vault.find("profiles", where={"city": "Yekaterinburg"}, purpose="lookup")
 
