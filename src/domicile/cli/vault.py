@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def replicate(
         follow: bool = typer.Option(False, "--follow", help="Keep running until SIGINT/SIGTERM."),
-        interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between rounds."),
+        interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between rounds."),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
