@@ -612,6 +612,9 @@ class KeyStoreContract(Backend):
             assert keystore.get(sid) == key
         assert keystore.get("nobody") is None
         keystore.put_many([])
+        found = keystore.get_many([sid for sid, _ in keys[:3]] + ["nobody"])
+        assert found == dict(keys[:3])
+        assert keystore.get_many([]) == {}
 
     def test_delete_destroys_exactly_that_key(self, keystore: KeyStore) -> None:
         keystore.put_many([("a", WrappedKey(1, b"ka")), ("b", WrappedKey(1, b"kb"))])

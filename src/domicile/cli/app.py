@@ -102,6 +102,53 @@ def bench_vault(
         console.print(f"ratio {name}: {value} (target {result['target']['ratio']})")
 
 
+@bench_app.command("transfers")
+def bench_transfers(
+    records: int = typer.Option(10_000, "--records", min=100, help="Records replicated."),
+    reads: int = typer.Option(2_000, "--reads", min=10, help="Reads from abroad."),
+    backend: str = typer.Option("sqlite", "--backend", help="sqlite or postgresql."),
+    postgres_url: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432",
+        "--postgres-url",
+        help="Server for --backend postgresql.",
+    ),
+    parity_records: int = typer.Option(
+        1_000_000, "--parity-records", min=0, help="Copies for the parity memory check (0: skip)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Replication through the outbox against a plain copy, reads from abroad against a
+    plain select, and parity's peak memory over many copies."""
+    from rich.console import Console
+
+    from domicile.bench.transfers import run
+    from domicile.errors import BadInput
+
+    with errors(as_json):
+        if backend not in ("sqlite", "postgresql"):
+            raise BadInput(f"unknown backend {backend!r}", hint="use sqlite or postgresql")
+        result = run(
+            records, reads=reads, backend=backend, postgres_url=postgres_url,
+            parity_records=parity_records, progress=Console(stderr=True),
+        )  # fmt: skip
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"domicile bench transfers ({backend})")
+    table.add_column("measure")
+    table.add_column("per second", justify="right")
+    for name, value in result["per_second"].items():
+        table.add_row(name, f"{value:,}")
+    console.print(table)
+    for name, value in result["ratios"].items():
+        console.print(f"ratio {name}: {value} (target {result['target']['ratio']})")
+    if "parity_memory" in result:
+        pm = result["parity_memory"]
+        console.print(
+            f"parity over {pm['copies']:,} copies: peak {pm['peak_mb']:.0f} MB (limit {pm['limit_mb']} MB)"
+        )
+
+
 @app.command()
 def demo(
     directory: str = typer.Option(

@@ -45,6 +45,15 @@ class KeyStore(ABC):
     @abstractmethod
     def get(self, subject_id: str) -> WrappedKey | None: ...
 
+    def get_many(self, subject_ids: Sequence[str]) -> dict[str, WrappedKey]:
+        """The keys of those subjects that have one. Backends override with one query."""
+        out = {}
+        for sid in subject_ids:
+            key = self.get(sid)
+            if key is not None:
+                out[sid] = key
+        return out
+
     @abstractmethod
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         """Store new subjects' keys (committed before any data sealed with them)."""
@@ -122,6 +131,19 @@ class SqliteKeyStore(KeyStore):
             return None
         version, wrapped = rows[0]
         return WrappedKey(int(version), bytes(wrapped))
+
+    def get_many(self, subject_ids: Sequence[str]) -> dict[str, WrappedKey]:
+        out: dict[str, WrappedKey] = {}
+        ids = list(dict.fromkeys(subject_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self._run(
+                "SELECT subject_id, kek_version, wrapped FROM subject_keys"
+                f" WHERE subject_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            out.update((str(s), WrappedKey(int(v), bytes(w))) for s, v, w in rows)
+        return out
 
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         now = _now()

@@ -737,6 +737,15 @@ class PostgresKeyStore(KeyStore):
         version, wrapped = rows[0]
         return WrappedKey(int(version), bytes(wrapped))
 
+    def get_many(self, subject_ids: Sequence[str]) -> dict[str, WrappedKey]:
+        if not subject_ids:
+            return {}
+        rows = self._read(
+            "SELECT subject_id, kek_version, wrapped FROM subject_keys WHERE subject_id = ANY(%s)",
+            (list(subject_ids),),
+        )
+        return {str(s): WrappedKey(int(v), bytes(w)) for s, v, w in rows}
+
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         if not keys:
             return

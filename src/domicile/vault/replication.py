@@ -30,7 +30,6 @@ from domicile.audit import AuditEvent
 from domicile.config import Site
 from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
-from domicile.errors import DomicileError
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.stores import StoredRecord, WrappedKey
@@ -38,6 +37,19 @@ from domicile.stores.base import OutboxItem, SiteUnavailable
 from domicile.vault.service import RESIDENCY_FIELD, Domicile, is_sensitive, transfer_detail
 
 PURPOSE = "replication"
+
+
+@dataclass
+class _TargetPlan:
+    """What one batch does at one target site."""
+
+    target: Site
+    items: list[OutboxItem] = field(default_factory=list)
+    copies: dict[str, tuple[Site, StoredRecord, list[str], Decision]] = field(default_factory=dict)
+    remove: dict[str, str] = field(default_factory=dict)  # record id -> reason
+    decisions: dict[str, Decision | None] = field(default_factory=dict)
+    erase: list[str] = field(default_factory=list)
+    counted: list[tuple[str, bool]] = field(default_factory=list)  # (subject, sensitive)
 
 
 @dataclass
@@ -94,17 +106,11 @@ class Replicator:
                     break
                 if not items:
                     break
-                done = 0
-                for item in items:
-                    if stop and stop.is_set():
-                        break
-                    if not self._process(home, item, report):
-                        break  # a target is down: keep the order, try again later
-                    done += 1
-                    if progress:
-                        progress(1)
+                done = self._process_batch(home, items, report)
+                if progress and done:
+                    progress(done)
                 if done < len(items):
-                    break
+                    break  # a target did not answer: keep the rest queued, in order
         if reconcile and not (stop and stop.is_set()):
             self.reconcile(report)
         return report
@@ -126,79 +132,207 @@ class Replicator:
             rounds += 1
             stop.wait(interval)
 
-    # --- one item ---------------------------------------------------------------------------
+    # --- a batch of items -------------------------------------------------------------------
 
-    def _process(self, home: Site, item: OutboxItem, report: ReplicationReport) -> bool:
-        """Handle one item; False when a site did not answer (the item stays queued)."""
-        target = self.sites.get(item.target_site)
-        try:
-            if target is None:
-                pass  # the site left the configuration: nothing to deliver to
-            elif item.op == "upsert":
-                self._upsert(home, target, item, report)
-            elif item.op == "delete":
-                report.removed += self._remove(target, [item.record_id], "the primary was deleted")
-            else:
-                report.removed += self._erase(target, item.subject_id)
-            with self.vault.store(home.id).transaction() as tx:
-                tx.dequeue([item.seq])
-        except SiteUnavailable as exc:
-            self.vault._drop(exc.site)
-            report.unavailable.append(exc.site)
-            return False
-        return True
-
-    def _upsert(
-        self, home: Site, target: Site, item: OutboxItem, report: ReplicationReport
-    ) -> None:
+    def _process_batch(self, home: Site, items: list[OutboxItem], report: ReplicationReport) -> int:
+        """Deliver ``items`` (in order) with one transaction per target site, then clear
+        them (with their transfer counts and refusals) in one transaction at home. Returns
+        how many were handled; the rest stay queued for the next round."""
         vault = self.vault
-        primary = vault.store(home.id).get(item.record_id)
+        primaries = vault.store(home.id).get_many([i.record_id for i in items if i.op == "upsert"])
+        plans: dict[str, _TargetPlan] = {}
+        refusals: list[AuditEvent] = []
+        handled: list[OutboxItem] = []
+        for item in items:
+            target = self.sites.get(item.target_site)
+            if target is None:
+                handled.append(item)  # the site left the configuration
+                continue
+            plan = plans.setdefault(target.id, _TargetPlan(target))
+            if item.op == "delete":
+                plan.remove[item.record_id] = "the primary was deleted"
+            elif item.op == "erase":
+                plan.erase.append(item.subject_id)
+            else:
+                self._plan_upsert(home, target, primaries.get(item.record_id), plan, refusals)
+            plan.items.append(item)
+        failed: set[str] = set()
+        for plan in plans.values():
+            try:
+                self._apply(home, plan, report)
+                handled.extend(plan.items)
+            except SiteUnavailable as exc:
+                vault._drop(exc.site)
+                report.unavailable.append(exc.site)
+                failed.add(plan.target.id)
+        year = vault._today().year
+        done = [i for i in handled if i.target_site not in failed]
+        with vault.store(home.id).transaction() as tx:
+            for plan in plans.values():
+                if plan.target.id not in failed:
+                    for subject, sensitive in plan.counted:
+                        tx.count_transfer(year, plan.target.country, subject, sensitive)
+            kept = [e for e in refusals if e.detail.get("to_site") not in failed]
+            if kept:
+                vault._ledgers[home.id].append(tx, kept)
+            tx.dequeue([i.seq for i in done])
+        report.refused += len(kept)
+        return len(done)
+
+    def _plan_upsert(
+        self,
+        home: Site,
+        target: Site,
+        primary: StoredRecord | None,
+        plan: _TargetPlan,
+        refusals: list[AuditEvent],
+    ) -> None:
         if primary is None or primary.is_replica:
             return  # deleted since: a later item removes any copy
         fields = self._permitted_fields(primary, target.id)
         decision = self.permission(home, target, primary, fields)
         if fields is None or decision is None or decision.outcome is not Outcome.allow:
-            report.refused += 1
-            reason = "no replication to this site is configured any more" if fields is None else (
-                f"policy does not permit a copy at {target.id}: "
-                f"{decision.outcome.value if decision else 'no decision'}"
-            )  # fmt: skip
-            report.removed += self._remove(target, [primary.record_id], reason, decision)
-            self._audit_refusal(home, target, primary, decision)
-            return
-        copy = self._reseal(home, target, primary, fields)
-        event = AuditEvent(
-            action="transfer", site=target.id, purpose=PURPOSE, collection=primary.collection,
-            record=primary.record_id, subject=primary.subject_id, requester=home.id,
-            rules=decision.rule_ids,
-            categories=tuple(sorted({self._category(primary.collection, f) for f in fields})),
-        )  # fmt: skip
-        event = replace(
-            event,
-            **transfer_detail(
-                decision,
-                home.country,
-                target.country,
-                dict.fromkeys(fields),
-                False,
-                "replica",
-                primary.version,
-            ),
-        )
-        store = vault.store(target.id)
-        with store.transaction() as tx:
-            changed = tx.put_replica(copy)
-            if changed:  # the data crossed now: its transfer is logged with it, once
-                vault._ledgers[target.id].append(tx, [event])
-        if changed:
-            report.delivered += 1
-            sensitive = any(is_sensitive(c) for c in event.categories)
-            with vault.store(home.id).transaction() as tx:
-                tx.count_transfer(
-                    vault._today().year, target.country, primary.subject_id, sensitive
+            outcome = decision.outcome.value if decision else "no decision"
+            plan.remove[primary.record_id] = (
+                "no replication to this site is configured any more"
+                if fields is None
+                else f"policy does not permit a copy at {target.id}: {outcome}"
+            )
+            plan.decisions[primary.record_id] = decision
+            refusals.append(
+                AuditEvent(
+                    action="refuse",
+                    site=home.id,
+                    purpose=PURPOSE,
+                    collection=primary.collection,
+                    record=primary.record_id,
+                    subject=primary.subject_id,
+                    requester=home.id,
+                    decision=decision.outcome.value if decision else None,
+                    rules=decision.rule_ids if decision else (),
+                    detail={
+                        "operation": "replicate",
+                        "to_site": target.id,
+                        "to_country": target.country,
+                    },
                 )
-        else:
-            report.unchanged += 1
+            )
+            return
+        plan.remove.pop(primary.record_id, None)  # a newer write supersedes an earlier removal
+        plan.copies[primary.record_id] = (home, primary, fields, decision)
+
+    def _apply(self, home: Site, plan: _TargetPlan, report: ReplicationReport) -> None:
+        """One transaction at the target: copies (each logged as a transfer when it
+        changes), removals and erasures, with their audit entries."""
+        vault = self.vault
+        target = plan.target
+        store = vault.store(target.id)
+        for subject in plan.erase:  # crypto-shred first, as at home
+            vault.keystore(target.id).delete(subject)
+            vault._forget_key(target.id, subject)
+        ciphers = self._target_ciphers(
+            target, [p.subject_id for _, p, _, _ in plan.copies.values()]
+        )
+        copies = []
+        for source_site, primary, fields, decision in plan.copies.values():
+            copy = self._reseal(source_site, target, primary, fields, ciphers[primary.subject_id])
+            event = AuditEvent(
+                action="transfer", site=target.id, purpose=PURPOSE, collection=primary.collection,
+                record=primary.record_id, subject=primary.subject_id, requester=source_site.id,
+                rules=decision.rule_ids,
+                categories=tuple(sorted({self._category(primary.collection, f) for f in fields})),
+            )  # fmt: skip
+            detail = transfer_detail(
+                decision, source_site.country, target.country, dict.fromkeys(fields), False,
+                "replica", primary.version,
+            )  # fmt: skip
+            copies.append((copy, replace(event, **detail)))
+        removals = [r for r in store.get_many(list(plan.remove)).values() if r.is_replica]
+        erased = [r for s in plan.erase for r in store.subject_records(s) if r.is_replica]
+        with store.transaction() as tx:
+            events: list[AuditEvent] = []
+            for copy, event in copies:
+                if tx.put_replica(copy):  # the data crossed now: logged with it, once
+                    events.append(event)
+                    plan.counted.append(
+                        (copy.subject_id, any(is_sensitive(c) for c in event.categories))
+                    )
+                    report.delivered += 1
+                else:
+                    report.unchanged += 1
+            if removals or erased:
+                tx.delete([r.record_id for r in [*removals, *erased]])
+            events += self._removal_events(target, removals, plan)
+            events += [
+                AuditEvent(
+                    action="erase",
+                    site=target.id,
+                    purpose=PURPOSE,
+                    subject=subject,
+                    detail={
+                        "copies": sum(1 for r in erased if r.subject_id == subject),
+                        "key_destroyed": True,
+                    },
+                )
+                for subject in plan.erase
+            ]
+            if events:
+                vault._ledgers[target.id].append(tx, events)
+        report.removed += len(removals) + len(erased)
+
+    def _removal_events(
+        self, target: Site, removals: list[StoredRecord], plan: _TargetPlan
+    ) -> list[AuditEvent]:
+        out = []
+        for c in removals:
+            decision = plan.decisions.get(c.record_id)
+            out.append(
+                AuditEvent(
+                    action="delete",
+                    site=target.id,
+                    purpose=PURPOSE,
+                    collection=c.collection,
+                    record=c.record_id,
+                    subject=c.subject_id,
+                    requester=c.primary_site,
+                    rules=decision.rule_ids if decision else (),
+                    decision=decision.outcome.value if decision else None,
+                    detail={
+                        "reason": plan.remove[c.record_id],
+                        "copy_of": c.primary_site,
+                        "version": c.version,
+                    },
+                )
+            )
+        return out
+
+    def _target_ciphers(self, target: Site, subjects: list[str]) -> dict[str, FieldCipher]:
+        """Each subject's key at the target, created (in one batch) where missing."""
+        vault = self.vault
+        out: dict[str, FieldCipher] = {}
+        missing = []
+        for subject in dict.fromkeys(subjects):
+            cached = vault._deks.get((target.id, subject))
+            if cached is not None:
+                out[subject] = cached
+            else:
+                missing.append(subject)
+        stored = vault.keystore(target.id).get_many(missing)
+        new: list[tuple[str, WrappedKey]] = []
+        for subject in missing:
+            if subject in stored:
+                out[subject] = vault._cipher(target.id, subject)
+                continue
+            dek = new_data_key()
+            version, wrapped = vault.keys.wrap(target.id, dek, key_context(target.id, subject))
+            new.append((subject, WrappedKey(version, wrapped)))
+            out[subject] = FieldCipher(dek)
+        if new:
+            vault.keystore(target.id).put_many(new)
+            with vault._lock:
+                for subject, _ in new:
+                    vault._deks[(target.id, subject)] = out[subject]
+        return out
 
     def _category(self, collection: str, name: str) -> str:
         return self.vault.collection(collection).fields[name].category
@@ -230,12 +364,16 @@ class Replicator:
         return vault._decide(residency, cats, "store", target.country, facts=facts)
 
     def _reseal(
-        self, home: Site, target: Site, primary: StoredRecord, fields: list[str]
+        self,
+        home: Site,
+        target: Site,
+        primary: StoredRecord,
+        fields: list[str],
+        dest: FieldCipher,
     ) -> StoredRecord:
         """The copy: permitted fields (and the sealed residency), re-sealed for the target."""
         vault = self.vault
         source = vault._cipher(home.id, primary.subject_id)
-        dest = self._target_cipher(target, primary.subject_id)
         src_ctx = record_context(home.id, primary.collection, primary.record_id)
         dst_ctx = record_context(target.id, primary.collection, primary.record_id)
         sealed = {}
@@ -246,23 +384,6 @@ class Replicator:
             primary.record_id, primary.subject_id, primary.collection, primary.version,
             primary.created_at, primary.updated_at, sealed, primary_site=home.id,
         )  # fmt: skip
-
-    def _target_cipher(self, target: Site, subject: str) -> FieldCipher:
-        """The subject's key at the target site, created on first copy."""
-        vault = self.vault
-        try:
-            return vault._cipher(target.id, subject)
-        except KeyDestroyed:
-            pass
-        dek = new_data_key()
-        version, wrapped = vault.keys.wrap(target.id, dek, key_context(target.id, subject))
-        try:
-            vault.keystore(target.id).put_many([(subject, WrappedKey(version, wrapped))])
-        except DomicileError:
-            return vault._cipher(target.id, subject)  # another worker made it first
-        return FieldCipher(dek)
-
-    # --- removing copies --------------------------------------------------------------------
 
     def _remove(
         self,
@@ -295,43 +416,6 @@ class Replicator:
             tx.delete([c.record_id for c in copies])
             self.vault._ledgers[target.id].append(tx, events)
         return len(copies)
-
-    def _erase(self, target: Site, subject: str) -> int:
-        """The subject was erased at home: its copies and its key go here too."""
-        vault = self.vault
-        store = vault.store(target.id)
-        copies = [r for r in store.subject_records(subject) if r.is_replica]
-        destroyed = vault.keystore(target.id).delete(subject)
-        vault._forget_key(target.id, subject)
-        if not copies and not destroyed:
-            return 0
-        with store.transaction() as tx:
-            tx.delete([c.record_id for c in copies])
-            vault._ledgers[target.id].append(
-                tx,
-                [
-                    AuditEvent(
-                        action="erase",
-                        site=target.id,
-                        purpose=PURPOSE,
-                        subject=subject,
-                        detail={"records": len(copies), "key_destroyed": destroyed, "copies": True},
-                    )
-                ],
-            )
-        return len(copies)
-
-    def _audit_refusal(
-        self, home: Site, target: Site, primary: StoredRecord, decision: Decision | None
-    ) -> None:
-        event = AuditEvent(
-            action="refuse", site=home.id, purpose=PURPOSE, collection=primary.collection,
-            record=primary.record_id, subject=primary.subject_id, requester=home.id,
-            decision=decision.outcome.value if decision else None,
-            rules=decision.rule_ids if decision else (),
-            detail={"operation": "replicate", "to_site": target.id, "to_country": target.country},
-        )  # fmt: skip
-        self.vault._audit(home.id, [event])
 
     def reconcile(self, report: ReplicationReport | None = None) -> ReplicationReport:
         """Re-check every copy: delete those the law no longer permits."""

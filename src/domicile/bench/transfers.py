@@ -1,0 +1,259 @@
+"""``domicile bench transfers``: replication and reads from abroad against plain SQL.
+
+- Replication: N records written through the SDK (home: the US) are delivered by the
+  worker to Germany (policy check, re-sealing under Germany's key, an upsert that only
+  moves forward, a transfer entry in Germany's audit, the outbox cleared). Baseline: the
+  same plaintext rows copied from a table in the US database to a table in the German
+  one, in batches of the same size, between the same two databases.
+- Reads from abroad: M records of EU residents (home: Germany, clauses for the US on
+  record) read from the US through the SDK: policy, decryption, and a transfer entry with
+  its year-to-date count. Baseline: a plain indexed ``SELECT`` of the same rows from the
+  German database.
+- Parity memory: copies and primaries written straight into the stores (no crypto needed:
+  parity compares versions and field names), then ``check_parity`` in a fresh process
+  whose peak resident memory is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from domicile.bench.vault import _Backend, _Postgres, _progress, _Sqlite, population
+from domicile.config import Config, parse_config
+
+TARGET = 0.5
+MEMORY_LIMIT_MB = 300
+
+CONFIG = """
+default_site: us
+local_site: us
+data_dir: data
+sites:
+  - {{id: ru, country: RU, location: {{provider: bench, city: Moscow, address: "-"}}, backend: "{ru}", keys: "{ru_keys}"}}
+  - {{id: de, country: DE, location: {{provider: bench, city: Frankfurt, address: "-"}}, backend: "{de}", keys: "{de_keys}"}}
+  - {{id: us, country: US, location: {{provider: bench, city: Ashburn, address: "-"}}, backend: "{us}", keys: "{us_keys}"}}
+collections:
+  profiles:
+    fields:
+      full_name: {{category: user.name}}
+      email: {{category: user.contact.email, searchable: true, identifies: true, normalize: email}}
+      phone: {{category: user.contact.phone_number}}
+      headline: {{category: user.content.public}}
+      city: {{category: user.contact.address.city}}
+    replicate:
+      - {{to: de, fields: [full_name, email, headline, city]}}
+filings:
+  eu.scc.US: 2020-01-01
+"""
+PLAIN = (
+    "CREATE TABLE plain_profiles (id TEXT PRIMARY KEY, full_name TEXT, email TEXT,"
+    " headline TEXT, city TEXT)"
+)
+COLUMNS = ("full_name", "email", "headline", "city")
+
+
+def _connect(url: str, folder: Path) -> Any:
+    if url.startswith("sqlite:"):
+        path = Path(url.removeprefix("sqlite:"))
+        conn = sqlite3.connect(path if path.is_absolute() else folder / path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def _batches(rows: list[Any], size: int) -> list[list[Any]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _write(conn: Any, sql: str, rows: list[Any], sqlite: bool) -> None:
+    if sqlite:
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    else:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+
+def run(
+    records: int = 10_000,
+    *,
+    reads: int = 2_000,
+    backend: str = "sqlite",
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432",
+    batch: int = 500,
+    parity_records: int = 1_000_000,
+    progress: Console | None = None,
+) -> dict[str, Any]:
+    from domicile.vault import Domicile
+    from domicile.vault.replication import Replicator
+
+    sqlite = backend == "sqlite"
+    with tempfile.TemporaryDirectory(prefix="domicile-bench-") as tmp:
+        folder = Path(tmp)
+        be: _Backend = _Sqlite(folder) if sqlite else _Postgres(postgres_url)
+        try:
+            urls = be.site_urls()
+            config: Config = parse_config(CONFIG.format(**urls), "bench.yaml", folder)
+            vault = Domicile(config)
+            us_people = [
+                {"subject": {"citizenship": "US", "residence": "US"}, "fields": it["fields"]}
+                for it in population(records)
+            ]
+            eu_people = [
+                {"subject": {"citizenship": "FR", "residence": "FR"}, "fields": it["fields"]}
+                for it in population(reads, seed=3)
+            ]
+            with _progress(progress) as bar:
+                task = bar.add_task("writing through the SDK (not timed)", total=records + reads)
+                for chunk in _batches(us_people, batch):
+                    vault.put_many("profiles", chunk, purpose="benchmark")
+                    bar.advance(task, len(chunk))
+                eu_tokens = []
+                for chunk in _batches(eu_people, batch):
+                    eu_tokens += [
+                        r.token for r in vault.put_many("profiles", chunk, purpose="benchmark")
+                    ]
+                    bar.advance(task, len(chunk))
+                # Deliver only the US records' copies in the timed run: Germany's own records
+                # are not copied (their home is Germany), so the outbox holds exactly N items.
+                task = bar.add_task("replicating through the outbox", total=records)
+                start = time.perf_counter()
+                report = Replicator(vault, batch=batch).run_once(
+                    progress=lambda n: bar.advance(task, n), reconcile=False
+                )
+                replicate_time = time.perf_counter() - start
+                delivered = report.delivered
+
+                rows = [(uuid.uuid4().hex, *(it["fields"][c] for c in COLUMNS)) for it in us_people]
+                src, dst = _connect(urls["us"], folder), _connect(urls["de"], folder)
+                for conn in (src, dst):
+                    conn.execute(PLAIN)
+                for chunk in _batches(rows, batch):
+                    _write(src, "INSERT INTO plain_profiles VALUES (?, ?, ?, ?, ?)", chunk, sqlite)
+                task = bar.add_task("plain copy between the same databases", total=records)
+                ph = "?" if sqlite else "%s"
+                start = time.perf_counter()
+                last = ""
+                while True:
+                    got = src.execute(
+                        f"SELECT id, full_name, email, headline, city FROM plain_profiles"
+                        f" WHERE id > {ph} ORDER BY id LIMIT {ph}",
+                        (last, batch),
+                    ).fetchall()
+                    if not got:
+                        break
+                    _write(dst, "INSERT INTO plain_profiles VALUES (?, ?, ?, ?, ?)", got, sqlite)
+                    last = got[-1][0]
+                    bar.advance(task, len(got))
+                copy_time = time.perf_counter() - start
+
+                task = bar.add_task("reads from abroad through the SDK", total=reads)
+                start = time.perf_counter()
+                for token in eu_tokens:
+                    vault.get(token, purpose="benchmark", as_site="us")
+                    bar.advance(task)
+                read_time = time.perf_counter() - start
+                plain_ids = [r[0] for r in rows[:reads]]
+                task = bar.add_task("plain indexed SELECT", total=len(plain_ids))
+                start = time.perf_counter()
+                for rid in plain_ids:
+                    dst.execute(f"SELECT * FROM plain_profiles WHERE id = {ph}", (rid,)).fetchone()
+                    bar.advance(task)
+                select_time = time.perf_counter() - start
+                src.close()
+                dst.close()
+            vault.close()
+        finally:
+            be.cleanup()
+    rates = {
+        "replication": delivered / replicate_time,
+        "plain_copy": records / copy_time,
+        "read_from_abroad": len(eu_tokens) / read_time,
+        "plain_select": len(plain_ids) / select_time,
+    }
+    ratios = {
+        "replication_vs_copy": rates["replication"] / rates["plain_copy"],
+        "read_abroad_vs_select": rates["read_from_abroad"] / rates["plain_select"],
+    }
+    out: dict[str, Any] = {
+        "benchmark": "transfers",
+        "backend": backend,
+        "python": platform.python_version(),
+        "records": records,
+        "delivered": delivered,
+        "reads": len(eu_tokens),
+        "batch": batch,
+        "per_second": {k: round(v) for k, v in rates.items()},
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "target": {"ratio": TARGET, "met": {k: v >= TARGET for k, v in ratios.items()}},
+    }
+    if parity_records:
+        out["parity_memory"] = parity_memory(parity_records, progress=progress)
+    return out
+
+
+PARITY_CHILD = """
+import json, resource, sys
+from domicile.config import load_config
+from domicile.vault import Domicile
+from domicile.vault.parity import check_parity
+vault = Domicile(load_config(sys.argv[1]))
+report = check_parity(vault, "de")
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"copies": report.copies, "ok": report.ok, "peak_mb": peak_kb / 1024}))
+vault.close(checkpoint=False)
+"""
+
+
+def parity_memory(records: int, *, progress: Console | None = None) -> dict[str, Any]:
+    """Peak memory of a process that checks parity over ``records`` copies (SQLite)."""
+    from domicile.stores import StoredRecord, open_site_store
+
+    with tempfile.TemporaryDirectory(prefix="domicile-parity-") as tmp:
+        folder = Path(tmp)
+        urls = _Sqlite(folder).site_urls()
+        text = CONFIG.format(**urls)
+        (folder / "domicile.yaml").write_text(text, encoding="utf-8")
+        home = open_site_store("us", urls["us"])
+        copy = open_site_store("de", urls["de"])
+        fields = {c: b"\x01" + b"x" * 60 for c in COLUMNS}
+        with _progress(progress) as bar:
+            task = bar.add_task("writing primaries and copies (not timed)", total=records)
+            for start in range(0, records, 10_000):
+                rows = [
+                    StoredRecord(f"{i:032x}", f"s{i:031x}", "profiles", 2, "t", "t", fields)
+                    for i in range(start, min(start + 10_000, records))
+                ]
+                with home.transaction() as tx:
+                    tx.insert(rows)
+                with copy.transaction() as tx:
+                    for r in rows:
+                        tx.put_replica(
+                            StoredRecord(**{**r.__dict__, "version": 1, "primary_site": "us"})
+                        )
+                bar.advance(task, len(rows))
+        home.close()
+        copy.close()
+        child = subprocess.run(
+            [sys.executable, "-c", PARITY_CHILD, str(folder / "domicile.yaml")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    result["limit_mb"] = MEMORY_LIMIT_MB
+    result["within_limit"] = result["peak_mb"] < MEMORY_LIMIT_MB
+    return result
