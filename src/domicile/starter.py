@@ -50,12 +50,17 @@ collections:
   profiles:
     fields:
       full_name: {category: user.name, required: true, max_length: 200}
-      email: {category: user.contact.email, searchable: true, identifies: true, normalize: email, max_length: 320}
+      email: {category: user.contact.email, searchable: true, identifies: true, normalize: email, max_length: 320, join_token: true}
       phone: {category: user.contact.phone_number, searchable: true, normalize: phone, max_length: 40}
       headline: {category: user.content.public, max_length: 300}
       city: {category: user.contact.address.city, max_length: 100}
+    # Copies at foreign sites, where the law permits them (`domicile replicate` delivers
+    # them; `domicile parity` proves the primary holds at least what each copy holds):
+    # replicate:
+    #   - {to: de, fields: [full_name, headline, city]}
 
 # Filings on record (names as in `domicile policy explain --filing`), with their dates.
+# More can be recorded at run time: `domicile filings add NAME=YYYY-MM-DD`.
 filings:
   ru.art22_notice: 2025-01-15
 #  ru.art12_notice: 2025-03-03
