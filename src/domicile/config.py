@@ -96,6 +96,16 @@ class Collection(_Model):
     replicate: list[ReplicaTarget] = []
 
 
+class ClientSpec(_Model):
+    """A client of the HTTP service, defined in the configuration (with hashes only)."""
+
+    client_id: Annotated[str, Field(pattern=r"^dc_[a-z0-9_]{1,40}$")]
+    name: str
+    scopes: list[str] = Field(min_length=1)
+    secret_hash: str | None = None  # scrypt$SALT$HASH, see domicile.clients.hash_secret
+    api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
 class DeploymentConfig(_Model):
     environment_id: str = "default"
     data_dir: str = "domicile-data"
@@ -107,6 +117,7 @@ class DeploymentConfig(_Model):
     filings: dict[str, dt.date] = {}  # facts on record, e.g. ru.art22_notice: 2025-01-15
     facts: dict[str, bool | int | str] = {}  # facts about the controller, e.g. controller.ciio
     packs: list[str] = []
+    clients: list[ClientSpec] = []
 
 
 class Config:

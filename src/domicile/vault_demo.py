@@ -47,6 +47,18 @@ PEOPLE = (
 )  # fmt: skip
 
 
+def load_sample(vault: Domicile) -> int:
+    """Write the sample population into ``vault`` (those the law lets it place)."""
+    placed = 0
+    for p in PEOPLE:
+        try:
+            vault.put("profiles", subject=p.evidence, fields=p.fields, purpose="account_signup")
+            placed += 1
+        except PolicyRefused:
+            continue
+    return placed
+
+
 def prepare(folder: Path) -> Path:
     """A fresh demo folder (only ever one that this demo made) with the starter config."""
     if folder.exists():

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from domicile._version import __version__
+from domicile.cli import service as service_cli
 from domicile.cli import vault as vault_cli
 from domicile.cli._output import console, emit_json, errors
 from domicile.cli.policy import policy_app, residency_app
@@ -26,6 +27,7 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 vault_cli.register(app)
+service_cli.register(app)
 
 _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 

@@ -1,0 +1,170 @@
+"""``domicile serve`` and ``domicile clients ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from domicile.cli._output import console, emit_json, errors
+from domicile.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+
+clients_app = typer.Typer(
+    help="Clients of the HTTP service and their scopes.", no_args_is_help=True
+)
+ConfigOpt = typer.Option(None, "--config", envvar=CONFIG_ENV, help="Configuration file.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
+
+EMBEDDED = Path("domicile-service")
+DEMO_SCOPES = [
+    "records:write", "records:read", "records:delete", "records:erase", "records:export",
+    "filings:read", "transfers:read", "parity:read", "policy:read", "sites:read",
+    "site:us", "collection:*", "purpose:*",
+]  # fmt: skip
+
+
+def _registry(cfg: Config) -> Any:
+    from domicile.clients import ClientRegistry
+
+    return ClientRegistry(
+        cfg.data_dir / "clients.json", [c.model_dump() for c in cfg.model.clients]
+    )
+
+
+@clients_app.command("add")
+def clients_add(
+    name: str = typer.Argument(..., help="A name for the client, e.g. us-app."),
+    scope: list[str] = typer.Option(
+        ..., "--scope", help="A scope; repeatable. `admin` grants all."
+    ),
+    api_key: bool = typer.Option(
+        False, "--api-key", help="Make a static API key instead of a secret."
+    ),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Make a client. Its secret (or API key) is shown once and stored hashed."""
+    from domicile.clients import check_scope
+
+    with errors(as_json):
+        cfg = load_config(config)
+        scopes = [
+            check_scope(s, [x.id for x in cfg.sites], list(cfg.model.collections)) for s in scope
+        ]
+        client, secret = _registry(cfg).add(name, scopes, api_key=api_key)
+    key = "api_key" if api_key else "client_secret"
+    out = {
+        "client_id": client.id,
+        key: secret,
+        "name": client.name,
+        "scopes": sorted(client.scopes),
+    }
+    if api_key:
+        out["client_secret"] = secret  # the same value: a bearer API key
+    if as_json:
+        emit_json(out)
+        return
+    console.print(f"client {client.id} ({escape(client.name)}): {', '.join(sorted(client.scopes))}")
+    console.print(f"{key}: {secret}   (shown once; it is stored hashed)")
+
+
+@clients_app.command("list")
+def clients_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """The clients and their scopes (never their secrets)."""
+    with errors(as_json):
+        rows = [c.to_dict() for c in _registry(load_config(config)).all()]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Clients")
+    for col in ("client_id", "name", "scopes", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["client_id"], escape(r["name"]), escape(" ".join(r["scopes"])), r["source"])
+    console.print(table)
+
+
+@clients_app.command("remove")
+def clients_remove(client_id: str, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    with errors(as_json):
+        _registry(load_config(config)).remove(client_id)
+    if as_json:
+        emit_json({"removed": client_id})
+    else:
+        console.print(f"removed {client_id}")
+
+
+def embedded_config() -> tuple[Config, dict[str, str]]:
+    """The embedded default: ``./domicile-service`` (made on first use) with a demo client
+    whose credentials are kept beside it, readable by the owner only."""
+    from domicile.starter import init
+
+    target = EMBEDDED / DEFAULT_CONFIG
+    cfg = load_config(target) if target.exists() else init(EMBEDDED)
+    creds_file = EMBEDDED / "demo-client.json"
+    if creds_file.exists():
+        creds: dict[str, str] = json.loads(creds_file.read_text(encoding="utf-8"))
+    else:
+        client, secret = _registry(cfg).add("demo", DEMO_SCOPES)
+        creds = {"client_id": client.id, "client_secret": secret}
+        fd = os.open(creds_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(creds, fh)
+    return cfg, creds
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(clients_app, name="clients")
+
+    @app.command()
+    def serve(
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8700, "--port", min=1, max=65535),
+        config: str | None = typer.Option(
+            None, "--config", envvar=CONFIG_ENV, help="Configuration (default: the embedded one)."
+        ),
+        sample: bool = typer.Option(False, "--sample", help="Load the sample population first."),
+    ) -> None:
+        """Run the HTTP service. With no configuration, the embedded default: three SQLite
+        sites in ./domicile-service and a demo client, whose credentials are printed."""
+        import logging
+
+        import uvicorn
+
+        from domicile.http.app import create_app
+        from domicile.vault import Domicile
+
+        creds: dict[str, str] | None = None
+        with errors(False):
+            if config is None and not Path(DEFAULT_CONFIG).exists():
+                cfg, creds = embedded_config()
+            else:
+                cfg = load_config(config)
+            vault = Domicile(cfg)
+            if sample:
+                from domicile.vault_demo import load_sample
+
+                placed = load_sample(vault)
+                console.print(f"sample population loaded: {placed} records")
+        app = create_app(vault)
+        base = f"http://{host}:{port}"
+        console.print(
+            f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs)"
+        )
+        console.print(
+            f"sites: {', '.join(f'{s.id} ({s.country})' for s in cfg.sites)}; environment id: {cfg.model.environment_id}"
+        )
+        if creds:
+            console.print(
+                f"demo client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
+            )
+            console.print(
+                f"try: curl -s -u {creds['client_id']}:{creds['client_secret']} -d grant_type=client_credentials {base}/oauth2/token"
+            )
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,273 @@
+"""Clients of the HTTP service: who they are, how they prove it, what they may do.
+
+A client has an id, a name and scopes. It authenticates in one of two ways:
+
+- with a **client secret**, exchanged for a short-lived access token (OAuth2 client
+  credentials). The secret is stored as an scrypt hash;
+- with a **static API key**, sent as a bearer token (for scripts). The key is random and
+  high-entropy, so a SHA-256 digest is stored, which can be looked up on every request.
+
+The plaintext secret or key is shown once, when the client is made. Clients come from the
+configuration (``clients:``, with hashes) and from ``DATA_DIR/clients.json``, which
+``domicile clients add`` writes.
+
+Scopes:
+
+- operations: ``records:write``, ``records:read``, ``records:delete``, ``records:erase``,
+  ``records:export``, ``filings:read``, ``filings:write``, ``transfers:read``,
+  ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``;
+- constraints: ``site:ID`` (the sites the client acts from: reads are decided as from that
+  site, so a US client reads a Russian subject's data only through a permitted transfer),
+  ``collection:NAME`` and ``purpose:NAME`` (``*`` for any);
+- ``admin``: everything, from any site.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from domicile.errors import BadInput, DomicileError
+
+OPERATIONS = (
+    "records:write", "records:read", "records:delete", "records:erase", "records:export",
+    "filings:read", "filings:write", "transfers:read", "parity:read", "audit:read",
+    "policy:read", "sites:read",
+)  # fmt: skip
+CONSTRAINTS = ("site:", "collection:", "purpose:")
+FORMAT = 1
+_SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}
+
+
+class ClientsError(DomicileError):
+    code = "clients_error"
+    exit_code = 1
+
+
+def check_scope(scope: str, sites: Iterable[str], collections: Iterable[str]) -> str:
+    """A scope as written, or ``BadInput`` saying which scopes exist."""
+    if scope == "admin" or scope in OPERATIONS:
+        return scope
+    for prefix in CONSTRAINTS:
+        if scope.startswith(prefix):
+            value = scope.removeprefix(prefix)
+            if prefix == "site:" and value not in set(sites):
+                raise BadInput(
+                    f"scope {scope!r} names no configured site", hint=f"sites: {', '.join(sites)}"
+                )
+            if prefix == "collection:" and value != "*" and value not in set(collections):
+                raise BadInput(f"scope {scope!r} names no configured collection")
+            if not value:
+                raise BadInput(f"scope {scope!r} needs a value after the colon")
+            return scope
+    raise BadInput(
+        f"unknown scope {scope!r}",
+        hint="use admin, an operation ("
+        + ", ".join(OPERATIONS)
+        + "), or site:ID, collection:NAME, purpose:NAME",
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(secret: str, salt: bytes) -> bytes:
+    return Scrypt(salt=salt, **_SCRYPT).derive(secret.encode())
+
+
+def hash_secret(secret: str) -> str:
+    """``scrypt$SALT$HASH`` (base64url), for storing a client secret."""
+    salt = secrets.token_bytes(16)
+    return f"scrypt${_b64(salt)}${_b64(_scrypt(secret, salt))}"
+
+
+def _verify_secret(secret: str, stored: str) -> bool:
+    try:
+        kind, salt, digest = stored.split("$")
+        expected = _unb64(digest)
+        got = _scrypt(secret, _unb64(salt))
+    except (ValueError, TypeError):
+        return False
+    return kind == "scrypt" and hmac.compare_digest(expected, got)
+
+
+def key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    name: str
+    scopes: frozenset[str]
+    source: str = "registry"  # or "config"
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def values(self, prefix: str) -> set[str]:
+        return {s.removeprefix(prefix) for s in self.scopes if s.startswith(prefix)}
+
+    @property
+    def sites(self) -> list[str]:
+        return sorted(self.values("site:"))
+
+    def allows(
+        self,
+        operation: str,
+        *,
+        site: str | None = None,
+        collection: str | None = None,
+        purpose: str | None = None,
+    ) -> str | None:
+        """None when allowed, else which scope is missing."""
+        if self.admin:
+            return None
+        if operation not in self.scopes:
+            return operation
+        if site is not None and site not in self.values("site:"):
+            return f"site:{site}"
+        if collection is not None:
+            allowed = self.values("collection:")
+            if "*" not in allowed and collection not in allowed:
+                return f"collection:{collection}"
+        if purpose is not None:
+            allowed = self.values("purpose:")
+            if "*" not in allowed and purpose not in allowed:
+                return f"purpose:{purpose}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.id,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "source": self.source,
+        }
+
+
+class ClientRegistry:
+    def __init__(self, path: Path, configured: Iterable[dict[str, Any]] = ()) -> None:
+        self.path = path
+        self._configured = {c["client_id"]: dict(c, source="config") for c in configured}
+        self._stamp: tuple[int, int] | None = None
+        self._data: dict[str, Any] = {"format": FORMAT, "clients": {}}
+
+    def _refresh(self) -> dict[str, dict[str, Any]]:
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._data = self._read()
+            self._stamp = stamp
+        return {
+            **{k: dict(v, source="registry") for k, v in self._data["clients"].items()},
+            **self._configured,
+        }
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"format": FORMAT, "clients": {}}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise ClientsError(f"the clients file {self.path} is unreadable") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ClientsError(f"the clients file {self.path} has an unknown format")
+        return data
+
+    def _client(self, entry: dict[str, Any]) -> Client:
+        return Client(
+            entry["client_id"], entry["name"], frozenset(entry["scopes"]), entry["source"]
+        )
+
+    def all(self) -> list[Client]:
+        return [self._client(e) for e in sorted(self._refresh().values(), key=lambda e: e["name"])]
+
+    def add(self, name: str, scopes: list[str], *, api_key: bool = False) -> tuple[Client, str]:
+        """Make a client; returns it and its secret (or API key), shown this once."""
+        if not name.strip() or len(name) > 100:
+            raise BadInput("a client needs a name of 1 to 100 characters")
+        if not scopes:
+            raise BadInput(
+                "a client needs at least one scope",
+                hint="e.g. --scope records:read --scope site:us",
+            )
+        client_id = "dc_" + secrets.token_hex(8)
+        secret = ("dk_" if api_key else "ds_") + secrets.token_urlsafe(32)
+        entry: dict[str, Any] = {
+            "client_id": client_id,
+            "name": name.strip(),
+            "scopes": sorted(set(scopes)),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        if api_key:
+            entry["api_key_sha256"] = key_digest(secret)
+        else:
+            entry["secret_hash"] = hash_secret(secret)
+        self._write(lambda data: data["clients"].__setitem__(client_id, entry))
+        return Client(client_id, entry["name"], frozenset(entry["scopes"])), secret
+
+    def remove(self, client_id: str) -> None:
+        entries = self._refresh()
+        if client_id not in entries:
+            raise BadInput(f"no client {client_id!r}")
+        if entries[client_id]["source"] == "config":
+            raise BadInput(
+                f"client {client_id!r} comes from the configuration file; remove it there"
+            )
+        self._write(lambda data: data["clients"].pop(client_id, None))
+
+    def _write(self, change: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            change(data)
+            fd, tmp = tempfile.mkstemp(prefix=".clients-", dir=self.path.parent)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(data, out, indent=1, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        self._stamp = None
+
+    def by_secret(self, client_id: str, secret: str) -> Client | None:
+        entry = self._refresh().get(client_id)
+        if entry is None or "secret_hash" not in entry:
+            return None
+        return self._client(entry) if _verify_secret(secret, entry["secret_hash"]) else None
+
+    def by_api_key(self, api_key: str) -> Client | None:
+        digest = key_digest(api_key)
+        for entry in self._refresh().values():
+            stored = entry.get("api_key_sha256")
+            if stored and hmac.compare_digest(stored, digest):
+                return self._client(entry)
+        return None
+
+    def get(self, client_id: str) -> Client | None:
+        entry = self._refresh().get(client_id)
+        return self._client(entry) if entry else None

@@ -1,0 +1,268 @@
+"""The domicile service: ``create_app(vault)`` builds the FastAPI application.
+
+- ``/v1/...``: the native API, every SDK operation (``native.py``);
+- ``/oauth2/token``, ``/v2/storage/records/{country}/...``, ``/healthcheck``: the
+  InCountry-compatible storage API (``incountry.py``);
+- ``/healthz``, ``/readyz`` (ready only when every site answers), ``/metrics``
+  (Prometheus).
+
+Logs are one JSON object per line, with the route template, status, duration and client id:
+never a body, a query string or a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Header, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from domicile._version import __version__
+from domicile.clients import Client, ClientRegistry
+from domicile.http import problems
+from domicile.http.security import Forbidden, Principal, TokenIssuer, Unauthorized, audit_refusal
+from domicile.vault import Domicile
+
+log = logging.getLogger("domicile.http")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "domicile_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "domicile_request_seconds", "HTTP request latency", ["route"], registry=self.registry
+        )
+        self.decisions = Counter(
+            "domicile_decisions",
+            "Policy decisions behind requests",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.transfers = Counter(
+            "domicile_transfers",
+            "Transfers (reads from abroad)",
+            ["destination"],
+            registry=self.registry,
+        )
+
+
+@dataclass
+class Service:
+    vault: Domicile
+    clients: ClientRegistry
+    issuer: TokenIssuer
+    metrics: Metrics
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+ServiceDep = Annotated[Service, Depends(service)]
+
+
+def authenticate(
+    request: Request,
+    svc: ServiceDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """The calling client, from ``Authorization: Bearer <access token or API key>``."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        audit_refusal(svc.vault, "no credentials", route=_route(request))
+        raise Unauthorized(
+            "credentials are missing", hint="send Authorization: Bearer <token or API key>"
+        )
+    bearer = authorization[7:].strip()
+    claims = svc.issuer.read(bearer)
+    client = svc.clients.get(claims["c"]) if claims else svc.clients.by_api_key(bearer)
+    if client is None:
+        audit_refusal(svc.vault, "invalid credentials", route=_route(request))
+        raise Unauthorized(
+            "the token or API key is not valid", hint="get a new token from /oauth2/token"
+        )
+    request.state.client = client.id
+    return Principal(client, "token" if claims else "api_key")
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def authorize(
+    svc: Service,
+    principal: Principal,
+    operation: str,
+    *,
+    site: str | None = None,
+    collection: str | None = None,
+    purpose: str | None = None,
+) -> None:
+    """Refuse (403, audited) unless the client's scopes allow this."""
+    missing = principal.client.allows(operation, site=site, collection=collection, purpose=purpose)
+    if missing is not None:
+        audit_refusal(
+            svc.vault, "scope", client=principal.client.id, purpose=purpose,
+            operation=operation, missing_scope=missing,
+        )  # fmt: skip
+        raise Forbidden(
+            f"client {principal.client.name!r} lacks the scope {missing!r}",
+            hint="ask an administrator: domicile clients add NAME --scope ...",
+        )
+
+
+def requester_site(svc: Service, principal: Principal, as_site: str | None) -> str:
+    """The site a client reads from: the one it asks for (if its scopes allow it), its only
+    site, or (for administrators) the service's local site."""
+    client: Client = principal.client
+    if as_site is not None:
+        if not client.admin and as_site not in client.sites:
+            authorize(svc, principal, "records:read", site=as_site)
+        return as_site
+    if client.admin:
+        return svc.vault.config.local_site
+    if len(client.sites) == 1:
+        return client.sites[0]
+    audit_refusal(svc.vault, "no site", client=client.id)
+    raise Forbidden(
+        "the client must name the site it reads from",
+        hint="pass as_site, or give the client exactly one site:ID scope",
+    )
+
+
+def _route(request: Request) -> str:
+    """The path with each parameter replaced by its name: never a token or a value."""
+    if request.scope.get("route") is None:
+        return "unmatched"
+    path = request.url.path
+    for name, value in (request.scope.get("path_params") or {}).items():
+        if value:
+            path = path.replace(str(value), "{" + name + "}")
+    return path
+
+
+def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> FastAPI:
+    registry = clients or ClientRegistry(
+        vault.config.data_dir / "clients.json",
+        [c.model_dump() for c in vault.config.model.clients],
+    )
+    svc = Service(
+        vault,
+        registry,
+        TokenIssuer(vault.keys.token_key(), vault.config.model.environment_id),
+        Metrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        vault.close()  # signs each open site's audit head on a clean stop
+
+    app = FastAPI(
+        title="domicile",
+        version=__version__,
+        description="Keeps each person's personal data where the law demands it, and proves it.",
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    problems.install(app)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - start
+        route = _route(request)
+        svc.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        svc.metrics.latency.labels(route).observe(elapsed)
+        log.info(
+            json.dumps(
+                {
+                    "event": "request", "method": request.method, "route": route,
+                    "status": response.status_code, "ms": round(elapsed * 1000, 2),
+                    "client": getattr(request.state, "client", None),
+                }
+            )
+        )  # fmt: skip
+        return response
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Every site answers")
+    def readyz() -> JSONResponse:
+        sites = {s.id: s.healthy for s in vault.sites()}
+        ready = all(sites.values())
+        return JSONResponse({"ready": ready, "sites": sites}, status_code=200 if ready else 503)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+    )
+    def metrics() -> Response:
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/oauth2/token", tags=["authentication"], summary="OAuth2 client credentials")
+    def token(
+        request: Request,
+        grant_type: Annotated[str, Form()],
+        scope: Annotated[str | None, Form()] = None,
+        audience: Annotated[str | None, Form()] = None,
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form()] = None,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> dict[str, Any]:
+        """Exchange a client id and secret (HTTP Basic, or form fields) for an access token.
+        ``scope`` is the environment id, as InCountry clients send it."""
+        if authorization and authorization.lower().startswith("basic "):
+            try:
+                raw = base64.b64decode(authorization[6:].strip()).decode()
+                client_id, _, client_secret = raw.partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                client_id = client_secret = None
+        if grant_type != "client_credentials":
+            raise Unauthorized("only the client_credentials grant is supported")
+        environment = vault.config.model.environment_id
+        if scope and scope.split()[0] != environment:
+            audit_refusal(vault, "wrong environment", client=client_id)
+            raise Unauthorized(
+                f"unknown environment {scope!r}", hint=f"this service is {environment!r}"
+            )
+        client = svc.clients.by_secret(client_id or "", client_secret or "")
+        if client is None:
+            audit_refusal(vault, "invalid client credentials", route="/oauth2/token")
+            raise Unauthorized("the client id or secret is wrong")
+        request.state.client = client.id
+        access, ttl = svc.issuer.issue(client)
+        return {
+            "access_token": access,
+            "expires_in": ttl,
+            "token_type": "bearer",
+            "scope": environment,
+        }
+
+    from domicile.http import incountry, native
+
+    app.include_router(native.router, prefix="/v1")
+    app.include_router(incountry.router)
+    return app

@@ -1,0 +1,289 @@
+"""The native API: every SDK operation over HTTP, under ``/v1``.
+
+Each operation needs its scope; record operations are also checked against the client's
+site, collection and purpose scopes. Reads are decided as reads from the client's site, so
+a client of the US application sees a Russian subject's data only through a transfer the
+law permits (or in the masked form a pack allows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from domicile.countries import country
+from domicile.errors import BadInput
+from domicile.http.app import PrincipalDep, ServiceDep, authorize, requester_site
+from domicile.policy import PolicyEngine
+from domicile.residency import SubjectEvidence
+from domicile.vault import ReadResult
+from domicile.vault.parity import check_parity
+from domicile.vault.transfers import summarize
+
+router = APIRouter()
+Evidence = dict[str, str | list[str]]
+FieldValue = str | int | bool
+Purpose = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", examples=["account_signup"])]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PutBody(_Body):
+    subject: Evidence = Field(examples=[{"citizenship": "RU"}])
+    fields: dict[str, FieldValue] = Field(examples=[{"full_name": "Anna Volkova"}])
+    purpose: Purpose
+
+
+class BatchItem(_Body):
+    subject: Evidence
+    fields: dict[str, FieldValue]
+
+
+class BatchBody(_Body):
+    records: list[BatchItem] = Field(min_length=1, max_length=1000)
+    purpose: Purpose
+
+
+class UpdateBody(_Body):
+    fields: dict[str, FieldValue] = Field(min_length=1)
+    purpose: Purpose
+
+
+class FindBody(_Body):
+    where: dict[str, FieldValue] = Field(min_length=1)
+    purpose: Purpose
+    as_site: str | None = None
+
+
+class EraseBody(_Body):
+    token: str
+    purpose: Purpose = "erasure"
+
+
+class FilingBody(_Body):
+    name: str = Field(examples=["ru.art12_notice"])
+    date: dt.date
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ExplainBody(_Body):
+    subject: Evidence
+    categories: list[str] = Field(min_length=1)
+    operation: str
+    site_country: str
+    to_country: str | None = None
+    date: dt.date | None = None
+    filings: dict[str, dt.date] = {}
+    bases: list[str] = []
+    facts: dict[str, FieldValue] = {}
+
+
+class PutResponse(BaseModel):
+    token: str
+    site: str
+    country: str
+    decision: dict[str, Any]
+    join_tokens: dict[str, str] | None = None
+
+
+class RecordResponse(BaseModel):
+    token: str
+    site: str
+    country: str
+    collection: str
+    version: int
+    fields: dict[str, Any]
+    transfer: bool
+    masked: bool
+    source: str
+    read_at: str
+    decision: str
+    disclosure: str
+    rules: list[str]
+
+
+def _evidence(raw: Evidence) -> SubjectEvidence:
+    return SubjectEvidence.from_mapping(raw)
+
+
+def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
+    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    if r.transfer:
+        svc.metrics.transfers.labels(r.decision.request.to_country or "?").inc()
+    return r.to_dict()
+
+
+@router.post("/records/{collection}", tags=["records"], response_model=PutResponse, status_code=201)
+def put(collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Store a record at the site the law requires; answer its token."""
+    authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
+    r = svc.vault.put(
+        collection, subject=_evidence(body.subject), fields=body.fields, purpose=body.purpose
+    )
+    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    return r.to_dict()
+
+
+@router.post("/records/{collection}/batch", tags=["records"], status_code=201)
+def put_batch(
+    collection: str, body: BatchBody, svc: ServiceDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Store many records; every one is checked and placed before any is written."""
+    authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
+    items = [{"subject": _evidence(i.subject), "fields": i.fields} for i in body.records]
+    results = svc.vault.put_many(collection, items, purpose=body.purpose)
+    return {"records": [r.to_dict() for r in results]}
+
+
+@router.get("/records/{token}", tags=["records"], response_model=RecordResponse)
+def get(
+    token: str,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")],
+    as_site: str | None = None,
+) -> dict[str, Any]:
+    """Read a record as from the client's site: locally, or as a transfer the law permits
+    (full or masked), or refused with the obligations that would unlock it."""
+    site = requester_site(svc, principal, as_site)
+    authorize(svc, principal, "records:read", purpose=purpose)
+    r = svc.vault.get(token, purpose=purpose, as_site=site)
+    authorize(svc, principal, "records:read", collection=r.collection)
+    return _record(svc, r)
+
+
+@router.patch("/records/{token}", tags=["records"], response_model=RecordResponse)
+def update(
+    token: str, body: UpdateBody, svc: ServiceDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    authorize(svc, principal, "records:write", purpose=body.purpose)
+    r = svc.vault.update(token, fields=body.fields, purpose=body.purpose)
+    return _record(svc, r)
+
+
+@router.delete("/records/{token}", tags=["records"])
+def delete(
+    token: str,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")],
+) -> dict[str, Any]:
+    authorize(svc, principal, "records:delete", purpose=purpose)
+    return svc.vault.delete(token, purpose=purpose)
+
+
+@router.post("/records/{collection}/find", tags=["records"])
+def find(
+    collection: str, body: FindBody, svc: ServiceDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Records whose searchable fields equal the given values, at every site, each read as
+    from the client's site."""
+    site = requester_site(svc, principal, body.as_site)
+    authorize(svc, principal, "records:read", collection=collection, purpose=body.purpose)
+    result = svc.vault.find(collection, where=body.where, purpose=body.purpose, as_site=site)
+    return {
+        "records": [_record(svc, r) for r in result.records],
+        "refused": result.refused,
+        "unavailable": result.unavailable,
+    }
+
+
+@router.post("/subjects/erase", tags=["subjects"])
+def erase(body: EraseBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Erase the subject a token belongs to: its key is destroyed, its records deleted, and
+    every site that may hold copies is told to do the same."""
+    authorize(svc, principal, "records:erase", purpose=body.purpose)
+    return svc.vault.erase(body.token, purpose=body.purpose)
+
+
+@router.get("/subjects/export", tags=["subjects"])
+def export(
+    token: str,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] = "subject_access",
+    as_site: str | None = None,
+) -> dict[str, Any]:
+    """Every record of the subject a token belongs to, each read as from the client's site
+    (a subject access request)."""
+    from domicile.vault.export import export_subject
+
+    site = requester_site(svc, principal, as_site)
+    authorize(svc, principal, "records:export", purpose=purpose)
+    out = export_subject(svc.vault, token, purpose=purpose, as_site=site)
+    return {"records": [_record(svc, r) for r in out.records], "refused": out.refused}
+
+
+@router.get("/filings", tags=["filings"])
+def list_filings(svc: ServiceDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    authorize(svc, principal, "filings:read")
+    return [e.to_dict() for e in svc.vault.filings.entries()]
+
+
+@router.post("/filings", tags=["filings"], status_code=201)
+def add_filing(body: FilingBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Put a filing on record; decisions use it at once, from its date."""
+    authorize(svc, principal, "filings:write")
+    return svc.vault.add_filing(body.name, body.date, note=body.note).to_dict()
+
+
+@router.delete("/filings/{name}", tags=["filings"])
+def withdraw_filing(name: str, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    authorize(svc, principal, "filings:write")
+    return {"withdrawn": svc.vault.withdraw_filing(name).to_dict()}
+
+
+@router.get("/transfers", tags=["ledger"])
+def transfers(
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    since: dt.date | None = None,
+    to: str | None = None,
+    limit: Annotated[int, Query(ge=0, le=10000)] = 1000,
+) -> dict[str, Any]:
+    authorize(svc, principal, "transfers:read")
+    dest = country(to, what="to") if to else None
+    return summarize(svc.vault, since=since, to_country=dest, limit=limit).to_dict()
+
+
+@router.get("/parity", tags=["ledger"])
+def parity(svc: ServiceDep, principal: PrincipalDep, site: str | None = None) -> dict[str, Any]:
+    authorize(svc, principal, "parity:read")
+    if site is not None and site not in {s.id for s in svc.vault.config.sites}:
+        raise BadInput(f"no site named {site!r}")
+    return check_parity(svc.vault, site).to_dict()
+
+
+@router.get("/audit/verify", tags=["ledger"])
+def audit_verify(
+    svc: ServiceDep, principal: PrincipalDep, site: str | None = None
+) -> dict[str, Any]:
+    """Prove each site's audit chain; name the first bad entry."""
+    authorize(svc, principal, "audit:read")
+    reports = svc.vault.verify_audit(site)
+    return {"ok": all(r.ok for r in reports), "sites": [r.to_dict() for r in reports]}
+
+
+@router.post("/policy/explain", tags=["policy"])
+def explain(body: ExplainBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Ask the decision engine, as ``domicile policy explain`` does."""
+    authorize(svc, principal, "policy:read")
+    engine: PolicyEngine = svc.vault.engine
+    request = engine.request(
+        subject=_evidence(body.subject), categories=body.categories, operation=body.operation,
+        site_country=body.site_country, to_country=body.to_country,
+        date=body.date or dt.date.today(), filings=dict(body.filings), bases=body.bases,
+        facts=dict(body.facts),
+    )  # fmt: skip
+    return engine.decide(request).to_dict()
+
+
+@router.get("/sites", tags=["operations"])
+def sites(svc: ServiceDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+    authorize(svc, principal, "sites:read")
+    return [s.to_dict() for s in svc.vault.sites()]
