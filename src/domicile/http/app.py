@@ -207,7 +207,10 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Every site answers")
+    @app.get(
+        "/readyz", tags=["operations"], summary="Every site answers",
+        responses={503: {"description": "A site does not answer"}},
+    )  # fmt: skip
     def readyz() -> JSONResponse:
         sites = {s.id: s.healthy for s in vault.sites()}
         ready = all(sites.values())
@@ -222,7 +225,10 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
     def metrics() -> Response:
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/oauth2/token", tags=["authentication"], summary="OAuth2 client credentials")
+    @app.post(
+        "/oauth2/token", tags=["authentication"], summary="OAuth2 client credentials",
+        responses=problems.documented(401, 422, 500, 503),
+    )  # fmt: skip
     def token(
         request: Request,
         grant_type: Annotated[str, Form()],
@@ -241,6 +247,7 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
             except (binascii.Error, UnicodeDecodeError):
                 client_id = client_secret = None
         if grant_type != "client_credentials":
+            audit_refusal(vault, "unsupported grant", client=client_id)
             raise Unauthorized("only the client_credentials grant is supported")
         environment = vault.config.model.environment_id
         if scope and scope.split()[0] != environment:

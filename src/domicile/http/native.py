@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from domicile.countries import country
 from domicile.errors import BadInput
 from domicile.http.app import PrincipalDep, ServiceDep, authorize, requester_site
-from domicile.policy import PolicyEngine
+from domicile.http.problems import ALL
+from domicile.policy import PolicyEngine, parse_date
 from domicile.residency import SubjectEvidence
 from domicile.vault import ReadResult
 from domicile.vault.parity import check_parity
 from domicile.vault.transfers import summarize
 
-router = APIRouter()
+router = APIRouter(responses=ALL)
 Evidence = dict[str, str | list[str]]
 FieldValue = str | int | bool
 Purpose = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", examples=["account_signup"])]
@@ -65,9 +66,12 @@ class EraseBody(_Body):
     purpose: Purpose = "erasure"
 
 
+Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2025-03-03"])]
+
+
 class FilingBody(_Body):
     name: str = Field(examples=["ru.art12_notice"])
-    date: dt.date
+    date: Day
     note: str | None = Field(default=None, max_length=500)
 
 
@@ -77,8 +81,8 @@ class ExplainBody(_Body):
     operation: str
     site_country: str
     to_country: str | None = None
-    date: dt.date | None = None
-    filings: dict[str, dt.date] = {}
+    date: Day | None = None
+    filings: dict[str, Day] = {}
     bases: list[str] = []
     facts: dict[str, FieldValue] = {}
 
@@ -118,7 +122,12 @@ def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
     return r.to_dict()
 
 
-@router.post("/records/{collection}", tags=["records"], response_model=PutResponse, status_code=201)
+@router.post(
+    "/collections/{collection}/records",
+    tags=["records"],
+    response_model=PutResponse,
+    status_code=201,
+)
 def put(collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     """Store a record at the site the law requires; answer its token."""
     authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
@@ -129,7 +138,7 @@ def put(collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep
     return r.to_dict()
 
 
-@router.post("/records/{collection}/batch", tags=["records"], status_code=201)
+@router.post("/collections/{collection}/records/batch", tags=["records"], status_code=201)
 def put_batch(
     collection: str, body: BatchBody, svc: ServiceDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -177,7 +186,7 @@ def delete(
     return svc.vault.delete(token, purpose=purpose)
 
 
-@router.post("/records/{collection}/find", tags=["records"])
+@router.post("/collections/{collection}/find", tags=["records"])
 def find(
     collection: str, body: FindBody, svc: ServiceDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -242,13 +251,14 @@ def withdraw_filing(name: str, svc: ServiceDep, principal: PrincipalDep) -> dict
 def transfers(
     svc: ServiceDep,
     principal: PrincipalDep,
-    since: dt.date | None = None,
+    since: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
     to: str | None = None,
     limit: Annotated[int, Query(ge=0, le=10000)] = 1000,
 ) -> dict[str, Any]:
     authorize(svc, principal, "transfers:read")
     dest = country(to, what="to") if to else None
-    return summarize(svc.vault, since=since, to_country=dest, limit=limit).to_dict()
+    day = parse_date(since, "since") if since else None
+    return summarize(svc.vault, since=day, to_country=dest, limit=limit).to_dict()
 
 
 @router.get("/parity", tags=["ledger"])
@@ -277,7 +287,7 @@ def explain(body: ExplainBody, svc: ServiceDep, principal: PrincipalDep) -> dict
     request = engine.request(
         subject=_evidence(body.subject), categories=body.categories, operation=body.operation,
         site_country=body.site_country, to_country=body.to_country,
-        date=body.date or dt.date.today(), filings=dict(body.filings), bases=body.bases,
+        date=body.date or dt.date.today().isoformat(), filings=dict(body.filings), bases=body.bases,
         facts=dict(body.facts),
     )  # fmt: skip
     return engine.decide(request).to_dict()

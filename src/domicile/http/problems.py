@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from domicile.errors import BadInput, DomicileError
 from domicile.http.security import Forbidden, Unauthorized
@@ -22,6 +23,33 @@ from domicile.vault import NotFound, PolicyRefused
 
 log = logging.getLogger("domicile.http")
 MEDIA = "application/problem+json"
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "detail": {"type": "string"},
+        "hint": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem documents a route may answer with."""
+    words = {
+        400: "Bad input", 401: "Not authenticated", 403: "Refused (scope or policy)",
+        404: "Not found", 422: "The request does not match the API", 500: "Internal error",
+        503: "A site is unavailable",
+    }  # fmt: skip
+    return {s: {"description": words[s], "content": {MEDIA: {"schema": _SCHEMA}}} for s in statuses}
+
+
+ALL = documented(400, 401, 403, 404, 422, 500, 503)
 
 
 def status_of(exc: DomicileError) -> int:
@@ -38,7 +66,9 @@ def status_of(exc: DomicileError) -> int:
     return 500
 
 
-def problem(status: int, code: str, title: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, code: str, title: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {
         "type": f"https://domicile.dev/problems/{code}",
         "title": title,
@@ -46,8 +76,10 @@ def problem(status: int, code: str, title: str, **extra: Any) -> JSONResponse:
         "code": code,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": 'Bearer realm="domicile"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+    out = dict(headers or {})
+    if status == 401:
+        out["WWW-Authenticate"] = 'Bearer realm="domicile"'
+    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=out or None)
 
 
 def public_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -67,6 +99,15 @@ def public_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
         ],
         "earliest_allowed": decision.get("earliest_allowed"),
     }
+
+
+def _allowed(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
 
 
 def install(app: FastAPI) -> None:
@@ -97,7 +138,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:  # every method of every route on this path, not just one
+            headers["Allow"] = ", ".join(sorted(_allowed(request)))
+        return problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
