@@ -207,19 +207,19 @@ def parse_config(text: str, name: str, base: Path) -> Config:
     for i, sid in enumerate(ids):
         if sid in ids[:i]:
             raise source.error(("sites", i, "id"), f"site id {sid!r} is used twice")
-    for name, coll in model.collections.items():
+    for cname, coll in model.collections.items():
         for i, target in enumerate(coll.replicate):
             if target.to not in ids:
                 raise source.error(
-                    ("collections", name, "replicate", i, "to"),
+                    ("collections", cname, "replicate", i, "to"),
                     f"{target.to!r} is not one of the sites",
                     hint=f"use one of: {', '.join(ids)}",
                 )
             for j, fname in enumerate(target.fields or []):
                 if fname not in coll.fields:
                     raise source.error(
-                        ("collections", name, "replicate", i, "fields", j),
-                        f"collection {name!r} has no field {fname!r}",
+                        ("collections", cname, "replicate", i, "fields", j),
+                        f"collection {cname!r} has no field {fname!r}",
                     )
     for key in ("default_site", "local_site"):
         value = getattr(model, key)

@@ -217,3 +217,10 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
     code, _, err = run("sites", "--config", str(bad))
     assert code == 2
     assert f"{bad}:4: sites[0].country" in err
+
+
+def test_configuration_keeps_its_file_name(tmp_path: Path) -> None:
+    from domicile.config import load_config
+
+    run("init", str(tmp_path))
+    assert load_config(tmp_path / "domicile.yaml").source == str(tmp_path / "domicile.yaml")

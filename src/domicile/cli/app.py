@@ -151,6 +151,33 @@ def bench_transfers(
         )
 
 
+@bench_app.command("http")
+def bench_http(
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="Time per operation and side."),
+    concurrency: int = typer.Option(
+        8, "--concurrency", min=1, max=256, help="Concurrent HTTP clients."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Put and get over HTTP (a real `domicile serve`) against the SDK in-process."""
+    from domicile.bench.http import run
+
+    with errors(as_json):
+        result = run(seconds, concurrency)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title="domicile bench http")
+    for col in ("measure", "per second", "p50 ms", "p99 ms"):
+        table.add_column(col)
+    for name, value in result["per_second"].items():
+        lat = result["latency_ms"][name]
+        table.add_row(name, f"{value:,}", str(lat["p50"]), str(lat["p99"]))
+    console.print(table)
+    for name, value in result["ratios"].items():
+        console.print(f"ratio {name}: {value}")
+
+
 @app.command()
 def demo(
     directory: str = typer.Option(
