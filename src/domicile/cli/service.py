@@ -128,7 +128,9 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(
             None, "--config", envvar=CONFIG_ENV, help="Configuration (default: the embedded one)."
         ),
-        sample: bool = typer.Option(False, "--sample", help="Load the sample population first."),
+        sample: bool = typer.Option(
+            False, "--sample", help="Load the sample population into an empty deployment."
+        ),
     ) -> None:
         """Run the HTTP service. With no configuration, the embedded default: three SQLite
         sites in ./domicile-service and a demo client, whose credentials are printed."""
@@ -146,7 +148,7 @@ def register(app: typer.Typer) -> None:
             else:
                 cfg = load_config(config)
             vault = Domicile(cfg)
-            if sample:
+            if sample and not any(s.records for s in vault.sites()):
                 from domicile.vault_demo import load_sample
 
                 placed = load_sample(vault)
