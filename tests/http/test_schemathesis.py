@@ -18,7 +18,7 @@ _FOLDER = Path(tempfile.mkdtemp(prefix="domicile-schemathesis-"))
 _VAULT = Domicile(init(_FOLDER))
 APP = create_app(_VAULT)
 _, _KEY = APP.state.service.clients.add("schemathesis", ["admin"], api_key=True)
-HEADERS = {"Authorization": f"Bearer {_KEY}"}
+HEADERS = {"Authorization": f"Bearer {_KEY}", "x-env-id": "default"}  # x-env-id: InCountry API
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

@@ -32,6 +32,7 @@ from domicile.clients import Client, ClientRegistry
 from domicile.http import problems
 from domicile.http.security import Forbidden, Principal, TokenIssuer, Unauthorized, audit_refusal
 from domicile.vault import Domicile
+from domicile.vault.incountry import InCountryStorage
 
 log = logging.getLogger("domicile.http")
 
@@ -180,6 +181,7 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
         lifespan=lifespan,
     )
     app.state.service = svc
+    app.state.incountry = InCountryStorage(vault)
     problems.install(app)
 
     @app.middleware("http")

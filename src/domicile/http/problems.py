@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from domicile.errors import BadInput, DomicileError
 from domicile.http.security import Forbidden, Unauthorized
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault import NotFound, PolicyRefused
 
 log = logging.getLogger("domicile.http")
@@ -43,7 +43,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the problem documents a route may answer with."""
     words = {
         400: "Bad input", 401: "Not authenticated", 403: "Refused (scope or policy)",
-        404: "Not found", 422: "The request does not match the API", 500: "Internal error",
+        404: "Not found", 409: "Changed concurrently; retry",
+        422: "The request does not match the API", 500: "Internal error",
         503: "A site is unavailable",
     }  # fmt: skip
     return {s: {"description": words[s], "content": {MEDIA: {"schema": _SCHEMA}}} for s in statuses}
@@ -63,6 +64,8 @@ def status_of(exc: DomicileError) -> int:
         return 400
     if isinstance(exc, SiteUnavailable):
         return 503
+    if isinstance(exc, VersionConflict):
+        return 409
     return 500
 
 

@@ -1,0 +1,1172 @@
+"""InCountry-compatible records, kept in domicile's sites like every other record.
+
+The InCountry storage protocol (``shared/design/incountry-api.md``; the public ``incountry``
+SDK is the judge) stores flat records: a ``record_key``, an opaque ``body`` and
+``precommit_body``, string keys (``profile_key``, ``parent_key``, ``service_key1-5``,
+``key1-20``), integer ``range_key1-10``, the client's key ``version``, ``is_encrypted``,
+``expires_at``, and file attachments. This module keeps them in the site of the path's
+country with the vault's own machinery; the HTTP layer (``domicile.http.incountry``) only
+translates.
+
+Storage (per site):
+
+- A record is one ``StoredRecord`` of the internal collection ``@incountry``. Its id is a
+  keyed blind digest of its ``record_key`` (HMAC-SHA256 under the site's index key), so an
+  upsert or a read by key is one primary-key lookup and the key itself is never stored.
+- Every value the client sent (keys, bodies, range keys, version, ``expires_at``) and the
+  attachments' metadata is a field sealed with AES-256-GCM under the subject's data key,
+  bound to site, collection, record and field, exactly as the vault seals its fields. This
+  holds whatever the client did: client-side ciphertexts (``2:...``) and hashed keys are
+  opaque values to us but are sealed all the same; plaintext bodies (``pt:...``, the SDK's
+  ``encrypt=False``), plaintext keys (``hash_search_keys=False``) and server-side-encryption
+  requests (``X-Encrypted-Storage: true``: raw keys and body) never reach a disk unsealed.
+  In server-side mode the keys are "hashed on the server" by the keyed blind indexes below
+  (stronger than the SDK's unkeyed SHA-256) and the body is encrypted by the sealing; the
+  caller gets the raw values back, as the SDK expects.
+- The subject (one data key) is the record's ``profile_key`` when it has one (so all of a
+  person's records share a key, and erasing that subject shreds them all), else the
+  record itself. Subject ids are keyed digests too.
+- Equality search uses keyed blind indexes, one entry per present string key, range key
+  and version (``@incountry``, field name, HMAC of the value), plus one ``@all`` entry per
+  record that lists the site's InCountry records.
+- An attachment is a ``StoredRecord`` of its own (collection ``@incountry.file``, id = the
+  random ``file_id``, same subject) holding the sealed file; its metadata (file name, MIME
+  type, size, SHA-256, times) is kept sealed in the record's ``attachments`` field, so a
+  record read never loads file contents.
+- ``created_at`` and ``updated_at`` are the store's own (non-personal) timestamps.
+
+Policy: the server cannot see inside a body, so a record is treated as generic personal data
+(category ``user``), and the subject's evidence is the country of the path taken as the
+subject's *declared residence* (``residence=CC``): the InCountry model is that an
+application writes each person's records to the country where that person lives, and the
+path is the only statement about the subject that the protocol carries. The residency is
+sealed into each record (``@residency``, as the vault does) and later decisions read it
+from there. Each write asks the engine whether the site may ``store`` (new) or ``update``
+(existing) the record, each read or find whether it may ``retrieve`` it, each delete
+whether it may ``delete`` it. Reads are local to the site (clients need the site's
+``site:`` scope to use it), so no read here is a transfer. Refusals, writes, reads and
+deletes go into the site's hash-chained audit with ids and field names, never a value;
+if the site is down the call fails closed (``SiteUnavailable``) and nothing is written.
+
+Finding: a filter is narrowed with the blind indexes where it has equality conditions
+(values or lists on string keys, range keys or version; ``$or`` branches that all narrow);
+then the candidates are loaded and the whole filter is evaluated in Python on opened
+fields (ranges, dates, ``$not``, ``$like``, ``search_keys``), sorted, counted and paged.
+Scale limit: a filter without an equality condition (for instance only ``search_keys``,
+``$like``, a range or a date, or the SDK's ``migrate()``, which asks for
+``version: {"$not": current}``) reads and decrypts the keys of every InCountry record of
+the site on each call, and every match is held in memory to be sorted and counted. That is
+fine up to some tens of thousands of records per site; beyond that, give such queries an
+equality key, or this needs ordered (order-preserving or bucketed) indexes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import mimetypes
+import operator
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from domicile.audit import AuditEvent
+from domicile.audit.ledger import Action
+from domicile.config import Site
+from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
+from domicile.errors import BadInput
+from domicile.packs import Outcome
+from domicile.policy import Decision
+from domicile.residency import Residency, SubjectEvidence, resolve
+from domicile.stores import IndexEntry, SiteStore, StoredRecord, WrappedKey
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import values
+from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.service import RESIDENCY_FIELD, Domicile, _residency_to_json
+
+COLLECTION = "@incountry"
+FILES = "@incountry.file"
+CATEGORY = "user"  # an opaque body may hold any personal data
+PURPOSE = "incountry"
+ALL = "@all"
+
+UTILITY_KEYS = ("record_key", "profile_key", "parent_key")
+SERVICE_KEYS = tuple(f"service_key{i}" for i in range(1, 6))
+SEARCH_KEYS = tuple(f"key{i}" for i in range(1, 21))
+STRING_KEYS = UTILITY_KEYS + SERVICE_KEYS + SEARCH_KEYS
+RANGE_KEYS = tuple(f"range_key{i}" for i in range(1, 11))
+INT_KEYS = (*RANGE_KEYS, "version")
+DATE_KEYS = ("created_at", "updated_at", "expires_at")
+BODY_KEYS = ("body", "precommit_body")
+SORT_KEYS = SEARCH_KEYS + RANGE_KEYS + DATE_KEYS
+# Every field of a record, in the order answers list them.
+FIELDS = (
+    "record_key", "body", "precommit_body", "profile_key", "parent_key", *SERVICE_KEYS,
+    *SEARCH_KEYS, *RANGE_KEYS, "version", "is_encrypted", "expires_at", "created_at",
+    "updated_at", "attachments",
+)  # fmt: skip
+WRITABLE = frozenset(
+    (*STRING_KEYS, *BODY_KEYS, *RANGE_KEYS, "version", "is_encrypted", "expires_at")
+)
+SERVER_MANAGED = frozenset(("created_at", "updated_at", "attachments"))  # accepted, ignored
+
+MAX_KEY_CHARS = 256
+MAX_BODY_CHARS = 10 * 1024 * 1024
+MAX_BATCH = 100
+FIND_LIMIT = 100
+SEARCH_MIN, SEARCH_MAX = 3, 200
+MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024  # the SDK's own limit
+MAX_NAME_CHARS = 255
+INT64 = (-(2**63), 2**63 - 1)
+CHUNK = 500
+COUNTRY = re.compile(r"^[a-z]{2}$")
+
+
+class NoSite(NotFound):
+    """No site of this deployment is in the path's country. Never redirected elsewhere."""
+
+    code = "no_site"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, for the audit, and how the answer must look."""
+
+    client: str
+    sse: bool = False  # X-Encrypted-Storage: true (raw keys and body; we hash and seal)
+    base_url: str = ""  # ".../v2/storage/records/CC", for attachments' download links
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def _utf8(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{name} is not valid UTF-8 text") from None
+
+
+def parse_time(value: Any, name: str) -> dt.datetime:
+    """An ISO 8601 date or date-time, as an aware UTC datetime (naive means UTC)."""
+    if not isinstance(value, str):
+        raise BadInput(f"{name} must be an ISO 8601 date-time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"{name} is not an ISO 8601 date-time", hint="e.g. 2030-01-31T12:00:00+00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def iso(value: dt.datetime) -> str:
+    """ISO 8601 in UTC with ``+00:00`` (the SDK's date parser does not read ``Z``)."""
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_record(raw: Any, where: str = "") -> dict[str, Any]:
+    """A record as written by a client: the fields it set (nulls dropped), checked."""
+    if not isinstance(raw, Mapping):
+        raise BadInput(f"{where}a record is a JSON object")
+    unknown = sorted(str(k) for k in raw if k not in WRITABLE and k not in SERVER_MANAGED)
+    if unknown:
+        raise BadInput(
+            f"{where}unknown record field(s): {', '.join(unknown[:5])}",
+            hint="see the record fields of the InCountry storage API",
+        )
+    out: dict[str, Any] = {}
+    for name in WRITABLE:
+        value = raw.get(name)
+        if value is None:
+            continue
+        label = f"{where}{name}"
+        if name in STRING_KEYS or name in BODY_KEYS:
+            if not isinstance(value, str):
+                raise BadInput(f"{label} must be a string")
+            _utf8(label, value)
+            limit = MAX_BODY_CHARS if name in BODY_KEYS else MAX_KEY_CHARS
+            if len(value) > limit:
+                raise BadInput(f"{label} is longer than {limit} characters")
+        elif name in INT_KEYS:
+            if not _is_int(value) or not INT64[0] <= value <= INT64[1]:
+                raise BadInput(f"{label} must be a signed 64-bit integer")
+        elif name == "is_encrypted":
+            if not isinstance(value, bool):
+                raise BadInput(f"{label} must be true or false")
+        else:  # expires_at
+            value = iso(parse_time(value, label))
+        out[name] = value
+    if not out.get("record_key"):
+        raise BadInput(f"{where}record_key is required", hint="a non-empty string")
+    return out
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cond:
+    """One key's condition; every part present must hold."""
+
+    key: str
+    eq: tuple[Any, ...] | None = None  # any of these values
+    neq: tuple[Any, ...] | None = None  # none of these ($not); a missing value passes
+    like: str | None = None  # contains, case-insensitive
+    gt: Any = None
+    gte: Any = None
+    lt: Any = None
+    lte: Any = None
+    null: bool | None = None  # True: must be null; False: must not be null
+
+    def matches(self, value: Any) -> bool:
+        if self.null is True:
+            return value is None
+        if self.null is False and value is None:
+            return False
+        if self.eq is not None and value not in self.eq:
+            return False
+        if self.neq is not None and value in self.neq:
+            return False
+        if self.like is not None and (
+            not isinstance(value, str) or self.like.lower() not in value.lower()
+        ):
+            return False
+        for bound, holds in (
+            (self.gt, operator.gt),
+            (self.gte, operator.ge),
+            (self.lt, operator.lt),
+            (self.lte, operator.le),
+        ):
+            if bound is not None and (value is None or not holds(value, bound)):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Filter:
+    conds: tuple[Cond, ...] = ()
+    search: str | None = None  # search_keys: contained in any of key1-20
+    any_of: tuple[tuple[Cond, ...], ...] = ()  # $or branches
+
+    @property
+    def keys(self) -> list[str]:
+        names = {c.key for c in self.conds} | {c.key for b in self.any_of for c in b}
+        if self.search is not None:
+            names.add("search_keys")
+        return sorted(names)
+
+    def matches(self, get: Callable[[str], Any]) -> bool:
+        if not all(c.matches(get(c.key)) for c in self.conds):
+            return False
+        if self.search is not None:
+            needle = self.search.lower()
+            if not any(needle in (v or "").lower() for v in map(get, SEARCH_KEYS)):
+                return False
+        return not self.any_of or any(all(c.matches(get(c.key)) for c in b) for b in self.any_of)
+
+
+@dataclass(frozen=True)
+class FindOptions:
+    limit: int = FIND_LIMIT
+    offset: int = 0
+    sort: tuple[tuple[str, bool], ...] = ()  # (key, descending)
+
+
+def _string_values(key: str, raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or not all(isinstance(v, str) for v in items):
+        raise BadInput(f"filter {key}: give a string or a non-empty list of strings")
+    return tuple(items)
+
+
+def _int_values(key: str, raw: Any) -> tuple[int, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or not all(_is_int(v) for v in items):
+        raise BadInput(f"filter {key}: give an integer or a non-empty list of integers")
+    return tuple(items)
+
+
+def _date_values(key: str, raw: Any) -> tuple[dt.datetime, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise BadInput(f"filter {key}: give a date-time or a non-empty list of them")
+    return tuple(parse_time(v, f"filter {key}") for v in items)
+
+
+def _ops(key: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
+    if not raw:
+        raise BadInput(f"filter {key}: an operator object cannot be empty")
+    bad = sorted(set(raw) - allowed)
+    if bad:
+        raise BadInput(
+            f"filter {key}: unsupported operator(s) {', '.join(bad)}",
+            hint=f"use {', '.join(sorted(allowed))}",
+        )
+    if "$gt" in raw and "$gte" in raw:
+        raise BadInput(f"filter {key}: use $gt or $gte, not both")
+    if "$lt" in raw and "$lte" in raw:
+        raise BadInput(f"filter {key}: use $lt or $lte, not both")
+
+
+def parse_cond(key: str, raw: Any) -> Cond:
+    if key in STRING_KEYS:
+        if raw is None:
+            return Cond(key, null=True)
+        if isinstance(raw, Mapping):
+            allowed = {"$not", "$like"} if key in SEARCH_KEYS else {"$not"}
+            _ops(key, raw, allowed)
+            like = raw.get("$like")
+            if "$like" in raw and not isinstance(like, str):
+                raise BadInput(f"filter {key}: $like takes a string")
+            neq = _string_values(key, raw["$not"]) if "$not" in raw else None
+            return Cond(key, neq=neq, like=like)
+        return Cond(key, eq=_string_values(key, raw))
+    if key in INT_KEYS:
+        if raw is None:
+            return Cond(key, null=True)
+        if isinstance(raw, Mapping):
+            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
+            bounds: dict[str, Any] = {}
+            for op in ("$gt", "$gte", "$lt", "$lte"):
+                if op in raw:
+                    if not _is_int(raw[op]):
+                        raise BadInput(f"filter {key}: {op} takes an integer")
+                    bounds[op[1:]] = raw[op]
+            if "$not" in raw:
+                bounds["neq"] = _int_values(key, raw["$not"])
+            return Cond(key, **bounds)
+        return Cond(key, eq=_int_values(key, raw))
+    if key in DATE_KEYS:
+        nullable = key == "expires_at"
+        if raw is None:
+            if not nullable:
+                raise BadInput(f"filter {key}: cannot be null")
+            return Cond(key, null=True)
+        if isinstance(raw, Mapping):
+            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
+            parts: dict[str, Any] = {}
+            for op in ("$gt", "$gte", "$lt", "$lte"):
+                if op in raw:
+                    parts[op[1:]] = parse_time(raw[op], f"filter {key} {op}")
+            if "$not" in raw:
+                if raw["$not"] is None:
+                    if not nullable:
+                        raise BadInput(f"filter {key}: $not cannot be null")
+                    parts["null"] = False
+                else:
+                    parts["neq"] = _date_values(key, raw["$not"])
+            return Cond(key, **parts)
+        return Cond(key, eq=_date_values(key, raw))
+    raise BadInput(f"unknown filter key {key!r}", hint="see the InCountry find filters")
+
+
+def parse_filter(raw: Any) -> Filter:
+    """The whole filter language, checked; errors name the key, never the value."""
+    if raw is None:
+        return Filter()
+    if not isinstance(raw, Mapping):
+        raise BadInput("filter must be a JSON object")
+    conds: list[Cond] = []
+    search: str | None = None
+    branches: list[tuple[Cond, ...]] = []
+    for key, value in raw.items():
+        if key == "search_keys":
+            if not isinstance(value, str) or not SEARCH_MIN <= len(value) <= SEARCH_MAX:
+                raise BadInput(
+                    f"filter search_keys takes a string of {SEARCH_MIN} to {SEARCH_MAX} characters"
+                )
+            search = value
+        elif key == "$or":
+            if not isinstance(value, list) or len(value) < 2:
+                raise BadInput("filter $or takes a list of two or more filters")
+            for i, branch in enumerate(value):
+                if not isinstance(branch, Mapping) or not branch:
+                    raise BadInput(f"filter $or[{i}] must be a non-empty object")
+                wrong = sorted(str(k) for k in branch if k not in STRING_KEYS)
+                if wrong:
+                    raise BadInput(
+                        f"filter $or[{i}]: only string keys may be used in $or (not {', '.join(wrong)})",
+                        hint="record_key, profile_key, parent_key, service_key1-5, key1-20; $or is not nested",
+                    )
+                branches.append(tuple(parse_cond(k, v) for k, v in branch.items()))
+        else:
+            conds.append(parse_cond(str(key), value))
+    if search is not None:
+        if any(c.key in SEARCH_KEYS for c in conds):
+            raise BadInput("filter search_keys cannot be combined with key1-20 filters")
+        if branches:
+            raise BadInput("filter search_keys cannot be combined with $or")
+    return Filter(tuple(conds), search, tuple(branches))
+
+
+def parse_options(raw: Any) -> FindOptions:
+    if raw is None:
+        return FindOptions()
+    if not isinstance(raw, Mapping):
+        raise BadInput("options must be a JSON object")
+    bad = sorted(str(k) for k in raw if k not in ("limit", "offset", "sort"))
+    if bad:
+        raise BadInput(f"unknown find option(s): {', '.join(bad)}", hint="limit, offset, sort")
+    limit = raw.get("limit", FIND_LIMIT)
+    offset = raw.get("offset", 0)
+    if limit is None:
+        limit = FIND_LIMIT
+    if not _is_int(limit) or not 1 <= limit <= FIND_LIMIT:
+        raise BadInput(f"options.limit must be an integer from 1 to {FIND_LIMIT}")
+    if offset is None:
+        offset = 0
+    if not _is_int(offset) or offset < 0:
+        raise BadInput("options.offset must be an integer of 0 or more")
+    sort: list[tuple[str, bool]] = []
+    raw_sort = raw.get("sort") or []
+    if not isinstance(raw_sort, list):
+        raise BadInput("options.sort must be a list of {key: 'asc' | 'desc'}")
+    for item in raw_sort:
+        if not isinstance(item, Mapping) or len(item) != 1:
+            raise BadInput("each options.sort item names exactly one key: {key: 'asc' | 'desc'}")
+        ((key, order),) = item.items()
+        if key not in SORT_KEYS:
+            raise BadInput(
+                f"cannot sort by {key!r}",
+                hint="key1-20, range_key1-10, created_at, updated_at, expires_at",
+            )
+        if order not in ("asc", "desc"):
+            raise BadInput(f"sort order of {key} must be 'asc' or 'desc'")
+        if key in [k for k, _ in sort]:
+            raise BadInput(f"sort key {key} is given twice")
+        sort.append((key, order == "desc"))
+    return FindOptions(limit, offset, tuple(sort))
+
+
+# --- opened records -------------------------------------------------------------------------
+
+
+class _View:
+    """A stored record, opened one field at a time, as filters and answers need them."""
+
+    __slots__ = ("_cipher", "_opened", "_prefix", "rec")
+
+    def __init__(self, rec: StoredRecord, cipher: FieldCipher, prefix: bytes) -> None:
+        self.rec = rec
+        self._cipher = cipher
+        self._prefix = prefix
+        self._opened: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name in self._opened:
+            return self._opened[name]
+        value: Any
+        if name == "created_at":
+            value = parse_time(self.rec.created_at, name)
+        elif name == "updated_at":
+            value = parse_time(self.rec.updated_at, name)
+        else:
+            blob = self.rec.fields.get(name)
+            value = (
+                None
+                if blob is None
+                else values.decode(self._cipher.open(blob, self._prefix + name.encode()))
+            )
+            if name == "expires_at" and value is not None:
+                value = parse_time(value, name)
+        self._opened[name] = value
+        return value
+
+
+@dataclass
+class _Draft:
+    """One record on its way in."""
+
+    fields: dict[str, Any]
+    rid: str
+    subject: str
+    old: StoredRecord | None = None
+    decision: Decision | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _by(key: str) -> Callable[[_View], tuple[bool, Any]]:
+    """Sort on one key; nulls last ascending, first descending (as PostgreSQL does)."""
+
+    def sort_key(view: _View) -> tuple[bool, Any]:
+        value = view.get(key)
+        return (value is None, 0 if value is None else value)
+
+    return sort_key
+
+
+def _check_name(label: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"{label} must be a non-empty string")
+    _utf8(label, value)
+    if len(value) > MAX_NAME_CHARS or any(c in value for c in "\x00\r\n"):
+        raise BadInput(f"{label} must be at most {MAX_NAME_CHARS} characters, on one line")
+    return value
+
+
+class InCountryStorage:
+    """InCountry records in the vault's sites. One per service process."""
+
+    def __init__(self, vault: Domicile) -> None:
+        self.vault = vault
+        self._locks: dict[str, threading.RLock] = {
+            s.id: threading.RLock() for s in vault.config.sites
+        }
+        self._residency: dict[str, Residency] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def site_for(self, country: str, *, client: str | None = None) -> Site:
+        """The configured site in the path's country: the local site or the default site
+        when one of them is there, else the first in the configuration. A country with no
+        site is refused (and the refusal audited); nothing is ever sent elsewhere."""
+        if not COUNTRY.match(country):
+            raise BadInput(
+                "the country in the path is two lower-case letters",
+                hint="e.g. /v2/storage/records/de",
+            )
+        cc = country.upper()
+        here = [s for s in self.vault.config.sites if s.country == cc]
+        if not here:
+            self.vault._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=PURPOSE, collection=COLLECTION,
+                    requester=client, detail={"reason": "no_site", "country": cc, "api": "incountry"},
+                )
+            )  # fmt: skip
+            raise NoSite(
+                f"this deployment has no site in {cc}",
+                hint="records are only stored in the country named; add a site there",
+            )
+        for preferred in (self.vault.config.local_site, self.vault.config.model.default_site):
+            for s in here:
+                if s.id == preferred:
+                    return s
+        return here[0]
+
+    def _home_residency(self, site: Site) -> Residency:
+        got = self._residency.get(site.country)
+        if got is None:
+            got = resolve(SubjectEvidence(residence=site.country))
+            self._residency[site.country] = got
+        return got
+
+    def _digest(self, site_id: str, name: str, value: str) -> bytes:
+        return self.vault._indexers[site_id].digest(COLLECTION, name, value)
+
+    def _rid(self, site_id: str, record_key: str) -> str:
+        return self._digest(site_id, "@record", record_key).hex()
+
+    def _subject(self, site_id: str, fields: Mapping[str, Any]) -> str:
+        profile = fields.get("profile_key")
+        if profile:
+            return self._digest(site_id, "@subject.profile", profile).hex()
+        return self._digest(site_id, "@subject.record", fields["record_key"]).hex()
+
+    @contextlib.contextmanager
+    def _site(self, site: Site, operation: str) -> Iterator[SiteStore]:
+        """The site's store, after checking that it answers (fail closed); a failure midway
+        drops the connection so the next call reconnects."""
+        self.vault._require(site.id, PURPOSE, COLLECTION, operation)
+        try:
+            yield self.vault.store(site.id)
+        except SiteUnavailable:
+            self.vault._drop(site.id)
+            raise
+
+    def _ensure_keys(self, site_id: str, subjects: Sequence[str]) -> None:
+        """A data key for every subject that has none yet, committed before any data
+        sealed with it (as the vault does)."""
+        ks = self.vault.keystore(site_id)
+        wanted = list(dict.fromkeys(subjects))
+        for attempt in range(2):
+            have = ks.get_many(wanted)
+            missing = [s for s in wanted if s not in have]
+            if not missing:
+                return
+            new = []
+            for sid in missing:
+                version, wrapped = self.vault.keys.wrap(
+                    site_id, new_data_key(), key_context(site_id, sid)
+                )
+                new.append((sid, WrappedKey(version, wrapped)))
+            try:
+                ks.put_many(new)
+                return
+            except SiteUnavailable:
+                if attempt:  # not a key made meanwhile by another process: the store failed
+                    raise
+
+    def _view(self, site: Site, rec: StoredRecord) -> _View:
+        cipher = self.vault._cipher(site.id, rec.subject_id)
+        return _View(rec, cipher, record_context(site.id, rec.collection, rec.record_id))
+
+    def _seal(
+        self, site_id: str, cipher: FieldCipher, collection: str, rid: str, data: Mapping[str, Any]
+    ) -> dict[str, bytes]:
+        prefix = record_context(site_id, collection, rid)
+        return {n: cipher.seal(values.encode(v), prefix + n.encode()) for n, v in data.items()}
+
+    def _load(self, store: SiteStore, rids: Sequence[str]) -> dict[str, StoredRecord]:
+        out: dict[str, StoredRecord] = {}
+        for i in range(0, len(rids), CHUNK):
+            for rid, rec in store.get_many(rids[i : i + CHUNK]).items():
+                if rec.collection == COLLECTION and not rec.is_replica:
+                    out[rid] = rec
+        return out
+
+    def _get(self, site: Site, store: SiteStore, record_key: str) -> StoredRecord:
+        rec = store.get(self._rid(site.id, record_key))
+        if rec is None or rec.collection != COLLECTION:
+            raise NotFound(
+                "no record with this record_key", hint="check the record_key and country"
+            )
+        return rec
+
+    def _event(
+        self,
+        action: Action,
+        site: Site,
+        caller: Caller,
+        operation: str,
+        *,
+        rid: str | None = None,
+        subject: str | None = None,
+        decision: Decision | None = None,
+        fields: Sequence[str] = (),
+        at: str | None = None,
+        **detail: Any,
+    ) -> AuditEvent:
+        extra = {"at": at} if at else {}
+        return AuditEvent(
+            action=action, site=site.id, purpose=PURPOSE, collection=COLLECTION, record=rid,
+            subject=subject, requester=site.id,
+            decision=decision.outcome.value if decision else None,
+            rules=decision.rule_ids if decision else (), categories=(CATEGORY,),
+            fields=tuple(sorted(fields)),
+            detail={"api": "incountry", "operation": operation, "client": caller.client,
+                    **({"sse": True} if caller.sse else {}), **detail},
+            **extra,
+        )  # fmt: skip
+
+    def _allow(
+        self,
+        site: Site,
+        caller: Caller,
+        operation: str,
+        policy_op: str,
+        items: Sequence[tuple[str | None, str | None, Residency]],
+    ) -> list[Decision]:
+        """Ask the engine about each (record, subject, residency); if any is refused, audit
+        the refusals in the site's ledger and raise ``PolicyRefused``."""
+        decisions = [
+            self.vault._decide(residency, [CATEGORY], policy_op, site.country)
+            for _, _, residency in items
+        ]
+        refused = [
+            (item, d)
+            for item, d in zip(items, decisions, strict=True)
+            if d.outcome is not Outcome.allow
+        ]
+        if refused:
+            events = [
+                self._event("refuse", site, caller, operation, rid=rid, subject=sid, decision=d,
+                            policy_operation=policy_op)
+                for (rid, sid, _), d in refused
+            ]  # fmt: skip
+            for event in events:
+                self.vault._audit_refusal(event, at=site.id)
+            d = refused[0][1]
+            raise PolicyRefused(
+                f"policy does not let site {site.id!r} ({site.country}) {policy_op} this record: "
+                f"{d.outcome.value}",
+                decision=d.to_dict(),
+                hint="see the decision's rules and obligations",
+            )
+        return decisions
+
+    def _allow_records(
+        self,
+        site: Site,
+        caller: Caller,
+        operation: str,
+        policy_op: str,
+        recs: Sequence[StoredRecord],
+    ) -> list[Decision]:
+        items = [(r.record_id, r.subject_id, self.vault._residency(site, r)) for r in recs]
+        return self._allow(site, caller, operation, policy_op, items)
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def _meta_out(self, meta: Mapping[str, Any], record_key: str, caller: Caller) -> dict[str, Any]:
+        link = f"{caller.base_url}/{quote(record_key, safe='')}/attachments/{meta['file_id']}"
+        return {
+            "file_id": meta["file_id"],
+            "filename": meta["filename"],
+            "hash": meta["hash"],
+            "mime_type": meta["mime_type"],
+            "size": meta["size"],
+            "created_at": meta["created_at"],
+            "updated_at": meta["updated_at"],
+            "download_link": link,
+        }
+
+    def _render(self, get: Callable[[str], Any], caller: Caller) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in FIELDS:
+            value = get(name)
+            if name in DATE_KEYS:
+                value = iso(value) if value is not None else None
+            elif name == "attachments":
+                value = [self._meta_out(m, get("record_key"), caller) for m in value or []]
+            out[name] = value
+        return out
+
+    # --- records ----------------------------------------------------------------------------
+
+    def write(
+        self, site: Site, records: Sequence[Any], caller: Caller, *, batch: bool
+    ) -> list[dict[str, Any]]:
+        """Upsert records by ``record_key``; all are checked and decided before any is
+        written, and all are written in one transaction with their audit entries."""
+        operation = "batch_write" if batch else "write"
+        if batch and not 1 <= len(records) <= MAX_BATCH:
+            raise BadInput(f"a batch holds 1 to {MAX_BATCH} records")
+        checked = [
+            check_record(r, f"records[{i}]: " if batch else "") for i, r in enumerate(records)
+        ]
+        seen: set[str] = set()
+        for i, rec in enumerate(checked):
+            if rec["record_key"] in seen:
+                raise BadInput(f"records[{i}]: the same record_key appears twice in the batch")
+            seen.add(rec["record_key"])
+        residency = self._home_residency(site)
+        with self._locks[site.id], self._site(site, operation) as store:
+            drafts = [
+                _Draft(rec, self._rid(site.id, rec["record_key"]), self._subject(site.id, rec))
+                for rec in checked
+            ]
+            existing = self._load(store, [d.rid for d in drafts])
+            for d in drafts:
+                d.old = existing.get(d.rid)
+            decisions = self._allow(
+                site, caller, operation, "store",
+                [(d.rid, d.subject, residency) for d in drafts if d.old is None],
+            )  # fmt: skip
+            updates = self._allow(
+                site, caller, operation, "update",
+                [(d.rid, d.subject, residency) for d in drafts if d.old is not None],
+            )  # fmt: skip
+            new_iter, old_iter = iter(decisions), iter(updates)
+            for d in drafts:
+                d.decision = next(new_iter) if d.old is None else next(old_iter)
+            self._ensure_keys(site.id, [d.subject for d in drafts])
+            now = iso(self.vault.clock())
+            blob = _residency_to_json(residency)
+            rows: list[StoredRecord] = []
+            moved: list[StoredRecord] = []
+            entries: list[IndexEntry] = []
+            events: list[AuditEvent] = []
+            for d in drafts:
+                stored = dict(d.fields)
+                stored.setdefault("version", 0)
+                stored.setdefault("is_encrypted", caller.sse)
+                d.fields = stored
+                if d.old is not None:
+                    d.attachments = list(self._view(site, d.old).get("attachments") or [])
+                    if d.old.subject_id != d.subject:  # a new profile: its files follow it
+                        moved.extend(
+                            self._rehome_files(site, store, d.old, d.subject, d.attachments)
+                        )
+                cipher = self.vault._cipher(site.id, d.subject)
+                sealed = self._seal(
+                    site.id, cipher, COLLECTION, d.rid,
+                    {**stored, **({"attachments": d.attachments} if d.attachments else {}),
+                     RESIDENCY_FIELD: blob},
+                )  # fmt: skip
+                created = d.old.created_at if d.old is not None else now
+                version = d.old.version + 1 if d.old is not None else 1
+                rows.append(
+                    StoredRecord(d.rid, d.subject, COLLECTION, version, created, now, sealed)
+                )
+                entries.extend(self._index_entries(site.id, d.rid, stored))
+                events.append(
+                    self._event(
+                        "update" if d.old is not None else "write", site, caller, operation,
+                        rid=d.rid, subject=d.subject, decision=d.decision, fields=list(stored), at=now,
+                    )
+                )  # fmt: skip
+            with store.transaction() as tx:
+                gone = [d.rid for d in drafts if d.old is not None]
+                gone += [f.record_id for f in moved]
+                if gone:
+                    tx.delete(gone)  # and their index entries
+                tx.insert(rows + moved)
+                tx.index(entries)
+                self.vault._ledgers[site.id].append(tx, events)
+        out = []
+        for d, row in zip(drafts, rows, strict=True):
+            view = {
+                **d.fields,
+                "expires_at": parse_time(d.fields["expires_at"], "expires_at")
+                if "expires_at" in d.fields
+                else None,
+                "created_at": parse_time(row.created_at, "created_at"),
+                "updated_at": parse_time(row.updated_at, "updated_at"),
+                "attachments": d.attachments,
+            }
+            out.append(self._render(view.get, caller))
+        return out
+
+    def _rehome_files(
+        self,
+        site: Site,
+        store: SiteStore,
+        old: StoredRecord,
+        subject: str,
+        metas: Sequence[Mapping[str, Any]],
+    ) -> list[StoredRecord]:
+        """A record's files re-sealed under the key of the record's new subject."""
+        if not metas:
+            return []
+        files = store.get_many([m["file_id"] for m in metas])
+        before = self.vault._cipher(site.id, old.subject_id)
+        after = self.vault._cipher(site.id, subject)
+        out = []
+        for f in files.values():
+            ctx = record_context(site.id, FILES, f.record_id) + b"data"
+            data = before.open(f.fields["data"], ctx)
+            out.append(
+                dataclasses.replace(f, subject_id=subject, fields={"data": after.seal(data, ctx)})
+            )
+        return out
+
+    def _index_entries(self, site_id: str, rid: str, fields: Mapping[str, Any]) -> list[IndexEntry]:
+        out = [IndexEntry(COLLECTION, ALL, self._digest(site_id, ALL, ""), rid)]
+        for name in (*STRING_KEYS[1:], *INT_KEYS):  # the record_key is the record id itself
+            value = fields.get(name)
+            if value is not None:
+                out.append(
+                    IndexEntry(COLLECTION, name, self._digest(site_id, name, str(value)), rid)
+                )
+        return out
+
+    def read(self, site: Site, record_key: str, caller: Caller) -> dict[str, Any]:
+        with self._site(site, "read") as store:
+            rec = self._get(site, store, record_key)
+            (decision,) = self._allow_records(site, caller, "read", "retrieve", [rec])
+            view = self._view(site, rec)
+            out = self._render(view.get, caller)
+            self.vault._audit(
+                site.id,
+                [self._event("read", site, caller, "read", rid=rec.record_id, subject=rec.subject_id,
+                             decision=decision, fields=self._present(rec))],
+            )  # fmt: skip
+        return out
+
+    @staticmethod
+    def _present(rec: StoredRecord) -> list[str]:
+        return [n for n in rec.fields if n != RESIDENCY_FIELD]
+
+    def find(self, site: Site, body: Any, caller: Caller) -> dict[str, Any]:
+        """Records matching a filter: narrowed by the blind indexes, then checked in Python
+        (see the module's docstring for the scale limit)."""
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise BadInput("the find request is a JSON object: {filter, options}")
+        bad = sorted(str(k) for k in body if k not in ("filter", "options"))
+        if bad:
+            raise BadInput(
+                f"unknown find request field(s): {', '.join(bad)}", hint="filter, options"
+            )
+        flt = parse_filter(body.get("filter"))
+        opts = parse_options(body.get("options"))
+        with self._site(site, "find") as store:
+            # Decided before anything is opened, for the residency the site's records have.
+            self._allow(
+                site, caller, "find", "retrieve", [(None, None, self._home_residency(site))]
+            )
+            narrowed = self._candidates(site.id, store, flt)
+            if narrowed is None:
+                narrowed = set(store.lookup(COLLECTION, ALL, self._digest(site.id, ALL, "")))
+            matched: list[_View] = []
+            ordered = sorted(narrowed)
+            for i in range(0, len(ordered), CHUNK):
+                for rec in self._load(store, ordered[i : i + CHUNK]).values():
+                    view = self._view(site, rec)
+                    if flt.matches(view.get):
+                        matched.append(view)
+            matched.sort(key=lambda v: (v.rec.created_at, v.rec.record_id))
+            for key, descending in reversed(opts.sort):
+                matched.sort(key=_by(key), reverse=descending)
+            page = matched[opts.offset : opts.offset + opts.limit]
+            decisions = self._allow_records(site, caller, "find", "retrieve", [v.rec for v in page])
+            data = [self._render(v.get, caller) for v in page]
+            if page:
+                self.vault._audit(
+                    site.id,
+                    [self._event("read", site, caller, "find", rid=v.rec.record_id,
+                                 subject=v.rec.subject_id, decision=d, fields=self._present(v.rec),
+                                 filter_keys=flt.keys)
+                     for v, d in zip(page, decisions, strict=True)],
+                )  # fmt: skip
+        meta = {
+            "count": len(data),
+            "limit": opts.limit,
+            "offset": opts.offset,
+            "total": len(matched),
+        }
+        return {"data": data, "meta": meta}
+
+    def _narrow(self, site_id: str, store: SiteStore, cond: Cond) -> set[str] | None:
+        if cond.eq is None or (cond.key not in STRING_KEYS and cond.key not in INT_KEYS):
+            return None
+        if cond.key == "record_key":
+            return {self._rid(site_id, v) for v in cond.eq}
+        out: set[str] = set()
+        for v in cond.eq:
+            out.update(store.lookup(COLLECTION, cond.key, self._digest(site_id, cond.key, str(v))))
+        return out
+
+    def _narrow_all(self, site_id: str, store: SiteStore, conds: Sequence[Cond]) -> set[str] | None:
+        sets = [s for c in conds if (s := self._narrow(site_id, store, c)) is not None]
+        if not sets:
+            return None
+        sets.sort(key=len)
+        return set.intersection(*sets)
+
+    def _candidates(self, site_id: str, store: SiteStore, flt: Filter) -> set[str] | None:
+        """Record ids that may match, from the blind indexes; None when nothing narrows."""
+        sets: list[set[str]] = []
+        top = self._narrow_all(site_id, store, flt.conds)
+        if top is not None:
+            sets.append(top)
+        if flt.any_of:
+            branches = [self._narrow_all(site_id, store, b) for b in flt.any_of]
+            if all(b is not None for b in branches):
+                sets.append(set().union(*(b for b in branches if b is not None)))
+        if not sets:
+            return None
+        return set.intersection(*sets)
+
+    def delete(self, site: Site, record_keys: Sequence[str], caller: Caller, *, batch: bool) -> int:
+        """Delete records and their attachments; one missing record is a ``NotFound``, while
+        a batch deletes those that exist."""
+        operation = "batch_delete" if batch else "delete"
+        with self._locks[site.id], self._site(site, operation) as store:
+            rids = list(dict.fromkeys(self._rid(site.id, k) for k in record_keys))
+            recs = list(self._load(store, rids).values())
+            if not batch and not recs:
+                raise NotFound(
+                    "no record with this record_key", hint="check the record_key and country"
+                )
+            if not recs:
+                return 0
+            decisions = self._allow_records(site, caller, operation, "delete", recs)
+            files = {
+                r.record_id: [m["file_id"] for m in self._view(site, r).get("attachments") or []]
+                for r in recs
+            }
+            events = [
+                self._event("delete", site, caller, operation, rid=r.record_id, subject=r.subject_id,
+                            decision=d, fields=self._present(r), files=len(files[r.record_id]))
+                for r, d in zip(recs, decisions, strict=True)
+            ]  # fmt: skip
+            with store.transaction() as tx:
+                tx.delete([r.record_id for r in recs] + [f for fs in files.values() for f in fs])
+                self.vault._ledgers[site.id].append(tx, events)
+        return len(recs)
+
+    def batch_delete(self, site: Site, body: Any, caller: Caller) -> int:
+        if not isinstance(body, Mapping) or set(body) != {"filter"}:
+            raise BadInput('batch delete takes {"filter": {"record_key": [...]}}')
+        flt = body["filter"]
+        if not isinstance(flt, Mapping) or set(flt) != {"record_key"}:
+            raise BadInput("batch delete filters by record_key only")
+        keys = flt["record_key"]
+        if isinstance(keys, str):
+            keys = [keys]
+        if (
+            not isinstance(keys, list)
+            or not 1 <= len(keys) <= MAX_BATCH
+            or not all(isinstance(k, str) and k for k in keys)
+        ):
+            raise BadInput(f"filter.record_key takes 1 to {MAX_BATCH} non-empty strings")
+        return self.delete(site, keys, caller, batch=True)
+
+    # --- attachments ------------------------------------------------------------------------
+
+    def _attachments(self, site: Site, rec: StoredRecord) -> tuple[_View, list[dict[str, Any]]]:
+        view = self._view(site, rec)
+        return view, [dict(m) for m in view.get("attachments") or []]
+
+    @staticmethod
+    def _find_meta(metas: Sequence[dict[str, Any]], file_id: str) -> dict[str, Any]:
+        for m in metas:
+            if m["file_id"] == file_id:
+                return m
+        raise NotFound("the record has no attachment with this file_id")
+
+    def _save_metas(
+        self,
+        site: Site,
+        rec: StoredRecord,
+        metas: Sequence[Mapping[str, Any]],
+    ) -> StoredRecord:
+        """The record with its sealed attachment list replaced (its data untouched)."""
+        cipher = self.vault._cipher(site.id, rec.subject_id)
+        fields = {k: v for k, v in rec.fields.items() if k != "attachments"}
+        if metas:
+            fields.update(
+                self._seal(site.id, cipher, COLLECTION, rec.record_id, {"attachments": list(metas)})
+            )
+        return dataclasses.replace(rec, version=rec.version + 1, fields=fields)
+
+    def add_attachment(
+        self,
+        site: Site,
+        record_key: str,
+        *,
+        filename: str | None,
+        mime_type: str | None,
+        data: bytes,
+        upsert: bool,
+        caller: Caller,
+    ) -> dict[str, Any]:
+        """Attach a file (``upsert``: replace the record's file of the same name, keeping
+        its ``file_id``). The MIME type is guessed from the name when none is sent."""
+        operation = "upsert_attachment" if upsert else "add_attachment"
+        name = _check_name("filename", filename or "file")
+        if mime_type:
+            mime = _check_name("mime_type", mime_type)
+        else:
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise BadInput(f"an attachment is at most {MAX_ATTACHMENT_BYTES} bytes")
+        with self._locks[site.id], self._site(site, operation) as store:
+            rec = self._get(site, store, record_key)
+            (decision,) = self._allow_records(site, caller, operation, "update", [rec])
+            view, metas = self._attachments(site, rec)
+            now = iso(self.vault.clock())
+            same = next((m for m in metas if m["filename"] == name), None) if upsert else None
+            fid = same["file_id"] if same else secrets.token_hex(16)
+            meta = {
+                "file_id": fid, "filename": name, "hash": hashlib.sha256(data).hexdigest(),
+                "mime_type": mime, "size": len(data),
+                "created_at": same["created_at"] if same else now, "updated_at": now,
+            }  # fmt: skip
+            metas = [meta if m["file_id"] == fid else m for m in metas] if same else [*metas, meta]
+            cipher = self.vault._cipher(site.id, rec.subject_id)
+            ctx = record_context(site.id, FILES, fid) + b"data"
+            file_rec = StoredRecord(
+                fid,
+                rec.subject_id,
+                FILES,
+                1,
+                str(meta["created_at"]),
+                now,
+                {"data": cipher.seal(data, ctx)},
+            )
+            new = self._save_metas(site, rec, metas)
+            with store.transaction() as tx:
+                if same:
+                    tx.delete([fid])
+                tx.insert([file_rec])
+                tx.replace(new, rec.version)
+                self.vault._ledgers[site.id].append(
+                    tx,
+                    [self._event("update", site, caller, operation, rid=rec.record_id,
+                                 subject=rec.subject_id, decision=decision, fields=["attachments"],
+                                 at=now, file=fid)],
+                )  # fmt: skip
+        return self._meta_out(meta, view.get("record_key"), caller)
+
+    def attachment(
+        self, site: Site, record_key: str, file_id: str, caller: Caller, *, with_data: bool
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """An attachment's metadata, and its bytes when ``with_data``."""
+        operation = "get_attachment" if with_data else "get_attachment_meta"
+        with self._site(site, operation) as store:
+            rec = self._get(site, store, record_key)
+            (decision,) = self._allow_records(site, caller, operation, "retrieve", [rec])
+            view, metas = self._attachments(site, rec)
+            meta = self._find_meta(metas, file_id)
+            data: bytes | None = None
+            if with_data:
+                f = store.get(file_id)
+                if f is None or f.collection != FILES:
+                    raise NotFound("the attachment's file is gone")
+                cipher = self.vault._cipher(site.id, f.subject_id)
+                data = cipher.open(
+                    f.fields["data"], record_context(site.id, FILES, f.record_id) + b"data"
+                )
+            self.vault._audit(
+                site.id,
+                [self._event("read", site, caller, operation, rid=rec.record_id,
+                             subject=rec.subject_id, decision=decision, fields=["attachments"],
+                             file=file_id)],
+            )  # fmt: skip
+        return self._meta_out(meta, view.get("record_key"), caller), data
+
+    def update_attachment_meta(
+        self, site: Site, record_key: str, file_id: str, changes: Any, caller: Caller
+    ) -> dict[str, Any]:
+        operation = "update_attachment_meta"
+        if not isinstance(changes, Mapping) or not changes:
+            raise BadInput("send {filename?, mime_type?} with at least one of them")
+        bad = sorted(str(k) for k in changes if k not in ("filename", "mime_type"))
+        if bad:
+            raise BadInput(
+                f"unknown attachment field(s): {', '.join(bad)}", hint="filename, mime_type"
+            )
+        checked = {k: _check_name(k, v) for k, v in changes.items() if v is not None}
+        if not checked:
+            raise BadInput("send {filename?, mime_type?} with at least one of them")
+        with self._locks[site.id], self._site(site, operation) as store:
+            rec = self._get(site, store, record_key)
+            (decision,) = self._allow_records(site, caller, operation, "update", [rec])
+            view, metas = self._attachments(site, rec)
+            meta = self._find_meta(metas, file_id)
+            meta.update(checked, updated_at=iso(self.vault.clock()))
+            new = self._save_metas(site, rec, metas)
+            with store.transaction() as tx:
+                tx.replace(new, rec.version)
+                self.vault._ledgers[site.id].append(
+                    tx,
+                    [self._event("update", site, caller, operation, rid=rec.record_id,
+                                 subject=rec.subject_id, decision=decision, fields=["attachments"],
+                                 file=file_id, changed=sorted(checked))],
+                )  # fmt: skip
+        return self._meta_out(meta, view.get("record_key"), caller)
+
+    def delete_attachment(self, site: Site, record_key: str, file_id: str, caller: Caller) -> None:
+        operation = "delete_attachment"
+        with self._locks[site.id], self._site(site, operation) as store:
+            rec = self._get(site, store, record_key)
+            (decision,) = self._allow_records(site, caller, operation, "update", [rec])
+            _, metas = self._attachments(site, rec)
+            self._find_meta(metas, file_id)
+            new = self._save_metas(site, rec, [m for m in metas if m["file_id"] != file_id])
+            with store.transaction() as tx:
+                tx.delete([file_id])
+                tx.replace(new, rec.version)
+                self.vault._ledgers[site.id].append(
+                    tx,
+                    [self._event("update", site, caller, operation, rid=rec.record_id,
+                                 subject=rec.subject_id, decision=decision, fields=["attachments"],
+                                 file=file_id)],
+                )  # fmt: skip

@@ -1,0 +1,735 @@
+"""The InCountry-compatible storage API through FastAPI's test client: records, the filter
+language, paging, attachments, errors, scopes, policy, fail-closed, the audit, and that no
+value reaches a site's bytes unsealed."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from domicile.policy import PolicyEngine
+from domicile.residency import SubjectEvidence, resolve
+from domicile.vault.incountry import COLLECTION, FIELDS, FILES
+from tests.vault.conftest import Deployment, sqlite_urls
+
+from .conftest import BASE, Api, open_api
+
+T0 = dt.datetime(2025, 9, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def hours(n: int) -> str:
+    return (T0 + dt.timedelta(hours=n)).isoformat()
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+def test_write_and_read_return_every_field(any_api: Api) -> None:
+    api = any_api
+    record = {
+        "record_key": "rk-1", "body": "2:Y2lwaGVydGV4dA==", "precommit_body": "2:cHJl",
+        "profile_key": "pk", "parent_key": "parent", "service_key1": "svc", "key1": "k1",
+        "key20": "k20", "range_key1": -(2**63), "range_key10": 2**63 - 1, "version": 3,
+        "is_encrypted": True, "expires_at": "2030-01-31T10:00:00Z",
+    }  # fmt: skip
+    written = api.write("ru", record)
+    assert list(written) == list(FIELDS)
+    for key, value in record.items():
+        if key != "expires_at":
+            assert written[key] == value, key
+    assert written["expires_at"] == "2030-01-31T10:00:00+00:00"  # +00:00, never Z
+    assert written["created_at"] == written["updated_at"] == T0.isoformat()
+    assert written["created_at"].endswith("+00:00")
+    assert written["key2"] is None
+    assert written["range_key2"] is None
+    assert written["service_key5"] is None
+    assert written["attachments"] == []
+    r = api.http.get(f"{BASE}/ru/rk-1", headers=api.admin)
+    assert r.status_code == 200
+    assert r.json() == written
+    # Defaults: version 0; is_encrypted false, or true when the server encrypts (SSE).
+    plain = api.write("ru", {"record_key": "bare"})
+    assert (plain["version"], plain["is_encrypted"], plain["body"]) == (0, False, None)
+    sse = api.write("ru", {"record_key": "raw", "body": "hi"}, **{"X-Encrypted-Storage": "true"})
+    assert sse["is_encrypted"] is True
+    # Stored in the Russian site, and nowhere else.
+    assert [s.records for s in api.vault.sites()] == [3, 0, 0]
+
+
+def test_upsert_keeps_created_at_and_attachments(api: Api) -> None:
+    api.write("de", {"record_key": "a", "body": "one", "key1": "x", "range_key1": 1})
+    r = api.http.post(
+        f"{BASE}/de/a/attachments", files={"file": ("f.txt", b"data")}, headers=api.admin
+    )
+    assert r.status_code == 201
+    api.clock.tick(hours=1)
+    second = api.write("de", {"record_key": "a", "body": "two", "key2": "y"})
+    assert second["created_at"] == T0.isoformat()
+    assert second["updated_at"] == hours(1)
+    assert (second["body"], second["key1"], second["key2"], second["range_key1"]) == (
+        "two", None, "y", None,
+    )  # fmt: skip
+    assert [a["filename"] for a in second["attachments"]] == ["f.txt"]
+    # The old keys are no longer indexed; the new ones are.
+    assert api.keys("de", {"key1": "x"}) == []
+    assert api.keys("de", {"key2": "y"}) == ["a"]
+    assert api.keys("de", {"range_key1": 1}) == []
+
+
+def test_a_new_profile_moves_the_record_and_its_files_to_the_new_subject(api: Api) -> None:
+    api.write("de", {"record_key": "a", "profile_key": "p1"})
+    api.write("de", {"record_key": "b", "profile_key": "p1"})
+    store = api.vault.store("de")
+    subjects = {rec.subject_id for rec in store.get_many(_rids(api, "de", ["a", "b"])).values()}
+    assert len(subjects) == 1  # one person, one data key
+    meta = api.http.post(
+        f"{BASE}/de/a/attachments", files={"file": ("cv.pdf", b"%PDF-secret")}, headers=api.admin
+    ).json()
+    api.write("de", {"record_key": "a", "profile_key": "p2"})
+    moved = {rec.subject_id for rec in store.get_many(_rids(api, "de", ["a", "b"])).values()}
+    assert len(moved) == 2
+    r = api.http.get(f"{BASE}/de/a/attachments/{meta['file_id']}", headers=api.admin)
+    assert r.content == b"%PDF-secret"
+    assert store.get(meta["file_id"]).subject_id == store.get(_rids(api, "de", ["a"])[0]).subject_id  # type: ignore[union-attr]
+
+
+def test_erasing_a_profile_shreds_all_its_records(api: Api) -> None:
+    """The vault's erasure works on these records: the profile's key goes, then its rows."""
+    api.write("us", {"record_key": "a", "profile_key": "p", "body": "x"})
+    api.write("us", {"record_key": "b", "profile_key": "p", "body": "y"})
+    api.write("us", {"record_key": "c", "profile_key": "q", "body": "z"})
+    token = api.vault.tokens.issue("us", _rids(api, "us", ["a"])[0])
+    out = api.vault.erase(token)
+    assert out["records"] == 2
+    assert out["key_destroyed"]
+    assert api.keys("us", {}) == ["c"]
+    assert api.http.get(f"{BASE}/us/b", headers=api.admin).status_code == 404
+
+
+def _rids(api: Api, site: str, keys: list[str]) -> list[str]:
+    storage = api.http.app.state.incountry  # type: ignore[attr-defined]
+    return [storage._rid(site, k) for k in keys]
+
+
+def test_batch_write(api: Api) -> None:
+    records = [{"record_key": f"b{i}", "key1": "batch", "range_key1": i} for i in range(100)]
+    r = api.http.post(f"{BASE}/us/batchWrite", json={"records": records}, headers=api.admin)
+    assert r.status_code == 201
+    assert [x["record_key"] for x in r.json()["records"]] == [x["record_key"] for x in records]
+    assert all(list(x) == list(FIELDS) for x in r.json()["records"])
+    assert len(api.keys("us", {"key1": "batch"})) == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"records": []}, "1 to 100"),
+        ({"records": [{"record_key": f"k{i}"} for i in range(101)]}, "1 to 100"),
+        ({"records": [{"record_key": "same"}, {"record_key": "same"}]}, "twice"),
+        ({"records": [{"record_key": "ok"}, {"record_key": "bad", "range_key1": "1"}]}, "records[1]: range_key1"),
+        ({"records": [{"record_key": "ok"}, {"body": "no key"}]}, "records[1]: record_key is required"),
+        ({"rows": []}, "records"),
+        ([{"record_key": "x"}], "records"),
+    ],
+)  # fmt: skip
+def test_bad_batches_write_nothing(api: Api, body: Any, problem: str) -> None:
+    r = api.http.post(f"{BASE}/us/batchWrite", json=body, headers=api.admin)
+    assert r.status_code == 400, r.text
+    assert problem in r.json()["detail"]
+    assert r.headers["content-type"] == "application/problem+json"
+    assert [s.records for s in api.vault.sites()] == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({}, "record_key is required"),
+        ({"record_key": ""}, "record_key is required"),
+        ({"record_key": 5}, "record_key must be a string"),
+        ({"record_key": "k", "key1": "x" * 257}, "key1 is longer than 256"),
+        ({"record_key": "k", "range_key1": 2**63}, "range_key1 must be a signed 64-bit"),
+        ({"record_key": "k", "range_key2": True}, "range_key2 must be a signed 64-bit"),
+        ({"record_key": "k", "version": 1.5}, "version must be a signed 64-bit"),
+        ({"record_key": "k", "is_encrypted": "yes"}, "is_encrypted must be true or false"),
+        ({"record_key": "k", "expires_at": "tomorrow"}, "expires_at is not an ISO 8601"),
+        ({"record_key": "k", "key21": "x"}, "unknown record field(s): key21"),
+        ({"record_key": "k", "body": {"nested": 1}}, "body must be a string"),
+    ],
+)
+def test_bad_records_are_refused_without_echoing_values(
+    api: Api, record: dict[str, Any], problem: str
+) -> None:
+    r = api.http.post(f"{BASE}/ru", json=record, headers=api.admin)
+    assert r.status_code == 400
+    assert problem in r.json()["detail"]
+    assert "x" * 20 not in r.text
+    assert [s.records for s in api.vault.sites()] == [0, 0, 0]
+
+
+def test_server_managed_fields_are_accepted_and_ignored(api: Api) -> None:
+    written = api.write(
+        "ru", {"record_key": "k", "created_at": "1999-01-01", "attachments": [], "updated_at": None}
+    )
+    assert written["created_at"] == T0.isoformat()
+
+
+def test_missing_records_are_404(api: Api) -> None:
+    for method in ("get", "delete"):
+        r = api.http.request(method.upper(), f"{BASE}/ru/nope", headers=api.admin)
+        assert r.status_code == 404
+        assert r.json()["code"] == "not_found"
+
+
+def test_delete_and_batch_delete(api: Api) -> None:
+    for k in ("a", "b", "c", "d"):
+        api.write("de", {"record_key": k, "key1": "del"})
+    r = api.http.delete(f"{BASE}/de/a", headers=api.admin)
+    assert (r.status_code, r.json()) == (200, {})
+    assert api.http.get(f"{BASE}/de/a", headers=api.admin).status_code == 404
+    body = {"filter": {"record_key": ["b", "c", "never-written"]}}
+    r = api.http.post(f"{BASE}/de/batchDelete", json=body, headers=api.admin)
+    assert (r.status_code, r.json()) == (200, {})
+    assert api.keys("de", {"key1": "del"}) == ["d"]
+    for bad in ({"filter": {"record_key": []}}, {"filter": {"key1": ["d"]}}, {"record_key": ["d"]}):
+        r = api.http.post(f"{BASE}/de/batchDelete", json=bad, headers=api.admin)
+        assert r.status_code == 400
+    assert api.keys("de", {}) == ["d"]
+
+
+# --- find -------------------------------------------------------------------------------------
+
+DATA: list[dict[str, Any]] = [
+    {"record_key": "r0", "key1": "alpha", "key2": "Anna Volkova", "profile_key": "p1",
+     "range_key1": 0, "version": 0, "expires_at": "2030-01-01T00:00:00+00:00", "service_key1": "s"},
+    {"record_key": "r1", "key1": "beta", "key2": "Boris Volkov", "profile_key": "p1",
+     "range_key1": 10, "version": 1},
+    {"record_key": "r2", "key1": "alpha", "key2": "Clara Zetkin", "profile_key": "p2",
+     "range_key1": 20, "version": 1, "expires_at": "2031-06-01T00:00:00+00:00"},
+    {"record_key": "r3", "key1": "gamma", "key2": "Dmitri Orlov", "range_key1": -5, "version": 2,
+     "parent_key": "r0"},
+    {"record_key": "r4", "key3": "only-key3", "range_key2": 7, "version": 0},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, engine: PolicyEngine) -> Iterator[Api]:
+    """DATA in Germany, one record an hour from T0; r1 rewritten at T0+10h. Noise in Russia.
+    Shared by the tests that only read it."""
+    folder = tmp_path_factory.mktemp("dataset")
+    opened = open_api(Deployment("sqlite", folder, sqlite_urls(), None), engine)
+    api = next(opened)
+    for i, rec in enumerate(DATA):
+        api.clock.now = T0 + dt.timedelta(hours=i)
+        api.write("de", rec)
+        api.write("ru", {**rec, "record_key": f"ru-{i}"})  # another country: never found
+    api.clock.now = T0 + dt.timedelta(hours=10)
+    api.write("de", DATA[1])
+    yield api
+    opened.close()
+
+
+ALL = ["r0", "r1", "r2", "r3", "r4"]
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({}, ALL),
+        ({"key1": "alpha"}, ["r0", "r2"]),
+        ({"key1": ["beta", "gamma", "zeta"]}, ["r1", "r3"]),
+        ({"key1": {"$not": "alpha"}}, ["r1", "r3", "r4"]),  # a missing value is "not alpha"
+        ({"key1": {"$not": ["alpha", "beta"]}}, ["r3", "r4"]),
+        ({"key1": None}, ["r4"]),
+        ({"key2": {"$like": "volk"}}, ["r0", "r1"]),
+        ({"key2": {"$like": "VOLKOVA"}}, ["r0"]),
+        ({"key2": {"$like": "volk", "$not": "Anna Volkova"}}, ["r1"]),
+        ({"search_keys": "olko"}, ["r0", "r1"]),
+        ({"search_keys": "only-k"}, ["r4"]),
+        ({"search_keys": "ALPHA", "profile_key": "p2"}, ["r2"]),
+        ({"profile_key": "p1", "key1": "alpha"}, ["r0"]),
+        ({"record_key": ["r1", "r4", "nope"]}, ["r1", "r4"]),
+        ({"record_key": {"$not": "r0"}}, ["r1", "r2", "r3", "r4"]),
+        ({"parent_key": "r0"}, ["r3"]),
+        ({"service_key1": "s"}, ["r0"]),
+        ({"range_key1": 10}, ["r1"]),
+        ({"range_key1": [0, 20]}, ["r0", "r2"]),
+        ({"range_key1": {"$not": 0}}, ["r1", "r2", "r3", "r4"]),
+        ({"range_key1": {"$not": [0, 10], "$gt": -10}}, ["r2", "r3"]),
+        ({"range_key1": {"$gt": 0, "$lte": 20}}, ["r1", "r2"]),
+        ({"range_key1": {"$gte": -5, "$lt": 10}}, ["r0", "r3"]),
+        ({"range_key1": {"$lt": 100}}, ["r0", "r1", "r2", "r3"]),
+        ({"range_key2": 7}, ["r4"]),
+        ({"version": 1}, ["r1", "r2"]),
+        ({"version": {"$not": 1}}, ["r0", "r3", "r4"]),
+        ({"version": {"$gte": 1}, "key1": "alpha"}, ["r2"]),
+        ({"created_at": {"$gte": hours(2)}}, ["r2", "r3", "r4"]),
+        ({"created_at": {"$lt": hours(1)}}, ["r0"]),
+        ({"created_at": hours(3)}, ["r3"]),
+        ({"created_at": [hours(3), hours(4)]}, ["r3", "r4"]),
+        ({"created_at": {"$not": hours(0), "$lte": hours(2)}}, ["r1", "r2"]),
+        ({"updated_at": {"$gt": hours(5)}}, ["r1"]),
+        ({"expires_at": None}, ["r1", "r3", "r4"]),
+        ({"expires_at": {"$not": None}}, ["r0", "r2"]),
+        ({"expires_at": {"$gt": "2030-06-01T00:00:00Z"}}, ["r2"]),
+        ({"expires_at": {"$lte": "2030-01-01"}}, ["r0"]),
+        ({"expires_at": ["2030-01-01T00:00:00+00:00", "2031-06-01T03:00:00+03:00"]}, ["r0", "r2"]),
+        ({"$or": [{"key1": "gamma"}, {"profile_key": "p2"}]}, ["r2", "r3"]),
+        ({"$or": [{"key1": "alpha", "profile_key": "p1"}, {"key3": "only-key3"}]}, ["r0", "r4"]),
+        ({"$or": [{"key1": {"$not": "alpha"}}, {"record_key": "r0"}]}, ["r0", "r1", "r3", "r4"]),
+        ({"$or": [{"key2": {"$like": "zetkin"}}, {"key1": "beta"}]}, ["r1", "r2"]),
+        ({"key1": "alpha", "$or": [{"profile_key": "p2"}, {"record_key": "r0"}]}, ["r0", "r2"]),
+    ],
+)
+def test_find_filters(dataset: Api, flt: dict[str, Any], expected: list[str]) -> None:
+    r = dataset.find("de", flt)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(x["record_key"] for x in body["data"]) == expected
+    assert body["meta"] == {
+        "count": len(expected),
+        "limit": 100,
+        "offset": 0,
+        "total": len(expected),
+    }
+    assert all(list(x) == list(FIELDS) for x in body["data"])
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"filter": {"search_keys": "abc", "key1": "x"}}, "search_keys cannot be combined"),
+        ({"filter": {"search_keys": "ab"}}, "3 to 200"),
+        ({"filter": {"search_keys": "a" * 201}}, "3 to 200"),
+        ({"filter": {"search_keys": "abc", "$or": [{"key1": "a"}, {"key2": "b"}]}}, "cannot be combined with $or"),
+        ({"filter": {"$or": [{"key1": "a"}]}}, "two or more"),
+        ({"filter": {"$or": [{"key1": "a"}, {"$or": [{"key1": "a"}, {"key1": "b"}]}]}}, "only string keys"),
+        ({"filter": {"$or": [{"key1": "a"}, {"range_key1": 1}]}}, "only string keys"),
+        ({"filter": {"$or": [{"key1": "a"}, {}]}}, "non-empty"),
+        ({"filter": {"range_key1": {"$gt": 1, "$gte": 2}}}, "$gt or $gte"),
+        ({"filter": {"range_key1": {"$lt": 1, "$lte": 2}}}, "$lt or $lte"),
+        ({"filter": {"range_key1": {"$gt": "1"}}}, "$gt takes an integer"),
+        ({"filter": {"range_key1": {}}}, "cannot be empty"),
+        ({"filter": {"range_key1": "1"}}, "give an integer"),
+        ({"filter": {"range_key1": []}}, "give an integer"),
+        ({"filter": {"version": {"$like": 1}}}, "unsupported operator"),
+        ({"filter": {"key1": {"$regex": "a"}}}, "unsupported operator"),
+        ({"filter": {"profile_key": {"$like": "a"}}}, "unsupported operator"),
+        ({"filter": {"key1": 1}}, "give a string"),
+        ({"filter": {"key1": {"$like": 1}}}, "$like takes a string"),
+        ({"filter": {"key21": "a"}}, "unknown filter key"),
+        ({"filter": {"created_at": None}}, "cannot be null"),
+        ({"filter": {"updated_at": {"$not": None}}}, "cannot be null"),
+        ({"filter": {"created_at": "yesterday"}}, "not an ISO 8601"),
+        ({"filter": []}, "filter must be a JSON object"),
+        ({"filter": {}, "options": {"limit": 0}}, "options.limit"),
+        ({"filter": {}, "options": {"limit": 101}}, "options.limit"),
+        ({"filter": {}, "options": {"offset": -1}}, "options.offset"),
+        ({"filter": {}, "options": {"sort": [{"body": "asc"}]}}, "cannot sort by"),
+        ({"filter": {}, "options": {"sort": [{"version": "asc"}]}}, "cannot sort by"),
+        ({"filter": {}, "options": {"sort": [{"key1": "up"}]}}, "'asc' or 'desc'"),
+        ({"filter": {}, "options": {"sort": [{"key1": "asc", "key2": "asc"}]}}, "exactly one key"),
+        ({"filter": {}, "options": {"sort": [{"key1": "asc"}, {"key1": "desc"}]}}, "given twice"),
+        ({"filter": {}, "options": {"page": 2}}, "unknown find option"),
+        ({"filter": {}, "where": {}}, "unknown find request field"),
+    ],
+)  # fmt: skip
+def test_find_refuses_bad_filters(dataset: Api, body: dict[str, Any], problem: str) -> None:
+    r = dataset.http.post(f"{BASE}/de/find", json=body, headers=dataset.admin)
+    assert r.status_code == 400, r.text
+    assert problem in r.json()["detail"]
+
+
+def test_find_sorts_pages_and_counts(dataset: Api) -> None:
+    api = dataset
+    # nulls last ascending, first descending (as PostgreSQL orders them)
+    assert api.keys("de", {}, sort=[{"range_key1": "desc"}]) == ["r4", "r2", "r1", "r0", "r3"]
+    assert api.keys("de", {}, sort=[{"range_key1": "asc"}]) == ["r3", "r0", "r1", "r2", "r4"]
+    # Several keys: key1, then range_key1 descending within equal key1 values.
+    assert api.keys("de", {}, sort=[{"key1": "asc"}, {"range_key1": "desc"}]) == [
+        "r2", "r0", "r1", "r3", "r4",
+    ]  # fmt: skip
+    assert api.keys("de", {}, sort=[{"expires_at": "desc"}, {"created_at": "asc"}]) == [
+        "r1",
+        "r3",
+        "r4",
+        "r2",
+        "r0",
+    ]  # fmt: skip  (nulls first when descending)
+    assert api.keys("de", {}, sort=[{"updated_at": "desc"}])[0] == "r1"
+    assert api.keys("de", {}) == ALL  # default order: oldest first
+    r = api.find("de", {}, limit=2, offset=1, sort=[{"range_key1": "desc"}])
+    assert [x["record_key"] for x in r.json()["data"]] == ["r2", "r1"]
+    assert r.json()["meta"] == {"count": 2, "limit": 2, "offset": 1, "total": 5}
+    r = api.find("de", {"key1": "alpha"}, offset=5)
+    assert r.json() == {"data": [], "meta": {"count": 0, "limit": 100, "offset": 5, "total": 2}}
+    r = api.http.post(f"{BASE}/de/find", headers=api.admin)  # no body at all: everything
+    assert r.json()["meta"]["total"] == 5
+
+
+def test_find_at_scale_narrows_with_blind_indexes(api: Api) -> None:
+    records = [{"record_key": f"k{i}", "key1": f"v{i % 7}", "range_key1": i} for i in range(300)]
+    for i in range(0, 300, 100):
+        r = api.http.post(
+            f"{BASE}/us/batchWrite", json={"records": records[i : i + 100]}, headers=api.admin
+        )
+        assert r.status_code == 201
+    r = api.find(
+        "us", {"key1": "v3", "range_key1": {"$gte": 150}}, limit=5, sort=[{"range_key1": "asc"}]
+    )
+    body = r.json()
+    assert [x["range_key1"] for x in body["data"]] == [150, 157, 164, 171, 178]
+    assert body["meta"]["total"] == len([i for i in range(150, 300) if i % 7 == 3])
+    assert api.find("us", {}).json()["meta"] == {
+        "count": 100,
+        "limit": 100,
+        "offset": 0,
+        "total": 300,
+    }
+
+
+# --- attachments ------------------------------------------------------------------------------
+
+
+def test_attachments(api: Api) -> None:
+    api.write("ru", {"record_key": "doc", "body": "b"})
+    url = f"{BASE}/ru/doc/attachments"
+    name = "Паспорт scan.pdf"
+    r = api.http.post(url, files={"file": (name, b"%PDF-1 passport")}, headers=api.admin)
+    assert r.status_code == 201
+    meta = r.json()
+    assert set(meta) == {
+        "file_id", "filename", "hash", "mime_type", "size", "created_at", "updated_at",
+        "download_link",
+    }  # fmt: skip
+    assert (meta["filename"], meta["mime_type"], meta["size"]) == (name, "application/pdf", 15)
+    assert meta["hash"] == hashlib.sha256(b"%PDF-1 passport").hexdigest()
+    assert meta["download_link"].endswith(f"{url}/{meta['file_id']}")
+    # An unknown extension is octet-stream; an explicit type is kept.
+    odd = api.http.post(url, files={"file": ("blob.zzz", b"?")}, headers=api.admin).json()
+    assert odd["mime_type"] == "application/octet-stream"
+    typed = api.http.post(
+        url, files={"file": ("notes", b"n", "text/markdown")}, headers=api.admin
+    ).json()
+    assert typed["mime_type"] == "text/markdown"
+    # Download: bytes, type, and the name percent-encoded as UTF-8.
+    r = api.http.get(f"{url}/{meta['file_id']}", headers=api.admin)
+    assert r.content == b"%PDF-1 passport"
+    assert r.headers["content-type"].startswith("application/pdf")
+    assert r.headers["content-disposition"] == "attachment; filename*=UTF-8''" + quote(
+        name, safe=""
+    )
+    # Upsert by file name keeps the file_id and replaces the content.
+    api.clock.tick(minutes=5)
+    r = api.http.put(url, files={"file": (name, b"%PDF-2 passport v2")}, headers=api.admin)
+    assert r.status_code == 201
+    assert r.json()["file_id"] == meta["file_id"]
+    assert (r.json()["size"], r.json()["created_at"], r.json()["updated_at"]) == (
+        18, meta["created_at"], (T0 + dt.timedelta(minutes=5)).isoformat(),
+    )  # fmt: skip
+    assert api.http.get(f"{url}/{meta['file_id']}", headers=api.admin).content.endswith(b"v2")
+    # POST with the same name adds a second file; PUT with a new name adds too.
+    again = api.http.post(url, files={"file": (name, b"third")}, headers=api.admin).json()
+    assert again["file_id"] != meta["file_id"]
+    record = api.http.get(f"{BASE}/ru/doc", headers=api.admin).json()
+    assert len(record["attachments"]) == 4
+    # Metadata: read, change, refuse bad changes.
+    r = api.http.get(f"{url}/{odd['file_id']}/meta", headers=api.admin)
+    assert r.json() == odd
+    r = api.http.patch(
+        f"{url}/{odd['file_id']}/meta", json={"filename": "report.csv"}, headers=api.admin
+    )
+    assert (r.json()["filename"], r.json()["mime_type"]) == (
+        "report.csv",
+        "application/octet-stream",
+    )
+    r = api.http.patch(
+        f"{url}/{odd['file_id']}/meta", json={"mime_type": "text/csv"}, headers=api.admin
+    )
+    assert (r.json()["filename"], r.json()["mime_type"]) == ("report.csv", "text/csv")
+    for bad in ({}, {"size": 3}, {"filename": ""}, {"filename": None}, {"mime_type": 5}, []):
+        r = api.http.patch(f"{url}/{odd['file_id']}/meta", json=bad, headers=api.admin)
+        assert r.status_code == 400, bad
+    # Delete.
+    r = api.http.delete(f"{url}/{odd['file_id']}", headers=api.admin)
+    assert (r.status_code, r.content) == (204, b"")
+    for path in (f"{url}/{odd['file_id']}", f"{url}/{odd['file_id']}/meta"):
+        assert api.http.get(path, headers=api.admin).status_code == 404
+    assert api.http.delete(f"{url}/{odd['file_id']}", headers=api.admin).status_code == 404
+    assert (
+        api.http.post(
+            f"{BASE}/ru/nope/attachments", files={"file": ("a", b"a")}, headers=api.admin
+        ).status_code
+        == 404
+    )
+    # Deleting the record deletes its files.
+    store = api.vault.store("ru")
+    assert [store.get(m["file_id"]) is not None for m in (meta, typed, again)] == [True] * 3
+    api.http.delete(f"{BASE}/ru/doc", headers=api.admin)
+    assert [store.get(m["file_id"]) for m in (meta, typed, again)] == [None] * 3
+    assert store.count() == 0
+
+
+def test_a_file_id_of_another_record_is_not_served(api: Api) -> None:
+    api.write("ru", {"record_key": "mine"})
+    api.write("ru", {"record_key": "theirs"})
+    meta = api.http.post(
+        f"{BASE}/ru/theirs/attachments", files={"file": ("t.txt", b"theirs")}, headers=api.admin
+    ).json()
+    r = api.http.get(f"{BASE}/ru/mine/attachments/{meta['file_id']}", headers=api.admin)
+    assert r.status_code == 404
+
+
+# --- countries, authentication, scopes --------------------------------------------------------
+
+
+def test_healthcheck(api: Api) -> None:
+    assert api.http.get("/healthcheck").json() == {"result": "ok"}
+
+
+def test_a_country_without_a_site_is_refused_and_audited(api: Api) -> None:
+    for method, path in (("POST", ""), ("GET", "/k"), ("POST", "/find")):
+        r = api.http.request(
+            method, f"{BASE}/fr{path}", json={"record_key": "k"}, headers=api.admin
+        )
+        assert r.status_code == 404
+        assert r.json()["code"] == "no_site"
+    assert '"reason":"no_site"' in api.audit("us")[-1]
+    assert '"country":"FR"' in api.audit("us")[-1]
+    assert [s.records for s in api.vault.sites()] == [0, 0, 0]
+    for bad in ("RU", "rus", "r1"):
+        r = api.http.get(f"{BASE}/{bad}/k", headers=api.admin)
+        assert r.status_code == 400
+
+
+def test_authentication_and_environment(api: Api) -> None:
+    url = f"{BASE}/ru/k"
+    assert api.http.get(url, headers={"x-env-id": "default"}).status_code == 401
+    r = api.http.get(url, headers={"x-env-id": "default", "Authorization": "Bearer nonsense"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    no_env = {"Authorization": api.admin["Authorization"]}
+    assert api.http.get(url, headers=no_env).status_code == 403
+    assert api.http.get(url, headers={**no_env, "x-env-id": "prod"}).status_code == 403
+    assert '"reason":"wrong environment"' in api.audit("us")[-1]
+
+
+def test_oauth2_client_credentials_as_the_sdk_sends_them(api: Api) -> None:
+    client, secret = api.clients.add("sdk", ["records:read", "records:write", "site:ru"])
+    basic = base64.b64encode(f"{client.id}:{secret}".encode()).decode()
+    form = {"grant_type": "client_credentials", "scope": "default", "audience": "http://x"}
+    r = api.http.post("/oauth2/token", data=form, headers={"Authorization": f"Basic {basic}"})
+    assert r.status_code == 200
+    token = r.json()
+    assert token["token_type"] == "bearer"
+    assert token["expires_in"] > 0
+    headers = {"Authorization": f"Bearer {token['access_token']}", "x-env-id": "default"}
+    r = api.http.post(f"{BASE}/ru", json={"record_key": "t"}, headers=headers)
+    assert r.status_code == 201
+    r = api.http.post(
+        "/oauth2/token",
+        data={**form, "scope": "other"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "missing"),
+    [
+        (["records:read", "site:ru"], "POST", "", "records:write"),
+        (["records:read", "site:ru"], "DELETE", "/k", "records:delete"),
+        (["records:read", "site:ru"], "POST", "/k/attachments", "records:write"),
+        (["records:write", "site:ru"], "GET", "/k", "records:read"),
+        (["records:write", "site:ru"], "POST", "/find", "records:read"),
+        (["records:read", "records:write", "site:de"], "GET", "/k", "site:ru"),
+        (["records:read", "site:ru", "purpose:billing"], "GET", "/k", "purpose:incountry"),
+        (["records:delete", "site:ru"], "POST", "/batchWrite", "records:write"),
+        (["records:read", "site:ru"], "POST", "/batchDelete", "records:delete"),
+    ],
+)
+def test_scopes_are_enforced_and_refusals_audited(
+    api: Api, scopes: list[str], method: str, path: str, missing: str
+) -> None:
+    api.write("ru", {"record_key": "k", "body": "b"})
+    headers = api.headers(scopes)
+    kwargs: dict[str, Any] = (
+        {"files": {"file": ("a", b"a")}} if "attachments" in path else {"json": {}}
+    )
+    r = api.http.request(method, f"{BASE}/ru{path}", headers=headers, **kwargs)
+    assert r.status_code == 403, r.text
+    assert missing in r.json()["detail"]
+    last = json.loads(api.audit("us")[-1])
+    assert (last["action"], last["detail"]["missing_scope"]) == ("refuse", missing)
+    assert api.http.get(f"{BASE}/ru/k", headers=api.admin).json()["body"] == "b"
+
+
+def test_scoped_clients_can_do_their_job(api: Api) -> None:
+    rw = api.headers(["records:read", "records:write", "records:delete", "site:ru", "purpose:*"])
+    r = api.http.post(f"{BASE}/ru", json={"record_key": "k", "body": "b"}, headers=rw)
+    assert r.status_code == 201
+    reader = api.headers(["records:read", "site:ru", "purpose:incountry"])
+    assert api.http.get(f"{BASE}/ru/k", headers=reader).status_code == 200
+    assert api.http.post(f"{BASE}/ru/find", json={}, headers=reader).status_code == 200
+    assert api.http.delete(f"{BASE}/ru/k", headers=rw).status_code == 200
+
+
+# --- policy, failure, audit, encryption at rest -----------------------------------------------
+
+
+def test_policy_refusals_are_enforced_and_audited_at_the_site(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.write("de", {"record_key": "kept", "body": "b"})
+    real = api.vault._decide
+    # A real refusal (a Russian citizen's data stored in Germany after 1 July 2025), returned
+    # for whichever operation is under test.
+    deny = real(resolve(SubjectEvidence(citizenship=("RU",))), ["user"], "store", "DE")
+    assert deny.outcome.value == "deny"
+
+    def refuse(operation: str) -> Any:
+        def decide(residency: Any, cats: Any, op: str, *args: Any, **kwargs: Any) -> Any:
+            return deny if op == operation else real(residency, cats, op, *args, **kwargs)
+
+        return decide
+
+    monkeypatch.setattr(api.vault, "_decide", refuse("store"))
+    r = api.http.post(f"{BASE}/de", json={"record_key": "new", "body": "b"}, headers=api.admin)
+    assert r.status_code == 403
+    assert r.json()["code"] == "policy_refused"
+    assert "ru.localization.2025" in [x["id"] for x in r.json()["decision"]["rules"]]
+    last = json.loads(api.audit("de")[-1])
+    assert (last["action"], last["collection"], last["decision"]) == ("refuse", COLLECTION, "deny")
+    assert last["detail"]["policy_operation"] == "store"
+    assert api.keys("de", {}) == ["kept"]
+    # An update of an existing record asks "update"; reads, finds and deletes their own.
+    for operation, method, path, body in (
+        ("update", "POST", "", {"record_key": "kept", "body": "new"}),
+        ("retrieve", "GET", "/kept", None),
+        ("retrieve", "POST", "/find", {}),
+        ("delete", "DELETE", "/kept", None),
+    ):
+        monkeypatch.setattr(api.vault, "_decide", refuse(operation))
+        r = api.http.request(method, f"{BASE}/de{path}", json=body, headers=api.admin)
+        assert r.status_code == 403, (operation, r.text)
+        assert json.loads(api.audit("de")[-1])["action"] == "refuse"
+    monkeypatch.setattr(api.vault, "_decide", real)
+    assert api.http.get(f"{BASE}/de/kept", headers=api.admin).json()["body"] == "b"
+
+
+def test_fail_closed_when_the_site_is_down(api: Api) -> None:
+    api.write("ru", {"record_key": "k", "body": "b"})
+    api.deployment.stop("ru")
+    for method, path, body in (
+        ("POST", "", {"record_key": "k2", "body": "b"}),
+        ("GET", "/k", None),
+        ("POST", "/find", {}),
+        ("DELETE", "/k", None),
+        ("POST", "/batchWrite", {"records": [{"record_key": "k3"}]}),
+    ):
+        r = api.http.request(method, f"{BASE}/ru{path}", json=body, headers=api.admin)
+        assert r.status_code == 503, r.text
+        assert (r.json()["code"], r.json()["site"]) == ("site_unavailable", "ru")
+    last = json.loads(api.audit("us")[-1])
+    assert (last["action"], last["detail"]["reason"], last["detail"]["home_site"]) == (
+        "refuse", "site_unavailable", "ru",
+    )  # fmt: skip
+    # Nothing went elsewhere; other countries carry on.
+    assert api.keys("de", {}) == []
+    assert api.keys("us", {}) == []
+    api.write("de", {"record_key": "k2"})
+    api.deployment.start("ru")
+    api.write("ru", {"record_key": "k4"})
+    assert api.keys("ru", {}) == ["k4"]
+
+
+def test_every_operation_is_in_the_sites_audit_without_values(api: Api) -> None:
+    api.write("ru", {"record_key": "Ivanov", "body": "Ivan Ivanov's body", "key1": "ivanov@mail"})
+    api.write("ru", {"record_key": "Ivanov", "body": "Ivan Ivanov's new body"})
+    api.http.get(f"{BASE}/ru/Ivanov", headers=api.admin)
+    api.find("ru", {"key1": "ivanov@mail"})
+    api.find("ru", {"record_key": "Ivanov"})
+    fid = api.http.post(
+        f"{BASE}/ru/Ivanov/attachments",
+        files={"file": ("ivanov.txt", b"Ivanov")},
+        headers=api.admin,
+    ).json()["file_id"]
+    api.http.get(f"{BASE}/ru/Ivanov/attachments/{fid}", headers=api.admin)
+    api.http.delete(f"{BASE}/ru/Ivanov", headers=api.admin)
+    entries = [json.loads(p) for p in api.audit("ru")]
+    assert [(e["action"], e["detail"]["operation"]) for e in entries] == [
+        ("write", "write"), ("update", "write"), ("read", "read"), ("read", "find"),
+        ("update", "add_attachment"), ("read", "get_attachment"), ("delete", "delete"),
+    ]  # fmt: skip
+    rid = entries[0]["record"]
+    assert all(e["record"] == rid and e["collection"] == COLLECTION for e in entries)
+    assert all(e["purpose"] == "incountry" and e["site"] == e["requester"] == "ru" for e in entries)
+    assert entries[0]["fields"] == ["body", "is_encrypted", "key1", "record_key", "version"]
+    assert entries[0]["rules"] == ["ru.localization.2025", "ru.notice.art22"]
+    text = "\n".join(api.audit("ru")).lower()
+    assert "ivan" not in text
+    assert all(r.ok for r in api.vault.verify_audit())
+
+
+def test_no_plaintext_at_rest_in_any_mode(any_api: Api) -> None:
+    """Client-side ciphertexts, ``pt:`` bodies with plaintext keys (``encrypt=False``,
+    ``hash_search_keys=False``) and server-side-encryption requests: every value is sealed."""
+    api = any_api
+    secrets = {
+        "name": "Yevgenia Razumovskaya", "email": "y.razumovskaya@example.ru",
+        "passport": "4509 123456", "file": "Razumovskaya passport scan", "ctext": "2:U2VhbGVkQnlDbGllbnQ=",
+    }  # fmt: skip
+    payload = json.dumps(
+        {"meta": {"record_key": "pt-rec", "key1": secrets["email"]}, "payload": secrets["name"]}
+    )
+    pt_body = "pt:" + base64.b64encode(payload.encode()).decode()
+    hashed = hashlib.sha256(f"{secrets['email']}:default".encode()).hexdigest()
+    api.write("ru", {"record_key": hashed, "body": secrets["ctext"], "key1": hashed, "version": 1})
+    api.write("ru", {"record_key": "pt-rec-" + secrets["passport"], "body": pt_body,
+                     "key1": secrets["email"], "key2": secrets["name"], "profile_key": secrets["email"]})  # fmt: skip
+    sse = {"X-Encrypted-Storage": "true"}
+    api.write("ru", {"record_key": secrets["email"], "body": secrets["name"], "key3": secrets["passport"],
+                     "service_key2": secrets["name"], "precommit_body": secrets["passport"]}, **sse)  # fmt: skip
+    api.http.post(
+        f"{BASE}/ru/{quote(secrets['email'])}/attachments",
+        files={"file": (secrets["name"] + ".txt", secrets["file"].encode())},
+        headers={**api.admin, **sse},
+    )
+    # Everything can be found and read back...
+    assert api.keys("ru", {"key1": secrets["email"]}) == ["pt-rec-" + secrets["passport"]]
+    assert api.keys("ru", {"search_keys": "razumov"}) == ["pt-rec-" + secrets["passport"]]
+    got = api.http.get(f"{BASE}/ru/{quote(secrets['email'])}", headers={**api.admin, **sse}).json()
+    assert (got["body"], got["key3"], got["attachments"][0]["size"]) == (
+        secrets["name"], secrets["passport"], len(secrets["file"]),
+    )  # fmt: skip
+    # ...but no byte of any store holds a value, a client-side hash or a pt: body.
+    raw = api.deployment.everything()
+    assert len(raw) > 10_000
+    for value in [
+        *secrets.values(),
+        pt_body,
+        hashed,
+        payload,
+        base64.b64encode(payload.encode()).decode(),
+    ]:
+        assert value.encode() not in raw, value
+        assert value.encode("utf-16-le") not in raw, value
+    assert "razumov" not in "\n".join(api.audit("ru")).lower()
+
+
+def test_openapi_documents_the_storage_api(api: Api) -> None:
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert {
+        "/healthcheck", f"{BASE}/{{country}}", f"{BASE}/{{country}}/find",
+        f"{BASE}/{{country}}/batchWrite", f"{BASE}/{{country}}/batchDelete",
+        f"{BASE}/{{country}}/{{record_key}}", f"{BASE}/{{country}}/{{record_key}}/attachments",
+        f"{BASE}/{{country}}/{{record_key}}/attachments/{{file_id}}",
+        f"{BASE}/{{country}}/{{record_key}}/attachments/{{file_id}}/meta",
+    } <= set(paths)  # fmt: skip
+    assert FILES  # attachments are records of their own collection
