@@ -1,0 +1,139 @@
+"""``domicile bench ...``: benchmarks that print figures and ratios against a baseline
+measured in the same run (one JSON object with ``--json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from domicile.cli._output import console, emit_json, errors
+from domicile.errors import BadInput
+
+bench_app = typer.Typer(
+    help="Benchmarks: figures and ratios against a baseline run in the same process.",
+    no_args_is_help=True,
+)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
+BackendOpt = typer.Option("sqlite", "--backend", help="sqlite or postgresql.")
+PostgresOpt = typer.Option(
+    "postgresql://postgres@127.0.0.1:5432",
+    "--postgres-url",
+    help="Server for --backend postgresql.",
+)
+
+
+def _backend(name: str) -> str:
+    if name not in ("sqlite", "postgresql"):
+        raise BadInput(f"unknown backend {name!r}", hint="use sqlite or postgresql")
+    return name
+
+
+def _show(result: dict[str, Any], title: str, as_json: bool, *, latency: bool = False) -> None:
+    """The result as JSON, or as a table of rates (and latencies) followed by the ratios."""
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("per second", justify="right")
+    if latency:
+        table.add_column("p50 ms", justify="right")
+        table.add_column("p99 ms", justify="right")
+    for name, value in result["per_second"].items():
+        row = [name, f"{value:,}"]
+        if latency:
+            lat = result["latency_ms"][name]
+            row += [str(lat["p50"]), str(lat["p99"])]
+        table.add_row(*row)
+    console.print(table)
+    target = result.get("target", {})
+    for name, value in result["ratios"].items():
+        goal = f" (target {target['ratio']})" if "ratio" in target else ""
+        console.print(f"ratio {name}: {value}{goal}")
+
+
+@bench_app.command("policy")
+def bench_policy(
+    seconds: float = typer.Option(1.0, "--seconds", min=0.05, help="Time per measurement."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Decisions per second (cached and uncached) and resolutions per second, against
+    dictionary lookups."""
+    from domicile.bench.policy import run
+
+    with errors(as_json):
+        result = run(seconds)
+    _show(result, "domicile bench policy (one core)", as_json)
+    if not as_json:
+        met = result["target"]["met"]
+        goal = result["target"]["decisions_per_second"]
+        console.print(f"target {goal:,} decisions/s: {'met' if met else 'NOT met'}")
+
+
+@bench_app.command("vault")
+def bench_vault(
+    records: int = typer.Option(20_000, "--records", min=100, help="Records to write."),
+    backend: str = BackendOpt,
+    postgres_url: str = PostgresOpt,
+    batch: int = typer.Option(500, "--batch", min=1, help="Records per batch put / insert."),
+    gets: int = typer.Option(5_000, "--gets", min=1, help="Point reads to time."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Batch put and point get through the SDK, against plain INSERT and SELECT on the
+    same backend."""
+    from domicile.bench.vault import run
+
+    with errors(as_json):
+        result = run(
+            records, backend=_backend(backend), postgres_url=postgres_url, batch=batch,
+            gets=gets, progress=Console(stderr=True),
+        )  # fmt: skip
+    _show(result, f"domicile bench vault ({backend}, {records:,} records)", as_json)
+
+
+@bench_app.command("transfers")
+def bench_transfers(
+    records: int = typer.Option(10_000, "--records", min=100, help="Records replicated."),
+    reads: int = typer.Option(2_000, "--reads", min=10, help="Reads from abroad."),
+    backend: str = BackendOpt,
+    postgres_url: str = PostgresOpt,
+    parity_records: int = typer.Option(
+        1_000_000, "--parity-records", min=0, help="Copies for the parity memory check (0: skip)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replication through the outbox against a plain copy, reads from abroad against a
+    plain select, and parity's peak memory over many copies."""
+    from domicile.bench.transfers import run
+
+    with errors(as_json):
+        result = run(
+            records, reads=reads, backend=_backend(backend), postgres_url=postgres_url,
+            parity_records=parity_records, progress=Console(stderr=True),
+        )  # fmt: skip
+    _show(result, f"domicile bench transfers ({backend})", as_json)
+    if not as_json and "parity_memory" in result:
+        pm = result["parity_memory"]
+        console.print(
+            f"parity over {pm['copies']:,} copies: peak {pm['peak_mb']:.0f} MB"
+            f" (limit {pm['limit_mb']} MB)"
+        )
+
+
+@bench_app.command("http")
+def bench_http(
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="Time per operation and side."),
+    concurrency: int = typer.Option(
+        8, "--concurrency", min=1, max=256, help="Concurrent HTTP clients."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Put and get over HTTP (a real `domicile serve`) against the SDK in-process."""
+    from domicile.bench.http import run
+
+    with errors(as_json):
+        result = run(seconds, concurrency)
+    _show(result, "domicile bench http", as_json, latency=True)
