@@ -56,6 +56,7 @@ class FilingsRegistry:
         self.config = config
         self.engine = engine
         self.path = config.data_dir / "filings.json"
+        self._path_str = str(self.path)
         self._stamp: tuple[int, int] | None = None
         self._loaded = False
         self._data: dict[str, Any] = {"format": FORMAT, "filings": {}, "history": []}
@@ -67,7 +68,7 @@ class FilingsRegistry:
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
-            st = self.path.stat()
+            st = os.stat(self._path_str)  # each decision asks: the plain call is cheapest
         except FileNotFoundError:
             return None
         return st.st_mtime_ns, st.st_size

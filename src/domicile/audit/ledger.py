@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from domicile.stores.base import (
     Checkpoint,
     SiteStore,
     StoreTransaction,
+    TransferCount,
     entry_hash,
 )
 
@@ -62,6 +63,65 @@ class AuditEvent:
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent))
+_SLOT = "\x00domicile-slot-{}\x00"
+
+
+class PayloadTemplate:
+    """The payloads of many events that differ only in a few fields, without building and
+    encoding each event: ``render`` gives exactly ``replace(event, **values).payload()``.
+
+    ``vary`` names the fields that change from event to event (top-level, or
+    ``"detail.KEY"``); each rendered value must be a string or an int (never None, which
+    would drop the key from the payload).
+    """
+
+    __slots__ = ("_parts", "_vary")
+
+    def __init__(self, event: AuditEvent, vary: Sequence[str]) -> None:
+        top: dict[str, Any] = {}
+        detail = dict(event.detail)
+        for i, name in enumerate(vary):
+            if name.startswith("detail."):
+                detail[name.removeprefix("detail.")] = _SLOT.format(i)
+            else:
+                top[name] = _SLOT.format(i)
+        text = replace(event, detail=detail, **top).payload()
+        parts: list[str] = []
+        order: list[int] = []
+        rest = text
+        while True:
+            found = [(rest.find(_ENCODED[i]), i) for i in range(len(vary))]
+            found = [(at, i) for at, i in found if at >= 0]
+            if not found:
+                break
+            at, i = min(found)
+            parts.append(rest[:at])
+            order.append(i)
+            rest = rest[at + len(_ENCODED[i]) :]
+        parts.append(rest)
+        if sorted(order) != list(range(len(vary))):
+            raise ValueError("every varying field must appear once in the payload")
+        self._parts = tuple(parts)
+        self._vary = tuple(order)
+
+    def render(self, *values: str | int) -> str:
+        """The payload with ``values`` (in the order of ``vary``) in their places."""
+        parts = self._parts
+        out = [parts[0]]
+        for n, i in enumerate(self._vary):
+            value = values[i]
+            if isinstance(value, str):
+                out.append(_encode_string(value))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                out.append(str(value))
+            else:
+                raise TypeError("a varying audit field must be a string or an int")
+            out.append(parts[n + 1])
+        return "".join(out)
+
+
+_encode_string = json.encoder.encode_basestring  # what the canonical encoder uses for str
+_ENCODED = [_encode_string(_SLOT.format(i)) for i in range(16)]
 
 
 def checkpoint_message(site: str, seq: int, digest: bytes) -> bytes:
@@ -118,10 +178,34 @@ class AuditLedger:
             self._checkpoint(tx, rows[-1].seq, rows[-1].hash)
         return rows
 
+    def append_payloads(self, tx: StoreTransaction, payloads: Sequence[str]) -> list[AuditRow]:
+        """``append`` for payloads already encoded (``AuditEvent.payload`` or a
+        ``PayloadTemplate``)."""
+        rows = tx.chain(payloads)
+        if self._crosses(rows):
+            self._checkpoint(tx, rows[-1].seq, rows[-1].hash)
+        return rows
+
     def append_now(self, store: SiteStore, events: Sequence[AuditEvent]) -> list[AuditRow]:
         """Chain ``events`` in a transaction of their own (one round trip where the
         backend can), e.g. the entry for a read."""
-        rows = store.chain_now([ev.payload() for ev in events])
+        return self.append_payloads_now(store, [ev.payload() for ev in events])
+
+    def append_payloads_now(
+        self,
+        store: SiteStore,
+        payloads: Sequence[str],
+        *,
+        transfer: TransferCount | None = None,
+        read: bool = False,
+    ) -> list[AuditRow]:
+        """``append_now`` for encoded payloads; with ``transfer``, the year-to-date count
+        of a transfer commits together with its entries. ``read``: these are the entries
+        of a read (see ``SiteStore.chain_now``)."""
+        if transfer is None:
+            rows = store.chain_now(payloads, read=read)
+        else:
+            rows = store.chain_transfer_now(payloads, transfer, read=read)
         if self._crosses(rows):
             with store.transaction() as tx:
                 self._checkpoint(tx, rows[-1].seq, rows[-1].hash)

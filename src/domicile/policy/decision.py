@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from domicile.packs.model import Operation, Outcome
@@ -174,7 +175,7 @@ class Decision:
     def allowed(self) -> bool:
         return self.outcome is Outcome.allow
 
-    @property
+    @cached_property
     def rule_ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self.rules)
 

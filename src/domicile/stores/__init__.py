@@ -13,6 +13,7 @@ from domicile.stores.base import (
     SiteStore,
     StoredRecord,
     StoreTransaction,
+    TransferCount,
     open_site_store,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey, open_key_store
@@ -26,6 +27,7 @@ __all__ = [
     "SiteStore",
     "StoreTransaction",
     "StoredRecord",
+    "TransferCount",
     "WrappedKey",
     "open_key_store",
     "open_site_store",

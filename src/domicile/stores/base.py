@@ -132,27 +132,59 @@ class Checkpoint:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class TransferCount:
+    """A subject's data went to a country this year (the year-to-date counters)."""
+
+    year: int
+    to_country: str
+    subject_id: str
+    sensitive: bool
+
+
+# Field names seen in blobs, both ways (a handful per deployment; bounded all the same).
+_NAME_HEADS: dict[str, bytes] = {}
+_HEAD_NAMES: dict[bytes, str] = {}
+_NAMES_CACHED = 4096
+
+
+def _name_head(name: str) -> bytes:
+    head = _NAME_HEADS.get(name)
+    if head is None:
+        raw = name.encode()
+        head = struct.pack(">B", len(raw)) + raw
+        if len(_NAME_HEADS) < _NAMES_CACHED:
+            _NAME_HEADS[name] = head
+    return head
+
+
 def pack_fields(fields: dict[str, bytes]) -> bytes:
     """Sealed fields to one blob: for each, a 1-byte name length, the name, a 4-byte value
     length and the value."""
-    out = bytearray()
+    parts: list[bytes] = []
     for name, value in fields.items():
-        raw = name.encode()
-        out += struct.pack(">B", len(raw)) + raw + struct.pack(">I", len(value)) + value
-    return bytes(out)
+        parts += (_name_head(name), len(value).to_bytes(4, "big"), value)
+    return b"".join(parts)
 
 
 def unpack_fields(blob: bytes) -> dict[str, bytes]:
     fields: dict[str, bytes] = {}
+    blob = bytes(blob)
+    end = len(blob)
     i = 0
-    view = memoryview(blob)
-    while i < len(blob):
-        n = view[i]
-        name = bytes(view[i + 1 : i + 1 + n]).decode()
-        i += 1 + n
-        (size,) = struct.unpack_from(">I", blob, i)
-        i += 4
-        fields[name] = bytes(view[i : i + size])
+    while i < end:
+        j = i + 1 + blob[i]
+        raw = blob[i + 1 : j]
+        name = _HEAD_NAMES.get(raw)
+        if name is None:
+            name = raw.decode()
+            if len(_HEAD_NAMES) < _NAMES_CACHED:
+                _HEAD_NAMES[raw] = name
+        i = j + 4
+        if i > end:
+            raise struct.error("a sealed-fields blob is cut short")
+        size = int.from_bytes(blob[j:i], "big")
+        fields[name] = blob[i : i + size]
         i += size
     return fields
 
@@ -215,9 +247,18 @@ class StoreTransaction(ABC):
         """Insert a replica, or replace one with an older version; True if it changed.
         A replica never moves backwards: an older or equal version changes nothing."""
 
+    def put_replicas(self, records: Sequence[StoredRecord]) -> list[bool]:
+        """``put_replica`` for each record, in order; backends may do it in one statement."""
+        return [self.put_replica(r) for r in records]
+
     @abstractmethod
     def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
         """Note that a subject's data went to a country this year (idempotent)."""
+
+    def count_transfers(self, counts: Sequence[TransferCount]) -> None:
+        """``count_transfer`` for each; backends may do it in one statement."""
+        for c in counts:
+            self.count_transfer(c.year, c.to_country, c.subject_id, c.sensitive)
 
 
 class SiteStore(ABC):
@@ -244,10 +285,24 @@ class SiteStore(ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[StoreTransaction]: ...
 
-    def chain_now(self, payloads: Sequence[str]) -> list[AuditRow]:
-        """``chain`` in a transaction of its own (an audit entry for a read)."""
+    def chain_now(self, payloads: Sequence[str], *, read: bool = False) -> list[AuditRow]:
+        """``chain`` in a transaction of its own (an audit entry for a read). ``read``
+        says the entries are those of a read, which a backend may be configured to commit
+        without waiting for the disk (PostgreSQL's ``read_audit_commit=async``)."""
         with self.transaction() as tx:
             return tx.chain(payloads)
+
+    def chain_transfer_now(
+        self, payloads: Sequence[str], transfer: TransferCount, *, read: bool = False
+    ) -> list[AuditRow]:
+        """A transfer's audit entries and its year-to-date count, in one transaction of
+        their own (one round trip where the backend can); ``read`` as for ``chain_now``."""
+        with self.transaction() as tx:
+            rows = tx.chain(payloads)
+            tx.count_transfer(
+                transfer.year, transfer.to_country, transfer.subject_id, transfer.sensitive
+            )
+            return rows
 
     @abstractmethod
     def get(self, record_id: str) -> StoredRecord | None: ...

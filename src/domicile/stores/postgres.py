@@ -18,6 +18,20 @@ contract test suite. What differs is how concurrency is handled:
 Every driver error becomes ``SiteUnavailable`` (its message never holds the password),
 except an integrity error inside a site transaction (such as a duplicate record id), which
 propagates unchanged as ``sqlite3.IntegrityError`` does in the SQLite store.
+
+Durability of read entries (opt-in, off by default): a site URL may end in
+``?read_audit_commit=async`` (domicile takes the parameter out before connecting). The
+audit entries of reads (a read at home, a read from abroad with its transfer count, a read
+of a copy) are then committed with ``synchronous_commit = off``, on a second connection of
+their own: the read does not wait for the server to flush its log to disk. Everything else
+(writes with their entries, refusals, filings, checkpoints) still waits. What this risks:
+if the PostgreSQL server or its machine crashes, the read entries of the last moments
+(about three times ``wal_writer_delay``, 0.6 s by default) can be lost, although the reads
+were served. The chain stays whole (PostgreSQL loses such commits only from the end of its
+log, and any later synchronous commit, such as a checkpoint, flushes them), so ``audit
+verify`` still passes; the lost reads are simply not in it. A crash of the application
+loses nothing: the server has each entry before the read returns. Default:
+``read_audit_commit=sync``.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, LiteralString, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -36,6 +50,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
+from domicile.errors import BadInput
 from domicile.stores.base import (
     RECORD_COLUMNS,
     AuditRow,
@@ -46,6 +61,7 @@ from domicile.stores.base import (
     SiteUnavailable,
     StoredRecord,
     StoreTransaction,
+    TransferCount,
     VersionConflict,
     unpack_fields,
 )
@@ -80,7 +96,7 @@ class _Database:
     ``label`` names the store in error messages ("its database", "its key store").
     """
 
-    def __init__(self, site_id: str, url: str, label: str) -> None:
+    def __init__(self, site_id: str, url: str, label: str, *, settings: Sequence[str] = ()) -> None:
         self.site_id = site_id
         self.label = label
         self.lock = threading.RLock()
@@ -97,6 +113,9 @@ class _Database:
             self._password = str(params.get("password") or "")
             for key, value in DEFAULTS.items():
                 params.setdefault(key, value)
+            if settings:  # server settings for every session of this connection
+                given = str(params.get("options") or "")
+                params["options"] = " ".join([given, *(f"-c {s}" for s in settings)]).strip()
 
     # -- errors -------------------------------------------------------------------------
 
@@ -396,11 +415,19 @@ class _Tx(StoreTransaction):
         except psycopg.Error as exc:
             raise self.db.unavailable(what, exc) from None
 
+    def _copy(self, statement: LiteralString, types: Sequence[str], rows: Iterable[Any]) -> None:
+        """Rows in through ``COPY ... FROM STDIN`` (binary): one statement for the batch.
+        A duplicate key fails the whole COPY (an integrity error, as for ``INSERT``)."""
+        with self.c.cursor() as cur, cur.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
     def insert(self, records: Sequence[StoredRecord]) -> None:
         if not records:
             return
-        with self._errors("cannot write records"), self.c.cursor() as cur:
-            cur.executemany(INSERT_RECORD, [r.row() for r in records])
+        with self._errors("cannot write records"):
+            self._copy(COPY_RECORDS, RECORD_TYPES, (r.row() for r in records))
 
     def replace(self, record: StoredRecord, expect_version: int) -> None:
         with self._errors("cannot update a record"):
@@ -433,10 +460,10 @@ class _Tx(StoreTransaction):
         rows = [(e.collection, e.field, e.digest, e.record_id) for e in entries]
         if not rows:
             return
-        with self._errors("cannot write index entries"), self.c.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO blind_index (collection, field, digest, record_id)"
-                " VALUES (%s, %s, %s, %s)",
+        with self._errors("cannot write index entries"):
+            self._copy(
+                "COPY blind_index (collection, field, digest, record_id) FROM STDIN (FORMAT BINARY)",
+                ("text", "text", "bytea", "text"),
                 rows,
             )
 
@@ -496,11 +523,13 @@ class _Tx(StoreTransaction):
         if not items:
             return
         now = _now()
-        with self._errors("cannot write to the outbox"), self.c.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO outbox (record_id, subject_id, target_site, op, created_at)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                [(*item, now) for item in items],
+        with self._errors("cannot write to the outbox"):
+            # COPY keeps the rows' order, so their serial numbers follow it.
+            self._copy(
+                "COPY outbox (record_id, subject_id, target_site, op, created_at)"
+                " FROM STDIN (FORMAT BINARY)",
+                ("text", "text", "text", "text", "text"),
+                ((*item, now) for item in items),
             )
 
     def dequeue(self, seqs: Sequence[int]) -> None:
@@ -519,13 +548,39 @@ class _Tx(StoreTransaction):
             )
         return cur.rowcount == 1
 
+    def put_replicas(self, records: Sequence[StoredRecord]) -> list[bool]:
+        """All in one statement; ``RETURNING`` names the rows that changed."""
+        ids = [r.record_id for r in records]
+        if len(records) < 2 or len(set(ids)) != len(ids):
+            return [self.put_replica(r) for r in records]  # ON CONFLICT takes a row once
+        columns = [list(c) for c in zip(*(r.row() for r in records), strict=True)]
+        with self._errors("cannot write replicas"):
+            changed = {row[0] for row in self.c.execute(PUT_REPLICAS, columns).fetchall()}
+        return [rid in changed for rid in ids]
+
     def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
         with self._errors("cannot count a transfer"):
+            self.c.execute(COUNT_TRANSFER_SQL, (year, to_country, subject_id, sensitive))
+
+    def count_transfers(self, counts: Sequence[TransferCount]) -> None:
+        merged: dict[tuple[int, str, str], bool] = {}
+        for c in counts:  # one row each: ON CONFLICT takes a row once per statement
+            key = (c.year, c.to_country, c.subject_id)
+            merged[key] = merged.get(key, False) or c.sensitive
+        if not merged:
+            return
+        with self._errors("cannot count transfers"):
             self.c.execute(
-                "INSERT INTO transfer_subjects VALUES (%s, %s, %s, %s)"
+                "INSERT INTO transfer_subjects (year, to_country, subject_id, sensitive)"
+                " SELECT * FROM unnest(%b::int4[], %b::text[], %b::text[], %b::bool[])"
                 " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
                 " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive",
-                (year, to_country, subject_id, sensitive),
+                (
+                    [k[0] for k in merged],
+                    [k[1] for k in merged],
+                    [k[2] for k in merged],
+                    list(merged.values()),
+                ),
             )
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -539,7 +594,42 @@ class _Tx(StoreTransaction):
             )
 
 
-CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%s)"
+# The payloads travel as a binary text[] (%b): the text form of an array would escape
+# every quote of every JSON payload on the client, which costs more than the append.
+CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%b)"
+
+
+COUNT_TRANSFER_SQL: LiteralString = (
+    "INSERT INTO transfer_subjects VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
+    " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive"
+)
+# Both run once whatever the SELECT reads (PostgreSQL runs every data-modifying WITH to
+# completion), in the statement's single transaction.
+CHAIN_TRANSFER_SQL: LiteralString = (
+    "WITH counted AS (" + COUNT_TRANSFER_SQL + ")"
+    " SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%b)"
+)
+
+
+# One entry in one statement: the UPDATE locks the head row (waiting for a concurrent
+# append to commit, then re-reading the row it committed), moves it on by one and computes
+# the new hash from the old one exactly as ``domicile_audit_append`` and ``entry_hash`` do;
+# the INSERT writes the entry from what the UPDATE returns. No head row: no row, nothing
+# written.
+APPEND_ONE_CTE: LiteralString = (
+    "h AS (UPDATE audit_head SET seq = seq + 1, prev = hash, hash = sha256("
+    "'domicile/audit/v1'::bytea || hash || int8send(seq + 1) || convert_to(%(p)s, 'UTF8'))"
+    " WHERE id = 1 RETURNING seq, prev, hash)"
+    " INSERT INTO audit (seq, payload, prev_hash, hash) SELECT seq, %(p)s, prev, hash FROM h"
+    " RETURNING seq, prev_hash, hash"
+)
+APPEND_ONE_SQL: LiteralString = "WITH " + APPEND_ONE_CTE
+APPEND_ONE_TRANSFER_SQL: LiteralString = (
+    "WITH counted AS (INSERT INTO transfer_subjects VALUES (%(y)s, %(c)s, %(s)s, %(x)s)"
+    " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
+    " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive), " + APPEND_ONE_CTE
+)
 
 
 def _chained(payloads: Sequence[str], rows: Sequence[TupleRow]) -> list[AuditRow]:
@@ -560,6 +650,31 @@ def _record(row: TupleRow) -> StoredRecord:
 INSERT_RECORD: LiteralString = (
     "INSERT INTO records (" + RECORD_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 )
+COPY_RECORDS: LiteralString = "COPY records (" + RECORD_COLUMNS + ") FROM STDIN (FORMAT BINARY)"
+RECORD_TYPES = ("text", "text", "text", "int4", "text", "text", "bytea", "text")
+PUT_REPLICAS: LiteralString = (
+    "INSERT INTO records (" + RECORD_COLUMNS + ") SELECT * FROM unnest(%b::text[], %b::text[],"
+    " %b::text[], %b::int4[], %b::text[], %b::text[], %b::bytea[], %b::text[])"
+    " ON CONFLICT (record_id) DO UPDATE SET version = EXCLUDED.version,"
+    " updated_at = EXCLUDED.updated_at, fields = EXCLUDED.fields"
+    " WHERE records.version < EXCLUDED.version AND records.primary_site IS NOT NULL"
+    " RETURNING record_id"
+)
+
+
+READ_AUDIT_COMMIT = "read_audit_commit"
+
+
+def split_read_audit_commit(url: str) -> tuple[str, str]:
+    """The URL without domicile's ``read_audit_commit`` parameter, and its value
+    (``sync`` when absent). Other parameters go to libpq as they were."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k != READ_AUDIT_COMMIT]
+    if len(kept) == len(pairs):
+        return url, "sync"
+    mode = [v for k, v in pairs if k == READ_AUDIT_COMMIT][-1]
+    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), mode
 
 
 class PostgresSiteStore(SiteStore):
@@ -567,17 +682,34 @@ class PostgresSiteStore(SiteStore):
 
     def __init__(self, site_id: str, url: str) -> None:
         super().__init__(site_id, url)
-        self._db = _Database(site_id, url, "its database")
+        base, self.read_audit_commit = split_read_audit_commit(url)
+        self._db = _Database(site_id, base, "its database")
+        # Read entries' own connection when they may commit without waiting for the disk.
+        self._reads: _Database | None = None
+        if self.read_audit_commit == "async":
+            self._reads = _Database(
+                site_id, base, "its database", settings=["synchronous_commit=off"]
+            )
 
     @property
     def display_url(self) -> str:
         return self._db.display_url
 
     def open(self, *, create: bool = True) -> None:
+        if self.read_audit_commit not in ("sync", "async"):
+            raise BadInput(
+                f"site {self.site_id!r}: {READ_AUDIT_COMMIT} is {self.read_audit_commit!r}",
+                hint=f"write {READ_AUDIT_COMMIT}=sync (the default) or {READ_AUDIT_COMMIT}=async",
+            )
         _open(self._db, self.site_id, "site", SITE_MIGRATIONS["postgresql"], create)
+        if self._reads is not None:
+            with self._reads.lock:
+                self._reads.adopt(self._reads.open(create=False))
 
     def close(self) -> None:
         self._db.close()
+        if self._reads is not None:
+            self._reads.close()
 
     def ping(self) -> bool:
         try:
@@ -598,16 +730,51 @@ class PostgresSiteStore(SiteStore):
                 raise
             db.commit(conn, "the write did not commit")
 
-    def chain_now(self, payloads: Sequence[str]) -> list[AuditRow]:
+    def chain_now(self, payloads: Sequence[str], *, read: bool = False) -> list[AuditRow]:
         """One statement, committed on its own: a single round trip. Not retried on a lost
         connection, so an entry is never written twice."""
         if not payloads:
             return []
-        db = self._db
+        db = self._reads if read and self._reads is not None else self._db
         with db.lock:
             conn, _ = db.acquire()
             try:
+                if len(payloads) == 1:
+                    rows = conn.execute(APPEND_ONE_SQL, {"p": payloads[0]}).fetchall()
+                    if rows:
+                        return _chained(payloads, rows)
+                    # No head row (it went missing): nothing was written; the function
+                    # rebuilds the head from the chain.
                 rows = conn.execute(CHAIN_SQL, (list(payloads),)).fetchall()
+            except psycopg.Error as exc:
+                raise db.unavailable("cannot append to the audit ledger", exc) from None
+        return _chained(payloads, rows)
+
+    def chain_transfer_now(
+        self, payloads: Sequence[str], transfer: TransferCount, *, read: bool = False
+    ) -> list[AuditRow]:
+        """The entries and the year-to-date count in one statement (a data-modifying
+        ``WITH``), so in one transaction and one round trip. Not retried, as ``chain_now``."""
+        if not payloads:
+            return []
+        db = self._reads if read and self._reads is not None else self._db
+        t = transfer
+        count = {"y": t.year, "c": t.to_country, "s": t.subject_id, "x": t.sensitive}
+        with db.lock:
+            conn, _ = db.acquire()
+            try:
+                if len(payloads) == 1:
+                    rows = conn.execute(
+                        APPEND_ONE_TRANSFER_SQL, {**count, "p": payloads[0]}
+                    ).fetchall()
+                    if rows:
+                        return _chained(payloads, rows)
+                    # No head row: only the (idempotent) count was written; once more with
+                    # the function, which rebuilds the head.
+                rows = conn.execute(
+                    CHAIN_TRANSFER_SQL,
+                    (t.year, t.to_country, t.subject_id, t.sensitive, list(payloads)),
+                ).fetchall()
             except psycopg.Error as exc:
                 raise db.unavailable("cannot append to the audit ledger", exc) from None
         return _chained(payloads, rows)
@@ -627,6 +794,22 @@ class PostgresSiteStore(SiteStore):
             (collection, field, digest),
         )
         return [str(r[0]) for r in rows]
+
+    def subjects_for(
+        self, collection: str, field: str, digests: Sequence[bytes]
+    ) -> dict[bytes, str]:
+        if not digests:
+            return {}
+        rows = self._read(
+            "SELECT b.digest, r.subject_id FROM blind_index b"
+            " JOIN records r ON r.record_id = b.record_id"
+            " WHERE b.collection = %s AND b.field = %s AND b.digest = ANY(%b)",
+            (collection, field, list(dict.fromkeys(digests))),
+        )
+        out: dict[bytes, str] = {}
+        for digest, subject in rows:
+            out.setdefault(bytes(digest), str(subject))
+        return out
 
     def subject_records(self, subject_id: str) -> list[StoredRecord]:
         rows = self._read(
@@ -753,12 +936,16 @@ class PostgresKeyStore(KeyStore):
         rows = [(sid, k.kek_version, k.wrapped, now) for sid, k in keys]
 
         def put(conn: Conn) -> None:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO subject_keys (subject_id, kek_version, wrapped, created_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    rows,
-                )
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY subject_keys (subject_id, kek_version, wrapped, created_at)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(["text", "int4", "bytea", "text"])
+                for row in rows:
+                    copy.write_row(row)
 
         self._db.write(put, "its key store failed")
 

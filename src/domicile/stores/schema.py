@@ -43,6 +43,7 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " subject_id TEXT NOT NULL, sensitive INTEGER NOT NULL,"
             " PRIMARY KEY (year, to_country, subject_id))",
         ],
+        4: [],  # version 4 adds PostgreSQL's one-statement append; nothing for SQLite
     },
     "postgresql": {
         1: [
@@ -102,6 +103,11 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " subject_id TEXT NOT NULL, sensitive BOOLEAN NOT NULL,"
             " PRIMARY KEY (year, to_country, subject_id))",
         ],
+        # One entry appended by one UPDATE of the head (which locks it, moves it on and
+        # keeps the hash it replaces in ``prev``) feeding one INSERT: no function call and
+        # no separate row lock (see ``postgres.APPEND_ONE_SQL``). ``prev`` means something
+        # only inside that statement; the head's ``seq`` and ``hash`` stay the truth.
+        4: ["ALTER TABLE audit_head ADD COLUMN prev BYTEA NOT NULL DEFAULT ''::bytea"],
     },
 }
 

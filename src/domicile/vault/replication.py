@@ -21,20 +21,28 @@ then go, with evidence.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from domicile.audit import AuditEvent
+from domicile.audit.ledger import PayloadTemplate
 from domicile.config import Site
 from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.packs import Outcome
 from domicile.policy import Decision
-from domicile.stores import StoredRecord, WrappedKey
+from domicile.stores import StoredRecord, TransferCount, WrappedKey
 from domicile.stores.base import OutboxItem, SiteUnavailable
-from domicile.vault.service import RESIDENCY_FIELD, Domicile, is_sensitive, transfer_detail
+from domicile.vault.service import (
+    RESIDENCY_FIELD,
+    Domicile,
+    _utcnow,
+    is_sensitive,
+    transfer_detail,
+)
 
 PURPOSE = "replication"
 
@@ -75,6 +83,8 @@ class Replicator:
         self.vault = vault
         self.batch = batch
         self.sites = {s.id: s for s in vault.config.sites}
+        self._templates: dict[tuple[Any, ...], tuple[Decision, PayloadTemplate, bool]] = {}
+        self._categories: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # --- the outbox -------------------------------------------------------------------------
 
@@ -143,6 +153,7 @@ class Replicator:
         plans: dict[str, _TargetPlan] = {}
         refusals: list[AuditEvent] = []
         handled: list[OutboxItem] = []
+        stamp = vault._stamp()  # the batch is decided on one day, under one set of filings
         for item in items:
             target = self.sites.get(item.target_site)
             if target is None:
@@ -154,7 +165,9 @@ class Replicator:
             elif item.op == "erase":
                 plan.erase.append(item.subject_id)
             else:
-                self._plan_upsert(home, target, primaries.get(item.record_id), plan, refusals)
+                self._plan_upsert(
+                    home, target, primaries.get(item.record_id), plan, refusals, stamp
+                )
             plan.items.append(item)
         failed: set[str] = set()
         for plan in plans.values():
@@ -168,10 +181,14 @@ class Replicator:
         year = vault._today().year
         done = [i for i in handled if i.target_site not in failed]
         with vault.store(home.id).transaction() as tx:
-            for plan in plans.values():
-                if plan.target.id not in failed:
-                    for subject, sensitive in plan.counted:
-                        tx.count_transfer(year, plan.target.country, subject, sensitive)
+            tx.count_transfers(
+                [
+                    TransferCount(year, plan.target.country, subject, sensitive)
+                    for plan in plans.values()
+                    if plan.target.id not in failed
+                    for subject, sensitive in plan.counted
+                ]
+            )
             kept = [e for e in refusals if e.detail.get("to_site") not in failed]
             if kept:
                 vault._ledgers[home.id].append(tx, kept)
@@ -186,11 +203,12 @@ class Replicator:
         primary: StoredRecord | None,
         plan: _TargetPlan,
         refusals: list[AuditEvent],
+        stamp: tuple[dt.date, Any],
     ) -> None:
         if primary is None or primary.is_replica:
             return  # deleted since: a later item removes any copy
         fields = self._permitted_fields(primary, target.id)
-        decision = self.permission(home, target, primary, fields)
+        decision = self.permission(home, target, primary, fields, stamp=stamp)
         if fields is None or decision is None or decision.outcome is not Outcome.allow:
             outcome = decision.outcome.value if decision else "no decision"
             plan.remove[primary.record_id] = (
@@ -233,36 +251,32 @@ class Replicator:
         ciphers = self._target_ciphers(
             target, [p.subject_id for _, p, _, _ in plan.copies.values()]
         )
-        copies = []
+        copies: list[tuple[StoredRecord, str, bool]] = []  # (copy, its entry, sensitive)
         for source_site, primary, fields, decision in plan.copies.values():
             copy = self._reseal(source_site, target, primary, fields, ciphers[primary.subject_id])
-            event = AuditEvent(
-                action="transfer", site=target.id, purpose=PURPOSE, collection=primary.collection,
-                record=primary.record_id, subject=primary.subject_id, requester=source_site.id,
-                rules=decision.rule_ids,
-                categories=tuple(sorted({self._category(primary.collection, f) for f in fields})),
-            )  # fmt: skip
-            detail = transfer_detail(
-                decision, source_site.country, target.country, dict.fromkeys(fields), False,
-                "replica", primary.version,
-            )  # fmt: skip
-            copies.append((copy, replace(event, **detail)))
+            template, sensitive = self._transfer_template(
+                source_site, target, primary, fields, decision
+            )
+            # The entry of ``transfer_detail`` over the transfer event, from a template.
+            payload = template.render(
+                primary.record_id, primary.subject_id, _utcnow().isoformat(), primary.version
+            )
+            copies.append((copy, payload, sensitive))
         removals = [r for r in store.get_many(list(plan.remove)).values() if r.is_replica]
         erased = [r for s in plan.erase for r in store.subject_records(s) if r.is_replica]
         with store.transaction() as tx:
-            events: list[AuditEvent] = []
-            for copy, event in copies:
-                if tx.put_replica(copy):  # the data crossed now: logged with it, once
-                    events.append(event)
-                    plan.counted.append(
-                        (copy.subject_id, any(is_sensitive(c) for c in event.categories))
-                    )
+            payloads: list[str] = []
+            changed = tx.put_replicas([copy for copy, _, _ in copies])
+            for (copy, payload, sensitive), crossed in zip(copies, changed, strict=True):
+                if crossed:  # the data crossed now: logged with it, once
+                    payloads.append(payload)
+                    plan.counted.append((copy.subject_id, sensitive))
                     report.delivered += 1
                 else:
                     report.unchanged += 1
             if removals or erased:
                 tx.delete([r.record_id for r in [*removals, *erased]])
-            events += self._removal_events(target, removals, plan)
+            events = self._removal_events(target, removals, plan)
             events += [
                 AuditEvent(
                     action="erase",
@@ -276,9 +290,48 @@ class Replicator:
                 )
                 for subject in plan.erase
             ]
-            if events:
-                vault._ledgers[target.id].append(tx, events)
+            payloads += [e.payload() for e in events]
+            if payloads:
+                vault._ledgers[target.id].append_payloads(tx, payloads)
         report.removed += len(removals) + len(erased)
+
+    def _transfer_template(
+        self,
+        source: Site,
+        target: Site,
+        primary: StoredRecord,
+        fields: list[str],
+        decision: Decision,
+    ) -> tuple[PayloadTemplate, bool]:
+        """The template of a copy's transfer entry, and whether its categories are
+        sensitive (for the year-to-date counts)."""
+        names = tuple(fields)
+        key = (id(decision), source.id, target.id, primary.collection, names)
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is decision:
+            return hit[1], hit[2]
+        categories = tuple(sorted({self._category(primary.collection, f) for f in fields}))
+        event = AuditEvent(
+            action="transfer", site=target.id, purpose=PURPOSE, collection=primary.collection,
+            record=primary.record_id, subject=primary.subject_id, requester=source.id,
+            rules=decision.rule_ids, categories=categories,
+        )  # fmt: skip
+        detail = transfer_detail(
+            decision, source.country, target.country, dict.fromkeys(fields), False, "replica",
+            primary.version,
+        )  # fmt: skip
+        template = PayloadTemplate(
+            replace(event, **detail), ("record", "subject", "at", "detail.version")
+        )
+        sensitive = any(is_sensitive(c) for c in categories)
+        if len(self._templates) >= 4096:
+            self._templates.clear()
+        self._templates[key] = (
+            decision,
+            template,
+            sensitive,
+        )  # keeps the decision: ids stay unique
+        return template, sensitive
 
     def _removal_events(
         self, target: Site, removals: list[StoredRecord], plan: _TargetPlan
@@ -348,7 +401,7 @@ class Replicator:
 
     def permission(
         self, home: Site, target: Site, record: StoredRecord, fields: list[str] | None,
-        *, residency_site: Site | None = None,
+        *, residency_site: Site | None = None, stamp: tuple[dt.date, Any] | None = None,
     ) -> Decision | None:  # fmt: skip
         """May ``target`` keep a copy of these fields of ``record`` today?"""
         vault = self.vault
@@ -358,10 +411,19 @@ class Replicator:
         except (KeyDestroyed, DecryptionFailed):
             return None
         names = fields if fields is not None else [f for f in record.fields if f != RESIDENCY_FIELD]
-        cats = [self._category(record.collection, f) for f in names]
+        key = (record.collection, tuple(names))
+        cats = self._categories.get(key)
+        if cats is None:
+            cats = tuple(sorted({self._category(record.collection, f) for f in names}))
+            if len(self._categories) >= 4096:
+                self._categories.clear()
+            self._categories[key] = cats
         facts: dict[str, bool | int | str] = {"replica": True, "primary_country": home.country}
         facts.update(vault.transfer_facts(home, target.country))
-        return vault._decide(residency, cats, "store", target.country, facts=facts)
+        return vault._decide_sorted(
+            residency, cats, "store", target.country, None, tuple(sorted(facts.items())),
+            stamp or vault._stamp(),
+        )  # fmt: skip
 
     def _reseal(
         self,
@@ -376,10 +438,12 @@ class Replicator:
         source = vault._cipher(home.id, primary.subject_id)
         src_ctx = record_context(home.id, primary.collection, primary.record_id)
         dst_ctx = record_context(target.id, primary.collection, primary.record_id)
-        sealed = {}
-        for name in [*fields, RESIDENCY_FIELD]:
-            plain = source.open(primary.fields[name], src_ctx + name.encode())
-            sealed[name] = dest.seal(plain, dst_ctx + name.encode())
+        names = [*fields, RESIDENCY_FIELD]
+        opened = []
+        for name in names:
+            ad = name.encode()
+            opened.append((source.open(primary.fields[name], src_ctx + ad), dst_ctx + ad))
+        sealed = dict(zip(names, dest.seal_all(opened), strict=True))
         return StoredRecord(
             primary.record_id, primary.subject_id, primary.collection, primary.version,
             primary.created_at, primary.updated_at, sealed, primary_site=home.id,

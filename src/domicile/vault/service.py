@@ -18,9 +18,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import os
 import re
-import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
-from domicile.audit.ledger import Action
+from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
 from domicile.crypto.blind import BlindIndexer
@@ -51,6 +52,7 @@ from domicile.stores import (
     KeyStore,
     SiteStore,
     StoredRecord,
+    TransferCount,
     WrappedKey,
     open_key_store,
     open_site_store,
@@ -63,9 +65,50 @@ from domicile.vault.tokens import TokenCodec
 
 PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
+RESIDENCY_AD = RESIDENCY_FIELD.encode()
 IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
 DEK_CACHE = 10_000
 DECISION_CACHE = 50_000
+SMALL_CACHE = 4_096  # shapes, residencies and audit templates: a few per deployment
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh ids of 128 bits (32 hex digits): 48 bits of Unix time in milliseconds,
+    then 80 random bits. Ids made together sort together, so every index keyed by them
+    grows at its end instead of at random pages; a batch's commit then writes a few pages
+    per index rather than most of them. An id is no secret (tokens are sealed, and ids
+    appear in the audit); the time it carries is no more than ``created_at`` says."""
+    ms = (time.time_ns() // 1_000_000).to_bytes(6, "big").hex()
+    pool = os.urandom(10 * n).hex()
+    return [ms + pool[i : i + 20] for i in range(0, 20 * n, 20)]
+
+
+class _Shape:
+    """What the vault derives from a collection and the names of a record's fields, once:
+    each field's category and blind-index settings, and the sorted views that decisions
+    and audit entries use."""
+
+    __slots__ = ("ads", "by_field", "categories", "indexed", "joins", "names", "sensitive")
+
+    def __init__(self, coll: Collection, names: Sequence[str]) -> None:
+        specs = coll.fields
+        known = [n for n in names if n in specs]
+        self.by_field = {n: specs[n].category for n in known}  # field -> category
+        self.categories = tuple(sorted(set(self.by_field.values())))  # sorted, unique
+        self.names = tuple(sorted(known))
+        self.sensitive = any(is_sensitive(c) for c in self.categories)
+        self.ads = {n: n.encode() for n in names}  # the field part of associated data
+        # (field, spec, its category when it identifies the subject, else None)
+        self.indexed = [
+            (n, specs[n], specs[n].category if specs[n].identifies else None)
+            for n in known
+            if specs[n].searchable
+        ]
+        self.joins = [n for n in known if specs[n].join_token]
+
+
+def _decode(raw: bytes) -> Any:
+    return raw[1:].decode("utf-8") if raw[:1] == b"s" else values.decode(raw)
 
 
 # Categories whose export counts as "sensitive" for volume thresholds (PIPL Art. 28 and the
@@ -269,6 +312,14 @@ class Domicile:
         # Requests are validated once per shape: the engine's cache keys on the validated form.
         self._decisions: dict[tuple[Any, ...], Decision] = {}
         self._placements: dict[tuple[Any, ...], tuple[Site, Decision]] = {}
+        self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
+        self._residencies: dict[bytes, Residency] = {}  # sealed residency, opened -> parsed
+        self._templates: dict[tuple[Any, ...], tuple[Any, PayloadTemplate]] = {}
+        self._facts_read: dict[str, bool] = {}
+        # Sites that some collection copies to: the only places a copy can be read from.
+        self._copy_sites = frozenset(
+            t.to for c in config.model.collections.values() for t in c.replicate
+        )
         self._lock = threading.RLock()
         for name, coll in config.model.collections.items():
             for fname, spec in coll.fields.items():
@@ -357,6 +408,12 @@ class Domicile:
     def _today(self) -> dt.date:
         return self.clock().date()
 
+    def _stamp(self) -> tuple[dt.date, Any]:
+        """Today and the filings registry's version: what, besides the request, a decision
+        depends on. Taken once per operation (a batch is decided on one day, under one
+        set of filings)."""
+        return self._today(), self.filings.version
+
     def _decide(
         self,
         residency: Residency,
@@ -365,13 +422,26 @@ class Domicile:
         site_country: str,
         to_country: str | None = None,
         facts: Mapping[str, bool | int | str] | None = None,
+        *,
+        stamp: tuple[dt.date, Any] | None = None,
     ) -> Decision:
-        cats = tuple(sorted(set(categories)))
-        extra = tuple(sorted((facts or {}).items()))
-        key = (
-            residency, cats, operation, site_country, to_country, extra, self._today(),
-            self.filings.version,
+        return self._decide_sorted(
+            residency, tuple(sorted(set(categories))), operation, site_country, to_country,
+            tuple(sorted((facts or {}).items())), stamp or self._stamp(),
         )  # fmt: skip
+
+    def _decide_sorted(
+        self,
+        residency: Residency,
+        cats: tuple[str, ...],
+        operation: str,
+        site_country: str,
+        to_country: str | None,
+        extra: tuple[tuple[str, bool | int | str], ...],
+        stamp: tuple[dt.date, Any],
+    ) -> Decision:
+        """``_decide`` with the categories sorted and unique and the facts as sorted items."""
+        key = (residency, cats, operation, site_country, to_country, extra, *stamp)
         hit = self._decisions.get(key)
         if hit is not None:
             return hit
@@ -381,7 +451,7 @@ class Domicile:
             operation=operation,
             site_country=site_country,
             to_country=to_country,
-            date=self._today(),
+            date=stamp[0],
             filings=self.filings.current(),
             facts={**self.config.model.facts, **dict(extra)},
         )
@@ -390,6 +460,29 @@ class Domicile:
             self._decisions.clear()
         self._decisions[key] = decision
         return decision
+
+    def _shape(self, collection: str, coll: Collection, names: tuple[str, ...]) -> _Shape:
+        key = (collection, names)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= SMALL_CACHE:
+                self._shapes.clear()
+            shape = self._shapes[key] = _Shape(coll, names)
+        return shape
+
+    def _template(
+        self, key: tuple[Any, ...], keep: Any, make: Callable[[], PayloadTemplate]
+    ) -> PayloadTemplate:
+        """A cached payload template. ``key`` may hold ``id(keep)``: the entry keeps
+        ``keep`` alive, so that id cannot be reused while the entry exists."""
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is keep:
+            return hit[1]
+        template = make()
+        if len(self._templates) >= SMALL_CACHE:
+            self._templates.clear()
+        self._templates[key] = (keep, template)
+        return template
 
     def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
         """Audit entries in a transaction of their own (reads, refusals)."""
@@ -435,23 +528,31 @@ class Domicile:
 
     def place(self, residency: Residency, categories: Iterable[str]) -> tuple[Site, Decision]:
         """The home site for a subject's record, or ``PolicyRefused``."""
-        cats = sorted(set(categories))
-        key = (residency, tuple(cats), self._today(), self.filings.version)
+        return self._place_sorted(residency, tuple(sorted(set(categories))), self._stamp())
+
+    def _place_sorted(
+        self, residency: Residency, cats: tuple[str, ...], stamp: tuple[dt.date, Any]
+    ) -> tuple[Site, Decision]:
+        key = (residency, cats, *stamp)
         hit = self._placements.get(key)
         if hit is not None:
             return hit
-        placed = self._place(residency, cats)
+        placed = self._place(residency, cats, stamp)
         if len(self._placements) >= DECISION_CACHE:
             self._placements.clear()
         self._placements[key] = placed
         return placed
 
-    def _place(self, residency: Residency, cats: list[str]) -> tuple[Site, Decision]:
+    def _place(
+        self, residency: Residency, cats: tuple[str, ...], stamp: tuple[dt.date, Any]
+    ) -> tuple[Site, Decision]:
         decisions: dict[str, Decision] = {}
         by_country: dict[str, Decision] = {}
         for s in self.config.sites:
             if s.country not in by_country:
-                by_country[s.country] = self._decide(residency, cats, "store", s.country)
+                by_country[s.country] = self._decide_sorted(
+                    residency, cats, "store", s.country, None, (), stamp
+                )
             decisions[s.id] = by_country[s.country]
         allowed = [s for s in self.config.sites if decisions[s.id].outcome is Outcome.allow]
         if not allowed:
@@ -507,46 +608,41 @@ class Domicile:
         if not items:
             raise BadInput("nothing to write", hint="give at least one record")
         prepared: list[_Item] = []
-        evidence_cache: dict[SubjectEvidence, Residency] = {}
+        evidence_cache: dict[Any, Residency] = {}
         for i, item in enumerate(items):
-            where = f"record {i}: " if len(items) > 1 else ""
             try:
                 if not isinstance(item, Mapping) or set(item) - {"subject", "fields"}:
                     raise BadInput("each record is {subject: ..., fields: ...}")
                 checked = values.check_fields(collection, coll, item.get("fields") or {})
-                raw = item.get("subject")
-                if isinstance(raw, SubjectEvidence):
-                    ev = raw
-                elif isinstance(raw, Mapping):
-                    ev = SubjectEvidence.from_mapping(raw)
-                elif isinstance(raw, Sequence) and not isinstance(raw, str):
-                    ev = SubjectEvidence.parse(raw)
-                else:
-                    raise BadInput(
-                        "subject evidence is missing", hint="e.g. --subject citizenship=RU"
-                    )
-                if ev not in evidence_cache:
-                    evidence_cache[ev] = resolve(ev)
-                prepared.append(_Item(i, checked, evidence_cache[ev]))
+                residency = self._evidence_residency(item.get("subject"), evidence_cache)
+                prepared.append(_Item(i, checked, residency))
             except BadInput as exc:
+                where = f"record {i}: " if len(items) > 1 else ""
                 raise type(exc)(where + exc.message, hint=exc.hint) from None
 
+        stamp = self._stamp()  # the whole batch is placed on one day, under one set of filings
+        placed: dict[tuple[Residency, tuple[str, ...]], tuple[Site, Decision]] = {}
         for p in prepared:
-            cats = [coll.fields[f].category for f in p.fields]
-            try:
-                p.site, p.decision = self.place(p.residency, cats)
-            except PolicyRefused as exc:
-                self._audit_refusal(
-                    AuditEvent(
-                        action="refuse", site="", purpose=purpose, collection=collection,
-                        categories=tuple(sorted(set(cats))), detail={"operation": "put", "reason": "policy"},
-                        decision="deny",
-                    )
-                )  # fmt: skip
-                where = f"record {p.index}: " if len(prepared) > 1 else ""
-                raise PolicyRefused(
-                    where + exc.message, decision=exc.decision, hint=exc.hint
-                ) from None
+            names = tuple(p.fields)
+            hit = placed.get((p.residency, names))
+            if hit is None:
+                cats = self._shape(collection, coll, names).categories
+                try:
+                    hit = self._place_sorted(p.residency, cats, stamp)
+                except PolicyRefused as exc:
+                    self._audit_refusal(
+                        AuditEvent(
+                            action="refuse", site="", purpose=purpose, collection=collection,
+                            categories=cats, detail={"operation": "put", "reason": "policy"},
+                            decision="deny",
+                        )
+                    )  # fmt: skip
+                    where = f"record {p.index}: " if len(prepared) > 1 else ""
+                    raise PolicyRefused(
+                        where + exc.message, decision=exc.decision, hint=exc.hint
+                    ) from None
+                placed[(p.residency, names)] = hit
+            p.site, p.decision = hit
 
         by_site: dict[str, list[_Item]] = {}
         for p in prepared:
@@ -559,6 +655,32 @@ class Domicile:
         for site_id, group in by_site.items():
             results.update(self._write_site(site_id, collection, coll, group, purpose))
         return [results[i] for i in range(len(prepared))]
+
+    @staticmethod
+    def _evidence_residency(raw: Any, cache: dict[Any, Residency]) -> Residency:
+        """The residency of a record's subject evidence; ``cache`` serves a batch whose
+        records repeat the same evidence (keyed by the evidence, and by a mapping's items
+        when they are all strings)."""
+        key: tuple[tuple[str, str], ...] | None = None
+        if isinstance(raw, Mapping) and all(type(v) is str for v in raw.values()):
+            key = tuple(raw.items())
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        if isinstance(raw, SubjectEvidence):
+            ev = raw
+        elif isinstance(raw, Mapping):
+            ev = SubjectEvidence.from_mapping(raw)
+        elif isinstance(raw, Sequence) and not isinstance(raw, str):
+            ev = SubjectEvidence.parse(raw)
+        else:
+            raise BadInput("subject evidence is missing", hint="e.g. --subject citizenship=RU")
+        residency = cache.get(ev)
+        if residency is None:
+            residency = cache[ev] = resolve(ev)
+        if key is not None:
+            cache[key] = residency
+        return residency
 
     def _require(self, site_id: str, purpose: str, collection: str | None, operation: str) -> None:
         """Raise ``SiteUnavailable`` (and audit the refusal where the request arrived)
@@ -585,92 +707,138 @@ class Domicile:
     ) -> dict[int, PutResult]:
         site = self._sites[site_id]
         indexer = self._indexers[site_id]
+        store = self.store(site_id)
         ks = self.keystore(site_id)
-        new_keys: list[tuple[str, WrappedKey]] = []
-        # Identifying values (e.g. an e-mail address) tie a record to the subject's earlier
-        # ones: one index query per identifying category for the whole batch.
-        idents = [self._identity_digests(site_id, coll, item) for item in group]
+        # Each record's blind-index digests, computed once: its own entries and, for
+        # identifying values (e.g. an e-mail address), the digests that tie it to the
+        # subject's earlier records: one index query per identifying category per batch.
+        digests = [self._digests(indexer, collection, coll, item.fields) for item in group]
         wanted: dict[str, list[bytes]] = {}
-        for pairs in idents:
-            for category, digest in pairs:
+        for _, idents in digests:
+            for category, digest in idents:
                 wanted.setdefault(category, []).append(digest)
         known = {
             (category, d): sid
-            for category, digests in wanted.items()
-            for d, sid in self.store(site_id).subjects_for(IDENTITY, category, digests).items()
+            for category, ds in wanted.items()
+            for d, sid in store.subjects_for(IDENTITY, category, ds).items()
         }
-        for item, pairs in zip(group, idents, strict=True):
-            sid = next((known[p] for p in pairs if p in known), None)
+        new_keys: list[tuple[str, WrappedKey]] = []
+        ciphers: dict[str, FieldCipher] = {}
+        fresh = iter(new_ids(len(group)))
+        for item, (_, idents) in zip(group, digests, strict=True):
+            sid = next((known[p] for p in idents if p in known), None)
             if sid is None:
-                sid = secrets.token_hex(16)
+                sid = next(fresh)
                 dek = new_data_key()
                 version, wrapped = self.keys.wrap(site_id, dek, key_context(site_id, sid))
                 new_keys.append((sid, WrappedKey(version, wrapped)))
-                with self._lock:
-                    self._deks[(site_id, sid)] = FieldCipher(dek)
+                ciphers[sid] = FieldCipher(dek)
                 item.new_subject = True
-            for p in pairs:
+            for p in idents:
                 known.setdefault(p, sid)  # later records of this batch join the same subject
             item.subject_id = sid
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
+            with self._lock:
+                for sid, _ in new_keys:
+                    self._deks[(site_id, sid)] = ciphers[sid]
 
         now = self.clock().isoformat()
+        rids = new_ids(len(group))
+        tokens = self.tokens.issue_many(site_id, rids)
         records: list[StoredRecord] = []
         entries: list[IndexEntry] = []
-        events: list[AuditEvent] = []
-        tokens: dict[int, PutResult] = {}
+        payloads: list[str] = []
+        results: dict[int, PutResult] = {}
         residency_blobs: dict[Residency, bytes] = {}
         outbox: list[tuple[str, str, str, str]] = []
         targets = self._replica_targets(coll, site_id)
-        for item in group:
-            assert item.subject_id is not None
-            assert item.decision is not None
-            rid = secrets.token_hex(16)
-            cipher = self._cipher(site_id, item.subject_id)
+        encode = values.encode
+        for item, rid, token, (own, idents) in zip(group, rids, tokens, digests, strict=True):
+            sid = item.subject_id
+            decision = item.decision
+            assert sid is not None
+            assert decision is not None
+            shape = self._shape(collection, coll, tuple(item.fields))
+            cipher = ciphers.get(sid) or self._cipher(site_id, sid)
             prefix = record_context(site_id, collection, rid)
-            sealed = {
-                name: cipher.seal(values.encode(value), prefix + name.encode())
-                for name, value in item.fields.items()
-            }
-            if item.residency not in residency_blobs:
-                residency_blobs[item.residency] = values.encode(_residency_to_json(item.residency))
-            sealed[RESIDENCY_FIELD] = cipher.seal(
-                residency_blobs[item.residency], prefix + RESIDENCY_FIELD.encode()
+            blob = residency_blobs.get(item.residency)
+            if blob is None:
+                blob = residency_blobs[item.residency] = values.encode(
+                    _residency_to_json(item.residency)
+                )
+            ads = shape.ads
+            sealed = cipher.seal_all(
+                [
+                    *(
+                        # values.encode, with its common case (text) inline
+                        (b"s" + v.encode() if type(v) is str else encode(v), prefix + ads[n])
+                        for n, v in item.fields.items()
+                    ),
+                    (blob, prefix + RESIDENCY_AD),
+                ]
             )
-            records.append(StoredRecord(rid, item.subject_id, collection, 1, now, now, sealed))
-            entries.extend(
-                self._index_entries(site_id, indexer, collection, coll, rid, item.fields)
-            )
-            events.append(
-                AuditEvent(
-                    action="write", site=site_id, purpose=purpose, collection=collection,
-                    record=rid, subject=item.subject_id, requester=self.config.local_site,
-                    decision=item.decision.outcome.value, rules=item.decision.rule_ids,
-                    categories=tuple(sorted({coll.fields[f].category for f in item.fields})),
-                    fields=tuple(sorted(item.fields)), at=now,
+            records.append(
+                StoredRecord(
+                    rid, sid, collection, 1, now, now,
+                    dict(zip((*item.fields, RESIDENCY_FIELD), sealed, strict=True)),
                 )
             )  # fmt: skip
-            tokens[item.index] = PutResult(
-                self.tokens.issue(site_id, rid),
+            entries += [IndexEntry(collection, f, d, rid) for f, d in own]
+            entries += [IndexEntry(IDENTITY, c, d, rid) for c, d in idents]
+            template = self._write_template(site_id, purpose, collection, shape, decision)
+            payloads.append(template.render(rid, sid, now))
+            results[item.index] = PutResult(
+                token,
                 site_id,
                 site.country,
-                item.decision,
+                decision,
                 item.new_subject,
-                self._join_tokens(collection, coll, item.fields),
+                self._join_tokens(collection, coll, item.fields) if shape.joins else {},
             )
-            outbox.extend((rid, item.subject_id, t, "upsert") for t in targets)
-        store = self.store(site_id)
+            outbox.extend((rid, sid, t, "upsert") for t in targets)
         try:
             with store.transaction() as tx:
                 tx.insert(records)
                 tx.index(entries)
                 tx.enqueue(outbox)  # replication: in the same transaction as the primary
-                self._ledgers[site_id].append(tx, events)
+                self._ledgers[site_id].append_payloads(tx, payloads)
         except SiteUnavailable:
             self._drop(site_id)
             raise
-        return tokens
+        return results
+
+    def _write_template(
+        self, site_id: str, purpose: str, collection: str, shape: _Shape, decision: Decision
+    ) -> PayloadTemplate:
+        """The payloads of a batch's write entries differ only in record, subject and time."""
+        local = self.config.local_site
+        return self._template(
+            ("write", id(decision), site_id, purpose, collection, shape.names, local),
+            decision,
+            lambda: PayloadTemplate(
+                AuditEvent(
+                    action="write", site=site_id, purpose=purpose, collection=collection,
+                    requester=local, decision=decision.outcome.value, rules=decision.rule_ids,
+                    categories=shape.categories, fields=shape.names,
+                ),
+                ("record", "subject", "at"),
+            ),
+        )  # fmt: skip
+
+    def _digests(
+        self, indexer: BlindIndexer, collection: str, coll: Collection, fields: Mapping[str, Any]
+    ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+        """A record's blind-index digests: (field, digest) in the collection's namespace,
+        and (category, digest) in the identity namespace for identifying fields."""
+        own: list[tuple[str, bytes]] = []
+        idents: list[tuple[str, bytes]] = []
+        for name, spec, identity in self._shape(collection, coll, tuple(fields)).indexed:
+            norm = values.normalize(name, spec, fields[name])
+            own.append((name, indexer.digest(collection, name, norm)))
+            if identity is not None:
+                idents.append((identity, indexer.digest(IDENTITY, identity, norm)))
+        return own, idents
 
     @staticmethod
     def _replica_targets(coll: Collection, home: str) -> list[str]:
@@ -695,18 +863,6 @@ class Domicile:
         msg = b"\x00".join((collection.encode(), field_name.encode(), norm.encode("utf-8")))
         digest = hmac.digest(self._join_key, msg, hashlib.sha256)
         return "dj1_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-    def _identity_digests(
-        self, site_id: str, coll: Collection, item: _Item
-    ) -> list[tuple[str, bytes]]:
-        indexer = self._indexers[site_id]
-        out = []
-        for f, v in item.fields.items():
-            spec = coll.fields[f]
-            if spec.identifies:
-                norm = values.normalize(f, spec, v)
-                out.append((spec.category, indexer.digest(IDENTITY, spec.category, norm)))
-        return out
 
     def _index_entries(
         self,
@@ -792,17 +948,23 @@ class Domicile:
         cipher = self._cipher(site.id, rec.subject_id)
         prefix = record_context(site.id, rec.collection, rec.record_id)
         return {
-            name: values.decode(cipher.open(blob, prefix + name.encode()))
+            name: _decode(cipher.open(blob, prefix + name.encode()))
             for name, blob in rec.fields.items()
             if name != skip
         }
 
     def _residency(self, site: Site, rec: StoredRecord) -> Residency:
         cipher = self._cipher(site.id, rec.subject_id)
-        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_FIELD.encode()
-        return _residency_from_json(
-            values.decode(cipher.open(rec.fields[RESIDENCY_FIELD], context))
-        )
+        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_AD
+        plain = cipher.open(rec.fields[RESIDENCY_FIELD], context)
+        # Many subjects share a residency: parse each distinct one once.
+        residency = self._residencies.get(plain)
+        if residency is None:
+            residency = _residency_from_json(values.decode(plain))
+            if len(self._residencies) >= SMALL_CACHE:
+                self._residencies.clear()
+            self._residencies[plain] = residency
+        return residency
 
     def _categories(self, rec: StoredRecord) -> list[str]:
         coll = self.collection(rec.collection)
@@ -818,7 +980,7 @@ class Domicile:
         check_purpose(purpose)
         site, record_id = self._locate(token)
         requester = self._requester(as_site)
-        if requester.id != site.id:
+        if requester.id != site.id and requester.id in self._copy_sites:
             local = self._replica_read(token, site, record_id, requester, purpose)
             if local is not None:
                 return local
@@ -826,14 +988,20 @@ class Domicile:
         return self._read(token, site, rec, requester, purpose)
 
     def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
-        coll = self.collection(rec.collection)
-        return {f: coll.fields[f].category for f in rec.fields if f in coll.fields}
+        return self._record_shape(rec).by_field
+
+    def _record_shape(self, rec: StoredRecord) -> _Shape:
+        return self._shape(rec.collection, self.collection(rec.collection), tuple(rec.fields))
 
     def transfer_facts(self, origin: Site, to_country: str) -> dict[str, bool | int | str]:
         """Year-to-date export counts from ``origin`` to ``to_country``, when a pack of the
         origin's country looks at them (volume thresholds, e.g. China's)."""
-        wanted = self.engine.facts_read_in(origin.country)
-        if not wanted & {"ytd_export_subjects", "ytd_export_sensitive_subjects"}:
+        reads = self._facts_read.get(origin.country)
+        if reads is None:
+            wanted = self.engine.facts_read_in(origin.country)
+            reads = bool(wanted & {"ytd_export_subjects", "ytd_export_sensitive_subjects"})
+            self._facts_read[origin.country] = reads
+        if not reads:
             return {}
         subjects, sensitive = self.store(origin.id).transfer_counts(self._today().year, to_country)
         return {"ytd_export_subjects": subjects + 1, "ytd_export_sensitive_subjects": sensitive}
@@ -841,24 +1009,21 @@ class Domicile:
     def _read(
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str
     ) -> ReadResult:
+        stamp = self._stamp()
         residency = self._residency(site, rec)
-        categories = self._field_categories(rec)
+        shape = self._record_shape(rec)
         abroad = requester.country != site.country
-        decision = self._decide(
-            residency, categories.values(), "retrieve", site.country,
-            requester.country if abroad else None,
-            self.transfer_facts(site, requester.country) if abroad else None,
-        )  # fmt: skip
-        base = AuditEvent(
-            action="read", site=site.id, purpose=purpose, collection=rec.collection,
-            record=rec.record_id, subject=rec.subject_id, requester=requester.id,
-            rules=decision.rule_ids, categories=tuple(sorted(set(categories.values()))),
+        facts = self.transfer_facts(site, requester.country) if abroad else None
+        decision = self._decide_sorted(
+            residency, shape.categories, "retrieve", site.country,
+            requester.country if abroad else None, tuple(sorted((facts or {}).items())), stamp,
         )  # fmt: skip
         masked = False
         if decision.outcome is not Outcome.allow:
             if not (abroad and decision.disclosure == "masked"):
-                refusal = replace(
-                    base, action="refuse", decision=decision.outcome.value,
+                refusal = self._read_event(
+                    site, rec, requester, purpose, decision, shape, action="refuse",
+                    decision=decision.outcome.value,
                     detail={"operation": "get", "to_country": requester.country},
                 )  # fmt: skip
                 self._audit(site.id, [refusal])
@@ -871,10 +1036,11 @@ class Domicile:
             masked = True
         opened = self._open(site, rec, skip=RESIDENCY_FIELD)
         if masked:
-            opened = masked_fields(opened, categories, dict(decision.masks))
+            opened = masked_fields(opened, shape.by_field, dict(decision.masks))
             if not opened:  # nothing of this record has a permitted masked form
-                refusal = replace(
-                    base, action="refuse", decision=decision.outcome.value,
+                refusal = self._read_event(
+                    site, rec, requester, purpose, decision, shape, action="refuse",
+                    decision=decision.outcome.value,
                     detail={"operation": "get", "to_country": requester.country, "masked": True},
                 )  # fmt: skip
                 self._audit(site.id, [refusal])
@@ -883,41 +1049,91 @@ class Domicile:
                     "record, and none of its fields has a permitted masked form",
                     decision=decision.to_dict(),
                 )
+        shown = tuple(sorted(opened))
         if not abroad:
-            self._audit(site.id, [replace(base, decision="allow", fields=tuple(sorted(opened)))])
+            # The read's entry: the same payload as ``_read_event(..., decision="allow",
+            # fields=shown).payload()``, from a template per request shape.
+            template = self._template(
+                ("read", id(decision), site.id, purpose, rec.collection, requester.id, shown,
+                 shape.categories),
+                decision,
+                lambda: PayloadTemplate(
+                    self._read_event(
+                        site, rec, requester, purpose, decision, shape, decision="allow",
+                        fields=shown,
+                    ),
+                    ("record", "subject", "at"),
+                ),
+            )  # fmt: skip
+            payload = template.render(rec.record_id, rec.subject_id, _utcnow().isoformat())
+            self._ledgers[site.id].append_payloads_now(self.store(site.id), [payload], read=True)
         else:
             self._log_transfer(
-                site, requester.country, rec, decision, base, opened, masked=masked, kind="access"
-            )
+                site, requester, purpose, rec, decision, shape, shown, masked=masked,
+                kind="access",
+            )  # fmt: skip
         return ReadResult(
             token, site.id, site.country, rec.collection, opened, rec.version, decision, abroad,
             masked=masked, read_at=site.id,
         )  # fmt: skip
 
+    def _read_event(
+        self,
+        site: Site,
+        rec: StoredRecord,
+        requester: Site,
+        purpose: str,
+        ruling: Decision,
+        shape: _Shape,
+        **extra: Any,
+    ) -> AuditEvent:
+        """The audit event of a read of ``rec`` at ``site`` by ``requester``, under
+        ``ruling``; ``extra`` sets or overrides fields."""
+        return AuditEvent(
+            **{
+                "action": "read", "site": site.id, "purpose": purpose,
+                "collection": rec.collection, "record": rec.record_id,
+                "subject": rec.subject_id, "requester": requester.id,
+                "rules": ruling.rule_ids, "categories": shape.categories, **extra,
+            }
+        )  # fmt: skip
+
     def _log_transfer(
         self,
         origin: Site,
-        to_country: str,
+        requester: Site,
+        purpose: str,
         rec: StoredRecord,
         decision: Decision,
-        base: AuditEvent,
-        shown: Mapping[str, Any],
+        shape: _Shape,
+        shown: tuple[str, ...],
         *,
         masked: bool,
         kind: str,
     ) -> None:
-        """A transfer, in the origin's hash-chained audit, with its year-to-date count."""
-        event = replace(
-            base,
-            **transfer_detail(
-                decision, origin.country, to_country, shown, masked, kind, rec.version
+        """A transfer, in the origin's hash-chained audit, with its year-to-date count,
+        committed together."""
+        to_country = requester.country
+        template = self._template(
+            ("transfer", id(decision), origin.id, purpose, rec.collection, requester.id, shown,
+             shape.categories, masked, kind),
+            decision,
+            lambda: PayloadTemplate(
+                self._read_event(
+                    origin, rec, requester, purpose, decision, shape,
+                    **transfer_detail(
+                        decision, origin.country, to_country, dict.fromkeys(shown), masked,
+                        kind, rec.version,
+                    ),
+                ),
+                ("record", "subject", "at", "detail.version"),
             ),
+        )  # fmt: skip
+        payload = template.render(rec.record_id, rec.subject_id, _utcnow().isoformat(), rec.version)
+        count = TransferCount(self._today().year, to_country, rec.subject_id, shape.sensitive)
+        self._ledgers[origin.id].append_payloads_now(
+            self.store(origin.id), [payload], transfer=count, read=True
         )
-        sensitive = any(is_sensitive(c) for c in event.categories)
-        store = self.store(origin.id)
-        with store.transaction() as tx:
-            self._ledgers[origin.id].append(tx, [event])
-            tx.count_transfer(self._today().year, to_country, rec.subject_id, sensitive)
 
     def _replica_read(
         self, token: str, home: Site, record_id: str, requester: Site, purpose: str
@@ -953,7 +1169,9 @@ class Domicile:
             categories=tuple(sorted(set(categories.values()))),
             detail={"source": "replica", "primary_site": home.id},
         )  # fmt: skip
-        self._audit(requester.id, [event])
+        self._ledgers[requester.id].append_payloads_now(
+            self.store(requester.id), [event.payload()], read=True
+        )
         return ReadResult(
             token, home.id, home.country, copy.collection, opened, copy.version, decision, False,
             source="replica", read_at=requester.id,

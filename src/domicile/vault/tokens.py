@@ -8,7 +8,9 @@ not whether two tokens belong to the same person.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,20 +32,36 @@ class TokenCodec:
         sealed = nonce + self._aead.encrypt(nonce, plain, _AAD)
         return PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
+    def issue_many(self, site_id: str, record_ids: Sequence[str]) -> list[str]:
+        """``issue`` for many records, with one call to the OS for all the nonces."""
+        site = site_id.encode()
+        head = bytes([len(site)]) + site
+        pool = os.urandom(12 * len(record_ids))
+        encrypt = self._aead.encrypt
+        out = []
+        for i, record_id in enumerate(record_ids):
+            nonce = pool[12 * i : 12 * i + 12]
+            sealed = nonce + encrypt(nonce, head + bytes.fromhex(record_id), _AAD)
+            out.append(PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("="))
+        return out
+
     def read(self, token: str) -> tuple[str, str]:
         """(site id, record id), or ``InvalidToken``."""
-        bad = InvalidToken(
-            "not a valid domicile token", hint="pass a token returned by put, exactly as returned"
-        )
         if not isinstance(token, str) or not token.startswith(PREFIX) or len(token) > 200:
-            raise bad
+            raise _invalid()
         body = token[len(PREFIX) :]
         try:
             sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             plain = self._aead.decrypt(sealed[:12], sealed[12:], _AAD)
         except (ValueError, InvalidTag):
-            raise bad from None
+            raise _invalid() from None
         n = plain[0]
         if len(plain) != 1 + n + 16:
-            raise bad
+            raise _invalid()
         return plain[1 : 1 + n].decode(), plain[1 + n :].hex()
+
+
+def _invalid() -> InvalidToken:
+    return InvalidToken(
+        "not a valid domicile token", hint="pass a token returned by put, exactly as returned"
+    )

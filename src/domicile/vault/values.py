@@ -88,13 +88,23 @@ def check_fields(
     if not fields:
         raise InvalidField("give at least one field", hint="e.g. --field email=...")
     out: dict[str, Any] = {}
+    specs = collection.fields
     for name, value in fields.items():
-        spec = collection.fields.get(name) if isinstance(name, str) else None
+        spec = specs.get(name) if isinstance(name, str) else None
         if spec is None:
             raise InvalidField(
                 f"collection {collection_name!r} has no field {name!r}",
-                hint=f"its fields are: {', '.join(collection.fields)}",
+                hint=f"its fields are: {', '.join(specs)}",
             )
+        if (
+            type(value) is str
+            and spec.type == "string"
+            and value.isascii()  # ASCII: valid UTF-8 by construction
+            and len(value) <= spec.max_length
+            and "\x00" not in value
+        ):
+            out[name] = value  # what ``coerce`` returns for such a value, checked the same way
+            continue
         out[name] = coerce(name, spec, value)
     if not partial:
         missing = [n for n, s in collection.fields.items() if s.required and n not in out]
