@@ -17,7 +17,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -71,7 +71,8 @@ class Service:
     metrics: Metrics
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
+    # Dependencies are async where they do not block: a sync one costs a thread hop.
     svc: Service = request.app.state.service
     return svc
 
@@ -79,7 +80,7 @@ def service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(service)]
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     svc: ServiceDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
@@ -157,6 +158,45 @@ def _route(request: Request) -> str:
     return path
 
 
+class _Observe:
+    """Metrics and one JSON log line per request (pure ASGI: no extra task per request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def record_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            elapsed = time.perf_counter() - start
+            request = Request(scope)
+            route = _route(request)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            log.info(
+                json.dumps(
+                    {
+                        "event": "request", "method": scope["method"], "route": route,
+                        "status": status, "ms": round(elapsed * 1000, 2),
+                        "client": scope.get("state", {}).get("client"),
+                    }
+                )
+            )  # fmt: skip
+
+
 def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> FastAPI:
     registry = clients or ClientRegistry(
         vault.config.data_dir / "clients.json",
@@ -184,26 +224,7 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
     app.state.incountry = InCountryStorage(vault)
     problems.install(app)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - start
-        route = _route(request)
-        svc.metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        svc.metrics.latency.labels(route).observe(elapsed)
-        log.info(
-            json.dumps(
-                {
-                    "event": "request", "method": request.method, "route": route,
-                    "status": response.status_code, "ms": round(elapsed * 1000, 2),
-                    "client": getattr(request.state, "client", None),
-                }
-            )
-        )  # fmt: skip
-        return response
+    app.add_middleware(_Observe, metrics=svc.metrics)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:

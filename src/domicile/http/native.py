@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from domicile.countries import country
 from domicile.errors import BadInput
@@ -24,6 +25,8 @@ from domicile.vault import ReadResult
 from domicile.vault.parity import check_parity
 from domicile.vault.transfers import summarize
 
+# The busiest routes are async and hand the vault's (blocking) work to a worker thread in
+# one hop; the others are plain functions, which FastAPI runs in worker threads itself.
 router = APIRouter(responses=ALL)
 Evidence = dict[str, str | list[str]]
 FieldValue = str | int | bool
@@ -128,14 +131,20 @@ def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
     response_model=PutResponse,
     status_code=201,
 )
-def put(collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+async def put(
+    collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep
+) -> dict[str, Any]:
     """Store a record at the site the law requires; answer its token."""
-    authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
-    r = svc.vault.put(
-        collection, subject=_evidence(body.subject), fields=body.fields, purpose=body.purpose
-    )
-    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
-    return r.to_dict()
+
+    def work() -> dict[str, Any]:
+        authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
+        r = svc.vault.put(
+            collection, subject=_evidence(body.subject), fields=body.fields, purpose=body.purpose
+        )
+        svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+        return r.to_dict()
+
+    return await run_in_threadpool(work)
 
 
 @router.post("/collections/{collection}/records/batch", tags=["records"], status_code=201)
@@ -150,7 +159,7 @@ def put_batch(
 
 
 @router.get("/records/{token}", tags=["records"], response_model=RecordResponse)
-def get(
+async def get(
     token: str,
     svc: ServiceDep,
     principal: PrincipalDep,
@@ -159,11 +168,15 @@ def get(
 ) -> dict[str, Any]:
     """Read a record as from the client's site: locally, or as a transfer the law permits
     (full or masked), or refused with the obligations that would unlock it."""
-    site = requester_site(svc, principal, as_site)
-    authorize(svc, principal, "records:read", purpose=purpose)
-    r = svc.vault.get(token, purpose=purpose, as_site=site)
-    authorize(svc, principal, "records:read", collection=r.collection)
-    return _record(svc, r)
+
+    def work() -> dict[str, Any]:
+        site = requester_site(svc, principal, as_site)
+        authorize(svc, principal, "records:read", purpose=purpose)
+        r = svc.vault.get(token, purpose=purpose, as_site=site)
+        authorize(svc, principal, "records:read", collection=r.collection)
+        return _record(svc, r)
+
+    return await run_in_threadpool(work)
 
 
 @router.patch("/records/{token}", tags=["records"], response_model=RecordResponse)
