@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from domicile.stores.base import SiteUnavailable
 from domicile.stores.schema import KEY_MIGRATIONS
-from domicile.stores.sqlite import connect, migrate, sqlite_path
+from domicile.stores.sqlite import SqliteDatabase
 
 
 @dataclass(frozen=True)
@@ -84,47 +81,24 @@ class SqliteKeyStore(KeyStore):
 
     def __init__(self, site_id: str, url: str) -> None:
         super().__init__(site_id, url)
-        self.path = sqlite_path(url)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+        self._db = SqliteDatabase(site_id, url, "key", KEY_MIGRATIONS["sqlite"], "its key store")
+        self.path = self._db.path
 
     def open(self, *, create: bool = True) -> None:
-        conn = connect(self.path, self.site_id, create=create)
-        try:
-            migrate(conn, self.site_id, "key", KEY_MIGRATIONS["sqlite"], create=create)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._db.open(create=create)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise SiteUnavailable(self.site_id, "its key store is closed")
-        return self._conn
+        return self._db.conn
 
     def ping(self) -> bool:
-        try:
-            with self._lock:
-                self.conn.execute("SELECT 1").fetchone()
-        except (sqlite3.Error, SiteUnavailable):
-            return False
-        return self.path.is_file()
-
-    def _run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self.conn.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"its key store failed ({exc})") from None
+        return self._db.ping()
 
     def get(self, subject_id: str) -> WrappedKey | None:
-        rows = self._run(
+        rows = self._db.read(
             "SELECT kek_version, wrapped FROM subject_keys WHERE subject_id = ?", (subject_id,)
         )
         if not rows:
@@ -137,7 +111,7 @@ class SqliteKeyStore(KeyStore):
         ids = list(dict.fromkeys(subject_ids))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            rows = self._run(
+            rows = self._db.read(
                 "SELECT subject_id, kek_version, wrapped FROM subject_keys"
                 f" WHERE subject_id IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -147,51 +121,37 @@ class SqliteKeyStore(KeyStore):
 
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         now = _now()
-        with self._lock:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.executemany(
-                    "INSERT INTO subject_keys VALUES (?, ?, ?, ?)",
-                    [(sid, k.kek_version, k.wrapped, now) for sid, k in keys],
-                )
-                self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise SiteUnavailable(self.site_id, f"its key store failed ({exc})") from None
+        rows = [(sid, k.kek_version, k.wrapped, now) for sid, k in keys]
+        self._db.write(
+            lambda c: c.executemany("INSERT INTO subject_keys VALUES (?, ?, ?, ?)", rows)
+        )
 
     def delete(self, subject_id: str) -> bool:
-        with self._lock:
-            try:
-                cur = self.conn.execute(
-                    "DELETE FROM subject_keys WHERE subject_id = ?", (subject_id,)
-                )
-                # Push the deletion out of the write-ahead log into the (overwritten) main file.
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"its key store failed ({exc})") from None
-            return cur.rowcount > 0
+        deleted = self._db.write(
+            lambda c: c.execute("DELETE FROM subject_keys WHERE subject_id = ?", (subject_id,))
+        ).rowcount
+        # Push the deletion out of the write-ahead log into the (overwritten) main file.
+        self._db.read("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted > 0
 
     def stale(self, current_version: int, limit: int) -> list[tuple[str, WrappedKey]]:
-        rows = self._run(
+        rows = self._db.read(
             "SELECT subject_id, kek_version, wrapped FROM subject_keys WHERE kek_version != ? LIMIT ?",
             (current_version, limit),
         )
         return [(str(s), WrappedKey(int(v), bytes(w))) for s, v, w in rows]
 
     def rewrap(self, subject_id: str, old: WrappedKey, new: WrappedKey) -> bool:
-        with self._lock:
-            try:
-                cur = self.conn.execute(
-                    "UPDATE subject_keys SET kek_version = ?, wrapped = ? WHERE subject_id = ? AND wrapped = ?",
-                    (new.kek_version, new.wrapped, subject_id, old.wrapped),
-                )
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"its key store failed ({exc})") from None
-            return cur.rowcount == 1
+        cur = self._db.write(
+            lambda c: c.execute(
+                "UPDATE subject_keys SET kek_version = ?, wrapped = ? WHERE subject_id = ? AND wrapped = ?",
+                (new.kek_version, new.wrapped, subject_id, old.wrapped),
+            )
+        )
+        return cur.rowcount == 1
 
     def versions(self) -> dict[int, int]:
-        rows = self._run("SELECT kek_version, count(*) FROM subject_keys GROUP BY kek_version")
+        rows = self._db.read("SELECT kek_version, count(*) FROM subject_keys GROUP BY kek_version")
         return {int(v): int(n) for v, n in rows}
 
 

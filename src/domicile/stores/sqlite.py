@@ -233,22 +233,29 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-class SqliteSiteStore(SiteStore):
-    backend = "sqlite"
+class SqliteDatabase:
+    """One SQLite file of a site (its data, or its subjects' keys): the connection, the
+    lock that serializes its use across threads, the schema, and writes that either
+    commit whole or leave nothing. ``label`` names the file in errors ("its database")."""
 
-    def __init__(self, site_id: str, url: str) -> None:
-        super().__init__(site_id, url)
+    def __init__(
+        self, site_id: str, url: str, kind: str, migrations: dict[int, list[str]], label: str
+    ) -> None:
+        self.site_id = site_id
         self.path = sqlite_path(url)
+        self.kind = kind
+        self.migrations = migrations
+        self.label = label
+        self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
 
-    def open(self, *, create: bool = True) -> None:
+    def open(self, *, create: bool) -> None:
         conn = connect(self.path, self.site_id, create=create)
         try:
-            migrate(conn, self.site_id, "site", SITE_MIGRATIONS["sqlite"], create=create)
+            migrate(conn, self.site_id, self.kind, self.migrations, create=create)
         except sqlite3.Error as exc:
             conn.close()
-            raise SiteUnavailable(self.site_id, f"cannot prepare its database ({exc})") from None
+            raise SiteUnavailable(self.site_id, f"cannot prepare {self.label} ({exc})") from None
         except BaseException:
             conn.close()
             raise
@@ -257,7 +264,7 @@ class SqliteSiteStore(SiteStore):
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise SiteUnavailable(self.site_id, "the store is closed")
+            raise SiteUnavailable(self.site_id, f"{self.label} is closed")
         return self._conn
 
     def close(self) -> None:
@@ -271,51 +278,97 @@ class SqliteSiteStore(SiteStore):
         if self._conn is None or not self.path.is_file():
             return False
         try:
-            with self._lock:
+            with self.lock:
                 self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
         except sqlite3.Error:
             return False
         return True
 
+    def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self.lock:
+            try:
+                return self.conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise SiteUnavailable(self.site_id, f"cannot read {self.label} ({exc})") from None
+
+    def begin(self) -> sqlite3.Connection:
+        """Start a write; the caller holds ``lock`` until ``commit`` or ``rollback``."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise SiteUnavailable(
+                self.site_id, f"cannot start a write to {self.label} ({exc})"
+            ) from None
+        return conn
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback(conn)
+            raise SiteUnavailable(
+                self.site_id, f"the write to {self.label} did not commit ({exc})"
+            ) from None
+
+    @staticmethod
+    def rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a transaction of its own: all of it is committed, or none of it."""
+        with self.lock:
+            conn = self.begin()
+            try:
+                result = fn(conn)
+            except sqlite3.Error as exc:
+                self.rollback(conn)
+                raise SiteUnavailable(self.site_id, f"cannot write {self.label} ({exc})") from None
+            except BaseException:
+                self.rollback(conn)
+                raise
+            self.commit(conn)
+            return result
+
+
+class SqliteSiteStore(SiteStore):
+    backend = "sqlite"
+
+    def __init__(self, site_id: str, url: str) -> None:
+        super().__init__(site_id, url)
+        self._db = SqliteDatabase(site_id, url, "site", SITE_MIGRATIONS["sqlite"], "its database")
+        self.path = self._db.path
+
+    def open(self, *, create: bool = True) -> None:
+        self._db.open(create=create)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._db.conn
+
+    def close(self) -> None:
+        self._db.close()
+
+    def ping(self) -> bool:
+        return self._db.ping()
+
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
-        with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"cannot start a write ({exc})") from None
+        db = self._db
+        with db.lock:
+            conn = db.begin()
             try:
                 yield _Tx(conn)
             except BaseException:
-                conn.execute("ROLLBACK")
+                db.rollback(conn)
                 raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise SiteUnavailable(self.site_id, f"the write did not commit ({exc})") from None
+            db.commit(conn)
 
     def _write(self, fn: Callable[[_Tx], T]) -> T:
         """``fn`` in a transaction of its own: ``transaction()`` without the context
         manager's overhead, for the one-entry writes of reads."""
-        with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"cannot start a write ({exc})") from None
-            try:
-                result = fn(_Tx(conn))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise SiteUnavailable(self.site_id, f"the write did not commit ({exc})") from None
-            return result
+        return self._db.write(lambda conn: fn(_Tx(conn)))
 
     def chain_now(self, payloads: Sequence[str], *, read: bool = False) -> list[AuditRow]:
         return self._write(lambda tx: tx.chain(payloads))
@@ -333,11 +386,7 @@ class SqliteSiteStore(SiteStore):
         return self._write(write)
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self.conn.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise SiteUnavailable(self.site_id, f"cannot read ({exc})") from None
+        return self._db.read(sql, args)
 
     def get(self, record_id: str) -> StoredRecord | None:
         rows = self._read(f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,))
