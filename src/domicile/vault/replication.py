@@ -336,28 +336,10 @@ class Replicator:
     def _removal_events(
         self, target: Site, removals: list[StoredRecord], plan: _TargetPlan
     ) -> list[AuditEvent]:
-        out = []
-        for c in removals:
-            decision = plan.decisions.get(c.record_id)
-            out.append(
-                AuditEvent(
-                    action="delete",
-                    site=target.id,
-                    purpose=PURPOSE,
-                    collection=c.collection,
-                    record=c.record_id,
-                    subject=c.subject_id,
-                    requester=c.primary_site,
-                    rules=decision.rule_ids if decision else (),
-                    decision=decision.outcome.value if decision else None,
-                    detail={
-                        "reason": plan.remove[c.record_id],
-                        "copy_of": c.primary_site,
-                        "version": c.version,
-                    },
-                )
-            )
-        return out
+        return [
+            _removal_event(target, c, plan.remove[c.record_id], plan.decisions.get(c.record_id))
+            for c in removals
+        ]
 
     def _target_ciphers(self, target: Site, subjects: list[str]) -> dict[str, FieldCipher]:
         """Each subject's key at the target, created (in one batch) where missing."""
@@ -461,21 +443,7 @@ class Replicator:
         copies = [r for r in store.get_many(record_ids).values() if r.is_replica]
         if not copies:
             return 0
-        events = [
-            AuditEvent(
-                action="delete",
-                site=target.id,
-                purpose=PURPOSE,
-                collection=c.collection,
-                record=c.record_id,
-                subject=c.subject_id,
-                requester=c.primary_site,
-                rules=decision.rule_ids if decision else (),
-                decision=decision.outcome.value if decision else None,
-                detail={"reason": reason, "copy_of": c.primary_site, "version": c.version},
-            )
-            for c in copies
-        ]
+        events = [_removal_event(target, c, reason, decision) for c in copies]
         with store.transaction() as tx:
             tx.delete([c.record_id for c in copies])
             self.vault._ledgers[target.id].append(tx, events)
@@ -512,3 +480,21 @@ class Replicator:
                         )
                         report.removed += self._remove(target, [copy.record_id], why, decision)
         return report
+
+
+def _removal_event(
+    target: Site, copy: StoredRecord, reason: str, decision: Decision | None
+) -> AuditEvent:
+    """The audit entry that is the evidence of a copy's deletion at ``target``."""
+    return AuditEvent(
+        action="delete",
+        site=target.id,
+        purpose=PURPOSE,
+        collection=copy.collection,
+        record=copy.record_id,
+        subject=copy.subject_id,
+        requester=copy.primary_site,
+        rules=decision.rule_ids if decision else (),
+        decision=decision.outcome.value if decision else None,
+        detail={"reason": reason, "copy_of": copy.primary_site, "version": copy.version},
+    )
