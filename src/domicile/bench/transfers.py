@@ -29,33 +29,28 @@ from typing import Any
 
 from rich.console import Console
 
-from domicile.bench.vault import _Backend, _Postgres, _progress, _Sqlite, population
+from domicile.bench.vault import (
+    PROFILE_FIELDS,
+    SITES,
+    _Backend,
+    _Postgres,
+    _progress,
+    _Sqlite,
+    population,
+)
 from domicile.config import Config, parse_config
 
 TARGET = 0.5
 MEMORY_LIMIT_MB = 300
 
-CONFIG = """
-default_site: us
-local_site: us
-data_dir: data
-sites:
-  - {{id: ru, country: RU, location: {{provider: bench, city: Moscow, address: "-"}}, backend: "{ru}", keys: "{ru_keys}"}}
-  - {{id: de, country: DE, location: {{provider: bench, city: Frankfurt, address: "-"}}, backend: "{de}", keys: "{de_keys}"}}
-  - {{id: us, country: US, location: {{provider: bench, city: Ashburn, address: "-"}}, backend: "{us}", keys: "{us_keys}"}}
-collections:
-  profiles:
-    fields:
-      full_name: {{category: user.name}}
-      email: {{category: user.contact.email, searchable: true, identifies: true, normalize: email}}
-      phone: {{category: user.contact.phone_number}}
-      headline: {{category: user.content.public}}
-      city: {{category: user.contact.address.city}}
-    replicate:
-      - {{to: de, fields: [full_name, email, headline, city]}}
-filings:
-  eu.scc.US: 2020-01-01
-"""
+CONFIG = (
+    "default_site: us\nlocal_site: us\ndata_dir: data\n"
+    + SITES
+    + "collections:\n  profiles:\n"
+    + PROFILE_FIELDS
+    + "    replicate:\n      - {{to: de, fields: [full_name, email, headline, city]}}\n"
+    + "filings:\n  eu.scc.US: 2020-01-01\n"
+)
 PLAIN = (
     "CREATE TABLE plain_profiles (id TEXT PRIMARY KEY, full_name TEXT, email TEXT,"
     " headline TEXT, city TEXT)"

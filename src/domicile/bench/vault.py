@@ -34,24 +34,27 @@ COUNTRIES = [
     ({"citizenship": "RU", "residence": "RU"}, "Kazan"),
 ]
 
-CONFIG = """
-default_site: us
-data_dir: data
-sites:
+# The three benchmark sites and the profiles collection's fields, shared by the vault and
+# transfer benchmarks (str.format templates: the backends' URLs go into the braces).
+SITES = """sites:
   - {{id: ru, country: RU, location: {{provider: bench, city: Moscow, address: "-"}}, backend: "{ru}", keys: "{ru_keys}"}}
   - {{id: de, country: DE, location: {{provider: bench, city: Frankfurt, address: "-"}}, backend: "{de}", keys: "{de_keys}"}}
   - {{id: us, country: US, location: {{provider: bench, city: Ashburn, address: "-"}}, backend: "{us}", keys: "{us_keys}"}}
-collections:
-  profiles:
-    fields:
+"""
+PROFILE_FIELDS = """    fields:
       full_name: {{category: user.name}}
       email: {{category: user.contact.email, searchable: true, identifies: true, normalize: email}}
       phone: {{category: user.contact.phone_number}}
       headline: {{category: user.content.public}}
       city: {{category: user.contact.address.city}}
-filings:
-  ru.art22_notice: 2025-01-15
 """
+CONFIG = (
+    "default_site: us\ndata_dir: data\n"
+    + SITES
+    + "collections:\n  profiles:\n"
+    + PROFILE_FIELDS
+    + "filings:\n  ru.art22_notice: 2025-01-15\n"
+)
 
 RAW_TABLE = (
     "CREATE TABLE raw_profiles (id TEXT PRIMARY KEY, full_name TEXT, email TEXT, phone TEXT,"
