@@ -218,6 +218,54 @@ class SiteStoreContract(Backend):
         raw = self.raw(store.url, "SELECT record_id FROM blind_index")
         assert [r[0] for r in raw] == ["r2"]
 
+    def test_erasing_a_subject_takes_its_records_and_index_entries_only(
+        self, store: SiteStore
+    ) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1", "subj-1"), record("r2", "subj-1"), record("r3", "subj-2")])
+            tx.index([IndexEntry("users", "email", digest(r), r) for r in ("r1", "r2", "r3")])
+        with store.transaction() as tx:
+            assert tx.hold_subjects(["subj-1", "subj-2"]) == set()
+            assert tx.erase_subject("subj-1", T0) == 2
+        assert [r.record_id for r in store.subject_records("subj-1")] == []
+        assert store.lookup("users", "email", digest("r1")) == []
+        assert store.lookup("users", "email", digest("r3")) == ["r3"]
+        with store.transaction() as tx:
+            assert tx.hold_subjects(["subj-1", "subj-2", "subj-1"]) == {"subj-1"}
+            assert tx.erase_subject("subj-1", T0) == 0  # erasing twice is harmless
+
+    def test_an_erasure_waits_for_a_write_holding_the_subject_and_takes_its_records(
+        self, store: SiteStore, second: SiteStore
+    ) -> None:
+        failures: list[BaseException] = []
+        erased: dict[str, Any] = {}
+        trying = threading.Event()
+
+        def eraser() -> None:
+            try:
+                trying.set()
+                with second.transaction() as tx:
+                    erased["records"] = tx.erase_subject("subj-1", T0)
+                    erased["at"] = time.monotonic()
+            except BaseException as exc:
+                failures.append(exc)
+
+        with store.transaction() as tx:
+            assert tx.hold_subjects(["subj-1"]) == set()
+            thread = threading.Thread(target=eraser)
+            thread.start()
+            trying.wait(5)
+            time.sleep(0.5)
+            tx.insert([record("late", "subj-1")])  # written while the erasure waits
+            assert "at" not in erased, "the erasure did not wait for the write"
+            released = time.monotonic()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert not failures, failures
+        assert erased["at"] >= released
+        assert erased["records"] == 1
+        assert store.get("late") is None
+
     def test_lookup_matches_collection_field_and_digest(self, store: SiteStore) -> None:
         with store.transaction() as tx:
             tx.insert([record("r1"), record("r2"), record("o1", collection="orders")])

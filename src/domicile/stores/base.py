@@ -205,6 +205,16 @@ class StoreTransaction(ABC):
         """Delete records and their index entries; returns how many records went."""
 
     @abstractmethod
+    def hold_subjects(self, subject_ids: Sequence[str]) -> set[str]:
+        """Keep these subjects from being erased until this transaction ends, and return
+        those of them already erased (a write must not add records to an erased subject)."""
+
+    @abstractmethod
+    def erase_subject(self, subject_id: str, erased_at: str) -> int:
+        """Delete every record of a subject and their index entries, and remember it as
+        erased, after every transaction holding it has ended; returns the records deleted."""
+
+    @abstractmethod
     def index(self, entries: Iterable[IndexEntry]) -> None: ...
 
     @abstractmethod

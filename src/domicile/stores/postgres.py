@@ -401,6 +401,10 @@ def _open(
 # -- site store ----------------------------------------------------------------------------
 
 
+# The first key of the advisory locks that keep a subject's erasure and writes apart.
+ERASE_LOCK = 0x646F6D  # "dom"
+
+
 class _Tx(StoreTransaction):
     def __init__(self, db: _Database, conn: Conn) -> None:
         self.db = db
@@ -454,6 +458,42 @@ class _Tx(StoreTransaction):
         with self._errors("cannot delete records"):
             self.c.execute("DELETE FROM blind_index WHERE record_id = ANY(%s)", (ids,))
             cur = self.c.execute("DELETE FROM records WHERE record_id = ANY(%s)", (ids,))
+        return max(cur.rowcount, 0)
+
+    # Writers hold their subjects with shared transaction-level advisory locks; an erasure
+    # takes the subject's lock exclusively, so it waits for writes already under way and
+    # then sees them (each statement of a read-committed transaction sees what committed
+    # before it began). Lock keys: (ERASE_LOCK, hashtext(subject)); a collision between two
+    # subjects only makes one wait for the other.
+    def hold_subjects(self, subject_ids: Sequence[str]) -> set[str]:
+        ids = sorted(set(subject_ids))
+        if not ids:
+            return set()
+        with self._errors("cannot hold subjects"):
+            self.c.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s, hashtext(s)) FROM unnest(%s::text[]) s",
+                (ERASE_LOCK, ids),
+            )
+            rows = self.c.execute(
+                "SELECT subject_id FROM erased_subjects WHERE subject_id = ANY(%s)", (ids,)
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def erase_subject(self, subject_id: str, erased_at: str) -> int:
+        with self._errors("cannot erase a subject"):
+            self.c.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ERASE_LOCK, subject_id)
+            )
+            self.c.execute(
+                "DELETE FROM blind_index WHERE record_id IN"
+                " (SELECT record_id FROM records WHERE subject_id = %s)",
+                (subject_id,),
+            )
+            cur = self.c.execute("DELETE FROM records WHERE subject_id = %s", (subject_id,))
+            self.c.execute(
+                "INSERT INTO erased_subjects VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (subject_id, erased_at),
+            )
         return max(cur.rowcount, 0)
 
     def index(self, entries: Iterable[IndexEntry]) -> None:

@@ -44,6 +44,9 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " PRIMARY KEY (year, to_country, subject_id))",
         ],
         4: [],  # version 4 adds PostgreSQL's one-statement append; nothing for SQLite
+        # Subjects erased here (random ids, no personal data): a write that found one of them
+        # through the index just before the erasure is refused and redone as a new subject.
+        5: ["CREATE TABLE erased_subjects (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)"],
     },
     "postgresql": {
         1: [
@@ -108,6 +111,7 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
         # no separate row lock (see ``postgres.APPEND_ONE_SQL``). ``prev`` means something
         # only inside that statement; the head's ``seq`` and ``hash`` stay the truth.
         4: ["ALTER TABLE audit_head ADD COLUMN prev BYTEA NOT NULL DEFAULT ''::bytea"],
+        5: ["CREATE TABLE erased_subjects (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)"],
     },
 }
 

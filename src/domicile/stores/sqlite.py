@@ -119,6 +119,34 @@ class _Tx(StoreTransaction):
         self.c.executemany("DELETE FROM records WHERE record_id = ?", ids)
         return self.c.total_changes - before
 
+    # A SQLite write holds the whole database (BEGIN IMMEDIATE): holding a subject needs no
+    # lock of its own, only a look at the erasures.
+    def hold_subjects(self, subject_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(subject_ids))
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self.c.execute(
+                "SELECT subject_id FROM erased_subjects"
+                f" WHERE subject_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            out.update(str(r[0]) for r in rows)
+        return out
+
+    def erase_subject(self, subject_id: str, erased_at: str) -> int:
+        self.c.execute(
+            "DELETE FROM blind_index WHERE record_id IN"
+            " (SELECT record_id FROM records WHERE subject_id = ?)",
+            (subject_id,),
+        )
+        cur = self.c.execute("DELETE FROM records WHERE subject_id = ?", (subject_id,))
+        self.c.execute(
+            "INSERT INTO erased_subjects VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (subject_id, erased_at),
+        )
+        return max(cur.rowcount, 0)
+
     def index(self, entries: Iterable[IndexEntry]) -> None:
         self.c.executemany(
             "INSERT INTO blind_index VALUES (?, ?, ?, ?)",

@@ -264,6 +264,10 @@ class FindResult:
         }
 
 
+class _SubjectErased(Exception):
+    """A write's subject was erased after the write looked it up (redone as a new subject)."""
+
+
 @dataclass
 class _Item:
     """One record on its way in."""
@@ -705,6 +709,17 @@ class Domicile:
     def _write_site(
         self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
     ) -> dict[int, PutResult]:
+        try:
+            return self._write_site_once(site_id, collection, coll, group, purpose)
+        except _SubjectErased:
+            # A subject this batch joined was erased between the index lookup and the
+            # write. Nothing was written; the lookup no longer finds it, so its records
+            # start a new subject this time.
+            return self._write_site_once(site_id, collection, coll, group, purpose)
+
+    def _write_site_once(
+        self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
+    ) -> dict[int, PutResult]:
         site = self._sites[site_id]
         indexer = self._indexers[site_id]
         store = self.store(site_id)
@@ -725,8 +740,15 @@ class Domicile:
         new_keys: list[tuple[str, WrappedKey]] = []
         ciphers: dict[str, FieldCipher] = {}
         fresh = iter(new_ids(len(group)))
+        held: set[str] = set()  # existing subjects this batch adds records to
         for item, (_, idents) in zip(group, digests, strict=True):
             sid = next((known[p] for p in idents if p in known), None)
+            if sid is not None and sid not in ciphers:
+                try:
+                    ciphers[sid] = self._cipher(site_id, sid)
+                    held.add(sid)
+                except KeyDestroyed:
+                    sid = None  # being erased right now: this record starts a new subject
             if sid is None:
                 sid = next(fresh)
                 dek = new_data_key()
@@ -734,8 +756,12 @@ class Domicile:
                 new_keys.append((sid, WrappedKey(version, wrapped)))
                 ciphers[sid] = FieldCipher(dek)
                 item.new_subject = True
-            for p in idents:
-                known.setdefault(p, sid)  # later records of this batch join the same subject
+                for p in idents:
+                    known[p] = sid  # later records of this batch join the new subject
+            else:
+                item.new_subject = False
+                for p in idents:
+                    known.setdefault(p, sid)  # later records of this batch join it too
             item.subject_id = sid
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
@@ -799,6 +825,8 @@ class Domicile:
             outbox.extend((rid, sid, t, "upsert") for t in targets)
         try:
             with store.transaction() as tx:
+                if held and tx.hold_subjects(sorted(held)):
+                    raise _SubjectErased
                 tx.insert(records)
                 tx.index(entries)
                 tx.enqueue(outbox)  # replication: in the same transaction as the primary
@@ -1321,9 +1349,9 @@ class Domicile:
         self.keystore(site.id).delete(subject)
         self._forget_key(site.id, subject)
         store = self.store(site.id)
-        records = store.subject_records(subject)
         with store.transaction() as tx:
-            removed = tx.delete([r.record_id for r in records])
+            # After every write already holding the subject; later ones see it erased.
+            removed = tx.erase_subject(subject, self.clock().isoformat())
             # Every site that may hold copies forgets the subject too: its copies and its key.
             copies = sorted(
                 {t.to for c in self.config.model.collections.values() for t in c.replicate}
