@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from domicile.config import Config
+from domicile.crypto.envelope import key_context, new_data_key
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
+from domicile.crypto.keys import LocalKeyring
 from domicile.errors import BadInput
 from domicile.stores.base import SiteUnavailable, pack_fields, unpack_fields
+from domicile.stores.keystore import WrappedKey
 from domicile.vault import Domicile, NotFound, PolicyRefused
 
-from .conftest import IVAN, Deployment
+from .conftest import IVAN, Deployment, open_vault
 
 RU = {"citizenship": "RU"}
 
@@ -322,7 +329,7 @@ def test_tokens_are_opaque_and_checked(vault: Domicile) -> None:
 
 def test_key_rotation_keeps_data_readable(vault: Domicile) -> None:
     token = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
-    out = vault.rotate_key("ru")
+    out = vault.rotate_key("ru", grace=0)
     assert (out["from_version"], out["to_version"], out["rewrapped"]) == (1, 2, 1)
     assert out["retired"] == [1]
     vault._deks.clear()  # force an unwrap with the new key
@@ -332,6 +339,70 @@ def test_key_rotation_keeps_data_readable(vault: Domicile) -> None:
     ).token
     assert vault.keystore("ru").versions() == {2: 2}
     assert vault.get(token2, purpose="x", as_site="ru").fields["full_name"] == "New"
+
+
+def test_a_rotation_by_another_process_takes_effect_at_once(config: Config) -> None:
+    """A server keeps running while the CLI rotates: the server's next new subject is
+    wrapped with the new key, not with the one the CLI has just deleted."""
+    server, cli = open_vault(config), open_vault(config)
+    try:
+        before = server.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
+        out = cli.rotate_key("ru", grace=0)
+        assert out["retired"] == [1]
+        after = server.put(
+            "profiles", subject=RU, fields={"full_name": "Anna"}, purpose="signup"
+        ).token
+        assert server.keystore("ru").versions() == {2: 2}
+    finally:
+        server.close()
+        cli.close()
+    fresh = open_vault(config)  # a restart: nothing is cached any more
+    try:
+        assert fresh.get(before, purpose="x", as_site="ru").fields == IVAN
+        assert fresh.get(after, purpose="x", as_site="ru").fields == {"full_name": "Anna"}
+    finally:
+        fresh.close()
+
+
+def test_a_stale_keyring_in_one_process_never_overwrites_another_process_change(
+    config: Config,
+) -> None:
+    one = LocalKeyring(config.keyring_path, create=True)
+    two = LocalKeyring(config.keyring_path, create=True)
+    one.ensure_site("ru")
+    two.ensure_site("ru")
+    assert one.rotate("ru") == 2
+    two.ensure_site("xx")  # rewrites the file: must keep the rotation it has not seen yet
+    again = LocalKeyring(config.keyring_path)
+    assert again.versions("ru") == [1, 2]
+    assert again.current_version("ru") == 2
+    assert again.versions("xx") == [1]
+
+
+def test_a_key_wrapped_with_the_old_key_during_a_rotation_is_rewrapped_not_lost(
+    config: Config,
+) -> None:
+    vault = open_vault(config)
+    try:
+        vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
+        ctx = key_context("ru", "straggler")
+        dek = new_data_key()
+        version, wrapped = vault.keys.wrap("ru", dek, ctx)  # a writer wraps with key 1 ...
+        assert version == 1
+        result: dict[str, Any] = {}
+        rotation = threading.Thread(target=lambda: result.update(vault.rotate_key("ru", grace=1.0)))
+        rotation.start()
+        time.sleep(0.5)  # ... and stores it after the rotation's first pass
+        vault.keystore("ru").put_many([("straggler", WrappedKey(version, wrapped))])
+        rotation.join(30)
+        assert result["retired"] == [1]
+        assert result["rewrapped"] == 2
+        stored = vault.keystore("ru").get("straggler")
+        assert stored is not None
+        assert stored.kek_version == 2
+        assert vault.keys.unwrap("ru", stored.kek_version, stored.wrapped, ctx) == dek
+    finally:
+        vault.close()
 
 
 def test_audit_entries_hold_no_plaintext(vault: Domicile) -> None:

@@ -345,12 +345,19 @@ def register(app: typer.Typer) -> None:
     @keys_app.command("rotate")
     def keys_rotate(
         site: str = typer.Option(..., "--site"),
+        grace: float = typer.Option(
+            2.0,
+            "--grace",
+            min=0.0,
+            help="Seconds to wait for writers that wrapped a key just before the rotation.",
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Rotate a site's key-encryption key online, re-wrapping every subject key."""
+        """Rotate a site's key-encryption key online, re-wrapping every subject key; the old
+        key is deleted once nothing is wrapped with it."""
         with vault(config, as_json) as d, errors(as_json):
-            out = d.rotate_key(site)
+            out = d.rotate_key(site, grace=grace)
         _show(out, as_json, lambda: console.print(out))
 
 

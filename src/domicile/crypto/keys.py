@@ -6,17 +6,22 @@ are handed out because they are used on every write.
 
 ``LocalKeyring`` keeps everything in one JSON file that must be readable by its owner only
 (mode 0600): it refuses a file that group or others can read, and writes atomically.
+Several processes may share the file (a server and the CLI): each picks up the others'
+changes before it wraps a key, and changes the file only under an exclusive lock, after
+reading it again, so no process writes back a stale copy.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domicile.crypto.errors import DecryptionFailed, KeyringError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows; one process per keyring there
+    fcntl = None  # type: ignore[assignment]
 
 KEYRING_FORMAT = 1
 
@@ -73,23 +83,72 @@ class LocalKeyring:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        if not self.path.exists():
-            if not create:
-                raise KeyringError(
-                    f"no keyring at {self.path}", hint="run `domicile init` or point keyring: at it"
-                )
-            self._data: dict[str, Any] = {
-                "format": KEYRING_FORMAT,
-                "token_key": _b64(AESGCM.generate_key(256)),
-                "join_key": _b64(secrets.token_bytes(32)),
-                "sites": {},
-            }
-            self._save()
-        else:
-            self._data = self._load()
         self._aead: dict[tuple[str, int], AESGCM] = {}
+        self._seen: tuple[int, int, int] | None = None
+        self._data: dict[str, Any] = {}
+        if not self.path.exists() and not create:
+            raise KeyringError(
+                f"no keyring at {self.path}", hint="run `domicile init` or point keyring: at it"
+            )
+        with self._lock, self._file_lock():
+            if self.path.exists():  # perhaps made by another process a moment ago
+                self._reload()
+            else:
+                self._data = {
+                    "format": KEYRING_FORMAT,
+                    "token_key": _b64(AESGCM.generate_key(256)),
+                    "join_key": _b64(secrets.token_bytes(32)),
+                    "sites": {},
+                }
+                self._save()
 
     # --- file -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Exclusive, across processes, while the file is read and rewritten."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _stamp(self) -> tuple[int, int, int]:
+        st = self.path.stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _reload(self) -> None:
+        stamp = self._stamp()
+        self._data = self._load()
+        self._seen = stamp
+        # Forget key-encryption keys that another process has retired.
+        sites = self._data["sites"]
+        self._aead = {
+            (site, v): aead
+            for (site, v), aead in self._aead.items()
+            if str(v) in sites.get(site, {}).get("keks", {})
+        }
+
+    def _refresh(self) -> None:
+        """Pick up what another process changed since the file was last read."""
+        try:
+            changed = self._stamp() != self._seen
+        except OSError:
+            return  # gone for the moment (being replaced): keep what is known
+        if changed:
+            with self._lock:
+                self._reload()
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[dict[str, Any]]:
+        """Change the keyring: under both locks, on a fresh read, saved at the end."""
+        with self._lock, self._file_lock():
+            self._reload()
+            yield self._data
+            self._save()
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -124,6 +183,7 @@ class LocalKeyring:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._seen = self._stamp()
 
     def _site(self, site_id: str) -> dict[str, Any]:
         try:
@@ -138,9 +198,12 @@ class LocalKeyring:
     # --- KeyProvider ------------------------------------------------------------------------
 
     def ensure_site(self, site_id: str) -> None:
-        with self._lock:
-            if site_id in self._data["sites"]:
-                return
+        self._refresh()
+        if site_id in self._data["sites"]:
+            return
+        with self._changing() as data:
+            if site_id in data["sites"]:
+                return  # another process made them meanwhile
             signing = Ed25519PrivateKey.generate()
             from cryptography.hazmat.primitives import serialization
 
@@ -149,19 +212,21 @@ class LocalKeyring:
                 serialization.PrivateFormat.Raw,
                 serialization.NoEncryption(),
             )
-            self._data["sites"][site_id] = {
+            data["sites"][site_id] = {
                 "keks": {"1": _b64(AESGCM.generate_key(256))},
                 "current": 1,
                 "index_key": _b64(secrets.token_bytes(32)),
                 "signing_key": _b64(raw),
             }
-            self._save()
 
     def _kek(self, site_id: str, version: int) -> AESGCM:
         cached = self._aead.get((site_id, version))
         if cached is not None:
             return cached
         keks = self._site(site_id)["keks"]
+        if str(version) not in keks:
+            self._refresh()  # perhaps a newer key made by another process
+            keks = self._site(site_id)["keks"]
         if str(version) not in keks:
             raise KeyringError(
                 f"site {site_id!r} has no key-encryption key version {version}",
@@ -172,6 +237,7 @@ class LocalKeyring:
         return aead
 
     def current_version(self, site_id: str) -> int:
+        self._refresh()  # a rotation by another process takes effect here
         return int(self._site(site_id)["current"])
 
     def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]:
@@ -189,16 +255,15 @@ class LocalKeyring:
             ) from None
 
     def rotate(self, site_id: str) -> int:
-        with self._lock:
+        with self._changing():
             site = self._site(site_id)
             version = max(int(v) for v in site["keks"]) + 1
             site["keks"][str(version)] = _b64(AESGCM.generate_key(256))
             site["current"] = version
-            self._save()
             return version
 
     def retire(self, site_id: str, version: int) -> None:
-        with self._lock:
+        with self._changing():
             site = self._site(site_id)
             if version == int(site["current"]):
                 raise KeyringError(
@@ -206,7 +271,6 @@ class LocalKeyring:
                 )
             site["keks"].pop(str(version), None)
             self._aead.pop((site_id, version), None)
-            self._save()
 
     def index_key(self, site_id: str) -> bytes:
         return _unb64(self._site(site_id)["index_key"])
@@ -221,11 +285,11 @@ class LocalKeyring:
         return _unb64(self._data["token_key"])
 
     def join_key(self) -> bytes:
-        with self._lock:
-            if "join_key" not in self._data:  # keyrings made before join tokens existed
-                self._data["join_key"] = _b64(secrets.token_bytes(32))
-                self._save()
-            return _unb64(self._data["join_key"])
+        if "join_key" not in self._data:  # keyrings made before join tokens existed
+            with self._changing() as data:
+                data.setdefault("join_key", _b64(secrets.token_bytes(32)))
+        return _unb64(self._data["join_key"])
 
     def versions(self, site_id: str) -> list[int]:
+        self._refresh()
         return sorted(int(v) for v in self._site(site_id)["keks"])

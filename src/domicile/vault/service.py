@@ -68,6 +68,9 @@ RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal d
 RESIDENCY_AD = RESIDENCY_FIELD.encode()
 IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
 DEK_CACHE = 10_000
+# Seconds a key rotation waits before its second pass: longer than any writer takes between
+# wrapping a new subject's key and storing it.
+ROTATION_GRACE = 2.0
 DECISION_CACHE = 50_000
 SMALL_CACHE = 4_096  # shapes, residencies and audit templates: a few per deployment
 
@@ -1443,25 +1446,42 @@ class Domicile:
             out[s.id] = cp.seq if cp else 0
         return out
 
-    def rotate_key(self, site_id: str, *, batch: int = 500) -> dict[str, Any]:
+    def rotate_key(
+        self, site_id: str, *, batch: int = 500, grace: float = ROTATION_GRACE
+    ) -> dict[str, Any]:
         """Rotate a site's key-encryption key without downtime: new writes use the new key at
-        once; existing data keys are re-wrapped in batches; the old key is retired last."""
+        once (in every process: each looks at the keyring before it wraps a key); existing
+        data keys are re-wrapped in batches; the old key is retired last.
+
+        A writer may have wrapped a new subject's key with the old key just before the
+        rotation and store it just after the first pass: after ``grace`` seconds a second
+        pass re-wraps such stragglers, and an old key is retired only if nothing at all is
+        wrapped with it any more."""
         if site_id not in self._sites:
             raise BadInput(f"no site named {site_id!r}")
+        if grace < 0:
+            raise BadInput("the grace period cannot be negative", hint="give seconds, e.g. 2")
         ks = self.keystore(site_id)
         old = self.keys.current_version(site_id)
         new = self.keys.rotate(site_id)
-        rewrapped = 0
-        while True:
-            stale = ks.stale(new, batch)
-            if not stale:
-                break
-            for sid, wk in stale:
-                ctx = key_context(site_id, sid)
-                dek = self.keys.unwrap(site_id, wk.kek_version, wk.wrapped, ctx)
-                version, wrapped = self.keys.wrap(site_id, dek, ctx)
-                if ks.rewrap(sid, wk, WrappedKey(version, wrapped)):
-                    rewrapped += 1
+
+        def rewrap_stale() -> int:
+            done = 0
+            while True:
+                stale = ks.stale(new, batch)
+                if not stale:
+                    return done
+                for sid, wk in stale:
+                    ctx = key_context(site_id, sid)
+                    dek = self.keys.unwrap(site_id, wk.kek_version, wk.wrapped, ctx)
+                    version, wrapped = self.keys.wrap(site_id, dek, ctx)
+                    if ks.rewrap(sid, wk, WrappedKey(version, wrapped)):
+                        done += 1
+
+        rewrapped = rewrap_stale()
+        if grace:
+            time.sleep(grace)
+        rewrapped += rewrap_stale()
         retired = []
         for v in range(1, new):
             if v in getattr(self.keys, "versions", lambda _s: [])(
