@@ -21,6 +21,7 @@ import secrets
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ except ImportError:  # pragma: no cover - not on Windows; one process per keyrin
     fcntl = None  # type: ignore[assignment]
 
 KEYRING_FORMAT = 1
+REFRESH = 0.05  # seconds between looks at the keyring file on the busy path
 
 
 class KeyProvider(Protocol):
@@ -85,6 +87,7 @@ class LocalKeyring:
         self._lock = threading.Lock()
         self._aead: dict[tuple[str, int], AESGCM] = {}
         self._seen: tuple[int, int, int] | None = None
+        self._looked = 0.0  # when the file was last looked at (time.monotonic)
         self._data: dict[str, Any] = {}
         if not self.path.exists() and not create:
             raise KeyringError(
@@ -132,8 +135,13 @@ class LocalKeyring:
             if str(v) in sites.get(site, {}).get("keks", {})
         }
 
-    def _refresh(self) -> None:
-        """Pick up what another process changed since the file was last read."""
+    def _refresh(self, *, at_most_every: float = 0.0) -> None:
+        """Pick up what another process changed since the file was last read (looking at
+        the file at most every ``at_most_every`` seconds)."""
+        now = time.monotonic()
+        if now - self._looked < at_most_every:
+            return
+        self._looked = now
         try:
             changed = self._stamp() != self._seen
         except OSError:
@@ -237,7 +245,9 @@ class LocalKeyring:
         return aead
 
     def current_version(self, site_id: str) -> int:
-        self._refresh()  # a rotation by another process takes effect here
+        # A rotation by another process takes effect here, within REFRESH seconds: far
+        # less than the grace period a rotation waits for writers (vault.ROTATION_GRACE).
+        self._refresh(at_most_every=REFRESH)
         return int(self._site(site_id)["current"])
 
     def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]:
