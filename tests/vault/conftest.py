@@ -111,6 +111,20 @@ class Deployment:
         )  # fmt: skip
         return out.stdout
 
+    def dump(self, name: str) -> str:
+        """A store's whole content as SQL text: what it holds, not how the file lays it out
+        (SQLite rewrites pages when its write-ahead log is folded back on close)."""
+        if self.backend == "sqlite":
+            if not self._path(name).exists():
+                return "(no file)"
+            conn = sqlite3.connect(f"file:{self._path(name)}?mode=ro", uri=True)
+            try:
+                return "\n".join(conn.iterdump())
+            finally:
+                conn.close()
+        lines = self.raw(name).decode().splitlines()
+        return "\n".join(x for x in lines if not x.startswith(("\\restrict", "\\unrestrict")))
+
     def everything(self) -> bytes:
         """The raw bytes of every store, plus every file under the data folder."""
         blobs = [self.raw(n) for n in self.urls]
@@ -138,14 +152,19 @@ class Deployment:
         return rows
 
     def drop_audit_guard(self, name: str) -> None:
+        """Drop the triggers that keep the log, its heads and witness records append-only."""
+        tables = ("audit", "tree_heads", "witnessed")
         if self.backend == "sqlite":
             self.execute(
                 name,
-                "DROP TRIGGER IF EXISTS audit_append_only_update",
-                "DROP TRIGGER IF EXISTS audit_append_only_delete",
+                *(
+                    f"DROP TRIGGER IF EXISTS {t}_append_only_{op}"
+                    for t in tables
+                    for op in ("update", "delete")
+                ),
             )
         else:
-            self.execute(name, "DROP TRIGGER IF EXISTS audit_append_only ON audit")
+            self.execute(name, *(f"DROP TRIGGER IF EXISTS {t}_append_only ON {t}" for t in tables))
 
     def snapshot(self, name: str) -> Callable[[], None]:
         """Copy a site's data store now; the returned function puts the copy back."""

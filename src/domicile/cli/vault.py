@@ -30,7 +30,9 @@ filings_app = typer.Typer(
 
 
 @contextmanager
-def vault(config: str | None, as_json: bool) -> Iterator[Any]:
+def vault(config: str | None, as_json: bool, *, read_only: bool = False) -> Iterator[Any]:
+    """The vault of the configuration; ``read_only``: a command that must write nothing
+    (no witness round when it closes)."""
     from domicile.vault import Domicile
 
     with errors(as_json):
@@ -38,7 +40,56 @@ def vault(config: str | None, as_json: bool) -> Iterator[Any]:
         try:
             yield d
         finally:
-            d.close()
+            d.close(checkpoint=not read_only)
+
+
+def _where(p: Any) -> str:
+    if p.seq is None:
+        return ""
+    return (
+        f"entries {p.seq}-{p.until}: "
+        if p.until is not None and p.until != p.seq
+        else f"entry {p.seq}: "
+    )
+
+
+def _verify_line(r: Any) -> str:
+    if not r.ok:
+        bad = r.problems[0]
+        return f"[red]TAMPERED[/] {r.site}: {_where(bad)}{escape(bad.problem)}"
+    held = ", ".join([*r.witnesses, *(["the heads file"] if r.heads_file else [])]) or "nobody"
+    line = f"{r.site}: {r.entries} entries"
+    if r.status == "empty":
+        return f"[green]ok[/]  {line}"
+    if r.witnessed:
+        line += f"; {r.witnessed} verified against heads held by {held}"
+    if r.unwitnessed:
+        line += f"; {r.unwitnessed} appended since the newest witnessed head, not yet witnessed (run `domicile audit witness`)"
+    tag = {
+        "verified": "[green]ok[/]",
+        "partly witnessed": "[yellow]ok[/]",
+        "not witnessed": "[yellow]unwitnessed[/]",
+    }[r.status]
+    if r.unavailable_witnesses:
+        line += f"; witnesses not answering: {', '.join(r.unavailable_witnesses)}"
+    return f"{tag}  {line}"
+
+
+def _write_private(path: str, data: Any) -> None:
+    """Write JSON to a new file readable by its owner only."""
+    import json
+    import os
+
+    from domicile.errors import BadInput
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror}") from None
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
 
 
 def _fields(values: list[str] | None) -> dict[str, str]:
@@ -204,35 +255,141 @@ def register(app: typer.Typer) -> None:
     @audit_app.command("verify")
     def audit_verify(
         site: str | None = typer.Option(None, "--site", help="Only this site."),
+        heads: str | None = typer.Option(
+            None, "--heads", help="Also check against a heads file kept offline (audit heads)."
+        ),
+        require_witnessed: bool = typer.Option(
+            False,
+            "--require-witnessed",
+            help="Fail (exit 1) when some entries are not yet covered by a witnessed head.",
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Prove each site's audit chain; name the first bad entry if any."""
-        with vault(config, as_json) as d, errors(as_json):
-            reports = d.verify_audit(site)
+        """Verify each site's audit log against its signed heads, its witnesses (the other
+        sites) and a heads file; name what was found and where. Writes nothing."""
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
+            reports = d.verify_audit(site, heads=heads)
         ok = all(r.ok for r in reports)
+        whole = all(r.unwitnessed == 0 for r in reports)
         data = reports[0].to_dict() if site else {"ok": ok, "sites": [r.to_dict() for r in reports]}
 
         def human() -> None:
             for r in reports:
-                if r.ok:
-                    console.print(
-                        f"[green]ok[/]  {r.site}: {r.entries} entries, {r.checkpoints} checkpoints"
-                    )
-                else:
-                    bad = r.problems[0]
-                    console.print(f"[red]BAD[/] {r.site}: entry {bad.seq}: {escape(bad.problem)}")
+                console.print(_verify_line(r))
+                for p in r.problems[1:]:
+                    console.print(f"      also: {_where(p)}{escape(p.problem)}")
 
         _show(data, as_json, human)
-        if not ok:
+        if not ok or (require_witnessed and not whole):
             raise typer.Exit(1)
 
-    @audit_app.command("checkpoint")
-    def audit_checkpoint(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
-        """Sign each site's current chain head."""
+    @audit_app.command("witness")
+    def audit_witness(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+        """Sign each site's audit log where it changed, and have every other site witness
+        the new head (after checking that it extends the last one it holds)."""
         with vault(config, as_json) as d, errors(as_json):
-            out = d.checkpoint_audit()
-        _show(out, as_json, lambda: console.print(out))
+            done = d.witness()
+        data = done.to_dict()
+
+        def human() -> None:
+            for sid, head in sorted(done.heads.items()):
+                by = sorted(
+                    r.witness for r in done.results if r.site == sid and r.outcome != "refused"
+                )
+                console.print(
+                    f"{sid}: head of {head.size} entries"
+                    + (f", witnessed by {', '.join(by)}" if by else ", no witness answered")
+                )
+            for r in done.refused:
+                console.print(
+                    f"[red]refused[/] {r.witness} would not witness {r.site}: {escape(r.reason or '')}"
+                )
+            if done.unavailable:
+                console.print(f"[yellow]unavailable[/]: {', '.join(sorted(done.unavailable))}")
+
+        _show(data, as_json, human)
+        if done.refused:
+            raise typer.Exit(1)
+
+    @audit_app.command("checkpoint", hidden=True)
+    def audit_checkpoint(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+        """The name `audit witness` had before witnesses."""
+        audit_witness(config, as_json)
+
+    @audit_app.command("heads")
+    def audit_heads(
+        out: str | None = typer.Option(None, "--out", help="Write the heads file here (0600)."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Every site's public key and newest signed tree head: a heads file to keep
+        offline, for `audit verify --heads FILE`. Writes nothing to the deployment."""
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
+            data = d.audit_heads().to_dict()
+        if out is not None:
+            with errors(as_json):
+                _write_private(out, data)
+
+        def human() -> None:
+            for sid, entry in data["sites"].items():
+                head = entry["head"]
+                console.print(
+                    f"{sid}: "
+                    + (
+                        f"{head['size']} entries, root {head['root'][:16]}..., signed {head['signed_at']}"
+                        if head
+                        else "no signed head yet"
+                    )
+                )
+            if out:
+                console.print(
+                    f"wrote {escape(out)}: keep it where whoever runs the sites cannot change it"
+                )
+
+        _show(data, as_json, human)
+
+    @audit_app.command("prove")
+    def audit_prove(
+        seq: int = typer.Argument(..., help="The entry's sequence number."),
+        site: str = typer.Option(..., "--site", help="The site whose log holds it."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """An entry of a site's log with its inclusion proof against the newest signed tree
+        head, checkable with the site's public key alone (`audit check-proof`)."""
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
+            doc = d.prove_entry(site, seq)
+        _show(doc, as_json, lambda: console.print_json(data=doc))
+
+    @audit_app.command("check-proof")
+    def audit_check_proof(
+        file: str = typer.Argument(..., help="A proof from `audit prove --json` (- for stdin)."),
+        key: str | None = typer.Option(
+            None, "--key", help="The site's public key (ed25519:...); default: the proof's own."
+        ),
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Check an inclusion proof with a public key only: no deployment needed."""
+        import json
+        import sys
+        from pathlib import Path
+
+        from domicile.audit.heads import check_proof, parse_public_key
+        from domicile.errors import BadInput
+
+        with errors(as_json):
+            try:
+                text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+                doc = json.loads(text)
+            except (OSError, ValueError):
+                raise BadInput(f"cannot read a JSON proof from {file}") from None
+            head = check_proof(doc, parse_public_key(key) if key else None)
+        out = {"ok": True, "site": head.site, "seq": doc["entry"]["seq"], "tree_size": head.size}
+        _show(out, as_json, lambda: console.print(
+            f"[green]ok[/] entry {out['seq']} is in the log of site {head.site} signed at size {head.size}"
+            + ("" if key else " (checked with the key the proof names: pass --key to check with yours)")
+        ))  # fmt: skip
 
     @app.command()
     def replicate(

@@ -133,6 +133,32 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class HeadRow:
+    """A signed tree head as a site keeps it (see ``domicile.audit.heads``): the size and
+    Merkle root of its log, when and how it was signed, and the compact range of the tree
+    at that size (the roots of its perfect subtrees), from which the next head grows."""
+
+    size: int
+    root: bytes
+    signed_at: str
+    signature: bytes
+    compact: bytes = b""
+
+
+@dataclass(frozen=True)
+class WitnessRow:
+    """Another site's signed tree head, as this site witnessed it; ``seq`` is the entry of
+    this site's log that records it."""
+
+    site: str
+    size: int
+    root: bytes
+    signed_at: str
+    signature: bytes
+    seq: int
+
+
+@dataclass(frozen=True)
 class TransferCount:
     """A subject's data went to a country this year (the year-to-date counters)."""
 
@@ -244,6 +270,32 @@ class StoreTransaction(ABC):
 
     @abstractmethod
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    @abstractmethod
+    def audit_rows(self, start: int, end: int) -> list[AuditRow]:
+        """Audit rows ``start`` to ``end`` (inclusive), in order, as this transaction sees
+        them (its own appends included)."""
+
+    @abstractmethod
+    def latest_head(self) -> HeadRow | None:
+        """The site's own newest tree head (the biggest), with its compact range."""
+
+    @abstractmethod
+    def add_head(self, head: HeadRow) -> bool:
+        """Keep a signed tree head of this site's log; False if one of that size exists."""
+
+    @abstractmethod
+    def add_tree_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Keep the roots of complete subtrees, as (level, index, hash): the subtree of
+        leaves ``[index * 2**level, (index + 1) * 2**level)`` (already kept: ignored)."""
+
+    @abstractmethod
+    def latest_witnessed(self, site: str) -> WitnessRow | None:
+        """The newest (biggest) head of ``site`` this site has witnessed."""
+
+    @abstractmethod
+    def add_witnessed(self, row: WitnessRow) -> None:
+        """Record another site's head as witnessed (with the entry that records it)."""
 
     @abstractmethod
     def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
@@ -366,6 +418,18 @@ class SiteStore(ABC):
 
     @abstractmethod
     def checkpoints(self) -> list[Checkpoint]: ...
+
+    @abstractmethod
+    def heads(self) -> list[HeadRow]:
+        """The site's own signed tree heads, smallest first (without compact ranges)."""
+
+    @abstractmethod
+    def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The kept subtree roots among ``keys`` (level, index)."""
+
+    @abstractmethod
+    def witnessed(self, site: str | None = None) -> list[WitnessRow]:
+        """Heads of other sites (or of ``site``) this site has witnessed, by site and size."""
 
     @property
     def display_url(self) -> str:

@@ -55,6 +55,7 @@ from domicile.stores.base import (
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
+    HeadRow,
     IndexEntry,
     OutboxItem,
     SiteStore,
@@ -63,6 +64,7 @@ from domicile.stores.base import (
     StoreTransaction,
     TransferCount,
     VersionConflict,
+    WitnessRow,
     unpack_fields,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey
@@ -633,6 +635,63 @@ class _Tx(StoreTransaction):
                 (cp.seq, cp.hash, cp.signed_at, cp.signature),
             )
 
+    def _rows(self, what: str, query: LiteralString, args: Sequence[object]) -> list[TupleRow]:
+        with self._errors(what):
+            return self.c.execute(query, args).fetchall()
+
+    def audit_rows(self, start: int, end: int) -> list[AuditRow]:
+        rows = self._rows(
+            "cannot read the audit ledger",
+            "SELECT seq, payload, prev_hash, hash FROM audit WHERE seq BETWEEN %s AND %s"
+            " ORDER BY seq",
+            (start, end),
+        )
+        return [AuditRow(int(q), str(p), bytes(v), bytes(h)) for q, p, v, h in rows]
+
+    def latest_head(self) -> HeadRow | None:
+        rows = self._rows(
+            "cannot read the tree heads",
+            "SELECT size, root, signed_at, signature, compact FROM tree_heads"
+            " ORDER BY size DESC LIMIT 1",
+            (),
+        )
+        return _head(rows[0]) if rows else None
+
+    def add_head(self, head: HeadRow) -> bool:
+        rows = self._rows(
+            "cannot write a tree head",
+            "INSERT INTO tree_heads VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            " RETURNING size",
+            (head.size, head.root, head.signed_at, head.signature, head.compact),
+        )
+        return bool(rows)
+
+    def add_tree_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        if not nodes:
+            return
+        with self._errors("cannot write tree nodes"):
+            self.c.execute(
+                "INSERT INTO tree_nodes SELECT * FROM unnest(%s::int4[], %s::int8[], %s::bytea[])"
+                " ON CONFLICT DO NOTHING",
+                ([n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes]),
+            )
+
+    def latest_witnessed(self, site: str) -> WitnessRow | None:
+        rows = self._rows(
+            "cannot read the witnessed heads",
+            "SELECT " + WITNESS_COLUMNS + " FROM witnessed WHERE site = %s"
+            " ORDER BY size DESC LIMIT 1",
+            (site,),
+        )
+        return _witness(rows[0]) if rows else None
+
+    def add_witnessed(self, row: WitnessRow) -> None:
+        with self._errors("cannot record a witnessed head"):
+            self.c.execute(
+                "INSERT INTO witnessed (" + WITNESS_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s)",
+                (row.site, row.size, row.root, row.signed_at, row.signature, row.seq),
+            )
+
 
 # The payloads travel as a binary text[] (%b): the text form of an array would escape
 # every quote of every JSON payload on the client, which costs more than the append.
@@ -677,6 +736,19 @@ def _chained(payloads: Sequence[str], rows: Sequence[TupleRow]) -> list[AuditRow
         AuditRow(int(seq), payload, bytes(prev), bytes(digest))
         for payload, (seq, prev, digest) in zip(payloads, rows, strict=True)
     ]
+
+
+WITNESS_COLUMNS: LiteralString = "site, size, root, signed_at, signature, seq"
+
+
+def _head(row: TupleRow) -> HeadRow:
+    size, root, signed_at, signature, *compact = row
+    return HeadRow(int(size), bytes(root), str(signed_at), bytes(signature), *map(bytes, compact))
+
+
+def _witness(row: TupleRow) -> WitnessRow:
+    site, size, root, signed_at, signature, seq = row
+    return WitnessRow(str(site), int(size), bytes(root), str(signed_at), bytes(signature), int(seq))
 
 
 def _record(row: TupleRow) -> StoredRecord:
@@ -919,6 +991,31 @@ class PostgresSiteStore(SiteStore):
     def checkpoints(self) -> list[Checkpoint]:
         rows = self._read("SELECT seq, hash, signed_at, signature FROM checkpoints ORDER BY seq")
         return [Checkpoint(int(s), bytes(h), str(t), bytes(sig)) for s, h, t, sig in rows]
+
+    def heads(self) -> list[HeadRow]:
+        rows = self._read("SELECT size, root, signed_at, signature FROM tree_heads ORDER BY size")
+        return [_head(r) for r in rows]
+
+    def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if not keys:
+            return {}
+        rows = self._read(
+            "SELECT n.level, n.idx, n.hash FROM tree_nodes n"
+            " JOIN unnest(%s::int4[], %s::int8[]) AS k(level, idx)"
+            " ON n.level = k.level AND n.idx = k.idx",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
+        return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
+
+    def witnessed(self, site: str | None = None) -> list[WitnessRow]:
+        if site is None:
+            rows = self._read("SELECT " + WITNESS_COLUMNS + " FROM witnessed ORDER BY site, size")
+        else:
+            rows = self._read(
+                "SELECT " + WITNESS_COLUMNS + " FROM witnessed WHERE site = %s ORDER BY size",
+                (site,),
+            )
+        return [_witness(r) for r in rows]
 
 
 # -- key store -----------------------------------------------------------------------------

@@ -47,6 +47,25 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
         # Subjects erased here (random ids, no personal data): a write that found one of them
         # through the index just before the erasure is refused and redone as a new subject.
         5: ["CREATE TABLE erased_subjects (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)"],
+        # The audit log as a Merkle tree (domicile.audit.merkle): the site's signed tree
+        # heads with their compact ranges, roots of complete subtrees kept for proofs, and
+        # the heads of other sites this site has witnessed. Heads and witness records are
+        # append-only, like the log.
+        6: [
+            "CREATE TABLE tree_heads (size INTEGER PRIMARY KEY, root BLOB NOT NULL,"
+            " signed_at TEXT NOT NULL, signature BLOB NOT NULL, compact BLOB NOT NULL)",
+            "CREATE TABLE tree_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL,"
+            " hash BLOB NOT NULL, PRIMARY KEY (level, idx))",
+            "CREATE TABLE witnessed (site TEXT NOT NULL, size INTEGER NOT NULL,"
+            " root BLOB NOT NULL, signed_at TEXT NOT NULL, signature BLOB NOT NULL,"
+            " seq INTEGER NOT NULL, PRIMARY KEY (site, size))",
+            *(
+                f"CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                for table in ("tree_heads", "witnessed")
+                for op in ("UPDATE", "DELETE")
+            ),
+        ],
     },
     "postgresql": {
         1: [
@@ -112,6 +131,19 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
         # only inside that statement; the head's ``seq`` and ``hash`` stay the truth.
         4: ["ALTER TABLE audit_head ADD COLUMN prev BYTEA NOT NULL DEFAULT ''::bytea"],
         5: ["CREATE TABLE erased_subjects (subject_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL)"],
+        6: [
+            "CREATE TABLE tree_heads (size BIGINT PRIMARY KEY, root BYTEA NOT NULL,"
+            " signed_at TEXT NOT NULL, signature BYTEA NOT NULL, compact BYTEA NOT NULL)",
+            "CREATE TABLE tree_nodes (level INTEGER NOT NULL, idx BIGINT NOT NULL,"
+            " hash BYTEA NOT NULL, PRIMARY KEY (level, idx))",
+            "CREATE TABLE witnessed (site TEXT NOT NULL, size BIGINT NOT NULL,"
+            " root BYTEA NOT NULL, signed_at TEXT NOT NULL, signature BYTEA NOT NULL,"
+            " seq BIGINT NOT NULL, PRIMARY KEY (site, size))",
+            "CREATE TRIGGER tree_heads_append_only BEFORE UPDATE OR DELETE ON tree_heads"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+            "CREATE TRIGGER witnessed_append_only BEFORE UPDATE OR DELETE ON witnessed"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        ],
     },
 }
 

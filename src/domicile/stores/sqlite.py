@@ -20,6 +20,7 @@ from domicile.stores.base import (
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
+    HeadRow,
     IndexEntry,
     OutboxItem,
     SiteStore,
@@ -28,6 +29,7 @@ from domicile.stores.base import (
     StoreTransaction,
     TransferCount,
     VersionConflict,
+    WitnessRow,
     unpack_fields,
 )
 from domicile.stores.schema import SITE_MIGRATIONS, check_meta
@@ -236,6 +238,43 @@ class _Tx(StoreTransaction):
             (cp.seq, cp.hash, cp.signed_at, cp.signature),
         )
 
+    def audit_rows(self, start: int, end: int) -> list[AuditRow]:
+        rows = self.c.execute(
+            "SELECT seq, payload, prev_hash, hash FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (start, end),
+        ).fetchall()
+        return [AuditRow(int(q), str(p), bytes(v), bytes(h)) for q, p, v, h in rows]
+
+    def latest_head(self) -> HeadRow | None:
+        row = self.c.execute(
+            "SELECT size, root, signed_at, signature, compact FROM tree_heads"
+            " ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return _head(row) if row else None
+
+    def add_head(self, head: HeadRow) -> bool:
+        cur = self.c.execute(
+            "INSERT INTO tree_heads VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (head.size, head.root, head.signed_at, head.signature, head.compact),
+        )
+        return cur.rowcount == 1
+
+    def add_tree_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.c.executemany("INSERT INTO tree_nodes VALUES (?, ?, ?) ON CONFLICT DO NOTHING", nodes)
+
+    def latest_witnessed(self, site: str) -> WitnessRow | None:
+        row = self.c.execute(
+            f"SELECT {WITNESS_COLUMNS} FROM witnessed WHERE site = ? ORDER BY size DESC LIMIT 1",
+            (site,),
+        ).fetchone()
+        return _witness(row) if row else None
+
+    def add_witnessed(self, row: WitnessRow) -> None:
+        self.c.execute(
+            f"INSERT INTO witnessed ({WITNESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (row.site, row.size, row.root, row.signed_at, row.signature, row.seq),
+        )
+
 
 PUT_REPLICA = (
     f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -255,6 +294,19 @@ def _record(row: tuple[Any, ...]) -> StoredRecord:
         str(rid), str(sid), str(coll), int(version), str(created), str(updated),
         unpack_fields(bytes(blob)), primary,
     )  # fmt: skip
+
+
+WITNESS_COLUMNS = "site, size, root, signed_at, signature, seq"
+
+
+def _head(row: tuple[Any, ...]) -> HeadRow:
+    size, root, signed_at, signature, *compact = row
+    return HeadRow(int(size), bytes(root), str(signed_at), bytes(signature), *map(bytes, compact))
+
+
+def _witness(row: tuple[Any, ...]) -> WitnessRow:
+    site, size, root, signed_at, signature, seq = row
+    return WitnessRow(str(site), int(size), bytes(root), str(signed_at), bytes(signature), int(seq))
 
 
 def _now() -> str:
@@ -518,3 +570,29 @@ class SqliteSiteStore(SiteStore):
     def checkpoints(self) -> list[Checkpoint]:
         rows = self._read("SELECT seq, hash, signed_at, signature FROM checkpoints ORDER BY seq")
         return [Checkpoint(int(s), bytes(h), str(t), bytes(sig)) for s, h, t, sig in rows]
+
+    def heads(self) -> list[HeadRow]:
+        rows = self._read("SELECT size, root, signed_at, signature FROM tree_heads ORDER BY size")
+        return [_head(r) for r in rows]
+
+    def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        out: dict[tuple[int, int], bytes] = {}
+        wanted = list(dict.fromkeys(keys))
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i : i + 400]
+            where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+            args = tuple(v for key in chunk for v in key)
+            for level, idx, h in self._read(
+                f"SELECT level, idx, hash FROM tree_nodes WHERE {where}", args
+            ):
+                out[(int(level), int(idx))] = bytes(h)
+        return out
+
+    def witnessed(self, site: str | None = None) -> list[WitnessRow]:
+        if site is None:
+            rows = self._read(f"SELECT {WITNESS_COLUMNS} FROM witnessed ORDER BY site, size")
+        else:
+            rows = self._read(
+                f"SELECT {WITNESS_COLUMNS} FROM witnessed WHERE site = ? ORDER BY size", (site,)
+            )
+        return [_witness(r) for r in rows]

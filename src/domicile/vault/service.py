@@ -26,9 +26,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
+from domicile.audit.heads import HeadsFile
 from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
@@ -62,6 +63,9 @@ from domicile.vault import values
 from domicile.vault.errors import NotFound, PolicyRefused
 from domicile.vault.masking import masked_fields
 from domicile.vault.tokens import TokenCodec
+
+if TYPE_CHECKING:
+    from domicile.vault.auditing import WitnessRound
 
 PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
@@ -311,9 +315,9 @@ class Domicile:
         self._sites = {s.id: s for s in config.sites}
         self._stores: dict[str, SiteStore] = {}
         self._keystores: dict[str, KeyStore] = {}
-        self._ledgers = {
-            s.id: AuditLedger(s.id, self.keys, config.data_dir / "anchors") for s in config.sites
-        }
+        self._ledgers = {s.id: AuditLedger(s.id, self.keys) for s in config.sites}
+        # Heads a witness refused in this process (the refusal is recorded once).
+        self.witness_refusals: set[tuple[str, str, int, bytes]] = set()
         self._indexers = {s.id: BlindIndexer(self.keys.index_key(s.id)) for s in config.sites}
         self._deks: OrderedDict[tuple[str, str], FieldCipher] = OrderedDict()
         # Requests are validated once per shape: the engine's cache keys on the validated form.
@@ -357,18 +361,22 @@ class Domicile:
         return cls(cfg, **kwargs)
 
     def close(self, *, checkpoint: bool = True) -> None:
-        """Sign each open site's audit head (unless ``checkpoint=False``), then disconnect."""
+        """Disconnect. If this process added to any site's audit log, first run a witness
+        round (unless ``checkpoint=False``), so what it did is signed and witnessed. A
+        process that only read (verification, say) writes nothing here."""
         with self._lock:
-            for sid, store in list(self._stores.items()):
-                if checkpoint:
-                    with contextlib.suppress(DomicileError):
-                        self._ledgers[sid].checkpoint(store)
+            if checkpoint and any(ledger.appended for ledger in self._ledgers.values()):
+                with contextlib.suppress(DomicileError):
+                    self.witness()
+            for store in self._stores.values():
                 store.close()
             for ks in self._keystores.values():
                 ks.close()
             self._stores.clear()
             self._keystores.clear()
             self._deks.clear()
+            for ledger in self._ledgers.values():
+                ledger.appended = False
 
     def __enter__(self) -> Domicile:
         return self
@@ -394,6 +402,13 @@ class Domicile:
                 ks = open_key_store(site_id, self.config.keys_url(self._sites[site_id]))
                 self._keystores[site_id] = ks
             return ks
+
+    def ledger(self, site_id: str) -> AuditLedger:
+        return self._ledgers[site_id]
+
+    def forget_store(self, site_id: str) -> None:
+        """Forget a connection that failed, so the next call reconnects."""
+        self._drop(site_id)
 
     def _drop(self, site_id: str) -> None:
         """Forget a connection that failed, so the next call reconnects."""
@@ -1429,22 +1444,34 @@ class Domicile:
                 out.append(SiteStatus(s.id, s.country, loc, s.backend, None, False, exc.message))
         return out
 
-    def verify_audit(self, site_id: str | None = None) -> list[VerifyReport]:
-        ids = [site_id] if site_id else [s.id for s in self.config.sites]
-        for sid in ids:
-            if sid not in self._sites:
-                raise BadInput(
-                    f"no site named {sid!r}", hint=f"the sites are: {', '.join(self._sites)}"
-                )
-        return [self._ledgers[sid].verify(self.store(sid)) for sid in ids]
+    def verify_audit(
+        self, site_id: str | None = None, *, heads: HeadsFile | str | Path | None = None
+    ) -> list[VerifyReport]:
+        """Verify each site's audit log (or one site's) against its own signed heads, the
+        heads its witnesses hold and, when given, a heads file kept offline. Reads only."""
+        from domicile.vault import auditing
 
-    def checkpoint_audit(self) -> dict[str, int]:
-        """Sign every site's chain head now; returns the sequence number signed per site."""
-        out = {}
-        for s in self.config.sites:
-            cp = self._ledgers[s.id].checkpoint(self.store(s.id))
-            out[s.id] = cp.seq if cp else 0
-        return out
+        if heads is not None and not isinstance(heads, HeadsFile):
+            heads = HeadsFile.load(heads)
+        return auditing.verify(self, site_id, heads=heads)
+
+    def witness(self, sites: Sequence[str] | None = None) -> WitnessRound:
+        """Sign each site's log where it changed and have the other sites witness it."""
+        from domicile.vault import auditing
+
+        return auditing.witness_round(self, sites=sites)
+
+    def audit_heads(self) -> HeadsFile:
+        """Every site's public key and newest signed head (reads only)."""
+        from domicile.vault import auditing
+
+        return auditing.export_heads(self)
+
+    def prove_entry(self, site_id: str, seq: int) -> dict[str, Any]:
+        """An audit entry with its inclusion proof (reads only)."""
+        from domicile.vault import auditing
+
+        return auditing.prove(self, site_id, seq)
 
     def rotate_key(
         self, site_id: str, *, batch: int = 500, grace: float = ROTATION_GRACE
