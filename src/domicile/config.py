@@ -106,6 +106,14 @@ class ClientSpec(_Model):
     api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
+class AuditSettings(_Model):
+    """How the service keeps the sites' audit logs witnessed."""
+
+    # Seconds between witness rounds while the service runs (a round runs only when
+    # something was logged since the last one, and always when the service stops).
+    witness_every: float = Field(default=60, gt=0, le=86400)
+
+
 class DeploymentConfig(_Model):
     environment_id: str = "default"
     data_dir: str = "domicile-data"
@@ -118,6 +126,7 @@ class DeploymentConfig(_Model):
     facts: dict[str, bool | int | str] = {}  # facts about the controller, e.g. controller.ciio
     packs: list[str] = []
     clients: list[ClientSpec] = []
+    audit: AuditSettings = AuditSettings()
 
 
 class Config:

@@ -37,10 +37,12 @@ from domicile.stores import (
     open_site_store,
 )
 from domicile.stores.base import (
+    HeadRow,
     SchemaTooNew,
     SiteUnavailable,
     StoreMismatch,
     VersionConflict,
+    WitnessRow,
     entry_hash,
 )
 from domicile.stores.schema import KEY_SCHEMA_VERSION, SITE_SCHEMA_VERSION
@@ -561,6 +563,72 @@ class SiteStoreContract(Backend):
             Checkpoint(1000, b"a" * 32, T0, b"sig1"),
             Checkpoint(2000, b"c" * 32, "2025-08-01T00:00:00+00:00", b"sig3"),
         ]
+
+    # -- tree heads, kept subtrees, witness records ---------------------------------------
+
+    def test_tree_heads_are_kept_once_per_size_and_listed_smallest_first(
+        self, store: SiteStore
+    ) -> None:
+        assert store.heads() == []
+        with store.transaction() as tx:
+            assert tx.latest_head() is None
+            assert tx.add_head(HeadRow(7, b"r" * 32, T0, b"s" * 64, b"c" * 96))
+            assert tx.add_head(HeadRow(3, b"q" * 32, T0, b"t" * 64, b"d" * 64))
+            assert not tx.add_head(HeadRow(7, b"x" * 32, T0, b"u" * 64, b""))
+            assert tx.latest_head() == HeadRow(7, b"r" * 32, T0, b"s" * 64, b"c" * 96)
+        assert store.heads() == [
+            HeadRow(3, b"q" * 32, T0, b"t" * 64),
+            HeadRow(7, b"r" * 32, T0, b"s" * 64),
+        ]
+
+    def test_tree_heads_and_witness_records_refuse_changes_at_the_database_level(
+        self, store: SiteStore
+    ) -> None:
+        with store.transaction() as tx:
+            tx.add_head(HeadRow(2, b"r" * 32, T0, b"s" * 64, b"c" * 32))
+            tx.add_witnessed(WitnessRow("de", 4, b"w" * 32, T0, b"s" * 64, 1))
+        for query in (
+            "UPDATE tree_heads SET size = 9",
+            "DELETE FROM tree_heads",
+            "UPDATE witnessed SET size = 9",
+            "DELETE FROM witnessed",
+        ):
+            with pytest.raises(self.raw_error, match="append-only"):
+                self.raw(store.url, query)
+        assert [h.size for h in store.heads()] == [2]
+        assert [w.size for w in store.witnessed()] == [4]
+
+    def test_kept_subtrees_are_found_by_level_and_index(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.add_tree_nodes([(8, 0, b"a" * 32), (8, 1, b"b" * 32), (9, 0, b"c" * 32)])
+            tx.add_tree_nodes([(8, 0, b"z" * 32)])  # kept already: the first one stays
+        assert store.tree_nodes([(8, 0), (9, 0), (9, 1), (8, 7)]) == {
+            (8, 0): b"a" * 32,
+            (9, 0): b"c" * 32,
+        }
+        assert store.tree_nodes([]) == {}
+
+    def test_witness_records_are_listed_by_site_and_size(self, store: SiteStore) -> None:
+        rows = [
+            WitnessRow("us", 5, b"u" * 32, T0, b"s" * 64, 3),
+            WitnessRow("de", 9, b"e" * 32, T0, b"s" * 64, 2),
+            WitnessRow("de", 4, b"d" * 32, T0, b"s" * 64, 1),
+        ]
+        with store.transaction() as tx:
+            assert tx.latest_witnessed("de") is None
+            for row in rows:
+                tx.add_witnessed(row)
+            assert tx.latest_witnessed("de") == rows[1]
+        assert store.witnessed() == [rows[2], rows[1], rows[0]]
+        assert store.witnessed("de") == [rows[2], rows[1]]
+        assert store.witnessed("cn") == []
+
+    def test_audit_rows_are_read_inside_the_transaction(self, store: SiteStore) -> None:
+        rows = append(store, 3)
+        with store.transaction() as tx:
+            more = tx.chain(['{"n":4}'])
+            assert tx.audit_rows(2, 4) == [*rows[1:], *more]
+            assert tx.audit_rows(5, 9) == []
 
     # -- schema -----------------------------------------------------------------------------
 

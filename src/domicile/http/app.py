@@ -197,7 +197,11 @@ class _Observe:
             )  # fmt: skip
 
 
-def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> FastAPI:
+def create_app(
+    vault: Domicile, *, clients: ClientRegistry | None = None, witness_every: float | None = None
+) -> FastAPI:
+    """The service over ``vault``; ``witness_every``: seconds between witness rounds
+    (default: the configuration's ``audit.witness_every``)."""
     registry = clients or ClientRegistry(
         vault.config.data_dir / "clients.json",
         [c.model_dump() for c in vault.config.model.clients],
@@ -211,8 +215,13 @@ def create_app(vault: Domicile, *, clients: ClientRegistry | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from domicile.vault.auditing import Witnesser
+
+        witnesser = Witnesser(vault, witness_every or vault.config.model.audit.witness_every)
+        app.state.witnesser = witnesser.start()
         yield
-        vault.close()  # signs each open site's audit head on a clean stop
+        witnesser.stop()
+        vault.close()  # a last witness round on a clean stop
 
     app = FastAPI(
         title="domicile",

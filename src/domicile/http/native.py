@@ -292,6 +292,27 @@ def audit_verify(
     return {"ok": all(r.ok for r in reports), "sites": [r.to_dict() for r in reports]}
 
 
+@router.get("/audit/heads", tags=["ledger"])
+def audit_heads(svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Every site's public key and newest signed tree head: a heads file to keep offline
+    (``domicile audit verify --heads FILE``)."""
+    authorize(svc, principal, "audit:read")
+    return svc.vault.audit_heads().to_dict()
+
+
+@router.get("/audit/proof", tags=["ledger"])
+def audit_proof(
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    site: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
+    seq: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    """An audit entry with its inclusion proof against the site's newest signed tree head,
+    checkable with the site's public key alone."""
+    authorize(svc, principal, "audit:read")
+    return svc.vault.prove_entry(site, seq)
+
+
 @router.post("/policy/explain", tags=["policy"])
 def explain(body: ExplainBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     """Ask the decision engine, as ``domicile policy explain`` does."""

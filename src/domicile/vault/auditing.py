@@ -210,3 +210,51 @@ def prove(vault: Domicile, site_id: str, seq: int) -> dict[str, Any]:
 
 def load_heads(path: str | Path) -> HeadsFile:
     return HeadsFile.load(path)
+
+
+class Witnesser:
+    """Runs a witness round every ``interval`` seconds in a thread of its own, whenever
+    this process has added to some site's log since the last round (the service's timer)."""
+
+    def __init__(self, vault: Domicile, interval: float) -> None:
+        import threading
+
+        self.vault = vault
+        self.interval = interval
+        self.last: WitnessRound | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="domicile-witness", daemon=True)
+
+    def start(self) -> Witnesser:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import logging
+
+        log = logging.getLogger("domicile.audit")
+        while not self._stop.wait(self.interval):
+            ledgers = [self.vault.ledger(s.id) for s in self.vault.config.sites]
+            if not any(ledger.appended for ledger in ledgers):
+                continue
+            for ledger in ledgers:
+                ledger.appended = False
+            try:
+                self.last = self.vault.witness()
+                self.error = None
+            except DomicileError as exc:
+                self.error = exc.code
+                log.warning("witness round failed: %s", exc.code)
+                continue
+            for r in self.last.refused:
+                # A refused head is evidence of a rewritten or forked log: say so loudly.
+                log.error(
+                    "site %s refused to witness a head of site %s (size %d): %s",
+                    r.witness, r.site, r.size, r.reason,
+                )  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
