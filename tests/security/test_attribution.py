@@ -3,7 +3,8 @@
 A client does everything it may over HTTP (native and InCountry-compatible API); then
 every entry its requests added to any site's audit must name it (``client``), beside the
 site it acted from (``requester``). The same through the CLI, whose operations name the
-operator (``cli:USER``), and the replication worker it runs.
+operator (``cli:USER``), and the replication worker it runs. (Witness records, one site
+recording another's signed head, are the deployment's own bookkeeping and name nobody.)
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ DOMICILE = Path(sys.executable).with_name("domicile")
 
 
 def _entries(vault: Domicile) -> list[tuple[str, dict[str, Any]]]:
+    """Every site's entries but the witness records: those are the sites' own bookkeeping
+    (one site recording another's signed head), an operation of nobody."""
     return [
-        (s.id, json.loads(r.payload)) for s in vault.config.sites for r in vault.store(s.id).audit()
+        (s.id, entry)
+        for s in vault.config.sites
+        for r in vault.store(s.id).audit()
+        if (entry := json.loads(r.payload))["action"] != "witness"
     ]
 
 

@@ -70,6 +70,8 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("GET", "/v1/transfers"): Required(("transfers:read",)),
     ("GET", "/v1/parity"): Required(("parity:read",)),
     ("GET", "/v1/audit/verify"): Required(("audit:read",)),
+    ("GET", "/v1/audit/heads"): Required(("audit:read",)),
+    ("GET", "/v1/audit/proof"): Required(("audit:read",)),
     ("POST", "/v1/policy/explain"): Required(("policy:read",)),
     ("GET", "/v1/sites"): Required(("sites:read",)),
     ("POST", V2): Required(("records:write",), INCOUNTRY),
@@ -212,6 +214,10 @@ def _native(world: World, method: str, path: str) -> Request:
             return method, "/v1/policy/explain", {"json": {
                 "subject": {"citizenship": "RU"}, "categories": ["user.name"],
                 "operation": "store", "site_country": "DE", "date": "2025-09-01"}}  # fmt: skip
+        case ("GET", "/v1/audit/proof"):
+            world.profile()
+            world.vault.witness()  # entry 1 under a signed head
+            return method, path, {"params": {"site": "ru", "seq": 1}}
         case ("GET", _):
             return method, path, {}
     raise AssertionError(f"no sample request for {method} {path}: add one to SAMPLES")
