@@ -20,6 +20,9 @@ Scopes:
   site, so a US client reads a Russian subject's data only through a permitted transfer),
   ``collection:NAME`` and ``purpose:NAME`` (``*`` for any);
 - ``admin``: everything, from any site.
+
+Whether a client may do something is decided in one place for every interface:
+``domicile.access.Access`` (checked through ``Domicile.authorize``).
 """
 
 from __future__ import annotations
@@ -130,31 +133,6 @@ class Client:
     @property
     def sites(self) -> list[str]:
         return sorted(self.values("site:"))
-
-    def allows(
-        self,
-        operation: str,
-        *,
-        site: str | None = None,
-        collection: str | None = None,
-        purpose: str | None = None,
-    ) -> str | None:
-        """None when allowed, else which scope is missing."""
-        if self.admin:
-            return None
-        if operation not in self.scopes:
-            return operation
-        if site is not None and site not in self.values("site:"):
-            return f"site:{site}"
-        if collection is not None:
-            allowed = self.values("collection:")
-            if "*" not in allowed and collection not in allowed:
-                return f"collection:{collection}"
-        if purpose is not None:
-            allowed = self.values("purpose:")
-            if "*" not in allowed and purpose not in allowed:
-                return f"purpose:{purpose}"
-        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -521,7 +521,9 @@ def test_authentication_and_environment(api: Api) -> None:
 
 
 def test_oauth2_client_credentials_as_the_sdk_sends_them(api: Api) -> None:
-    client, secret = api.clients.add("sdk", ["records:read", "records:write", "site:ru"])
+    client, secret = api.clients.add(
+        "sdk", ["records:read", "records:write", "site:ru", "purpose:incountry"]
+    )
     basic = base64.b64encode(f"{client.id}:{secret}".encode()).decode()
     form = {"grant_type": "client_credentials", "scope": "default", "audience": "http://x"}
     r = api.http.post("/oauth2/token", data=form, headers={"Authorization": f"Basic {basic}"})
@@ -550,6 +552,7 @@ def test_oauth2_client_credentials_as_the_sdk_sends_them(api: Api) -> None:
         (["records:write", "site:ru"], "POST", "/find", "records:read"),
         (["records:read", "records:write", "site:de"], "GET", "/k", "site:ru"),
         (["records:read", "site:ru", "purpose:billing"], "GET", "/k", "purpose:incountry"),
+        (["records:read", "site:ru"], "GET", "/k", "purpose:incountry"),
         (["records:delete", "site:ru"], "POST", "/batchWrite", "records:write"),
         (["records:read", "site:ru"], "POST", "/batchDelete", "records:delete"),
     ],

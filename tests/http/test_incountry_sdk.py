@@ -156,7 +156,7 @@ def test_the_real_incountry_sdk_works_against_domicile(server: Server) -> None:
     app = domicile(
         server.config, "clients", "add", "sdk-app", "--scope", "records:read",
         "--scope", "records:write", "--scope", "records:delete", "--scope", "site:ru",
-        "--scope", "site:de",
+        "--scope", "site:de", "--scope", "purpose:incountry",
     )  # fmt: skip
     server.start()
     creds = server.folder / "sdk.json"

@@ -114,10 +114,17 @@ def test_transfers_and_parity_commands(deployment: Path) -> None:
     code, out, _ = run("transfers", "--json")
     assert code == 0
     data = json.loads(out)
-    assert data["total"] == 1
-    assert data["by_destination"]["US"]["kinds"] == {"access": 1}
-    assert data["entries"][0]["masked"] is True
-    assert run("transfers", "--to", "DE", "--json")[1].count('"total": 0') == 1
+    # A masked disclosure is no transfer: counted apart, listed only with --masked.
+    assert (data["total"], data["entries"]) == (0, [])
+    assert data["masked_disclosures"] == {"total": 1, "by_destination": {"US": 1}}
+    code, out, _ = run("transfers", "--masked", "--json")
+    (entry,) = json.loads(out)["masked_disclosures"]["entries"]
+    assert entry["masks"] == {"email": "domain", "full_name": "initials"}
+    assert entry["client"].startswith("cli:")
+    code, out, _ = run("transfers", "--masked")
+    assert code == 0
+    assert "1 masked disclosures (not transfers): US: 1" in out
+    assert run("transfers", "--to", "DE", "--json")[1].count('"total": 0') == 2
     code, out, _ = run("replicate", "--json")  # the starter config replicates nothing
     assert code == 0
     assert json.loads(out)["delivered"] == 0

@@ -242,8 +242,10 @@ def test_read_at_home_and_from_abroad(vault: Domicile) -> None:
     actions = [e.payload for e in vault.store("ru").audit()]
     assert '"action":"write"' in actions[0]
     assert '"action":"read"' in actions[1]
-    assert '"action":"transfer"' in actions[2]
-    assert '"masked":true' in actions[2]
+    # A masked disclosure is recorded as what it is, with the mask applied to each field.
+    assert '"action":"disclose_masked"' in actions[2]
+    assert '"masks":{"email":"domain","full_name":"initials"}' in actions[2]
+    assert not abroad.transfer
     assert '"action":"refuse"' in actions[3]
     assert '"to_country":"US"' in actions[3]
 

@@ -52,7 +52,7 @@ from domicile.stores.base import (
 
 Action = Literal[
     "write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate", "filing",
-    "witness",
+    "witness", "disclose_masked",
 ]  # fmt: skip
 # A tree head is signed whenever the log crosses a multiple of this many entries (and in
 # every witness round).
@@ -77,7 +77,8 @@ class AuditEvent:
     collection: str | None = None
     record: str | None = None
     subject: str | None = None
-    requester: str | None = None
+    requester: str | None = None  # the site the operation acted from
+    client: str | None = None  # who did it: a client id, or the operator ("cli:USER")
     decision: str | None = None
     rules: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()

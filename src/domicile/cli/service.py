@@ -138,6 +138,7 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
+        from domicile.access import cli_operator
         from domicile.http.app import create_app
         from domicile.vault import Domicile
 
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
                 cfg, creds = embedded_config()
             else:
                 cfg = load_config(config)
-            vault = Domicile(cfg)
+            vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
             if sample and not any(s.records for s in vault.sites()):
                 from domicile.vault_demo import load_sample
 

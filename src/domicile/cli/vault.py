@@ -33,10 +33,12 @@ filings_app = typer.Typer(
 def vault(config: str | None, as_json: bool, *, read_only: bool = False) -> Iterator[Any]:
     """The vault of the configuration; ``read_only``: a command that must write nothing
     (no witness round when it closes)."""
+    from domicile.access import cli_operator
     from domicile.vault import Domicile
 
     with errors(as_json):
-        d = Domicile.open(config)
+        # Every operation of the CLI is the local operator's, named in the audit.
+        d = Domicile.open(config, operator=cli_operator())
         try:
             yield d
         finally:
@@ -200,10 +202,16 @@ def register(app: typer.Typer) -> None:
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Change fields of a record, at its home site."""
+        """Change fields of a record, at its home site; show it as a read from the local site
+        would (full, masked, or only the new version when that read is refused)."""
+        from domicile.vault import ReadResult
+
         with vault(config, as_json) as d, errors(as_json):
             r = d.update(token, fields=_fields(field), purpose=purpose)
-        _show(r.to_dict(), as_json, lambda: _print_record(r.to_dict()))
+        if isinstance(r, ReadResult):
+            _show(r.to_dict(), as_json, lambda: _print_record(r.to_dict()))
+        else:
+            _show(r.to_dict(), as_json, lambda: console.print(f"updated: version {r.version}"))
 
     @app.command()
     def delete(
@@ -224,12 +232,25 @@ def register(app: typer.Typer) -> None:
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Erase the subject a token belongs to: destroy its key, delete its records."""
+        """Erase the subject a token belongs to: destroy its key, delete its records, and at
+        once its copies and keys at every site that may hold copies and answers."""
         with vault(config, as_json) as d, errors(as_json):
             out = d.erase(token, purpose=purpose)
-        _show(out, as_json, lambda: console.print(
-            f"erased: {out['records']} record(s) at site {out['site']}; the subject's key is destroyed"
-        ))  # fmt: skip
+
+        def human() -> None:
+            console.print(
+                f"erased: {out['records']} record(s) at site {out['site']}; the subject's key is destroyed"
+            )
+            copies = out["copies"]
+            if copies["deleted"]:
+                console.print(f"copies erased at: {', '.join(copies['deleted'])}")
+            if copies["pending"]:
+                console.print(
+                    f"[yellow]copies pending at: {', '.join(copies['pending'])}[/] "
+                    "(those sites did not answer; `domicile replicate` finishes there)"
+                )
+
+        _show(out, as_json, human)
 
     @app.command()
     def sites(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
@@ -444,10 +465,15 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(
             1000, "--limit", min=0, help="Entries to list (totals count all)."
         ),
+        masked: bool = typer.Option(
+            False, "--masked", help="Also list the masked disclosures (counted apart always)."
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """The transfer ledger: every read from abroad and every copy delivered."""
+        """The transfer ledger: every read from abroad that disclosed the data and every
+        copy delivered. Masked disclosures are no transfers: counted apart, and listed with
+        --masked."""
         from domicile.countries import country
         from domicile.policy import parse_date
         from domicile.vault.transfers import summarize
@@ -455,7 +481,7 @@ def register(app: typer.Typer) -> None:
         with vault(config, as_json) as d, errors(as_json):
             out = summarize(
                 d, since=parse_date(since, "--since") if since else None,
-                to_country=country(to, what="--to") if to else None, limit=limit,
+                to_country=country(to, what="--to") if to else None, limit=limit, masked=masked,
             ).to_dict()  # fmt: skip
 
         def human() -> None:
@@ -469,6 +495,20 @@ def register(app: typer.Typer) -> None:
                     escape(", ".join(agg["routes"])),
                 )  # fmt: skip
             console.print(table)
+            disclosed = out["masked_disclosures"]
+            console.print(
+                f"{disclosed['total']} masked disclosures (not transfers): "
+                + (
+                    ", ".join(f"{k}: {v}" for k, v in sorted(disclosed["by_destination"].items()))
+                    or "none"
+                )
+            )
+            for e in disclosed.get("entries", []):
+                masks = ", ".join(f"{f} ({m})" for f, m in sorted(e["masks"].items()))
+                console.print(
+                    f"  {e['at']} {e['from_country']} -> {e['to_country']}: {escape(masks)}"
+                    + (f"; withheld {escape(', '.join(e['withheld']))}" if e["withheld"] else "")
+                )
 
         _show(out, as_json, human)
 

@@ -28,9 +28,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from domicile._version import __version__
-from domicile.clients import Client, ClientRegistry
+from domicile.access import Access
+from domicile.clients import ClientRegistry
 from domicile.http import problems
-from domicile.http.security import Forbidden, Principal, TokenIssuer, Unauthorized, audit_refusal
+from domicile.http.security import Principal, TokenIssuer, Unauthorized, audit_refusal
 from domicile.vault import Domicile
 from domicile.vault.incountry import InCountryStorage
 
@@ -106,6 +107,16 @@ async def authenticate(
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
 
 
+def client_access(svc: Service, principal: Principal, as_site: str | None = None) -> Access:
+    """The client as a caller of the vault: its id and scopes, acting from ``as_site`` when
+    it names one, else from its only site, else from the service's local site. Whether it
+    may act from there is checked with everything else, by ``Domicile.authorize``."""
+    client = principal.client
+    sites = client.sites
+    site = as_site or (sites[0] if len(sites) == 1 else svc.vault.config.local_site)
+    return Access.of_client(client.id, client.scopes, site)
+
+
 def authorize(
     svc: Service,
     principal: Principal,
@@ -114,37 +125,13 @@ def authorize(
     site: str | None = None,
     collection: str | None = None,
     purpose: str | None = None,
-) -> None:
-    """Refuse (403, audited) unless the client's scopes allow this."""
-    missing = principal.client.allows(operation, site=site, collection=collection, purpose=purpose)
-    if missing is not None:
-        audit_refusal(
-            svc.vault, "scope", client=principal.client.id, purpose=purpose,
-            operation=operation, missing_scope=missing,
-        )  # fmt: skip
-        raise Forbidden(
-            f"client {principal.client.name!r} lacks the scope {missing!r}",
-            hint="ask an administrator: domicile clients add NAME --scope ...",
-        )
-
-
-def requester_site(svc: Service, principal: Principal, as_site: str | None) -> str:
-    """The site a client reads from: the one it asks for (if its scopes allow it), its only
-    site, or (for administrators) the service's local site."""
-    client: Client = principal.client
-    if as_site is not None:
-        if not client.admin and as_site not in client.sites:
-            authorize(svc, principal, "records:read", site=as_site)
-        return as_site
-    if client.admin:
-        return svc.vault.config.local_site
-    if len(client.sites) == 1:
-        return client.sites[0]
-    audit_refusal(svc.vault, "no site", client=client.id)
-    raise Forbidden(
-        "the client must name the site it reads from",
-        hint="pass as_site, or give the client exactly one site:ID scope",
-    )
+) -> Access:
+    """Refuse (403, audited where the request arrived) unless the client's scopes allow
+    this, through the vault's one check; the client as a caller otherwise. Record routes
+    leave the check to the vault's operations, which make it once the record is known."""
+    access = client_access(svc, principal, site)
+    svc.vault.authorize(access, operation, site=site, collection=collection, purpose=purpose)
+    return access
 
 
 def _route(request: Request) -> str:

@@ -11,10 +11,12 @@ never redirected.
 Scopes: ``records:write`` (write, batchWrite, attachment changes), ``records:read`` (read,
 find, attachment downloads and metadata), ``records:delete`` (delete, batchDelete), each
 with ``site:ID`` of the country's site: the client acts at that site, so its reads are
-local. A client restricted by ``purpose:`` scopes must also hold ``purpose:incountry`` (or
-``purpose:*``); ``collection:`` scopes do not apply (these records belong to no configured
-collection). ``admin`` may do everything. Refusals are audited and answered with problem
-documents, like everywhere else in the service.
+local. Every client also needs ``purpose:incountry`` (or ``purpose:*``), as every purpose
+needs its scope on the native API; ``collection:`` scopes do not apply (these records
+belong to no configured collection). ``admin`` may do everything. The check is the vault's
+one check (``Domicile.authorize``), as on every route; refusals are audited where the
+request arrived, naming the client and the missing scope, and answered with problem
+documents.
 """
 
 from __future__ import annotations
@@ -94,9 +96,9 @@ class Call:
 
 
 def _authorize(svc: Service, principal: Principal, operation: str, site: Site) -> None:
-    client = principal.client
-    purpose = PURPOSE if client.values("purpose:") else None
-    authorize(svc, principal, operation, site=site.id, purpose=purpose)
+    """The vault's one check: the operation, the path country's site (the client acts
+    there) and the purpose ``incountry``; collections do not apply to these records."""
+    authorize(svc, principal, operation, site=site.id, purpose=PURPOSE)
 
 
 def _call(operation: str) -> Callable[..., Call]:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from domicile.countries import country
 from domicile.errors import BadInput
-from domicile.http.app import PrincipalDep, ServiceDep, authorize, requester_site
+from domicile.http.app import PrincipalDep, ServiceDep, authorize, client_access
 from domicile.http.problems import ALL
 from domicile.policy import PolicyEngine, parse_date
 from domicile.residency import SubjectEvidence
@@ -98,6 +98,13 @@ class PutResponse(BaseModel):
     join_tokens: dict[str, str] | None = None
 
 
+class WrittenResponse(BaseModel):
+    """An update's answer to a client that may not read the record back."""
+
+    token: str
+    version: int
+
+
 class RecordResponse(BaseModel):
     token: str
     site: str
@@ -125,6 +132,12 @@ def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
     return r.to_dict()
 
 
+AsSite = Annotated[
+    str | None,
+    Query(description="The site the client acts from (default: its only site, else the local one)"),
+]
+
+
 @router.post(
     "/collections/{collection}/records",
     tags=["records"],
@@ -132,15 +145,19 @@ def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
     status_code=201,
 )
 async def put(
-    collection: str, body: PutBody, svc: ServiceDep, principal: PrincipalDep
+    collection: str,
+    body: PutBody,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
     """Store a record at the site the law requires; answer its token."""
 
     def work() -> dict[str, Any]:
-        authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
         r = svc.vault.put(
-            collection, subject=_evidence(body.subject), fields=body.fields, purpose=body.purpose
-        )
+            collection, subject=body.subject, fields=body.fields, purpose=body.purpose,
+            access=client_access(svc, principal, as_site),
+        )  # fmt: skip
         svc.metrics.decisions.labels(r.decision.outcome.value).inc()
         return r.to_dict()
 
@@ -149,12 +166,17 @@ async def put(
 
 @router.post("/collections/{collection}/records/batch", tags=["records"], status_code=201)
 def put_batch(
-    collection: str, body: BatchBody, svc: ServiceDep, principal: PrincipalDep
+    collection: str,
+    body: BatchBody,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
     """Store many records; every one is checked and placed before any is written."""
-    authorize(svc, principal, "records:write", collection=collection, purpose=body.purpose)
-    items = [{"subject": _evidence(i.subject), "fields": i.fields} for i in body.records]
-    results = svc.vault.put_many(collection, items, purpose=body.purpose)
+    items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
+    results = svc.vault.put_many(
+        collection, items, purpose=body.purpose, access=client_access(svc, principal, as_site)
+    )
     return {"records": [r.to_dict() for r in results]}
 
 
@@ -164,28 +186,34 @@ async def get(
     svc: ServiceDep,
     principal: PrincipalDep,
     purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")],
-    as_site: str | None = None,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
     """Read a record as from the client's site: locally, or as a transfer the law permits
-    (full or masked), or refused with the obligations that would unlock it."""
+    (full or masked), or refused with the obligations that would unlock it. A record
+    outside the client's collections answers 404, as a missing one does."""
 
     def work() -> dict[str, Any]:
-        site = requester_site(svc, principal, as_site)
-        authorize(svc, principal, "records:read", purpose=purpose)
-        r = svc.vault.get(token, purpose=purpose, as_site=site)
-        authorize(svc, principal, "records:read", collection=r.collection)
-        return _record(svc, r)
+        access = client_access(svc, principal, as_site)
+        return _record(svc, svc.vault.get(token, purpose=purpose, access=access))
 
     return await run_in_threadpool(work)
 
 
-@router.patch("/records/{token}", tags=["records"], response_model=RecordResponse)
+@router.patch("/records/{token}", tags=["records"], response_model=RecordResponse | WrittenResponse)
 def update(
-    token: str, body: UpdateBody, svc: ServiceDep, principal: PrincipalDep
+    token: str,
+    body: UpdateBody,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
-    authorize(svc, principal, "records:write", purpose=body.purpose)
-    r = svc.vault.update(token, fields=body.fields, purpose=body.purpose)
-    return _record(svc, r)
+    """Change fields of a record. The answer shows what a read by this client would: the
+    record as a read from its site gets it (full, masked), else only the new version."""
+    r = svc.vault.update(
+        token, fields=body.fields, purpose=body.purpose,
+        access=client_access(svc, principal, as_site),
+    )  # fmt: skip
+    return _record(svc, r) if isinstance(r, ReadResult) else r.to_dict()
 
 
 @router.delete("/records/{token}", tags=["records"])
@@ -194,9 +222,9 @@ def delete(
     svc: ServiceDep,
     principal: PrincipalDep,
     purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")],
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
-    authorize(svc, principal, "records:delete", purpose=purpose)
-    return svc.vault.delete(token, purpose=purpose)
+    return svc.vault.delete(token, purpose=purpose, access=client_access(svc, principal, as_site))
 
 
 @router.post("/collections/{collection}/find", tags=["records"])
@@ -205,9 +233,10 @@ def find(
 ) -> dict[str, Any]:
     """Records whose searchable fields equal the given values, at every site, each read as
     from the client's site."""
-    site = requester_site(svc, principal, body.as_site)
-    authorize(svc, principal, "records:read", collection=collection, purpose=body.purpose)
-    result = svc.vault.find(collection, where=body.where, purpose=body.purpose, as_site=site)
+    result = svc.vault.find(
+        collection, where=body.where, purpose=body.purpose,
+        access=client_access(svc, principal, body.as_site),
+    )  # fmt: skip
     return {
         "records": [_record(svc, r) for r in result.records],
         "refused": result.refused,
@@ -216,11 +245,16 @@ def find(
 
 
 @router.post("/subjects/erase", tags=["subjects"])
-def erase(body: EraseBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+def erase(
+    body: EraseBody, svc: ServiceDep, principal: PrincipalDep, as_site: AsSite = None
+) -> dict[str, Any]:
     """Erase the subject a token belongs to: its key is destroyed, its records deleted, and
-    every site that may hold copies is told to do the same."""
-    authorize(svc, principal, "records:erase", purpose=body.purpose)
-    return svc.vault.erase(body.token, purpose=body.purpose)
+    at once its copies and keys at every site that may hold copies (``copies.deleted``);
+    sites that do not answer are listed in ``copies.pending``, and the replication worker
+    finishes there."""
+    return svc.vault.erase(
+        body.token, purpose=body.purpose, access=client_access(svc, principal, as_site)
+    )
 
 
 @router.get("/subjects/export", tags=["subjects"])
@@ -229,16 +263,21 @@ def export(
     svc: ServiceDep,
     principal: PrincipalDep,
     purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] = "subject_access",
-    as_site: str | None = None,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
     """Every record of the subject a token belongs to, each read as from the client's site
-    (a subject access request)."""
+    (a subject access request). Needs ``records:export`` and ``records:read``; records in
+    collections the client may not read are withheld (``withheld`` counts them)."""
     from domicile.vault.export import export_subject
 
-    site = requester_site(svc, principal, as_site)
-    authorize(svc, principal, "records:export", purpose=purpose)
-    out = export_subject(svc.vault, token, purpose=purpose, as_site=site)
-    return {"records": [_record(svc, r) for r in out.records], "refused": out.refused}
+    out = export_subject(
+        svc.vault, token, purpose=purpose, access=client_access(svc, principal, as_site)
+    )
+    return {
+        "records": [_record(svc, r) for r in out.records],
+        "refused": out.refused,
+        "withheld": out.withheld,
+    }
 
 
 @router.get("/filings", tags=["filings"])
@@ -250,14 +289,14 @@ def list_filings(svc: ServiceDep, principal: PrincipalDep) -> list[dict[str, Any
 @router.post("/filings", tags=["filings"], status_code=201)
 def add_filing(body: FilingBody, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     """Put a filing on record; decisions use it at once, from its date."""
-    authorize(svc, principal, "filings:write")
-    return svc.vault.add_filing(body.name, body.date, note=body.note).to_dict()
+    access = client_access(svc, principal)
+    return svc.vault.add_filing(body.name, body.date, note=body.note, access=access).to_dict()
 
 
 @router.delete("/filings/{name}", tags=["filings"])
 def withdraw_filing(name: str, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
-    authorize(svc, principal, "filings:write")
-    return {"withdrawn": svc.vault.withdraw_filing(name).to_dict()}
+    access = client_access(svc, principal)
+    return {"withdrawn": svc.vault.withdraw_filing(name, access=access).to_dict()}
 
 
 @router.get("/transfers", tags=["ledger"])
@@ -267,11 +306,15 @@ def transfers(
     since: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
     to: str | None = None,
     limit: Annotated[int, Query(ge=0, le=10000)] = 1000,
+    masked: bool = False,
 ) -> dict[str, Any]:
+    """The transfer ledger; masked disclosures (no transfers) counted apart, and listed
+    with ``masked=true``."""
     authorize(svc, principal, "transfers:read")
     dest = country(to, what="to") if to else None
     day = parse_date(since, "since") if since else None
-    return summarize(svc.vault, since=day, to_country=dest, limit=limit).to_dict()
+    out = summarize(svc.vault, since=day, to_country=dest, limit=limit, masked=masked)
+    return out.to_dict()
 
 
 @router.get("/parity", tags=["ledger"])

@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from domicile.access import Forbidden as Forbidden  # one class for every refusal of scope
 from domicile.audit import AuditEvent
 from domicile.clients import Client
 from domicile.errors import DomicileError
@@ -34,11 +35,6 @@ TOKEN_TTL = 3600
 class Unauthorized(DomicileError):
     code = "unauthorized"
     exit_code = 2
-
-
-class Forbidden(DomicileError):
-    code = "forbidden"
-    exit_code = 3
 
 
 def _b64(data: bytes) -> str:
@@ -88,8 +84,9 @@ class TokenIssuer:
 def audit_refusal(vault: Domicile, reason: str, **detail: Any) -> None:
     """A refused request, in the local site's audit (ids and scope names only)."""
     event = AuditEvent(
-        action="refuse", site=vault.config.local_site, requester=detail.pop("client", None),
-        purpose=detail.pop("purpose", None), detail={"reason": reason, **detail},
+        action="refuse", site=vault.config.local_site, requester=vault.config.local_site,
+        client=detail.pop("client", None), purpose=detail.pop("purpose", None),
+        detail={"reason": reason, **detail},
     )  # fmt: skip
     try:
         vault._audit(vault.config.local_site, [event])

@@ -305,6 +305,11 @@ class StoreTransaction(ABC):
     def dequeue(self, seqs: Sequence[int]) -> None: ...
 
     @abstractmethod
+    def dequeue_erasures(self, subject_id: str, target_sites: Sequence[str]) -> None:
+        """Clear the outbox's ``erase`` items of a subject for these target sites (an
+        erasure that reached them at once)."""
+
+    @abstractmethod
     def put_replica(self, record: StoredRecord) -> bool:
         """Insert a replica, or replace one with an older version; True if it changed.
         A replica never moves backwards: an older or equal version changes nothing."""

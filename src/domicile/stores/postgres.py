@@ -580,6 +580,16 @@ class _Tx(StoreTransaction):
         with self._errors("cannot clear the outbox"):
             self.c.execute("DELETE FROM outbox WHERE seq = ANY(%s)", (list(seqs),))
 
+    def dequeue_erasures(self, subject_id: str, target_sites: Sequence[str]) -> None:
+        if not target_sites:
+            return
+        with self._errors("cannot clear the outbox"):
+            self.c.execute(
+                "DELETE FROM outbox WHERE op = 'erase' AND subject_id = %s"
+                " AND target_site = ANY(%s)",
+                (subject_id, list(target_sites)),
+            )
+
     def put_replica(self, record: StoredRecord) -> bool:
         with self._errors("cannot write a replica"):
             cur = self.c.execute(

@@ -191,6 +191,12 @@ class _Tx(StoreTransaction):
     def dequeue(self, seqs: Sequence[int]) -> None:
         self.c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
+    def dequeue_erasures(self, subject_id: str, target_sites: Sequence[str]) -> None:
+        self.c.executemany(
+            "DELETE FROM outbox WHERE op = 'erase' AND subject_id = ? AND target_site = ?",
+            [(subject_id, t) for t in target_sites],
+        )
+
     def put_replica(self, record: StoredRecord) -> bool:
         cur = self.c.execute(PUT_REPLICA, record.row())
         return cur.rowcount == 1

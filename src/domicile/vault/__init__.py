@@ -1,7 +1,14 @@
 """The localized vault: records stored encrypted at the site the law requires."""
 
 from domicile.vault.errors import InvalidToken, NotFound, PolicyRefused
-from domicile.vault.service import Domicile, FindResult, PutResult, ReadResult, SiteStatus
+from domicile.vault.service import (
+    Domicile,
+    FindResult,
+    PutResult,
+    ReadResult,
+    SiteStatus,
+    WriteResult,
+)
 
 __all__ = [
     "Domicile",
@@ -12,4 +19,5 @@ __all__ = [
     "PutResult",
     "ReadResult",
     "SiteStatus",
+    "WriteResult",
 ]

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import Action
 from domicile.config import Site
@@ -544,7 +545,7 @@ class InCountryStorage:
             self.vault._audit_refusal(
                 AuditEvent(
                     action="refuse", site="", purpose=PURPOSE, collection=COLLECTION,
-                    requester=client, detail={"reason": "no_site", "country": cc, "api": "incountry"},
+                    client=client, detail={"reason": "no_site", "country": cc, "api": "incountry"},
                 )
             )  # fmt: skip
             raise NoSite(
@@ -577,10 +578,11 @@ class InCountryStorage:
         return self._digest(site_id, "@subject.record", fields["record_key"]).hex()
 
     @contextlib.contextmanager
-    def _site(self, site: Site, operation: str) -> Iterator[SiteStore]:
+    def _site(self, site: Site, operation: str, caller: Caller) -> Iterator[SiteStore]:
         """The site's store, after checking that it answers (fail closed); a failure midway
         drops the connection so the next call reconnects."""
-        self.vault._require(site.id, PURPOSE, COLLECTION, operation)
+        who = Access.of_client(caller.client, (), site.id)  # names the caller in a refusal
+        self.vault._require(site.id, PURPOSE, COLLECTION, operation, who)
         try:
             yield self.vault.store(site.id)
         except SiteUnavailable:
@@ -653,11 +655,11 @@ class InCountryStorage:
         extra = {"at": at} if at else {}
         return AuditEvent(
             action=action, site=site.id, purpose=PURPOSE, collection=COLLECTION, record=rid,
-            subject=subject, requester=site.id,
+            subject=subject, requester=site.id, client=caller.client,
             decision=decision.outcome.value if decision else None,
             rules=decision.rule_ids if decision else (), categories=(CATEGORY,),
             fields=tuple(sorted(fields)),
-            detail={"api": "incountry", "operation": operation, "client": caller.client,
+            detail={"api": "incountry", "operation": operation,
                     **({"sse": True} if caller.sse else {}), **detail},
             **extra,
         )  # fmt: skip
@@ -754,7 +756,7 @@ class InCountryStorage:
                 raise BadInput(f"records[{i}]: the same record_key appears twice in the batch")
             seen.add(rec["record_key"])
         residency = self._home_residency(site)
-        with self._locks[site.id], self._site(site, operation) as store:
+        with self._locks[site.id], self._site(site, operation, caller) as store:
             drafts = [
                 _Draft(rec, self._rid(site.id, rec["record_key"]), self._subject(site.id, rec))
                 for rec in checked
@@ -865,7 +867,7 @@ class InCountryStorage:
         return out
 
     def read(self, site: Site, record_key: str, caller: Caller) -> dict[str, Any]:
-        with self._site(site, "read") as store:
+        with self._site(site, "read", caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, "read", "retrieve", [rec])
             view = self._view(site, rec)
@@ -895,7 +897,7 @@ class InCountryStorage:
             )
         flt = parse_filter(body.get("filter"))
         opts = parse_options(body.get("options"))
-        with self._site(site, "find") as store:
+        with self._site(site, "find", caller) as store:
             # Decided before anything is opened, for the residency the site's records have.
             self._allow(
                 site, caller, "find", "retrieve", [(None, None, self._home_residency(site))]
@@ -967,7 +969,7 @@ class InCountryStorage:
         """Delete records and their attachments; one missing record is a ``NotFound``, while
         a batch deletes those that exist."""
         operation = "batch_delete" if batch else "delete"
-        with self._locks[site.id], self._site(site, operation) as store:
+        with self._locks[site.id], self._site(site, operation, caller) as store:
             rids = list(dict.fromkeys(self._rid(site.id, k) for k in record_keys))
             recs = list(self._load(store, rids).values())
             if not batch and not recs:
@@ -981,15 +983,37 @@ class InCountryStorage:
                 r.record_id: [m["file_id"] for m in self._view(site, r).get("attachments") or []]
                 for r in recs
             }
+            gone = {r.record_id for r in recs} | {f for fs in files.values() for f in fs}
+            shred = self._last_of_subject(store, recs, gone)
             events = [
                 self._event("delete", site, caller, operation, rid=r.record_id, subject=r.subject_id,
-                            decision=d, fields=self._present(r), files=len(files[r.record_id]))
+                            decision=d, fields=self._present(r), files=len(files[r.record_id]),
+                            key_destroyed=r.subject_id in shred)
                 for r, d in zip(recs, decisions, strict=True)
             ]  # fmt: skip
+            # Crypto-shredding, as an erasure does: the key first, so a sealed copy saved
+            # anywhere (a backup, a dump) no longer opens, then the rows.
+            keys = self.vault.keystore(site.id)
+            for subject in sorted(shred):
+                keys.delete(subject)
+                self.vault._forget_key(site.id, subject)
             with store.transaction() as tx:
-                tx.delete([r.record_id for r in recs] + [f for fs in files.values() for f in fs])
+                tx.delete(sorted(gone))
                 self.vault._ledgers[site.id].append(tx, events)
         return len(recs)
+
+    @staticmethod
+    def _last_of_subject(
+        store: SiteStore, recs: Sequence[StoredRecord], gone: set[str]
+    ) -> set[str]:
+        """The subjects of ``recs`` that keep no record at the site once ``gone`` is
+        deleted: their data keys go too. (A subject is the records' ``profile_key``, or
+        the record itself.)"""
+        out = set()
+        for subject in {r.subject_id for r in recs}:
+            if all(other.record_id in gone for other in store.subject_records(subject)):
+                out.add(subject)
+        return out
 
     def batch_delete(self, site: Site, body: Any, caller: Caller) -> int:
         if not isinstance(body, Mapping) or set(body) != {"filter"}:
@@ -1057,7 +1081,7 @@ class InCountryStorage:
             mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if len(data) > MAX_ATTACHMENT_BYTES:
             raise BadInput(f"an attachment is at most {MAX_ATTACHMENT_BYTES} bytes")
-        with self._locks[site.id], self._site(site, operation) as store:
+        with self._locks[site.id], self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             view, metas = self._attachments(site, rec)
@@ -1100,7 +1124,7 @@ class InCountryStorage:
     ) -> tuple[dict[str, Any], bytes | None]:
         """An attachment's metadata, and its bytes when ``with_data``."""
         operation = "get_attachment" if with_data else "get_attachment_meta"
-        with self._site(site, operation) as store:
+        with self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "retrieve", [rec])
             view, metas = self._attachments(site, rec)
@@ -1136,7 +1160,7 @@ class InCountryStorage:
         checked = {k: _check_name(k, v) for k, v in changes.items() if v is not None}
         if not checked:
             raise BadInput("send {filename?, mime_type?} with at least one of them")
-        with self._locks[site.id], self._site(site, operation) as store:
+        with self._locks[site.id], self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             view, metas = self._attachments(site, rec)
@@ -1155,7 +1179,7 @@ class InCountryStorage:
 
     def delete_attachment(self, site: Site, record_key: str, file_id: str, caller: Caller) -> None:
         operation = "delete_attachment"
-        with self._locks[site.id], self._site(site, operation) as store:
+        with self._locks[site.id], self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             _, metas = self._attachments(site, rec)

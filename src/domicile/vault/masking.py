@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from domicile.categories import is_under
@@ -46,4 +46,16 @@ def masked_fields(
         shown = mask(method, value) if method else None
         if shown is not None:
             out[name] = shown
+    return out
+
+
+def mask_methods(
+    shown: Iterable[str], categories: Mapping[str, str], masks: Mapping[str, str]
+) -> dict[str, str]:
+    """The mask applied to each field shown (for the audit of a masked disclosure)."""
+    out = {}
+    for name in shown:
+        method = method_for(categories[name], masks)
+        if method is not None:
+            out[name] = method
     return out

@@ -14,6 +14,11 @@ changes nothing and logs nothing. The item leaves the outbox afterwards, in a tr
 at the home site. A worker killed at any point and restarted therefore loses nothing and
 duplicates nothing.
 
+An erasure reaches the copies at once where their sites answer (``erase_copies``, called by
+``Domicile.erase``): the subject's key there first, then its copies, leaving the subject
+marked erased at that site, so a copy the worker was about to deliver is never written
+after it. Sites that did not answer keep their ``erase`` item for the worker.
+
 ``reconcile`` re-checks every copy that exists. A regulator's ban, a withdrawn filing or a
 law's effective date can end the permission without any write to the primary; the copies
 then go, with evidence.
@@ -23,15 +28,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import PayloadTemplate
 from domicile.config import Site
 from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
+from domicile.errors import DomicileError
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
@@ -79,9 +86,11 @@ class ReplicationReport:
 
 
 class Replicator:
-    def __init__(self, vault: Domicile, *, batch: int = 200) -> None:
+    def __init__(self, vault: Domicile, *, batch: int = 200, client: str | None = None) -> None:
         self.vault = vault
         self.batch = batch
+        # Who runs the worker, named in its audit entries (by default the vault's operator).
+        self.client = client if client is not None else vault.operator.client
         self.sites = {s.id: s for s in vault.config.sites}
         self._templates: dict[tuple[Any, ...], tuple[Decision, PayloadTemplate, bool]] = {}
         self._categories: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
@@ -226,6 +235,7 @@ class Replicator:
                     record=primary.record_id,
                     subject=primary.subject_id,
                     requester=home.id,
+                    client=self.client,
                     decision=decision.outcome.value if decision else None,
                     rules=decision.rule_ids if decision else (),
                     detail={
@@ -241,7 +251,9 @@ class Replicator:
 
     def _apply(self, home: Site, plan: _TargetPlan, report: ReplicationReport) -> None:
         """One transaction at the target: copies (each logged as a transfer when it
-        changes), removals and erasures, with their audit entries."""
+        changes), removals and erasures, with their audit entries. A copy of a subject
+        erased at the target (by an erasure that reached it before this batch) is not
+        written, and the key made for it goes again."""
         vault = self.vault
         target = plan.target
         store = vault.store(target.id)
@@ -263,37 +275,34 @@ class Replicator:
             )
             copies.append((copy, payload, sensitive))
         removals = [r for r in store.get_many(list(plan.remove)).values() if r.is_replica]
-        erased = [r for s in plan.erase for r in store.subject_records(s) if r.is_replica]
+        now = vault.clock().isoformat()
         with store.transaction() as tx:
             payloads: list[str] = []
-            changed = tx.put_replicas([copy for copy, _, _ in copies])
-            for (copy, payload, sensitive), crossed in zip(copies, changed, strict=True):
+            erased = {subject: tx.erase_subject(subject, now) for subject in plan.erase}
+            gone = tx.hold_subjects([copy.subject_id for copy, _, _ in copies])
+            kept = [c for c in copies if c[0].subject_id not in gone]
+            changed = tx.put_replicas([copy for copy, _, _ in kept])
+            for (copy, payload, sensitive), crossed in zip(kept, changed, strict=True):
                 if crossed:  # the data crossed now: logged with it, once
                     payloads.append(payload)
                     plan.counted.append((copy.subject_id, sensitive))
                     report.delivered += 1
                 else:
                     report.unchanged += 1
-            if removals or erased:
-                tx.delete([r.record_id for r in [*removals, *erased]])
+            if removals:
+                tx.delete([r.record_id for r in removals])
             events = self._removal_events(target, removals, plan)
             events += [
-                AuditEvent(
-                    action="erase",
-                    site=target.id,
-                    purpose=PURPOSE,
-                    subject=subject,
-                    detail={
-                        "copies": sum(1 for r in erased if r.subject_id == subject),
-                        "key_destroyed": True,
-                    },
-                )
-                for subject in plan.erase
+                _erasure_event(target, subject, count, self.client)
+                for subject, count in erased.items()
             ]
             payloads += [e.payload() for e in events]
             if payloads:
                 vault._ledgers[target.id].append_payloads(tx, payloads)
-        report.removed += len(removals) + len(erased)
+        for subject in gone - set(plan.erase):
+            vault.keystore(target.id).delete(subject)
+            vault._forget_key(target.id, subject)
+        report.removed += len(removals) + sum(erased.values())
 
     def _transfer_template(
         self,
@@ -314,10 +323,10 @@ class Replicator:
         event = AuditEvent(
             action="transfer", site=target.id, purpose=PURPOSE, collection=primary.collection,
             record=primary.record_id, subject=primary.subject_id, requester=source.id,
-            rules=decision.rule_ids, categories=categories,
+            client=self.client, rules=decision.rule_ids, categories=categories,
         )  # fmt: skip
         detail = transfer_detail(
-            decision, source.country, target.country, dict.fromkeys(fields), False, "replica",
+            decision, source.country, target.country, dict.fromkeys(fields), "replica",
             primary.version,
         )  # fmt: skip
         template = PayloadTemplate(
@@ -337,7 +346,9 @@ class Replicator:
         self, target: Site, removals: list[StoredRecord], plan: _TargetPlan
     ) -> list[AuditEvent]:
         return [
-            _removal_event(target, c, plan.remove[c.record_id], plan.decisions.get(c.record_id))
+            _removal_event(
+                target, c, plan.remove[c.record_id], plan.decisions.get(c.record_id), self.client
+            )
             for c in removals
         ]
 
@@ -443,7 +454,7 @@ class Replicator:
         copies = [r for r in store.get_many(record_ids).values() if r.is_replica]
         if not copies:
             return 0
-        events = [_removal_event(target, c, reason, decision) for c in copies]
+        events = [_removal_event(target, c, reason, decision, self.client) for c in copies]
         with store.transaction() as tx:
             tx.delete([c.record_id for c in copies])
             self.vault._ledgers[target.id].append(tx, events)
@@ -483,7 +494,11 @@ class Replicator:
 
 
 def _removal_event(
-    target: Site, copy: StoredRecord, reason: str, decision: Decision | None
+    target: Site,
+    copy: StoredRecord,
+    reason: str,
+    decision: Decision | None,
+    client: str | None,
 ) -> AuditEvent:
     """The audit entry that is the evidence of a copy's deletion at ``target``."""
     return AuditEvent(
@@ -494,7 +509,64 @@ def _removal_event(
         record=copy.record_id,
         subject=copy.subject_id,
         requester=copy.primary_site,
+        client=client,
         rules=decision.rule_ids if decision else (),
         decision=decision.outcome.value if decision else None,
         detail={"reason": reason, "copy_of": copy.primary_site, "version": copy.version},
     )
+
+
+def _erasure_event(
+    target: Site, subject: str, copies: int, client: str | None, purpose: str = PURPOSE
+) -> AuditEvent:
+    """The audit entry that is the evidence of an erasure at a site holding copies."""
+    return AuditEvent(
+        action="erase",
+        site=target.id,
+        purpose=purpose,
+        subject=subject,
+        client=client,
+        detail={"copies": copies, "key_destroyed": True},
+    )
+
+
+def erase_copies(
+    vault: Domicile,
+    home: Site,
+    subject: str,
+    sites: Sequence[str],
+    access: Access,
+    purpose: str,
+) -> tuple[list[str], list[str]]:
+    """An erasure's copies, now (called by ``Domicile.erase`` once the home site has erased
+    the subject): at each site that may hold copies, the subject's key goes first, then its
+    copies, and the subject is marked erased there, with an entry in that site's audit
+    naming the caller. The home outbox's ``erase`` items of the sites reached are cleared;
+    a site that does not answer keeps its item for the worker. Returns (sites reached,
+    sites pending)."""
+    deleted: list[str] = []
+    pending: list[str] = []
+    now = vault.clock().isoformat()
+    for site_id in sites:
+        target = next(s for s in vault.config.sites if s.id == site_id)
+        try:
+            vault.keystore(site_id).delete(subject)
+            vault._forget_key(site_id, subject)
+            with vault.store(site_id).transaction() as tx:
+                copies = tx.erase_subject(subject, now)
+                event = _erasure_event(target, subject, copies, access.client, purpose)
+                vault._ledgers[site_id].append(
+                    tx, [replace(event, requester=access.site or vault.config.local_site)]
+                )
+            deleted.append(site_id)
+        except DomicileError:  # unreachable, or not the site it should be: the worker retries
+            vault._drop(site_id)
+            pending.append(site_id)
+    if deleted:
+        try:
+            with vault.store(home.id).transaction() as tx:
+                tx.dequeue_erasures(subject, deleted)
+        except SiteUnavailable:
+            # The items stay: the worker erases again there, which finds nothing left to do.
+            vault._drop(home.id)
+    return deleted, pending

@@ -7,8 +7,16 @@ indexes and its audit entry; return a token. Nothing of the subject's data is wr
 any other site, and if the home site cannot be reached the write fails: it never falls back.
 
 The read path: open the token; read the record at its home site; ask the engine whether
-the requester's site may have it (a read from another country is a transfer); audit the
-read, or the refusal; only then open the fields.
+the requester's site may have it (a read from another country is a transfer, or a masked
+disclosure where a pack permits only masked forms); audit the read, or the refusal; only
+then open the fields.
+
+Every record operation takes its caller (``access=``, a ``domicile.access.Access``; by
+default the local operator, with every right) and checks its scopes through
+``Domicile.authorize`` before it decrypts, writes or audits anything as allowed: the
+operation, site and purpose before the record is loaded, and the record's collection once
+it is (a record outside the caller's collections answers exactly as a missing one does).
+Every audit entry names the caller (``client``) and the site it acted from (``requester``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from domicile.access import Access
 from domicile.audit import AuditEvent, AuditLedger, VerifyReport
 from domicile.audit.heads import HeadsFile
 from domicile.audit.ledger import Action, PayloadTemplate
@@ -61,7 +70,7 @@ from domicile.stores import (
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.errors import NotFound, PolicyRefused
-from domicile.vault.masking import masked_fields
+from domicile.vault.masking import mask_methods, masked_fields
 from domicile.vault.tokens import TokenCodec
 
 if TYPE_CHECKING:
@@ -137,11 +146,11 @@ def transfer_detail(
     from_country: str,
     to_country: str,
     shown: Mapping[str, Any],
-    masked: bool,
     kind: str,
     version: int | None = None,
 ) -> dict[str, Any]:
-    """The ledger's view of a transfer: route and rules, legal bases and filings used."""
+    """The ledger's view of a transfer: route and rules, legal bases and filings used. (A
+    masked disclosure is no transfer: see ``Domicile._masked_payload``.)"""
     legs = [r for r in decision.rules if r.flow is not None and r.kind == "transfer"]
     return {
         "action": "transfer",
@@ -154,7 +163,6 @@ def transfer_detail(
             "routes": sorted({f"{r.id}:{r.route}" for r in legs if r.route}),
             "filings": sorted({f for r in legs for f in r.filings_used}),
             "bases": sorted(decision.request.bases),
-            "masked": masked,
             **({"version": version} if version is not None else {}),
         },
     }
@@ -236,6 +244,30 @@ class ReadResult:
 
 
 @dataclass(frozen=True)
+class WriteResult:
+    """An update's answer to a caller who may not read the record back (no
+    ``records:read``, or the law refuses the read from its site): nothing but the version."""
+
+    token: str
+    version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "version": self.version}
+
+
+@dataclass
+class _Disclosure:
+    """A read decided and opened but not yet audited: what may be shown and its audit
+    payload (a read, a transfer with its year-to-date count, or a masked disclosure), or
+    the refusal's payload and error."""
+
+    payload: str
+    result: ReadResult | None = None
+    count: TransferCount | None = None
+    error: PolicyRefused | None = None
+
+
+@dataclass(frozen=True)
 class SiteStatus:
     id: str
     country: str
@@ -292,6 +324,12 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _no_such_record() -> NotFound:
+    """The answer for a record that does not exist, and for one outside the caller's
+    collections: the same words, so the answer says nothing about which it was."""
+    return NotFound("no such record (it may have been deleted or erased)", hint="check the token")
+
+
 class Domicile:
     """The SDK. ``Domicile.open()`` reads the configuration; close it when done."""
 
@@ -302,9 +340,13 @@ class Domicile:
         keys: KeyProvider | None = None,
         engine: PolicyEngine | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
+        operator: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        # The caller of operations that name none: the local operator, with every right,
+        # named in the audit as ``operator`` (the CLI passes "cli:USER").
+        self.operator = Access.operator(operator)
         self.keys: KeyProvider = keys or self._keyring(config)
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
         for s in config.sites:
@@ -519,6 +561,37 @@ class Domicile:
         except SiteUnavailable:
             self._drop(site)
 
+    def authorize(
+        self,
+        access: Access,
+        operation: str,
+        *,
+        site: str | None = None,
+        collection: str | None = None,
+        purpose: str | None = None,
+        hide: bool = False,
+    ) -> None:
+        """The one check of a caller's scopes, for every operation of every interface.
+
+        A refusal is audited where the request arrived, naming the caller and the missing
+        scope (the names given here are configured sites and collections and checked
+        purposes, never other request values), and raised as ``Forbidden``; with ``hide``
+        (a record's collection, known only once it is loaded) as the ``NotFound`` a
+        missing record gets, so a caller cannot tell the two apart."""
+        missing = access.missing(operation, site=site, collection=collection, purpose=purpose)
+        if missing is None:
+            return
+        self._audit_refusal(
+            AuditEvent(
+                action="refuse", site="", purpose=purpose, client=access.client,
+                requester=access.site or self.config.local_site,
+                detail=access.audit_detail(operation, missing),
+            )
+        )  # fmt: skip
+        if hide:
+            raise _no_such_record()
+        raise access.refusal(missing)
+
     def _cipher(self, site_id: str, subject_id: str) -> FieldCipher:
         key = (site_id, subject_id)
         with self._lock:
@@ -615,18 +688,29 @@ class Domicile:
         subject: SubjectEvidence | Mapping[str, Any] | Sequence[str],
         fields: Mapping[str, Any],
         purpose: str,
+        access: Access | None = None,
     ) -> PutResult:
-        return self.put_many(collection, [{"subject": subject, "fields": fields}], purpose=purpose)[
-            0
-        ]
+        return self.put_many(
+            collection, [{"subject": subject, "fields": fields}], purpose=purpose, access=access
+        )[0]
 
     def put_many(
-        self, collection: str, items: Sequence[Mapping[str, Any]], *, purpose: str
+        self,
+        collection: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        purpose: str,
+        access: Access | None = None,
     ) -> list[PutResult]:
         """Write records. Everything is checked and placed before anything is written; the
         records of one site are written in one transaction."""
         check_purpose(purpose)
+        access = access or self.operator
         coll = self.collection(collection)
+        acting = self._requester(access.site)
+        self.authorize(
+            access, "records:write", site=acting.id, collection=collection, purpose=purpose
+        )
         if not items:
             raise BadInput("nothing to write", hint="give at least one record")
         prepared: list[_Item] = []
@@ -655,8 +739,8 @@ class Domicile:
                     self._audit_refusal(
                         AuditEvent(
                             action="refuse", site="", purpose=purpose, collection=collection,
-                            categories=cats, detail={"operation": "put", "reason": "policy"},
-                            decision="deny",
+                            requester=acting.id, client=access.client, categories=cats,
+                            detail={"operation": "put", "reason": "policy"}, decision="deny",
                         )
                     )  # fmt: skip
                     where = f"record {p.index}: " if len(prepared) > 1 else ""
@@ -672,10 +756,10 @@ class Domicile:
             by_site.setdefault(p.site.id, []).append(p)
         # Fail closed before writing anything: every home site must answer.
         for site_id in by_site:
-            self._require(site_id, purpose, collection, "put")
+            self._require(site_id, purpose, collection, "put", access)
         results: dict[int, PutResult] = {}
         for site_id, group in by_site.items():
-            results.update(self._write_site(site_id, collection, coll, group, purpose))
+            results.update(self._write_site(site_id, collection, coll, group, purpose, access))
         return [results[i] for i in range(len(prepared))]
 
     @staticmethod
@@ -704,7 +788,14 @@ class Domicile:
             cache[key] = residency
         return residency
 
-    def _require(self, site_id: str, purpose: str, collection: str | None, operation: str) -> None:
+    def _require(
+        self,
+        site_id: str,
+        purpose: str,
+        collection: str | None,
+        operation: str,
+        access: Access | None = None,
+    ) -> None:
         """Raise ``SiteUnavailable`` (and audit the refusal where the request arrived)
         unless the site's store and key store both answer."""
         try:
@@ -715,9 +806,11 @@ class Domicile:
             self._drop(site_id)
             arrival = self.config.local_site
             if arrival != site_id:
+                who = access or self.operator
                 self._audit_refusal(
                     AuditEvent(
                         action="refuse", site="", purpose=purpose, collection=collection,
+                        requester=who.site or arrival, client=who.client,
                         detail={"operation": operation, "reason": "site_unavailable", "home_site": site_id},
                     ),
                     at=arrival,
@@ -725,18 +818,30 @@ class Domicile:
             raise exc from None
 
     def _write_site(
-        self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
+        self,
+        site_id: str,
+        collection: str,
+        coll: Collection,
+        group: list[_Item],
+        purpose: str,
+        access: Access,
     ) -> dict[int, PutResult]:
         try:
-            return self._write_site_once(site_id, collection, coll, group, purpose)
+            return self._write_site_once(site_id, collection, coll, group, purpose, access)
         except _SubjectErased:
             # A subject this batch joined was erased between the index lookup and the
             # write. Nothing was written; the lookup no longer finds it, so its records
             # start a new subject this time.
-            return self._write_site_once(site_id, collection, coll, group, purpose)
+            return self._write_site_once(site_id, collection, coll, group, purpose, access)
 
     def _write_site_once(
-        self, site_id: str, collection: str, coll: Collection, group: list[_Item], purpose: str
+        self,
+        site_id: str,
+        collection: str,
+        coll: Collection,
+        group: list[_Item],
+        purpose: str,
+        access: Access,
     ) -> dict[int, PutResult]:
         site = self._sites[site_id]
         indexer = self._indexers[site_id]
@@ -830,7 +935,7 @@ class Domicile:
             )  # fmt: skip
             entries += [IndexEntry(collection, f, d, rid) for f, d in own]
             entries += [IndexEntry(IDENTITY, c, d, rid) for c, d in idents]
-            template = self._write_template(site_id, purpose, collection, shape, decision)
+            template = self._write_template(site_id, purpose, collection, shape, decision, access)
             payloads.append(template.render(rid, sid, now))
             results[item.index] = PutResult(
                 token,
@@ -855,18 +960,25 @@ class Domicile:
         return results
 
     def _write_template(
-        self, site_id: str, purpose: str, collection: str, shape: _Shape, decision: Decision
+        self,
+        site_id: str,
+        purpose: str,
+        collection: str,
+        shape: _Shape,
+        decision: Decision,
+        access: Access,
     ) -> PayloadTemplate:
         """The payloads of a batch's write entries differ only in record, subject and time."""
-        local = self.config.local_site
+        acting = access.site or self.config.local_site
+        client = access.client
         return self._template(
-            ("write", id(decision), site_id, purpose, collection, shape.names, local),
+            ("write", id(decision), site_id, purpose, collection, shape.names, acting, client),
             decision,
             lambda: PayloadTemplate(
                 AuditEvent(
                     action="write", site=site_id, purpose=purpose, collection=collection,
-                    requester=local, decision=decision.outcome.value, rules=decision.rule_ids,
-                    categories=shape.categories, fields=shape.names,
+                    requester=acting, client=client, decision=decision.outcome.value,
+                    rules=decision.rule_ids, categories=shape.categories, fields=shape.names,
                 ),
                 ("record", "subject", "at"),
             ),
@@ -942,13 +1054,14 @@ class Domicile:
     # --- reads ------------------------------------------------------------------------------
 
     def _event(
-        self, action: Action, site: Site, rec: StoredRecord, purpose: str, **extra: Any
-    ) -> AuditEvent:
-        """An audit event about one record, requested at this process's site."""
+        self, action: Action, site: Site, rec: StoredRecord, purpose: str, access: Access,
+        **extra: Any,
+    ) -> AuditEvent:  # fmt: skip
+        """An audit event about one record, by ``access`` from the site it acts from."""
         return AuditEvent(
             action=action, site=site.id, purpose=purpose, collection=rec.collection,
-            record=rec.record_id, subject=rec.subject_id, requester=self.config.local_site,
-            **extra,
+            record=rec.record_id, subject=rec.subject_id,
+            requester=access.site or self.config.local_site, client=access.client, **extra,
         )  # fmt: skip
 
     def _locate(self, token: str) -> tuple[Site, str]:
@@ -970,7 +1083,20 @@ class Domicile:
             )
         return site
 
-    def _load(self, site: Site, record_id: str, purpose: str, operation: str) -> StoredRecord:
+    def _acting(self, access: Access | None, as_site: str | None) -> tuple[Access, Site]:
+        """The caller (the local operator when none is given) acting from ``as_site``, else
+        from its own site, else from the local site."""
+        access = access or self.operator
+        site = self._requester(as_site or access.site)
+        if access.site != site.id:
+            access = access.acting_from(site.id)
+        return access, site
+
+    def _load(
+        self, site: Site, record_id: str, purpose: str, operation: str, access: Access
+    ) -> StoredRecord:
+        """The stored (still sealed) record, or ``NotFound`` (audited where the request
+        arrived, as a refusal outside the caller's collections is: the two look alike)."""
         try:
             rec = self.store(site.id).get(record_id)
         except SiteUnavailable as exc:
@@ -978,15 +1104,21 @@ class Domicile:
             if self.config.local_site != site.id:
                 self._audit_refusal(
                     AuditEvent(
-                        action="refuse", site="", purpose=purpose,
+                        action="refuse", site="", purpose=purpose, client=access.client,
+                        requester=access.site or self.config.local_site,
                         detail={"operation": operation, "reason": "site_unavailable", "home_site": site.id},
                     )
                 )  # fmt: skip
             raise exc from None
-        if rec is None:
-            raise NotFound(
-                "no such record (it may have been deleted or erased)", hint="check the token"
-            )
+        if rec is None or rec.is_replica:
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=purpose, client=access.client,
+                    requester=access.site or self.config.local_site,
+                    detail={"operation": operation, "reason": "not_found"},
+                )
+            )  # fmt: skip
+            raise _no_such_record()
         return rec
 
     def _open(self, site: Site, rec: StoredRecord, *, skip: str | None = None) -> dict[str, Any]:
@@ -1016,22 +1148,32 @@ class Domicile:
         coll = self.collection(rec.collection)
         return [coll.fields[f].category for f in rec.fields if f in coll.fields]
 
-    def get(self, token: str, *, purpose: str, as_site: str | None = None) -> ReadResult:
-        """Read a record for a requester at ``as_site`` (default: ``local_site``).
+    def get(
+        self,
+        token: str,
+        *,
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> ReadResult:
+        """Read a record for a requester at ``as_site`` (default: the caller's site, else
+        ``local_site``).
 
         At the home site, or in its country, this is a local read. From another country
         it is a transfer: served from a permitted copy at the requester's site when there
         is one, else decided by the transfer rules of the home site's country, which may
         allow the full value, permit only masked forms, or refuse."""
         check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:read", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
-        requester = self._requester(as_site)
         if requester.id != site.id and requester.id in self._copy_sites:
-            local = self._replica_read(token, site, record_id, requester, purpose)
+            local = self._replica_read(token, site, record_id, requester, purpose, access)
             if local is not None:
                 return local
-        rec = self._load(site, record_id, purpose, "get")
-        return self._read(token, site, rec, requester, purpose)
+        rec = self._load(site, record_id, purpose, "get", access)
+        self.authorize(access, "records:read", collection=rec.collection, hide=True)
+        return self._read(token, site, rec, requester, purpose, access)
 
     def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
         return self._record_shape(rec).by_field
@@ -1053,8 +1195,32 @@ class Domicile:
         return {"ytd_export_subjects": subjects + 1, "ytd_export_sensitive_subjects": sensitive}
 
     def _read(
-        self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str
-    ) -> ReadResult:
+        self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str,
+        access: Access,
+    ) -> ReadResult:  # fmt: skip
+        """Decide, audit and open a read of ``rec`` (the caller's scopes already checked)."""
+        shown = self._disclose(token, site, rec, requester, purpose, access)
+        store = self.store(site.id)
+        if shown.error is not None:
+            self._ledgers[site.id].append_payloads_now(store, [shown.payload])
+            raise shown.error
+        self._ledgers[site.id].append_payloads_now(
+            store, [shown.payload], transfer=shown.count, read=True
+        )
+        assert shown.result is not None
+        return shown.result
+
+    def _disclose(
+        self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str,
+        access: Access, *, operation: str = "get",
+    ) -> _Disclosure:  # fmt: skip
+        """What a read of ``rec`` by ``requester`` may show, and the audit payload that
+        records it, not yet appended (an update appends it in its own transaction).
+
+        At home: a read. From another country the transfer rules of the home site's
+        country decide: a transfer (with its year-to-date count), a masked disclosure
+        (where a pack permits only masked forms: no transfer, and recorded as what it is,
+        with the mask applied to each field), or a refusal."""
         stamp = self._stamp()
         residency = self._residency(site, rec)
         shape = self._record_shape(rec)
@@ -1068,16 +1234,18 @@ class Domicile:
         if decision.outcome is not Outcome.allow:
             if not (abroad and decision.disclosure == "masked"):
                 refusal = self._read_event(
-                    site, rec, requester, purpose, decision, shape, action="refuse",
+                    site, rec, requester, purpose, decision, shape, access, action="refuse",
                     decision=decision.outcome.value,
-                    detail={"operation": "get", "to_country": requester.country},
+                    detail={"operation": operation, "to_country": requester.country},
                 )  # fmt: skip
-                self._audit(site.id, [refusal])
-                raise PolicyRefused(
-                    f"policy does not let site {requester.id!r} ({requester.country}) read this "
-                    f"record: {decision.outcome.value}",
-                    decision=decision.to_dict(),
-                    hint="see the decision's obligations for what would allow it",
+                return _Disclosure(
+                    refusal.payload(),
+                    error=PolicyRefused(
+                        f"policy does not let site {requester.id!r} ({requester.country}) read "
+                        f"this record: {decision.outcome.value}",
+                        decision=decision.to_dict(),
+                        hint="see the decision's obligations for what would allow it",
+                    ),
                 )
             masked = True
         opened = self._open(site, rec, skip=RESIDENCY_FIELD)
@@ -1085,43 +1253,52 @@ class Domicile:
             opened = masked_fields(opened, shape.by_field, dict(decision.masks))
             if not opened:  # nothing of this record has a permitted masked form
                 refusal = self._read_event(
-                    site, rec, requester, purpose, decision, shape, action="refuse",
+                    site, rec, requester, purpose, decision, shape, access, action="refuse",
                     decision=decision.outcome.value,
-                    detail={"operation": "get", "to_country": requester.country, "masked": True},
+                    detail={"operation": operation, "to_country": requester.country, "masked": True},
                 )  # fmt: skip
-                self._audit(site.id, [refusal])
-                raise PolicyRefused(
-                    f"policy does not let site {requester.id!r} ({requester.country}) read this "
-                    "record, and none of its fields has a permitted masked form",
-                    decision=decision.to_dict(),
+                return _Disclosure(
+                    refusal.payload(),
+                    error=PolicyRefused(
+                        f"policy does not let site {requester.id!r} ({requester.country}) read "
+                        "this record, and none of its fields has a permitted masked form",
+                        decision=decision.to_dict(),
+                    ),
                 )
         shown = tuple(sorted(opened))
+        count: TransferCount | None = None
         if not abroad:
             # The read's entry: the same payload as ``_read_event(..., decision="allow",
             # fields=shown).payload()``, from a template per request shape.
             template = self._template(
                 ("read", id(decision), site.id, purpose, rec.collection, requester.id, shown,
-                 shape.categories),
+                 shape.categories, access.client),
                 decision,
                 lambda: PayloadTemplate(
                     self._read_event(
-                        site, rec, requester, purpose, decision, shape, decision="allow",
+                        site, rec, requester, purpose, decision, shape, access, decision="allow",
                         fields=shown,
                     ),
                     ("record", "subject", "at"),
                 ),
             )  # fmt: skip
             payload = template.render(rec.record_id, rec.subject_id, _utcnow().isoformat())
-            self._ledgers[site.id].append_payloads_now(self.store(site.id), [payload], read=True)
+        elif masked:
+            payload = self._masked_payload(
+                site, requester, purpose, rec, decision, shape, shown, access
+            )
         else:
-            self._log_transfer(
-                site, requester, purpose, rec, decision, shape, shown, masked=masked,
-                kind="access",
-            )  # fmt: skip
-        return ReadResult(
-            token, site.id, site.country, rec.collection, opened, rec.version, decision, abroad,
-            masked=masked, read_at=site.id,
+            payload = self._transfer_payload(
+                site, requester, purpose, rec, decision, shape, shown, access
+            )
+            count = TransferCount(
+                self._today().year, requester.country, rec.subject_id, shape.sensitive
+            )
+        result = ReadResult(
+            token, site.id, site.country, rec.collection, opened, rec.version, decision,
+            abroad and not masked, masked=masked, read_at=site.id,
         )  # fmt: skip
+        return _Disclosure(payload, result, count)
 
     def _read_event(
         self,
@@ -1131,6 +1308,7 @@ class Domicile:
         purpose: str,
         ruling: Decision,
         shape: _Shape,
+        access: Access,
         **extra: Any,
     ) -> AuditEvent:
         """The audit event of a read of ``rec`` at ``site`` by ``requester``, under
@@ -1139,12 +1317,12 @@ class Domicile:
             **{
                 "action": "read", "site": site.id, "purpose": purpose,
                 "collection": rec.collection, "record": rec.record_id,
-                "subject": rec.subject_id, "requester": requester.id,
+                "subject": rec.subject_id, "requester": requester.id, "client": access.client,
                 "rules": ruling.rule_ids, "categories": shape.categories, **extra,
             }
         )  # fmt: skip
 
-    def _log_transfer(
+    def _transfer_payload(
         self,
         origin: Site,
         requester: Site,
@@ -1153,37 +1331,67 @@ class Domicile:
         decision: Decision,
         shape: _Shape,
         shown: tuple[str, ...],
-        *,
-        masked: bool,
-        kind: str,
-    ) -> None:
-        """A transfer, in the origin's hash-chained audit, with its year-to-date count,
-        committed together."""
+        access: Access,
+    ) -> str:
+        """A transfer's entry for the origin's hash-chained audit (committed with its
+        year-to-date count by the caller)."""
         to_country = requester.country
         template = self._template(
             ("transfer", id(decision), origin.id, purpose, rec.collection, requester.id, shown,
-             shape.categories, masked, kind),
+             shape.categories, access.client),
             decision,
             lambda: PayloadTemplate(
                 self._read_event(
-                    origin, rec, requester, purpose, decision, shape,
+                    origin, rec, requester, purpose, decision, shape, access,
                     **transfer_detail(
-                        decision, origin.country, to_country, dict.fromkeys(shown), masked,
-                        kind, rec.version,
+                        decision, origin.country, to_country, dict.fromkeys(shown), "access",
+                        rec.version,
                     ),
                 ),
                 ("record", "subject", "at", "detail.version"),
             ),
         )  # fmt: skip
-        payload = template.render(rec.record_id, rec.subject_id, _utcnow().isoformat(), rec.version)
-        count = TransferCount(self._today().year, to_country, rec.subject_id, shape.sensitive)
-        self._ledgers[origin.id].append_payloads_now(
-            self.store(origin.id), [payload], transfer=count, read=True
-        )
+        return template.render(rec.record_id, rec.subject_id, _utcnow().isoformat(), rec.version)
+
+    def _masked_payload(
+        self,
+        origin: Site,
+        requester: Site,
+        purpose: str,
+        rec: StoredRecord,
+        decision: Decision,
+        shape: _Shape,
+        shown: tuple[str, ...],
+        access: Access,
+    ) -> str:
+        """A masked disclosure's entry: what it is (not a transfer, since the law let only
+        the masked forms cross), each field shown with the mask applied to it, and the
+        fields withheld."""
+        template = self._template(
+            ("masked", id(decision), origin.id, purpose, rec.collection, requester.id, shown,
+             shape.categories, access.client),
+            decision,
+            lambda: PayloadTemplate(
+                self._read_event(
+                    origin, rec, requester, purpose, decision, shape, access,
+                    action="disclose_masked", decision=decision.outcome.value, fields=shown,
+                    detail={
+                        "kind": "access", "disclosure": "masked",
+                        "from_country": origin.country, "to_country": requester.country,
+                        "masks": mask_methods(shown, shape.by_field, dict(decision.masks)),
+                        "withheld": sorted(set(shape.names) - set(shown)),
+                        "version": rec.version,
+                    },
+                ),
+                ("record", "subject", "at", "detail.version"),
+            ),
+        )  # fmt: skip
+        return template.render(rec.record_id, rec.subject_id, _utcnow().isoformat(), rec.version)
 
     def _replica_read(
-        self, token: str, home: Site, record_id: str, requester: Site, purpose: str
-    ) -> ReadResult | None:
+        self, token: str, home: Site, record_id: str, requester: Site, purpose: str,
+        access: Access,
+    ) -> ReadResult | None:  # fmt: skip
         """Serve a read from the requester's own site when it holds a copy that the law
         still permits there; None to fall back to the primary."""
         try:
@@ -1193,6 +1401,7 @@ class Domicile:
             return None
         if copy is None or copy.primary_site != home.id:
             return None
+        self.authorize(access, "records:read", collection=copy.collection, hide=True)
         residency = self._residency(requester, copy)
         categories = self._field_categories(copy)
         kept = self._decide(
@@ -1211,8 +1420,8 @@ class Domicile:
         event = AuditEvent(
             action="read", site=requester.id, purpose=purpose, collection=copy.collection,
             record=copy.record_id, subject=copy.subject_id, requester=requester.id,
-            decision="allow", rules=decision.rule_ids, fields=tuple(sorted(opened)),
-            categories=tuple(sorted(set(categories.values()))),
+            client=access.client, decision="allow", rules=decision.rule_ids,
+            fields=tuple(sorted(opened)), categories=tuple(sorted(set(categories.values()))),
             detail={"source": "replica", "primary_site": home.id},
         )  # fmt: skip
         self._ledgers[requester.id].append_payloads_now(
@@ -1224,11 +1433,21 @@ class Domicile:
         )  # fmt: skip
 
     def find(
-        self, collection: str, *, where: Mapping[str, Any], purpose: str, as_site: str | None = None
+        self,
+        collection: str,
+        *,
+        where: Mapping[str, Any],
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
     ) -> FindResult:
         """Records whose searchable fields equal the given values, at every site."""
         check_purpose(purpose)
         coll = self.collection(collection)
+        access, requester = self._acting(access, as_site)
+        self.authorize(
+            access, "records:read", site=requester.id, collection=collection, purpose=purpose
+        )
         if not where:
             raise BadInput("give at least one field to search by", hint="e.g. --field email=...")
         checked = values.check_fields(collection, coll, where, partial=True)
@@ -1238,7 +1457,6 @@ class Domicile:
                     f"field {fname!r} is not searchable",
                     hint=f"searchable fields: {', '.join(n for n, s in coll.fields.items() if s.searchable)}",
                 )
-        requester = self._requester(as_site)
         result = FindResult()
         for site in self.config.sites:
             try:
@@ -1253,11 +1471,13 @@ class Domicile:
                     ids = found if ids is None else ids & found
                 for rid in sorted(ids or ()):
                     rec = store.get(rid)
-                    if rec is None:
+                    if rec is None or rec.is_replica or rec.collection != collection:
                         continue
                     token = self.tokens.issue(site.id, rid)
                     try:
-                        result.records.append(self._read(token, site, rec, requester, purpose))
+                        result.records.append(
+                            self._read(token, site, rec, requester, purpose, access)
+                        )
                     except PolicyRefused as exc:
                         result.refused.append(
                             {"token": token, "site": site.id, "reason": exc.message}
@@ -1267,19 +1487,37 @@ class Domicile:
                 result.unavailable.append(site.id)
         return result
 
-    def update(self, token: str, *, fields: Mapping[str, Any], purpose: str) -> ReadResult:
+    def update(
+        self,
+        token: str,
+        *,
+        fields: Mapping[str, Any],
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> ReadResult | WriteResult:
+        """Change fields of a record at its home site.
+
+        The answer never shows more than a read by the same caller would: the record as
+        ``get`` would answer it for the caller's site (full, masked or, when the law
+        refuses that read, nothing), audited as that read in the update's own transaction,
+        or only the new version when the caller may not read (no ``records:read``)."""
         check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:write", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
-        rec = self._load(site, record_id, purpose, "update")
+        rec = self._load(site, record_id, purpose, "update", access)
+        self.authorize(access, "records:write", collection=rec.collection, hide=True)
         coll = self.collection(rec.collection)
         checked = values.check_fields(rec.collection, coll, fields, partial=True)
         residency = self._residency(site, rec)
-        current = self._open(site, rec, skip=RESIDENCY_FIELD)
-        cats = [coll.fields[f].category for f in {*current, *checked}]
-        decision = self._decide(residency, cats, "update", site.country)
+        names = {f for f in rec.fields if f in coll.fields} | set(checked)
+        decision = self._decide(
+            residency, [coll.fields[f].category for f in names], "update", site.country
+        )
         if decision.outcome is not Outcome.allow:
             refusal = self._event(
-                "refuse", site, rec, purpose, decision=decision.outcome.value,
+                "refuse", site, rec, purpose, access, decision=decision.outcome.value,
                 rules=decision.rule_ids, detail={"operation": "update"},
             )  # fmt: skip
             self._audit(site.id, [refusal])
@@ -1293,15 +1531,18 @@ class Domicile:
                 values.encode(value), field_context(site.id, rec.collection, rec.record_id, name)
             )
         now = self.clock().isoformat()
-        new = StoredRecord(
-            rec.record_id,
-            rec.subject_id,
-            rec.collection,
-            rec.version + 1,
-            rec.created_at,
-            now,
-            sealed,
-        )
+        new = replace(rec, version=rec.version + 1, updated_at=now, fields=sealed)
+        # The read back, decided before anything is written and committed with the write.
+        shown: _Disclosure | None = None
+        if (
+            access.missing(
+                "records:read", site=requester.id, collection=rec.collection, purpose=purpose
+            )
+            is None
+        ):
+            shown = self._disclose(token, site, new, requester, purpose, access, operation="update")
+            if shown.error is not None:
+                shown = None  # the law refuses this caller the record: only the version
         reindex = [f for f in checked if coll.fields[f].searchable]
         store = self.store(site.id)
         with store.transaction() as tx:
@@ -1329,20 +1570,35 @@ class Domicile:
                     )
                 )
             event = self._event(
-                "update", site, rec, purpose, decision="allow", rules=decision.rule_ids,
+                "update", site, rec, purpose, access, decision="allow", rules=decision.rule_ids,
                 fields=tuple(sorted(checked)), at=now,
             )  # fmt: skip
-            self._ledgers[site.id].append(tx, [event])
-        merged = {**current, **checked}
-        return ReadResult(
-            token, site.id, site.country, rec.collection, merged, new.version, decision, False
-        )
+            payloads = [event.payload()]
+            if shown is not None:
+                payloads.append(shown.payload)
+                if shown.count is not None:
+                    c = shown.count
+                    tx.count_transfer(c.year, c.to_country, c.subject_id, c.sensitive)
+            self._ledgers[site.id].append_payloads(tx, payloads)
+        if shown is None or shown.result is None:
+            return WriteResult(token, new.version)
+        return shown.result
 
-    def delete(self, token: str, *, purpose: str) -> dict[str, Any]:
+    def delete(
+        self,
+        token: str,
+        *,
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
         """Delete one record (the subject and its other records stay)."""
         check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:delete", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
-        rec = self._load(site, record_id, purpose, "delete")
+        rec = self._load(site, record_id, purpose, "delete", access)
+        self.authorize(access, "records:delete", collection=rec.collection, hide=True)
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.delete([rec.record_id])
@@ -1353,66 +1609,90 @@ class Domicile:
                     for t in self._replica_targets(coll, site.id)
                 ]
             )
-            self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose)])
+            self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose, access)])
         return {"deleted": True, "site": site.id, "records": 1}
 
-    def erase(self, token: str, *, purpose: str = "erasure") -> dict[str, Any]:
+    def erase(
+        self,
+        token: str,
+        *,
+        purpose: str = "erasure",
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
         """Erase the subject the token belongs to: destroy its data key first (so every copy
-        and backup of its data becomes unreadable), then delete all its records here."""
+        and backup of its data becomes unreadable), then delete all its records here; then,
+        at once, its copies and its key at every site that may hold copies and answers.
+
+        The answer lists those sites (``copies.deleted``) and the ones that did not answer
+        (``copies.pending``): their outbox items stay, and ``replicate`` finishes there."""
         check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
-        rec = self._load(site, record_id, purpose, "erase")
+        rec = self._load(site, record_id, purpose, "erase", access)
+        self.authorize(access, "records:erase", collection=rec.collection, hide=True)
         subject = rec.subject_id
-        self._require(site.id, purpose, None, "erase")
+        self._require(site.id, purpose, None, "erase", access)
         self.keystore(site.id).delete(subject)
         self._forget_key(site.id, subject)
         store = self.store(site.id)
+        # Every site that may hold copies forgets the subject too: its copies and its key.
+        copy_sites = sorted(self._copy_sites - {site.id})
         with store.transaction() as tx:
             # After every write already holding the subject; later ones see it erased.
             removed = tx.erase_subject(subject, self.clock().isoformat())
-            # Every site that may hold copies forgets the subject too: its copies and its key.
-            copies = sorted(
-                {t.to for c in self.config.model.collections.values() for t in c.replicate}
-                - {site.id}
-            )
-            tx.enqueue([(record_id, subject, t, "erase") for t in copies])
+            tx.enqueue([(record_id, subject, t, "erase") for t in copy_sites])
             self._ledgers[site.id].append(
                 tx,
                 [
                     AuditEvent(
-                        action="erase",
-                        site=site.id,
-                        purpose=purpose,
-                        subject=subject,
-                        requester=self.config.local_site,
+                        action="erase", site=site.id, purpose=purpose, subject=subject,
+                        requester=requester.id, client=access.client,
                         detail={"records": removed, "key_destroyed": True},
                     )
                 ],
-            )
+            )  # fmt: skip
+        from domicile.vault.replication import erase_copies  # the worker's module uses ours
+
+        deleted, pending = erase_copies(self, site, subject, copy_sites, access, purpose)
         return {
             "erased": True,
             "site": site.id,
             "country": site.country,
             "records": removed,
             "key_destroyed": True,
+            "copies": {"deleted": deleted, "pending": pending},
         }
 
     # --- filings ----------------------------------------------------------------------------
 
-    def add_filing(self, name: str, date: str | dt.date, *, note: str | None = None) -> FilingEntry:
+    def add_filing(
+        self,
+        name: str,
+        date: str | dt.date,
+        *,
+        note: str | None = None,
+        access: Access | None = None,
+    ) -> FilingEntry:
         """Put a filing on record (a notice, clauses, a ban); decisions use it at once."""
+        access = access or self.operator
+        self.authorize(access, "filings:write")
         entry = self.filings.add(name, date, note=note)
-        self._audit_filing("add", entry)
+        self._audit_filing("add", entry, access)
         return entry
 
-    def withdraw_filing(self, name: str) -> FilingEntry:
+    def withdraw_filing(self, name: str, *, access: Access | None = None) -> FilingEntry:
+        access = access or self.operator
+        self.authorize(access, "filings:write")
         entry = self.filings.withdraw(name)
-        self._audit_filing("withdraw", entry)
+        self._audit_filing("withdraw", entry, access)
         return entry
 
-    def _audit_filing(self, change: str, entry: FilingEntry) -> None:
+    def _audit_filing(self, change: str, entry: FilingEntry, access: Access) -> None:
         event = AuditEvent(
-            action="filing", site=self.config.local_site, requester=self.config.local_site,
+            action="filing", site=self.config.local_site,
+            requester=access.site or self.config.local_site, client=access.client,
             detail={"change": change, "name": entry.name, "date": entry.date.isoformat()},
         )  # fmt: skip
         try:
@@ -1522,6 +1802,7 @@ class Domicile:
                 AuditEvent(
                     action="rotate",
                     site=site_id,
+                    client=self.operator.client,
                     detail={"from": old, "to": new, "rewrapped": rewrapped},
                 )
             ],

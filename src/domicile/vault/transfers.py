@@ -1,4 +1,12 @@
-"""The transfer ledger, read back: every transfer in every site's hash-chained audit."""
+"""The transfer ledger, read back: every transfer in every site's hash-chained audit.
+
+Only transfers are listed and counted: reads from abroad that disclosed the data, and
+copies delivered. A masked disclosure (a read from abroad that the law refused in full but
+let through in the masked forms a pack permits) is no transfer; it is reported apart, as a
+count per destination, and listed only when asked for (``masked=True``). Entries written
+before masked disclosures had their own kind (``transfer`` with ``masked: true``) are read
+as the masked disclosures they were.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +25,31 @@ class TransferSummary:
     total: int = 0
     by_destination: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    masked_total: int = 0
+    masked_by_destination: dict[str, int] = field(default_factory=dict)
+    masked_entries: list[dict[str, Any]] | None = None  # listed on request only
     unavailable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        masked: dict[str, Any] = {
+            "total": self.masked_total,
+            "by_destination": self.masked_by_destination,
+        }
+        if self.masked_entries is not None:
+            masked["entries"] = self.masked_entries
         return {
             "total": self.total,
             "by_destination": self.by_destination,
             "entries": self.entries,
+            "masked_disclosures": masked,
             "unavailable": self.unavailable,
         }
+
+
+def _is_masked(entry: dict[str, Any]) -> bool:
+    if entry.get("action") == "disclose_masked":
+        return True
+    return entry.get("action") == "transfer" and bool(entry.get("detail", {}).get("masked"))
 
 
 def summarize(
@@ -34,10 +58,12 @@ def summarize(
     since: dt.date | None = None,
     to_country: str | None = None,
     limit: int = 1000,
+    masked: bool = False,
 ) -> TransferSummary:
     """Transfers (reads from abroad and copies delivered), newest last, with per-destination
-    totals: entries, distinct subjects, kinds, routes and filings relied on."""
-    out = TransferSummary()
+    totals: entries, distinct subjects, kinds, routes and filings relied on; masked
+    disclosures counted apart (and listed with ``masked``)."""
+    out = TransferSummary(masked_entries=[] if masked else None)
     subjects: dict[str, set[str]] = defaultdict(set)
     for site in vault.config.sites:
         try:
@@ -48,13 +74,19 @@ def summarize(
             continue
         for row in rows:
             entry = json.loads(row.payload)
-            if entry.get("action") != "transfer":
+            if entry.get("action") not in ("transfer", "disclose_masked"):
                 continue
             detail = entry.get("detail", {})
             dest = detail.get("to_country", "?")
             if to_country and dest != to_country:
                 continue
             if since and dt.datetime.fromisoformat(entry["at"]).date() < since:
+                continue
+            if _is_masked(entry):
+                out.masked_total += 1
+                out.masked_by_destination[dest] = out.masked_by_destination.get(dest, 0) + 1
+                if out.masked_entries is not None and len(out.masked_entries) < limit:
+                    out.masked_entries.append(_masked_entry(vault, site.id, row.seq, entry))
                 continue
             out.total += 1
             agg = out.by_destination.setdefault(
@@ -89,12 +121,34 @@ def summarize(
                         "rules": entry.get("rules", []),
                         "bases": detail.get("bases", []),
                         "filings": detail.get("filings", []),
-                        "masked": detail.get("masked", False),
                         "purpose": entry.get("purpose"),
                         "requester": entry.get("requester"),
+                        "client": entry.get("client"),
                     }
                 )
     for dest, agg in out.by_destination.items():
         agg["subjects"] = len(subjects[dest])
     out.entries.sort(key=lambda e: e["at"])
+    if out.masked_entries is not None:
+        out.masked_entries.sort(key=lambda e: e["at"])
     return out
+
+
+def _masked_entry(vault: Domicile, site_id: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
+    detail = entry.get("detail", {})
+    return {
+        "at": entry["at"],
+        "logged_at_site": site_id,
+        "seq": seq,
+        "from_country": detail.get("from_country"),
+        "to_country": detail.get("to_country"),
+        "record": entry.get("record"),
+        "token": vault.tokens.issue(site_id, entry["record"]) if entry.get("record") else None,
+        "fields": entry.get("fields", []),
+        "masks": detail.get("masks", {}),
+        "withheld": detail.get("withheld", []),
+        "rules": entry.get("rules", []),
+        "purpose": entry.get("purpose"),
+        "requester": entry.get("requester"),
+        "client": entry.get("client"),
+    }
