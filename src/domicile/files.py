@@ -1,7 +1,7 @@
 """Private files and folders: what domicile keeps on disk is for its owner only.
 
-Site databases, key stores, the keyring, the deployment registry, anchors and registries
-of clients and filings are created mode 0600 in folders of mode 0700. The modes are set
+Site databases, key stores, the keyring, the deployment registry and the registries of
+clients and filings are created mode 0600 in folders of mode 0700. The modes are set
 explicitly after creation (``chmod``), so they do not depend on the process's umask: a
 umask of 0 would otherwise leave a key store readable by everyone, and a strict one
 (0277) would leave domicile unable to write its own files.
@@ -30,7 +30,7 @@ def private_dir(path: Path, *, tighten: bool = False) -> Path:
     """Make ``path`` and any missing parents as folders only the owner can enter.
 
     Folders that exist already keep their mode unless ``tighten`` (set by setup, for the
-    folders that are domicile's own: the data folder, the key stores' folder, anchors)."""
+    folders that are domicile's own: the data folder, the key stores' folder)."""
     missing = []
     p = path
     while not p.exists():

@@ -16,7 +16,8 @@ STARTER = """\
 # The environment id that InCountry-compatible clients send (x-env-id).
 environment_id: default
 
-# Where SQLite site files, subject key stores and the keyring live.
+# Where SQLite site files, subject key stores, the keyring and the deployment registry
+# (which sites are set up: `domicile sites create ID` adds one) live.
 data_dir: domicile-data
 
 # Site for subjects that no law pins to a country, and the site this process runs at

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +36,27 @@ class Done:
         return json.loads(self.out)
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Done:
-    """``domicile ARGS`` in a process of its own."""
+def _with_umask(umask: int | None) -> Callable[[], None] | None:
+    """Run in the child before ``exec``: the umask the command starts with."""
+    if umask is None:
+        return None
+
+    def child() -> None:
+        os.umask(umask)
+
+    return child
+
+
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    umask: int | None = None,
+) -> Done:
+    """``domicile ARGS`` in a process of its own (with ``umask``, if given)."""
     done = subprocess.run(
         [str(DOMICILE), *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, preexec_fn=_with_umask(umask),
     )  # fmt: skip
     return Done(done.returncode, done.stdout, done.stderr)
 
@@ -60,8 +77,15 @@ class Reply:
 class Served:
     """``domicile serve`` in a process of its own; stopped (SIGTERM, then SIGKILL) at the end."""
 
-    def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        umask: int | None = None,
+    ) -> None:
         self.folder = folder
+        self.umask = umask
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / f"serve-{self.port}.log"
@@ -75,7 +99,7 @@ class Served:
             self.proc = subprocess.Popen(
                 [str(DOMICILE), "serve", "--port", str(self.port), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-                env={**os.environ, **(self.env or {})},
+                env={**os.environ, **(self.env or {})}, preexec_fn=_with_umask(self.umask),
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
