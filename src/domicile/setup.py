@@ -62,17 +62,26 @@ def registry(config: Config) -> DeploymentRegistry:
 
 
 def create_deployment(
-    config: Config, *, create_database: bool = False, keys: KeyProvider | None = None
+    config: Config,
+    *,
+    adopt: bool = False,
+    create_database: bool = False,
+    keys: KeyProvider | None = None,
 ) -> list[SiteSetup]:
-    """Create every site of the configuration that is not set up yet (``domicile init``).
-    Sites set up already are left as they are."""
+    """Create (or ``adopt``) every site of the configuration that is not set up yet
+    (``domicile init``, ``domicile sites create --all``). Sites set up already are left as
+    they are."""
     known = registry(config).sites()
     out = []
     for site in config.sites:
         if site.id in known:
             out.append(SiteSetup(site.id, "existing", known[site.id]))
         else:
-            out.append(create_site(config, site.id, create_database=create_database, keys=keys))
+            out.append(
+                create_site(
+                    config, site.id, adopt=adopt, create_database=create_database, keys=keys
+                )
+            )
     return out
 
 

@@ -36,13 +36,13 @@ filings_app = typer.Typer(
 @contextmanager
 def vault(config: str | None, as_json: bool, *, read_only: bool = False) -> Iterator[Any]:
     """The vault of the configuration; ``read_only``: a command that must write nothing
-    (no witness round when it closes)."""
+    (its stores opened read-only, and no witness round when it closes)."""
     from domicile.access import cli_operator
     from domicile.vault import Domicile
 
     with errors(as_json):
         # Every operation of the CLI is the local operator's, named in the audit.
-        d = Domicile.open(config, operator=cli_operator())
+        d = Domicile.open(config, operator=cli_operator(), read_only=read_only)
         try:
             yield d
         finally:
@@ -284,7 +284,10 @@ def register(app: typer.Typer) -> None:
 
     @sites_app.command("create")
     def sites_create(
-        site_id: str = typer.Argument(..., help="A site of the configuration, e.g. ru."),
+        site_id: str | None = typer.Argument(None, help="A site of the configuration, e.g. ru."),
+        all_sites: bool = typer.Option(
+            False, "--all", help="Every site of the configuration that is not set up yet."
+        ),
         adopt: bool = typer.Option(
             False,
             "--adopt",
@@ -299,20 +302,28 @@ def register(app: typer.Typer) -> None:
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Create a site of the configuration: its database (a SQLite file, or the schema
-        in an empty PostgreSQL database), its key store and its keys, and record them in
-        the deployment. Nothing else creates a site."""
+        """Create a site of the configuration (or, with --all, each one not set up yet): its
+        database (a SQLite file, or the schema in an empty PostgreSQL database), its key
+        store and its keys, recorded in the deployment. Nothing else creates a site."""
         from domicile.config import load_config
-        from domicile.setup import create_site
+        from domicile.errors import BadInput
+        from domicile.setup import create_deployment, create_site
 
         with errors(as_json):
-            done = create_site(
-                load_config(config), site_id, adopt=adopt, create_database=create_database
-            )
-        out = done.to_dict()
-        _show(out, as_json, lambda: console.print(
-            f"site {done.site}: {done.outcome} (database {done.record.store[:8]}…, key store {done.record.keys[:8]}…)"
-        ))  # fmt: skip
+            if (site_id is None) == (not all_sites):
+                raise BadInput(
+                    "name one site, or pass --all", hint="e.g. `domicile sites create ru`"
+                )
+            cfg = load_config(config)
+            if site_id is not None:
+                done = [create_site(cfg, site_id, adopt=adopt, create_database=create_database)]
+            else:
+                done = create_deployment(cfg, adopt=adopt, create_database=create_database)
+        rows = [d.to_dict() for d in done]
+        _show(rows[0] if site_id else rows, as_json, lambda: console.print("\n".join(
+            f"site {d.site}: {d.outcome} (database {d.record.store[:8]}…, key store {d.record.keys[:8]}…)"
+            for d in done
+        )))  # fmt: skip
 
     @sites_app.command("migrate")
     def sites_migrate(

@@ -199,7 +199,10 @@ class _Database:
             raise self.unavailable(
                 f"cannot connect to {self.label} at {self.display_url}", exc
             ) from None
-        if self._database_exists() is False:
+        # Only a server that answered (and refused this database) is asked whether the
+        # database exists: an unreachable one would only make the failure slower.
+        answered = "FATAL" in str(first) or "does not exist" in str(first)
+        if answered and self._database_exists() is False:
             if not create_database:
                 raise StoreMissing(self.site_id, f"{self.label} (a PostgreSQL database) is missing")
             self._create_database()

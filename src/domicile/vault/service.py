@@ -360,12 +360,16 @@ class Domicile:
         engine: PolicyEngine | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         operator: str | None = None,
+        read_only: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock
         # The caller of operations that name none: the local operator, with every right,
         # named in the audit as ``operator`` (the CLI passes "cli:USER").
         self.operator = Access.operator(operator)
+        # Every store opened read-only: nothing migrated, nothing written (a write fails as
+        # an unavailable site). For commands that must only read, such as `audit verify`.
+        self.read_only = read_only
         self.keys: KeyProvider = keys or self._keyring(config)
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
         # Sites, their stores and their keys are made only by setup (domicile.setup); the
@@ -457,7 +461,10 @@ class Domicile:
                 site = self._sites[site_id]
                 created = self.deployment.site(site_id)
                 store = open_site_store(
-                    site_id, self.config.backend_url(site.backend), creation_id=created.store
+                    site_id,
+                    self.config.backend_url(site.backend),
+                    creation_id=created.store,
+                    read_only=self.read_only,
                 )
                 self._stores[site_id] = store
             return store
@@ -470,7 +477,10 @@ class Domicile:
             if ks is None:
                 created = self.deployment.site(site_id)
                 ks = open_key_store(
-                    site_id, self.config.keys_url(self._sites[site_id]), creation_id=created.keys
+                    site_id,
+                    self.config.keys_url(self._sites[site_id]),
+                    creation_id=created.keys,
+                    read_only=self.read_only,
                 )
                 self._keystores[site_id] = ks
             return ks
