@@ -27,9 +27,9 @@ from domicile.stores.base import SiteUnavailable
 
 REGISTRY_FORMAT = 1
 NOT_SET_UP_HINT = (
-    "set the deployment up with `domicile init`, or a site with `domicile sites create ID`;"
-    " a deployment made by an older domicile is adopted once with"
-    " `domicile sites create ID --adopt` for each site"
+    "set the deployment up with `domicile init`, or its sites with `domicile sites create"
+    " --all`; a deployment made by an older domicile is adopted once with"
+    " `domicile sites create --all --adopt`"
 )
 
 

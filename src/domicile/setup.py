@@ -26,7 +26,7 @@ from domicile.crypto.errors import KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
 from domicile.deployment import DeploymentRegistry, SiteRecord, now
 from domicile.errors import DomicileError
-from domicile.files import private_dir
+from domicile.files import private_dir, tighten
 from domicile.stores import KeyStore, SiteStore, open_key_store, open_site_store
 from domicile.stores.base import NoSchema, SchemaOutdated, StoreMissing
 from domicile.stores.sqlite import sqlite_path
@@ -268,6 +268,11 @@ def _adopt(
     except BaseException:
         store.close()
         raise
+    for url in (site_url, keys_url):  # older domiciles left them as the umask made them
+        if url.startswith("sqlite:"):
+            path = sqlite_path(url)
+            for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                tighten(f)
     return store, ks
 
 

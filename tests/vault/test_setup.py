@@ -156,6 +156,7 @@ def old_deployment(folder: Path) -> dict[str, int]:
     for site in ("ru", "de", "us"):
         for path in (data / f"{site}.sqlite", data / "keys" / f"{site}.sqlite"):
             sql(path, "DELETE FROM meta WHERE key = 'creation_id'")
+            path.chmod(0o644)  # as the umask made them then
     (data / "deployment.json").unlink()
     return {s: len(sql(data / f"{s}.sqlite", "SELECT seq FROM audit")) for s in ("ru", "de", "us")}
 
@@ -179,6 +180,8 @@ def test_an_old_deployment_is_unavailable_until_each_site_is_adopted(folder: Pat
     assert (last["action"], last["detail"]["adopted"]) == ("setup", True)
     assert last["detail"]["store"] == registry["sites"]["ru"]["store"]
     assert len(sql(data / "ru.sqlite", "SELECT seq FROM audit")) == entries["ru"] + 1
+    for path in (data / "ru.sqlite", data / "keys" / "us.sqlite"):
+        assert path.stat().st_mode & 0o777 == 0o600  # adopted stores are private too
     code, rows = run("sites")
     assert {r["id"]: (r["healthy"], r["records"]) for r in rows} == {
         "ru": (True, 1), "de": (True, 0), "us": (True, 1),
