@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import json
@@ -44,6 +43,7 @@ from typing import Any
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from domicile.errors import BadInput, DomicileError
+from domicile.files import lock_file
 
 OPERATIONS = (
     "records:write", "records:read", "records:delete", "records:erase", "records:export",
@@ -218,9 +218,7 @@ class ClientRegistry:
         self._write(lambda data: data["clients"].pop(client_id, None))
 
     def _write(self, change: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with lock_file(self.path.with_suffix(".lock")):  # 0600, in a 0700 folder
             data = self._read()
             change(data)
             fd, tmp = tempfile.mkstemp(prefix=".clients-", dir=self.path.parent)

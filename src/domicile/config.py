@@ -161,6 +161,11 @@ class Config:
             self.path(self.model.keyring) if self.model.keyring else self.data_dir / "keyring.json"
         )
 
+    @property
+    def registry_path(self) -> Path:
+        """The deployment registry: the sites set up, and their stores' creation ids."""
+        return self.data_dir / "deployment.json"
+
     def backend_url(self, url: str) -> str:
         """Resolve a relative SQLite path against the configuration's folder."""
         if url.startswith("sqlite:"):

@@ -10,7 +10,6 @@ is re-read whenever it changes. Withdrawn filings stay in the file's history as 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 from domicile.config import Config
 from domicile.errors import BadInput, DomicileError
+from domicile.files import lock_file
 from domicile.policy import PolicyEngine, parse_date
 
 FORMAT = 1
@@ -148,13 +148,11 @@ class FilingsRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_suffix(".lock")
-        with open(lock, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with lock_file(self.path.with_suffix(".lock")):  # 0600, in a 0700 folder
             data = self._read()
             yield data
             fd, tmp = tempfile.mkstemp(prefix=".filings-", dir=self.path.parent)
+            os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(data, out, indent=1, sort_keys=True)
                 out.flush()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domicile.config import DEFAULT_CONFIG, Config, load_config
-from domicile.crypto.keys import LocalKeyring
+from domicile.config import DEFAULT_CONFIG, Config, parse_config
 from domicile.errors import BadInput
+from domicile.files import private_dir, write_private
 
 STARTER = """\
 # domicile deployment configuration (written by `domicile init`).
@@ -16,7 +16,8 @@ STARTER = """\
 # The environment id that InCountry-compatible clients send (x-env-id).
 environment_id: default
 
-# Where SQLite site files, subject key stores and the keyring live.
+# Where SQLite site files, subject key stores, the keyring and the deployment registry
+# (which sites are set up: `domicile sites create ID` adds one) live.
 data_dir: domicile-data
 
 # Site for subjects that no law pins to a country, and the site this process runs at
@@ -76,17 +77,19 @@ packs: []
 
 
 def init(directory: str | Path = ".", *, force: bool = False) -> Config:
-    """Write the starter configuration in ``directory`` and create its keyring."""
+    """Write the starter configuration in ``directory`` and set the deployment up: its
+    keyring, and each site's database and key store (``domicile.setup``). The
+    configuration is written last, so a folder that has one is a deployment set up."""
+    from domicile.setup import create_deployment
+
     folder = Path(directory)
     target = folder / DEFAULT_CONFIG
     if target.exists() and not force:
         raise BadInput(
             f"{target} already exists", hint="use it as it is, or pass --force to overwrite it"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    target.write_text(STARTER, encoding="utf-8")
-    config = load_config(target)
-    keyring = LocalKeyring(config.keyring_path, create=True)
-    for site in config.sites:
-        keyring.ensure_site(site.id)
+    private_dir(folder)  # a folder made here is private; an existing one keeps its mode
+    config = parse_config(STARTER, str(target), target.resolve().parent)
+    create_deployment(config)
+    write_private(target, STARTER)
     return config

@@ -13,6 +13,7 @@ from typing import Any
 
 from domicile.config import load_config
 from domicile.errors import DomicileError
+from domicile.files import write_private
 from domicile.starter import init
 from domicile.vault import Domicile, PolicyRefused
 
@@ -68,7 +69,7 @@ def prepare(folder: Path) -> Path:
             )
         shutil.rmtree(folder)
     init(folder)
-    (folder / MARKER).write_text("made by `domicile demo`; safe to delete\n", encoding="utf-8")
+    write_private(folder / MARKER, "made by `domicile demo`; safe to delete\n")
     config = folder / "domicile.yaml"
     text = config.read_text(encoding="utf-8")
     # The demo's company filed its Art. 12 notice in March 2025, listing the US.

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from domicile.config import load_config
+from domicile.setup import create_deployment
+
 SDK_VENV = Path("/tmp/domicile-incountry-sdk-venv")
 SDK_REQUIREMENTS = ["incountry==5.0.0", "pydantic<2"]
 SCENARIO = Path(__file__).with_name("sdk_scenario.py")
@@ -107,6 +110,7 @@ class Server:
         self.folder = folder
         self.config = folder / "domicile.yaml"
         self.config.write_text(CONFIG, encoding="utf-8")
+        create_deployment(load_config(self.config))  # the sites exist before the server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "server.log"

@@ -111,6 +111,8 @@ class Copies:
         self.config = folder / "domicile.yaml"
         self.config.write_text(CONFIG.format(**urls), encoding="utf-8")
         self.de_cluster = de
+        # Sites exist once setup made them (Germany's cluster has no databases yet).
+        self.ok("sites", "create", "--all", "--create-database")
 
     def run(self, *args: str) -> tuple[int, Any]:
         done = run_cli(self.config, *args, "--json")

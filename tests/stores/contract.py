@@ -38,6 +38,8 @@ from domicile.stores import (
 )
 from domicile.stores.base import (
     HeadRow,
+    NoSchema,
+    SchemaOutdated,
     SchemaTooNew,
     SiteUnavailable,
     StoreMismatch,
@@ -117,11 +119,14 @@ class Backend:
     def meta(self, url: str) -> dict[str, str]:
         return {str(k): str(v) for k, v in self.raw(url, "SELECT key, value FROM meta")}
 
+    def tables(self, url: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
 
 class SiteStoreContract(Backend):
     @pytest.fixture
     def store(self, site_url: str) -> Iterator[SiteStore]:
-        store = open_site_store(SITE, site_url)
+        store = open_site_store(SITE, site_url, create=True)
         yield store
         store.close()
 
@@ -633,10 +638,14 @@ class SiteStoreContract(Backend):
     # -- schema -----------------------------------------------------------------------------
 
     def test_the_schema_version_site_and_kind_are_recorded(self, store: SiteStore) -> None:
+        assert store.created
+        assert store.creation_id is not None
+        assert len(store.creation_id) == 32
         assert self.meta(store.url) == {
             "schema_version": str(SITE_SCHEMA_VERSION),
             "site": SITE,
             "kind": "site",
+            "creation_id": store.creation_id,
         }
 
     def test_reopening_is_idempotent(self, store: SiteStore, site_url: str) -> None:
@@ -677,6 +686,91 @@ class SiteStoreContract(Backend):
         with pytest.raises(SiteUnavailable, match="no domicile schema"):
             open_site_store(SITE, empty_url, create=False)
 
+    def test_opening_never_creates_a_store_unless_asked(self, site_url: str) -> None:
+        for options in ({}, {"read_only": True}, {"adopt": True}):
+            with pytest.raises(SiteUnavailable) as info:
+                open_site_store(SITE, site_url, **options)
+            assert info.value.site == SITE
+        store = open_site_store(SITE, site_url, create=True)  # what setup does
+        store.close()
+        assert self.meta(site_url)["site"] == SITE
+
+    def test_setup_refuses_a_database_holding_other_tables(self, empty_url: str) -> None:
+        self.raw(empty_url, "CREATE TABLE IF NOT EXISTS unrelated (a INTEGER)")
+        with pytest.raises(NoSchema, match="not domicile's"):
+            open_site_store(SITE, empty_url, create=True)
+        assert not any(r[0] == "records" for r in self.tables(empty_url))
+
+    # -- creation ids -----------------------------------------------------------------------
+
+    def test_a_store_opens_only_with_its_own_creation_id(
+        self, store: SiteStore, site_url: str
+    ) -> None:
+        cid = store.creation_id
+        assert cid is not None
+        again = open_site_store(SITE, site_url, creation_id=cid)
+        assert (again.creation_id, again.created) == (cid, False)
+        again.close()
+        for other in ("0" * 32, cid[::-1]):
+            with pytest.raises(StoreMismatch, match="another creation id") as info:
+                open_site_store(SITE, site_url, creation_id=other)
+            assert (info.value.site, info.value.exit_code) == (SITE, 4)
+            with pytest.raises(StoreMismatch, match="another creation id"):
+                open_site_store(SITE, site_url, creation_id=other, read_only=True)
+        assert self.meta(site_url)["creation_id"] == cid
+
+    def test_a_store_without_a_creation_id_is_refused_until_adopted(
+        self, store: SiteStore, site_url: str
+    ) -> None:
+        """A store made before creation ids: refused where an id is expected, until setup
+        adopts it (which stamps an id once, and keeps it after)."""
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        self.raw(site_url, "DELETE FROM meta WHERE key = 'creation_id'")
+        with pytest.raises(StoreMismatch, match="no creation id"):
+            open_site_store(SITE, site_url, creation_id="0" * 32)
+        adopted = open_site_store(SITE, site_url, adopt=True)
+        cid = adopted.creation_id
+        assert cid is not None
+        assert not adopted.created
+        assert adopted.get("r1") == record("r1")
+        adopted.close()
+        assert self.meta(site_url)["creation_id"] == cid
+        again = open_site_store(SITE, site_url, adopt=True)
+        assert again.creation_id == cid  # adopting twice changes nothing
+        again.close()
+
+    # -- read-only opens --------------------------------------------------------------------
+
+    def test_a_read_only_open_writes_nothing(self, store: SiteStore, site_url: str) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        rows = append(store, 2)
+        store.close()
+        before = self.meta(site_url)
+        reader = open_site_store(SITE, site_url, read_only=True, creation_id=store.creation_id)
+        try:
+            assert reader.get("r1") == record("r1")
+            assert list(reader.audit()) == rows
+            with pytest.raises(SiteUnavailable), reader.transaction() as tx:
+                tx.insert([record("r2")])
+            with pytest.raises(SiteUnavailable):
+                reader.chain_now(['{"n":1}'])
+        finally:
+            reader.close()
+        assert self.meta(site_url) == before
+        assert [r[0] for r in self.raw(site_url, "SELECT record_id FROM records")] == ["r1"]
+
+    def test_a_read_only_open_refuses_an_older_schema(
+        self, store: SiteStore, site_url: str
+    ) -> None:
+        store.close()
+        older = SITE_SCHEMA_VERSION - 1
+        self.raw(site_url, f"UPDATE meta SET value = '{older}' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaOutdated, match="sites migrate"):
+            open_site_store(SITE, site_url, read_only=True)
+        assert self.meta(site_url)["schema_version"] == str(older)
+
     # -- availability -----------------------------------------------------------------------
 
     def test_an_open_store_answers(self, store: SiteStore) -> None:
@@ -714,7 +808,7 @@ class SiteStoreContract(Backend):
 class KeyStoreContract(Backend):
     @pytest.fixture
     def keystore(self, key_url: str) -> Iterator[KeyStore]:
-        store = open_key_store(SITE, key_url)
+        store = open_key_store(SITE, key_url, create=True)
         yield store
         store.close()
 
@@ -779,10 +873,13 @@ class KeyStoreContract(Backend):
         assert keystore.versions() == {1: 2, 3: 1}
 
     def test_the_schema_version_site_and_kind_are_recorded(self, keystore: KeyStore) -> None:
+        assert keystore.created
+        assert keystore.creation_id is not None
         assert self.meta(keystore.url) == {
             "schema_version": str(KEY_SCHEMA_VERSION),
             "site": SITE,
             "kind": "key",
+            "creation_id": keystore.creation_id,
         }
 
     def test_reopening_is_idempotent(self, keystore: KeyStore, key_url: str) -> None:
@@ -834,3 +931,23 @@ class KeyStoreContract(Backend):
     def test_an_unreachable_key_store_is_unavailable(self, unreachable_url: str) -> None:
         with pytest.raises(SiteUnavailable):
             open_key_store(SITE, unreachable_url, create=False)
+
+    def test_a_missing_key_store_is_unavailable_never_a_new_empty_one(self, key_url: str) -> None:
+        """An empty new key store would make every subject of the site look erased."""
+        for options in ({}, {"read_only": True}, {"adopt": True}):
+            with pytest.raises(SiteUnavailable):
+                open_key_store(SITE, key_url, **options)
+        store = open_key_store(SITE, key_url, create=True)
+        store.close()
+
+    def test_a_key_store_opens_only_with_its_own_creation_id(
+        self, keystore: KeyStore, key_url: str
+    ) -> None:
+        keystore.put_many([("a", WrappedKey(1, b"ka"))])
+        cid = keystore.creation_id
+        assert cid is not None
+        again = open_key_store(SITE, key_url, creation_id=cid)
+        assert again.get("a") == WrappedKey(1, b"ka")
+        again.close()
+        with pytest.raises(StoreMismatch, match="another creation id"):
+            open_key_store(SITE, key_url, creation_id="f" * 32)

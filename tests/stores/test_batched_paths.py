@@ -30,7 +30,7 @@ def store(
     request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[str], str]
 ) -> Iterator[SiteStore]:
     url = f"sqlite:///{tmp_path}/ru.db" if request.param == "sqlite" else pg_database("site")
-    s = open_site_store(SITE, url)
+    s = open_site_store(SITE, url, create=True)
     yield s
     s.close()
 
@@ -142,7 +142,7 @@ def test_a_duplicate_in_a_batch_insert_fails_the_whole_transaction(store: SiteSt
 def test_sqlite_put_replicas_refuses_to_log_what_it_did_not_change(tmp_path: Path) -> None:
     """If rows changed other than predicted, the transaction fails instead of logging
     transfers that did not happen."""
-    s = open_site_store(SITE, f"sqlite:///{tmp_path}/ru.db")
+    s = open_site_store(SITE, f"sqlite:///{tmp_path}/ru.db", create=True)
     try:
         s.conn.execute(  # type: ignore[attr-defined]
             "CREATE TRIGGER sneaky BEFORE INSERT ON records WHEN NEW.record_id = 'b'"
@@ -194,7 +194,7 @@ def test_read_entries_commit_asynchronously_only_when_asked(
         db = s._reads if read and s._reads is not None else s._db  # type: ignore[attr-defined]
         return str(db.run(lambda c: c.execute("SHOW synchronous_commit").fetchone()[0], "show"))
 
-    plain = open_site_store(SITE, url)
+    plain = open_site_store(SITE, url, create=True)
     try:
         assert (setting(plain, False), setting(plain, True)) == ("on", "on")
     finally:
@@ -224,7 +224,7 @@ def test_read_entries_commit_asynchronously_only_when_asked(
 
 def test_an_unknown_read_audit_mode_is_refused(pg_database: Callable[[str], str]) -> None:
     with pytest.raises(BadInput, match="read_audit_commit"):
-        open_site_store(SITE, pg_database("site") + "?read_audit_commit=maybe")
+        open_site_store(SITE, pg_database("site") + "?read_audit_commit=maybe", create=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -258,7 +258,7 @@ def _appends(s: SiteStore, n: int, failures: list[BaseException]) -> None:
 def test_single_entries_chain_with_every_other_append_under_concurrency(site_url: str) -> None:
     """One-entry appends (one statement on PostgreSQL), transfer entries with their counts,
     several-entry appends and transactions, from several connections at once: one chain."""
-    stores = [open_site_store(SITE, site_url) for _ in range(4)]
+    stores = [open_site_store(SITE, site_url, create=i == 0) for i in range(4)]
     failures: list[BaseException] = []
     threads = [
         threading.Thread(target=_appends, args=(s, n, failures)) for n, s in enumerate(stores)
@@ -284,7 +284,7 @@ def test_single_entries_chain_with_every_other_append_under_concurrency(site_url
 
 def test_a_single_entry_rebuilds_a_missing_head_first(pg_database: Callable[[str], str]) -> None:
     url = pg_database("site")
-    s = open_site_store(SITE, url)
+    s = open_site_store(SITE, url, create=True)
     try:
         first = s.chain_now(['{"n":1}', '{"n":2}'])
         with psycopg.connect(url, autocommit=True) as conn:

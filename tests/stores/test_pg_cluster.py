@@ -27,9 +27,11 @@ def test_a_cluster_serves_its_own_database(pg_cluster: PgCluster) -> None:
 def test_stopping_a_sites_server_makes_only_that_site_unavailable(
     pg_cluster: PgCluster, pg_database: Callable[[str], str]
 ) -> None:
-    ru = open_site_store(SITE, pg_cluster.url)
-    ru_keys = open_key_store(SITE, pg_cluster.database_url("ru_keys"))
-    de = open_site_store("de", pg_database("de"))
+    ru = open_site_store(SITE, pg_cluster.url, create=True)
+    ru_keys = open_key_store(
+        SITE, pg_cluster.database_url("ru_keys"), create=True, create_database=True
+    )
+    de = open_site_store("de", pg_database("de"), create=True)
     try:
         with ru.transaction() as tx:
             tx.insert([record("r1")])
@@ -81,7 +83,7 @@ def test_stopping_a_sites_server_makes_only_that_site_unavailable(
 
 
 def test_a_restart_between_two_calls_goes_unnoticed(pg_cluster: PgCluster) -> None:
-    ru = open_site_store(SITE, pg_cluster.url)
+    ru = open_site_store(SITE, pg_cluster.url, create=True)
     try:
         with ru.transaction() as tx:
             tx.insert([record("r1")])

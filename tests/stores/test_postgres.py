@@ -20,7 +20,7 @@ from domicile.stores import (
     open_site_store,
 )
 from domicile.stores import postgres as pg_store
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteUnavailable, StoreMissing
 from tests.pg import PgServer, free_port
 
 from .contract import (
@@ -48,6 +48,9 @@ class PostgresBackend:
 
     def raw(self, url: str, query: str) -> list[tuple[Any, ...]]:
         return raw(url, query)
+
+    def tables(self, url: str) -> list[tuple[Any, ...]]:
+        return raw(url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
 
     @pytest.fixture
     def site_url(self, pg_database: Callable[[str], str]) -> str:
@@ -113,27 +116,29 @@ def terminate(pg_server: PgServer, url: str) -> None:
 
 @pytest.fixture
 def store(pg_url: str) -> Iterator[SiteStore]:
-    s = open_site_store(SITE, pg_url)
+    s = open_site_store(SITE, pg_url, create=True)
     yield s
     s.close()
 
 
-def test_open_creates_a_missing_database(
+def test_a_missing_database_is_created_only_when_setup_asks_for_it(
     pg_server: PgServer, fresh_name: Callable[[str], str]
 ) -> None:
     name = fresh_name("created")
     for opener in (open_site_store, open_key_store):
-        with pytest.raises(SiteUnavailable, match="does not exist"):
-            opener(SITE, pg_server.url(name), create=False)
+        for create in (False, True):  # even a setup creates the database only when asked
+            with pytest.raises(StoreMissing, match="is missing"):
+                opener(SITE, pg_server.url(name), create=create)
     assert not database_exists(pg_server, name)
-    store = open_site_store(SITE, pg_server.url(name))
+    store = open_site_store(SITE, pg_server.url(name), create=True, create_database=True)
     try:
         assert database_exists(pg_server, name)
+        assert store.created
         assert store.count() == 0
     finally:
         store.close()
     keys_name = fresh_name("created_keys")
-    keys = open_key_store(SITE, pg_server.url(keys_name))
+    keys = open_key_store(SITE, pg_server.url(keys_name), create=True, create_database=True)
     keys.close()
     assert database_exists(pg_server, keys_name)
 
@@ -148,7 +153,7 @@ def test_concurrent_opens_of_a_new_database_migrate_once(
 
     def opener() -> None:
         try:
-            s = open_site_store(SITE, url)
+            s = open_site_store(SITE, url, create=True, create_database=True)
             with lock:
                 stores.append(s)
         except BaseException as exc:
@@ -198,7 +203,8 @@ def test_a_read_only_database_refuses_writes(
     pg_server: PgServer, pg_database: Callable[[str], str]
 ) -> None:
     site_url, key_url = pg_database("ro_site"), pg_database("ro_keys")
-    store, keys = open_site_store(SITE, site_url), open_key_store(SITE, key_url)
+    store = open_site_store(SITE, site_url, create=True)
+    keys = open_key_store(SITE, key_url, create=True)
     with store.transaction() as tx:
         tx.insert([record("r1")])
     keys.put_many([("a", WrappedKey(1, b"ka"))])
@@ -243,7 +249,7 @@ def test_a_read_only_database_without_a_schema_cannot_be_prepared(
             sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(name)
         )
     with pytest.raises(SiteUnavailable, match="cannot prepare"):
-        open_site_store(SITE, url)
+        open_site_store(SITE, url, create=True)
 
 
 def test_the_audit_head_row_tracks_the_last_appended_row(store: SiteStore) -> None:
@@ -344,6 +350,6 @@ def test_the_key_store_reconnects_too(pg_server: PgServer, key_url_store: KeySto
 
 @pytest.fixture
 def key_url_store(pg_database: Callable[[str], str]) -> Iterator[KeyStore]:
-    keys = open_key_store(SITE, pg_database("keys"))
+    keys = open_key_store(SITE, pg_database("keys"), create=True)
     yield keys
     keys.close()

@@ -9,9 +9,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from domicile.stores import WrappedKey, open_key_store, open_site_store
+from domicile.stores.base import SiteUnavailable
 from domicile.stores.sqlite import sqlite_path
 
-from .contract import KeyStoreContract, SiteStoreContract
+from .contract import KeyStoreContract, SiteStoreContract, record
 
 
 class SqliteBackend:
@@ -22,6 +24,9 @@ class SqliteBackend:
     def raw(self, url: str, query: str) -> list[tuple[Any, ...]]:
         with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
             return conn.execute(query).fetchall()
+
+    def tables(self, url: str) -> list[tuple[Any, ...]]:
+        return self.raw(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
 
     @pytest.fixture
     def site_url(self, tmp_path: Path) -> str:
@@ -51,3 +56,41 @@ class TestSqliteSiteStore(SqliteBackend, SiteStoreContract):
 
 class TestSqliteKeyStore(SqliteBackend, KeyStoreContract):
     pass
+
+
+def test_a_file_moved_away_or_replaced_while_open_takes_no_more_writes(tmp_path: Path) -> None:
+    """The open connection still reaches the moved file (a ghost): domicile notices and
+    refuses, instead of writing where nobody will look, or creating a new file."""
+    path = tmp_path / "ru.db"
+    store = open_site_store("ru", f"sqlite:///{path}", create=True)
+    try:
+        assert store.ping()
+        path.rename(tmp_path / "elsewhere.db")
+        assert not store.ping()
+        with (
+            pytest.raises(SiteUnavailable, match="moved, replaced or deleted"),
+            store.transaction() as tx,
+        ):
+            tx.insert([record("r1")])
+        assert not path.exists()
+        path.write_bytes((tmp_path / "elsewhere.db").read_bytes())  # a copy put in its place
+        assert not store.ping()  # not the file that was opened
+    finally:
+        store.close()
+
+
+def test_a_key_store_deleted_while_open_answers_no_more_reads(tmp_path: Path) -> None:
+    """A read from a deleted key store must not answer from the ghost, and after it must
+    not say "no key" (which would read as erased): the site is unavailable."""
+    path = tmp_path / "keys.db"
+    keys = open_key_store("ru", f"sqlite:///{path}", create=True)
+    try:
+        keys.put_many([("a", WrappedKey(1, b"ka"))])
+        for f in tmp_path.glob("keys.db*"):
+            f.unlink()
+        for read in (lambda: keys.get("a"), lambda: keys.get_many(["a"]), keys.versions):
+            with pytest.raises(SiteUnavailable, match="moved, replaced or deleted"):
+                read()
+        assert not path.exists()
+    finally:
+        keys.close()

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from domicile.config import Config, parse_config
+from domicile.setup import create_deployment
 from domicile.vault import Domicile
 from tests.pg import PG_BIN, PgCluster
 
@@ -85,6 +86,9 @@ class Deployment:
         self.urls = urls
         self.ru_cluster = ru
         self.config = make_config(folder, urls)
+        # Sites are created only by setup; the ru cluster's databases are new, hence
+        # create_database (the machine's server's databases exist, empty).
+        create_deployment(self.config, create_database=True)
 
     def open(self, now: dt.datetime = FIXED_NOW) -> Domicile:
         return Domicile(self.config, clock=lambda: now)
@@ -194,10 +198,13 @@ class Deployment:
 
     def stop(self, site: str) -> None:
         if self.backend == "sqlite":
-            # The site's database cannot be opened: its path becomes a directory.
+            # The site's database cannot be opened: its files go aside (kept for ``start``)
+            # and its path becomes a directory.
             p = self._path(site)
+            aside = self.folder / f"{site}-down"
+            aside.mkdir()
             for f in p.parent.glob(p.name + "*"):
-                f.unlink()
+                f.rename(aside / f.name)
             p.mkdir(parents=True)
         else:
             assert site == "ru"
@@ -206,7 +213,12 @@ class Deployment:
 
     def start(self, site: str) -> None:
         if self.backend == "sqlite":
-            shutil.rmtree(self._path(site))
+            p = self._path(site)
+            shutil.rmtree(p)
+            aside = self.folder / f"{site}-down"
+            for f in aside.iterdir():
+                f.rename(p.parent / f.name)
+            aside.rmdir()
         else:
             assert self.ru_cluster is not None
             self.ru_cluster.start()
@@ -229,7 +241,10 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path)
+    """A three-site SQLite deployment, set up."""
+    config = make_config(tmp_path)
+    create_deployment(config)
+    return config
 
 
 @pytest.fixture

@@ -138,7 +138,8 @@ def test_transfers_and_parity_commands(deployment: Path) -> None:
 
 def test_unavailable_site_exits_4(deployment: Path) -> None:
     ru = deployment / "domicile-data" / "ru.sqlite"
-    ru.parent.mkdir(parents=True, exist_ok=True)
+    for f in ru.parent.glob("ru.sqlite*"):
+        f.unlink()
     ru.mkdir()  # the Russian database cannot be opened
     code, out, _ = run(
         "put", "profiles", "--subject", "citizenship=RU", "--field", "full_name=A",

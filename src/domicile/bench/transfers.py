@@ -38,7 +38,7 @@ from domicile.bench.vault import (
     _Sqlite,
     population,
 )
-from domicile.config import Config, parse_config
+from domicile.config import Config, load_config, parse_config
 
 TARGET = 0.5
 MEMORY_LIMIT_MB = 300
@@ -94,6 +94,7 @@ def run(
     parity_records: int = 1_000_000,
     progress: Console | None = None,
 ) -> dict[str, Any]:
+    from domicile.setup import create_deployment
     from domicile.vault import Domicile
     from domicile.vault.replication import Replicator
 
@@ -104,6 +105,7 @@ def run(
         try:
             urls = be.site_urls()
             config: Config = parse_config(CONFIG.format(**urls), "bench.yaml", folder)
+            create_deployment(config)  # sites are made only by setup
             vault = Domicile(config)
             us_people = [
                 {"subject": {"citizenship": "US", "residence": "US"}, "fields": it["fields"]}
@@ -217,15 +219,20 @@ vault.close(checkpoint=False)
 
 def parity_memory(records: int, *, progress: Console | None = None) -> dict[str, Any]:
     """Peak memory of a process that checks parity over ``records`` copies (SQLite)."""
-    from domicile.stores import StoredRecord, open_site_store
+    from domicile.setup import create_deployment
+    from domicile.stores import StoredRecord
+    from domicile.vault import Domicile
 
     with tempfile.TemporaryDirectory(prefix="domicile-parity-") as tmp:
         folder = Path(tmp)
         urls = _Sqlite(folder).site_urls()
         text = CONFIG.format(**urls)
         (folder / "domicile.yaml").write_text(text, encoding="utf-8")
-        home = open_site_store("us", urls["us"])
-        copy = open_site_store("de", urls["de"])
+        config = load_config(folder / "domicile.yaml")
+        create_deployment(config)
+        vault = Domicile(config)
+        home = vault.store("us")
+        copy = vault.store("de")
         fields = {c: b"\x01" + b"x" * 60 for c in COLUMNS}
         with _progress(progress) as bar:
             task = bar.add_task("writing primaries and copies (not timed)", total=records)
@@ -242,8 +249,7 @@ def parity_memory(records: int, *, progress: Console | None = None) -> dict[str,
                             StoredRecord(**{**r.__dict__, "version": 1, "primary_site": "us"})
                         )
                 bar.advance(task, len(rows))
-        home.close()
-        copy.close()
+        vault.close(checkpoint=False)
         child = subprocess.run(
             [sys.executable, "-c", PARITY_CHILD, str(folder / "domicile.yaml")],
             capture_output=True, text=True, check=True,

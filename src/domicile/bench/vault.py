@@ -197,6 +197,7 @@ def run(
     gets: int = 5_000,
     progress: Console | None = None,
 ) -> dict[str, Any]:
+    from domicile.setup import create_deployment
     from domicile.vault import Domicile
 
     items = population(records)
@@ -206,6 +207,7 @@ def run(
         be: _Backend = _Sqlite(folder) if backend == "sqlite" else _Postgres(postgres_url)
         try:
             config: Config = parse_config(CONFIG.format(**be.site_urls()), "bench.yaml", folder)
+            create_deployment(config)  # sites are made only by setup
             vault = Domicile(config)
             batches = [items[i : i + batch] for i in range(0, len(items), batch)]
             with _progress(progress) as bar:

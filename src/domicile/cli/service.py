@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, errors
 from domicile.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from domicile.files import write_private
 
 clients_app = typer.Typer(
     help="Clients of the HTTP service and their scopes.", no_args_is_help=True
@@ -21,10 +21,11 @@ ConfigOpt = typer.Option(None, "--config", envvar=CONFIG_ENV, help="Configuratio
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
 
 EMBEDDED = Path("domicile-service")
+# What the README's walkthrough does with the demo client, and nothing more: write a
+# profile on signup and read it back, acting from the US site.
 DEMO_SCOPES = [
-    "records:write", "records:read", "records:delete", "records:erase", "records:export",
-    "filings:read", "transfers:read", "parity:read", "policy:read", "sites:read",
-    "site:us", "collection:*", "purpose:*",
+    "records:write", "records:read", "site:us", "collection:profiles",
+    "purpose:account_signup", "purpose:profile_view",
 ]  # fmt: skip
 
 
@@ -99,9 +100,11 @@ def clients_remove(client_id: str, config: str | None = ConfigOpt, as_json: bool
         console.print(f"removed {client_id}")
 
 
-def embedded_config() -> tuple[Config, dict[str, str]]:
-    """The embedded default: ``./domicile-service`` (made on first use) with a demo client
-    whose credentials are kept beside it, readable by the owner only."""
+def embedded_config() -> tuple[Config, dict[str, str], bool]:
+    """The embedded default: ``./domicile-service``, set up on first use by ``init`` (the
+    one explicit setup path), with a demo client whose credentials are kept beside it,
+    readable by the owner only. The flag says whether the demo client was made just now
+    (its secret is shown then, and never again)."""
     from domicile.starter import init
 
     target = EMBEDDED / DEFAULT_CONFIG
@@ -109,13 +112,11 @@ def embedded_config() -> tuple[Config, dict[str, str]]:
     creds_file = EMBEDDED / "demo-client.json"
     if creds_file.exists():
         creds: dict[str, str] = json.loads(creds_file.read_text(encoding="utf-8"))
-    else:
-        client, secret = _registry(cfg).add("demo", DEMO_SCOPES)
-        creds = {"client_id": client.id, "client_secret": secret}
-        fd = os.open(creds_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(creds, fh)
-    return cfg, creds
+        return cfg, creds, False
+    client, secret = _registry(cfg).add("demo", DEMO_SCOPES)
+    creds = {"client_id": client.id, "client_secret": secret}
+    write_private(creds_file, json.dumps(creds))
+    return cfg, creds, True
 
 
 def register(app: typer.Typer) -> None:
@@ -143,9 +144,10 @@ def register(app: typer.Typer) -> None:
         from domicile.vault import Domicile
 
         creds: dict[str, str] | None = None
+        made = False
         with errors(False):
             if config is None and not Path(DEFAULT_CONFIG).exists():
-                cfg, creds = embedded_config()
+                cfg, creds, made = embedded_config()
             else:
                 cfg = load_config(config)
             vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
@@ -162,12 +164,17 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"sites: {', '.join(f'{s.id} ({s.country})' for s in cfg.sites)}; environment id: {cfg.model.environment_id}"
         )
-        if creds:
+        if creds and made:  # the secret is shown once, when it is made
             console.print(
                 f"demo client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
             )
             console.print(
                 f"try: curl -s -u {creds['client_id']}:{creds['client_secret']} -d grant_type=client_credentials {base}/oauth2/token"
+            )
+        elif creds:
+            console.print(
+                f"demo client: client_id={creds['client_id']} (its secret is in "
+                f"{EMBEDDED / 'demo-client.json'}, readable by you only)"
             )
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,5 +1,8 @@
 """Vault commands: init, put, get, find, update, delete, erase, sites, audit, keys.
 
+Sites are created only by ``init`` and ``sites create``; every other command finds a
+missing or foreign database unavailable (exit 4).
+
 Exit codes: 0 success, 2 bad input, 3 refused by policy, 4 a site is unavailable.
 """
 
@@ -24,6 +27,7 @@ PurposeOpt = typer.Option(..., "--purpose", help="Why the data is processed, e.g
 
 audit_app = typer.Typer(help="The tamper-evident audit ledger.", no_args_is_help=True)
 keys_app = typer.Typer(help="Site keys.", no_args_is_help=True)
+sites_app = typer.Typer(help="The deployment's sites: list them, create them, upgrade them.")
 filings_app = typer.Typer(
     help="Filings on record: notices, clauses, regulators' bans.", no_args_is_help=True
 )
@@ -32,13 +36,13 @@ filings_app = typer.Typer(
 @contextmanager
 def vault(config: str | None, as_json: bool, *, read_only: bool = False) -> Iterator[Any]:
     """The vault of the configuration; ``read_only``: a command that must write nothing
-    (no witness round when it closes)."""
+    (its stores opened read-only, and no witness round when it closes)."""
     from domicile.access import cli_operator
     from domicile.vault import Domicile
 
     with errors(as_json):
         # Every operation of the CLI is the local operator's, named in the audit.
-        d = Domicile.open(config, operator=cli_operator())
+        d = Domicile.open(config, operator=cli_operator(), read_only=read_only)
         try:
             yield d
         finally:
@@ -106,6 +110,7 @@ def _show(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    app.add_typer(sites_app, name="sites")
     app.add_typer(audit_app, name="audit")
     app.add_typer(keys_app, name="keys")
     app.add_typer(filings_app, name="filings")
@@ -117,7 +122,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Write a commented starter configuration: three SQLite sites (RU, DE, US) and a
-        sample `profiles` collection; create the keyring."""
+        sample `profiles` collection; create the keyring and each site's database and key
+        store (the only command besides `sites create` that creates them)."""
         from domicile.starter import init as write
 
         with errors(as_json):
@@ -128,7 +134,7 @@ def register(app: typer.Typer) -> None:
             "sites": [s.id for s in cfg.sites],
         }
         _show(out, as_json, lambda: console.print(
-            f"wrote {escape(cfg.source)} (sites: {', '.join(out['sites'])}); keyring at {escape(str(cfg.keyring_path))}"
+            f"wrote {escape(cfg.source)} and set up sites {', '.join(out['sites'])}; keyring at {escape(str(cfg.keyring_path))}"
         ))  # fmt: skip
 
     @app.command()
@@ -252,9 +258,12 @@ def register(app: typer.Typer) -> None:
 
         _show(out, as_json, human)
 
-    @app.command()
-    def sites(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
-        """Every site: country, physical location, backend, record count, health."""
+    @sites_app.callback(invoke_without_command=True)
+    def sites(ctx: typer.Context, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+        """Every site: country, physical location, backend, record count, health. With a
+        command: set sites up (`create`) or upgrade their schemas (`migrate`)."""
+        if ctx.invoked_subcommand is not None:
+            return
         with vault(config, as_json) as d, errors(as_json):
             rows = [s.to_dict() for s in d.sites()]
 
@@ -272,6 +281,66 @@ def register(app: typer.Typer) -> None:
             console.print(table)
 
         _show(rows, as_json, human)
+
+    @sites_app.command("create")
+    def sites_create(
+        site_id: str | None = typer.Argument(None, help="A site of the configuration, e.g. ru."),
+        all_sites: bool = typer.Option(
+            False, "--all", help="Every site of the configuration that is not set up yet."
+        ),
+        adopt: bool = typer.Option(
+            False,
+            "--adopt",
+            help="Take in the site's existing database and key store (made by an older "
+            "domicile): give them creation ids and record them.",
+        ),
+        create_database: bool = typer.Option(
+            False,
+            "--create-database",
+            help="PostgreSQL: create the database too (default: it must exist, empty).",
+        ),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Create a site of the configuration (or, with --all, each one not set up yet): its
+        database (a SQLite file, or the schema in an empty PostgreSQL database), its key
+        store and its keys, recorded in the deployment. Nothing else creates a site."""
+        from domicile.config import load_config
+        from domicile.errors import BadInput
+        from domicile.setup import create_deployment, create_site
+
+        with errors(as_json):
+            if (site_id is None) == (not all_sites):
+                raise BadInput(
+                    "name one site, or pass --all", hint="e.g. `domicile sites create ru`"
+                )
+            cfg = load_config(config)
+            if site_id is not None:
+                done = [create_site(cfg, site_id, adopt=adopt, create_database=create_database)]
+            else:
+                done = create_deployment(cfg, adopt=adopt, create_database=create_database)
+        rows = [d.to_dict() for d in done]
+        _show(rows[0] if site_id else rows, as_json, lambda: console.print("\n".join(
+            f"site {d.site}: {d.outcome} (database {d.record.store[:8]}…, key store {d.record.keys[:8]}…)"
+            for d in done
+        )))  # fmt: skip
+
+    @sites_app.command("migrate")
+    def sites_migrate(
+        site: str | None = typer.Option(None, "--site", help="Only this site."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Upgrade the schema of each site's database and key store to this domicile's
+        (commands that write do it too; read-only ones never do)."""
+        from domicile.config import load_config
+        from domicile.setup import migrate_sites
+
+        with errors(as_json):
+            out = migrate_sites(load_config(config), [site] if site else None)
+        _show(out, as_json, lambda: console.print(
+            "\n".join(f"site {r['site']}: schema {r['site_schema']}, key store {r['key_schema']}" for r in out)
+        ))  # fmt: skip
 
     @audit_app.command("verify")
     def audit_verify(

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domicile.crypto.errors import DecryptionFailed, KeyringError
+from domicile.files import private_dir
 
 try:
     import fcntl
@@ -110,9 +111,10 @@ class LocalKeyring:
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         """Exclusive, across processes, while the file is read and rewritten."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # whatever the umask
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -179,7 +181,7 @@ class LocalKeyring:
         return data
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd, tmp = tempfile.mkstemp(prefix=".keyring-", dir=self.path.parent)
         try:
             os.fchmod(fd, 0o600)

@@ -12,6 +12,7 @@ keyed digests, audit payloads hold ids and decisions only.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,13 +39,39 @@ class SiteUnavailable(DomicileError):
     code = "site_unavailable"
     exit_code = 4
 
-    def __init__(self, site: str, reason: str) -> None:
+    def __init__(self, site: str, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"site {site!r} is unavailable: {reason}",
-            hint="nothing was written; retry when the site is back (data never falls back to another site)",
+            hint=hint
+            or "nothing was written; retry when the site is back (data never falls back to another site)",
             site=site,
         )
         self.site = site
+
+
+SETUP_HINT = (
+    "sites are created only by `domicile init` or `domicile sites create ID`; if the"
+    " database was moved or renamed, put it back"
+)
+
+
+class StoreMissing(SiteUnavailable):
+    """The store's database (SQLite file, PostgreSQL database) does not exist. Only setup
+    creates one: anywhere else a missing database is an unavailable site, never a new one."""
+
+    def __init__(self, site: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(site, reason, hint=hint or SETUP_HINT)
+
+
+class NoSchema(SiteUnavailable):
+    """The database exists but holds no domicile store (an empty database put in place)."""
+
+    def __init__(self, site: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(site, reason, hint=hint or SETUP_HINT)
+
+
+class SchemaOutdated(SiteUnavailable):
+    """A read-only open found a schema older than this code; reads never migrate."""
 
 
 class SchemaTooNew(DomicileError):
@@ -52,11 +79,21 @@ class SchemaTooNew(DomicileError):
     exit_code = 1
 
 
-class StoreMismatch(DomicileError):
-    """The database belongs to another site than the configuration says."""
+class StoreMismatch(SiteUnavailable):
+    """The database is not the store the deployment created for this site: another site's,
+    another kind of store, or one with another creation id. It is refused like an
+    unreachable site (a swapped database must never be written to as if it were the site)."""
 
     code = "store_mismatch"
-    exit_code = 1
+
+    def __init__(self, site: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            site,
+            reason,
+            hint=hint
+            or "nothing was written; check the backend URLs in the configuration and put the"
+            " site's own database back",
+        )
 
 
 class VersionConflict(DomicileError):
@@ -337,10 +374,24 @@ class SiteStore(ABC):
         self.site_id = site_id
         self.url = url
 
+    # What ``open`` found: the store's creation id (None on a store made before creation
+    # ids, until it is adopted) and whether this open created the store.
+    creation_id: str | None = None
+    created: bool = False
+
     @abstractmethod
-    def open(self, *, create: bool = True) -> None:
-        """Connect; create or migrate the schema; refuse a schema newer than this code or
-        a database that belongs to another site. Raises ``SiteUnavailable``."""
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
+        """Connect; migrate the schema (create it only with ``create``); refuse a schema
+        newer than this code, a database of another site or kind, or one whose creation id
+        is not ``creation_id``. Raises ``SiteUnavailable``. See ``open_site_store``."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -444,7 +495,32 @@ class SiteStore(ABC):
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", self.url)
 
 
-def open_site_store(site_id: str, url: str, *, create: bool = True) -> SiteStore:
+def new_creation_id() -> str:
+    """A store's creation id: 128 random bits, fixed when setup creates the store."""
+    return secrets.token_hex(16)
+
+
+def open_site_store(
+    site_id: str,
+    url: str,
+    *,
+    create: bool = False,
+    creation_id: str | None = None,
+    read_only: bool = False,
+    adopt: bool = False,
+    create_database: bool = False,
+) -> SiteStore:
+    """Open a site's store.
+
+    - ``create`` (setup only): make the SQLite file, or the schema in an existing empty
+      PostgreSQL database (the database itself too with ``create_database``), and give a
+      new store a fresh creation id. Without it a missing or empty database is
+      ``SiteUnavailable``: it is never created behind the operator's back.
+    - ``creation_id``: the id the deployment recorded for this store; a store with
+      another id (or none) is refused, as a store of another site is.
+    - ``read_only``: neither migrate nor write anything; an outdated schema is refused.
+    - ``adopt`` (setup only): give an existing store that has no creation id one.
+    """
     if url.startswith("sqlite:"):
         from domicile.stores.sqlite import SqliteSiteStore
 
@@ -455,5 +531,11 @@ def open_site_store(site_id: str, url: str, *, create: bool = True) -> SiteStore
         store = PostgresSiteStore(site_id, url)
     else:
         raise ValueError(f"unsupported backend URL for site {site_id!r}")
-    store.open(create=create)
+    store.open(
+        create=create,
+        creation_id=creation_id,
+        read_only=read_only,
+        adopt=adopt,
+        create_database=create_database,
+    )
     return store

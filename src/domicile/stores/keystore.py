@@ -26,12 +26,25 @@ class WrappedKey:
 class KeyStore(ABC):
     backend: str
 
+    # What ``open`` found: the store's creation id and whether this open created it.
+    creation_id: str | None = None
+    created: bool = False
+
     def __init__(self, site_id: str, url: str) -> None:
         self.site_id = site_id
         self.url = url
 
     @abstractmethod
-    def open(self, *, create: bool = True) -> None: ...
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
+        """As ``SiteStore.open`` (see ``open_site_store``)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -84,8 +97,18 @@ class SqliteKeyStore(KeyStore):
         self._db = SqliteDatabase(site_id, url, "key", KEY_MIGRATIONS["sqlite"], "its key store")
         self.path = self._db.path
 
-    def open(self, *, create: bool = True) -> None:
-        self._db.open(create=create)
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
+        self.creation_id, self.created = self._db.open(
+            create=create, creation_id=creation_id, read_only=read_only, adopt=adopt
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -155,7 +178,19 @@ class SqliteKeyStore(KeyStore):
         return {int(v): int(n) for v, n in rows}
 
 
-def open_key_store(site_id: str, url: str, *, create: bool = True) -> KeyStore:
+def open_key_store(
+    site_id: str,
+    url: str,
+    *,
+    create: bool = False,
+    creation_id: str | None = None,
+    read_only: bool = False,
+    adopt: bool = False,
+    create_database: bool = False,
+) -> KeyStore:
+    """Open a site's key store; the options are those of ``open_site_store``. A missing
+    key store is unavailable, never a new empty one: that would make every subject of the
+    site look erased."""
     if url.startswith("sqlite:"):
         store: KeyStore = SqliteKeyStore(site_id, url)
     elif url.startswith(("postgresql://", "postgres://")):
@@ -164,5 +199,11 @@ def open_key_store(site_id: str, url: str, *, create: bool = True) -> KeyStore:
         store = PostgresKeyStore(site_id, url)
     else:
         raise ValueError(f"unsupported key store URL for site {site_id!r}")
-    store.open(create=create)
+    store.open(
+        create=create,
+        creation_id=creation_id,
+        read_only=read_only,
+        adopt=adopt,
+        create_database=create_database,
+    )
     return store

@@ -57,18 +57,29 @@ from domicile.stores.base import (
     Checkpoint,
     HeadRow,
     IndexEntry,
+    NoSchema,
     OutboxItem,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
+    StoreMismatch,
+    StoreMissing,
     StoreTransaction,
     TransferCount,
     VersionConflict,
     WitnessRow,
+    new_creation_id,
     unpack_fields,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey
-from domicile.stores.schema import KEY_MIGRATIONS, SITE_MIGRATIONS, check_meta
+from domicile.stores.schema import (
+    KEY_MIGRATIONS,
+    SITE_MIGRATIONS,
+    check_creation,
+    check_current,
+    check_meta,
+    label,
+)
 
 Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
@@ -105,6 +116,12 @@ class _Database:
         self._conn: Conn | None = None
         self._open = False
         self._url = url
+        # Every session refuses writes (a read-only open): set before ``open``.
+        self.read_only = False
+        # (kind, creation id) of the store this connection was opened on: checked again on
+        # every new connection, so a database renamed away and replaced by another of the
+        # same name (empty, or another site's) is never written to as if it were this one.
+        self.identity: tuple[str, str | None] | None = None
         self._password = ""
         try:
             params = conninfo_to_dict(url)
@@ -157,6 +174,9 @@ class _Database:
 
     def _connect(self, **override: str) -> Conn:
         params = {**self._params_or_fail(), **override}
+        if self.read_only:
+            given = str(params.get("options") or "")
+            params["options"] = f"{given} -c default_transaction_read_only=on".strip()
         return psycopg.connect(autocommit=True, **params)
 
     def _connect_or_fail(self) -> Conn:
@@ -167,57 +187,71 @@ class _Database:
                 f"cannot connect to {self.label} at {self.display_url}", exc
             ) from None
 
-    def open(self, *, create: bool) -> Conn:
-        """A new connection, creating the database first if it does not exist and
-        ``create`` is set. The caller prepares the schema, then calls ``adopt``."""
+    def open(self, *, create_database: bool = False) -> Conn:
+        """A new connection. A database that does not exist is ``StoreMissing``, unless
+        ``create_database`` (setup, when asked to) creates it first. The caller prepares
+        the schema, then calls ``adopt``."""
         try:
             return self._connect()
         except psycopg.OperationalError as exc:
-            if not create:
-                raise self.unavailable(
-                    f"cannot connect to {self.label} at {self.display_url}", exc
-                ) from None
             first = exc
         except psycopg.Error as exc:
             raise self.unavailable(
                 f"cannot connect to {self.label} at {self.display_url}", exc
             ) from None
-        if self._create_database(first):
+        # Only a server that answered (and refused this database) is asked whether the
+        # database exists: an unreachable one would only make the failure slower.
+        answered = "FATAL" in str(first) or "does not exist" in str(first)
+        if answered and self._database_exists() is False:
+            if not create_database:
+                raise StoreMissing(self.site_id, f"{self.label} (a PostgreSQL database) is missing")
+            self._create_database()
             return self._connect_or_fail()
         raise self.unavailable(
             f"cannot connect to {self.label} at {self.display_url}", first
         ) from None
 
-    def _create_database(self, first: psycopg.Error) -> bool:
-        """Create the URL's database through a maintenance database on the same server.
-        False when the database exists already (so ``first`` had another cause)."""
+    def _maintenance(self) -> Conn | None:
+        """A connection to a maintenance database of the same server, if one answers."""
         dbname = str(self._params_or_fail().get("dbname") or "")
-        if not dbname:
-            return False
-        admin: Conn | None = None
         for maintenance in MAINTENANCE_DATABASES:
             if maintenance == dbname:
                 continue
             try:
-                admin = self._connect(dbname=maintenance)
-                break
+                return self._connect(dbname=maintenance)
             except psycopg.Error:
                 continue
+        return None
+
+    def _database_exists(self) -> bool | None:
+        """Whether the URL's database exists (None: the server cannot tell us)."""
+        dbname = str(self._params_or_fail().get("dbname") or "")
+        admin = self._maintenance() if dbname else None
         if admin is None:
-            return False
+            return None
         with admin:
             try:
                 found = admin.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
                 ).fetchone()
-                if found:
-                    return False
+            except psycopg.Error:
+                return None
+        return found is not None
+
+    def _create_database(self) -> None:
+        """Create the URL's database through a maintenance database on the same server
+        (setup with ``--create-database`` only)."""
+        dbname = str(self._params_or_fail().get("dbname") or "")
+        admin = self._maintenance()
+        if admin is None:
+            raise self.unavailable(f"cannot create {self.label}: no maintenance database answers")
+        with admin:
+            try:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
             except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass  # someone else created it meanwhile (the catalog's unique index says so)
             except psycopg.Error as exc:
                 raise self.unavailable(f"cannot create {self.label} {dbname!r}", exc) from None
-        return True
 
     def adopt(self, conn: Conn) -> None:
         with self.lock:
@@ -244,8 +278,34 @@ class _Database:
         if conn is not None and not conn.closed and not conn.broken:
             return conn, False
         self._drop()
-        self._conn = self._connect_or_fail()
-        return self._conn, True
+        conn = self._connect_or_fail()
+        try:
+            self._check_identity(conn)
+        except BaseException:
+            with suppress(psycopg.Error):
+                conn.close()
+            raise
+        self._conn = conn
+        return conn, True
+
+    def _check_identity(self, conn: Conn) -> None:
+        """A new connection must reach the store that was opened: one query, made only
+        when a connection is made again (after the server or the network went away)."""
+        if self.identity is None:
+            return
+        kind, creation_id = self.identity
+        try:
+            meta = _meta(conn)
+        except psycopg.Error as exc:
+            raise self.unavailable(f"cannot read {self.label}", exc) from None
+        if meta is None:
+            raise NoSchema(self.site_id, f"{self.label} has no domicile schema any more")
+        found = (meta.get("site"), meta.get("kind"), meta.get("creation_id"))
+        if found != (self.site_id, kind, creation_id):
+            raise StoreMismatch(
+                self.site_id,
+                f"{self.label} is not the one opened before (another site, kind or creation id)",
+            )
 
     @staticmethod
     def _dead(conn: Conn) -> bool:
@@ -333,41 +393,75 @@ def migrate(
     migrations: dict[int, list[str]],
     *,
     create: bool,
-) -> None:
+    creation_id: str | None = None,
+    read_only: bool = False,
+    adopt: bool = False,
+) -> tuple[str | None, bool]:
     """Bring the schema to the newest version in one transaction; refuse a newer or
-    foreign database (the same rules as ``sqlite.migrate``). A database that is up to date
-    is only read, so a read-only database or standby opens for reading."""
+    foreign database, or one whose creation id is not ``creation_id`` (the same rules as
+    ``sqlite.migrate``). Returns the creation id and whether this call created the store.
+    A database that is up to date is only read, so a read-only database or standby opens
+    for reading; with ``read_only`` nothing is ever written."""
     newest = max(migrations)
     conn.execute("BEGIN")
     try:
         meta = _meta(conn)
+        if read_only:
+            if meta is None:
+                raise NoSchema(site, f"{label(kind)} has no domicile schema")
+            check_current(meta, site, kind, newest)
+            check_creation(meta, site, kind, creation_id)
+            conn.execute("COMMIT")
+            return meta.get("creation_id"), False
         if meta is not None:
             check_meta(meta, site, kind, newest)
             if (
                 int(meta.get("schema_version", 0)) == newest
                 and meta.get("site") == site
                 and meta.get("kind") == kind
+                and not (adopt and meta.get("creation_id") is None)
             ):
+                if not adopt:
+                    check_creation(meta, site, kind, creation_id)
                 conn.execute("COMMIT")
-                return
+                return meta.get("creation_id"), False
         if meta is None and not create:
-            raise SiteUnavailable(site, "its database has no domicile schema")
+            raise NoSchema(site, f"{label(kind)} has no domicile schema")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        # Another process may have made the schema while we waited: this DDL takes the
+        # catalog locks that make it visible to the look that follows.
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         meta = _meta(conn) or {}
-        check_meta(meta, site, kind, newest)
-        current = int(meta.get("schema_version", 0))
-        if current == 0 and not create:
-            raise SiteUnavailable(site, "its database has no domicile schema")
+        current = check_meta(meta, site, kind, newest)
+        created = current == 0
+        if created:
+            if not create:
+                raise NoSchema(site, f"{label(kind)} has no domicile schema")
+            others = conn.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+                " AND tablename <> 'meta'"
+            ).fetchone()
+            if others and others[0]:
+                raise NoSchema(
+                    site,
+                    f"{label(kind)} holds tables that are not domicile's",
+                    hint="give the site a new, empty database",
+                )
+        cid = meta.get("creation_id")
+        if created or (adopt and cid is None):
+            cid = new_creation_id()
+        elif not adopt:
+            check_creation(meta, site, kind, creation_id)
         for version in range(current + 1, newest + 1):
             for stmt in migrations[version]:
                 # Trusted text from schema.py; without parameters nothing is interpolated.
                 conn.execute(stmt.encode())
+        wanted = {"schema_version": str(newest), "site": site, "kind": kind, "creation_id": cid}
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO meta (key, value) VALUES (%s, %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                [("schema_version", str(newest)), ("site", site), ("kind", kind)],
+                [(k, v) for k, v in wanted.items() if v is not None],
             )
         conn.execute("COMMIT")
     except BaseException:
@@ -375,6 +469,7 @@ def migrate(
             with suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
+    return cid, created
 
 
 def _meta(conn: Conn) -> dict[str, str] | None:
@@ -385,19 +480,34 @@ def _meta(conn: Conn) -> dict[str, str] | None:
 
 
 def _open(
-    db: _Database, site: str, kind: str, migrations: dict[int, list[str]], create: bool
-) -> None:
+    db: _Database,
+    site: str,
+    kind: str,
+    migrations: dict[int, list[str]],
+    *,
+    create: bool,
+    creation_id: str | None,
+    read_only: bool,
+    adopt: bool,
+    create_database: bool,
+) -> tuple[str | None, bool]:
     with db.lock:
-        conn = db.open(create=create)
+        db.read_only = read_only
+        conn = db.open(create_database=create and create_database)
         try:
-            migrate(conn, site, kind, migrations, create=create)
+            cid, created = migrate(
+                conn, site, kind, migrations, create=create, creation_id=creation_id,
+                read_only=read_only, adopt=adopt,
+            )  # fmt: skip
         except psycopg.Error as exc:
             conn.close()
             raise db.unavailable("cannot prepare its database", exc) from None
         except BaseException:
             conn.close()
             raise
+        db.identity = (kind, cid)
         db.adopt(conn)
+        return cid, created
 
 
 # -- site store ----------------------------------------------------------------------------
@@ -817,16 +927,36 @@ class PostgresSiteStore(SiteStore):
     def display_url(self) -> str:
         return self._db.display_url
 
-    def open(self, *, create: bool = True) -> None:
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
         if self.read_audit_commit not in ("sync", "async"):
             raise BadInput(
                 f"site {self.site_id!r}: {READ_AUDIT_COMMIT} is {self.read_audit_commit!r}",
                 hint=f"write {READ_AUDIT_COMMIT}=sync (the default) or {READ_AUDIT_COMMIT}=async",
             )
-        _open(self._db, self.site_id, "site", SITE_MIGRATIONS["postgresql"], create)
+        self.creation_id, self.created = _open(
+            self._db, self.site_id, "site", SITE_MIGRATIONS["postgresql"], create=create,
+            creation_id=creation_id, read_only=read_only, adopt=adopt,
+            create_database=create_database,
+        )  # fmt: skip
         if self._reads is not None:
             with self._reads.lock:
-                self._reads.adopt(self._reads.open(create=False))
+                self._reads.read_only = read_only
+                conn = self._reads.open()
+                self._reads.identity = self._db.identity
+                try:
+                    self._reads._check_identity(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._reads.adopt(conn)
 
     def close(self) -> None:
         self._db.close()
@@ -1042,8 +1172,20 @@ class PostgresKeyStore(KeyStore):
     def display_url(self) -> str:
         return self._db.display_url
 
-    def open(self, *, create: bool = True) -> None:
-        _open(self._db, self.site_id, "key", KEY_MIGRATIONS["postgresql"], create)
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
+        self.creation_id, self.created = _open(
+            self._db, self.site_id, "key", KEY_MIGRATIONS["postgresql"], create=create,
+            creation_id=creation_id, read_only=read_only, adopt=adopt,
+            create_database=create_database,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._db.close()

@@ -7,7 +7,7 @@ transaction and refuses a store whose version is newer than this code knows.
 
 from __future__ import annotations
 
-from domicile.stores.base import SchemaTooNew, StoreMismatch
+from domicile.stores.base import NoSchema, SchemaOutdated, SchemaTooNew, StoreMismatch
 
 SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
     "sqlite": {
@@ -168,21 +168,63 @@ SITE_SCHEMA_VERSION = max(SITE_MIGRATIONS["sqlite"])
 KEY_SCHEMA_VERSION = max(KEY_MIGRATIONS["sqlite"])
 
 
+def label(kind: str) -> str:
+    """How errors name a store of this kind: "its database" or "its key store"."""
+    return "its key store" if kind == "key" else "its database"
+
+
 def check_meta(meta: dict[str, str], site: str, kind: str, newest: int) -> int:
     """Refuse a store that belongs to another site, is another kind of store, or has a
     schema newer than this code; return its schema version (0 when it has none)."""
     owner = meta.get("site")
     if owner is not None and owner != site:
         raise StoreMismatch(
+            site,
             f"the {kind} store configured for site {site!r} belongs to site {owner!r}",
-            hint="check the backend URLs in the configuration",
+            hint="nothing was written; check the backend URLs in the configuration",
         )
     if meta.get("kind", kind) != kind:
-        raise StoreMismatch(f"this database is a {meta['kind']} store, not a {kind} store")
+        raise StoreMismatch(site, f"this database is a {meta['kind']} store, not a {kind} store")
     current = int(meta.get("schema_version", 0))
     if current > newest:
         raise SchemaTooNew(
             f"site {site!r} has {kind} schema version {current}; this domicile knows up to {newest}",
             hint="upgrade domicile before opening this site",
+        )
+    return current
+
+
+def check_creation(meta: dict[str, str], site: str, kind: str, expected: str | None) -> None:
+    """Refuse a store whose creation id is not the one the deployment recorded for it: an
+    empty store made in place of the site's, or another deployment's store of the same
+    site id, is not the site."""
+    if expected is None:
+        return
+    found = meta.get("creation_id")
+    if found is None:
+        raise StoreMismatch(
+            site,
+            f"{label(kind)} carries no creation id (made by an older domicile, or not by setup)",
+            hint=f"if it is the site's own, adopt it once: `domicile sites create {site} --adopt`",
+        )
+    if found != expected:
+        raise StoreMismatch(
+            site,
+            f"{label(kind)} is not the one this deployment created for it (another creation id)",
+            hint="nothing was written; a database was swapped or made anew: put the site's own back",
+        )
+
+
+def check_current(meta: dict[str, str], site: str, kind: str, newest: int) -> int:
+    """For a read-only open: the store must have a schema, and the newest one (reads never
+    migrate). Returns the schema version."""
+    current = check_meta(meta, site, kind, newest)
+    if current == 0:
+        raise NoSchema(site, f"{label(kind)} has no domicile schema")
+    if current < newest:
+        raise SchemaOutdated(
+            site,
+            f"{label(kind)} has schema version {current}; this domicile reads version {newest}",
+            hint="upgrade it once with a command that may write: `domicile sites migrate`",
         )
     return current

@@ -8,6 +8,7 @@ application; a power cut may lose the last moments of commits but never corrupts
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sqlite3
 import threading
@@ -16,23 +17,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from domicile.files import create_private, private_dir, tighten
 from domicile.stores.base import (
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
     HeadRow,
     IndexEntry,
+    NoSchema,
     OutboxItem,
     SiteStore,
     SiteUnavailable,
     StoredRecord,
+    StoreMissing,
     StoreTransaction,
     TransferCount,
     VersionConflict,
     WitnessRow,
+    new_creation_id,
     unpack_fields,
 )
-from domicile.stores.schema import SITE_MIGRATIONS, check_meta
+from domicile.stores.schema import (
+    SITE_MIGRATIONS,
+    check_creation,
+    check_current,
+    check_meta,
+    label,
+)
 
 T = TypeVar("T")
 
@@ -41,22 +52,46 @@ def sqlite_path(url: str) -> Path:
     return Path(re.sub(r"^sqlite:(//)?", "", url))
 
 
-def connect(path: Path, site: str, *, create: bool) -> sqlite3.Connection:
-    if not create and not path.exists():
-        raise SiteUnavailable(site, f"database file {path} does not exist")
+def connect(
+    path: Path, site: str, *, create: bool, read_only: bool = False, label: str = "its database"
+) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the file at ``path``, and whether this call created the file.
+
+    Only ``create`` (setup) makes the file, mode 0600 in a folder of mode 0700, before
+    SQLite opens it; every other open uses ``mode=rw``, so SQLite never creates a missing
+    file behind our back (a moved-away database is an unavailable site, not a new one)."""
+    made = False
     try:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
+            private_dir(path.parent)
+            made = create_private(path)
+        elif not path.exists():
+            raise StoreMissing(site, f"{label} file is missing")
+        conn = sqlite3.connect(
+            path.resolve().as_uri() + "?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30,
+        )
+        if read_only:
+            conn.execute("PRAGMA query_only=ON")  # refuse every write on this connection
+        else:
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA foreign_keys=ON")
     except (sqlite3.Error, OSError) as exc:
-        raise SiteUnavailable(
-            site, f"cannot open its database ({exc.__class__.__name__})"
-        ) from None
-    return conn
+        raise SiteUnavailable(site, f"cannot open {label} ({exc.__class__.__name__})") from None
+    return conn, made
+
+
+def _meta(conn: sqlite3.Connection) -> dict[str, str] | None:
+    """The ``meta`` table's rows, or None when the database has no such table."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+    if found.fetchone() is None:
+        return None
+    return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta").fetchall()}
 
 
 def migrate(
@@ -66,26 +101,60 @@ def migrate(
     migrations: dict[int, list[str]],
     *,
     create: bool,
-) -> None:
-    """Bring the schema to the newest version; refuse a newer or foreign database."""
+    creation_id: str | None = None,
+    read_only: bool = False,
+    adopt: bool = False,
+) -> tuple[str | None, bool]:
+    """Bring the schema to the newest version; refuse a newer or foreign database, or one
+    whose creation id is not ``creation_id``. Returns the store's creation id and whether
+    this call created the store. Writes nothing when the store is up to date, and never
+    when ``read_only``."""
     newest = max(migrations)
+    if read_only:
+        meta = _meta(conn)
+        if meta is None:
+            raise NoSchema(site, f"{label(kind)} has no domicile schema")
+        check_current(meta, site, kind, newest)
+        check_creation(meta, site, kind, creation_id)
+        return meta.get("creation_id"), False
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        meta = _meta(conn) or {}
         current = check_meta(meta, site, kind, newest)
-        if current == 0 and not create:
-            raise SiteUnavailable(site, "its database has no domicile schema")
-        for version in range(current + 1, newest + 1):
-            for stmt in migrations[version]:
-                conn.execute(stmt)
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(newest),))
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('site', ?)", (site,))
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('kind', ?)", (kind,))
+        created = current == 0
+        if created:
+            if not create:
+                raise NoSchema(site, f"{label(kind)} has no domicile schema")
+            others = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                " AND name != 'meta' AND name NOT LIKE 'sqlite_%'"
+            ).fetchone()[0]
+            if others:
+                raise NoSchema(
+                    site,
+                    f"{label(kind)} holds tables that are not domicile's",
+                    hint="give the site a new, empty database",
+                )
+        cid = meta.get("creation_id")
+        if created or (adopt and cid is None):
+            cid = new_creation_id()
+        elif not adopt:
+            check_creation(meta, site, kind, creation_id)
+        wanted = {"schema_version": str(newest), "site": site, "kind": kind, "creation_id": cid}
+        changes = {k: v for k, v in wanted.items() if v is not None and meta.get(k) != v}
+        if changes:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            for version in range(current + 1, newest + 1):
+                for stmt in migrations[version]:
+                    conn.execute(stmt)
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(changes.items()))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return cid, created
 
 
 class _Tx(StoreTransaction):
@@ -334,18 +403,66 @@ class SqliteDatabase:
         self.label = label
         self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        # Key stores check their file before reads too: a read of a key from a key store
+        # that was deleted must not answer from the ghost (nor say "erased" after it).
+        self.check_reads = kind == "key"
 
-    def open(self, *, create: bool) -> None:
-        conn = connect(self.path, self.site_id, create=create)
+    def open(
+        self,
+        *,
+        create: bool,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+    ) -> tuple[str | None, bool]:
+        """Connect and check (or prepare) the schema; returns the store's creation id and
+        whether this call created the store."""
+        conn, made = connect(
+            self.path, self.site_id, create=create, read_only=read_only, label=self.label
+        )
         try:
-            migrate(conn, self.site_id, self.kind, self.migrations, create=create)
+            self._identity = self._stat()
+            cid, created = migrate(
+                conn, self.site_id, self.kind, self.migrations, create=create,
+                creation_id=creation_id, read_only=read_only, adopt=adopt,
+            )  # fmt: skip
         except sqlite3.Error as exc:
             conn.close()
             raise SiteUnavailable(self.site_id, f"cannot prepare {self.label} ({exc})") from None
         except BaseException:
             conn.close()
+            if made:  # a file this call made for a store it could not create: take it back
+                for leftover in (self.path, *self._sidecars()):
+                    leftover.unlink(missing_ok=True)
             raise
+        if made:
+            for sidecar in self._sidecars():  # SQLite makes them like the file; to be sure
+                tighten(sidecar)
         self._conn = conn
+        return cid, created
+
+    def _sidecars(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def same_file(self) -> bool:
+        """The path still names the file this connection opened. A file moved away,
+        deleted or replaced leaves the connection writing into a ghost, so it is checked
+        before every write and every read of a key store."""
+        return self._identity is not None and self._stat() == self._identity
+
+    def _check_file(self) -> None:
+        if not self.same_file():
+            raise SiteUnavailable(
+                self.site_id, f"{self.label} file was moved, replaced or deleted while open"
+            )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -361,7 +478,7 @@ class SqliteDatabase:
     def ping(self) -> bool:
         # The file itself must still be there: a connection to a file that was removed or
         # replaced would write into a ghost.
-        if self._conn is None or not self.path.is_file():
+        if self._conn is None or not self.same_file():
             return False
         try:
             with self.lock:
@@ -372,6 +489,8 @@ class SqliteDatabase:
 
     def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
+            if self.check_reads:
+                self._check_file()
             try:
                 return self.conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
@@ -380,6 +499,7 @@ class SqliteDatabase:
     def begin(self) -> sqlite3.Connection:
         """Start a write; the caller holds ``lock`` until ``commit`` or ``rollback``."""
         conn = self.conn
+        self._check_file()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -426,8 +546,18 @@ class SqliteSiteStore(SiteStore):
         self._db = SqliteDatabase(site_id, url, "site", SITE_MIGRATIONS["sqlite"], "its database")
         self.path = self._db.path
 
-    def open(self, *, create: bool = True) -> None:
-        self._db.open(create=create)
+    def open(
+        self,
+        *,
+        create: bool = False,
+        creation_id: str | None = None,
+        read_only: bool = False,
+        adopt: bool = False,
+        create_database: bool = False,
+    ) -> None:
+        self.creation_id, self.created = self._db.open(
+            create=create, creation_id=creation_id, read_only=read_only, adopt=adopt
+        )
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -52,6 +52,7 @@ from domicile.crypto.envelope import (
 )
 from domicile.crypto.errors import KeyDestroyed, KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.deployment import DeploymentRegistry
 from domicile.errors import BadInput, DomicileError
 from domicile.filings import FilingEntry, FilingsRegistry
 from domicile.packs import Outcome, load_packs
@@ -330,6 +331,24 @@ def _no_such_record() -> NotFound:
     return NotFound("no such record (it may have been deleted or erased)", hint="check the token")
 
 
+class _Indexers(dict[str, BlindIndexer]):
+    """Each site's blind indexer, made when first used: a site whose keys are not in the
+    keyring (not set up, or a keyring restored from before it) is unavailable, while the
+    other sites work."""
+
+    def __init__(self, provider: KeyProvider) -> None:
+        super().__init__()
+        self.provider = provider
+
+    def __missing__(self, site_id: str) -> BlindIndexer:
+        try:
+            indexer = BlindIndexer(self.provider.index_key(site_id))
+        except KeyringError as exc:
+            raise SiteUnavailable(site_id, exc.message, hint=exc.hint) from None
+        self[site_id] = indexer
+        return indexer
+
+
 class Domicile:
     """The SDK. ``Domicile.open()`` reads the configuration; close it when done."""
 
@@ -341,16 +360,21 @@ class Domicile:
         engine: PolicyEngine | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
         operator: str | None = None,
+        read_only: bool = False,
     ) -> None:
         self.config = config
         self.clock = clock
         # The caller of operations that name none: the local operator, with every right,
         # named in the audit as ``operator`` (the CLI passes "cli:USER").
         self.operator = Access.operator(operator)
+        # Every store opened read-only: nothing migrated, nothing written (a write fails as
+        # an unavailable site). For commands that must only read, such as `audit verify`.
+        self.read_only = read_only
         self.keys: KeyProvider = keys or self._keyring(config)
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
-        for s in config.sites:
-            self.keys.ensure_site(s.id)
+        # Sites, their stores and their keys are made only by setup (domicile.setup); the
+        # registry says which stores are the sites' own (their creation ids).
+        self.deployment = DeploymentRegistry(config.registry_path)
         self.tokens = TokenCodec(self.keys.token_key())
         self.filings = FilingsRegistry(config, self.engine)
         self._join_key = self.keys.join_key()
@@ -360,7 +384,7 @@ class Domicile:
         self._ledgers = {s.id: AuditLedger(s.id, self.keys) for s in config.sites}
         # Heads a witness refused in this process (the refusal is recorded once).
         self.witness_refusals: set[tuple[str, str, int, bytes]] = set()
-        self._indexers = {s.id: BlindIndexer(self.keys.index_key(s.id)) for s in config.sites}
+        self._indexers = _Indexers(self.keys)
         self._deks: OrderedDict[tuple[str, str], FieldCipher] = OrderedDict()
         # Requests are validated once per shape: the engine's cache keys on the validated form.
         self._decisions: dict[tuple[Any, ...], Decision] = {}
@@ -385,8 +409,8 @@ class Domicile:
 
     @staticmethod
     def _keyring(config: Config) -> LocalKeyring:
-        """The local keyring; a new one only when no site has subject keys yet (a new
-        keyring beside existing data would make that data unreadable)."""
+        """The local keyring. Only setup makes one (a new keyring beside existing data
+        would make that data unreadable)."""
         if not config.keyring_path.exists():
             for s in config.sites:
                 url = config.keys_url(s)
@@ -395,7 +419,7 @@ class Domicile:
                         f"the keyring {config.keyring_path} is missing but site {s.id!r} already has subject keys",
                         hint="restore the keyring from its backup; without it the data cannot be read",
                     )
-        return LocalKeyring(config.keyring_path, create=True)
+        return LocalKeyring(config.keyring_path)
 
     @classmethod
     def open(cls, config: str | Path | Config | None = None, **kwargs: Any) -> Domicile:
@@ -429,19 +453,35 @@ class Domicile:
     # --- plumbing ---------------------------------------------------------------------------
 
     def store(self, site_id: str) -> SiteStore:
+        """The site's store: opened only if it is the one setup created (the creation id
+        the deployment recorded), else ``SiteUnavailable``. Never created here."""
         with self._lock:
             store = self._stores.get(site_id)
             if store is None:
                 site = self._sites[site_id]
-                store = open_site_store(site_id, self.config.backend_url(site.backend))
+                created = self.deployment.site(site_id)
+                store = open_site_store(
+                    site_id,
+                    self.config.backend_url(site.backend),
+                    creation_id=created.store,
+                    read_only=self.read_only,
+                )
                 self._stores[site_id] = store
             return store
 
     def keystore(self, site_id: str) -> KeyStore:
+        """The site's key store, on the same terms as ``store``: a missing key store is an
+        unavailable site, never an empty new one (that would read as every subject erased)."""
         with self._lock:
             ks = self._keystores.get(site_id)
             if ks is None:
-                ks = open_key_store(site_id, self.config.keys_url(self._sites[site_id]))
+                created = self.deployment.site(site_id)
+                ks = open_key_store(
+                    site_id,
+                    self.config.keys_url(self._sites[site_id]),
+                    creation_id=created.keys,
+                    read_only=self.read_only,
+                )
                 self._keystores[site_id] = ks
             return ks
 
@@ -453,12 +493,14 @@ class Domicile:
         self._drop(site_id)
 
     def _drop(self, site_id: str) -> None:
-        """Forget a connection that failed, so the next call reconnects."""
+        """Forget the site's connections after a failure, so the next call opens them
+        again (and checks again that they are the site's own)."""
         with self._lock:
-            store = self._stores.pop(site_id, None)
-            if store is not None:
-                with contextlib.suppress(Exception):
-                    store.close()
+            for cache in (self._stores, self._keystores):
+                store = cache.pop(site_id, None)
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.close()
 
     def collection(self, name: str) -> Collection:
         try:
@@ -599,7 +641,11 @@ class Domicile:
             if cached is not None:
                 self._deks.move_to_end(key)
                 return cached
-        wrapped = self.keystore(site_id).get(subject_id)
+        try:
+            wrapped = self.keystore(site_id).get(subject_id)
+        except SiteUnavailable:
+            self._drop(site_id)
+            raise
         if wrapped is None:
             raise KeyDestroyed(
                 "the subject's data key no longer exists (erased)",
@@ -787,6 +833,28 @@ class Domicile:
         if key is not None:
             cache[key] = residency
         return residency
+
+    def _unavailable(
+        self,
+        exc: SiteUnavailable,
+        purpose: str,
+        operation: str,
+        access: Access | None = None,
+        collection: str | None = None,
+    ) -> None:
+        """After ``exc``: forget the failed site's connections, and audit the refusal at
+        the site where the request arrived (when that is another site)."""
+        self._drop(exc.site)
+        arrival = self.config.local_site
+        if arrival != exc.site:
+            who = access or self.operator
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=purpose, collection=collection,
+                    requester=who.site or arrival, client=who.client,
+                    detail={"operation": operation, "reason": "site_unavailable", "home_site": exc.site},
+                )
+            )  # fmt: skip
 
     def _require(
         self,
@@ -1099,16 +1167,9 @@ class Domicile:
         arrived, as a refusal outside the caller's collections is: the two look alike)."""
         try:
             rec = self.store(site.id).get(record_id)
+            self.keystore(site.id)  # opened (once) here, so a missing key store is refused here
         except SiteUnavailable as exc:
-            self._drop(site.id)
-            if self.config.local_site != site.id:
-                self._audit_refusal(
-                    AuditEvent(
-                        action="refuse", site="", purpose=purpose, client=access.client,
-                        requester=access.site or self.config.local_site,
-                        detail={"operation": operation, "reason": "site_unavailable", "home_site": site.id},
-                    )
-                )  # fmt: skip
+            self._unavailable(exc, purpose, operation, access)
             raise exc from None
         if rec is None or rec.is_replica:
             self._audit_refusal(
@@ -1173,7 +1234,11 @@ class Domicile:
                 return local
         rec = self._load(site, record_id, purpose, "get", access)
         self.authorize(access, "records:read", collection=rec.collection, hide=True)
-        return self._read(token, site, rec, requester, purpose, access)
+        try:
+            return self._read(token, site, rec, requester, purpose, access)
+        except SiteUnavailable as exc:  # e.g. its key store went away since it was opened
+            self._unavailable(exc, purpose, "get", access)
+            raise exc from None
 
     def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
         return self._record_shape(rec).by_field
