@@ -53,7 +53,7 @@ from domicile.vault import Domicile
 from domicile.vault.incountry import InCountryStorage
 from domicile.vault.values import check_fields
 
-# Secrets hashed with scrypt (clients made before 0.x) cost tens of milliseconds and 16 MB
+# Secrets hashed with scrypt (by earlier versions) cost tens of milliseconds and 16 MB
 # each to check: at most this many checks run at once, in worker threads, never on the
 # event loop.
 _SCRYPT_AT_ONCE = 2
