@@ -67,7 +67,7 @@ def test_explain_human_output_names_rule_and_decision() -> None:
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        (["--site-country", "XX"], "XX"),
+        (["--site-country", "XX"], "site country is not an ISO 3166-1 alpha-2 code"),
         (["--date", "2025-02-30"], "not a real date"),
         (["--category", "user.nope"], "unknown data category"),
         (["--filing", "ru.art12_notice"], "NAME=VALUE"),

@@ -39,7 +39,7 @@ def test_a_good_request_is_normalised(ru_engine: PolicyEngine) -> None:
     ("change", "error", "words"),
     [
         ({"site_country": "XX"}, UnknownCountry, "give two letters"),
-        ({"site_country": "UK"}, UnknownCountry, "use GB"),
+        ({"site_country": "UK"}, UnknownCountry, "GB for the United Kingdom"),
         ({"subject": {"citizenship": "RU,Narnia"}}, UnknownCountry, "citizenship"),
         ({"categories": ["user.contact.emial"]}, UnknownCategory, "user.contact.email"),
         ({"categories": []}, BadInput, "at least one data category"),

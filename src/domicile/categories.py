@@ -70,7 +70,7 @@ class Taxonomy:
             if near
             else "run `domicile policy categories` for the list"
         )
-        raise UnknownCategory(f"unknown data category {key!r}", hint=hint)
+        raise UnknownCategory("unknown data category", hint=hint)
 
     def extended(self, additions: Mapping[str, str]) -> Taxonomy:
         """A new taxonomy with ``additions``; each key's parent must already exist."""

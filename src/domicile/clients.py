@@ -3,9 +3,14 @@
 A client has an id, a name and scopes. It authenticates in one of two ways:
 
 - with a **client secret**, exchanged for a short-lived access token (OAuth2 client
-  credentials). The secret is stored as an scrypt hash;
-- with a **static API key**, sent as a bearer token (for scripts). The key is random and
-  high-entropy, so a SHA-256 digest is stored, which can be looked up on every request.
+  credentials);
+- with a **static API key**, sent as a bearer token (for scripts).
+
+Both are 256 random bits made here, never chosen by a person, so a SHA-256 digest of them
+is as strong as any password hash: nobody can search 2**256 values for a preimage. A slow
+hash would only add CPU to an endpoint anyone can call. Secrets stored by earlier versions
+as ``scrypt$SALT$HASH`` (n=2**14, r=8, p=1) still work; a hash may also carry its scrypt
+parameters (``scrypt$n=16384,r=8,p=1$SALT$HASH``).
 
 The plaintext secret or key is shown once, when the client is made. Clients come from the
 configuration (``clients:``, with hashes) and from ``DATA_DIR/clients.json``, which
@@ -15,7 +20,7 @@ Scopes:
 
 - operations: ``records:write``, ``records:read``, ``records:delete``, ``records:erase``,
   ``records:export``, ``filings:read``, ``filings:write``, ``transfers:read``,
-  ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``;
+  ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``, ``metrics:read``;
 - constraints: ``site:ID`` (the sites the client acts from: reads are decided as from that
   site, so a US client reads a Russian subject's data only through a permitted transfer),
   ``collection:NAME`` and ``purpose:NAME`` (``*`` for any);
@@ -48,11 +53,11 @@ from domicile.files import lock_file
 OPERATIONS = (
     "records:write", "records:read", "records:delete", "records:erase", "records:export",
     "filings:read", "filings:write", "transfers:read", "parity:read", "audit:read",
-    "policy:read", "sites:read",
+    "policy:read", "sites:read", "metrics:read",
 )  # fmt: skip
 CONSTRAINTS = ("site:", "collection:", "purpose:")
 FORMAT = 1
-_SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}
+_SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}  # of secrets hashed by earlier versions
 
 
 class ClientsError(DomicileError):
@@ -84,32 +89,45 @@ def check_scope(scope: str, sites: Iterable[str], collections: Iterable[str]) ->
     )
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _scrypt(secret: str, salt: bytes) -> bytes:
-    return Scrypt(salt=salt, **_SCRYPT).derive(secret.encode())
-
-
 def hash_secret(secret: str) -> str:
-    """``scrypt$SALT$HASH`` (base64url), for storing a client secret."""
-    salt = secrets.token_bytes(16)
-    return f"scrypt${_b64(salt)}${_b64(_scrypt(secret, salt))}"
+    """``sha256$HEX``, for storing a client secret (see the module docstring for why)."""
+    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _scrypt_params(text: str) -> dict[str, int]:
+    params = dict(_SCRYPT)
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name not in ("n", "r", "p") or not value.isdigit():
+            raise ValueError("bad scrypt parameters")
+        params[name] = int(value)
+    if not (2 <= params["n"] <= 2**20 and params["r"] <= 32 and params["p"] <= 16):
+        raise ValueError("scrypt parameters out of range")
+    return params
 
 
 def _verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` matches a stored hash: ``sha256$HEX`` (cheap), or an scrypt
+    hash of an earlier version (slow: callers run it off the event loop, a few at a time)."""
     try:
-        kind, salt, digest = stored.split("$")
+        raw = secret.encode()
+        kind, _, rest = stored.partition("$")
+        if kind == "sha256":
+            return hmac.compare_digest(hashlib.sha256(raw).hexdigest().encode(), rest.encode())
+        if kind != "scrypt":
+            return False
+        parts = rest.split("$")
+        params = _scrypt_params(parts.pop(0)) if len(parts) == 3 else dict(_SCRYPT)
+        salt, digest = parts
         expected = _unb64(digest)
-        got = _scrypt(secret, _unb64(salt))
-    except (ValueError, TypeError):
+        got = Scrypt(salt=_unb64(salt), **params).derive(raw)
+    except (ValueError, TypeError, UnicodeError):
         return False
-    return kind == "scrypt" and hmac.compare_digest(expected, got)
+    return hmac.compare_digest(expected, got)
 
 
 def key_digest(api_key: str) -> str:

@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from domicile.countries import country
 from domicile.errors import ConfigError
@@ -102,7 +109,7 @@ class ClientSpec(_Model):
     client_id: Annotated[str, Field(pattern=r"^dc_[a-z0-9_]{1,40}$")]
     name: str
     scopes: list[str] = Field(min_length=1)
-    secret_hash: str | None = None  # scrypt$SALT$HASH, see domicile.clients.hash_secret
+    secret_hash: str | None = None  # see domicile.clients.hash_secret
     api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
@@ -112,6 +119,42 @@ class AuditSettings(_Model):
     # Seconds between witness rounds while the service runs (a round runs only when
     # something was logged since the last one, and always when the service stops).
     witness_every: float = Field(default=60, gt=0, le=86400)
+
+
+MiB = 1024 * 1024
+ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$"  # HOST:PORT, or [IPv6]:PORT
+
+
+def _rate(value: str) -> str:
+    """A rate such as ``10/minute`` or ``100 per hour`` (the ``limits`` library's notation)."""
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError("a rate is N/second, N/minute or N/hour, e.g. 10/minute") from None
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_rate)]
+
+
+class ServiceSettings(_Model):
+    """How ``domicile serve`` guards itself (``service:``); its options override these."""
+
+    # HOST:PORT of a second listener that serves only /metrics, to no one but whoever can
+    # reach that address. Without it, /metrics is on the API and needs the metrics:read scope.
+    metrics_address: Annotated[str, Field(pattern=ADDRESS)] | None = None
+    # The largest request body, in bytes: JSON (and form) requests, and attachment uploads.
+    max_json_bytes: int = Field(default=16 * MiB, ge=1024, le=1024 * MiB)
+    max_attachment_bytes: int = Field(default=100 * MiB, ge=1024, le=100 * MiB)
+    # Failed authentications allowed per source address and per client id, after which the
+    # source (or the client id, at the token endpoint) is answered 429 until the window ends.
+    auth_failures_per_source: Rate = "30/minute"
+    auth_failures_per_client: Rate = "10/minute"
+    # Addresses of reverse proxies whose X-Forwarded-For names the real source address.
+    # Empty: the peer's address is the source (a client cannot choose its own).
+    trusted_proxies: list[str] = []
 
 
 class DeploymentConfig(_Model):
@@ -127,6 +170,7 @@ class DeploymentConfig(_Model):
     packs: list[str] = []
     clients: list[ClientSpec] = []
     audit: AuditSettings = AuditSettings()
+    service: ServiceSettings = ServiceSettings()
 
 
 class Config:

@@ -18,19 +18,17 @@ def _codes() -> dict[str, str]:
 
 
 def country(code: str, *, what: str = "country") -> str:
-    """Return ``code`` as an upper-case ISO alpha-2 code, or raise ``UnknownCountry``."""
-    cc = code.strip().upper()
+    """Return ``code`` as an upper-case ISO alpha-2 code, or raise ``UnknownCountry``.
+
+    The error never repeats what was given: a country is often evidence about a person
+    (a citizenship, a residence), and errors carry no values."""
+    cc = code.strip().upper() if isinstance(code, str) else ""
     codes = _codes()
     if cc in codes:
         return cc
-    if cc in _ALIASES:
-        raise UnknownCountry(
-            f"{what} {code!r} is not an ISO 3166-1 alpha-2 code",
-            hint=f"use {_ALIASES[cc]} ({codes[_ALIASES[cc]]})",
-        )
     raise UnknownCountry(
-        f"{what} {code!r} is not an ISO 3166-1 alpha-2 code",
-        hint="give two letters such as RU, DE or US",
+        f"{what} is not an ISO 3166-1 alpha-2 code",
+        hint="give two letters such as RU, DE or US (GB for the United Kingdom, GR for Greece)",
     )
 
 

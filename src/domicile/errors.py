@@ -41,6 +41,25 @@ class BadInput(DomicileError, ValueError):
     exit_code = 2
 
 
+class NotFound(BadInput):
+    """What the request names does not exist (a record, a filing on record)."""
+
+    code = "not_found"
+
+
+class Conflict(BadInput):
+    """The request cannot be done in the present state (e.g. it would change what the
+    configuration file fixes)."""
+
+    code = "conflict"
+
+
+class TooLarge(BadInput):
+    """A value over its size limit (an attachment, a request body)."""
+
+    code = "body_too_large"
+
+
 class UnknownCountry(BadInput):
     code = "unknown_country"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domicile.config import Config
-from domicile.errors import BadInput, DomicileError
+from domicile.errors import BadInput, Conflict, DomicileError, NotFound
 from domicile.files import lock_file
 from domicile.policy import PolicyEngine, parse_date
 
@@ -179,11 +179,11 @@ class FilingsRegistry:
         self._refresh()
         entry = next((e for e in self.entries() if e.name == canonical), None)
         if entry is None:
-            raise BadInput(
+            raise NotFound(
                 f"no filing {canonical!r} is on record", hint="see `domicile filings list`"
             )
         if entry.source == "config":
-            raise BadInput(
+            raise Conflict(
                 f"filing {canonical!r} comes from the configuration file",
                 hint=f"remove it from `filings:` in {self.config.source}",
             )

@@ -73,6 +73,16 @@ facts:
 
 # Extra or overriding pack files.
 packs: []
+
+# How `domicile serve` guards itself (its options override these; README, "Guarding the
+# service"). /metrics needs the metrics:read scope unless it has an address of its own.
+# service:
+#   metrics_address: 127.0.0.1:9700
+#   max_json_bytes: 16777216            # JSON and form bodies
+#   max_attachment_bytes: 104857600     # attachment uploads
+#   auth_failures_per_source: 30/minute
+#   auth_failures_per_client: 10/minute
+#   trusted_proxies: []                 # reverse proxies whose X-Forwarded-For is believed
 """
 
 

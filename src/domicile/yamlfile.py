@@ -77,6 +77,12 @@ class YamlSource:
                 line=mark.line + 1 if mark else None,
                 hint="fix the YAML syntax at that line",
             ) from None
+        except yaml.YAMLError as exc:  # e.g. a control character, which YAML forbids
+            raise self.error_cls(
+                f"not valid YAML: {getattr(exc, 'reason', None) or type(exc).__name__}",
+                file=self.name,
+                hint="YAML text cannot hold control characters",
+            ) from None
         except ValueError as exc:  # e.g. 2025-02-30 read as a date
             raise self.error_cls(
                 f"bad value: {exc}", file=self.name, hint="dates are YYYY-MM-DD and must exist"

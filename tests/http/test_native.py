@@ -222,7 +222,8 @@ def test_a_us_client_reads_a_russian_subject_only_through_a_permitted_transfer(
     assert "citizenship" not in r.text
     for value in ANNA.values():
         assert value not in r.text
-    metrics = service.http.get("/metrics").text
+    _, ops = service.client("ops", "metrics:read")
+    metrics = service.http.get("/metrics", headers=ops).text
     # The full read was a transfer; the masked one before it was not.
     assert 'domicile_transfers_total{destination="US"} 1.0' in metrics
     assert 'domicile_decisions_total{outcome="deny"}' in metrics
@@ -237,14 +238,22 @@ def test_problem_documents_name_the_field_not_the_value(service: Service) -> Non
     assert "Secret Name" not in r.text
     r = service.http.post(
         "/v1/collections/profiles/records",
-        json={**PUT, "fields": {"shoe": "x"}, "extra": 1},
+        json={**PUT, "fields": {"full_name": "A"}, "extra": 1},
         headers=admin,
     )
     assert r.status_code == 422
     assert r.json()["code"] == "invalid_request"
     assert "Traceback" not in r.text
+    r = service.http.post(
+        "/v1/collections/profiles/records", json={**PUT, "fields": {"shoe": "x"}}, headers=admin
+    )
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_field")  # the vault's own words
     r = service.http.get("/v1/records/dom1_not-a-token", params={"purpose": "view"}, headers=admin)
-    assert r.status_code == 400
+    assert r.status_code == 422  # not even the form of a token
+    forged = "dom1_" + "A" * 60
+    r = service.http.get(f"/v1/records/{forged}", params={"purpose": "view"}, headers=admin)
+    assert r.status_code == 404  # a token that is not one of ours names no record
+    assert r.json()["code"] == "invalid_token"
 
 
 def test_every_sdk_operation_over_http(service: Service) -> None:

@@ -39,7 +39,7 @@ from domicile.audit.merkle import (
 )
 from domicile.crypto.keys import KeyProvider
 from domicile.crypto.signing import verify
-from domicile.errors import BadInput, DomicileError
+from domicile.errors import BadInput, DomicileError, NotFound
 from domicile.stores.base import (
     AuditRow,
     HeadRow,
@@ -442,8 +442,8 @@ class AuditLedger:
         head = self.latest_head(store)
         if seq < 1:
             raise BadInput("entries are numbered from 1")
-        if head is None or head.size < seq:
-            raise BadInput(
+        if head is None or head.size < seq:  # no proof of it (yet): as a missing record, 404
+            raise NotFound(
                 f"entry {seq} of site {self.site_id!r} is not covered by a signed tree head yet",
                 hint="run `domicile audit witness` to sign and witness the newest entries",
             )

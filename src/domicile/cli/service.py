@@ -132,31 +132,59 @@ def register(app: typer.Typer) -> None:
         sample: bool = typer.Option(
             False, "--sample", help="Load the sample population into an empty deployment."
         ),
-    ) -> None:
+        metrics_address: str | None = typer.Option(
+            None, "--metrics-address", metavar="HOST:PORT",
+            help="Serve /metrics, unauthenticated, on this address only (service.metrics_address).",
+        ),
+        max_json_bytes: int | None = typer.Option(
+            None, "--max-json-bytes", help="Largest JSON or form body (service.max_json_bytes)."
+        ),
+        max_attachment_bytes: int | None = typer.Option(
+            None, "--max-attachment-bytes",
+            help="Largest attachment upload (service.max_attachment_bytes).",
+        ),
+        auth_failures_per_source: str | None = typer.Option(
+            None, "--auth-failures-per-source", metavar="RATE",
+            help="Failed authentications allowed per source address, e.g. 30/minute.",
+        ),
+        auth_failures_per_client: str | None = typer.Option(
+            None, "--auth-failures-per-client", metavar="RATE",
+            help="Failed authentications allowed per client id, e.g. 10/minute.",
+        ),
+    ) -> None:  # fmt: skip
         """Run the HTTP service. With no configuration, the embedded default: three SQLite
         sites in ./domicile-service and a demo client, whose credentials are printed."""
+        import asyncio
         import logging
 
         import uvicorn
 
         from domicile.access import cli_operator
-        from domicile.http.app import create_app
+        from domicile.http.app import create_app, metrics_app
+        from domicile.http.observe import QuietErrors
         from domicile.vault import Domicile
 
         creds: dict[str, str] | None = None
         made = False
+        overrides = {
+            "metrics_address": metrics_address, "max_json_bytes": max_json_bytes,
+            "max_attachment_bytes": max_attachment_bytes,
+            "auth_failures_per_source": auth_failures_per_source,
+            "auth_failures_per_client": auth_failures_per_client,
+        }  # fmt: skip
         with errors(False):
             if config is None and not Path(DEFAULT_CONFIG).exists():
                 cfg, creds, made = embedded_config()
             else:
                 cfg = load_config(config)
+            settings = _settings(cfg, {k: v for k, v in overrides.items() if v is not None})
             vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
             if sample and not any(s.records for s in vault.sites()):
                 from domicile.vault_demo import load_sample
 
                 placed = load_sample(vault)
                 console.print(f"sample population loaded: {placed} records")
-        app = create_app(vault)
+        app = create_app(vault, settings=settings)
         base = f"http://{host}:{port}"
         console.print(
             f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs)"
@@ -164,6 +192,8 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"sites: {', '.join(f'{s.id} ({s.country})' for s in cfg.sites)}; environment id: {cfg.model.environment_id}"
         )
+        if settings.metrics_address:
+            console.print(f"metrics: http://{settings.metrics_address}/metrics")
         if creds and made:  # the secret is shown once, when it is made
             console.print(
                 f"demo client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
@@ -177,4 +207,50 @@ def register(app: typer.Typer) -> None:
                 f"{EMBEDDED / 'demo-client.json'}, readable by you only)"
             )
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        proxies = settings.trusted_proxies
+        api = uvicorn.Server(
+            uvicorn.Config(
+                QuietErrors(app), host=host, port=port, log_level="warning", access_log=False,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None,
+            )
+        )  # fmt: skip
+        if not settings.metrics_address:
+            api.run()
+            return
+        mhost, _, mport = settings.metrics_address.rpartition(":")
+        metrics = uvicorn.Server(
+            uvicorn.Config(
+                metrics_app(app.state.service.metrics), host=mhost.strip("[]"), port=int(mport),
+                log_level="warning", access_log=False, lifespan="off",
+            )
+        )  # fmt: skip
+
+        async def both() -> None:
+            # The metrics listener takes the signal handlers first; the API's own replace
+            # them while it runs, and hand a stop signal back when it stops.
+            task = asyncio.create_task(metrics.serve())
+            await asyncio.sleep(0)
+            try:
+                await api.serve()
+            finally:
+                metrics.should_exit = True
+                await task
+
+        asyncio.run(both())
+
+
+def _settings(cfg: Config, overrides: dict[str, Any]) -> Any:
+    """The configuration's ``service:`` settings with the command line's on top."""
+    from pydantic import ValidationError
+
+    from domicile.config import ServiceSettings
+    from domicile.errors import BadInput
+
+    try:
+        return ServiceSettings.model_validate({**cfg.model.service.model_dump(), **overrides})
+    except ValidationError as exc:
+        where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise BadInput(
+            f"invalid serve option(s): {where}",
+            hint="--metrics-address HOST:PORT; byte counts of at least 1024; rates such as 10/minute",
+        ) from None

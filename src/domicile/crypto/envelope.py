@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domicile.crypto.errors import DecryptionFailed
@@ -43,13 +44,42 @@ def key_context(site: str, subject: str) -> bytes:
     return b"\x00".join((b"domicile/dek/v1", site.encode(), subject.encode()))
 
 
+class Sealer:
+    """Seals one value that arrives in pieces (an uploaded file), without holding the
+    plaintext: the output is exactly what ``FieldCipher.seal`` gives for the whole value."""
+
+    __slots__ = ("_encryptor", "_out", "size")
+
+    def __init__(self, dek: bytes, context: bytes) -> None:
+        nonce = secrets.token_bytes(NONCE)
+        self._encryptor = Cipher(algorithms.AES(dek), modes.GCM(nonce)).encryptor()
+        self._encryptor.authenticate_additional_data(context)
+        self._out = bytearray(VERSION + nonce)
+        self.size = 0
+
+    def update(self, piece: bytes) -> None:
+        self.size += len(piece)
+        self._out += self._encryptor.update(piece)
+
+    def finish(self) -> bytearray:
+        """The sealed value (a bytearray, so that it is not copied once more)."""
+        self._out += self._encryptor.finalize()
+        self._out += self._encryptor.tag
+        return self._out
+
+
 class FieldCipher:
     """Seals and opens field values under one subject's data key."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_dek")
 
     def __init__(self, dek: bytes) -> None:
         self._aead = AESGCM(dek)
+        self._dek = dek
+
+    def sealer(self, context: bytes) -> Sealer:
+        """A ``Sealer`` for a value that arrives in pieces."""
+        return Sealer(self._dek, context)
 
     def seal(self, plaintext: bytes, context: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE)

@@ -260,7 +260,7 @@ class LocalKeyring:
     def unwrap(self, site_id: str, version: int, wrapped: bytes, context: bytes) -> bytes:
         try:
             return self._kek(site_id, version).decrypt(wrapped[:12], wrapped[12:], context)
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: cut too short to hold a nonce
             raise DecryptionFailed(
                 f"a data key of site {site_id!r} does not unwrap",
                 hint="the key store or keyring was altered",

@@ -4,64 +4,59 @@
 - ``/oauth2/token``, ``/v2/storage/records/{country}/...``, ``/healthcheck``: the
   InCountry-compatible storage API (``incountry.py``);
 - ``/healthz``, ``/readyz`` (ready only when every site answers), ``/metrics``
-  (Prometheus).
+  (Prometheus; needs the ``metrics:read`` scope, or is served on a separate address).
 
-Logs are one JSON object per line, with the route template, status, duration and client id:
-never a body, a query string or a value.
+Every request passes the gate (``gate.py``) first: it is matched to its route, its client
+is authenticated before its body is read, and its body is capped. Logs are one JSON object
+per line, with the route template, status, duration and client id: never a path, a body, a
+query string or a value (``observe.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Form, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi.routing import APIRoute
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.routing import BaseRoute, Route
 
 from domicile._version import __version__
 from domicile.access import Access
 from domicile.clients import ClientRegistry
+from domicile.config import ServiceSettings
+from domicile.errors import BadInput
 from domicile.http import problems
-from domicile.http.security import Principal, TokenIssuer, Unauthorized, audit_refusal
+from domicile.http.gate import AuthThrottle, Gate, principal_of, refuse_credentials, source_address
+from domicile.http.observe import Metrics, Observe, route_template
+from domicile.http.openapi import Contract, harden
+from domicile.http.security import (
+    Principal,
+    RateLimited,
+    TokenIssuer,
+    Unauthorized,
+    audit_refusal,
+    bearer_principal,
+)
+from domicile.residency import SubjectEvidence, resolve
 from domicile.vault import Domicile
 from domicile.vault.incountry import InCountryStorage
+from domicile.vault.values import check_fields
 
-log = logging.getLogger("domicile.http")
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "domicile_requests",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "domicile_request_seconds", "HTTP request latency", ["route"], registry=self.registry
-        )
-        self.decisions = Counter(
-            "domicile_decisions",
-            "Policy decisions behind requests",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.transfers = Counter(
-            "domicile_transfers",
-            "Transfers (reads from abroad)",
-            ["destination"],
-            registry=self.registry,
-        )
+# Secrets hashed with scrypt (by earlier versions) cost tens of milliseconds and 16 MB
+# each to check: at most this many checks run at once, in worker threads, never on the
+# event loop.
+_SCRYPT_AT_ONCE = 2
 
 
 @dataclass
@@ -70,6 +65,11 @@ class Service:
     clients: ClientRegistry
     issuer: TokenIssuer
     metrics: Metrics
+    settings: ServiceSettings
+    throttle: AuthThrottle
+
+    def bearer(self, value: str) -> Principal | None:
+        return bearer_principal(self.issuer, self.clients, value)
 
 
 async def service(request: Request) -> Service:
@@ -86,22 +86,22 @@ async def authenticate(
     svc: ServiceDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    """The calling client, from ``Authorization: Bearer <access token or API key>``."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        audit_refusal(svc.vault, "no credentials", route=_route(request))
-        raise Unauthorized(
-            "credentials are missing", hint="send Authorization: Bearer <token or API key>"
-        )
-    bearer = authorization[7:].strip()
-    claims = svc.issuer.read(bearer)
-    client = svc.clients.get(claims["c"]) if claims else svc.clients.by_api_key(bearer)
-    if client is None:
-        audit_refusal(svc.vault, "invalid credentials", route=_route(request))
-        raise Unauthorized(
-            "the token or API key is not valid", hint="get a new token from /oauth2/token"
-        )
-    request.state.client = client.id
-    return Principal(client, "token" if claims else "api_key")
+    """The calling client, from ``Authorization: Bearer <access token or API key>``.
+
+    The gate authenticates every route that depends on this before the request's body is
+    read, and keeps the client in the request's state; this only hands it over."""
+    principal = principal_of(request.scope)
+    if principal is None:  # a route the gate did not see as needing a client: check here
+        bearer = authorization or ""
+        principal = svc.bearer(bearer[7:].strip()) if bearer[:7].lower() == "bearer " else None
+        if principal is None:
+            await refuse_credentials(svc, request.scope, "invalid credentials")
+            raise Unauthorized(
+                "the credentials are not valid",
+                hint="send Authorization: Bearer <token or API key>",
+            )
+        request.state.client = principal.client.id
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
@@ -115,6 +115,19 @@ def client_access(svc: Service, principal: Principal, as_site: str | None = None
     sites = client.sites
     site = as_site or (sites[0] if len(sites) == 1 else svc.vault.config.local_site)
     return Access.of_client(client.id, client.scopes, site)
+
+
+def needs_client(route: BaseRoute) -> bool:
+    """Whether a route depends on ``authenticate`` (at any depth)."""
+    if not isinstance(route, APIRoute):
+        return False
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        if dependant.call is authenticate:
+            return True
+        stack.extend(dependant.dependencies)
+    return False
 
 
 def authorize(
@@ -134,71 +147,28 @@ def authorize(
     return access
 
 
-def _route(request: Request) -> str:
-    """The path with each parameter replaced by its name: never a token or a value."""
-    if request.scope.get("route") is None:
-        return "unmatched"
-    path = request.url.path
-    for name, value in (request.scope.get("path_params") or {}).items():
-        if value:
-            path = path.replace(str(value), "{" + name + "}")
-    return path
-
-
-class _Observe:
-    """Metrics and one JSON log line per request (pure ASGI: no extra task per request)."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def record_status(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            elapsed = time.perf_counter() - start
-            request = Request(scope)
-            route = _route(request)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
-            log.info(
-                json.dumps(
-                    {
-                        "event": "request", "method": scope["method"], "route": route,
-                        "status": status, "ms": round(elapsed * 1000, 2),
-                        "client": scope.get("state", {}).get("client"),
-                    }
-                )
-            )  # fmt: skip
-
-
 def create_app(
-    vault: Domicile, *, clients: ClientRegistry | None = None, witness_every: float | None = None
+    vault: Domicile,
+    *,
+    clients: ClientRegistry | None = None,
+    settings: ServiceSettings | None = None,
+    witness_every: float | None = None,
 ) -> FastAPI:
-    """The service over ``vault``; ``witness_every``: seconds between witness rounds
-    (default: the configuration's ``audit.witness_every``)."""
+    """The service over ``vault``. ``settings`` (default: the configuration's ``service:``)
+    sets the body caps, the authentication limits and whether /metrics is served apart;
+    ``witness_every``: seconds between witness rounds (default: the configuration's
+    ``audit.witness_every``)."""
     registry = clients or ClientRegistry(
         vault.config.data_dir / "clients.json",
         [c.model_dump() for c in vault.config.model.clients],
     )
-    svc = Service(
-        vault,
-        registry,
-        TokenIssuer(vault.keys.token_key(), vault.config.model.environment_id),
-        Metrics(),
+    settings = settings or vault.config.model.service
+    issuer = TokenIssuer(vault.keys.token_key(), vault.config.model.environment_id)
+    throttle = AuthThrottle(
+        settings.auth_failures_per_source, settings.auth_failures_per_client, issuer.source_key
     )
+    svc = Service(vault, registry, issuer, Metrics(), settings, throttle)
+    scrypt_slots = anyio.CapacityLimiter(_SCRYPT_AT_ONCE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -208,6 +178,11 @@ def create_app(
         app.state.witnesser = witnesser.start()
         yield
         witnesser.stop()
+        for key, count in throttle.drain().items():  # limited refusals not yet audited
+            audit_refusal(
+                vault, "rate limited", rate_limited_unaudited=count,
+                source=throttle.source_id(key.partition(":")[2]),
+            )  # fmt: skip
         vault.close()  # a last witness round on a clean stop
 
     app = FastAPI(
@@ -220,7 +195,18 @@ def create_app(
     app.state.incountry = InCountryStorage(vault)
     problems.install(app)
 
-    app.add_middleware(_Observe, metrics=svc.metrics)
+    # Added last, so it runs first: the gate, then (outside it) the request log and metrics.
+    from domicile.http import incountry, native
+
+    def routes() -> list[tuple[str, BaseRoute]]:
+        """Every route with the prefix it is mounted under, in the router's order."""
+        own = [("", r) for r in app.router.routes if isinstance(r, Route)]
+        return [*own, *(("/v1", r) for r in native.router.routes)] + [
+            ("", r) for r in incountry.router.routes
+        ]
+
+    app.add_middleware(Gate, service=svc, routes=routes, needs_client=needs_client)
+    app.add_middleware(Observe, metrics=svc.metrics)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -238,17 +224,19 @@ def create_app(
     @app.get(
         "/metrics",
         tags=["operations"],
-        summary="Prometheus metrics",
+        summary="Prometheus metrics (scope metrics:read)",
         response_class=PlainTextResponse,
+        responses=problems.documented(401, 403),
     )
-    def metrics() -> Response:
-        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(principal: PrincipalDep) -> Response:
+        authorize(svc, principal, "metrics:read")
+        return metrics_response(svc.metrics)
 
     @app.post(
         "/oauth2/token", tags=["authentication"], summary="OAuth2 client credentials",
-        responses=problems.documented(401, 422, 500, 503),
+        responses=problems.documented(400, 401, 422, 429, 500, 503),
     )  # fmt: skip
-    def token(
+    async def token(
         request: Request,
         grant_type: Annotated[str, Form()],
         scope: Annotated[str | None, Form()] = None,
@@ -261,22 +249,44 @@ def create_app(
         ``scope`` is the environment id, as InCountry clients send it."""
         if authorization and authorization.lower().startswith("basic "):
             try:
-                raw = base64.b64decode(authorization[6:].strip()).decode()
+                raw = base64.b64decode(authorization[6:].strip(), validate=True).decode()
                 client_id, _, client_secret = raw.partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 client_id = client_secret = None
-        if grant_type != "client_credentials":
-            audit_refusal(vault, "unsupported grant", client=client_id)
-            raise Unauthorized("only the client_credentials grant is supported")
+        # Only an existing client id has a limit of its own (an attacker's made-up ids
+        # would otherwise each take memory); every failure counts against the source.
+        known = svc.clients.get(client_id) if client_id else None
+        limited_id = known.id if known else None
+        wait = throttle.wait(source_address(request.scope), limited_id)
+        if wait is not None:
+            await refuse_credentials(svc, request.scope, "invalid credentials", limited_id)
+            raise RateLimited(wait)
         environment = vault.config.model.environment_id
-        if scope and scope.split()[0] != environment:
-            audit_refusal(vault, "wrong environment", client=client_id)
-            raise Unauthorized(
-                f"unknown environment {scope!r}", hint=f"this service is {environment!r}"
+        problem: tuple[str, Exception] | None = None
+        if grant_type != "client_credentials":
+            problem = (
+                "unsupported grant",
+                Unauthorized("only the client_credentials grant is supported"),
             )
-        client = svc.clients.by_secret(client_id or "", client_secret or "")
+        elif scope is not None and scope.split()[:1] != [environment]:
+            problem = (
+                "wrong environment",
+                Unauthorized(
+                    "the scope names another environment", hint=f"this service is {environment!r}"
+                )
+                if scope.strip()
+                else BadInput("scope is blank", hint=f"send scope={environment} or leave it out"),
+            )
+        if problem is not None:
+            await refuse_credentials(svc, request.scope, problem[0], limited_id)
+            raise problem[1]
+        client = None
+        if known is not None and client_secret:
+            client = await anyio.to_thread.run_sync(
+                svc.clients.by_secret, known.id, client_secret, limiter=scrypt_slots
+            )
         if client is None:
-            audit_refusal(vault, "invalid client credentials", route="/oauth2/token")
+            await refuse_credentials(svc, request.scope, "invalid client credentials", limited_id)
             raise Unauthorized("the client id or secret is wrong")
         request.state.client = client.id
         access, ttl = svc.issuer.issue(client)
@@ -287,8 +297,83 @@ def create_app(
             "scope": environment,
         }
 
-    from domicile.http import incountry, native
+    # Every request keeps to the published document (see ``openapi.py``).
+    app.include_router(native.router, prefix="/v1", dependencies=[Depends(conforms)])
+    app.include_router(incountry.router)  # its calls check after authorizing (incountry.py)
 
-    app.include_router(native.router, prefix="/v1")
-    app.include_router(incountry.router)
+    generate = app.openapi
+    authenticated = {
+        (method, prefix + route.path)
+        for prefix, route in routes()
+        if isinstance(route, APIRoute) and needs_client(route)
+        for method in route.methods or ()
+    }
+
+    def openapi() -> dict[str, Any]:
+        return harden(generate(), vault.config, vault.engine, authenticated)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+async def conforms(request: Request) -> None:
+    """The dependency: refuse (422) a request the OpenAPI document refuses (or 400, in the
+    vault's own words, when its checks of evidence and fields say what is wrong)."""
+    svc: Service = request.app.state.service
+    collection = request.path_params.get("collection")
+
+    def explain(body: Any) -> None:
+        items = body.get("records") if isinstance(body, dict) else None
+        for item in items if isinstance(items, list) else [body]:
+            if not isinstance(item, dict):
+                continue
+            if isinstance(item.get("subject"), dict):
+                resolve(SubjectEvidence.from_mapping(item["subject"]))
+            if collection in svc.vault.config.model.collections:
+                coll = svc.vault.collection(collection)
+                for key, partial in (("fields", False), ("where", True)):
+                    if isinstance(item.get(key), dict):
+                        check_fields(collection, coll, item[key], partial=partial)
+
+    await check_contract(request, explain)
+
+
+async def check_contract(request: Request, explain: Callable[[Any], object] | None = None) -> None:
+    """Refuse (422) a request the OpenAPI document refuses, before its handler runs.
+    ``explain``, given the body, raises the handler's own ``BadInput`` when it has words for
+    what is wrong; the document's verdict stands when it has none."""
+    app = request.app
+    contract: Contract | None = getattr(app.state, "contract", None)
+    if contract is None:
+        contract = app.state.contract = Contract(app.openapi())
+    method, template = request.method, route_template(request.scope)
+    body, has_body = None, False
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    wanted = kind == "application/json" and contract.wants_body(method, template)
+    if wanted and await request.body():
+        body, has_body = await request.json(), True
+    params = {"path": request.path_params, "query": request.query_params, "header": request.headers}
+    found = contract.problems(method, template, params, body, has_body)
+    if found:
+        if explain is not None and has_body:
+            explain(body)
+        raise RequestValidationError(found)
+
+
+def metrics_response(metrics: Metrics) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_app(metrics: Metrics) -> Any:
+    """A bare ASGI application serving only ``/metrics``, for a listener of its own
+    (``serve --metrics-address``): whoever can reach that address may read the metrics."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            await metrics_response(metrics)(scope, receive, send)
+        else:
+            await PlainTextResponse("not found", status_code=404)(scope, receive, send)
+
     return app

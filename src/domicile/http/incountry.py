@@ -21,69 +21,48 @@ documents.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, File, Header, Request, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from domicile.config import Site
-from domicile.errors import BadInput
-from domicile.http.app import PrincipalDep, Service, ServiceDep, authorize
+from domicile.http import openapi, uploads
+from domicile.http.app import PrincipalDep, Service, ServiceDep, authorize, check_contract
+from domicile.http.gate import upload
+from domicile.http.observe import route_template
 from domicile.http.problems import documented
 from domicile.http.security import Forbidden, Principal, audit_refusal
 from domicile.vault.incountry import (
-    BODY_KEYS,
-    INT_KEYS,
-    MAX_ATTACHMENT_BYTES,
-    MAX_BATCH,
     PURPOSE,
-    STRING_KEYS,
     Caller,
     InCountryStorage,
+    check_batch,
+    check_batch_delete,
+    check_find,
+    check_meta,
+    check_record,
 )
 
 router = APIRouter(tags=["incountry"])
 PREFIX = "/v2/storage/records/{country}"
 JsonBody = Annotated[Any, Body()]
-STORAGE = documented(400, 401, 403, 404, 409, 422, 500, 503)
+STORAGE = documented(400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 
-_RECORD: dict[str, Any] = {
-    "type": "object",
-    "required": ["record_key"],
-    "properties": {
-        **{k: {"type": ["string", "null"], "maxLength": 256} for k in STRING_KEYS},
-        "record_key": {"type": "string", "minLength": 1, "maxLength": 256},
-        **{k: {"type": ["string", "null"]} for k in BODY_KEYS},
-        **{k: {"type": ["integer", "null"], "format": "int64"} for k in INT_KEYS},
-        "is_encrypted": {"type": ["boolean", "null"]},
-        "expires_at": {"type": ["string", "null"], "format": "date-time"},
-        # Set by the server; accepted (records read back can be written back) and ignored.
-        **{k: {"readOnly": True} for k in ("created_at", "updated_at", "attachments")},
-    },
-    "additionalProperties": False,
-}
+BODIES = openapi.incountry_bodies()
+# The storage's own checks of a body, which say in its words what is wrong with it.
+EXPLAIN: dict[str, Callable[[Any], object]] = {
+    PREFIX: check_record, PREFIX + "/batchWrite": check_batch, PREFIX + "/find": check_find,
+    PREFIX + "/batchDelete": check_batch_delete,
+    PREFIX + "/{record_key}/attachments/{file_id}/meta": check_meta,
+}  # fmt: skip
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-_FIND = {
-    "type": "object",
-    "properties": {
-        "filter": {"type": "object", "description": "the InCountry filter language"},
-        "options": {
-            "type": "object",
-            "properties": {
-                "limit": {"type": "integer", "minimum": 1, "maximum": 100},
-                "offset": {"type": "integer", "minimum": 0},
-                "sort": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -101,7 +80,7 @@ def _authorize(svc: Service, principal: Principal, operation: str, site: Site) -
     authorize(svc, principal, operation, site=site.id, purpose=PURPOSE)
 
 
-def _call(operation: str) -> Callable[..., Call]:
+def _call(operation: str) -> Callable[..., Awaitable[Call]]:
     """The dependency of a storage call needing the scope ``operation``."""
 
     def dependency(
@@ -120,8 +99,9 @@ def _call(operation: str) -> Callable[..., Call]:
         environment = svc.vault.config.model.environment_id
         if x_env_id != environment:
             audit_refusal(
-                svc.vault, "wrong environment", client=principal.client.id, route="incountry"
-            )
+                svc.vault, "wrong environment", client=principal.client.id,
+                route=route_template(request.scope),
+            )  # fmt: skip
             raise Forbidden(
                 "x-env-id must name this service's environment",
                 hint=f"this service is environment {environment!r}",
@@ -133,7 +113,13 @@ def _call(operation: str) -> Callable[..., Call]:
         base = str(request.base_url).rstrip("/") + f"/v2/storage/records/{country}"
         return Call(storage, site, Caller(principal.client.id, sse, base))
 
-    return dependency
+    async def checked(request: Request, call: Call = Depends(dependency)) -> Call:
+        # Who may call comes first (403, audited); then whether the call keeps to the API
+        # document (422, or 400 in the storage's own words where it has them).
+        await check_contract(request, explain=EXPLAIN.get(route_template(request.scope)))
+        return call
+
+    return checked
 
 
 Writer = Annotated[Call, Depends(_call("records:write"))]
@@ -148,7 +134,7 @@ def healthcheck() -> dict[str, str]:
 
 @router.post(
     PREFIX, status_code=201, summary="Write (upsert) one record", responses=STORAGE,
-    openapi_extra=_body(_RECORD),
+    openapi_extra=_body(BODIES[""]),
 )  # fmt: skip
 def write(call: Writer, body: JsonBody) -> dict[str, Any]:
     return call.storage.write(call.site, [body], call.caller, batch=False)[0]
@@ -157,29 +143,24 @@ def write(call: Writer, body: JsonBody) -> dict[str, Any]:
 @router.post(
     PREFIX + "/batchWrite", status_code=201, summary="Write (upsert) 1 to 100 records",
     responses=STORAGE,
-    openapi_extra=_body({"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _RECORD}}}),
+    openapi_extra=_body(BODIES["/batchWrite"]),
 )  # fmt: skip
 def batch_write(call: Writer, body: JsonBody) -> dict[str, Any]:
-    if (
-        not isinstance(body, dict)
-        or set(body) != {"records"}
-        or not isinstance(body["records"], list)
-    ):
-        raise BadInput('a batch is {"records": [...]}')
+    check_batch(body)
     return {"records": call.storage.write(call.site, body["records"], call.caller, batch=True)}
 
 
 @router.post(
     PREFIX + "/find", summary="Find records by filter", responses=STORAGE,
-    openapi_extra=_body(_FIND),
+    openapi_extra=_body(BODIES["/find"]),
 )  # fmt: skip
-def find(call: Reader, body: JsonBody = None) -> dict[str, Any]:
+def find(call: Reader, body: JsonBody) -> dict[str, Any]:
     return call.storage.find(call.site, body, call.caller)
 
 
 @router.post(
     PREFIX + "/batchDelete", summary="Delete records by record_key", responses=STORAGE,
-    openapi_extra=_body({"type": "object", "required": ["filter"], "properties": {"filter": {"type": "object", "properties": {"record_key": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_BATCH}}}}}),
+    openapi_extra=_body(BODIES["/batchDelete"]),
 )  # fmt: skip
 def batch_delete(call: Deleter, body: JsonBody) -> dict[str, Any]:
     call.storage.batch_delete(call.site, body, call.caller)
@@ -197,22 +178,25 @@ def delete(call: Deleter, record_key: str) -> dict[str, Any]:
     return {}
 
 
-def _attach(call: Call, record_key: str, file: UploadFile, *, upsert: bool) -> dict[str, Any]:
-    data = file.file.read(MAX_ATTACHMENT_BYTES + 1)
-    return call.storage.add_attachment(
-        call.site, record_key, filename=file.filename, mime_type=file.content_type, data=data,
-        upsert=upsert, caller=call.caller,
+async def _attach(call: Call, request: Request, record_key: str, *, upsert: bool) -> dict[str, Any]:
+    """Find the record and decide before reading the body; then seal the file as it
+    arrives; then write it."""
+    svc: Service = request.app.state.service
+    upload = await run_in_threadpool(
+        call.storage.begin_upload, call.site, record_key, caller=call.caller, upsert=upsert,
+        max_bytes=svc.settings.max_attachment_bytes,
     )  # fmt: skip
+    await uploads.receive(request, upload)
+    return await run_in_threadpool(call.storage.finish_upload, upload)
 
 
 @router.post(
     PREFIX + "/{record_key}/attachments", status_code=201, summary="Add an attachment",
-    responses=STORAGE,
+    responses=STORAGE, openapi_extra=uploads.SCHEMA,
 )  # fmt: skip
-def add_attachment(
-    call: Writer, record_key: str, file: Annotated[UploadFile, File()]
-) -> dict[str, Any]:
-    return _attach(call, record_key, file, upsert=False)
+@upload
+async def add_attachment(call: Writer, record_key: str, request: Request) -> dict[str, Any]:
+    return await _attach(call, request, record_key, upsert=False)
 
 
 @router.put(
@@ -220,11 +204,11 @@ def add_attachment(
     status_code=201,
     summary="Add an attachment, or replace the record's attachment of the same file name",
     responses=STORAGE,
+    openapi_extra=uploads.SCHEMA,
 )
-def upsert_attachment(
-    call: Writer, record_key: str, file: Annotated[UploadFile, File()]
-) -> dict[str, Any]:
-    return _attach(call, record_key, file, upsert=True)
+@upload
+async def upsert_attachment(call: Writer, record_key: str, request: Request) -> dict[str, Any]:
+    return await _attach(call, request, record_key, upsert=True)
 
 
 @router.get(
@@ -257,12 +241,7 @@ def get_attachment_meta(call: Reader, record_key: str, file_id: str) -> dict[str
     PREFIX + "/{record_key}/attachments/{file_id}/meta",
     summary="Change an attachment's file name or MIME type",
     responses=STORAGE,
-    openapi_extra=_body(
-        {
-            "type": "object",
-            "properties": {"filename": {"type": "string"}, "mime_type": {"type": "string"}},
-        }
-    ),
+    openapi_extra=_body(BODIES["/{record_key}/attachments/{file_id}/meta"]),
 )
 def update_attachment_meta(
     call: Writer, record_key: str, file_id: str, body: JsonBody

@@ -321,7 +321,7 @@ def transfers(
 def parity(svc: ServiceDep, principal: PrincipalDep, site: str | None = None) -> dict[str, Any]:
     authorize(svc, principal, "parity:read")
     if site is not None and site not in {s.id for s in svc.vault.config.sites}:
-        raise BadInput(f"no site named {site!r}")
+        raise BadInput("no site of that name", hint="see /v1/sites")
     return check_parity(svc.vault, site).to_dict()
 
 
@@ -373,4 +373,13 @@ def explain(body: ExplainBody, svc: ServiceDep, principal: PrincipalDep) -> dict
 @router.get("/sites", tags=["operations"])
 def sites(svc: ServiceDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     authorize(svc, principal, "sites:read")
-    return [s.to_dict() for s in svc.vault.sites()]
+    return [public_site(s.to_dict()) for s in svc.vault.sites()]
+
+
+def public_site(site: dict[str, Any]) -> dict[str, Any]:
+    """A site as a client sees it: the kind of its database, never its path or URL, and
+    whether it answers, never why not (that is in the service's log)."""
+    out = dict(site, backend=str(site["backend"]).partition(":")[0])
+    if out.pop("error", None):
+        out["error"] = "unavailable"
+    return out

@@ -16,12 +16,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from domicile.errors import BadInput, DomicileError
-from domicile.http.security import Forbidden, Unauthorized
+from domicile.crypto.errors import DecryptionFailed
+from domicile.errors import BadInput, Conflict, DomicileError, TooLarge
+from domicile.http.observe import log_event, route_template
+from domicile.http.security import Forbidden, RateLimited, Unauthorized
 from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault import NotFound, PolicyRefused
+from domicile.vault.errors import InvalidToken
 
-log = logging.getLogger("domicile.http")
 MEDIA = "application/problem+json"
 
 _SCHEMA: dict[str, Any] = {
@@ -43,23 +45,30 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the problem documents a route may answer with."""
     words = {
         400: "Bad input", 401: "Not authenticated", 403: "Refused (scope or policy)",
-        404: "Not found", 409: "Changed concurrently; retry",
-        422: "The request does not match the API", 500: "Internal error",
-        503: "A site is unavailable",
+        404: "Not found", 409: "Changed concurrently; retry", 413: "The body is too large",
+        422: "The request does not match the API",
+        429: "Too many failed authentications; retry after Retry-After seconds",
+        500: "Internal error", 503: "A site is unavailable",
     }  # fmt: skip
     return {s: {"description": words[s], "content": {MEDIA: {"schema": _SCHEMA}}} for s in statuses}
 
 
-ALL = documented(400, 401, 403, 404, 422, 500, 503)
+ALL = documented(400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 
 
 def status_of(exc: DomicileError) -> int:
     if isinstance(exc, Unauthorized):
         return 401
+    if isinstance(exc, RateLimited):
+        return 429
     if isinstance(exc, Forbidden | PolicyRefused):
         return 403
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound | InvalidToken):  # a token that is not ours names no record
         return 404
+    if isinstance(exc, TooLarge):
+        return 413
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, BadInput):
         return 400
     if isinstance(exc, SiteUnavailable):
@@ -83,6 +92,14 @@ def problem(
     if status == 401:
         out["WWW-Authenticate"] = 'Bearer realm="domicile"'
     return JSONResponse(body, status_code=status, media_type=MEDIA, headers=out or None)
+
+
+def too_large(cap: int | None) -> JSONResponse:
+    return problem(
+        413, "body_too_large", "the request body is too large",
+        detail=f"this route takes at most {cap} bytes" if cap else None,
+        hint="send a smaller body; the caps are service.max_json_bytes and service.max_attachment_bytes",
+    )  # fmt: skip
 
 
 def public_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -113,25 +130,76 @@ def _allowed(request: Request) -> set[str]:
     return methods
 
 
+# Where a request can be wrong, and the union members pydantic names in its locations.
+_LOCATIONS = frozenset(("body", "query", "path", "header", "cookie", "str", "int", "bool"))
+
+
+def _collect_names(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        props = node.get("properties")
+        if isinstance(props, dict):
+            out.update(props)
+        if node.get("in") in ("query", "path", "header", "cookie") and "name" in node:
+            out.add(str(node["name"]))
+            out.add(str(node["name"]).replace("-", "_"))
+        for value in node.values():
+            _collect_names(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_names(value, out)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomicileError)
     async def domicile_error(request: Request, exc: DomicileError) -> JSONResponse:
         status = status_of(exc)
+        route = route_template(request.scope)
         if status == 500:
-            log.error("internal error", extra={"code": exc.code, "path": request.url.path})
+            log_event("internal error", logging.ERROR, route=route, code=exc.code)
+            if isinstance(exc, DecryptionFailed):  # typed: a caller may retry or report it
+                return problem(
+                    500, exc.code, "decryption failed", detail=exc.message, hint=exc.hint
+                )
             return problem(500, "internal_error", "internal error", detail="see the service log")
         extra: dict[str, Any] = {"detail": exc.message, "hint": exc.hint}
+        headers: dict[str, str] = {}
         if isinstance(exc, PolicyRefused):
             extra["decision"] = public_decision(exc.decision)
         if isinstance(exc, SiteUnavailable):
-            extra["site"] = exc.site
-        return problem(status, exc.code, exc.code.replace("_", " "), **extra)
+            # Why a site is down names its database (a path, a host, a port, a database
+            # name): that is for the operator's log, not for the caller.
+            log_event("site unavailable", logging.WARNING, route=route, site=exc.site,
+                      reason=exc.reason)  # fmt: skip
+            extra.update(site=exc.site, detail=f"site {exc.site!r} is unavailable")
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        return problem(status, exc.code, exc.code.replace("_", " "), headers or None, **extra)
+
+    names: set[str] = set()
+
+    def known_names() -> set[str]:
+        """Every name the API defines (properties, parameters, collection fields): a key
+        the caller made up is not repeated in an error, since it may be a value."""
+        if not names:
+            names.update(_LOCATIONS)
+            _collect_names(app.openapi(), names)
+            service = getattr(app.state, "service", None)
+            if service is not None:
+                for coll in service.vault.config.model.collections.values():
+                    names.update(coll.fields)
+        return names
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Name where the request is wrong, never what it held.
+        known = known_names()
         where = [
-            {"loc": [str(p) for p in e.get("loc", ())], "problem": e.get("msg", "invalid")}
+            {
+                "loc": [
+                    str(p) if isinstance(p, int) or p in known else "*" for p in e.get("loc", ())
+                ],
+                "problem": e.get("msg", "invalid"),
+            }
             for e in exc.errors()
         ]
         return problem(
@@ -141,6 +209,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:
+            return too_large(getattr(exc, "cap", None))
         headers = dict(exc.headers) if exc.headers else {}
         if exc.status_code == 405:  # every method of every route on this path, not just one
             headers["Allow"] = ", ".join(sorted(_allowed(request)))
@@ -148,5 +218,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", extra={"error": type(exc).__name__, "path": request.url.path})
+        # The type only: an exception's message may hold a value.
+        log_event(
+            "unexpected error", logging.ERROR, route=route_template(request.scope),
+            error=type(exc).__name__,
+        )  # fmt: skip
         return problem(500, "internal_error", "internal error", detail="see the service log")

@@ -1,7 +1,8 @@
 """Access tokens, and the dependencies that authenticate and authorize a request.
 
 Access tokens are stateless: ``dat1.PAYLOAD.SIGNATURE``, where the payload holds the client
-id, its scopes, the environment id and an expiry, and the signature is HMAC-SHA256 under a
+id, the environment id and an expiry (not the scopes: they are looked up on each request,
+so a change to a client's scopes applies at once), and the signature is HMAC-SHA256 under a
 key derived from the keyring (HKDF). Any process of the deployment can check them. A
 bearer value that is not an access token is tried as a static API key.
 
@@ -15,6 +16,8 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domicile.access import Forbidden as Forbidden  # one class for every refusal of scope
 from domicile.audit import AuditEvent
-from domicile.clients import Client
+from domicile.clients import OPERATIONS, Client, ClientRegistry
 from domicile.errors import DomicileError
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import Domicile
@@ -35,6 +38,21 @@ TOKEN_TTL = 3600
 class Unauthorized(DomicileError):
     code = "unauthorized"
     exit_code = 2
+
+
+class RateLimited(DomicileError):
+    """Too many failed authentications from this source (or for this client id)."""
+
+    code = "rate_limited"
+    exit_code = 3
+
+    def __init__(self, wait: float) -> None:
+        seconds = max(1, math.ceil(wait))
+        super().__init__(
+            f"too many failed authentications; retry in {seconds} s",
+            hint="check the credentials before retrying",
+        )
+        self.retry_after = seconds
 
 
 def _b64(data: bytes) -> str:
@@ -51,11 +69,15 @@ class Principal:
     via: str  # "token" or "api_key"
 
 
+def _derive(master: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
 class TokenIssuer:
     def __init__(self, master: bytes, environment: str) -> None:
-        self._key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"domicile/access-token/v1"
-        ).derive(master)
+        self._key = _derive(master, b"domicile/access-token/v1")
+        # Keys the digests that name a request's source address in audit entries.
+        self.source_key = _derive(master, b"domicile/source-id/v1")
         self.environment = environment
 
     def issue(self, client: Client, ttl: int = TOKEN_TTL) -> tuple[str, int]:
@@ -65,27 +87,69 @@ class TokenIssuer:
         return f"dat1.{payload}.{sig}", ttl
 
     def read(self, token: str) -> dict[str, Any] | None:
-        """The claims of a valid, unexpired token of this environment, else None."""
+        """The claims of a valid, unexpired token of this environment, else None (never an
+        exception, whatever the caller sent)."""
+        if not isinstance(token, str) or not token.isascii() or len(token) > 4096:
+            return None
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != "dat1":
             return None
         expected = _b64(hmac.digest(self._key, parts[1].encode(), hashlib.sha256))
-        if not hmac.compare_digest(expected, parts[2]):
+        if not hmac.compare_digest(expected.encode(), parts[2].encode()):
             return None
         try:
-            claims: dict[str, Any] = json.loads(_unb64(parts[1]))
-        except ValueError:
-            return None
-        if claims.get("e") != self.environment or int(claims.get("x", 0)) < time.time():
+            claims = json.loads(_unb64(parts[1]))
+            if not isinstance(claims, dict) or not isinstance(claims.get("c"), str):
+                return None
+            if claims.get("e") != self.environment or int(claims.get("x", 0)) < time.time():
+                return None
+        except (ValueError, TypeError):
             return None
         return claims
 
 
+def bearer_principal(issuer: TokenIssuer, clients: ClientRegistry, bearer: str) -> Principal | None:
+    """The client a bearer value (an access token, else an API key) belongs to, or None.
+    Both checks are cheap (an HMAC; a SHA-256 digest looked up)."""
+    if not bearer or not bearer.isascii() or len(bearer) > 4096:
+        return None
+    claims = issuer.read(bearer)
+    client = clients.get(claims["c"]) if claims else clients.by_api_key(bearer)
+    if client is None:
+        return None
+    return Principal(client, "token" if claims else "api_key")
+
+
+_PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def _known_scope(vault: Domicile, scope: str) -> str:
+    """A scope as audited: its value is kept only if the deployment knows it (a collection
+    or site named in a request path is the caller's text, and the audit keeps no value)."""
+    prefix, sep, value = scope.partition(":")
+    if not sep or value == "*":
+        return scope
+    known = {
+        "site": {s.id for s in vault.config.sites},
+        "collection": set(vault.config.model.collections),
+    }.get(prefix)
+    if known is not None:
+        return scope if value in known else f"{prefix}:?"
+    if prefix == "purpose":
+        return scope if _PURPOSE.match(value) else "purpose:?"
+    return scope if scope in OPERATIONS else "?"
+
+
 def audit_refusal(vault: Domicile, reason: str, **detail: Any) -> None:
-    """A refused request, in the local site's audit (ids and scope names only)."""
+    """A refused request, in the local site's audit (ids, scope names and route templates
+    only). This writes to a database: call it from a worker thread, not the event loop."""
+    if isinstance(detail.get("missing_scope"), str):
+        detail["missing_scope"] = _known_scope(vault, detail["missing_scope"])
+    purpose = detail.pop("purpose", None)
     event = AuditEvent(
         action="refuse", site=vault.config.local_site, requester=vault.config.local_site,
-        client=detail.pop("client", None), purpose=detail.pop("purpose", None),
+        client=detail.pop("client", None),
+        purpose=purpose if isinstance(purpose, str) and _PURPOSE.match(purpose) else None,
         detail={"reason": reason, **detail},
     )  # fmt: skip
     try:

@@ -193,7 +193,7 @@ def _parse_bool(name: str, raw: str) -> bool:
         return True
     if low in ("false", "no", "0", "off"):
         return False
-    raise BadInput(f"fact {name!r} takes true or false, not {raw!r}", hint=f"write {name}=true")
+    raise BadInput(f"fact {name!r} takes true or false", hint=f"write {name}=true")
 
 
 def parse_date(raw: str | dt.date, what: str = "date") -> dt.date:
@@ -203,7 +203,7 @@ def parse_date(raw: str | dt.date, what: str = "date") -> dt.date:
         return dt.date.fromisoformat(raw.strip())
     except ValueError:
         raise InvalidDate(
-            f"{what} {raw!r} is not a real date", hint="write YYYY-MM-DD, e.g. 2025-09-01"
+            f"{what} is not a real date", hint="write YYYY-MM-DD, e.g. 2025-09-01"
         ) from None
 
 
@@ -255,15 +255,13 @@ class PolicyEngine:
         if name in self._filings and "{country}" not in name:
             return name
         raise UnknownName(
-            f"unknown filing {raw!r}",
+            "unknown filing name",
             hint="use one of: " + ", ".join(n.replace("{country}", "CC") for n in self._filings),
         )
 
     def fact_value(self, name: str, raw: str | bool | int) -> bool | int | str:
         if name not in self._facts:
-            raise UnknownName(
-                f"unknown fact {name!r}", hint="use one of: " + ", ".join(sorted(self._facts))
-            )
+            raise UnknownName("unknown fact", hint="use one of: " + ", ".join(sorted(self._facts)))
         ftype = self._facts[name].type
         if isinstance(raw, bool) or ftype == "bool":
             if isinstance(raw, bool):
@@ -275,7 +273,7 @@ class PolicyEngine:
             try:
                 value = int(raw)
             except ValueError:
-                raise BadInput(f"fact {name!r} takes a whole number, not {raw!r}") from None
+                raise BadInput(f"fact {name!r} takes a whole number") from None
             if value < 0:
                 raise BadInput(f"fact {name!r} cannot be negative")
             return value
@@ -317,7 +315,7 @@ class PolicyEngine:
             op = Operation(operation)
         except ValueError:
             raise BadInput(
-                f"unknown operation {operation!r}",
+                "unknown operation",
                 hint="use one of: " + ", ".join(o.value for o in Operation),
             ) from None
         site = country(site_country, what="site country")
@@ -340,7 +338,7 @@ class PolicyEngine:
         for b in claimed:
             if b not in self._bases:
                 raise UnknownName(
-                    f"unknown legal basis {b!r}",
+                    "unknown legal basis",
                     hint="use one of: " + ", ".join(sorted(self._bases)),
                 )
         stated = tuple(sorted((k, self.fact_value(k, v)) for k, v in (facts or {}).items()))

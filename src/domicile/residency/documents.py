@@ -135,7 +135,7 @@ def document_type(name: str) -> DocumentType:
         return DOCUMENTS[name]
     except KeyError:
         raise InvalidEvidence(
-            f"unknown document type {name!r}",
+            "unknown document type",
             hint=f"use one of: {', '.join(sorted(DOCUMENTS))}",
         ) from None
 

@@ -112,7 +112,7 @@ class SubjectEvidence:
         for key, value in items:
             if key not in EVIDENCE_KEYS:
                 raise InvalidEvidence(
-                    f"unknown subject evidence {key!r}",
+                    "unknown subject evidence",
                     hint=f"use one of: {', '.join(EVIDENCE_KEYS)}",
                 )
             if key == "citizenship":

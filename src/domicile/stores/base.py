@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
+from domicile.crypto.errors import DecryptionFailed
 from domicile.errors import DomicileError
 
 AUDIT_TAG = b"domicile/audit/v1"
@@ -47,6 +48,7 @@ class SiteUnavailable(DomicileError):
             site=site,
         )
         self.site = site
+        self.reason = reason  # may name the database: for the operator, never for a client
 
 
 SETUP_HINT = (
@@ -231,6 +233,9 @@ def pack_fields(fields: dict[str, bytes]) -> bytes:
 
 
 def unpack_fields(blob: bytes) -> dict[str, bytes]:
+    """The sealed fields of a blob made by ``pack_fields``. A blob that is cut short, too
+    long, or names a field in bytes that are not UTF-8 was altered in the database:
+    ``DecryptionFailed``, like any sealed value that does not open."""
     fields: dict[str, bytes] = {}
     blob = bytes(blob)
     end = len(blob)
@@ -240,16 +245,27 @@ def unpack_fields(blob: bytes) -> dict[str, bytes]:
         raw = blob[i + 1 : j]
         name = _HEAD_NAMES.get(raw)
         if name is None:
-            name = raw.decode()
+            try:
+                name = raw.decode()
+            except UnicodeDecodeError:
+                raise _corrupt() from None
             if len(_HEAD_NAMES) < _NAMES_CACHED:
                 _HEAD_NAMES[raw] = name
         i = j + 4
         if i > end:
-            raise struct.error("a sealed-fields blob is cut short")
+            raise _corrupt()
         size = int.from_bytes(blob[j:i], "big")
+        if i + size > end:
+            raise _corrupt()
         fields[name] = blob[i : i + size]
         i += size
     return fields
+
+
+def _corrupt() -> DecryptionFailed:
+    return DecryptionFailed(
+        "a stored record is malformed", hint="the site's data was altered; restore it from a backup"
+    )
 
 
 class StoreTransaction(ABC):

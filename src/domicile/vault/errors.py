@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domicile.errors import BadInput, DomicileError
+from domicile.errors import NotFound as NotFound  # defined with the other errors
 
 
 class PolicyRefused(DomicileError):
@@ -18,10 +19,6 @@ class PolicyRefused(DomicileError):
     ) -> None:
         super().__init__(message, hint=hint, **({"decision": decision} if decision else {}))
         self.decision = decision
-
-
-class NotFound(BadInput):
-    code = "not_found"
 
 
 class InvalidToken(BadInput):

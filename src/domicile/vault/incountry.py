@@ -80,8 +80,14 @@ from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import Action
 from domicile.config import Site
-from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
-from domicile.errors import BadInput
+from domicile.crypto.envelope import (
+    FieldCipher,
+    Sealer,
+    key_context,
+    new_data_key,
+    record_context,
+)
+from domicile.errors import BadInput, TooLarge
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
@@ -166,7 +172,12 @@ def parse_time(value: Any, name: str) -> dt.datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is after year 9999 in UTC
+        raise BadInput(
+            f"{name} is outside the years 1 to 9999 in UTC", hint="e.g. 2030-01-31T12:00:00+00:00"
+        ) from None
 
 
 def iso(value: dt.datetime) -> str:
@@ -175,7 +186,14 @@ def iso(value: dt.datetime) -> str:
 
 
 def _is_int(value: Any) -> bool:
+    """A JSON integer: ``1``, or ``1.0`` (JSON does not tell them apart; see ``_int``)."""
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) else value
 
 
 def check_record(raw: Any, where: str = "") -> dict[str, Any]:
@@ -185,7 +203,7 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
     unknown = sorted(str(k) for k in raw if k not in WRITABLE and k not in SERVER_MANAGED)
     if unknown:
         raise BadInput(
-            f"{where}unknown record field(s): {', '.join(unknown[:5])}",
+            f"{where}a record has only the fields of the InCountry storage API",
             hint="see the record fields of the InCountry storage API",
         )
     out: dict[str, Any] = {}
@@ -204,6 +222,7 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
         elif name in INT_KEYS:
             if not _is_int(value) or not INT64[0] <= value <= INT64[1]:
                 raise BadInput(f"{label} must be a signed 64-bit integer")
+            value = _int(value)
         elif name == "is_encrypted":
             if not isinstance(value, bool):
                 raise BadInput(f"{label} must be true or false")
@@ -297,7 +316,7 @@ def _int_values(key: str, raw: Any) -> tuple[int, ...]:
     items = raw if isinstance(raw, list) else [raw]
     if not items or not all(_is_int(v) for v in items):
         raise BadInput(f"filter {key}: give an integer or a non-empty list of integers")
-    return tuple(items)
+    return tuple(_int(v) for v in items)
 
 
 def _date_values(key: str, raw: Any) -> tuple[dt.datetime, ...]:
@@ -310,11 +329,9 @@ def _date_values(key: str, raw: Any) -> tuple[dt.datetime, ...]:
 def _ops(key: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
     if not raw:
         raise BadInput(f"filter {key}: an operator object cannot be empty")
-    bad = sorted(set(raw) - allowed)
-    if bad:
+    if any(op not in allowed for op in raw):
         raise BadInput(
-            f"filter {key}: unsupported operator(s) {', '.join(bad)}",
-            hint=f"use {', '.join(sorted(allowed))}",
+            f"filter {key}: unsupported operator", hint=f"use {', '.join(sorted(allowed))}"
         )
     if "$gt" in raw and "$gte" in raw:
         raise BadInput(f"filter {key}: use $gt or $gte, not both")
@@ -345,7 +362,7 @@ def parse_cond(key: str, raw: Any) -> Cond:
                 if op in raw:
                     if not _is_int(raw[op]):
                         raise BadInput(f"filter {key}: {op} takes an integer")
-                    bounds[op[1:]] = raw[op]
+                    bounds[op[1:]] = _int(raw[op])
             if "$not" in raw:
                 bounds["neq"] = _int_values(key, raw["$not"])
             return Cond(key, **bounds)
@@ -371,7 +388,7 @@ def parse_cond(key: str, raw: Any) -> Cond:
                     parts["neq"] = _date_values(key, raw["$not"])
             return Cond(key, **parts)
         return Cond(key, eq=_date_values(key, raw))
-    raise BadInput(f"unknown filter key {key!r}", hint="see the InCountry find filters")
+    raise BadInput("unknown filter key", hint="see the InCountry find filters")
 
 
 def parse_filter(raw: Any) -> Filter:
@@ -399,7 +416,7 @@ def parse_filter(raw: Any) -> Filter:
                 wrong = sorted(str(k) for k in branch if k not in STRING_KEYS)
                 if wrong:
                     raise BadInput(
-                        f"filter $or[{i}]: only string keys may be used in $or (not {', '.join(wrong)})",
+                        f"filter $or[{i}]: only string keys may be used in $or",
                         hint="record_key, profile_key, parent_key, service_key1-5, key1-20; $or is not nested",
                     )
                 branches.append(tuple(parse_cond(k, v) for k, v in branch.items()))
@@ -420,7 +437,7 @@ def parse_options(raw: Any) -> FindOptions:
         raise BadInput("options must be a JSON object")
     bad = sorted(str(k) for k in raw if k not in ("limit", "offset", "sort"))
     if bad:
-        raise BadInput(f"unknown find option(s): {', '.join(bad)}", hint="limit, offset, sort")
+        raise BadInput("unknown find option", hint="the options are limit, offset and sort")
     limit = raw.get("limit", FIND_LIMIT)
     offset = raw.get("offset", 0)
     if limit is None:
@@ -431,6 +448,7 @@ def parse_options(raw: Any) -> FindOptions:
         offset = 0
     if not _is_int(offset) or offset < 0:
         raise BadInput("options.offset must be an integer of 0 or more")
+    limit, offset = _int(limit), _int(offset)
     sort: list[tuple[str, bool]] = []
     raw_sort = raw.get("sort") or []
     if not isinstance(raw_sort, list):
@@ -441,15 +459,65 @@ def parse_options(raw: Any) -> FindOptions:
         ((key, order),) = item.items()
         if key not in SORT_KEYS:
             raise BadInput(
-                f"cannot sort by {key!r}",
+                "cannot sort by that key",
                 hint="key1-20, range_key1-10, created_at, updated_at, expires_at",
             )
         if order not in ("asc", "desc"):
             raise BadInput(f"sort order of {key} must be 'asc' or 'desc'")
-        if key in [k for k, _ in sort]:
-            raise BadInput(f"sort key {key} is given twice")
-        sort.append((key, order == "desc"))
+        if key not in [k for k, _ in sort]:  # a repeated key cannot change the order
+            sort.append((key, order == "desc"))
     return FindOptions(limit, offset, tuple(sort))
+
+
+# --- whole requests (pure: every check a request's body gets before anything is touched) ----
+
+
+def check_batch(body: Any) -> list[dict[str, Any]]:
+    """A batch write: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records, each checked."""
+    if not isinstance(body, Mapping) or set(body) != {"records"}:
+        raise BadInput('a batch is {"records": [...]}')
+    records = body["records"]
+    if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
+        raise BadInput(f"a batch holds 1 to {MAX_BATCH} records")
+    return [check_record(r, f"records[{i}]: ") for i, r in enumerate(records)]
+
+
+def check_find(body: Any) -> tuple[Filter, FindOptions]:
+    if body is None:
+        body = {}
+    if not isinstance(body, Mapping):
+        raise BadInput("the find request is a JSON object: {filter, options}")
+    if any(k not in ("filter", "options") for k in body):
+        raise BadInput("unknown find request field", hint="a find request has filter and options")
+    return parse_filter(body.get("filter")), parse_options(body.get("options"))
+
+
+def check_batch_delete(body: Any) -> list[str]:
+    if not isinstance(body, Mapping) or set(body) != {"filter"}:
+        raise BadInput('batch delete takes {"filter": {"record_key": [...]}}')
+    flt = body["filter"]
+    if not isinstance(flt, Mapping) or set(flt) != {"record_key"}:
+        raise BadInput("batch delete filters by record_key only")
+    keys = flt["record_key"]
+    if (
+        not isinstance(keys, list)
+        or not 1 <= len(keys) <= MAX_BATCH
+        or not all(isinstance(k, str) and k for k in keys)
+    ):
+        raise BadInput(f"filter.record_key takes 1 to {MAX_BATCH} non-empty strings")
+    return keys
+
+
+def check_meta(changes: Any) -> dict[str, str]:
+    """An attachment's new name or MIME type (at least one)."""
+    if not isinstance(changes, Mapping) or not changes:
+        raise BadInput("send {filename?, mime_type?} with at least one of them")
+    if any(k not in ("filename", "mime_type") for k in changes):
+        raise BadInput("unknown attachment field", hint="the fields are filename and mime_type")
+    checked = {k: _check_name(k, v) for k, v in changes.items() if v is not None}
+    if not checked:
+        raise BadInput("send {filename?, mime_type?} with at least one of them")
+    return checked
 
 
 # --- opened records -------------------------------------------------------------------------
@@ -518,6 +586,53 @@ def _check_name(label: str, value: Any) -> str:
     return value
 
 
+@dataclass
+class Upload:
+    """An attachment on its way in. Made by ``InCountryStorage.begin_upload`` once the
+    record is found and the write allowed; ``start`` names the file, ``write`` seals each
+    piece as it arrives (the plaintext is never held whole, nor spooled to a disk), and
+    ``InCountryStorage.finish_upload`` writes it."""
+
+    site: Site
+    caller: Caller
+    operation: str
+    rec: StoredRecord
+    decision: Decision
+    metas: list[dict[str, Any]]
+    record_key: str
+    cipher: FieldCipher
+    upsert: bool
+    max_bytes: int
+    name: str = ""
+    mime: str = ""
+    fid: str = ""
+    same: dict[str, Any] | None = None
+    sealer: Sealer | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def start(self, filename: str | None, mime_type: str | None) -> None:
+        """The file's name and type are known (upsert: the record's file of the same name
+        is replaced, keeping its ``file_id``); the MIME type is guessed when none is sent."""
+        self.name = _check_name("filename", filename or "file")
+        self.mime = (
+            _check_name("mime_type", mime_type)
+            if mime_type
+            else mimetypes.guess_type(self.name)[0] or "application/octet-stream"
+        )
+        if self.upsert:
+            self.same = next((m for m in self.metas if m["filename"] == self.name), None)
+        self.fid = self.same["file_id"] if self.same else secrets.token_hex(16)
+        self.sealer = self.cipher.sealer(record_context(self.site.id, FILES, self.fid) + b"data")
+
+    def write(self, piece: bytes) -> None:
+        if self.sealer is None:
+            raise BadInput("the upload has no file", hint="send one multipart part named file")
+        if self.sealer.size + len(piece) > self.max_bytes:
+            raise TooLarge(f"an attachment is at most {self.max_bytes} bytes")
+        self.digest.update(piece)
+        self.sealer.update(piece)
+
+
 class InCountryStorage:
     """InCountry records in the vault's sites. One per service process."""
 
@@ -545,11 +660,11 @@ class InCountryStorage:
             self.vault._audit_refusal(
                 AuditEvent(
                     action="refuse", site="", purpose=PURPOSE, collection=COLLECTION,
-                    client=client, detail={"reason": "no_site", "country": cc, "api": "incountry"},
+                    client=client, detail={"reason": "no_site", "api": "incountry"},
                 )
             )  # fmt: skip
             raise NoSite(
-                f"this deployment has no site in {cc}",
+                "this deployment has no site in that country",
                 hint="records are only stored in the country named; add a site there",
             )
         for preferred in (self.vault.config.local_site, self.vault.config.model.default_site):
@@ -745,16 +860,10 @@ class InCountryStorage:
         """Upsert records by ``record_key``; all are checked and decided before any is
         written, and all are written in one transaction with their audit entries."""
         operation = "batch_write" if batch else "write"
-        if batch and not 1 <= len(records) <= MAX_BATCH:
-            raise BadInput(f"a batch holds 1 to {MAX_BATCH} records")
-        checked = [
-            check_record(r, f"records[{i}]: " if batch else "") for i, r in enumerate(records)
-        ]
-        seen: set[str] = set()
-        for i, rec in enumerate(checked):
-            if rec["record_key"] in seen:
-                raise BadInput(f"records[{i}]: the same record_key appears twice in the batch")
-            seen.add(rec["record_key"])
+        sent = check_batch({"records": list(records)}) if batch else [check_record(records[0])]
+        # A batch is a run of upserts: a record_key given twice ends as its last record.
+        last = {rec["record_key"]: i for i, rec in enumerate(sent)}
+        checked = [rec for i, rec in enumerate(sent) if last[rec["record_key"]] == i]
         residency = self._home_residency(site)
         with self._locks[site.id], self._site(site, operation, caller) as store:
             drafts = [
@@ -831,7 +940,8 @@ class InCountryStorage:
                 "attachments": d.attachments,
             }
             out.append(self._render(view.get, caller))
-        return out
+        written = {rec["record_key"]: answer for rec, answer in zip(checked, out, strict=True)}
+        return [written[rec["record_key"]] for rec in sent]
 
     def _rehome_files(
         self,
@@ -886,17 +996,7 @@ class InCountryStorage:
     def find(self, site: Site, body: Any, caller: Caller) -> dict[str, Any]:
         """Records matching a filter: narrowed by the blind indexes, then checked in Python
         (see the module's docstring for the scale limit)."""
-        if body is None:
-            body = {}
-        if not isinstance(body, Mapping):
-            raise BadInput("the find request is a JSON object: {filter, options}")
-        bad = sorted(str(k) for k in body if k not in ("filter", "options"))
-        if bad:
-            raise BadInput(
-                f"unknown find request field(s): {', '.join(bad)}", hint="filter, options"
-            )
-        flt = parse_filter(body.get("filter"))
-        opts = parse_options(body.get("options"))
+        flt, opts = check_find(body)
         with self._site(site, "find", caller) as store:
             # Decided before anything is opened, for the residency the site's records have.
             self._allow(
@@ -1016,21 +1116,7 @@ class InCountryStorage:
         return out
 
     def batch_delete(self, site: Site, body: Any, caller: Caller) -> int:
-        if not isinstance(body, Mapping) or set(body) != {"filter"}:
-            raise BadInput('batch delete takes {"filter": {"record_key": [...]}}')
-        flt = body["filter"]
-        if not isinstance(flt, Mapping) or set(flt) != {"record_key"}:
-            raise BadInput("batch delete filters by record_key only")
-        keys = flt["record_key"]
-        if isinstance(keys, str):
-            keys = [keys]
-        if (
-            not isinstance(keys, list)
-            or not 1 <= len(keys) <= MAX_BATCH
-            or not all(isinstance(k, str) and k for k in keys)
-        ):
-            raise BadInput(f"filter.record_key takes 1 to {MAX_BATCH} non-empty strings")
-        return self.delete(site, keys, caller, batch=True)
+        return self.delete(site, check_batch_delete(body), caller, batch=True)
 
     # --- attachments ------------------------------------------------------------------------
 
@@ -1071,53 +1157,76 @@ class InCountryStorage:
         upsert: bool,
         caller: Caller,
     ) -> dict[str, Any]:
-        """Attach a file (``upsert``: replace the record's file of the same name, keeping
-        its ``file_id``). The MIME type is guessed from the name when none is sent."""
+        """Attach a file held whole in memory (the HTTP service streams instead: see
+        ``begin_upload``)."""
+        upload = self.begin_upload(site, record_key, caller=caller, upsert=upsert)
+        upload.start(filename, mime_type)
+        upload.write(data)
+        return self.finish_upload(upload)
+
+    def begin_upload(
+        self,
+        site: Site,
+        record_key: str,
+        *,
+        caller: Caller,
+        upsert: bool,
+        max_bytes: int = MAX_ATTACHMENT_BYTES,
+    ) -> Upload:
+        """Check and decide an attachment before its first byte is read: the record must
+        exist and the policy must let the site update it. The file is then sealed as it
+        arrives (``Upload.write``) and written by ``finish_upload``."""
         operation = "upsert_attachment" if upsert else "add_attachment"
-        name = _check_name("filename", filename or "file")
-        if mime_type:
-            mime = _check_name("mime_type", mime_type)
-        else:
-            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        if len(data) > MAX_ATTACHMENT_BYTES:
-            raise BadInput(f"an attachment is at most {MAX_ATTACHMENT_BYTES} bytes")
-        with self._locks[site.id], self._site(site, operation, caller) as store:
+        with self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             view, metas = self._attachments(site, rec)
+        cipher = self.vault._cipher(site.id, rec.subject_id)
+        return Upload(
+            site, caller, operation, rec, decision, metas, str(view.get("record_key")), cipher,
+            upsert, min(max_bytes, MAX_ATTACHMENT_BYTES),
+        )  # fmt: skip
+
+    def finish_upload(self, upload: Upload) -> dict[str, Any]:
+        """Write a sealed upload: its file, the record's new attachment list and the audit
+        entry, in one transaction. If the record changed since ``begin_upload``, nothing
+        is written (``VersionConflict``)."""
+        if upload.sealer is None:
+            raise BadInput("the upload has no file", hint="send one multipart part named file")
+        site, rec = upload.site, upload.rec
+        with self._locks[site.id], self._site(site, upload.operation, upload.caller) as store:
             now = iso(self.vault.clock())
-            same = next((m for m in metas if m["filename"] == name), None) if upsert else None
-            fid = same["file_id"] if same else secrets.token_hex(16)
+            same = upload.same
             meta = {
-                "file_id": fid, "filename": name, "hash": hashlib.sha256(data).hexdigest(),
-                "mime_type": mime, "size": len(data),
+                "file_id": upload.fid, "filename": upload.name,
+                "hash": upload.digest.hexdigest(), "mime_type": upload.mime,
+                "size": upload.sealer.size,
                 "created_at": same["created_at"] if same else now, "updated_at": now,
             }  # fmt: skip
-            metas = [meta if m["file_id"] == fid else m for m in metas] if same else [*metas, meta]
-            cipher = self.vault._cipher(site.id, rec.subject_id)
-            ctx = record_context(site.id, FILES, fid) + b"data"
-            file_rec = StoredRecord(
-                fid,
-                rec.subject_id,
-                FILES,
-                1,
-                str(meta["created_at"]),
-                now,
-                {"data": cipher.seal(data, ctx)},
+            metas = upload.metas
+            metas = (
+                [meta if m["file_id"] == upload.fid else m for m in metas]
+                if same
+                else [*metas, meta]
             )
+            file_rec = StoredRecord(
+                upload.fid, rec.subject_id, FILES, 1, str(meta["created_at"]), now,
+                {"data": upload.sealer.finish()},  # type: ignore[dict-item]  # a bytearray: no copy
+            )  # fmt: skip
             new = self._save_metas(site, rec, metas)
             with store.transaction() as tx:
                 if same:
-                    tx.delete([fid])
+                    tx.delete([upload.fid])
                 tx.insert([file_rec])
                 tx.replace(new, rec.version)
                 self.vault._ledgers[site.id].append(
                     tx,
-                    [self._event("update", site, caller, operation, rid=rec.record_id,
-                                 subject=rec.subject_id, decision=decision, fields=["attachments"],
-                                 at=now, file=fid)],
+                    [self._event("update", site, upload.caller, upload.operation,
+                                 rid=rec.record_id, subject=rec.subject_id,
+                                 decision=upload.decision, fields=["attachments"], at=now,
+                                 file=upload.fid)],
                 )  # fmt: skip
-        return self._meta_out(meta, view.get("record_key"), caller)
+        return self._meta_out(meta, upload.record_key, upload.caller)
 
     def attachment(
         self, site: Site, record_key: str, file_id: str, caller: Caller, *, with_data: bool
@@ -1150,16 +1259,7 @@ class InCountryStorage:
         self, site: Site, record_key: str, file_id: str, changes: Any, caller: Caller
     ) -> dict[str, Any]:
         operation = "update_attachment_meta"
-        if not isinstance(changes, Mapping) or not changes:
-            raise BadInput("send {filename?, mime_type?} with at least one of them")
-        bad = sorted(str(k) for k in changes if k not in ("filename", "mime_type"))
-        if bad:
-            raise BadInput(
-                f"unknown attachment field(s): {', '.join(bad)}", hint="filename, mime_type"
-            )
-        checked = {k: _check_name(k, v) for k, v in changes.items() if v is not None}
-        if not checked:
-            raise BadInput("send {filename?, mime_type?} with at least one of them")
+        checked = check_meta(changes)
         with self._locks[site.id], self._site(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])

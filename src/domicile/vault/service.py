@@ -507,7 +507,7 @@ class Domicile:
             return self.config.model.collections[name]
         except KeyError:
             raise BadInput(
-                f"no collection named {name!r}",
+                "no collection of that name",
                 hint=f"the configuration has: {', '.join(self.config.model.collections)}",
             ) from None
 
@@ -1084,7 +1084,7 @@ class Domicile:
         application can join and deduplicate; it reveals nothing without the join key."""
         spec = self.collection(collection).fields.get(field_name)
         if spec is None:
-            raise BadInput(f"collection {collection!r} has no field {field_name!r}")
+            raise BadInput(f"collection {collection!r} has no such field")
         norm = values.normalize(field_name, spec, values.coerce(field_name, spec, value))
         msg = b"\x00".join((collection.encode(), field_name.encode(), norm.encode("utf-8")))
         digest = hmac.digest(self._join_key, msg, hashlib.sha256)
@@ -1146,9 +1146,7 @@ class Domicile:
         sid = as_site or self.config.local_site
         site = self._sites.get(sid)
         if site is None:
-            raise BadInput(
-                f"no site named {sid!r}", hint=f"the sites are: {', '.join(self._sites)}"
-            )
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(self._sites)}")
         return site
 
     def _acting(self, access: Access | None, as_site: str | None) -> tuple[Access, Site]:
@@ -1830,7 +1828,7 @@ class Domicile:
         pass re-wraps such stragglers, and an old key is retired only if nothing at all is
         wrapped with it any more."""
         if site_id not in self._sites:
-            raise BadInput(f"no site named {site_id!r}")
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(self._sites)}")
         if grace < 0:
             raise BadInput("the grace period cannot be negative", hint="give seconds, e.g. 2")
         ks = self.keystore(site_id)

@@ -53,12 +53,12 @@ class TokenCodec:
         try:
             sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             plain = self._aead.decrypt(sealed[:12], sealed[12:], _AAD)
-        except (ValueError, InvalidTag):
+            n = plain[0] if plain else -1
+            if len(plain) != 1 + n + 16:
+                raise _invalid()
+            return plain[1 : 1 + n].decode(), plain[1 + n :].hex()
+        except (ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
             raise _invalid() from None
-        n = plain[0]
-        if len(plain) != 1 + n + 16:
-            raise _invalid()
-        return plain[1 : 1 + n].decode(), plain[1 + n :].hex()
 
 
 def _invalid() -> InvalidToken:

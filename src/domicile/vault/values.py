@@ -93,7 +93,7 @@ def check_fields(
         spec = specs.get(name) if isinstance(name, str) else None
         if spec is None:
             raise InvalidField(
-                f"collection {collection_name!r} has no field {name!r}",
+                f"collection {collection_name!r} has no such field",
                 hint=f"its fields are: {', '.join(specs)}",
             )
         if (
