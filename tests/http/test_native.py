@@ -229,6 +229,19 @@ def test_a_us_client_reads_a_russian_subject_only_through_a_permitted_transfer(
     assert 'domicile_decisions_total{outcome="deny"}' in metrics
 
 
+def test_a_record_whose_subject_key_is_gone_answers_410_not_500(service: Service) -> None:
+    token = put_ru(service)
+    _, admin = service.client("ops", "admin")
+    site, record_id = service.vault.tokens.read(token)
+    subject = service.vault.store(site).get(record_id).subject_id  # type: ignore[union-attr]
+    service.vault.keystore(site).delete(subject)  # the key row alone, not by an erasure
+    service.vault.close(checkpoint=False)  # forget the cached data key
+    r = service.http.get(
+        f"/v1/records/{token}", params={"purpose": "view", "as_site": "ru"}, headers=admin
+    )
+    assert (r.status_code, r.json()["code"]) == (410, "key_destroyed")
+
+
 def test_problem_documents_name_the_field_not_the_value(service: Service) -> None:
     _, admin = service.client("ops", "admin")
     bad = {**PUT, "fields": {"full_name": "Secret Name " * 30}}

@@ -50,7 +50,7 @@ from domicile.vault.incountry import (
 router = APIRouter(tags=["incountry"])
 PREFIX = "/v2/storage/records/{country}"
 JsonBody = Annotated[Any, Body()]
-STORAGE = documented(400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+STORAGE = documented(400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 503)
 
 BODIES = openapi.incountry_bodies()
 # The storage's own checks of a body, which say in its words what is wrong with it.

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from domicile.crypto.errors import DecryptionFailed
+from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, TooLarge
 from domicile.http.observe import log_event, route_template
 from domicile.http.security import Forbidden, RateLimited, Unauthorized
@@ -45,7 +45,8 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the problem documents a route may answer with."""
     words = {
         400: "Bad input", 401: "Not authenticated", 403: "Refused (scope or policy)",
-        404: "Not found", 409: "Changed concurrently; retry", 413: "The body is too large",
+        404: "Not found", 409: "Changed concurrently; retry",
+        410: "The record's subject key is gone (erased)", 413: "The body is too large",
         422: "The request does not match the API",
         429: "Too many failed authentications; retry after Retry-After seconds",
         500: "Internal error", 503: "A site is unavailable",
@@ -53,7 +54,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": words[s], "content": {MEDIA: {"schema": _SCHEMA}}} for s in statuses}
 
 
-ALL = documented(400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+ALL = documented(400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 503)
 
 
 def status_of(exc: DomicileError) -> int:
@@ -65,6 +66,8 @@ def status_of(exc: DomicileError) -> int:
         return 403
     if isinstance(exc, NotFound | InvalidToken):  # a token that is not ours names no record
         return 404
+    if isinstance(exc, KeyDestroyed):  # the record is still there, its subject's key is not
+        return 410
     if isinstance(exc, TooLarge):
         return 413
     if isinstance(exc, Conflict):
