@@ -44,7 +44,7 @@ from domicile.errors import BadInput, DomicileError
 from domicile.stores.base import SiteUnavailable
 
 if TYPE_CHECKING:
-    from domicile.vault.service import Domicile
+    from domicile.vault.core import VaultCore as Domicile
 
 
 @dataclass
@@ -241,7 +241,7 @@ class Witnesser:
             for ledger in ledgers:
                 ledger.appended = False
             try:
-                self.last = self.vault.witness()
+                self.last = witness_round(self.vault)
                 self.error = None
             except DomicileError as exc:
                 self.error = exc.code

@@ -94,8 +94,9 @@ from domicile.residency import Residency, SubjectEvidence, resolve
 from domicile.stores import IndexEntry, SiteStore, StoredRecord, WrappedKey
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
+from domicile.vault.core import RESIDENCY_FIELD, _residency_to_json
 from domicile.vault.errors import NotFound, PolicyRefused
-from domicile.vault.service import RESIDENCY_FIELD, Domicile, _residency_to_json
+from domicile.vault.service import Domicile
 
 COLLECTION = "@incountry"
 FILES = "@incountry.file"

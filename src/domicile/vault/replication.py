@@ -43,13 +43,9 @@ from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
 from domicile.stores.base import OutboxItem, SiteUnavailable
-from domicile.vault.service import (
-    RESIDENCY_FIELD,
-    Domicile,
-    _utcnow,
-    is_sensitive,
-    transfer_detail,
-)
+from domicile.vault.core import RESIDENCY_FIELD, VaultCore, _utcnow, is_sensitive
+from domicile.vault.reading import transfer_detail
+from domicile.vault.service import Domicile
 
 PURPOSE = "replication"
 
@@ -531,7 +527,7 @@ def _erasure_event(
 
 
 def erase_copies(
-    vault: Domicile,
+    vault: VaultCore,
     home: Site,
     subject: str,
     sites: Sequence[str],

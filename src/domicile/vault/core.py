@@ -1,0 +1,633 @@
+"""The vault's common ground: configuration, connections to each site's stores (opened only if
+they are the ones setup created), the caller check, decisions and their caches, audit helpers,
+subject keys, and locating, loading and opening a stored record. The operations build on it:
+``reading.py`` (get, find), ``writing.py`` (placement, put, update, delete), ``erasure.py``
+(erasure, key rotation) and ``operations.py`` (filings, sites, the audit logs), gathered in
+``Domicile`` (``service.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Self
+
+from domicile.access import Access
+from domicile.audit import AuditEvent, AuditLedger
+from domicile.audit.ledger import Action, PayloadTemplate
+from domicile.categories import is_under
+from domicile.config import Collection, Config, Site, load_config
+from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.envelope import (
+    FieldCipher,
+    key_context,
+    record_context,
+)
+from domicile.crypto.errors import KeyDestroyed, KeyringError
+from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.deployment import DeploymentRegistry
+from domicile.errors import BadInput, DomicileError
+from domicile.filings import FilingsRegistry
+from domicile.packs import load_packs
+from domicile.policy import Decision, PolicyEngine
+from domicile.residency import Residency, TriSet
+from domicile.stores import (
+    KeyStore,
+    SiteStore,
+    StoredRecord,
+    open_key_store,
+    open_site_store,
+)
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import values
+from domicile.vault.errors import NotFound
+from domicile.vault.tokens import TokenCodec
+
+PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
+
+
+RESIDENCY_AD = RESIDENCY_FIELD.encode()
+
+
+IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
+
+
+DEK_CACHE = 10_000
+
+
+DECISION_CACHE = 50_000
+
+
+SMALL_CACHE = 4_096  # shapes, residencies and audit templates: a few per deployment
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh ids of 128 bits (32 hex digits): 48 bits of Unix time in milliseconds,
+    then 80 random bits. Ids made together sort together, so every index keyed by them
+    grows at its end instead of at random pages; a batch's commit then writes a few pages
+    per index rather than most of them. An id is no secret (tokens are sealed, and ids
+    appear in the audit); the time it carries is no more than ``created_at`` says."""
+    ms = (time.time_ns() // 1_000_000).to_bytes(6, "big").hex()
+    pool = os.urandom(10 * n).hex()
+    return [ms + pool[i : i + 20] for i in range(0, 20 * n, 20)]
+
+
+class _Shape:
+    """What the vault derives from a collection and the names of a record's fields, once:
+    each field's category and blind-index settings, and the sorted views that decisions
+    and audit entries use."""
+
+    __slots__ = ("ads", "by_field", "categories", "indexed", "joins", "names", "sensitive")
+
+    def __init__(self, coll: Collection, names: Sequence[str]) -> None:
+        specs = coll.fields
+        known = [n for n in names if n in specs]
+        self.by_field = {n: specs[n].category for n in known}  # field -> category
+        self.categories = tuple(sorted(set(self.by_field.values())))  # sorted, unique
+        self.names = tuple(sorted(known))
+        self.sensitive = any(is_sensitive(c) for c in self.categories)
+        self.ads = {n: n.encode() for n in names}  # the field part of associated data
+        # (field, spec, its category when it identifies the subject, else None)
+        self.indexed = [
+            (n, specs[n], specs[n].category if specs[n].identifies else None)
+            for n in known
+            if specs[n].searchable
+        ]
+        self.joins = [n for n in known if specs[n].join_token]
+
+
+def _decode(raw: bytes) -> Any:
+    return raw[1:].decode("utf-8") if raw[:1] == b"s" else values.decode(raw)
+
+
+# Categories whose export counts as "sensitive" for volume thresholds (PIPL Art. 28 and the
+# special categories of most laws).
+SENSITIVE = (
+    "user.biometric", "user.health_and_medical", "user.financial", "user.payment",
+    "user.childrens", "user.criminal_history", "user.location.precise", "user.government_id",
+    "user.demographic.race_ethnicity", "user.demographic.religious_belief",
+    "user.demographic.political_opinion", "user.demographic.sexual_orientation",
+)  # fmt: skip
+
+
+def is_sensitive(category: str) -> bool:
+    return any(is_under(category, root) for root in SENSITIVE)
+
+
+def check_purpose(purpose: str) -> str:
+    if not isinstance(purpose, str) or not PURPOSE.match(purpose):
+        raise BadInput(
+            "every call names its purpose as a short lower-case name",
+            hint="e.g. --purpose account_signup (letters, digits, _ . -; at most 64)",
+        )
+    return purpose
+
+
+def _residency_to_json(r: Residency) -> dict[str, Any]:
+    return {
+        "citizenship": r.citizenship.to_dict(),
+        "residence": r.residence.to_dict(),
+        "location": r.location.to_dict(),
+    }
+
+
+def _residency_from_json(data: Mapping[str, Any]) -> Residency:
+    def tri(d: Mapping[str, list[str]]) -> TriSet:
+        return TriSet(frozenset(d["certain"]), frozenset(d["possible"]))
+
+    return Residency(tri(data["citizenship"]), tri(data["residence"]), tri(data["location"]), ())
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _no_such_record() -> NotFound:
+    """The answer for a record that does not exist, and for one outside the caller's
+    collections: the same words, so the answer says nothing about which it was."""
+    return NotFound("no such record (it may have been deleted or erased)", hint="check the token")
+
+
+class _Indexers(dict[str, BlindIndexer]):
+    """Each site's blind indexer, made when first used: a site whose keys are not in the
+    keyring (not set up, or a keyring restored from before it) is unavailable, while the
+    other sites work."""
+
+    def __init__(self, provider: KeyProvider) -> None:
+        super().__init__()
+        self.provider = provider
+
+    def __missing__(self, site_id: str) -> BlindIndexer:
+        try:
+            indexer = BlindIndexer(self.provider.index_key(site_id))
+        except KeyringError as exc:
+            raise SiteUnavailable(site_id, exc.message, hint=exc.hint) from None
+        self[site_id] = indexer
+        return indexer
+
+
+class VaultCore:
+    """State and plumbing shared by every operation of the vault (see ``Domicile``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        keys: KeyProvider | None = None,
+        engine: PolicyEngine | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        operator: str | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        # The caller of operations that name none: the local operator, with every right,
+        # named in the audit as ``operator`` (the CLI passes "cli:USER").
+        self.operator = Access.operator(operator)
+        # Every store opened read-only: nothing migrated, nothing written (a write fails as
+        # an unavailable site). For commands that must only read, such as `audit verify`.
+        self.read_only = read_only
+        self.keys: KeyProvider = keys or self._keyring(config)
+        self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
+        # Sites, their stores and their keys are made only by setup (domicile.setup); the
+        # registry says which stores are the sites' own (their creation ids).
+        self.deployment = DeploymentRegistry(config.registry_path)
+        self.tokens = TokenCodec(self.keys.token_key())
+        self.filings = FilingsRegistry(config, self.engine)
+        self._join_key = self.keys.join_key()
+        self._sites = {s.id: s for s in config.sites}
+        self._stores: dict[str, SiteStore] = {}
+        self._keystores: dict[str, KeyStore] = {}
+        self._ledgers = {s.id: AuditLedger(s.id, self.keys) for s in config.sites}
+        # Heads a witness refused in this process (the refusal is recorded once).
+        self.witness_refusals: set[tuple[str, str, int, bytes]] = set()
+        self._indexers = _Indexers(self.keys)
+        self._deks: OrderedDict[tuple[str, str], FieldCipher] = OrderedDict()
+        # Requests are validated once per shape: the engine's cache keys on the validated form.
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self._placements: dict[tuple[Any, ...], tuple[Site, Decision]] = {}
+        self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
+        self._residencies: dict[bytes, Residency] = {}  # sealed residency, opened -> parsed
+        self._templates: dict[tuple[Any, ...], tuple[Any, PayloadTemplate]] = {}
+        self._facts_read: dict[str, bool] = {}
+        # Sites that some collection copies to: the only places a copy can be read from.
+        self._copy_sites = frozenset(
+            t.to for c in config.model.collections.values() for t in c.replicate
+        )
+        self._lock = threading.RLock()
+        for name, coll in config.model.collections.items():
+            for fname, spec in coll.fields.items():
+                try:
+                    self.engine.packs.taxonomy.check(spec.category)
+                except DomicileError as exc:
+                    raise BadInput(
+                        f"collection {name!r} field {fname!r}: {exc.message}", hint=exc.hint
+                    ) from None
+
+    @staticmethod
+    def _keyring(config: Config) -> LocalKeyring:
+        """The local keyring. Only setup makes one (a new keyring beside existing data
+        would make that data unreadable)."""
+        if not config.keyring_path.exists():
+            for s in config.sites:
+                url = config.keys_url(s)
+                if url.startswith("sqlite:") and Path(url.removeprefix("sqlite:")).exists():
+                    raise KeyringError(
+                        f"the keyring {config.keyring_path} is missing but site {s.id!r} already has subject keys",
+                        hint="restore the keyring from its backup; without it the data cannot be read",
+                    )
+        return LocalKeyring(config.keyring_path)
+
+    @classmethod
+    def open(cls, config: str | Path | Config | None = None, **kwargs: Any) -> Self:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        return cls(cfg, **kwargs)
+
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Disconnect from every store (``Domicile.close`` first runs a witness round)."""
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            for ks in self._keystores.values():
+                ks.close()
+            self._stores.clear()
+            self._keystores.clear()
+            self._deks.clear()
+            for ledger in self._ledgers.values():
+                ledger.appended = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def store(self, site_id: str) -> SiteStore:
+        """The site's store: opened only if it is the one setup created (the creation id
+        the deployment recorded), else ``SiteUnavailable``. Never created here."""
+        with self._lock:
+            store = self._stores.get(site_id)
+            if store is None:
+                site = self._sites[site_id]
+                created = self.deployment.site(site_id)
+                store = open_site_store(
+                    site_id,
+                    self.config.backend_url(site.backend),
+                    creation_id=created.store,
+                    read_only=self.read_only,
+                )
+                self._stores[site_id] = store
+            return store
+
+    def keystore(self, site_id: str) -> KeyStore:
+        """The site's key store, on the same terms as ``store``: a missing key store is an
+        unavailable site, never an empty new one (that would read as every subject erased)."""
+        with self._lock:
+            ks = self._keystores.get(site_id)
+            if ks is None:
+                created = self.deployment.site(site_id)
+                ks = open_key_store(
+                    site_id,
+                    self.config.keys_url(self._sites[site_id]),
+                    creation_id=created.keys,
+                    read_only=self.read_only,
+                )
+                self._keystores[site_id] = ks
+            return ks
+
+    def ledger(self, site_id: str) -> AuditLedger:
+        return self._ledgers[site_id]
+
+    def forget_store(self, site_id: str) -> None:
+        """Forget a connection that failed, so the next call reconnects."""
+        self._drop(site_id)
+
+    def _drop(self, site_id: str) -> None:
+        """Forget the site's connections after a failure, so the next call opens them
+        again (and checks again that they are the site's own)."""
+        with self._lock:
+            for cache in (self._stores, self._keystores):
+                store = cache.pop(site_id, None)
+                if store is not None:
+                    with contextlib.suppress(Exception):
+                        store.close()
+
+    def collection(self, name: str) -> Collection:
+        try:
+            return self.config.model.collections[name]
+        except KeyError:
+            raise BadInput(
+                "no collection of that name",
+                hint=f"the configuration has: {', '.join(self.config.model.collections)}",
+            ) from None
+
+    def _today(self) -> dt.date:
+        return self.clock().date()
+
+    def _stamp(self) -> tuple[dt.date, Any]:
+        """Today and the filings registry's version: what, besides the request, a decision
+        depends on. Taken once per operation (a batch is decided on one day, under one
+        set of filings)."""
+        return self._today(), self.filings.version
+
+    def _decide(
+        self,
+        residency: Residency,
+        categories: Iterable[str],
+        operation: str,
+        site_country: str,
+        to_country: str | None = None,
+        facts: Mapping[str, bool | int | str] | None = None,
+        *,
+        stamp: tuple[dt.date, Any] | None = None,
+    ) -> Decision:
+        return self._decide_sorted(
+            residency, tuple(sorted(set(categories))), operation, site_country, to_country,
+            tuple(sorted((facts or {}).items())), stamp or self._stamp(),
+        )  # fmt: skip
+
+    def _decide_sorted(
+        self,
+        residency: Residency,
+        cats: tuple[str, ...],
+        operation: str,
+        site_country: str,
+        to_country: str | None,
+        extra: tuple[tuple[str, bool | int | str], ...],
+        stamp: tuple[dt.date, Any],
+    ) -> Decision:
+        """``_decide`` with the categories sorted and unique and the facts as sorted items."""
+        key = (residency, cats, operation, site_country, to_country, extra, *stamp)
+        hit = self._decisions.get(key)
+        if hit is not None:
+            return hit
+        req = self.engine.request(
+            subject=residency,
+            categories=cats,
+            operation=operation,
+            site_country=site_country,
+            to_country=to_country,
+            date=stamp[0],
+            filings=self.filings.current(),
+            facts={**self.config.model.facts, **dict(extra)},
+        )
+        decision = self.engine.decide(req)
+        if len(self._decisions) >= DECISION_CACHE:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
+
+    def _shape(self, collection: str, coll: Collection, names: tuple[str, ...]) -> _Shape:
+        key = (collection, names)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= SMALL_CACHE:
+                self._shapes.clear()
+            shape = self._shapes[key] = _Shape(coll, names)
+        return shape
+
+    def _template(
+        self, key: tuple[Any, ...], keep: Any, make: Callable[[], PayloadTemplate]
+    ) -> PayloadTemplate:
+        """A cached payload template. ``key`` may hold ``id(keep)``: the entry keeps
+        ``keep`` alive, so that id cannot be reused while the entry exists."""
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is keep:
+            return hit[1]
+        template = make()
+        if len(self._templates) >= SMALL_CACHE:
+            self._templates.clear()
+        self._templates[key] = (keep, template)
+        return template
+
+    def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
+        """Audit entries in a transaction of their own (reads, refusals)."""
+        self._ledgers[site_id].append_now(self.store(site_id), events)
+
+    def _audit_refusal(self, event: AuditEvent, at: str | None = None) -> None:
+        """Record a refusal at the site where the request arrived; if even that site is
+        down, the refusal is raised all the same."""
+        site = at or self.config.local_site
+        try:
+            self._audit(site, [replace(event, site=site)])
+        except SiteUnavailable:
+            self._drop(site)
+
+    def authorize(
+        self,
+        access: Access,
+        operation: str,
+        *,
+        site: str | None = None,
+        collection: str | None = None,
+        purpose: str | None = None,
+        hide: bool = False,
+    ) -> None:
+        """The one check of a caller's scopes, for every operation of every interface.
+
+        A refusal is audited where the request arrived, naming the caller and the missing
+        scope (the names given here are configured sites and collections and checked
+        purposes, never other request values), and raised as ``Forbidden``; with ``hide``
+        (a record's collection, known only once it is loaded) as the ``NotFound`` a
+        missing record gets, so a caller cannot tell the two apart."""
+        missing = access.missing(operation, site=site, collection=collection, purpose=purpose)
+        if missing is None:
+            return
+        self._audit_refusal(
+            AuditEvent(
+                action="refuse", site="", purpose=purpose, client=access.client,
+                requester=access.site or self.config.local_site,
+                detail=access.audit_detail(operation, missing),
+            )
+        )  # fmt: skip
+        if hide:
+            raise _no_such_record()
+        raise access.refusal(missing)
+
+    def _cipher(self, site_id: str, subject_id: str) -> FieldCipher:
+        key = (site_id, subject_id)
+        with self._lock:
+            cached = self._deks.get(key)
+            if cached is not None:
+                self._deks.move_to_end(key)
+                return cached
+        try:
+            wrapped = self.keystore(site_id).get(subject_id)
+        except SiteUnavailable:
+            self._drop(site_id)
+            raise
+        if wrapped is None:
+            raise KeyDestroyed(
+                "the subject's data key no longer exists (erased)",
+                hint="the data cannot be read by anyone any more",
+            )
+        dek = self.keys.unwrap(
+            site_id, wrapped.kek_version, wrapped.wrapped, key_context(site_id, subject_id)
+        )
+        cipher = FieldCipher(dek)
+        with self._lock:
+            self._deks[key] = cipher
+            if len(self._deks) > DEK_CACHE:
+                self._deks.popitem(last=False)
+        return cipher
+
+    def _forget_key(self, site_id: str, subject_id: str) -> None:
+        with self._lock:
+            self._deks.pop((site_id, subject_id), None)
+
+    def _unavailable(
+        self,
+        exc: SiteUnavailable,
+        purpose: str,
+        operation: str,
+        access: Access | None = None,
+        collection: str | None = None,
+    ) -> None:
+        """After ``exc``: forget the failed site's connections, and audit the refusal at
+        the site where the request arrived (when that is another site)."""
+        self._drop(exc.site)
+        arrival = self.config.local_site
+        if arrival != exc.site:
+            who = access or self.operator
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=purpose, collection=collection,
+                    requester=who.site or arrival, client=who.client,
+                    detail={"operation": operation, "reason": "site_unavailable", "home_site": exc.site},
+                )
+            )  # fmt: skip
+
+    def _require(
+        self,
+        site_id: str,
+        purpose: str,
+        collection: str | None,
+        operation: str,
+        access: Access | None = None,
+    ) -> None:
+        """Raise ``SiteUnavailable`` (and audit the refusal where the request arrived)
+        unless the site's store and key store both answer."""
+        try:
+            ok = self.store(site_id).ping() and self.keystore(site_id).ping()
+            if not ok:
+                raise SiteUnavailable(site_id, "it does not answer")
+        except SiteUnavailable as exc:
+            self._drop(site_id)
+            arrival = self.config.local_site
+            if arrival != site_id:
+                who = access or self.operator
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose, collection=collection,
+                        requester=who.site or arrival, client=who.client,
+                        detail={"operation": operation, "reason": "site_unavailable", "home_site": site_id},
+                    ),
+                    at=arrival,
+                )  # fmt: skip
+            raise exc from None
+
+    @staticmethod
+    def _replica_targets(coll: Collection, home: str) -> list[str]:
+        return [t.to for t in coll.replicate if t.to != home]
+
+    def _event(
+        self, action: Action, site: Site, rec: StoredRecord, purpose: str, access: Access,
+        **extra: Any,
+    ) -> AuditEvent:  # fmt: skip
+        """An audit event about one record, by ``access`` from the site it acts from."""
+        return AuditEvent(
+            action=action, site=site.id, purpose=purpose, collection=rec.collection,
+            record=rec.record_id, subject=rec.subject_id,
+            requester=access.site or self.config.local_site, client=access.client, **extra,
+        )  # fmt: skip
+
+    def _locate(self, token: str) -> tuple[Site, str]:
+        site_id, record_id = self.tokens.read(token)
+        site = self._sites.get(site_id)
+        if site is None:
+            raise NotFound(
+                "the token belongs to a site this configuration does not have",
+                hint="use the configuration the token was issued under",
+            )
+        return site, record_id
+
+    def _requester(self, as_site: str | None) -> Site:
+        sid = as_site or self.config.local_site
+        site = self._sites.get(sid)
+        if site is None:
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(self._sites)}")
+        return site
+
+    def _acting(self, access: Access | None, as_site: str | None) -> tuple[Access, Site]:
+        """The caller (the local operator when none is given) acting from ``as_site``, else
+        from its own site, else from the local site."""
+        access = access or self.operator
+        site = self._requester(as_site or access.site)
+        if access.site != site.id:
+            access = access.acting_from(site.id)
+        return access, site
+
+    def _load(
+        self, site: Site, record_id: str, purpose: str, operation: str, access: Access
+    ) -> StoredRecord:
+        """The stored (still sealed) record, or ``NotFound`` (audited where the request
+        arrived, as a refusal outside the caller's collections is: the two look alike)."""
+        try:
+            rec = self.store(site.id).get(record_id)
+            self.keystore(site.id)  # opened (once) here, so a missing key store is refused here
+        except SiteUnavailable as exc:
+            self._unavailable(exc, purpose, operation, access)
+            raise exc from None
+        if rec is None or rec.is_replica:
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=purpose, client=access.client,
+                    requester=access.site or self.config.local_site,
+                    detail={"operation": operation, "reason": "not_found"},
+                )
+            )  # fmt: skip
+            raise _no_such_record()
+        return rec
+
+    def _open(self, site: Site, rec: StoredRecord, *, skip: str | None = None) -> dict[str, Any]:
+        """Decrypt every field of a record (but ``skip``)."""
+        cipher = self._cipher(site.id, rec.subject_id)
+        prefix = record_context(site.id, rec.collection, rec.record_id)
+        return {
+            name: _decode(cipher.open(blob, prefix + name.encode()))
+            for name, blob in rec.fields.items()
+            if name != skip
+        }
+
+    def _residency(self, site: Site, rec: StoredRecord) -> Residency:
+        cipher = self._cipher(site.id, rec.subject_id)
+        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_AD
+        plain = cipher.open(rec.fields[RESIDENCY_FIELD], context)
+        # Many subjects share a residency: parse each distinct one once.
+        residency = self._residencies.get(plain)
+        if residency is None:
+            residency = _residency_from_json(values.decode(plain))
+            if len(self._residencies) >= SMALL_CACHE:
+                self._residencies.clear()
+            self._residencies[plain] = residency
+        return residency
+
+    def _categories(self, rec: StoredRecord) -> list[str]:
+        coll = self.collection(rec.collection)
+        return [coll.fields[f].category for f in rec.fields if f in coll.fields]
+
+    def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
+        return self._record_shape(rec).by_field
+
+    def _record_shape(self, rec: StoredRecord) -> _Shape:
+        return self._shape(rec.collection, self.collection(rec.collection), tuple(rec.fields))

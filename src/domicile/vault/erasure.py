@@ -1,0 +1,144 @@
+"""Erasure and keys: a subject's erasure (its key destroyed first, then its records, here and
+at every site that may hold copies) and the online rotation of a site's key-encryption key."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from domicile.access import Access
+from domicile.audit import AuditEvent
+from domicile.crypto.envelope import (
+    key_context,
+)
+from domicile.errors import BadInput
+from domicile.stores import (
+    WrappedKey,
+)
+from domicile.vault.core import (
+    VaultCore,
+    check_purpose,
+)
+
+# Seconds a key rotation waits before its second pass: longer than any writer takes between
+# wrapping a new subject's key and storing it.
+ROTATION_GRACE = 2.0
+
+
+class Erasure(VaultCore):
+    """erase and rotate_key."""
+
+    def erase(
+        self,
+        token: str,
+        *,
+        purpose: str = "erasure",
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
+        """Erase the subject the token belongs to: destroy its data key first (so every copy
+        and backup of its data becomes unreadable), then delete all its records here; then,
+        at once, its copies and its key at every site that may hold copies and answers.
+
+        The answer lists those sites (``copies.deleted``) and the ones that did not answer
+        (``copies.pending``): their outbox items stay, and ``replicate`` finishes there."""
+        check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "erase", access)
+        self.authorize(access, "records:erase", collection=rec.collection, hide=True)
+        subject = rec.subject_id
+        self._require(site.id, purpose, None, "erase", access)
+        self.keystore(site.id).delete(subject)
+        self._forget_key(site.id, subject)
+        store = self.store(site.id)
+        # Every site that may hold copies forgets the subject too: its copies and its key.
+        copy_sites = sorted(self._copy_sites - {site.id})
+        with store.transaction() as tx:
+            # After every write already holding the subject; later ones see it erased.
+            removed = tx.erase_subject(subject, self.clock().isoformat())
+            tx.enqueue([(record_id, subject, t, "erase") for t in copy_sites])
+            self._ledgers[site.id].append(
+                tx,
+                [
+                    AuditEvent(
+                        action="erase", site=site.id, purpose=purpose, subject=subject,
+                        requester=requester.id, client=access.client,
+                        detail={"records": removed, "key_destroyed": True},
+                    )
+                ],
+            )  # fmt: skip
+        from domicile.vault.replication import erase_copies  # the worker's module uses ours
+
+        deleted, pending = erase_copies(self, site, subject, copy_sites, access, purpose)
+        return {
+            "erased": True,
+            "site": site.id,
+            "country": site.country,
+            "records": removed,
+            "key_destroyed": True,
+            "copies": {"deleted": deleted, "pending": pending},
+        }
+
+    def rotate_key(
+        self, site_id: str, *, batch: int = 500, grace: float = ROTATION_GRACE
+    ) -> dict[str, Any]:
+        """Rotate a site's key-encryption key without downtime: new writes use the new key at
+        once (in every process: each looks at the keyring before it wraps a key); existing
+        data keys are re-wrapped in batches; the old key is retired last.
+
+        A writer may have wrapped a new subject's key with the old key just before the
+        rotation and store it just after the first pass: after ``grace`` seconds a second
+        pass re-wraps such stragglers, and an old key is retired only if nothing at all is
+        wrapped with it any more."""
+        if site_id not in self._sites:
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(self._sites)}")
+        if grace < 0:
+            raise BadInput("the grace period cannot be negative", hint="give seconds, e.g. 2")
+        ks = self.keystore(site_id)
+        old = self.keys.current_version(site_id)
+        new = self.keys.rotate(site_id)
+
+        def rewrap_stale() -> int:
+            done = 0
+            while True:
+                stale = ks.stale(new, batch)
+                if not stale:
+                    return done
+                for sid, wk in stale:
+                    ctx = key_context(site_id, sid)
+                    dek = self.keys.unwrap(site_id, wk.kek_version, wk.wrapped, ctx)
+                    version, wrapped = self.keys.wrap(site_id, dek, ctx)
+                    if ks.rewrap(sid, wk, WrappedKey(version, wrapped)):
+                        done += 1
+
+        rewrapped = rewrap_stale()
+        if grace:
+            time.sleep(grace)
+        rewrapped += rewrap_stale()
+        retired = []
+        for v in range(1, new):
+            if v in getattr(self.keys, "versions", lambda _s: [])(
+                site_id
+            ) and not ks.versions().get(v):
+                self.keys.retire(site_id, v)
+                retired.append(v)
+        self._audit(
+            site_id,
+            [
+                AuditEvent(
+                    action="rotate",
+                    site=site_id,
+                    client=self.operator.client,
+                    detail={"from": old, "to": new, "rewrapped": rewrapped},
+                )
+            ],
+        )
+        return {
+            "site": site_id,
+            "from_version": old,
+            "to_version": new,
+            "rewrapped": rewrapped,
+            "retired": retired,
+        }

@@ -1,0 +1,596 @@
+"""Writing: placement and the write path, updates and deletions.
+
+Check every value; resolve the subject's residency; ask the decision engine which site must
+hold the record (the home site); seal it under the subject's data key; then, in one
+transaction at the home site, store the record, its blind indexes and its audit entry;
+return a token. Nothing of the subject's data is written to any other site, and if the home
+site cannot be reached the write fails: it never falls back."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from domicile.access import Access
+from domicile.audit import AuditEvent
+from domicile.audit.ledger import PayloadTemplate
+from domicile.config import Collection, Site
+from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.envelope import (
+    FieldCipher,
+    field_context,
+    key_context,
+    new_data_key,
+    record_context,
+)
+from domicile.crypto.errors import KeyDestroyed
+from domicile.errors import BadInput
+from domicile.packs import Outcome
+from domicile.policy import Decision
+from domicile.residency import Residency, SubjectEvidence, resolve
+from domicile.stores import (
+    IndexEntry,
+    StoredRecord,
+    WrappedKey,
+)
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import values
+from domicile.vault.core import (
+    DECISION_CACHE,
+    IDENTITY,
+    RESIDENCY_AD,
+    RESIDENCY_FIELD,
+    _residency_to_json,
+    _Shape,
+    check_purpose,
+    new_ids,
+)
+from domicile.vault.errors import PolicyRefused
+from domicile.vault.reading import Reading, _Disclosure
+from domicile.vault.results import PutResult, ReadResult, WriteResult
+
+
+class _SubjectErased(Exception):
+    """A write's subject was erased after the write looked it up (redone as a new subject)."""
+
+
+@dataclass
+class _Item:
+    """One record on its way in."""
+
+    index: int
+    fields: dict[str, Any]
+    residency: Residency
+    site: Site | None = None
+    decision: Decision | None = None
+    subject_id: str | None = None
+    new_subject: bool = False
+
+
+class Writing(Reading):
+    """put, update and delete (an update answers what a read by the same caller would)."""
+
+    def place(self, residency: Residency, categories: Iterable[str]) -> tuple[Site, Decision]:
+        """The home site for a subject's record, or ``PolicyRefused``."""
+        return self._place_sorted(residency, tuple(sorted(set(categories))), self._stamp())
+
+    def _place_sorted(
+        self, residency: Residency, cats: tuple[str, ...], stamp: tuple[dt.date, Any]
+    ) -> tuple[Site, Decision]:
+        key = (residency, cats, *stamp)
+        hit = self._placements.get(key)
+        if hit is not None:
+            return hit
+        placed = self._place(residency, cats, stamp)
+        if len(self._placements) >= DECISION_CACHE:
+            self._placements.clear()
+        self._placements[key] = placed
+        return placed
+
+    def _place(
+        self, residency: Residency, cats: tuple[str, ...], stamp: tuple[dt.date, Any]
+    ) -> tuple[Site, Decision]:
+        decisions: dict[str, Decision] = {}
+        by_country: dict[str, Decision] = {}
+        for s in self.config.sites:
+            if s.country not in by_country:
+                by_country[s.country] = self._decide_sorted(
+                    residency, cats, "store", s.country, None, (), stamp
+                )
+            decisions[s.id] = by_country[s.country]
+        allowed = [s for s in self.config.sites if decisions[s.id].outcome is Outcome.allow]
+        if not allowed:
+
+            def why(d: Decision) -> str:
+                rules = [r.id for r in d.rules if r.outcome is d.outcome]
+                return f"{d.outcome.value} by {', '.join(rules)}" if rules else d.outcome.value
+
+            summary = "; ".join(
+                f"{s.id} ({s.country}): {why(decisions[s.id])}" for s in self.config.sites
+            )
+            first = next(iter(decisions.values()))
+            raise PolicyRefused(
+                f"no configured site may hold this record ({summary})",
+                decision=first.to_dict(),
+                hint="see `domicile policy explain` for each site; add a site or a filing that unlocks one",
+            )
+        default = self.config.model.default_site
+
+        def rank(s: Site) -> tuple[int, int, int]:
+            home = 2
+            for j in decisions[s.id].jurisdictions:
+                if j.coverage == "none":
+                    continue
+                if s.country in self.engine.packs.get(j.pack).pack.countries:
+                    home = min(home, 0 if j.coverage == "covered" else 1)
+            return (home, 0 if s.id == default else 1, self.config.sites.index(s))
+
+        best = min(allowed, key=rank)
+        return best, decisions[best.id]
+
+    def put(
+        self,
+        collection: str,
+        *,
+        subject: SubjectEvidence | Mapping[str, Any] | Sequence[str],
+        fields: Mapping[str, Any],
+        purpose: str,
+        access: Access | None = None,
+    ) -> PutResult:
+        return self.put_many(
+            collection, [{"subject": subject, "fields": fields}], purpose=purpose, access=access
+        )[0]
+
+    def put_many(
+        self,
+        collection: str,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        purpose: str,
+        access: Access | None = None,
+    ) -> list[PutResult]:
+        """Write records. Everything is checked and placed before anything is written; the
+        records of one site are written in one transaction."""
+        check_purpose(purpose)
+        access = access or self.operator
+        coll = self.collection(collection)
+        acting = self._requester(access.site)
+        self.authorize(
+            access, "records:write", site=acting.id, collection=collection, purpose=purpose
+        )
+        if not items:
+            raise BadInput("nothing to write", hint="give at least one record")
+        prepared: list[_Item] = []
+        evidence_cache: dict[Any, Residency] = {}
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, Mapping) or set(item) - {"subject", "fields"}:
+                    raise BadInput("each record is {subject: ..., fields: ...}")
+                checked = values.check_fields(collection, coll, item.get("fields") or {})
+                residency = self._evidence_residency(item.get("subject"), evidence_cache)
+                prepared.append(_Item(i, checked, residency))
+            except BadInput as exc:
+                where = f"record {i}: " if len(items) > 1 else ""
+                raise type(exc)(where + exc.message, hint=exc.hint) from None
+
+        stamp = self._stamp()  # the whole batch is placed on one day, under one set of filings
+        placed: dict[tuple[Residency, tuple[str, ...]], tuple[Site, Decision]] = {}
+        for p in prepared:
+            names = tuple(p.fields)
+            hit = placed.get((p.residency, names))
+            if hit is None:
+                cats = self._shape(collection, coll, names).categories
+                try:
+                    hit = self._place_sorted(p.residency, cats, stamp)
+                except PolicyRefused as exc:
+                    self._audit_refusal(
+                        AuditEvent(
+                            action="refuse", site="", purpose=purpose, collection=collection,
+                            requester=acting.id, client=access.client, categories=cats,
+                            detail={"operation": "put", "reason": "policy"}, decision="deny",
+                        )
+                    )  # fmt: skip
+                    where = f"record {p.index}: " if len(prepared) > 1 else ""
+                    raise PolicyRefused(
+                        where + exc.message, decision=exc.decision, hint=exc.hint
+                    ) from None
+                placed[(p.residency, names)] = hit
+            p.site, p.decision = hit
+
+        by_site: dict[str, list[_Item]] = {}
+        for p in prepared:
+            assert p.site is not None
+            by_site.setdefault(p.site.id, []).append(p)
+        # Fail closed before writing anything: every home site must answer.
+        for site_id in by_site:
+            self._require(site_id, purpose, collection, "put", access)
+        results: dict[int, PutResult] = {}
+        for site_id, group in by_site.items():
+            results.update(self._write_site(site_id, collection, coll, group, purpose, access))
+        return [results[i] for i in range(len(prepared))]
+
+    @staticmethod
+    def _evidence_residency(raw: Any, cache: dict[Any, Residency]) -> Residency:
+        """The residency of a record's subject evidence; ``cache`` serves a batch whose
+        records repeat the same evidence (keyed by the evidence, and by a mapping's items
+        when they are all strings)."""
+        key: tuple[tuple[str, str], ...] | None = None
+        if isinstance(raw, Mapping) and all(type(v) is str for v in raw.values()):
+            key = tuple(raw.items())
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        if isinstance(raw, SubjectEvidence):
+            ev = raw
+        elif isinstance(raw, Mapping):
+            ev = SubjectEvidence.from_mapping(raw)
+        elif isinstance(raw, Sequence) and not isinstance(raw, str):
+            ev = SubjectEvidence.parse(raw)
+        else:
+            raise BadInput("subject evidence is missing", hint="e.g. --subject citizenship=RU")
+        residency = cache.get(ev)
+        if residency is None:
+            residency = cache[ev] = resolve(ev)
+        if key is not None:
+            cache[key] = residency
+        return residency
+
+    def _write_site(
+        self,
+        site_id: str,
+        collection: str,
+        coll: Collection,
+        group: list[_Item],
+        purpose: str,
+        access: Access,
+    ) -> dict[int, PutResult]:
+        try:
+            return self._write_site_once(site_id, collection, coll, group, purpose, access)
+        except _SubjectErased:
+            # A subject this batch joined was erased between the index lookup and the
+            # write. Nothing was written; the lookup no longer finds it, so its records
+            # start a new subject this time.
+            return self._write_site_once(site_id, collection, coll, group, purpose, access)
+
+    def _write_site_once(
+        self,
+        site_id: str,
+        collection: str,
+        coll: Collection,
+        group: list[_Item],
+        purpose: str,
+        access: Access,
+    ) -> dict[int, PutResult]:
+        site = self._sites[site_id]
+        indexer = self._indexers[site_id]
+        store = self.store(site_id)
+        ks = self.keystore(site_id)
+        # Each record's blind-index digests, computed once: its own entries and, for
+        # identifying values (e.g. an e-mail address), the digests that tie it to the
+        # subject's earlier records: one index query per identifying category per batch.
+        digests = [self._digests(indexer, collection, coll, item.fields) for item in group]
+        wanted: dict[str, list[bytes]] = {}
+        for _, idents in digests:
+            for category, digest in idents:
+                wanted.setdefault(category, []).append(digest)
+        known = {
+            (category, d): sid
+            for category, ds in wanted.items()
+            for d, sid in store.subjects_for(IDENTITY, category, ds).items()
+        }
+        new_keys: list[tuple[str, WrappedKey]] = []
+        ciphers: dict[str, FieldCipher] = {}
+        fresh = iter(new_ids(len(group)))
+        held: set[str] = set()  # existing subjects this batch adds records to
+        for item, (_, idents) in zip(group, digests, strict=True):
+            sid = next((known[p] for p in idents if p in known), None)
+            if sid is not None and sid not in ciphers:
+                try:
+                    ciphers[sid] = self._cipher(site_id, sid)
+                    held.add(sid)
+                except KeyDestroyed:
+                    sid = None  # being erased right now: this record starts a new subject
+            if sid is None:
+                sid = next(fresh)
+                dek = new_data_key()
+                version, wrapped = self.keys.wrap(site_id, dek, key_context(site_id, sid))
+                new_keys.append((sid, WrappedKey(version, wrapped)))
+                ciphers[sid] = FieldCipher(dek)
+                item.new_subject = True
+                for p in idents:
+                    known[p] = sid  # later records of this batch join the new subject
+            else:
+                item.new_subject = False
+                for p in idents:
+                    known.setdefault(p, sid)  # later records of this batch join it too
+            item.subject_id = sid
+        if new_keys:
+            ks.put_many(new_keys)  # committed before any data sealed with them
+            with self._lock:
+                for sid, _ in new_keys:
+                    self._deks[(site_id, sid)] = ciphers[sid]
+
+        now = self.clock().isoformat()
+        rids = new_ids(len(group))
+        tokens = self.tokens.issue_many(site_id, rids)
+        records: list[StoredRecord] = []
+        entries: list[IndexEntry] = []
+        payloads: list[str] = []
+        results: dict[int, PutResult] = {}
+        residency_blobs: dict[Residency, bytes] = {}
+        outbox: list[tuple[str, str, str, str]] = []
+        targets = self._replica_targets(coll, site_id)
+        encode = values.encode
+        for item, rid, token, (own, idents) in zip(group, rids, tokens, digests, strict=True):
+            sid = item.subject_id
+            decision = item.decision
+            assert sid is not None
+            assert decision is not None
+            shape = self._shape(collection, coll, tuple(item.fields))
+            cipher = ciphers.get(sid) or self._cipher(site_id, sid)
+            prefix = record_context(site_id, collection, rid)
+            blob = residency_blobs.get(item.residency)
+            if blob is None:
+                blob = residency_blobs[item.residency] = values.encode(
+                    _residency_to_json(item.residency)
+                )
+            ads = shape.ads
+            sealed = cipher.seal_all(
+                [
+                    *(
+                        # values.encode, with its common case (text) inline
+                        (b"s" + v.encode() if type(v) is str else encode(v), prefix + ads[n])
+                        for n, v in item.fields.items()
+                    ),
+                    (blob, prefix + RESIDENCY_AD),
+                ]
+            )
+            records.append(
+                StoredRecord(
+                    rid, sid, collection, 1, now, now,
+                    dict(zip((*item.fields, RESIDENCY_FIELD), sealed, strict=True)),
+                )
+            )  # fmt: skip
+            entries += [IndexEntry(collection, f, d, rid) for f, d in own]
+            entries += [IndexEntry(IDENTITY, c, d, rid) for c, d in idents]
+            template = self._write_template(site_id, purpose, collection, shape, decision, access)
+            payloads.append(template.render(rid, sid, now))
+            results[item.index] = PutResult(
+                token,
+                site_id,
+                site.country,
+                decision,
+                item.new_subject,
+                self._join_tokens(collection, coll, item.fields) if shape.joins else {},
+            )
+            outbox.extend((rid, sid, t, "upsert") for t in targets)
+        try:
+            with store.transaction() as tx:
+                if held and tx.hold_subjects(sorted(held)):
+                    raise _SubjectErased
+                tx.insert(records)
+                tx.index(entries)
+                tx.enqueue(outbox)  # replication: in the same transaction as the primary
+                self._ledgers[site_id].append_payloads(tx, payloads)
+        except SiteUnavailable:
+            self._drop(site_id)
+            raise
+        return results
+
+    def _write_template(
+        self,
+        site_id: str,
+        purpose: str,
+        collection: str,
+        shape: _Shape,
+        decision: Decision,
+        access: Access,
+    ) -> PayloadTemplate:
+        """The payloads of a batch's write entries differ only in record, subject and time."""
+        acting = access.site or self.config.local_site
+        client = access.client
+        return self._template(
+            ("write", id(decision), site_id, purpose, collection, shape.names, acting, client),
+            decision,
+            lambda: PayloadTemplate(
+                AuditEvent(
+                    action="write", site=site_id, purpose=purpose, collection=collection,
+                    requester=acting, client=client, decision=decision.outcome.value,
+                    rules=decision.rule_ids, categories=shape.categories, fields=shape.names,
+                ),
+                ("record", "subject", "at"),
+            ),
+        )  # fmt: skip
+
+    def _digests(
+        self, indexer: BlindIndexer, collection: str, coll: Collection, fields: Mapping[str, Any]
+    ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+        """A record's blind-index digests: (field, digest) in the collection's namespace,
+        and (category, digest) in the identity namespace for identifying fields."""
+        own: list[tuple[str, bytes]] = []
+        idents: list[tuple[str, bytes]] = []
+        for name, spec, identity in self._shape(collection, coll, tuple(fields)).indexed:
+            norm = values.normalize(name, spec, fields[name])
+            own.append((name, indexer.digest(collection, name, norm)))
+            if identity is not None:
+                idents.append((identity, indexer.digest(IDENTITY, identity, norm)))
+        return own, idents
+
+    def _join_tokens(
+        self, collection: str, coll: Collection, fields: Mapping[str, Any]
+    ) -> dict[str, str]:
+        return {
+            name: self.join_token(collection, name, value)
+            for name, value in fields.items()
+            if coll.fields[name].join_token
+        }
+
+    def join_token(self, collection: str, field_name: str, value: Any) -> str:
+        """The deterministic token of a value: the same wherever the record lives, so the
+        application can join and deduplicate; it reveals nothing without the join key."""
+        spec = self.collection(collection).fields.get(field_name)
+        if spec is None:
+            raise BadInput(f"collection {collection!r} has no such field")
+        norm = values.normalize(field_name, spec, values.coerce(field_name, spec, value))
+        msg = b"\x00".join((collection.encode(), field_name.encode(), norm.encode("utf-8")))
+        digest = hmac.digest(self._join_key, msg, hashlib.sha256)
+        return "dj1_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def _index_entries(
+        self,
+        site_id: str,
+        indexer: BlindIndexer,
+        collection: str,
+        coll: Collection,
+        record_id: str,
+        fields: Mapping[str, Any],
+    ) -> list[IndexEntry]:
+        out = []
+        for fname, value in fields.items():
+            spec = coll.fields[fname]
+            if not spec.searchable:
+                continue
+            norm = values.normalize(fname, spec, value)
+            out.append(
+                IndexEntry(collection, fname, indexer.digest(collection, fname, norm), record_id)
+            )
+            if spec.identifies:
+                out.append(
+                    IndexEntry(
+                        IDENTITY,
+                        spec.category,
+                        indexer.digest(IDENTITY, spec.category, norm),
+                        record_id,
+                    )
+                )
+        return out
+
+    def update(
+        self,
+        token: str,
+        *,
+        fields: Mapping[str, Any],
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> ReadResult | WriteResult:
+        """Change fields of a record at its home site.
+
+        The answer never shows more than a read by the same caller would: the record as
+        ``get`` would answer it for the caller's site (full, masked or, when the law
+        refuses that read, nothing), audited as that read in the update's own transaction,
+        or only the new version when the caller may not read (no ``records:read``)."""
+        check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:write", site=requester.id, purpose=purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "update", access)
+        self.authorize(access, "records:write", collection=rec.collection, hide=True)
+        coll = self.collection(rec.collection)
+        checked = values.check_fields(rec.collection, coll, fields, partial=True)
+        residency = self._residency(site, rec)
+        names = {f for f in rec.fields if f in coll.fields} | set(checked)
+        decision = self._decide(
+            residency, [coll.fields[f].category for f in names], "update", site.country
+        )
+        if decision.outcome is not Outcome.allow:
+            refusal = self._event(
+                "refuse", site, rec, purpose, access, decision=decision.outcome.value,
+                rules=decision.rule_ids, detail={"operation": "update"},
+            )  # fmt: skip
+            self._audit(site.id, [refusal])
+            raise PolicyRefused(
+                f"policy refuses this update: {decision.outcome.value}", decision=decision.to_dict()
+            )
+        cipher = self._cipher(site.id, rec.subject_id)
+        sealed = dict(rec.fields)
+        for name, value in checked.items():
+            sealed[name] = cipher.seal(
+                values.encode(value), field_context(site.id, rec.collection, rec.record_id, name)
+            )
+        now = self.clock().isoformat()
+        new = replace(rec, version=rec.version + 1, updated_at=now, fields=sealed)
+        # The read back, decided before anything is written and committed with the write.
+        shown: _Disclosure | None = None
+        if (
+            access.missing(
+                "records:read", site=requester.id, collection=rec.collection, purpose=purpose
+            )
+            is None
+        ):
+            shown = self._disclose(token, site, new, requester, purpose, access, operation="update")
+            if shown.error is not None:
+                shown = None  # the law refuses this caller the record: only the version
+        reindex = [f for f in checked if coll.fields[f].searchable]
+        store = self.store(site.id)
+        with store.transaction() as tx:
+            tx.replace(new, rec.version)
+            tx.enqueue(
+                [
+                    (rec.record_id, rec.subject_id, t, "upsert")
+                    for t in self._replica_targets(coll, site.id)
+                ]
+            )
+            if reindex:
+                tx.unindex(rec.record_id, reindex)
+                tx.unindex(
+                    rec.record_id,
+                    [coll.fields[f].category for f in reindex if coll.fields[f].identifies],
+                )
+                tx.index(
+                    self._index_entries(
+                        site.id,
+                        self._indexers[site.id],
+                        rec.collection,
+                        coll,
+                        rec.record_id,
+                        {f: checked[f] for f in reindex},
+                    )
+                )
+            event = self._event(
+                "update", site, rec, purpose, access, decision="allow", rules=decision.rule_ids,
+                fields=tuple(sorted(checked)), at=now,
+            )  # fmt: skip
+            payloads = [event.payload()]
+            if shown is not None:
+                payloads.append(shown.payload)
+                if shown.count is not None:
+                    c = shown.count
+                    tx.count_transfer(c.year, c.to_country, c.subject_id, c.sensitive)
+            self._ledgers[site.id].append_payloads(tx, payloads)
+        if shown is None or shown.result is None:
+            return WriteResult(token, new.version)
+        return shown.result
+
+    def delete(
+        self,
+        token: str,
+        *,
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
+        """Delete one record (the subject and its other records stay)."""
+        check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:delete", site=requester.id, purpose=purpose)
+        site, record_id = self._locate(token)
+        rec = self._load(site, record_id, purpose, "delete", access)
+        self.authorize(access, "records:delete", collection=rec.collection, hide=True)
+        store = self.store(site.id)
+        with store.transaction() as tx:
+            tx.delete([rec.record_id])
+            coll = self.collection(rec.collection)
+            tx.enqueue(
+                [
+                    (rec.record_id, rec.subject_id, t, "delete")
+                    for t in self._replica_targets(coll, site.id)
+                ]
+            )
+            self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose, access)])
+        return {"deleted": True, "site": site.id, "records": 1}
