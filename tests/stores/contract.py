@@ -46,6 +46,7 @@ from domicile.stores.base import (
     VersionConflict,
     WitnessRow,
     entry_hash,
+    pack_fields,
 )
 from domicile.stores.schema import KEY_SCHEMA_VERSION, SITE_SCHEMA_VERSION
 
@@ -62,10 +63,11 @@ def record(
     created_at: str = T0,
     fields: dict[str, bytes] | None = None,
 ) -> StoredRecord:
+    """A stored record; its body packs ``fields`` (stores keep bodies as opaque bytes)."""
     if fields is None:
         fields = {"email": b"sealed:" + record_id.encode(), "name": b"\x00\xff\x10sealed"}
     return StoredRecord(
-        record_id, subject_id, collection, version, created_at, created_at, dict(fields)
+        record_id, subject_id, collection, version, created_at, created_at, pack_fields(fields)
     )
 
 
@@ -183,7 +185,7 @@ class SiteStoreContract(Backend):
         with store.transaction() as tx:
             tx.insert([record("r1")])
         newer = StoredRecord(
-            "r1", "subj-1", "users", 2, T0, "2025-07-02T00:00:00+00:00", {"email": b"new"}
+            "r1", "subj-1", "users", 2, T0, "2025-07-02T00:00:00+00:00", b"\xd3new body"
         )
         with store.transaction() as tx:
             tx.replace(newer, expect_version=1)
@@ -213,16 +215,14 @@ class SiteStoreContract(Backend):
     def test_delete_removes_records_and_their_index_entries(self, store: SiteStore) -> None:
         with store.transaction() as tx:
             tx.insert([record("r1"), record("r2"), record("r3")])
-            tx.index(
-                IndexEntry("users", "email", digest("same"), rid) for rid in ("r1", "r2", "r3")
-            )
+            tx.index(IndexEntry(digest("same"), rid) for rid in ("r1", "r2", "r3"))
         with store.transaction() as tx:
             assert tx.delete(["r1", "r3", "never-existed"]) == 2
         assert store.get("r1") is None
         assert store.get("r3") is None
         assert store.count() == 1
-        assert store.lookup("users", "email", digest("same")) == ["r2"]
-        raw = self.raw(store.url, "SELECT record_id FROM blind_index")
+        assert store.lookup(digest("same")) == ["r2"]
+        raw = self.raw(store.url, "SELECT record_id FROM digests")
         assert [r[0] for r in raw] == ["r2"]
 
     def test_erasing_a_subject_takes_its_records_and_index_entries_only(
@@ -230,13 +230,13 @@ class SiteStoreContract(Backend):
     ) -> None:
         with store.transaction() as tx:
             tx.insert([record("r1", "subj-1"), record("r2", "subj-1"), record("r3", "subj-2")])
-            tx.index([IndexEntry("users", "email", digest(r), r) for r in ("r1", "r2", "r3")])
+            tx.index([IndexEntry(digest(r), r) for r in ("r1", "r2", "r3")])
         with store.transaction() as tx:
             assert tx.hold_subjects(["subj-1", "subj-2"]) == set()
             assert tx.erase_subject("subj-1", T0) == 2
         assert [r.record_id for r in store.subject_records("subj-1")] == []
-        assert store.lookup("users", "email", digest("r1")) == []
-        assert store.lookup("users", "email", digest("r3")) == ["r3"]
+        assert store.lookup(digest("r1")) == []
+        assert store.lookup(digest("r3")) == ["r3"]
         with store.transaction() as tx:
             assert tx.hold_subjects(["subj-1", "subj-2", "subj-1"]) == {"subj-1"}
             assert tx.erase_subject("subj-1", T0) == 0  # erasing twice is harmless
@@ -273,42 +273,44 @@ class SiteStoreContract(Backend):
         assert erased["records"] == 1
         assert store.get("late") is None
 
-    def test_lookup_matches_collection_field_and_digest(self, store: SiteStore) -> None:
+    def test_lookup_finds_every_record_of_a_digest_and_nothing_else(self, store: SiteStore) -> None:
+        # A digest names its collection and field (they are hashed into it): the index
+        # keeps only the digest and the record.
         with store.transaction() as tx:
             tx.insert([record("r1"), record("r2"), record("o1", collection="orders")])
             tx.index(
                 [
-                    IndexEntry("users", "email", digest("a@x"), "r1"),
-                    IndexEntry("users", "email", digest("a@x"), "r2"),
-                    IndexEntry("users", "phone", digest("a@x"), "r1"),
-                    IndexEntry("orders", "email", digest("a@x"), "o1"),
-                    IndexEntry("users", "email", digest("b@x"), "r2"),
+                    IndexEntry(digest("users.email:a@x"), "r1"),
+                    IndexEntry(digest("users.email:a@x"), "r2"),
+                    IndexEntry(digest("users.phone:a@x"), "r1"),
+                    IndexEntry(digest("orders.email:a@x"), "o1"),
+                    IndexEntry(digest("users.email:b@x"), "r2"),
                 ]
             )
-        assert sorted(store.lookup("users", "email", digest("a@x"))) == ["r1", "r2"]
-        assert store.lookup("users", "phone", digest("a@x")) == ["r1"]
-        assert store.lookup("orders", "email", digest("a@x")) == ["o1"]
-        assert store.lookup("users", "email", digest("c@x")) == []
+            tx.index([IndexEntry(digest("users.email:a@x"), "r1")])  # twice: kept once
+        assert sorted(store.lookup(digest("users.email:a@x"))) == ["r1", "r2"]
+        assert store.lookup(digest("users.phone:a@x")) == ["r1"]
+        assert store.lookup(digest("orders.email:a@x")) == ["o1"]
+        assert store.lookup(digest("users.email:c@x")) == []
+        assert store.subjects_for([digest("orders.email:a@x"), digest("nope")]) == {
+            digest("orders.email:a@x"): "subj-1"
+        }
+        assert store.subjects_for([]) == {}
 
-    def test_unindex_all_or_some_fields(self, store: SiteStore) -> None:
+    def test_unindex_drops_every_entry_of_one_record(self, store: SiteStore) -> None:
         with store.transaction() as tx:
             tx.insert([record("r1"), record("r2")])
             tx.index(
                 [
-                    IndexEntry("users", "email", digest("e"), "r1"),
-                    IndexEntry("users", "phone", digest("p"), "r1"),
-                    IndexEntry("users", "city", digest("c"), "r1"),
-                    IndexEntry("users", "email", digest("e"), "r2"),
+                    IndexEntry(digest("e"), "r1"),
+                    IndexEntry(digest("p"), "r1"),
+                    IndexEntry(digest("e"), "r2"),
                 ]
             )
         with store.transaction() as tx:
-            tx.unindex("r1", ["phone", "city"])
-        assert store.lookup("users", "phone", digest("p")) == []
-        assert store.lookup("users", "city", digest("c")) == []
-        assert sorted(store.lookup("users", "email", digest("e"))) == ["r1", "r2"]
-        with store.transaction() as tx:
             tx.unindex("r1")
-        assert store.lookup("users", "email", digest("e")) == ["r2"]
+        assert store.lookup(digest("p")) == []
+        assert store.lookup(digest("e")) == ["r2"]
 
     def test_subject_records_are_that_subjects_in_creation_order(self, store: SiteStore) -> None:
         with store.transaction() as tx:
@@ -327,7 +329,7 @@ class SiteStoreContract(Backend):
         def write_then_fail() -> None:
             with store.transaction() as tx:
                 tx.insert([record("r1")])
-                tx.index([IndexEntry("users", "email", digest("e"), "r1")])
+                tx.index([IndexEntry(digest("e"), "r1")])
                 tx.append_audit(chain_after(tx.audit_head(), 3))
                 tx.add_checkpoint(Checkpoint(3, b"h" * 32, T0, b"s" * 64))
                 raise RuntimeError("boom")
@@ -336,7 +338,7 @@ class SiteStoreContract(Backend):
             write_then_fail()
         assert store.count() == 0
         assert store.get("r1") is None
-        assert store.lookup("users", "email", digest("e")) == []
+        assert store.lookup(digest("e")) == []
         assert list(store.audit()) == []
         assert store.checkpoints() == []
         with store.transaction() as tx:
@@ -506,8 +508,8 @@ class SiteStoreContract(Backend):
         with store.transaction() as tx:
             assert tx.put_replica(v2) is True
             assert tx.put_replica(v2) is False  # the same version again: nothing changes
-            assert tx.put_replica(replace(v2, version=1, fields={"x": b"old"})) is False
-            assert tx.put_replica(replace(v2, version=3, fields={"x": b"new"})) is True
+            assert tx.put_replica(replace(v2, version=1, body=pack_fields({"x": b"old"}))) is False
+            assert tx.put_replica(replace(v2, version=3, body=pack_fields({"x": b"new"}))) is True
         got = store.get("r1")
         assert got is not None
         assert (got.version, got.fields, got.primary_site) == (3, {"x": b"new"}, "ru")
@@ -783,7 +785,7 @@ class SiteStoreContract(Backend):
         assert not store.ping()
         calls: list[Callable[[], object]] = [
             lambda: store.get("r1"),
-            lambda: store.lookup("users", "email", b"x"),
+            lambda: store.lookup(b"x"),
             lambda: store.subject_records("subj-1"),
             store.count,
             store.checkpoints,

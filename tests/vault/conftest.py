@@ -93,6 +93,11 @@ class Deployment:
     def open(self, now: dt.datetime = FIXED_NOW) -> Domicile:
         return Domicile(self.config, clock=lambda: now)
 
+    @property
+    def config_text(self) -> str:
+        """The configuration as a file would hold it (for the CLI)."""
+        return CONFIG.format(**self.urls)
+
     def url(self, name: str) -> str:
         url = self.urls[name]
         return (

@@ -29,8 +29,8 @@ def erase_after_lookup(worker: Domicile, eraser: Domicile, token: str) -> None:
     real: Callable[..., dict[bytes, str]] = store.subjects_for
     fired: list[Any] = []
 
-    def lookup_then_erase(collection: str, field: str, digests: Sequence[bytes]) -> Any:
-        found = real(collection, field, digests)
+    def lookup_then_erase(digests: Sequence[bytes]) -> Any:
+        found = real(digests)
         if not fired:
             fired.append(eraser.erase(token, purpose="subject_request"))
         return found

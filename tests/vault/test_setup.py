@@ -236,6 +236,18 @@ def test_sites_migrate_upgrades_what_read_only_opens_refuse(folder: Path) -> Non
         for stmt in reversed(SITE_MIGRATIONS["sqlite"][SITE_SCHEMA_VERSION])
         for kind, name in re.findall(r"^CREATE (TABLE|INDEX|TRIGGER) (\w+)", stmt)
     ]
+    # ... and make again what it dropped, as the earlier migrations made it.
+    dropped = {
+        name
+        for stmt in SITE_MIGRATIONS["sqlite"][SITE_SCHEMA_VERSION]
+        for name in re.findall(r"^DROP TABLE (\w+)", stmt)
+    }
+    undo += [
+        stmt
+        for version in range(1, SITE_SCHEMA_VERSION)
+        for stmt in SITE_MIGRATIONS["sqlite"][version]
+        if re.match(rf"^CREATE (TABLE|INDEX \w+ ON) ({'|'.join(dropped) or '-'})\b", stmt)
+    ]
     assert undo
     sql(path, *undo, f"UPDATE meta SET value = '{older}' WHERE key = 'schema_version'")
     with pytest.raises(SchemaOutdated):

@@ -16,7 +16,7 @@ from domicile.crypto.envelope import key_context, new_data_key
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.crypto.keys import REFRESH, LocalKeyring
 from domicile.errors import BadInput
-from domicile.stores.base import SiteUnavailable, pack_fields, unpack_fields
+from domicile.stores.base import SiteUnavailable
 from domicile.stores.keystore import WrappedKey
 from domicile.vault import Domicile, NotFound, PolicyRefused
 
@@ -129,17 +129,27 @@ def test_ciphertext_moved_between_records_or_fields_does_not_decrypt(
             "UPDATE records SET fields = ? WHERE record_id = ?",
             params=(bytes(blobs[b]), rid[a]),
         )
-    # Swap two fields' ciphertexts inside record 3.
-    fields = unpack_fields(bytes(blobs[t3]))
-    fields["email"], fields["city"] = fields["city"], fields["email"]
+    # Record 3: its header names the fields in another order (the ciphertext untouched).
+    body = bytes(blobs[t3])
+    end = 3 + int.from_bytes(body[1:3], "big")
+    names = body[3:end].split(b"\x00")
+    swapped = body[:3] + b"\x00".join(reversed(names)) + body[end:]
+    assert len(swapped) == len(body)
+    deployment.execute(
+        "ru", "UPDATE records SET fields = ? WHERE record_id = ?", params=(swapped, rid[t3])
+    )
+    # Record 4: the body stays, its version in the clear moves on.
+    t4 = vault.put(
+        "profiles", subject=RU, fields={**IVAN, "email": "fourth@example.ru"}, purpose="signup"
+    ).token
     deployment.execute(
         "ru",
-        "UPDATE records SET fields = ? WHERE record_id = ?",
-        params=(pack_fields(fields), rid[t3]),
+        "UPDATE records SET version = version + 1 WHERE record_id = ?",
+        params=(vault.tokens.read(t4)[1],),
     )
     vault.close()
     vault = deployment.open()
-    for token in (t1, t2, t3):
+    for token in (t1, t2, t3, t4):
         with pytest.raises(DecryptionFailed):
             vault.get(token, purpose="profile_view", as_site="ru")
     vault.close()

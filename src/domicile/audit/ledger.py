@@ -52,7 +52,7 @@ from domicile.stores.base import (
 
 Action = Literal[
     "write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate", "filing",
-    "witness", "disclose_masked", "setup",
+    "witness", "disclose_masked", "setup", "upgrade",
 ]  # fmt: skip
 # A tree head is signed whenever the log crosses a multiple of this many entries (and in
 # every witness round).
@@ -77,6 +77,10 @@ class AuditEvent:
     collection: str | None = None
     record: str | None = None
     subject: str | None = None
+    # An entry about many records (the writes of a batch) names every one of them, and
+    # their subjects in the same order.
+    records: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
     requester: str | None = None  # the site the operation acted from
     client: str | None = None  # who did it: a client id, or the operator ("cli:USER")
     decision: str | None = None

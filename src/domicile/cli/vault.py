@@ -482,6 +482,54 @@ def register(app: typer.Typer) -> None:
         ))  # fmt: skip
 
     @app.command()
+    def upgrade(
+        site: str | None = typer.Option(None, "--site", help="Only this site."),
+        batch: int = typer.Option(
+            500, "--batch", min=1, max=100_000, help="Records per transaction."
+        ),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Re-seal records written in an earlier layout in the current one (one seal per
+        record), in place, at every site. Safe to stop and run again: it goes on where it
+        was. Exit 1 if some records do not open, 4 if a site is unavailable."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from domicile.vault.upgrade import upgrade as run_upgrade
+
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            console=err_console, transient=True, disable=as_json,
+        )  # fmt: skip
+        tasks: dict[str, Any] = {}
+
+        def tell(site_id: str, walked: int, total: int) -> None:
+            if site_id not in tasks:
+                tasks[site_id] = bar.add_task(f"site {site_id}", total=total)
+            bar.update(tasks[site_id], completed=walked)
+
+        with vault(config, as_json) as d, errors(as_json), bar:
+            report = run_upgrade(d, site=site, batch=batch, progress=tell)
+        data = report.to_dict()
+
+        def human() -> None:
+            for s in report.sites:
+                line = f"{s.site}: {s.resealed} re-sealed, {s.current} already current"
+                if s.unreadable:
+                    line += (
+                        f", [red]{len(s.unreadable)} do not open[/] (erased meanwhile, or altered)"
+                    )
+                console.print(line)
+            for sid in report.unavailable:
+                console.print(f"[red]{sid}: unavailable[/]; run again when it is back")
+
+        _show(data, as_json, human)
+        if report.unavailable:
+            raise typer.Exit(4)
+        if not report.done:
+            raise typer.Exit(1)
+
+    @app.command()
     def replicate(
         follow: bool = typer.Option(False, "--follow", help="Keep running until SIGINT/SIGTERM."),
         interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between rounds."),

@@ -1,10 +1,11 @@
-"""Envelope encryption of record fields.
+"""Envelope encryption of records.
 
 Each subject has its own 256-bit data key (DEK), kept wrapped by the home site's
-key-encryption key in a key store apart from the data. Each field value is sealed with
-AES-256-GCM under the subject's DEK; the associated data names the site, the collection,
-the record and the field, so a ciphertext copied to another record, field or site does not
-decrypt.
+key-encryption key in a key store apart from the data. Values are sealed with AES-256-GCM
+under the subject's DEK; the associated data names where the value belongs (for a record's
+body: site, collection, record and version, see ``domicile.vault.sealing``; for a field of
+the earlier layout or a file: site, collection, record and field), so a ciphertext copied
+elsewhere does not decrypt.
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ class FieldCipher:
     def __init__(self, dek: bytes) -> None:
         self._aead = AESGCM(dek)
         self._dek = dek
+
+    @property
+    def aead(self) -> AESGCM:
+        return self._aead
+
+    def open_raw(self, nonce: bytes, sealed: bytes, context: bytes) -> bytes:
+        """Open a ciphertext (with its tag) under ``nonce`` and ``context``."""
+        try:
+            return self._aead.decrypt(nonce, sealed, context)
+        except InvalidTag:
+            raise DecryptionFailed(
+                "a stored value does not decrypt in its place",
+                hint="it was altered or moved from another record, collection, site or version",
+            ) from None
 
     def sealer(self, context: bytes) -> Sealer:
         """A ``Sealer`` for a value that arrives in pieces."""

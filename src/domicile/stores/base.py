@@ -103,19 +103,73 @@ class VersionConflict(DomicileError):
     exit_code = 1
 
 
+# The first byte of a record body in layout 3: one AES-GCM seal over every field. A body in
+# layout 2 (one seal per field, packed by ``pack_fields``) starts with the length of its
+# first field name, at most 64, so the two cannot be confused.
+LAYOUT3 = b"\xd3"
+_HEADERS: dict[bytes, tuple[str, ...]] = {}  # a layout-3 header's field names (a few shapes)
+
+
+def body_header(names: Sequence[str]) -> bytes:
+    """The start of a layout-3 body: LAYOUT3, then the names of the fields it holds
+    (2-byte length, names joined by NUL). The names are the collection's schema, no
+    personal data; they are bound into the seal's associated data."""
+    raw = "\x00".join(names).encode()
+    return LAYOUT3 + len(raw).to_bytes(2, "big") + raw
+
+
+def split_body(body: bytes) -> tuple[bytes, tuple[str, ...], bytes]:
+    """A layout-3 body as (header, field names, sealed part); ``DecryptionFailed`` if it
+    is malformed."""
+    if len(body) < 3:
+        raise _corrupt()
+    end = 3 + int.from_bytes(body[1:3], "big")
+    header = bytes(body[:end])
+    names = _HEADERS.get(header)
+    if names is None:
+        if len(body) < end:
+            raise _corrupt()
+        try:
+            text = header[3:].decode()
+        except UnicodeDecodeError:
+            raise _corrupt() from None
+        names = tuple(text.split("\x00")) if text else ()
+        if len(_HEADERS) < 4096:
+            _HEADERS[header] = names
+    return header, names, body[end:]
+
+
 @dataclass(frozen=True)
 class StoredRecord:
+    """A record as a site stores it: ids, version and times in the clear (no personal data),
+    and its ``body``, sealed under its subject's data key (see ``domicile.vault.sealing``)."""
+
     record_id: str
     subject_id: str
     collection: str
     version: int
     created_at: str
     updated_at: str
-    fields: dict[str, bytes]  # field name -> sealed value
+    body: bytes  # layout 3: LAYOUT3 + one sealed value; layout 2: ``pack_fields`` of seals
     primary_site: str | None = None  # set on a replica: the site holding the primary
 
-    def pack_fields(self) -> bytes:
-        return pack_fields(self.fields)
+    @property
+    def layout(self) -> int:
+        return 3 if self.body[:1] == LAYOUT3 else 2
+
+    @property
+    def fields(self) -> dict[str, bytes]:
+        """A layout-2 body's sealed fields, by name (``DecryptionFailed`` if malformed)."""
+        if self.layout == 3:
+            raise TypeError("a layout-3 record has no separately sealed fields")
+        return unpack_fields(self.body)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The names of the fields the record holds (read without opening it)."""
+        if self.layout == 3:
+            return split_body(self.body)[1]
+        return tuple(n for n in unpack_fields(self.body) if not n.startswith("@"))
 
     @property
     def is_replica(self) -> bool:
@@ -125,7 +179,7 @@ class StoredRecord:
         """The ``records`` columns, in the order of ``RECORD_COLUMNS``."""
         return (
             self.record_id, self.subject_id, self.collection, self.version,
-            self.created_at, self.updated_at, self.pack_fields(), self.primary_site,
+            self.created_at, self.updated_at, self.body, self.primary_site,
         )  # fmt: skip
 
 
@@ -149,8 +203,10 @@ class OutboxItem:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    collection: str
-    field: str
+    """A blind-index entry: a keyed digest of one value and the record that holds it. The
+    digest already names its collection and field (they are part of what is hashed), so
+    the entry needs nothing else."""
+
     digest: bytes
     record_id: str
 
@@ -297,8 +353,8 @@ class StoreTransaction(ABC):
     def index(self, entries: Iterable[IndexEntry]) -> None: ...
 
     @abstractmethod
-    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
-        """Drop a record's index entries (all, or those of some fields)."""
+    def unindex(self, record_id: str) -> None:
+        """Drop every index entry of a record."""
 
     @abstractmethod
     def audit_head(self) -> tuple[int, bytes]:
@@ -442,17 +498,15 @@ class SiteStore(ABC):
     def get(self, record_id: str) -> StoredRecord | None: ...
 
     @abstractmethod
-    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
-        """Record ids whose index entry for (collection, field) equals ``digest``."""
+    def lookup(self, digest: bytes) -> list[str]:
+        """Record ids with an index entry of ``digest``."""
 
-    def subjects_for(
-        self, collection: str, field: str, digests: Sequence[bytes]
-    ) -> dict[bytes, str]:
-        """For each digest found in the index of (collection, field), the subject id of a
-        record that carries it. Backends override this with one query."""
+    def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
+        """For each digest found in the index, the subject id of a record that carries it.
+        Backends override this with one query."""
         out: dict[bytes, str] = {}
         for d in digests:
-            for rid in self.lookup(collection, field, d):
+            for rid in self.lookup(d):
                 rec = self.get(rid)
                 if rec is not None:
                     out[d] = rec.subject_id
@@ -472,6 +526,11 @@ class SiteStore(ABC):
     @abstractmethod
     def replicas(self, after: str, limit: int) -> list[StoredRecord]:
         """Replicas held here, in record-id order after ``after`` (keyset paging)."""
+
+    @abstractmethod
+    def records_after(self, after: str, limit: int) -> list[StoredRecord]:
+        """Every record held here (primaries and replicas), in record-id order after
+        ``after`` (keyset paging: for a walk over the whole site)."""
 
     @abstractmethod
     def count_replicas(self) -> int: ...

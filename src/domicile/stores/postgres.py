@@ -69,7 +69,6 @@ from domicile.stores.base import (
     VersionConflict,
     WitnessRow,
     new_creation_id,
-    unpack_fields,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey
 from domicile.stores.schema import (
@@ -553,7 +552,7 @@ class _Tx(StoreTransaction):
                 (
                     record.version,
                     record.updated_at,
-                    record.pack_fields(),
+                    record.body,
                     record.record_id,
                     expect_version,
                 ),
@@ -568,7 +567,7 @@ class _Tx(StoreTransaction):
         if not ids:
             return 0
         with self._errors("cannot delete records"):
-            self.c.execute("DELETE FROM blind_index WHERE record_id = ANY(%s)", (ids,))
+            self.c.execute("DELETE FROM digests WHERE record_id = ANY(%s)", (ids,))
             cur = self.c.execute("DELETE FROM records WHERE record_id = ANY(%s)", (ids,))
         return max(cur.rowcount, 0)
 
@@ -597,7 +596,7 @@ class _Tx(StoreTransaction):
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ERASE_LOCK, subject_id)
             )
             self.c.execute(
-                "DELETE FROM blind_index WHERE record_id IN"
+                "DELETE FROM digests WHERE record_id IN"
                 " (SELECT record_id FROM records WHERE subject_id = %s)",
                 (subject_id,),
             )
@@ -609,27 +608,20 @@ class _Tx(StoreTransaction):
         return max(cur.rowcount, 0)
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
-        rows = [(e.collection, e.field, e.digest, e.record_id) for e in entries]
+        rows = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
         if not rows:
             return
         with self._errors("cannot write index entries"):
-            self._copy(
-                "COPY blind_index (collection, field, digest, record_id) FROM STDIN (FORMAT BINARY)",
-                ("text", "text", "bytea", "text"),
-                rows,
+            # One statement (binary arrays); an entry kept already stays as it is.
+            self.c.execute(
+                "INSERT INTO digests SELECT * FROM unnest(%b::bytea[], %b::text[])"
+                " ON CONFLICT DO NOTHING",
+                ([r[0] for r in rows], [r[1] for r in rows]),
             )
 
-    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
+    def unindex(self, record_id: str) -> None:
         with self._errors("cannot delete index entries"):
-            if fields is None:
-                self.c.execute("DELETE FROM blind_index WHERE record_id = %s", (record_id,))
-            else:
-                names = list(fields)
-                if names:
-                    self.c.execute(
-                        "DELETE FROM blind_index WHERE record_id = %s AND field = ANY(%s)",
-                        (record_id, names),
-                    )
+            self.c.execute("DELETE FROM digests WHERE record_id = %s", (record_id,))
 
     def audit_head(self) -> tuple[int, bytes]:
         with self._errors("cannot lock the audit head"):
@@ -875,7 +867,7 @@ def _record(row: TupleRow) -> StoredRecord:
     rid, sid, coll, version, created, updated, blob, primary = row
     return StoredRecord(
         str(rid), str(sid), str(coll), int(version), str(created), str(updated),
-        unpack_fields(bytes(blob)), primary,
+        bytes(blob), primary,
     )  # fmt: skip
 
 
@@ -1040,23 +1032,18 @@ class PostgresSiteStore(SiteStore):
         )
         return _record(rows[0]) if rows else None
 
-    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
-        rows = self._read(
-            "SELECT record_id FROM blind_index WHERE collection = %s AND field = %s AND digest = %s",
-            (collection, field, digest),
-        )
+    def lookup(self, digest: bytes) -> list[str]:
+        rows = self._read("SELECT record_id FROM digests WHERE digest = %s", (digest,))
         return [str(r[0]) for r in rows]
 
-    def subjects_for(
-        self, collection: str, field: str, digests: Sequence[bytes]
-    ) -> dict[bytes, str]:
+    def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         if not digests:
             return {}
         rows = self._read(
-            "SELECT b.digest, r.subject_id FROM blind_index b"
+            "SELECT b.digest, r.subject_id FROM digests b"
             " JOIN records r ON r.record_id = b.record_id"
-            " WHERE b.collection = %s AND b.field = %s AND b.digest = ANY(%b)",
-            (collection, field, list(dict.fromkeys(digests))),
+            " WHERE b.digest = ANY(%b)",
+            (list(dict.fromkeys(digests)),),
         )
         out: dict[bytes, str] = {}
         for digest, subject in rows:
@@ -1097,6 +1084,14 @@ class PostgresSiteStore(SiteStore):
         rows = self._read(
             "SELECT " + RECORD_COLUMNS + " FROM records"
             " WHERE primary_site IS NOT NULL AND record_id > %s ORDER BY record_id LIMIT %s",
+            (after, limit),
+        )
+        return [_record(r) for r in rows]
+
+    def records_after(self, after: str, limit: int) -> list[StoredRecord]:
+        rows = self._read(
+            "SELECT " + RECORD_COLUMNS + " FROM records"
+            " WHERE record_id > %s ORDER BY record_id LIMIT %s",
             (after, limit),
         )
         return [_record(r) for r in rows]

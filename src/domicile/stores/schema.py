@@ -66,6 +66,16 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
                 for op in ("UPDATE", "DELETE")
             ),
         ],
+        # Blind indexes, compact (record layout 3): a keyed digest already names its
+        # collection and field, so an entry is the digest and the record; clustered on the
+        # digest. The old table's rows move over as they are (same digests).
+        7: [
+            "CREATE TABLE digests (digest BLOB NOT NULL, record_id TEXT NOT NULL,"
+            " PRIMARY KEY (digest, record_id)) WITHOUT ROWID",
+            "CREATE INDEX digests_record ON digests (record_id)",
+            "INSERT OR IGNORE INTO digests SELECT digest, record_id FROM blind_index",
+            "DROP TABLE blind_index",
+        ],
     },
     "postgresql": {
         1: [
@@ -143,6 +153,13 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
             "CREATE TRIGGER witnessed_append_only BEFORE UPDATE OR DELETE ON witnessed"
             " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        ],
+        7: [
+            "CREATE TABLE digests (digest BYTEA NOT NULL, record_id TEXT NOT NULL,"
+            " PRIMARY KEY (digest, record_id))",
+            "CREATE INDEX digests_record ON digests (record_id)",
+            "INSERT INTO digests SELECT DISTINCT digest, record_id FROM blind_index",
+            "DROP TABLE blind_index",
         ],
     },
 }

@@ -35,7 +35,6 @@ from domicile.stores.base import (
     VersionConflict,
     WitnessRow,
     new_creation_id,
-    unpack_fields,
 )
 from domicile.stores.schema import (
     SITE_MIGRATIONS,
@@ -173,7 +172,7 @@ class _Tx(StoreTransaction):
             (
                 record.version,
                 record.updated_at,
-                record.pack_fields(),
+                record.body,
                 record.record_id,
                 expect_version,
             ),
@@ -185,7 +184,7 @@ class _Tx(StoreTransaction):
 
     def delete(self, record_ids: Sequence[str]) -> int:
         ids = [(r,) for r in record_ids]
-        self.c.executemany("DELETE FROM blind_index WHERE record_id = ?", ids)
+        self.c.executemany("DELETE FROM digests WHERE record_id = ?", ids)
         before = self.c.total_changes
         self.c.executemany("DELETE FROM records WHERE record_id = ?", ids)
         return self.c.total_changes - before
@@ -207,7 +206,7 @@ class _Tx(StoreTransaction):
 
     def erase_subject(self, subject_id: str, erased_at: str) -> int:
         self.c.execute(
-            "DELETE FROM blind_index WHERE record_id IN"
+            "DELETE FROM digests WHERE record_id IN"
             " (SELECT record_id FROM records WHERE subject_id = ?)",
             (subject_id,),
         )
@@ -220,18 +219,12 @@ class _Tx(StoreTransaction):
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
         self.c.executemany(
-            "INSERT INTO blind_index VALUES (?, ?, ?, ?)",
-            [(e.collection, e.field, e.digest, e.record_id) for e in entries],
+            "INSERT OR IGNORE INTO digests VALUES (?, ?)",
+            [(e.digest, e.record_id) for e in entries],
         )
 
-    def unindex(self, record_id: str, fields: Iterable[str] | None = None) -> None:
-        if fields is None:
-            self.c.execute("DELETE FROM blind_index WHERE record_id = ?", (record_id,))
-        else:
-            self.c.executemany(
-                "DELETE FROM blind_index WHERE record_id = ? AND field = ?",
-                [(record_id, f) for f in fields],
-            )
+    def unindex(self, record_id: str) -> None:
+        self.c.execute("DELETE FROM digests WHERE record_id = ?", (record_id,))
 
     def audit_head(self) -> tuple[int, bytes]:
         row = self.c.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -367,7 +360,7 @@ def _record(row: tuple[Any, ...]) -> StoredRecord:
     rid, sid, coll, version, created, updated, blob, primary = row
     return StoredRecord(
         str(rid), str(sid), str(coll), int(version), str(created), str(updated),
-        unpack_fields(bytes(blob)), primary,
+        bytes(blob), primary,
     )  # fmt: skip
 
 
@@ -638,6 +631,13 @@ class SqliteSiteStore(SiteStore):
         )
         return [_record(r) for r in rows]
 
+    def records_after(self, after: str, limit: int) -> list[StoredRecord]:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id > ? ORDER BY record_id LIMIT ?",
+            (after, limit),
+        )
+        return [_record(r) for r in rows]
+
     def count_replicas(self) -> int:
         value = self._read("SELECT count(*) FROM records WHERE primary_site IS NOT NULL")[0][0]
         assert isinstance(value, int)
@@ -651,25 +651,20 @@ class SqliteSiteStore(SiteStore):
         )[0]
         return int(row[0]), int(row[1])
 
-    def lookup(self, collection: str, field: str, digest: bytes) -> list[str]:
-        rows = self._read(
-            "SELECT record_id FROM blind_index WHERE collection = ? AND field = ? AND digest = ?",
-            (collection, field, digest),
-        )
+    def lookup(self, digest: bytes) -> list[str]:
+        rows = self._read("SELECT record_id FROM digests WHERE digest = ?", (digest,))
         return [str(r[0]) for r in rows]
 
-    def subjects_for(
-        self, collection: str, field: str, digests: Sequence[bytes]
-    ) -> dict[bytes, str]:
+    def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         out: dict[bytes, str] = {}
         unique = list(dict.fromkeys(digests))
         for i in range(0, len(unique), 500):
             chunk = unique[i : i + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._read(
-                "SELECT b.digest, r.subject_id FROM blind_index b JOIN records r ON r.record_id = b.record_id"
-                f" WHERE b.collection = ? AND b.field = ? AND b.digest IN ({marks})",
-                (collection, field, *chunk),
+                "SELECT b.digest, r.subject_id FROM digests b JOIN records r ON r.record_id = b.record_id"
+                f" WHERE b.digest IN ({marks})",
+                tuple(chunk),
             )
             for digest, subject in rows:
                 out.setdefault(bytes(digest), str(subject))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import threading
@@ -48,15 +49,13 @@ from domicile.stores import (
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.errors import NotFound
+from domicile.vault.sealing import RESIDENCY_FIELD, canonical, open_body
 from domicile.vault.tokens import TokenCodec
 
 PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
-RESIDENCY_FIELD = "@residency"  # sealed like any field: residency is personal data too
-
-
-RESIDENCY_AD = RESIDENCY_FIELD.encode()
+RESIDENCY_AD = RESIDENCY_FIELD.encode()  # layout 2: the residency sealed as a field
 
 
 IDENTITY = "@identity"  # blind-index namespace of identifying values, across collections
@@ -106,10 +105,6 @@ class _Shape:
         self.joins = [n for n in known if specs[n].join_token]
 
 
-def _decode(raw: bytes) -> Any:
-    return raw[1:].decode("utf-8") if raw[:1] == b"s" else values.decode(raw)
-
-
 # Categories whose export counts as "sensitive" for volume thresholds (PIPL Art. 28 and the
 # special categories of most laws).
 SENSITIVE = (
@@ -139,6 +134,11 @@ def _residency_to_json(r: Residency) -> dict[str, Any]:
         "residence": r.residence.to_dict(),
         "location": r.location.to_dict(),
     }
+
+
+def residency_text(r: Residency) -> str:
+    """The JSON text a residency is sealed as (one text per residency)."""
+    return canonical(_residency_to_json(r))
 
 
 def _residency_from_json(data: Mapping[str, Any]) -> Residency:
@@ -217,7 +217,7 @@ class VaultCore:
         self._decisions: dict[tuple[Any, ...], Decision] = {}
         self._placements: dict[tuple[Any, ...], tuple[Site, Decision]] = {}
         self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
-        self._residencies: dict[bytes, Residency] = {}  # sealed residency, opened -> parsed
+        self._residencies: dict[str, Residency] = {}  # sealed residency, opened -> parsed
         self._templates: dict[tuple[Any, ...], tuple[Any, PayloadTemplate]] = {}
         self._facts_read: dict[str, bool] = {}
         # Sites that some collection copies to: the only places a copy can be read from.
@@ -599,35 +599,37 @@ class VaultCore:
             raise _no_such_record()
         return rec
 
-    def _open(self, site: Site, rec: StoredRecord, *, skip: str | None = None) -> dict[str, Any]:
-        """Decrypt every field of a record (but ``skip``)."""
-        cipher = self._cipher(site.id, rec.subject_id)
-        prefix = record_context(site.id, rec.collection, rec.record_id)
-        return {
-            name: _decode(cipher.open(blob, prefix + name.encode()))
-            for name, blob in rec.fields.items()
-            if name != skip
-        }
+    def _open_record(self, site: Site, rec: StoredRecord) -> tuple[Residency, dict[str, Any]]:
+        """The subject's residency and every field of a record, opened with the subject's
+        data key at ``site`` (either layout)."""
+        text, fields = open_body(self._cipher(site.id, rec.subject_id), site.id, rec)
+        return self.residency_of(text), fields
 
-    def _residency(self, site: Site, rec: StoredRecord) -> Residency:
-        cipher = self._cipher(site.id, rec.subject_id)
-        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_AD
-        plain = cipher.open(rec.fields[RESIDENCY_FIELD], context)
-        # Many subjects share a residency: parse each distinct one once.
-        residency = self._residencies.get(plain)
+    def residency_of(self, text: str) -> Residency:
+        """A residency from the JSON text it was sealed as; many subjects share one, so
+        each distinct text is parsed once."""
+        residency = self._residencies.get(text)
         if residency is None:
-            residency = _residency_from_json(values.decode(plain))
+            data: dict[str, Any] = json.loads(text)
+            residency = _residency_from_json(data)
             if len(self._residencies) >= SMALL_CACHE:
                 self._residencies.clear()
-            self._residencies[plain] = residency
+            self._residencies[text] = residency
         return residency
 
-    def _categories(self, rec: StoredRecord) -> list[str]:
-        coll = self.collection(rec.collection)
-        return [coll.fields[f].category for f in rec.fields if f in coll.fields]
+    def _residency(self, site: Site, rec: StoredRecord) -> Residency:
+        """Only the residency: for a layout-2 record (InCountry's), without opening the
+        other fields."""
+        if rec.layout == 3:
+            return self._open_record(site, rec)[0]
+        cipher = self._cipher(site.id, rec.subject_id)
+        context = record_context(site.id, rec.collection, rec.record_id) + RESIDENCY_AD
+        return self.residency_of(
+            canonical(values.decode(cipher.open(rec.fields[RESIDENCY_FIELD], context)))
+        )
 
     def _field_categories(self, rec: StoredRecord) -> dict[str, str]:
         return self._record_shape(rec).by_field
 
     def _record_shape(self, rec: StoredRecord) -> _Shape:
-        return self._shape(rec.collection, self.collection(rec.collection), tuple(rec.fields))
+        return self._shape(rec.collection, self.collection(rec.collection), rec.field_names)

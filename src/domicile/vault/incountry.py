@@ -92,10 +92,11 @@ from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
 from domicile.stores import IndexEntry, SiteStore, StoredRecord, WrappedKey
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteUnavailable, pack_fields
 from domicile.vault import values
-from domicile.vault.core import RESIDENCY_FIELD, _residency_to_json
+from domicile.vault.core import _residency_to_json
 from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.sealing import RESIDENCY_FIELD
 from domicile.vault.service import Domicile
 
 COLLECTION = "@incountry"
@@ -768,7 +769,6 @@ class InCountryStorage:
         at: str | None = None,
         **detail: Any,
     ) -> AuditEvent:
-        extra = {"at": at} if at else {}
         return AuditEvent(
             action=action, site=site.id, purpose=PURPOSE, collection=COLLECTION, record=rid,
             subject=subject, requester=site.id, client=caller.client,
@@ -777,7 +777,7 @@ class InCountryStorage:
             fields=tuple(sorted(fields)),
             detail={"api": "incountry", "operation": operation,
                     **({"sse": True} if caller.sse else {}), **detail},
-            **extra,
+            at=at or dt.datetime.now(dt.UTC).isoformat(),
         )  # fmt: skip
 
     def _allow(
@@ -912,7 +912,9 @@ class InCountryStorage:
                 created = d.old.created_at if d.old is not None else now
                 version = d.old.version + 1 if d.old is not None else 1
                 rows.append(
-                    StoredRecord(d.rid, d.subject, COLLECTION, version, created, now, sealed)
+                    StoredRecord(
+                        d.rid, d.subject, COLLECTION, version, created, now, pack_fields(sealed)
+                    )
                 )
                 entries.extend(self._index_entries(site.id, d.rid, stored))
                 events.append(
@@ -963,18 +965,18 @@ class InCountryStorage:
             ctx = record_context(site.id, FILES, f.record_id) + b"data"
             data = before.open(f.fields["data"], ctx)
             out.append(
-                dataclasses.replace(f, subject_id=subject, fields={"data": after.seal(data, ctx)})
+                dataclasses.replace(
+                    f, subject_id=subject, body=pack_fields({"data": after.seal(data, ctx)})
+                )
             )
         return out
 
     def _index_entries(self, site_id: str, rid: str, fields: Mapping[str, Any]) -> list[IndexEntry]:
-        out = [IndexEntry(COLLECTION, ALL, self._digest(site_id, ALL, ""), rid)]
+        out = [IndexEntry(self._digest(site_id, ALL, ""), rid)]
         for name in (*STRING_KEYS[1:], *INT_KEYS):  # the record_key is the record id itself
             value = fields.get(name)
             if value is not None:
-                out.append(
-                    IndexEntry(COLLECTION, name, self._digest(site_id, name, str(value)), rid)
-                )
+                out.append(IndexEntry(self._digest(site_id, name, str(value)), rid))
         return out
 
     def read(self, site: Site, record_key: str, caller: Caller) -> dict[str, Any]:
@@ -1005,7 +1007,7 @@ class InCountryStorage:
             )
             narrowed = self._candidates(site.id, store, flt)
             if narrowed is None:
-                narrowed = set(store.lookup(COLLECTION, ALL, self._digest(site.id, ALL, "")))
+                narrowed = set(store.lookup(self._digest(site.id, ALL, "")))
             matched: list[_View] = []
             ordered = sorted(narrowed)
             for i in range(0, len(ordered), CHUNK):
@@ -1042,7 +1044,7 @@ class InCountryStorage:
             return {self._rid(site_id, v) for v in cond.eq}
         out: set[str] = set()
         for v in cond.eq:
-            out.update(store.lookup(COLLECTION, cond.key, self._digest(site_id, cond.key, str(v))))
+            out.update(store.lookup(self._digest(site_id, cond.key, str(v))))
         return out
 
     def _narrow_all(self, site_id: str, store: SiteStore, conds: Sequence[Cond]) -> set[str] | None:
@@ -1145,7 +1147,7 @@ class InCountryStorage:
             fields.update(
                 self._seal(site.id, cipher, COLLECTION, rec.record_id, {"attachments": list(metas)})
             )
-        return dataclasses.replace(rec, version=rec.version + 1, fields=fields)
+        return dataclasses.replace(rec, version=rec.version + 1, body=pack_fields(fields))
 
     def add_attachment(
         self,
@@ -1212,7 +1214,7 @@ class InCountryStorage:
             )
             file_rec = StoredRecord(
                 upload.fid, rec.subject_id, FILES, 1, str(meta["created_at"]), now,
-                {"data": upload.sealer.finish()},  # type: ignore[dict-item]  # a bytearray: no copy
+                pack_fields({"data": bytes(upload.sealer.finish())}),
             )  # fmt: skip
             new = self._save_metas(site, rec, metas)
             with store.transaction() as tx:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domicile.stores.base import SiteUnavailable
-from domicile.vault.service import RESIDENCY_FIELD, Domicile
+from domicile.vault.service import Domicile
 
 PAGE = 1000
 MAX_LISTED = 1000
@@ -86,7 +86,7 @@ def check_parity(vault: Domicile, site: str | None = None, *, page: int = PAGE) 
                         primary_version=p.version,
                         **where,
                     )
-                elif extra := sorted(set(c.fields) - set(p.fields) - {RESIDENCY_FIELD}):
+                elif extra := sorted(set(c.field_names) - set(p.field_names)):
                     report.add(problem="fields_missing_in_primary", fields=extra, **where)
                 elif c.version < p.version:
                     report.lagging += 1

@@ -17,6 +17,7 @@ from domicile.config import Site
 from domicile.errors import BadInput
 from domicile.packs import Outcome
 from domicile.policy import Decision
+from domicile.residency import Residency
 from domicile.stores import (
     StoredRecord,
     TransferCount,
@@ -24,7 +25,6 @@ from domicile.stores import (
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.core import (
-    RESIDENCY_FIELD,
     VaultCore,
     _Shape,
     _utcnow,
@@ -140,6 +140,7 @@ class Reading(VaultCore):
     def _disclose(
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str,
         access: Access, *, operation: str = "get",
+        opened_record: tuple[Residency, dict[str, Any]] | None = None,
     ) -> _Disclosure:  # fmt: skip
         """What a read of ``rec`` by ``requester`` may show, and the audit payload that
         records it, not yet appended (an update appends it in its own transaction).
@@ -149,7 +150,7 @@ class Reading(VaultCore):
         (where a pack permits only masked forms: no transfer, and recorded as what it is,
         with the mask applied to each field), or a refusal."""
         stamp = self._stamp()
-        residency = self._residency(site, rec)
+        residency, opened = opened_record or self._open_record(site, rec)
         shape = self._record_shape(rec)
         abroad = requester.country != site.country
         facts = self.transfer_facts(site, requester.country) if abroad else None
@@ -175,7 +176,6 @@ class Reading(VaultCore):
                     ),
                 )
             masked = True
-        opened = self._open(site, rec, skip=RESIDENCY_FIELD)
         if masked:
             opened = masked_fields(opened, shape.by_field, dict(decision.masks))
             if not opened:  # nothing of this record has a permitted masked form
@@ -329,7 +329,7 @@ class Reading(VaultCore):
         if copy is None or copy.primary_site != home.id:
             return None
         self.authorize(access, "records:read", collection=copy.collection, hide=True)
-        residency = self._residency(requester, copy)
+        residency, opened = self._open_record(requester, copy)
         categories = self._field_categories(copy)
         kept = self._decide(
             residency, categories.values(), "store", requester.country,
@@ -343,7 +343,6 @@ class Reading(VaultCore):
         )  # fmt: skip
         if decision.outcome is not Outcome.allow:
             return None
-        opened = self._open(requester, copy, skip=RESIDENCY_FIELD)
         event = AuditEvent(
             action="read", site=requester.id, purpose=purpose, collection=copy.collection,
             record=copy.record_id, subject=copy.subject_id, requester=requester.id,
@@ -394,7 +393,7 @@ class Reading(VaultCore):
                     digest = indexer.digest(
                         collection, fname, values.normalize(fname, coll.fields[fname], value)
                     )
-                    found = set(store.lookup(collection, fname, digest))
+                    found = set(store.lookup(digest))
                     ids = found if ids is None else ids & found
                 for rid in sorted(ids or ()):
                     rec = store.get(rid)

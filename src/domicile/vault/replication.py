@@ -36,15 +36,17 @@ from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import PayloadTemplate
 from domicile.config import Site
-from domicile.crypto.envelope import FieldCipher, key_context, new_data_key, record_context
+from domicile.crypto.envelope import FieldCipher, key_context, new_data_key
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.errors import DomicileError
 from domicile.packs import Outcome
 from domicile.policy import Decision
+from domicile.residency import Residency
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
 from domicile.stores.base import OutboxItem, SiteUnavailable
-from domicile.vault.core import RESIDENCY_FIELD, VaultCore, _utcnow, is_sensitive
+from domicile.vault.core import VaultCore, _utcnow, is_sensitive, residency_text
 from domicile.vault.reading import transfer_detail
+from domicile.vault.sealing import seal_body
 from domicile.vault.service import Domicile
 
 PURPOSE = "replication"
@@ -56,7 +58,10 @@ class _TargetPlan:
 
     target: Site
     items: list[OutboxItem] = field(default_factory=list)
-    copies: dict[str, tuple[Site, StoredRecord, list[str], Decision]] = field(default_factory=dict)
+    # record id -> (home, primary, fields copied, decision, the primary opened)
+    copies: dict[
+        str, tuple[Site, StoredRecord, list[str], Decision, tuple[Residency, dict[str, Any]]]
+    ] = field(default_factory=dict)
     remove: dict[str, str] = field(default_factory=dict)  # record id -> reason
     decisions: dict[str, Decision | None] = field(default_factory=dict)
     erase: list[str] = field(default_factory=list)
@@ -213,7 +218,15 @@ class Replicator:
         if primary is None or primary.is_replica:
             return  # deleted since: a later item removes any copy
         fields = self._permitted_fields(primary, target.id)
-        decision = self.permission(home, target, primary, fields, stamp=stamp)
+        try:
+            opened: tuple[Residency, dict[str, Any]] | None = self.vault._open_record(home, primary)
+        except (KeyDestroyed, DecryptionFailed):
+            opened = None  # erased meanwhile (or altered): no copy; any old one goes
+        decision = (
+            self.permission(home, target, primary, fields, stamp=stamp, residency=opened[0])
+            if opened is not None
+            else None
+        )
         if fields is None or decision is None or decision.outcome is not Outcome.allow:
             outcome = decision.outcome.value if decision else "no decision"
             plan.remove[primary.record_id] = (
@@ -243,7 +256,8 @@ class Replicator:
             )
             return
         plan.remove.pop(primary.record_id, None)  # a newer write supersedes an earlier removal
-        plan.copies[primary.record_id] = (home, primary, fields, decision)
+        assert opened is not None
+        plan.copies[primary.record_id] = (home, primary, fields, decision, opened)
 
     def _apply(self, home: Site, plan: _TargetPlan, report: ReplicationReport) -> None:
         """One transaction at the target: copies (each logged as a transfer when it
@@ -257,11 +271,13 @@ class Replicator:
             vault.keystore(target.id).delete(subject)
             vault._forget_key(target.id, subject)
         ciphers = self._target_ciphers(
-            target, [p.subject_id for _, p, _, _ in plan.copies.values()]
+            target, [p.subject_id for _, p, _, _, _ in plan.copies.values()]
         )
         copies: list[tuple[StoredRecord, str, bool]] = []  # (copy, its entry, sensitive)
-        for source_site, primary, fields, decision in plan.copies.values():
-            copy = self._reseal(source_site, target, primary, fields, ciphers[primary.subject_id])
+        for source_site, primary, fields, decision, opened in plan.copies.values():
+            copy = self._reseal(
+                source_site, target, primary, fields, ciphers[primary.subject_id], opened
+            )
             template, sensitive = self._transfer_template(
                 source_site, target, primary, fields, decision
             )
@@ -386,20 +402,24 @@ class Replicator:
         if spec is None:
             return None
         wanted = spec.fields or list(coll.fields)
-        return [f for f in wanted if f in primary.fields]
+        present = set(primary.field_names)
+        return [f for f in wanted if f in present]
 
     def permission(
         self, home: Site, target: Site, record: StoredRecord, fields: list[str] | None,
         *, residency_site: Site | None = None, stamp: tuple[dt.date, Any] | None = None,
+        residency: Residency | None = None,
     ) -> Decision | None:  # fmt: skip
-        """May ``target`` keep a copy of these fields of ``record`` today?"""
+        """May ``target`` keep a copy of these fields of ``record`` today? (``residency``:
+        the subject's, when the caller opened the record already.)"""
         vault = self.vault
         holder = residency_site or home
-        try:
-            residency = vault._residency(holder, record)
-        except (KeyDestroyed, DecryptionFailed):
-            return None
-        names = fields if fields is not None else [f for f in record.fields if f != RESIDENCY_FIELD]
+        if residency is None:
+            try:
+                residency = vault._residency(holder, record)
+            except (KeyDestroyed, DecryptionFailed):
+                return None
+        names = fields if fields is not None else list(record.field_names)
         key = (record.collection, tuple(names))
         cats = self._categories.get(key)
         if cats is None:
@@ -421,21 +441,18 @@ class Replicator:
         primary: StoredRecord,
         fields: list[str],
         dest: FieldCipher,
+        opened: tuple[Residency, dict[str, Any]],
     ) -> StoredRecord:
-        """The copy: permitted fields (and the sealed residency), re-sealed for the target."""
-        vault = self.vault
-        source = vault._cipher(home.id, primary.subject_id)
-        src_ctx = record_context(home.id, primary.collection, primary.record_id)
-        dst_ctx = record_context(target.id, primary.collection, primary.record_id)
-        names = [*fields, RESIDENCY_FIELD]
-        opened = []
-        for name in names:
-            ad = name.encode()
-            opened.append((source.open(primary.fields[name], src_ctx + ad), dst_ctx + ad))
-        sealed = dict(zip(names, dest.seal_all(opened), strict=True))
+        """The copy: the permitted fields (and the residency), opened from the primary once
+        and sealed once for the target, bound to the target site and the primary's version."""
+        residency, values = opened
+        body = seal_body(
+            dest, target.id, primary.collection, primary.record_id, primary.version,
+            residency_text(residency), {f: values[f] for f in fields if f in values},
+        )  # fmt: skip
         return StoredRecord(
             primary.record_id, primary.subject_id, primary.collection, primary.version,
-            primary.created_at, primary.updated_at, sealed, primary_site=home.id,
+            primary.created_at, primary.updated_at, body, primary_site=home.id,
         )  # fmt: skip
 
     def _remove(
@@ -473,7 +490,7 @@ class Replicator:
                 after = copies[-1].record_id
                 for copy in copies:
                     home = self.sites.get(copy.primary_site or "")
-                    fields = [f for f in copy.fields if f != RESIDENCY_FIELD]
+                    fields = list(copy.field_names)
                     decision = (
                         self.permission(home, target, copy, fields, residency_site=target)
                         if home is not None

@@ -24,10 +24,11 @@ from __future__ import annotations
 import contextlib
 
 from domicile.errors import DomicileError
-from domicile.vault.core import RESIDENCY_FIELD, check_purpose, new_ids
+from domicile.vault.core import check_purpose, new_ids
 from domicile.vault.erasure import ROTATION_GRACE, Erasure
 from domicile.vault.operations import Operations
 from domicile.vault.results import FindResult, PutResult, ReadResult, SiteStatus, WriteResult
+from domicile.vault.sealing import RESIDENCY_FIELD
 from domicile.vault.writing import Writing
 
 __all__ = [

@@ -12,21 +12,22 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from domicile.access import Access
 from domicile.audit import AuditEvent
-from domicile.audit.ledger import PayloadTemplate
 from domicile.config import Collection, Site
 from domicile.crypto.blind import BlindIndexer
 from domicile.crypto.envelope import (
+    NONCE,
     FieldCipher,
-    field_context,
     key_context,
     new_data_key,
-    record_context,
 )
 from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput
@@ -38,21 +39,20 @@ from domicile.stores import (
     StoredRecord,
     WrappedKey,
 )
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteUnavailable, body_header
 from domicile.vault import values
 from domicile.vault.core import (
     DECISION_CACHE,
     IDENTITY,
-    RESIDENCY_AD,
-    RESIDENCY_FIELD,
-    _residency_to_json,
     _Shape,
     check_purpose,
     new_ids,
+    residency_text,
 )
 from domicile.vault.errors import PolicyRefused
 from domicile.vault.reading import Reading, _Disclosure
 from domicile.vault.results import PutResult, ReadResult, WriteResult
+from domicile.vault.sealing import seal_body
 
 
 class _SubjectErased(Exception):
@@ -272,23 +272,15 @@ class Writing(Reading):
         ks = self.keystore(site_id)
         # Each record's blind-index digests, computed once: its own entries and, for
         # identifying values (e.g. an e-mail address), the digests that tie it to the
-        # subject's earlier records: one index query per identifying category per batch.
+        # subject's earlier records: one index query for the whole batch.
         digests = [self._digests(indexer, collection, coll, item.fields) for item in group]
-        wanted: dict[str, list[bytes]] = {}
-        for _, idents in digests:
-            for category, digest in idents:
-                wanted.setdefault(category, []).append(digest)
-        known = {
-            (category, d): sid
-            for category, ds in wanted.items()
-            for d, sid in store.subjects_for(IDENTITY, category, ds).items()
-        }
+        known = store.subjects_for([d for _, idents in digests for d in idents])
         new_keys: list[tuple[str, WrappedKey]] = []
         ciphers: dict[str, FieldCipher] = {}
         fresh = iter(new_ids(len(group)))
         held: set[str] = set()  # existing subjects this batch adds records to
         for item, (_, idents) in zip(group, digests, strict=True):
-            sid = next((known[p] for p in idents if p in known), None)
+            sid = next((known[d] for d in idents if d in known), None)
             if sid is not None and sid not in ciphers:
                 try:
                     ciphers[sid] = self._cipher(site_id, sid)
@@ -302,12 +294,12 @@ class Writing(Reading):
                 new_keys.append((sid, WrappedKey(version, wrapped)))
                 ciphers[sid] = FieldCipher(dek)
                 item.new_subject = True
-                for p in idents:
-                    known[p] = sid  # later records of this batch join the new subject
+                for d in idents:
+                    known[d] = sid  # later records of this batch join the new subject
             else:
                 item.new_subject = False
-                for p in idents:
-                    known.setdefault(p, sid)  # later records of this batch join it too
+                for d in idents:
+                    known.setdefault(d, sid)  # later records of this batch join it too
             item.subject_id = sid
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
@@ -318,48 +310,48 @@ class Writing(Reading):
         now = self.clock().isoformat()
         rids = new_ids(len(group))
         tokens = self.tokens.issue_many(site_id, rids)
+        nonces = os.urandom(NONCE * len(group))
         records: list[StoredRecord] = []
         entries: list[IndexEntry] = []
-        payloads: list[str] = []
         results: dict[int, PutResult] = {}
-        residency_blobs: dict[Residency, bytes] = {}
+        texts: dict[Residency, str] = {}
+        headers: dict[tuple[str, ...], bytes] = {}
+        # One audit entry per decision and shape, naming every record of the batch it covers.
+        written: dict[tuple[int, tuple[str, ...]], tuple[Decision, _Shape, list[str], list[str]]]
+        written = {}
         outbox: list[tuple[str, str, str, str]] = []
         targets = self._replica_targets(coll, site_id)
-        encode = values.encode
-        for item, rid, token, (own, idents) in zip(group, rids, tokens, digests, strict=True):
+        context = b"\x00".join((b"domicile/record/v3", site_id.encode(), collection.encode()))
+        dumps = orjson.dumps
+        for n, (item, rid, token, (own, idents)) in enumerate(
+            zip(group, rids, tokens, digests, strict=True)
+        ):
             sid = item.subject_id
             decision = item.decision
             assert sid is not None
             assert decision is not None
-            shape = self._shape(collection, coll, tuple(item.fields))
+            names = tuple(item.fields)
+            shape = self._shape(collection, coll, names)
+            header = headers.get(names)
+            if header is None:
+                header = headers[names] = body_header(names)
+            text = texts.get(item.residency)
+            if text is None:
+                text = texts[item.residency] = residency_text(item.residency)
             cipher = ciphers.get(sid) or self._cipher(site_id, sid)
-            prefix = record_context(site_id, collection, rid)
-            blob = residency_blobs.get(item.residency)
-            if blob is None:
-                blob = residency_blobs[item.residency] = values.encode(
-                    _residency_to_json(item.residency)
-                )
-            ads = shape.ads
-            sealed = cipher.seal_all(
-                [
-                    *(
-                        # values.encode, with its common case (text) inline
-                        (b"s" + v.encode() if type(v) is str else encode(v), prefix + ads[n])
-                        for n, v in item.fields.items()
-                    ),
-                    (blob, prefix + RESIDENCY_AD),
-                ]
-            )
-            records.append(
-                StoredRecord(
-                    rid, sid, collection, 1, now, now,
-                    dict(zip((*item.fields, RESIDENCY_FIELD), sealed, strict=True)),
-                )
-            )  # fmt: skip
-            entries += [IndexEntry(collection, f, d, rid) for f, d in own]
-            entries += [IndexEntry(IDENTITY, c, d, rid) for c, d in idents]
-            template = self._write_template(site_id, purpose, collection, shape, decision, access)
-            payloads.append(template.render(rid, sid, now))
+            nonce = nonces[NONCE * n : NONCE * (n + 1)]
+            # ``sealing.body_context`` for version 1, from the batch's common start.
+            ad = b"\x00".join((context, rid.encode(), b"1", header))
+            body = header + nonce + cipher.aead.encrypt(nonce, dumps([text, item.fields]), ad)
+            records.append(StoredRecord(rid, sid, collection, 1, now, now, body))
+            entries += [IndexEntry(d, rid) for d in own]
+            entries += [IndexEntry(d, rid) for d in idents]
+            group_key = (id(decision), shape.names)
+            batch = written.get(group_key)
+            if batch is None:
+                batch = written[group_key] = (decision, shape, [], [])
+            batch[2].append(rid)
+            batch[3].append(sid)
             results[item.index] = PutResult(
                 token,
                 site_id,
@@ -369,6 +361,16 @@ class Writing(Reading):
                 self._join_tokens(collection, coll, item.fields) if shape.joins else {},
             )
             outbox.extend((rid, sid, t, "upsert") for t in targets)
+        acting = access.site or self.config.local_site
+        events = [
+            AuditEvent(
+                action="write", site=site_id, purpose=purpose, collection=collection,
+                requester=acting, client=access.client, decision=decision.outcome.value,
+                rules=decision.rule_ids, categories=shape.categories, fields=shape.names,
+                records=tuple(rec_ids), subjects=tuple(sub_ids), at=now,
+            )
+            for decision, shape, rec_ids, sub_ids in written.values()
+        ]  # fmt: skip
         try:
             with store.transaction() as tx:
                 if held and tx.hold_subjects(sorted(held)):
@@ -376,49 +378,25 @@ class Writing(Reading):
                 tx.insert(records)
                 tx.index(entries)
                 tx.enqueue(outbox)  # replication: in the same transaction as the primary
-                self._ledgers[site_id].append_payloads(tx, payloads)
+                self._ledgers[site_id].append(tx, events)
         except SiteUnavailable:
             self._drop(site_id)
             raise
         return results
 
-    def _write_template(
-        self,
-        site_id: str,
-        purpose: str,
-        collection: str,
-        shape: _Shape,
-        decision: Decision,
-        access: Access,
-    ) -> PayloadTemplate:
-        """The payloads of a batch's write entries differ only in record, subject and time."""
-        acting = access.site or self.config.local_site
-        client = access.client
-        return self._template(
-            ("write", id(decision), site_id, purpose, collection, shape.names, acting, client),
-            decision,
-            lambda: PayloadTemplate(
-                AuditEvent(
-                    action="write", site=site_id, purpose=purpose, collection=collection,
-                    requester=acting, client=client, decision=decision.outcome.value,
-                    rules=decision.rule_ids, categories=shape.categories, fields=shape.names,
-                ),
-                ("record", "subject", "at"),
-            ),
-        )  # fmt: skip
-
     def _digests(
         self, indexer: BlindIndexer, collection: str, coll: Collection, fields: Mapping[str, Any]
-    ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
-        """A record's blind-index digests: (field, digest) in the collection's namespace,
-        and (category, digest) in the identity namespace for identifying fields."""
-        own: list[tuple[str, bytes]] = []
-        idents: list[tuple[str, bytes]] = []
+    ) -> tuple[list[bytes], list[bytes]]:
+        """A record's blind-index digests: those of its searchable fields (in the
+        collection's namespace), and those of its identifying values (in the identity
+        namespace, by category, shared by every collection)."""
+        own: list[bytes] = []
+        idents: list[bytes] = []
         for name, spec, identity in self._shape(collection, coll, tuple(fields)).indexed:
             norm = values.normalize(name, spec, fields[name])
-            own.append((name, indexer.digest(collection, name, norm)))
+            own.append(indexer.digest(collection, name, norm))
             if identity is not None:
-                idents.append((identity, indexer.digest(IDENTITY, identity, norm)))
+                idents.append(indexer.digest(IDENTITY, identity, norm))
         return own, idents
 
     def _join_tokens(
@@ -440,35 +418,6 @@ class Writing(Reading):
         msg = b"\x00".join((collection.encode(), field_name.encode(), norm.encode("utf-8")))
         digest = hmac.digest(self._join_key, msg, hashlib.sha256)
         return "dj1_" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-    def _index_entries(
-        self,
-        site_id: str,
-        indexer: BlindIndexer,
-        collection: str,
-        coll: Collection,
-        record_id: str,
-        fields: Mapping[str, Any],
-    ) -> list[IndexEntry]:
-        out = []
-        for fname, value in fields.items():
-            spec = coll.fields[fname]
-            if not spec.searchable:
-                continue
-            norm = values.normalize(fname, spec, value)
-            out.append(
-                IndexEntry(collection, fname, indexer.digest(collection, fname, norm), record_id)
-            )
-            if spec.identifies:
-                out.append(
-                    IndexEntry(
-                        IDENTITY,
-                        spec.category,
-                        indexer.digest(IDENTITY, spec.category, norm),
-                        record_id,
-                    )
-                )
-        return out
 
     def update(
         self,
@@ -493,10 +442,10 @@ class Writing(Reading):
         self.authorize(access, "records:write", collection=rec.collection, hide=True)
         coll = self.collection(rec.collection)
         checked = values.check_fields(rec.collection, coll, fields, partial=True)
-        residency = self._residency(site, rec)
-        names = {f for f in rec.fields if f in coll.fields} | set(checked)
+        residency, current = self._open_record(site, rec)
+        merged = {**{k: v for k, v in current.items() if k in coll.fields}, **checked}
         decision = self._decide(
-            residency, [coll.fields[f].category for f in names], "update", site.country
+            residency, [coll.fields[f].category for f in merged], "update", site.country
         )
         if decision.outcome is not Outcome.allow:
             refusal = self._event(
@@ -507,14 +456,16 @@ class Writing(Reading):
             raise PolicyRefused(
                 f"policy refuses this update: {decision.outcome.value}", decision=decision.to_dict()
             )
+        # The whole body is sealed again (layout 3, whatever it was): its version is part of
+        # what the seal binds.
         cipher = self._cipher(site.id, rec.subject_id)
-        sealed = dict(rec.fields)
-        for name, value in checked.items():
-            sealed[name] = cipher.seal(
-                values.encode(value), field_context(site.id, rec.collection, rec.record_id, name)
-            )
         now = self.clock().isoformat()
-        new = replace(rec, version=rec.version + 1, updated_at=now, fields=sealed)
+        version = rec.version + 1
+        body = seal_body(
+            cipher, site.id, rec.collection, rec.record_id, version,
+            residency_text(residency), merged,
+        )  # fmt: skip
+        new = replace(rec, version=version, updated_at=now, body=body)
         # The read back, decided before anything is written and committed with the write.
         shown: _Disclosure | None = None
         if (
@@ -523,10 +474,13 @@ class Writing(Reading):
             )
             is None
         ):
-            shown = self._disclose(token, site, new, requester, purpose, access, operation="update")
+            shown = self._disclose(
+                token, site, new, requester, purpose, access, operation="update",
+                opened_record=(residency, merged),
+            )  # fmt: skip
             if shown.error is not None:
                 shown = None  # the law refuses this caller the record: only the version
-        reindex = [f for f in checked if coll.fields[f].searchable]
+        own, idents = self._digests(self._indexers[site.id], rec.collection, coll, merged)
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.replace(new, rec.version)
@@ -536,22 +490,9 @@ class Writing(Reading):
                     for t in self._replica_targets(coll, site.id)
                 ]
             )
-            if reindex:
-                tx.unindex(rec.record_id, reindex)
-                tx.unindex(
-                    rec.record_id,
-                    [coll.fields[f].category for f in reindex if coll.fields[f].identifies],
-                )
-                tx.index(
-                    self._index_entries(
-                        site.id,
-                        self._indexers[site.id],
-                        rec.collection,
-                        coll,
-                        rec.record_id,
-                        {f: checked[f] for f in reindex},
-                    )
-                )
+            if any(coll.fields[f].searchable for f in checked):
+                tx.unindex(rec.record_id)
+                tx.index(IndexEntry(d, rec.record_id) for d in (*own, *idents))
             event = self._event(
                 "update", site, rec, purpose, access, decision="allow", rules=decision.rule_ids,
                 fields=tuple(sorted(checked)), at=now,
