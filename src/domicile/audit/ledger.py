@@ -370,6 +370,22 @@ class AuditLedger:
                 self._sign(tx)
         return rows
 
+    def append_group_now(
+        self, store: SiteStore, payloads: Sequence[str], transfers: Sequence[TransferCount]
+    ) -> list[AuditRow]:
+        """The entries of a group of reads (``domicile.audit.group``), with their transfer
+        counts, in one transaction: one entry goes the single-entry way (one round trip)."""
+        if len(payloads) == 1:
+            return self.append_payloads_now(
+                store, payloads, transfer=transfers[0] if transfers else None, read=True
+            )
+        rows = store.chain_group_now(payloads, transfers, read=True)
+        self.appended = True
+        if self._crosses(rows):
+            with store.transaction() as tx:
+                self._sign(tx)
+        return rows
+
     @staticmethod
     def _crosses(rows: Sequence[AuditRow]) -> bool:
         return bool(rows) and (rows[0].seq - 1) // HEAD_EVERY != rows[-1].seq // HEAD_EVERY

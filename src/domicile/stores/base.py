@@ -1,6 +1,6 @@
 """The site-store interface and its row types.
 
-A store holds, for one site: records (each field sealed separately), blind-index entries,
+A store holds, for one site: records (each a sealed body), blind-index entries,
 the audit chain and its signed checkpoints, and a little metadata (schema version, the
 site it belongs to). Everything that changes does so inside ``transaction()``; the vault
 writes a record, its index entries and its audit entry in one transaction.
@@ -492,6 +492,17 @@ class SiteStore(ABC):
             tx.count_transfer(
                 transfer.year, transfer.to_country, transfer.subject_id, transfer.sensitive
             )
+            return rows
+
+    def chain_group_now(
+        self, payloads: Sequence[str], transfers: Sequence[TransferCount], *, read: bool = False
+    ) -> list[AuditRow]:
+        """The entries of several operations (a group commit of reads) and their transfer
+        counts, in one transaction of their own; ``read`` as for ``chain_now``."""
+        with self.transaction() as tx:
+            rows = tx.chain(payloads)
+            if transfers:
+                tx.count_transfers(transfers)
             return rows
 
     @abstractmethod

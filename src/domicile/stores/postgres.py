@@ -1023,6 +1023,23 @@ class PostgresSiteStore(SiteStore):
                 raise db.unavailable("cannot append to the audit ledger", exc) from None
         return _chained(payloads, rows)
 
+    def chain_group_now(
+        self, payloads: Sequence[str], transfers: Sequence[TransferCount], *, read: bool = False
+    ) -> list[AuditRow]:
+        """One transaction on the connection of reads (so ``read_audit_commit=async``
+        applies to groups too): the entries through the server-side append, the counts in
+        one statement."""
+        if not payloads:
+            return []
+        db = self._reads if read and self._reads is not None else self._db
+
+        def write(conn: Conn) -> list[TupleRow]:
+            for t in transfers:
+                conn.execute(COUNT_TRANSFER_SQL, (t.year, t.to_country, t.subject_id, t.sensitive))
+            return conn.execute(CHAIN_SQL, (list(payloads),)).fetchall()
+
+        return _chained(payloads, db.write(write, "cannot append to the audit ledger"))
+
     def _read(self, query: LiteralString, args: Sequence[object] = ()) -> list[TupleRow]:
         return self._db.run(lambda c: _fetch(c, query, args), "cannot read")
 

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from domicile.access import Access
 from domicile.audit import AuditEvent, AuditLedger
+from domicile.audit.group import GroupCommit
 from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
@@ -46,7 +47,7 @@ from domicile.stores import (
     open_key_store,
     open_site_store,
 )
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import AuditRow, SiteUnavailable, TransferCount
 from domicile.vault import values
 from domicile.vault.errors import NotFound
 from domicile.vault.sealing import RESIDENCY_FIELD, canonical, open_body
@@ -209,6 +210,7 @@ class VaultCore:
         self._stores: dict[str, SiteStore] = {}
         self._keystores: dict[str, KeyStore] = {}
         self._ledgers = {s.id: AuditLedger(s.id, self.keys) for s in config.sites}
+        self._committers: dict[str, GroupCommit] = {}  # group commit of reads, per site
         # Heads a witness refused in this process (the refusal is recorded once).
         self.witness_refusals: set[tuple[str, str, int, bytes]] = set()
         self._indexers = _Indexers(self.keys)
@@ -413,6 +415,27 @@ class VaultCore:
     def _audit(self, site_id: str, events: Sequence[AuditEvent]) -> None:
         """Audit entries in a transaction of their own (reads, refusals)."""
         self._ledgers[site_id].append_now(self.store(site_id), events)
+
+    def audit_read(
+        self, site_id: str, payload: str, transfer: TransferCount | None = None
+    ) -> AuditRow:
+        """The entry of a read (or its refusal), committed before this returns: with the
+        entries of reads arriving at the same site at the same moment, in one transaction
+        (``domicile.audit.group``)."""
+        committer = self._committers.get(site_id)
+        if committer is None:
+            with self._lock:
+                committer = self._committers.get(site_id)
+                if committer is None:
+                    ledger = self._ledgers[site_id]
+
+                    def flush(
+                        payloads: Sequence[str], transfers: Sequence[TransferCount]
+                    ) -> list[AuditRow]:
+                        return ledger.append_group_now(self.store(site_id), payloads, transfers)
+
+                    committer = self._committers[site_id] = GroupCommit(flush)
+        return committer.append(payload, transfer)
 
     def _audit_refusal(self, event: AuditEvent, at: str | None = None) -> None:
         """Record a refusal at the site where the request arrived; if even that site is

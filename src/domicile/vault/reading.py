@@ -127,13 +127,11 @@ class Reading(VaultCore):
     ) -> ReadResult:  # fmt: skip
         """Decide, audit and open a read of ``rec`` (the caller's scopes already checked)."""
         shown = self._disclose(token, site, rec, requester, purpose, access)
-        store = self.store(site.id)
+        # Committed (with the entries of reads arriving at the same moment) before anything
+        # is returned.
+        self.audit_read(site.id, shown.payload, shown.count)
         if shown.error is not None:
-            self._ledgers[site.id].append_payloads_now(store, [shown.payload])
             raise shown.error
-        self._ledgers[site.id].append_payloads_now(
-            store, [shown.payload], transfer=shown.count, read=True
-        )
         assert shown.result is not None
         return shown.result
 
@@ -350,9 +348,7 @@ class Reading(VaultCore):
             fields=tuple(sorted(opened)), categories=tuple(sorted(set(categories.values()))),
             detail={"source": "replica", "primary_site": home.id},
         )  # fmt: skip
-        self._ledgers[requester.id].append_payloads_now(
-            self.store(requester.id), [event.payload()], read=True
-        )
+        self.audit_read(requester.id, event.payload())
         return ReadResult(
             token, home.id, home.country, copy.collection, opened, copy.version, decision, False,
             source="replica", read_at=requester.id,

@@ -1,7 +1,7 @@
 """The vault: put, get, update, delete, find and erase records of subjects, by collection.
 
 The write path: check every value; resolve the subject's residency; ask the decision
-engine which site must hold the record (the home site); seal each field under the
+engine which site must hold the record (the home site); seal the record under the
 subject's data key; then, in one transaction at the home site, store the record, its blind
 indexes and its audit entry; return a token. Nothing of the subject's data is written to
 any other site, and if the home site cannot be reached the write fails: it never falls back.
