@@ -84,6 +84,8 @@ Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
 
 AUDIT_PAGE = 1000
+# A site's tables are analyzed once this many rows (and a fifth more) were added by writes.
+ANALYZE_AFTER = 2000
 # Serialises schema migrations of one database across processes ("domicile" in ASCII).
 MIGRATION_LOCK = 0x646F6D6963696C65
 # Connection defaults; parameters given in the URL win.
@@ -108,12 +110,29 @@ class _Database:
     ``label`` names the store in error messages ("its database", "its key store").
     """
 
-    def __init__(self, site_id: str, url: str, label: str, *, settings: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        site_id: str,
+        url: str,
+        label: str,
+        *,
+        settings: Sequence[str] = (),
+        readers: int = 0,
+    ) -> None:
         self.site_id = site_id
         self.label = label
         self.lock = threading.RLock()
         self._conn: Conn | None = None
         self._open = False
+        # Reads run on connections of their own, up to ``readers`` at once, so concurrent
+        # readers of a site neither wait for each other nor for a writer's transaction.
+        # With 0 they share the one connection of writes. (psycopg_pool is not used: it
+        # connects in background workers and retries with backoff, so a site that is down
+        # or a database replaced under us would surface as a wait and a timeout, not as
+        # the immediate SiteUnavailable / StoreMismatch that fail-closed callers rely on.)
+        self._idle: list[Conn] = []
+        self._idle_lock = threading.Lock()
+        self.set_readers(readers)
         self._url = url
         # Every session refuses writes (a read-only open): set before ``open``.
         self.read_only = False
@@ -258,10 +277,20 @@ class _Database:
             self._conn = conn
             self._open = True
 
+    def set_readers(self, readers: int) -> None:
+        """Call before ``open``."""
+        self.readers = readers
+        self._slots = threading.BoundedSemaphore(max(readers, 1))
+
     def close(self) -> None:
         with self.lock:
             self._open = False
             self._drop()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with suppress(psycopg.Error):
+                conn.close()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -312,8 +341,64 @@ class _Database:
 
     # -- running ------------------------------------------------------------------------
 
+    def _take(self) -> tuple[Conn, bool]:
+        """A reader connection (an idle one, or a new one checked like the first), and
+        whether it was made just now."""
+        with self._idle_lock:
+            if not self._open:
+                raise self.unavailable(f"{self.label} is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not self._dead(conn):
+                    return conn, False
+        conn = self._connect_or_fail()
+        try:
+            self._check_identity(conn)
+        except BaseException:
+            with suppress(psycopg.Error):
+                conn.close()
+            raise
+        return conn, True
+
+    def _give(self, conn: Conn) -> None:
+        with self._idle_lock:
+            if self._open and not self._dead(conn) and len(self._idle) < self.readers:
+                self._idle.append(conn)
+                return
+        with suppress(psycopg.Error):
+            conn.close()
+
+    def _read_apart(self, fn: Callable[[Conn], T], what: str) -> T:
+        with self._slots:
+            conn, fresh = self._take()
+            try:
+                return fn(conn)
+            except psycopg.OperationalError as exc:
+                if fresh or not self._dead(conn):
+                    raise self.unavailable(what, exc) from None
+            except psycopg.Error as exc:
+                raise self.unavailable(what, exc) from None
+            finally:
+                self._give(conn)
+            # The connection died since its last use (a server restart): once more, on
+            # a new one (the other idle ones are likely dead too, and are dropped).
+            with self._idle_lock:
+                stale, self._idle = self._idle, []
+            for old in stale:
+                with suppress(psycopg.Error):
+                    old.close()
+            conn, _ = self._take()
+            try:
+                return fn(conn)
+            except psycopg.Error as exc:
+                raise self.unavailable(what, exc) from None
+            finally:
+                self._give(conn)
+
     def run(self, fn: Callable[[Conn], T], what: str) -> T:
         """Run ``fn`` (which must be safe to repeat: reads) outside a transaction."""
+        if self.readers:
+            return self._read_apart(fn, what)
         with self.lock:
             conn, fresh = self.acquire()
             try:
@@ -520,6 +605,7 @@ class _Tx(StoreTransaction):
     def __init__(self, db: _Database, conn: Conn) -> None:
         self.db = db
         self.c = conn
+        self.added = 0  # rows added to records and digests: when many, statistics go stale
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -543,6 +629,7 @@ class _Tx(StoreTransaction):
             return
         with self._errors("cannot write records"):
             self._copy(COPY_RECORDS, RECORD_TYPES, (r.row() for r in records))
+        self.added += len(records)
 
     def replace(self, record: StoredRecord, expect_version: int) -> None:
         with self._errors("cannot update a record"):
@@ -618,6 +705,7 @@ class _Tx(StoreTransaction):
                 " ON CONFLICT DO NOTHING",
                 ([r[0] for r in rows], [r[1] for r in rows]),
             )
+        self.added += len(rows)
 
     def unindex(self, record_id: str) -> None:
         with self._errors("cannot delete index entries"):
@@ -710,6 +798,7 @@ class _Tx(StoreTransaction):
         columns = [list(c) for c in zip(*(r.row() for r in records), strict=True)]
         with self._errors("cannot write replicas"):
             changed = {row[0] for row in self.c.execute(PUT_REPLICAS, columns).fetchall()}
+        self.added += len(changed)
         return [rid in changed for rid in ids]
 
     def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
@@ -887,18 +976,46 @@ PUT_REPLICAS: LiteralString = (
 
 
 READ_AUDIT_COMMIT = "read_audit_commit"
+READERS = "readers"
+# Parameters of a site's URL that are domicile's own, not libpq's.
+OPTIONS = (READ_AUDIT_COMMIT, READERS)
+# Reader connections per database when the URL does not say (see ``_Database``).
+DEFAULT_READERS = 4
+MAX_READERS = 64
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without domicile's own parameters, and their values (the last one given
+    wins). Other parameters go to libpq as they were."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if k not in OPTIONS]
+    options = {k: v for k, v in pairs if k in OPTIONS}
+    if not options:
+        return url, {}
+    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), options
 
 
 def split_read_audit_commit(url: str) -> tuple[str, str]:
-    """The URL without domicile's ``read_audit_commit`` parameter, and its value
-    (``sync`` when absent). Other parameters go to libpq as they were."""
-    parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if k != READ_AUDIT_COMMIT]
-    if len(kept) == len(pairs):
-        return url, "sync"
-    mode = [v for k, v in pairs if k == READ_AUDIT_COMMIT][-1]
-    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), mode
+    """The URL without domicile's parameters, and ``read_audit_commit`` (``sync`` when
+    absent)."""
+    base, options = split_options(url)
+    return base, options.get(READ_AUDIT_COMMIT, "sync")
+
+
+def readers_option(site_id: str, options: dict[str, str]) -> int:
+    """How many reader connections the URL asks for: ``readers=N``, 0 to share the
+    connection of writes."""
+    raw = options.get(READERS)
+    if raw is None:
+        return DEFAULT_READERS
+    if not raw.isdigit() or int(raw) > MAX_READERS:
+        raise BadInput(
+            f"site {site_id!r}: {READERS} is {raw!r}",
+            hint=f"write {READERS}=N with N from 0 (reads share the connection of writes)"
+            f" to {MAX_READERS}",
+        )
+    return int(raw)
 
 
 class PostgresSiteStore(SiteStore):
@@ -906,8 +1023,12 @@ class PostgresSiteStore(SiteStore):
 
     def __init__(self, site_id: str, url: str) -> None:
         super().__init__(site_id, url)
-        base, self.read_audit_commit = split_read_audit_commit(url)
+        base, self._options = split_options(url)
+        self.read_audit_commit = self._options.get(READ_AUDIT_COMMIT, "sync")
         self._db = _Database(site_id, base, "its database")
+        # Rows added since the statistics were last brought up to date, and the size then.
+        self._added = 0
+        self._analyzed_at = 0
         # Read entries' own connection when they may commit without waiting for the disk.
         self._reads: _Database | None = None
         if self.read_audit_commit == "async":
@@ -933,6 +1054,7 @@ class PostgresSiteStore(SiteStore):
                 f"site {self.site_id!r}: {READ_AUDIT_COMMIT} is {self.read_audit_commit!r}",
                 hint=f"write {READ_AUDIT_COMMIT}=sync (the default) or {READ_AUDIT_COMMIT}=async",
             )
+        self._db.set_readers(readers_option(self.site_id, self._options))
         self.creation_id, self.created = _open(
             self._db, self.site_id, "site", SITE_MIGRATIONS["postgresql"], create=create,
             creation_id=creation_id, read_only=read_only, adopt=adopt,
@@ -967,12 +1089,34 @@ class PostgresSiteStore(SiteStore):
         db = self._db
         with db.lock:
             conn = db.begin("cannot start a write")
+            tx = _Tx(db, conn)
             try:
-                yield _Tx(db, conn)
+                yield tx
             except BaseException:
                 db.rollback(conn)
                 raise
             db.commit(conn, "the write did not commit")
+            self._grew(conn, tx.added)
+
+    def _grew(self, conn: Conn, added: int) -> None:
+        """Keep the planner's statistics current during a bulk load: autovacuum analyzes
+        late, and until it does an identity lookup may scan the whole index table. After
+        the tables grew by a fifth since the last look (and by at least ANALYZE_AFTER
+        rows), ANALYZE them: a sample, so the cost stays flat as they grow, and geometric
+        spacing keeps the total small. Call with the lock held."""
+        self._added += added
+        if self._added < max(ANALYZE_AFTER, self._analyzed_at // 5):
+            return
+        try:
+            conn.execute("ANALYZE records, digests")
+            row = conn.execute(
+                "SELECT coalesce(sum(greatest(reltuples, 0)), 0)::bigint FROM pg_class"
+                " WHERE oid IN ('records'::regclass, 'digests'::regclass)"
+            ).fetchone()
+        except psycopg.Error:
+            return  # statistics are an optimisation; the write has committed
+        self._analyzed_at = int(row[0]) if row else 0
+        self._added = 0
 
     def chain_now(self, payloads: Sequence[str], *, read: bool = False) -> list[AuditRow]:
         """One statement, committed on its own: a single round trip. Not retried on a lost
@@ -1178,7 +1322,8 @@ class PostgresKeyStore(KeyStore):
 
     def __init__(self, site_id: str, url: str) -> None:
         super().__init__(site_id, url)
-        self._db = _Database(site_id, url, "its key store")
+        base, self._options = split_options(url)
+        self._db = _Database(site_id, base, "its key store")
 
     @property
     def display_url(self) -> str:
@@ -1193,6 +1338,7 @@ class PostgresKeyStore(KeyStore):
         adopt: bool = False,
         create_database: bool = False,
     ) -> None:
+        self._db.set_readers(readers_option(self.site_id, self._options))
         self.creation_id, self.created = _open(
             self._db, self.site_id, "key", KEY_MIGRATIONS["postgresql"], create=create,
             creation_id=creation_id, read_only=read_only, adopt=adopt,
