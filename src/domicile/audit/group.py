@@ -1,15 +1,18 @@
-"""Group commit: concurrent reads at a site share one audit append and one commit.
+"""Group commit: work arriving at a site at the same moment shares one transaction.
 
 Every read of personal data leaves an audit entry, and no value is returned before its
-entry is committed. Committing one entry per read costs a transaction per read; when reads
-arrive together (several threads of the service), that cost can be shared. The first
-caller to arrive becomes the leader: it takes every entry waiting at that moment (its own
-included), appends them in one transaction, commits, and wakes their callers. Callers that
-arrive while it commits wait for the next group, led by the first of them. A caller alone
-pays exactly what it paid before: there is no timer and no waiting for company.
+entry is committed; every write commits its records, index entries, outbox rows and audit
+entries together. Committing once per caller costs a transaction (on PostgreSQL a round
+trip and a wait for the disk) per caller; when callers arrive together (several threads of
+the service), that cost can be shared. The first caller to arrive becomes the leader: it
+takes every item waiting at that moment (its own included), runs them in one transaction,
+commits, and wakes their callers. Callers that arrive while it commits wait for the next
+group, led by the first of them. A caller alone pays exactly what it paid before: there is
+no timer and no waiting for company.
 
 If the commit fails, every caller of that group gets the error: none of their values is
-returned.
+returned and none of their writes is reported done. A flush may also fail one item alone
+(by returning its exception in that item's place).
 """
 
 from __future__ import annotations
@@ -17,38 +20,41 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from domicile.stores.base import AuditRow, TransferCount
 
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
 
 @dataclass
-class _Waiter:
-    payload: str
-    transfer: TransferCount | None
+class _Waiter(Generic[ItemT, ResultT]):
+    item: ItemT
     done: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
-    row: AuditRow | None = None
+    result: ResultT | None = None
     error: BaseException | None = None
 
 
-Flush = Callable[[Sequence[str], Sequence[TransferCount]], list[AuditRow]]
+class Group(Generic[ItemT, ResultT]):
+    """Runs items through ``flush(items)`` (one transaction that returns, in order, each
+    item's result or the exception that failed it alone), sharing each flush among
+    concurrent callers."""
 
-
-class GroupCommit:
-    """Appends entries through ``flush(payloads, transfer counts)`` (one transaction that
-    returns the rows appended, in order), sharing each flush among concurrent callers."""
-
-    def __init__(self, flush: Flush) -> None:
+    def __init__(
+        self, flush: Callable[[Sequence[ItemT]], Sequence[ResultT | BaseException]]
+    ) -> None:
         self._flush = flush
         self._lock = threading.Lock()
-        self._pending: list[_Waiter] = []
+        self._pending: list[_Waiter[ItemT, ResultT]] = []
         self._busy = False
         self.flushes = 0  # how many transactions (for tests and benchmarks)
         self.entries = 0
 
-    def append(self, payload: str, transfer: TransferCount | None = None) -> AuditRow:
-        """Append one entry; returns once it is committed (or raises what the commit did)."""
-        me = _Waiter(payload, transfer)
+    def submit(self, item: ItemT) -> ResultT:
+        """Run one item; returns once it is committed (or raises what failed it)."""
+        me: _Waiter[ItemT, ResultT] = _Waiter(item)
         with self._lock:
             self._pending.append(me)
             if not self._busy:
@@ -65,11 +71,12 @@ class GroupCommit:
         with self._lock:
             group, self._pending = self._pending, []
         try:
-            rows = self._flush(
-                [w.payload for w in group], [w.transfer for w in group if w.transfer is not None]
-            )
-            for w, row in zip(group, rows, strict=True):
-                w.row = row
+            outcomes = self._flush([w.item for w in group])
+            for w, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    w.error = outcome
+                else:
+                    w.result = outcome
         except BaseException as exc:
             for w in group:
                 w.error = exc
@@ -87,8 +94,28 @@ class GroupCommit:
             w.done.set()
 
 
-def _result(w: _Waiter) -> AuditRow:
+def _result(w: _Waiter[ItemT, ResultT]) -> ResultT:
     if w.error is not None:
         raise w.error
-    assert w.row is not None
-    return w.row
+    return w.result  # type: ignore[return-value]  # set with the error unset
+
+
+Flush = Callable[[Sequence[str], Sequence[TransferCount]], list[AuditRow]]
+
+
+class GroupCommit(Group[tuple[str, TransferCount | None], AuditRow]):
+    """Appends audit entries through ``flush(payloads, transfer counts)`` (one transaction
+    that returns the rows appended, in order), sharing each flush among concurrent
+    callers: the entries of reads."""
+
+    def __init__(self, flush: Flush) -> None:
+        def entries(
+            items: Sequence[tuple[str, TransferCount | None]],
+        ) -> Sequence[AuditRow | BaseException]:
+            return flush([p for p, _ in items], [t for _, t in items if t is not None])
+
+        super().__init__(entries)
+
+    def append(self, payload: str, transfer: TransferCount | None = None) -> AuditRow:
+        """Append one entry; returns once it is committed (or raises what the commit did)."""
+        return self.submit((payload, transfer))

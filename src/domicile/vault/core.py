@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from domicile.access import Access
 from domicile.audit import AuditEvent, AuditLedger
-from domicile.audit.group import GroupCommit
+from domicile.audit.group import Group, GroupCommit
 from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
@@ -211,6 +211,7 @@ class VaultCore:
         self._keystores: dict[str, KeyStore] = {}
         self._ledgers = {s.id: AuditLedger(s.id, self.keys) for s in config.sites}
         self._committers: dict[str, GroupCommit] = {}  # group commit of reads, per site
+        self._writers: dict[str, Group[Any, None]] = {}  # group commit of writes, per site
         # Heads a witness refused in this process (the refusal is recorded once).
         self.witness_refusals: set[tuple[str, str, int, bytes]] = set()
         self._indexers = _Indexers(self.keys)

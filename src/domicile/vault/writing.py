@@ -21,6 +21,8 @@ import orjson
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
+from domicile.audit.group import Group
+from domicile.audit.ledger import AuditLedger
 from domicile.config import Collection, Site
 from domicile.crypto.blind import BlindIndexer
 from domicile.crypto.envelope import (
@@ -36,7 +38,9 @@ from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
 from domicile.stores import (
     IndexEntry,
+    SiteStore,
     StoredRecord,
+    StoreTransaction,
     WrappedKey,
 )
 from domicile.stores.base import SiteUnavailable, body_header
@@ -53,6 +57,66 @@ from domicile.vault.errors import PolicyRefused
 from domicile.vault.reading import Reading, _Disclosure
 from domicile.vault.results import PutResult, ReadResult, WriteResult
 from domicile.vault.sealing import seal_body
+
+
+@dataclass(slots=True)
+class _Write:
+    """What one batch writes at a site, prepared and sealed: committed as a unit."""
+
+    held: set[str]  # existing subjects the batch adds records to: refused if being erased
+    records: list[StoredRecord]
+    entries: list[IndexEntry]
+    outbox: list[tuple[str, str, str, str]]
+    events: list[AuditEvent]
+
+    def run(self, tx: StoreTransaction, ledger: AuditLedger) -> None:
+        if self.held and tx.hold_subjects(sorted(self.held)):
+            raise _SubjectErased
+        tx.insert(self.records)
+        tx.index(self.entries)
+        tx.enqueue(self.outbox)  # replication: in the same transaction as the primary
+        ledger.append(tx, self.events)
+
+
+def _commit_writes(
+    store: SiteStore, ledger: AuditLedger, writes: Sequence[_Write]
+) -> list[BaseException | None]:
+    """One transaction for every write of a group. A write refused alone (its subject is
+    being erased) is left out and told so; if the transaction fails, each write is tried
+    again in a transaction of its own, so one caller's failure is not its neighbours'."""
+    if len(writes) > 1:
+        outcomes: list[BaseException | None] = []
+        try:
+            with store.transaction() as tx:
+                for w in writes:
+                    outcomes.append(_run_one(tx, ledger, w))
+        except SiteUnavailable:
+            raise  # the site is down for all of them
+        except Exception:
+            outcomes = []  # one of them broke the shared transaction: each on its own
+        if outcomes:
+            return outcomes
+    results: list[BaseException | None] = []
+    for w in writes:
+        try:
+            with store.transaction() as tx:
+                w.run(tx, ledger)
+            results.append(None)
+        except SiteUnavailable:
+            raise
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _run_one(tx: StoreTransaction, ledger: AuditLedger, write: _Write) -> BaseException | None:
+    """Run one write of a shared transaction; a subject being erased refuses only it (the
+    check writes nothing, so the others go on)."""
+    try:
+        write.run(tx, ledger)
+    except _SubjectErased as exc:
+        return exc
+    return None
 
 
 class _SubjectErased(Exception):
@@ -372,17 +436,27 @@ class Writing(Reading):
             for decision, shape, rec_ids, sub_ids in written.values()
         ]  # fmt: skip
         try:
-            with store.transaction() as tx:
-                if held and tx.hold_subjects(sorted(held)):
-                    raise _SubjectErased
-                tx.insert(records)
-                tx.index(entries)
-                tx.enqueue(outbox)  # replication: in the same transaction as the primary
-                self._ledgers[site_id].append(tx, events)
+            self.commit_write(site_id, _Write(held, records, entries, outbox, events))
         except SiteUnavailable:
             self._drop(site_id)
             raise
         return results
+
+    def commit_write(self, site_id: str, write: _Write) -> None:
+        """Commit a prepared write: with the writes arriving at the same site at the same
+        moment, in one transaction (``domicile.audit.group``). Returns once committed."""
+        group = self._writers.get(site_id)
+        if group is None:
+            with self._lock:
+                group = self._writers.get(site_id)
+                if group is None:
+                    store, ledger = self.store(site_id), self._ledgers[site_id]
+
+                    def flush(writes: Sequence[_Write]) -> list[BaseException | None]:
+                        return _commit_writes(store, ledger, writes)
+
+                    group = self._writers[site_id] = Group(flush)
+        group.submit(write)
 
     def _digests(
         self, indexer: BlindIndexer, collection: str, coll: Collection, fields: Mapping[str, Any]
