@@ -124,8 +124,9 @@ class _Database:
         self.lock = threading.RLock()
         self._conn: Conn | None = None
         self._open = False
-        # Reads run on connections of their own, up to ``readers`` at once, so concurrent
-        # readers of a site neither wait for each other nor for a writer's transaction.
+        # Reads run on the connection of writes when it is free, otherwise on connections
+        # of their own, up to ``readers`` at once, so concurrent readers of a site neither
+        # wait for each other nor for a writer's transaction.
         # With 0 they share the one connection of writes. (psycopg_pool is not used: it
         # connects in background workers and retries with backoff, so a site that is down
         # or a database replaced under us would surface as a wait and a timeout, not as
@@ -397,8 +398,20 @@ class _Database:
 
     def run(self, fn: Callable[[Conn], T], what: str) -> T:
         """Run ``fn`` (which must be safe to repeat: reads) outside a transaction."""
-        if self.readers:
+        if self.readers and not self.lock.acquire(blocking=False):
+            # The connection of writes is busy (a transaction, another read): read on one
+            # of the site's reader connections rather than wait for it.
             return self._read_apart(fn, what)
+        if self.readers:
+            try:
+                return self._run_here(fn, what)
+            finally:
+                self.lock.release()
+        return self._run_here(fn, what)
+
+    def _run_here(self, fn: Callable[[Conn], T], what: str) -> T:
+        """``run`` on the connection of writes, when it is free (a read alone keeps to one
+        server process, which is faster than waking another)."""
         with self.lock:
             conn, fresh = self.acquire()
             try:
