@@ -243,7 +243,8 @@ def test_a_renamed_postgresql_database_makes_its_site_unavailable_and_is_never_r
     assert srv.request("GET", "/readyz").status == 200
     r = srv.request("GET", f"/v1/records/{token}?purpose=profile_view&as_site=ru")
     assert (r.status, r.body["fields"]) == (200, ANNA)
-    assert srv.request("POST", RECORDS, RU_BODY).status == 201
+    last = srv.request("POST", RECORDS, RU_BODY)
+    assert last.status == 201, last.body.get("detail")
 
 
 def pg_audit(url: str) -> list[dict[str, Any]]:
@@ -319,7 +320,8 @@ def test_an_empty_database_with_the_right_site_id_but_another_creation_id_is_ref
     written = put_ru(deployment)
     assert written.code == 0, written.err
     srv = served(deployment)
-    assert srv.request("POST", RECORDS, RU_BODY).status == 201
+    last = srv.request("POST", RECORDS, RU_BODY)
+    assert last.status == 201, last.body.get("detail")
     move(data / "ru.sqlite", tmp_path / "aside")
     # A perfectly good domicile store for site "ru", made elsewhere: its own creation id.
     impostor = open_site_store("ru", f"sqlite:{data / 'ru.sqlite'}", create=True)

@@ -450,10 +450,10 @@ class Writing(Reading):
             with self._lock:
                 group = self._writers.get(site_id)
                 if group is None:
-                    store, ledger = self.store(site_id), self._ledgers[site_id]
 
                     def flush(writes: Sequence[_Write]) -> list[BaseException | None]:
-                        return _commit_writes(store, ledger, writes)
+                        # The site's store as it is now (it is opened again after an outage).
+                        return _commit_writes(self.store(site_id), self._ledgers[site_id], writes)
 
                     group = self._writers[site_id] = Group(flush)
         group.submit(write)
