@@ -21,14 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 
 
 class Forbidden(DomicileError):
     """The caller lacks a scope (``missing``), or may not act as it asked. Audited."""
 
     code = "forbidden"
-    exit_code = 3
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, message: str, *, hint: str | None = None, missing: str | None = None):
         super().__init__(message, hint=hint)

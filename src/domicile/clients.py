@@ -47,7 +47,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from domicile.errors import BadInput, DomicileError
+from domicile.errors import BadInput, DomicileError, ExitCode
 from domicile.files import lock_file
 
 OPERATIONS = (
@@ -62,7 +62,7 @@ _SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}  # of secrets hashed by ear
 
 class ClientsError(DomicileError):
     code = "clients_error"
-    exit_code = 1
+    exit_code = ExitCode.ENVIRONMENT
 
 
 def check_scope(scope: str, sites: Iterable[str], collections: Iterable[str]) -> str:

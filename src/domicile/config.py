@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from domicile.countries import country
-from domicile.errors import ConfigError
+from domicile.errors import ConfigError, EnvironmentProblem
 from domicile.yamlfile import YamlSource
 
 CONFIG_ENV = "DOMICILE_CONFIG"
@@ -232,12 +232,14 @@ class Config:
 
 
 def find_config(path: str | os.PathLike[str] | None = None) -> Path:
-    if path is not None:
-        return Path(path)
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env)
-    return Path(DEFAULT_CONFIG)
+    """The configuration file: ``path``, else ``DOMICILE_CONFIG``, else ./domicile.yaml. A
+    folder (such as the one ``domicile init`` made) stands for the domicile.yaml in it."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    found = Path(path)
+    if found.is_dir():
+        return found / DEFAULT_CONFIG
+    return found
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -252,6 +254,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         ) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", file=str(p)) from None
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"{p}: cannot read it ({exc.strerror or type(exc).__name__})",
+            hint="check the path and its permissions",
+        ) from None
     return parse_config(text, str(p), p.resolve().parent)
 
 

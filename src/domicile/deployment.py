@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 from domicile.files import lock_file, write_private_json
 from domicile.stores.base import SiteUnavailable
 
@@ -37,7 +37,7 @@ class RegistryError(DomicileError):
     """The deployment registry cannot be read or written."""
 
     code = "deployment_registry"
-    exit_code = 4
+    exit_code = ExitCode.ENVIRONMENT
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,36 @@
 
 Each error says what went wrong and what to do next (``hint``). None of them may carry
 plaintext personal data: messages name fields, keys and rule ids, never the values a
-subject gave us. The CLI maps each family to an exit code (see ``exit_code``).
+subject gave us. The CLI maps each family to an exit code (see ``exit_code``), from the
+one table below.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Every exit code the ``domicile`` command uses, and what each means. The README's
+    table is this one."""
+
+    OK = 0  # done (``policy explain`` exits 0 for any decision, deny included)
+    CHECK_FAILED = 1  # a check found a problem: audit verify, policy validate, integrity
+    BAD_INPUT = 2  # bad input or usage; nothing was done
+    REFUSED = 3  # refused by policy or by the client's authorization
+    UNAVAILABLE = 4  # a site, database, server or service cannot be reached; nothing written
+    ENVIRONMENT = 5  # this machine stands in the way: an address in use, a file that cannot
+    # be read or written or has the wrong permissions, a data store newer than this code
+    INTERNAL = 70  # a bug in domicile: the message says how to report it
+    INTERRUPTED = 130  # stopped with Ctrl-C
 
 
 class DomicileError(Exception):
     """Base class. ``code`` is a stable machine name; ``hint`` says what to do next."""
 
     code = "domicile_error"
-    exit_code = 1
+    exit_code: int = ExitCode.CHECK_FAILED
 
     def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -34,11 +51,19 @@ class DomicileError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class EnvironmentProblem(DomicileError):
+    """This machine stands in the way: a file that cannot be read or written, a folder with
+    the wrong permissions, an address in use. Nothing was done."""
+
+    code = "environment"
+    exit_code = ExitCode.ENVIRONMENT
+
+
 class BadInput(DomicileError, ValueError):
     """The caller gave us something malformed; nothing was done."""
 
     code = "bad_input"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class NotFound(BadInput):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domicile.config import Config
-from domicile.errors import BadInput, Conflict, DomicileError, NotFound
+from domicile.errors import BadInput, Conflict, DomicileError, ExitCode, NotFound
 from domicile.files import lock_file
 from domicile.policy import PolicyEngine, parse_date
 
@@ -28,7 +28,7 @@ FORMAT = 1
 
 class FilingsError(DomicileError):
     code = "filings_error"
-    exit_code = 1
+    exit_code = ExitCode.ENVIRONMENT
 
 
 @dataclass(frozen=True)

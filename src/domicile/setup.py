@@ -25,7 +25,7 @@ from domicile.config import Config, Site
 from domicile.crypto.errors import KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
 from domicile.deployment import DeploymentRegistry, SiteRecord, now
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 from domicile.files import private_dir, tighten
 from domicile.stores import KeyStore, SiteStore, open_key_store, open_site_store
 from domicile.stores.base import NoSchema, SchemaOutdated, StoreMissing
@@ -36,7 +36,7 @@ class SetupRefused(DomicileError):
     """Setup would overwrite or guess: nothing was created."""
 
     code = "setup_refused"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from domicile.audit.merkle import (
 )
 from domicile.crypto.keys import KeyProvider
 from domicile.crypto.signing import verify
-from domicile.errors import BadInput, DomicileError, NotFound
+from domicile.errors import BadInput, DomicileError, ExitCode, NotFound
 from domicile.stores.base import (
     AuditRow,
     HeadRow,
@@ -179,7 +179,7 @@ class AuditError(DomicileError):
     """The log cannot be read as a log (a gap, a missing head); ``audit verify`` says more."""
 
     code = "audit_error"
-    exit_code = 1
+    exit_code = ExitCode.CHECK_FAILED
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Shared CLI plumbing: JSON output, one-line errors, exit codes.
 
-Exit codes: 0 success (any policy decision from ``policy explain``), 1 a check failed,
-2 bad input. Errors are one line on stderr, or one JSON object on stdout with ``--json``.
+Exit codes come from one table, ``domicile.errors.ExitCode``. Errors are one line on stderr,
+or one JSON object on stdout with ``--json``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,8 +16,9 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -42,6 +44,66 @@ def fail(error: DomicileError, *, as_json: bool) -> NoReturn:
     else:
         err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     raise typer.Exit(error.exit_code)
+
+
+# Passwords in connection URLs (``scheme://user:secret@host``), however a driver quotes them.
+_SECRET_IN_URL = re.compile(r"(//[^/@\s:]*):[^@/\s]*@")
+
+
+def _say(code: str, message: str, hint: str | None, *, as_json: bool) -> None:
+    message = _SECRET_IN_URL.sub(r"\1:***@", message)
+    if as_json:
+        out: dict[str, Any] = {"code": code, "message": message}
+        if hint:
+            out["hint"] = hint
+        emit_json({"error": out})
+    else:
+        text = f"{message} ({hint})" if hint else message
+        err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+
+
+def last_word(exc: BaseException, *, as_json: bool) -> int:
+    """One line for an exception that no command caught, and its exit code. Messages of
+    unknown exceptions are not shown: they might hold a value."""
+    if isinstance(exc, KeyboardInterrupt):
+        err_console.print("interrupted")
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, DomicileError):
+        _say(exc.code, exc.message, exc.hint, as_json=as_json)
+        return exc.exit_code
+    if _unreachable(exc):
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        _say(
+            "unavailable", f"cannot reach a server: {first or type(exc).__name__}",
+            "check that it runs and that the address is right; nothing was written",
+            as_json=as_json,
+        )  # fmt: skip
+        return ExitCode.UNAVAILABLE
+    if isinstance(exc, OSError):
+        what = exc.strerror or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        _say(
+            "environment", f"{what}{where}",
+            "check the path, its permissions and the free space", as_json=as_json,
+        )  # fmt: skip
+        return ExitCode.ENVIRONMENT
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else ""
+    _say(
+        "internal_error", f"internal error ({type(exc).__name__}{where}): this is a bug in domicile",
+        "run again with DOMICILE_DEBUG=1 to see where, and report it", as_json=as_json,
+    )  # fmt: skip
+    return ExitCode.INTERNAL
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A database or server that did not answer (a driver's connection error)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    module = type(exc).__module__
+    return module.startswith("psycopg") and type(exc).__name__ == "OperationalError"
 
 
 @contextmanager

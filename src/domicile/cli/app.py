@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -9,7 +12,7 @@ from rich.table import Table
 from domicile._version import __version__
 from domicile.cli import service as service_cli
 from domicile.cli import vault as vault_cli
-from domicile.cli._output import console, emit_json, errors
+from domicile.cli._output import console, emit_json, errors, last_word
 from domicile.cli.bench import bench_app
 from domicile.cli.policy import policy_app, residency_app
 
@@ -90,8 +93,18 @@ def demo(
     )
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The command. Whatever happens, it ends in one line and a code from the one table
+    (``domicile.errors.ExitCode``), never in a traceback (``DOMICILE_DEBUG=1`` shows one)."""
+    try:
+        app(args=argv, prog_name="domicile")
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if os.environ.get("DOMICILE_DEBUG") == "1" and not isinstance(exc, KeyboardInterrupt):
+            raise
+        as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+        sys.exit(last_word(exc, as_json=as_json))
 
 
 if __name__ == "__main__":

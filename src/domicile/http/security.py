@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from domicile.access import Forbidden as Forbidden  # one class for every refusal of scope
 from domicile.audit import AuditEvent
 from domicile.clients import OPERATIONS, Client, ClientRegistry
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import Domicile
 
@@ -37,14 +37,14 @@ TOKEN_TTL = 3600
 
 class Unauthorized(DomicileError):
     code = "unauthorized"
-    exit_code = 2
+    exit_code = ExitCode.REFUSED
 
 
 class RateLimited(DomicileError):
     """Too many failed authentications from this source (or for this client id)."""
 
     code = "rate_limited"
-    exit_code = 3
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, wait: float) -> None:
         seconds = max(1, math.ceil(wait))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from domicile.crypto.errors import DecryptionFailed
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 
 AUDIT_TAG = b"domicile/audit/v1"
 
@@ -38,7 +38,7 @@ class SiteUnavailable(DomicileError):
     """A site cannot be reached, or will not accept writes. Nothing was written anywhere."""
 
     code = "site_unavailable"
-    exit_code = 4
+    exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, site: str, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
@@ -78,7 +78,7 @@ class SchemaOutdated(SiteUnavailable):
 
 class SchemaTooNew(DomicileError):
     code = "schema_too_new"
-    exit_code = 1
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class StoreMismatch(SiteUnavailable):
@@ -100,7 +100,7 @@ class StoreMismatch(SiteUnavailable):
 
 class VersionConflict(DomicileError):
     code = "version_conflict"
-    exit_code = 1
+    exit_code = ExitCode.CHECK_FAILED
 
 
 # The first byte of a record body in layout 3: one AES-GCM seal over every field. A body in

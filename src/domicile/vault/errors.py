@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domicile.errors import BadInput, DomicileError
+from domicile.errors import BadInput, DomicileError, ExitCode
 from domicile.errors import NotFound as NotFound  # defined with the other errors
 
 
@@ -12,7 +12,7 @@ class PolicyRefused(DomicileError):
     """The decision engine did not allow the operation. Carries the decision."""
 
     code = "policy_refused"
-    exit_code = 3
+    exit_code = ExitCode.REFUSED
 
     def __init__(
         self, message: str, *, decision: dict[str, Any] | None = None, hint: str | None = None

@@ -1,0 +1,253 @@
+"""Every command, given broken input or an unavailable service, ends in one line and an exit
+code from the one table (``ExitCode``), never in a traceback.
+
+The commands are found by walking the CLI itself, so a command added later is tried too.
+Each is run in-process through ``main`` (as the console script runs it) with its required
+arguments filled in plausibly, against each of several broken deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+
+from domicile.cli.app import app, main
+from domicile.errors import ExitCode
+
+DOCUMENTED = {int(c) for c in ExitCode} - {ExitCode.INTERNAL, ExitCode.INTERRUPTED}
+
+# Plausible values for required parameters, by name; anything else gets "x".
+VALUES = {
+    "subject": "citizenship=RU",
+    "field": "full_name=Anna",
+    "purpose": "signup",
+    "token": "dom1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    "seq": "1",
+    "site": "ru",
+    "scope": "records:read",
+    "filing": "ru.art22_notice=2025-01-15",
+    "category": "user.name",
+    "operation": "store",
+    "site_country": "RU",
+    "collection": "profiles",
+}
+# Commands that would run for real (a server, a long benchmark) given a working deployment:
+# they are tried only with the broken ones and with broken options of their own.
+LONG = {"serve", "demo", "bench", "replicate"}
+# Commands that need the configuration but no site (the clients file is the deployment's).
+OFFLINE = {"clients"}
+CONFIG_READS = {"sites never set up", "server down"}
+
+
+def commands() -> Iterator[tuple[list[str], Any]]:
+    def walk(cmd: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                if not getattr(sub, "hidden", False):
+                    yield from walk(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    return walk(typer.main.get_command(app), [])
+
+
+def argv(path: list[str], cmd: Any) -> tuple[list[str], bool]:
+    """The command with its required parameters filled in; whether it takes --config."""
+    args = list(path)
+    takes_config = False
+    for p in cmd.params:
+        if "--config" in p.opts:
+            takes_config = True
+        if not p.required:
+            continue
+        value = VALUES.get(p.name or "", "x")
+        if p.param_type_name == "argument":
+            args.append(value)
+        else:
+            args += [p.opts[0], value]
+    return args, takes_config
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def check(args: list[str], code: int, output: str) -> None:
+    shown = " ".join(args)
+    assert "Traceback" not in output, f"`domicile {shown}` ended in a traceback:\n{output}"
+    assert code in DOCUMENTED, f"`domicile {shown}` exited {code}:\n{output}"
+    assert "internal error" not in output, f"`domicile {shown}`: {output}"
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> dict[str, Path]:
+    """Deployments that cannot be used, each in its own way."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("sites: [\n  - {id: ru\n", encoding="utf-8")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01not text")
+    missing_data = tmp_path / "missing"
+    missing_data.mkdir()
+    # A well-formed configuration whose sites were never set up.
+    (missing_data / "domicile.yaml").write_text(
+        "environment_id: default\ndata_dir: data\ndefault_site: ru\n"
+        "sites:\n  - {id: ru, country: RU, location: {provider: P, city: Moscow, address: A},"
+        " backend: 'sqlite:data/ru.sqlite', keys: 'sqlite:data/keys/ru.sqlite'}\n"
+        "collections:\n  profiles:\n    fields:\n      full_name: {category: user.name}\n",
+        encoding="utf-8",
+    )
+    down = tmp_path / "down"
+    down.mkdir()
+    # A site on a PostgreSQL server that does not answer (port 1), with a password.
+    (down / "domicile.yaml").write_text(
+        "environment_id: default\ndata_dir: data\ndefault_site: ru\n"
+        "sites:\n  - {id: ru, country: RU, location: {provider: P, city: Moscow, address: A},"
+        " backend: 'postgresql://u:hunter2secret@127.0.0.1:1/x',"
+        " keys: 'postgresql://u:hunter2secret@127.0.0.1:1/k'}\n"
+        "collections:\n  profiles:\n    fields:\n      full_name: {category: user.name}\n",
+        encoding="utf-8",
+    )
+    return {
+        "no file": tmp_path / "nowhere" / "domicile.yaml",
+        "empty folder": empty,
+        "broken YAML": garbage,
+        "not text": binary,
+        "sites never set up": missing_data,
+        "server down": down,
+    }
+
+
+@pytest.mark.parametrize("case", ["no file", "empty folder", "broken YAML", "not text",
+                                  "sites never set up", "server down"])  # fmt: skip
+def test_every_command_with_a_broken_deployment(
+    case: str, broken: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tried = 0
+    for path, cmd in commands():
+        args, takes_config = argv(path, cmd)
+        if not takes_config:
+            continue
+        args += ["--config", str(broken[case])]
+        for extra in ([], ["--json"]):
+            if extra and not any("--json" in p.opts for p in cmd.params):
+                continue
+            code, output = run(args + extra, capsys)
+            check(args + extra, code, output)
+            if path[0] not in OFFLINE or case not in CONFIG_READS:
+                assert code != 0, f"`domicile {' '.join(args)}` succeeded on a {case}"
+            assert "hunter2secret" not in output
+        tried += 1
+    assert tried >= 20
+
+
+def test_every_command_with_junk_against_a_working_deployment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = run(["init", str(tmp_path / "d")], capsys)
+    assert code == 0, output
+    config = str(tmp_path / "d")  # the folder stands for its domicile.yaml
+    for path, cmd in commands():
+        args, takes_config = argv(path, cmd)
+        if not takes_config or path[0] in LONG:
+            continue
+        code, output = run([*args, "--config", config], capsys)
+        check(args, code, output)
+
+
+CASES = [
+    ["init", "/etc/passwd/inside-a-file"],
+    ["init", str(Path(__file__))],  # a file, not a folder
+    ["demo", "--dir", "/etc/passwd/inside-a-file"],
+    ["policy", "validate", "/nonexistent/pack.yaml"],
+    ["policy", "validate", "/etc"],
+    [
+        "policy",
+        "explain",
+        "--subject",
+        "citizenship=ZZ",
+        "--category",
+        "user.name",
+        "--operation",
+        "store",
+        "--site-country",
+        "RU",
+    ],
+    [
+        "policy",
+        "explain",
+        "--subject",
+        "nonsense",
+        "--category",
+        "nope",
+        "--operation",
+        "x",
+        "--site-country",
+        "RU",
+    ],
+    ["residency", "resolve", "--subject", "phone=123"],
+    ["audit", "check-proof", "/nonexistent/proof.json"],
+    ["audit", "check-proof", "/etc/hostname"],
+    ["bench", "vault", "--backend", "nosuch"],
+    [
+        "bench",
+        "vault",
+        "--backend",
+        "postgresql",
+        "--records",
+        "100",
+        "--postgres-url",
+        "postgresql://u:hunter2secret@127.0.0.1:1",
+    ],
+    [
+        "bench",
+        "transfers",
+        "--backend",
+        "postgresql",
+        "--records",
+        "100",
+        "--postgres-url",
+        "postgresql://u:hunter2secret@127.0.0.1:1",
+    ],
+    ["bench", "vault", "--records", "-5"],
+    ["bench", "policy", "--seconds", "zero"],
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=[" ".join(c[:3]) for c in CASES])
+def test_commands_with_broken_arguments(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = run(args, capsys)
+    check(args, code, output)
+    assert code != 0
+    assert "hunter2secret" not in output
+
+
+def test_an_unexpected_error_is_one_line_and_exit_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last safety net: a bug ends in one line naming where, not in a traceback, and
+    without the exception's message (which might hold a value)."""
+    import domicile.cli.app as cli
+
+    def boom() -> None:
+        raise RuntimeError("Anna Volkova +7 999 123 45 67")
+
+    monkeypatch.setattr(cli, "__version__", property(lambda _: boom()))
+    monkeypatch.setattr(cli.console, "print", lambda *a, **k: boom())
+    code, output = run(["version"], capsys)
+    assert code == ExitCode.INTERNAL
+    assert "Traceback" not in output
+    assert "Anna" not in output
+    assert "internal error (RuntimeError" in output
