@@ -148,11 +148,36 @@ def test_unavailable_site_exits_4(deployment: Path) -> None:
     assert code == 4
     assert json.loads(out)["error"]["details"]["site"] == "ru"
     code, out, _ = run("sites", "--json")
-    assert code == 0
+    assert code == 4  # every site listed, and the exit code says one is down
     rows = {r["id"]: r for r in json.loads(out)}
     assert rows["ru"]["healthy"] is False
     assert rows["us"]["healthy"] is True
     assert set(rows["us"]) >= {"id", "country", "location", "backend", "records", "healthy"}
+    code, out, _ = run("sites")
+    assert code == 4
+    assert "down" in out
+    assert "no site" not in out
+
+
+def test_human_output_is_whole_and_says_what_it_means(deployment: Path) -> None:
+    token = str(put_ru()["token"])
+    code, out, _ = run("get", token, "--purpose", "profile_view", "--as-site", "us")
+    assert code == 0, out
+    assert token in out  # whole, so it can be copied
+    assert "Anna Volkova" not in out
+    assert "masked" in out
+    assert "ru.transfer.art12" in out
+    assert "ru.art12_notice" in out  # what would unlock the full values
+    code, out, _ = run("find", "profiles", "--field", "email=nobody@example.ru", "--purpose", "x")
+    assert (code, out.strip()) == (0, "no record matches")
+    code, out, _ = run("replicate")
+    assert code == 0
+    assert out.startswith("replication: ")
+    assert "{" not in out
+    code, out, _ = run("keys", "rotate", "--site", "ru", "--grace", "0")
+    assert code == 0
+    assert out.startswith("site ru: key-encryption key v1 -> v2")
+    assert "{" not in out
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,14 @@
 Sites are created only by ``init`` and ``sites create``; every other command finds a
 missing or foreign database unavailable (exit 4).
 
-Exit codes: 0 success, 2 bad input, 3 refused by policy, 4 a site is unavailable.
+Exit codes: the one table, ``domicile.errors.ExitCode``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -18,9 +18,16 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, err_console, errors, pairs
 from domicile.config import CONFIG_ENV
+from domicile.errors import ExitCode
+
+if TYPE_CHECKING:
+    from domicile.vault import ReadResult
 
 ConfigOpt = typer.Option(
-    None, "--config", envvar=CONFIG_ENV, help="Configuration file (default ./domicile.yaml)."
+    None,
+    "--config",
+    envvar=CONFIG_ENV,
+    help="Configuration file, or the folder holding domicile.yaml (default ./domicile.yaml).",
 )
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
 PurposeOpt = typer.Option(..., "--purpose", help="Why the data is processed, e.g. account_signup.")
@@ -168,7 +175,7 @@ def register(app: typer.Typer) -> None:
         """Read a record. A requester in another country is a transfer, decided by policy."""
         with vault(config, as_json) as d, errors(as_json):
             r = d.get(token, purpose=purpose, as_site=as_site)
-        _show(r.to_dict(), as_json, lambda: _print_record(r.to_dict()))
+        _show(r.to_dict(), as_json, lambda: _print_record(r))
 
     @app.command()
     def find(
@@ -187,14 +194,17 @@ def register(app: typer.Typer) -> None:
         data = result.to_dict()
 
         def human() -> None:
-            for r in data["records"]:
+            for r in result.records:
                 _print_record(r)
-            for r in data["refused"]:
+            for x in data["refused"]:
                 console.print(
-                    f"[red]refused[/] {r['token'][:24]}… at site {r['site']}: {escape(r['reason'])}"
+                    f"[red]refused[/] {x['token']} at site {x['site']}: {escape(x['reason'])}",
+                    soft_wrap=True,
                 )
             for site_id in data["unavailable"]:
                 console.print(f"[red]site {site_id} unavailable[/]")
+            if not (result.records or data["refused"] or data["unavailable"]):
+                console.print("no record matches")
 
         _show(data, as_json, human)
         if result.unavailable:
@@ -215,7 +225,7 @@ def register(app: typer.Typer) -> None:
         with vault(config, as_json) as d, errors(as_json):
             r = d.update(token, fields=_fields(field), purpose=purpose)
         if isinstance(r, ReadResult):
-            _show(r.to_dict(), as_json, lambda: _print_record(r.to_dict()))
+            _show(r.to_dict(), as_json, lambda: _print_record(r))
         else:
             _show(r.to_dict(), as_json, lambda: console.print(f"updated: version {r.version}"))
 
@@ -276,11 +286,13 @@ def register(app: typer.Typer) -> None:
                 table.add_row(
                     r["id"], r["country"], escape(f"{loc['provider']}, {loc['address']}"), escape(r["backend"]),
                     "-" if r["records"] is None else str(r["records"]),
-                    "[green]yes[/]" if r["healthy"] else f"[red]no[/] {escape(r.get('error', ''))}",
+                    "[green]yes[/]" if r["healthy"] else f"[red]down[/]: {escape(_reason(r))}",
                 )  # fmt: skip
             console.print(table)
 
         _show(rows, as_json, human)
+        if any(not r["healthy"] for r in rows):
+            raise typer.Exit(ExitCode.UNAVAILABLE)  # listed all the same; a monitor sees it
 
     @sites_app.command("create")
     def sites_create(
@@ -560,7 +572,7 @@ def register(app: typer.Typer) -> None:
                     if not as_json and any(
                         report.to_dict()[k] for k in ("delivered", "removed", "refused")
                     ):
-                        console.print(report.to_dict())
+                        console.print(_replication_line(report.to_dict()))
 
                 worker.follow(stop, interval=interval, on_report=tell)
                 result = {"stopped": True}
@@ -573,7 +585,7 @@ def register(app: typer.Typer) -> None:
                     task = bar.add_task("outbox", total=total)
                     report = worker.run_once(progress=lambda n: bar.advance(task, n), stop=stop)
                 result = report.to_dict()
-        _show(result, as_json, lambda: console.print(result))
+        _show(result, as_json, lambda: console.print(_replication_line(result)))
 
     @app.command()
     def transfers(
@@ -672,7 +684,11 @@ def register(app: typer.Typer) -> None:
         key is deleted once nothing is wrapped with it."""
         with vault(config, as_json) as d, errors(as_json):
             out = d.rotate_key(site, grace=grace)
-        _show(out, as_json, lambda: console.print(out))
+        _show(out, as_json, lambda: console.print(
+            f"site {out['site']}: key-encryption key v{out['from_version']} -> v{out['to_version']};"
+            f" {out['rewrapped']} subject keys re-wrapped; retired: "
+            + (", ".join(f"v{v}" for v in out["retired"]) or "none yet (in use)")
+        ))  # fmt: skip
 
 
 @filings_app.command("add")
@@ -720,10 +736,51 @@ def filings_withdraw(
     )
 
 
-def _print_record(r: dict[str, Any]) -> None:
-    where = f"site {r['site']} ({r['country']})" + (
-        ", read across a border" if r.get("transfer") else ""
+def _print_record(r: ReadResult) -> None:
+    """A record read, whole token first (it is what the next command needs), then what was
+    disclosed and, when masked, why and what would unlock the full values."""
+    where = f"site {r.site} ({r.country})"
+    if r.source == "replica":
+        where += f", from its permitted copy at {r.read_at}"
+    elif r.transfer:
+        where += ", read across a border (a transfer, logged)"
+    console.print(r.token, soft_wrap=True, highlight=False)
+    console.print(f"  {r.collection} v{r.version} at {where}", soft_wrap=True)
+    for k, v in r.fields.items():
+        console.print(f"  {k}: {escape(str(v))}", soft_wrap=True)
+    if r.masked:
+        rules = ", ".join(r.decision.rule_ids) or "the packs in force"
+        console.print(
+            f"  [yellow]masked[/]: the values above are masked forms, not the real ones; the"
+            f" law does not let the full values reach this requester ({escape(rules)}).",
+            soft_wrap=True,
+        )
+        unlock = [o for o in r.decision.obligations if o.status == "outstanding"]
+        if unlock:
+            console.print("  what would unlock the full values:")
+        for o in unlock:
+            console.print(f"  - {escape(o.text)} ({o.id})", soft_wrap=True)
+        if not unlock:
+            console.print(
+                "  to see them in full: read from the record's own country (--as-site) or"
+                " with a purpose its law allows",
+                soft_wrap=True,
+            )
+
+
+def _reason(row: dict[str, Any]) -> str:
+    """Why a site is down, without the "site 'x' is unavailable:" its error starts with."""
+    error = str(row.get("error") or "no answer")
+    return error.split(" is unavailable: ", 1)[-1]
+
+
+def _replication_line(r: dict[str, Any]) -> str:
+    line = (
+        f"replication: {r.get('delivered', 0)} copies delivered, {r.get('unchanged', 0)}"
+        f" unchanged, {r.get('removed', 0)} removed, {r.get('refused', 0)} refused by policy"
     )
-    console.print(f"[bold]{r['token'][:24]}…[/] {r['collection']} v{r['version']} at {where}")
-    for k, v in r["fields"].items():
-        console.print(f"  {k}: {escape(str(v))}")
+    if r.get("unavailable"):
+        line += f"; unavailable: {', '.join(r['unavailable'])} (retried next round)"
+    if r.get("stopped"):
+        line = "replication stopped"
+    return line
