@@ -212,3 +212,24 @@ def test_main_job_demo(tmp_path: Path) -> None:
     other = tmp_path / "mine"
     other.mkdir()
     assert run("demo", "--dir", str(other))[0] == 1
+
+
+def test_version_names_the_packs() -> None:
+    for args in (["--version"], ["version"]):
+        code, out, _ = run(*args)
+        assert code == 0
+        assert out.startswith("domicile ")
+        assert "ru 1." in out
+
+
+@pytest.mark.parametrize("args", [["--help"], ["get", "--help"], ["audit", "--help"]])
+def test_help_shows_no_type_for_flags_and_whole_sentences(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    # A docstring's own line breaks do not cut the command list's sentences short: on a
+    # wide terminal each command's description is one line.
+    rows = [ln.strip("│ ") for ln in result.stdout.splitlines() if ln.startswith("│")]
+    continued = [r for r in rows if r and not r.startswith(("-", "*")) and r[0].islower()
+                 and "  " not in r]  # fmt: skip
+    assert not continued, continued

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
+import typer.core
 from rich.markup import escape
 from rich.table import Table
 
@@ -22,7 +24,46 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings reflow; `code` shows as code
 )
+# Flags take no value: the help shows none (this typer version shows <bool> for them).
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(version_text(), soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True,
+        help="Print the version and the packs' versions, and exit.",
+    ),
+) -> None:  # fmt: skip
+    """Keeps each person's personal data where the law demands it, and proves it."""
+
+
+def version_text() -> str:
+    from domicile.errors import DomicileError
+    from domicile.packs.loader import load_packs
+
+    try:
+        packs = ", ".join(f"{lp.id} {lp.pack.pack.version}" for lp in load_packs())
+    except DomicileError as exc:  # a broken DOMICILE_PACKS pack: say so, print the rest
+        packs = f"not loaded ({exc.message})"
+    return f"domicile {__version__}\npacks: {packs}"
+
+
 app.add_typer(policy_app, name="policy")
 app.add_typer(residency_app, name="residency")
 app.add_typer(bench_app, name="bench")
@@ -34,8 +75,8 @@ _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 
 @app.command()
 def version() -> None:
-    """Print the version."""
-    console.print(__version__)
+    """Print the version and the packs' versions."""
+    console.print(version_text(), soft_wrap=True)
 
 
 @app.command()
@@ -45,7 +86,8 @@ def demo(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """The main job: the embedded three-site vault with a sample population: where each
+    """A guided tour in its own folder: the embedded three-site vault with a sample
+    population (`scripts/run` is the quick start's main job; this is its tour): where each
     record went and why, reads from abroad, and the evidence."""
     from pathlib import Path
 

@@ -91,7 +91,12 @@ def clients_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> Non
 
 
 @clients_app.command("remove")
-def clients_remove(client_id: str, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+def clients_remove(
+    client_id: str = typer.Argument(..., help="The client id, as `clients list` shows it."),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Remove a client: its credentials stop working at once."""
     with errors(as_json):
         _registry(load_config(config)).remove(client_id)
     if as_json:

@@ -184,7 +184,9 @@ def register(app: typer.Typer) -> None:
             ..., "--field", help="NAME=VALUE of a searchable field; repeatable."
         ),
         purpose: str = PurposeOpt,
-        as_site: str | None = typer.Option(None, "--as-site"),
+        as_site: str | None = typer.Option(
+            None, "--as-site", help="The requester's site (default: local_site)."
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
