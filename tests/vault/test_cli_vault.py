@@ -257,3 +257,28 @@ def test_configuration_keeps_its_file_name(tmp_path: Path) -> None:
 
     run("init", str(tmp_path))
     assert load_config(tmp_path / "domicile.yaml").source == str(tmp_path / "domicile.yaml")
+
+
+def test_status_names_the_deployment_and_how_it_stands(deployment: Path) -> None:
+    put_ru()
+    before = stamps(deployment)
+    code, out, _ = run("status", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["deployment"]["config"] == str((deployment / "domicile.yaml").resolve())
+    assert {s["id"]: s["records"] for s in data["sites"]} == {"ru": 1, "de": 0, "us": 0}
+    assert data["replication"]["pending"] >= 0
+    assert any(f["name"] == "ru.art22_notice" for f in data["filings"])
+    code, out, _ = run("status")
+    assert code == 0
+    assert f"deployment: {(deployment / 'domicile.yaml').resolve()}" in out
+    assert "site ru (RU, Moscow), 1 records: up" in out
+    assert stamps(deployment) == before  # status writes nothing
+
+
+def stamps(deployment: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in (deployment / "domicile-data").rglob("*")
+        if p.is_file()
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -269,6 +270,62 @@ def register(app: typer.Typer) -> None:
                 )
 
         _show(out, as_json, human)
+
+    @app.command()
+    def status(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+        """Which deployment this is, and how it stands: its sites and their health, the
+        replication backlog, the clients and the filings on record. Writes nothing; exits
+        4 when a site is down."""
+        from domicile.clients import ClientRegistry
+        from domicile.vault.replication import Replicator
+
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
+            cfg = d.config
+            sites = [s.to_dict() for s in d.sites()]
+            clients = ClientRegistry(
+                cfg.data_dir / "clients.json", [c.model_dump() for c in cfg.model.clients]
+            ).all()
+            out: dict[str, Any] = {
+                "deployment": {
+                    "config": str(Path(cfg.source).resolve()),
+                    "environment_id": cfg.model.environment_id,
+                    "data_dir": str(cfg.data_dir),
+                    "local_site": cfg.local_site,
+                    "default_site": cfg.model.default_site,
+                },
+                "sites": sites,
+                "replication": {"pending": Replicator(d).pending()},
+                "clients": [
+                    {"client_id": c.id, "name": c.name, "scopes": sorted(c.scopes)} for c in clients
+                ],
+                "filings": [e.to_dict() for e in d.filings.entries()],
+            }
+
+        def human() -> None:
+            dep = out["deployment"]
+            console.print(f"deployment: {escape(dep['config'])}", soft_wrap=True)
+            console.print(
+                f"  environment {escape(dep['environment_id'])}; local site {dep['local_site']};"
+                f" data in {escape(dep['data_dir'])}",
+                soft_wrap=True,
+            )
+            for r in sites:
+                state = "[green]up[/]" if r["healthy"] else f"[red]down[/]: {escape(_reason(r))}"
+                count = "" if r["records"] is None else f", {r['records']} records"
+                console.print(
+                    f"  site {r['id']} ({r['country']}, {escape(r['location'].get('city', ''))})"
+                    f"{count}: {state}",
+                    soft_wrap=True,
+                )
+            console.print(f"  replication: {out['replication']['pending']} copies waiting")
+            names = [c["client_id"] for c in out["clients"]]
+            console.print(f"  clients: {len(names)}" + (f" ({', '.join(names)})" if names else ""))
+            filed = [f"{f['name']} from {f['date']}" for f in out["filings"]]
+            console.print("  filings on record: " + (", ".join(filed) or "none"), soft_wrap=True)
+
+        _show(out, as_json, human)
+        if any(not r["healthy"] for r in sites):
+            raise typer.Exit(ExitCode.UNAVAILABLE)
 
     @sites_app.callback(invoke_without_command=True)
     def sites(ctx: typer.Context, config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
