@@ -282,3 +282,14 @@ def stamps(deployment: Path) -> dict[str, tuple[int, int]]:
         for p in (deployment / "domicile-data").rglob("*")
         if p.is_file()
     }
+
+
+def test_filing_mistakes_get_short_helpful_answers(deployment: Path) -> None:
+    code, _, err = run("filings", "add", "ru.art12_notice")
+    assert code == 2
+    assert "--filing" not in err
+    assert "NAME=YYYY-MM-DD" in err
+    code, _, err = run("filings", "add", "ru.art12_notcie=2025-01-01")
+    assert code == 2
+    assert "did you mean ru.art12_notice" in err
+    assert len(err) < 300  # suggestions, not the list of every filing of every pack

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, err_console, errors, pairs
 from domicile.config import CONFIG_ENV
-from domicile.errors import ExitCode
+from domicile.errors import BadInput, ExitCode
 
 if TYPE_CHECKING:
     from domicile.vault import ReadResult
@@ -759,7 +759,12 @@ def filings_add(
 ) -> None:
     """Put a filing on record; decisions use it at once, from the date it carries."""
     with vault(config, as_json) as d, errors(as_json):
-        ((name, date),) = pairs([filing], "--filing").items()
+        name, sep, date = filing.partition("=")
+        if not sep or not name.strip() or not date.strip():
+            raise BadInput(
+                "FILING is NAME=YYYY-MM-DD",
+                hint=f"e.g. {name.strip() or 'ru.art12_notice'}=2025-03-03",
+            )
         entry = d.add_filing(name, date, note=note)
     _show(entry.to_dict(), as_json, lambda: console.print(
         f"on record: {entry.name} from {entry.date.isoformat()} ({escape(entry.title)})"

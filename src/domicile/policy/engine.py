@@ -24,6 +24,7 @@ hot path of the vault.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -254,10 +255,17 @@ class PolicyEngine:
                 return candidate
         if name in self._filings and "{country}" not in name:
             return name
-        raise UnknownName(
-            "unknown filing name",
-            hint="use one of: " + ", ".join(n.replace("{country}", "CC") for n in self._filings),
-        )
+        known = [n.replace("{country}", "CC") for n in self._filings]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        prefix = name.split(".", 1)[0] + "."
+        same_pack = [n for n in known if n.startswith(prefix)]
+        if close:
+            hint = "did you mean " + " or ".join(close) + "?"
+        elif same_pack:
+            hint = "this pack's filings are: " + ", ".join(same_pack)
+        else:
+            hint = "`domicile policy list` shows the packs; each pack's filings start with its id"
+        raise UnknownName("unknown filing name", hint=hint)
 
     def fact_value(self, name: str, raw: str | bool | int) -> bool | int | str:
         if name not in self._facts:
