@@ -40,7 +40,7 @@ from domicile.residency.resolver import EVIDENCE_KEYS
 TOKEN = {"type": "string", "pattern": r"^dom1_[A-Za-z0-9_-]{20,195}$"}
 DAY = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
 # A date, with or without a time, with or without an offset (naive means UTC), that stays
-# inside years 1 to 9999 once moved to UTC: what ``vault.incountry.parse_time`` reads. Month
+# inside years 1 to 9999 once moved to UTC: what ``vault.incountry_filters.parse_time`` reads. Month
 # lengths and leap years are in the pattern, so that any string it admits is a real date.
 _YEAR = r"(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9][0-9]|[1-8][0-9]{3}|9[0-8][0-9][0-9]|99[0-8][0-9]|999[0-8])"
 _LEAP = r"(?:[0-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
@@ -226,7 +226,8 @@ def explain_schema(engine: PolicyEngine, base: Mapping[str, Any]) -> dict[str, A
 
 
 def incountry_record() -> dict[str, Any]:
-    from domicile.vault.incountry import BODY_KEYS, INT_KEYS, MAX_BODY_CHARS, STRING_KEYS
+    from domicile.vault.incountry import BODY_KEYS, MAX_BODY_CHARS
+    from domicile.vault.incountry_filters import INT_KEYS, STRING_KEYS
 
     return {
         "type": "object",
@@ -246,8 +247,8 @@ def incountry_record() -> dict[str, Any]:
 
 
 def incountry_filter() -> dict[str, Any]:
-    """The find filter language (``vault.incountry.parse_filter``)."""
-    from domicile.vault.incountry import (
+    """The find filter language (``vault.incountry_filters.parse_filter``)."""
+    from domicile.vault.incountry_filters import (
         DATE_KEYS,
         INT_KEYS,
         SEARCH_KEYS,
@@ -312,7 +313,7 @@ def incountry_filter() -> dict[str, Any]:
 
 
 def incountry_find() -> dict[str, Any]:
-    from domicile.vault.incountry import FIND_LIMIT, SORT_KEYS
+    from domicile.vault.incountry_filters import FIND_LIMIT, SORT_KEYS
 
     sort_item = {
         "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,

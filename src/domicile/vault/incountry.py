@@ -57,7 +57,8 @@ Scale limit: a filter without an equality condition (for instance only ``search_
 ``version: {"$not": current}``) reads and decrypts the keys of every InCountry record of
 the site on each call, and every match is held in memory to be sorted and counted. That is
 fine up to some tens of thousands of records per site; beyond that, give such queries an
-equality key, or this needs ordered (order-preserving or bucketed) indexes.
+equality key, or this needs ordered (order-preserving or bucketed) indexes. The filter
+language itself (parsing, checking, matching) is ``domicile.vault.incountry_filters``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import mimetypes
-import operator
 import re
 import secrets
 import threading
@@ -96,6 +96,21 @@ from domicile.stores.base import SiteUnavailable, pack_fields
 from domicile.vault import values
 from domicile.vault.core import _residency_to_json
 from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.incountry_filters import (
+    DATE_KEYS,
+    INT_KEYS,
+    RANGE_KEYS,
+    SEARCH_KEYS,
+    SERVICE_KEYS,
+    STRING_KEYS,
+    Cond,
+    Filter,
+    as_int,
+    check_find,
+    is_int,
+    iso,
+    parse_time,
+)
 from domicile.vault.sealing import RESIDENCY_FIELD
 from domicile.vault.service import Domicile
 
@@ -105,15 +120,7 @@ CATEGORY = "user"  # an opaque body may hold any personal data
 PURPOSE = "incountry"
 ALL = "@all"
 
-UTILITY_KEYS = ("record_key", "profile_key", "parent_key")
-SERVICE_KEYS = tuple(f"service_key{i}" for i in range(1, 6))
-SEARCH_KEYS = tuple(f"key{i}" for i in range(1, 21))
-STRING_KEYS = UTILITY_KEYS + SERVICE_KEYS + SEARCH_KEYS
-RANGE_KEYS = tuple(f"range_key{i}" for i in range(1, 11))
-INT_KEYS = (*RANGE_KEYS, "version")
-DATE_KEYS = ("created_at", "updated_at", "expires_at")
 BODY_KEYS = ("body", "precommit_body")
-SORT_KEYS = SEARCH_KEYS + RANGE_KEYS + DATE_KEYS
 # Every field of a record, in the order answers list them.
 FIELDS = (
     "record_key", "body", "precommit_body", "profile_key", "parent_key", *SERVICE_KEYS,
@@ -128,8 +135,6 @@ SERVER_MANAGED = frozenset(("created_at", "updated_at", "attachments"))  # accep
 MAX_KEY_CHARS = 256
 MAX_BODY_CHARS = 10 * 1024 * 1024
 MAX_BATCH = 100
-FIND_LIMIT = 100
-SEARCH_MIN, SEARCH_MAX = 3, 200
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024  # the SDK's own limit
 MAX_NAME_CHARS = 255
 INT64 = (-(2**63), 2**63 - 1)
@@ -162,42 +167,6 @@ def _utf8(name: str, value: str) -> None:
         raise BadInput(f"{name} is not valid UTF-8 text") from None
 
 
-def parse_time(value: Any, name: str) -> dt.datetime:
-    """An ISO 8601 date or date-time, as an aware UTC datetime (naive means UTC)."""
-    if not isinstance(value, str):
-        raise BadInput(f"{name} must be an ISO 8601 date-time string")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadInput(
-            f"{name} is not an ISO 8601 date-time", hint="e.g. 2030-01-31T12:00:00+00:00"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    try:
-        return parsed.astimezone(dt.UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is after year 9999 in UTC
-        raise BadInput(
-            f"{name} is outside the years 1 to 9999 in UTC", hint="e.g. 2030-01-31T12:00:00+00:00"
-        ) from None
-
-
-def iso(value: dt.datetime) -> str:
-    """ISO 8601 in UTC with ``+00:00`` (the SDK's date parser does not read ``Z``)."""
-    return value.astimezone(dt.UTC).isoformat()
-
-
-def _is_int(value: Any) -> bool:
-    """A JSON integer: ``1``, or ``1.0`` (JSON does not tell them apart; see ``_int``)."""
-    if isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> Any:
-    return int(value) if isinstance(value, float) else value
-
-
 def check_record(raw: Any, where: str = "") -> dict[str, Any]:
     """A record as written by a client: the fields it set (nulls dropped), checked."""
     if not isinstance(raw, Mapping):
@@ -222,9 +191,9 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
             if len(value) > limit:
                 raise BadInput(f"{label} is longer than {limit} characters")
         elif name in INT_KEYS:
-            if not _is_int(value) or not INT64[0] <= value <= INT64[1]:
+            if not is_int(value) or not INT64[0] <= value <= INT64[1]:
                 raise BadInput(f"{label} must be a signed 64-bit integer")
-            value = _int(value)
+            value = as_int(value)
         elif name == "is_encrypted":
             if not isinstance(value, bool):
                 raise BadInput(f"{label} must be true or false")
@@ -234,241 +203,6 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
     if not out.get("record_key"):
         raise BadInput(f"{where}record_key is required", hint="a non-empty string")
     return out
-
-
-# --- filters --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cond:
-    """One key's condition; every part present must hold."""
-
-    key: str
-    eq: tuple[Any, ...] | None = None  # any of these values
-    neq: tuple[Any, ...] | None = None  # none of these ($not); a missing value passes
-    like: str | None = None  # contains, case-insensitive
-    gt: Any = None
-    gte: Any = None
-    lt: Any = None
-    lte: Any = None
-    null: bool | None = None  # True: must be null; False: must not be null
-
-    def matches(self, value: Any) -> bool:
-        if self.null is True:
-            return value is None
-        if self.null is False and value is None:
-            return False
-        if self.eq is not None and value not in self.eq:
-            return False
-        if self.neq is not None and value in self.neq:
-            return False
-        if self.like is not None and (
-            not isinstance(value, str) or self.like.lower() not in value.lower()
-        ):
-            return False
-        for bound, holds in (
-            (self.gt, operator.gt),
-            (self.gte, operator.ge),
-            (self.lt, operator.lt),
-            (self.lte, operator.le),
-        ):
-            if bound is not None and (value is None or not holds(value, bound)):
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class Filter:
-    conds: tuple[Cond, ...] = ()
-    search: str | None = None  # search_keys: contained in any of key1-20
-    any_of: tuple[tuple[Cond, ...], ...] = ()  # $or branches
-
-    @property
-    def keys(self) -> list[str]:
-        names = {c.key for c in self.conds} | {c.key for b in self.any_of for c in b}
-        if self.search is not None:
-            names.add("search_keys")
-        return sorted(names)
-
-    def matches(self, get: Callable[[str], Any]) -> bool:
-        if not all(c.matches(get(c.key)) for c in self.conds):
-            return False
-        if self.search is not None:
-            needle = self.search.lower()
-            if not any(needle in (v or "").lower() for v in map(get, SEARCH_KEYS)):
-                return False
-        return not self.any_of or any(all(c.matches(get(c.key)) for c in b) for b in self.any_of)
-
-
-@dataclass(frozen=True)
-class FindOptions:
-    limit: int = FIND_LIMIT
-    offset: int = 0
-    sort: tuple[tuple[str, bool], ...] = ()  # (key, descending)
-
-
-def _string_values(key: str, raw: Any) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or not all(isinstance(v, str) for v in items):
-        raise BadInput(f"filter {key}: give a string or a non-empty list of strings")
-    return tuple(items)
-
-
-def _int_values(key: str, raw: Any) -> tuple[int, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or not all(_is_int(v) for v in items):
-        raise BadInput(f"filter {key}: give an integer or a non-empty list of integers")
-    return tuple(_int(v) for v in items)
-
-
-def _date_values(key: str, raw: Any) -> tuple[dt.datetime, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items:
-        raise BadInput(f"filter {key}: give a date-time or a non-empty list of them")
-    return tuple(parse_time(v, f"filter {key}") for v in items)
-
-
-def _ops(key: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
-    if not raw:
-        raise BadInput(f"filter {key}: an operator object cannot be empty")
-    if any(op not in allowed for op in raw):
-        raise BadInput(
-            f"filter {key}: unsupported operator", hint=f"use {', '.join(sorted(allowed))}"
-        )
-    if "$gt" in raw and "$gte" in raw:
-        raise BadInput(f"filter {key}: use $gt or $gte, not both")
-    if "$lt" in raw and "$lte" in raw:
-        raise BadInput(f"filter {key}: use $lt or $lte, not both")
-
-
-def parse_cond(key: str, raw: Any) -> Cond:
-    if key in STRING_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            allowed = {"$not", "$like"} if key in SEARCH_KEYS else {"$not"}
-            _ops(key, raw, allowed)
-            like = raw.get("$like")
-            if "$like" in raw and not isinstance(like, str):
-                raise BadInput(f"filter {key}: $like takes a string")
-            neq = _string_values(key, raw["$not"]) if "$not" in raw else None
-            return Cond(key, neq=neq, like=like)
-        return Cond(key, eq=_string_values(key, raw))
-    if key in INT_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            bounds: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    if not _is_int(raw[op]):
-                        raise BadInput(f"filter {key}: {op} takes an integer")
-                    bounds[op[1:]] = _int(raw[op])
-            if "$not" in raw:
-                bounds["neq"] = _int_values(key, raw["$not"])
-            return Cond(key, **bounds)
-        return Cond(key, eq=_int_values(key, raw))
-    if key in DATE_KEYS:
-        nullable = key == "expires_at"
-        if raw is None:
-            if not nullable:
-                raise BadInput(f"filter {key}: cannot be null")
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            parts: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    parts[op[1:]] = parse_time(raw[op], f"filter {key} {op}")
-            if "$not" in raw:
-                if raw["$not"] is None:
-                    if not nullable:
-                        raise BadInput(f"filter {key}: $not cannot be null")
-                    parts["null"] = False
-                else:
-                    parts["neq"] = _date_values(key, raw["$not"])
-            return Cond(key, **parts)
-        return Cond(key, eq=_date_values(key, raw))
-    raise BadInput("unknown filter key", hint="see the InCountry find filters")
-
-
-def parse_filter(raw: Any) -> Filter:
-    """The whole filter language, checked; errors name the key, never the value."""
-    if raw is None:
-        return Filter()
-    if not isinstance(raw, Mapping):
-        raise BadInput("filter must be a JSON object")
-    conds: list[Cond] = []
-    search: str | None = None
-    branches: list[tuple[Cond, ...]] = []
-    for key, value in raw.items():
-        if key == "search_keys":
-            if not isinstance(value, str) or not SEARCH_MIN <= len(value) <= SEARCH_MAX:
-                raise BadInput(
-                    f"filter search_keys takes a string of {SEARCH_MIN} to {SEARCH_MAX} characters"
-                )
-            search = value
-        elif key == "$or":
-            if not isinstance(value, list) or len(value) < 2:
-                raise BadInput("filter $or takes a list of two or more filters")
-            for i, branch in enumerate(value):
-                if not isinstance(branch, Mapping) or not branch:
-                    raise BadInput(f"filter $or[{i}] must be a non-empty object")
-                wrong = sorted(str(k) for k in branch if k not in STRING_KEYS)
-                if wrong:
-                    raise BadInput(
-                        f"filter $or[{i}]: only string keys may be used in $or",
-                        hint="record_key, profile_key, parent_key, service_key1-5, key1-20; $or is not nested",
-                    )
-                branches.append(tuple(parse_cond(k, v) for k, v in branch.items()))
-        else:
-            conds.append(parse_cond(str(key), value))
-    if search is not None:
-        if any(c.key in SEARCH_KEYS for c in conds):
-            raise BadInput("filter search_keys cannot be combined with key1-20 filters")
-        if branches:
-            raise BadInput("filter search_keys cannot be combined with $or")
-    return Filter(tuple(conds), search, tuple(branches))
-
-
-def parse_options(raw: Any) -> FindOptions:
-    if raw is None:
-        return FindOptions()
-    if not isinstance(raw, Mapping):
-        raise BadInput("options must be a JSON object")
-    bad = sorted(str(k) for k in raw if k not in ("limit", "offset", "sort"))
-    if bad:
-        raise BadInput("unknown find option", hint="the options are limit, offset and sort")
-    limit = raw.get("limit", FIND_LIMIT)
-    offset = raw.get("offset", 0)
-    if limit is None:
-        limit = FIND_LIMIT
-    if not _is_int(limit) or not 1 <= limit <= FIND_LIMIT:
-        raise BadInput(f"options.limit must be an integer from 1 to {FIND_LIMIT}")
-    if offset is None:
-        offset = 0
-    if not _is_int(offset) or offset < 0:
-        raise BadInput("options.offset must be an integer of 0 or more")
-    limit, offset = _int(limit), _int(offset)
-    sort: list[tuple[str, bool]] = []
-    raw_sort = raw.get("sort") or []
-    if not isinstance(raw_sort, list):
-        raise BadInput("options.sort must be a list of {key: 'asc' | 'desc'}")
-    for item in raw_sort:
-        if not isinstance(item, Mapping) or len(item) != 1:
-            raise BadInput("each options.sort item names exactly one key: {key: 'asc' | 'desc'}")
-        ((key, order),) = item.items()
-        if key not in SORT_KEYS:
-            raise BadInput(
-                "cannot sort by that key",
-                hint="key1-20, range_key1-10, created_at, updated_at, expires_at",
-            )
-        if order not in ("asc", "desc"):
-            raise BadInput(f"sort order of {key} must be 'asc' or 'desc'")
-        if key not in [k for k, _ in sort]:  # a repeated key cannot change the order
-            sort.append((key, order == "desc"))
-    return FindOptions(limit, offset, tuple(sort))
 
 
 # --- whole requests (pure: every check a request's body gets before anything is touched) ----
@@ -482,16 +216,6 @@ def check_batch(body: Any) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
         raise BadInput(f"a batch holds 1 to {MAX_BATCH} records")
     return [check_record(r, f"records[{i}]: ") for i, r in enumerate(records)]
-
-
-def check_find(body: Any) -> tuple[Filter, FindOptions]:
-    if body is None:
-        body = {}
-    if not isinstance(body, Mapping):
-        raise BadInput("the find request is a JSON object: {filter, options}")
-    if any(k not in ("filter", "options") for k in body):
-        raise BadInput("unknown find request field", hint="a find request has filter and options")
-    return parse_filter(body.get("filter")), parse_options(body.get("options"))
 
 
 def check_batch_delete(body: Any) -> list[str]:
