@@ -309,6 +309,47 @@ def test_find_filters(dataset: Api, flt: dict[str, Any], expected: list[str]) ->
     assert all(list(x) == list(FIELDS) for x in body["data"])
 
 
+# null and {"$not": null} on every key kind: "has no value" and "has a value", alone, with
+# other operators and inside $or. The first row is the request a second client sent.
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"key2": "Anna Volkova", "key3": {"$not": None}}, []),
+        ({"key1": "alpha", "key2": {"$not": None}}, ["r0", "r2"]),
+        ({"key1": {"$not": None}}, ["r0", "r1", "r2", "r3"]),
+        ({"key3": {"$not": None}}, ["r4"]),
+        ({"key3": None}, ["r0", "r1", "r2", "r3"]),
+        ({"key2": {"$not": None, "$like": "volk"}}, ["r0", "r1"]),
+        ({"record_key": {"$not": None}}, ALL),
+        ({"record_key": None}, []),
+        ({"profile_key": {"$not": None}}, ["r0", "r1", "r2"]),
+        ({"profile_key": None}, ["r3", "r4"]),
+        ({"parent_key": {"$not": None}}, ["r3"]),
+        ({"parent_key": None}, ["r0", "r1", "r2", "r4"]),
+        ({"service_key1": {"$not": None}}, ["r0"]),
+        ({"service_key2": {"$not": None}}, []),
+        ({"range_key1": {"$not": None}}, ["r0", "r1", "r2", "r3"]),
+        ({"range_key1": None}, ["r4"]),
+        ({"range_key1": {"$not": None, "$gt": 0}}, ["r1", "r2"]),
+        ({"range_key1": {"$not": [0, 10]}}, ["r2", "r3", "r4"]),  # a missing value passes
+        ({"range_key2": {"$not": None}}, ["r4"]),
+        ({"version": {"$not": None}}, ALL),
+        ({"version": None}, []),
+        ({"version": {"$not": None, "$lte": 1}}, ["r0", "r1", "r2", "r4"]),
+        ({"expires_at": {"$not": None, "$lt": "2031-01-01"}}, ["r0"]),
+        ({"$or": [{"key3": {"$not": None}}, {"parent_key": {"$not": None}}]}, ["r3", "r4"]),
+        ({"$or": [{"key3": None}, {"profile_key": "p2"}]}, ["r0", "r1", "r2", "r3"]),
+        ({"$or": [{"key1": "beta"}, {"service_key1": {"$not": None}}]}, ["r0", "r1"]),
+    ],
+)  # fmt: skip
+def test_find_null_and_not_null_on_every_key_kind(
+    dataset: Api, flt: dict[str, Any], expected: list[str]
+) -> None:
+    r = dataset.find("de", flt)
+    assert r.status_code == 200, r.text
+    assert sorted(x["record_key"] for x in r.json()["data"]) == expected
+
+
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
@@ -334,6 +375,17 @@ def test_find_filters(dataset: Api, flt: dict[str, Any], expected: list[str]) ->
         ({"filter": {"key21": "a"}}, "unknown filter key"),
         ({"filter": {"created_at": None}}, "cannot be null"),
         ({"filter": {"updated_at": {"$not": None}}}, "cannot be null"),
+        ({"filter": {"created_at": {"$not": None, "$gt": "2025-01-01"}}}, "cannot be null"),
+        ({"filter": {"key1": [None]}}, "give a string"),
+        ({"filter": {"key1": {"$not": []}}}, "give a string"),
+        ({"filter": {"key1": {"$not": ["a", None]}}}, "give a string"),
+        ({"filter": {"range_key1": {"$not": [1, None]}}}, "give an integer"),
+        ({"filter": {"range_key1": {"$gt": None}}}, "$gt takes an integer"),
+        ({"filter": {"version": {"$not": True}}}, "give an integer"),
+        ({"filter": {"expires_at": {"$lt": None}}}, "ISO 8601"),
+        ({"filter": {"expires_at": [None]}}, "ISO 8601"),
+        ({"filter": {"key1": {"$like": None}}}, "$like takes a string"),
+        ({"filter": {"$or": [{"key1": "a"}, {"range_key1": {"$not": None}}]}}, "only string keys"),
         ({"filter": {"created_at": "yesterday"}}, "not an ISO 8601"),
         ({"filter": []}, "filter must be a JSON object"),
         ({"filter": {}, "options": {"limit": 0}}, "options.limit"),

@@ -251,6 +251,7 @@ def incountry_filter() -> dict[str, Any]:
     from domicile.vault.incountry_filters import (
         DATE_KEYS,
         INT_KEYS,
+        NULLABLE,
         SEARCH_KEYS,
         SEARCH_MAX,
         SEARCH_MIN,
@@ -265,35 +266,27 @@ def incountry_filter() -> dict[str, Any]:
         }  # fmt: skip
 
     text = {"type": "string"}
+    null = {"type": "null"}
 
-    def string_cond(key: str) -> dict[str, Any]:
-        operator = ops(_one_or_many(text), ["$not"])
+    def cond(key: str, value: Mapping[str, Any], ranges: bool) -> dict[str, Any]:
+        """A value, a non-empty list (any of), or operators; ``null`` (has no value) and
+        ``{"$not": null}`` (has a value) on every key a record may lack."""
+        some = _one_or_many(value)["anyOf"]
+        nullable = [null] if key in NULLABLE else []
+        operator = ops(value, ["$gt", "$gte", "$lt", "$lte"] if ranges else [])
+        operator["properties"]["$not"] = {"anyOf": [*some, *nullable]}
         if key in SEARCH_KEYS:
             operator["properties"]["$like"] = text
-        return {"anyOf": [text, {"type": "array", "items": text, "minItems": 1}, {"type": "null"}, operator]}  # fmt: skip
-
-    integer = {"type": "integer"}
-    int_ops = ops(integer, ["$gt", "$gte", "$lt", "$lte"])
-    int_ops["properties"]["$not"] = _one_or_many(integer)
-    int_cond = {"anyOf": [*_one_or_many(integer)["anyOf"], {"type": "null"}, int_ops]}
-
-    def date_cond(key: str) -> dict[str, Any]:
-        date_ops = ops(DATE_TIME, ["$gt", "$gte", "$lt", "$lte"])
-        date_ops["properties"]["$not"] = _one_or_many(DATE_TIME)
-        choices = [*_one_or_many(DATE_TIME)["anyOf"], date_ops]
-        if key == "expires_at":
-            date_ops["properties"]["$not"] = {"anyOf": [*_one_or_many(DATE_TIME)["anyOf"], {"type": "null"}]}  # fmt: skip
-            choices.append({"type": "null"})
-        return {"anyOf": choices}
+        return {"anyOf": [*some, *nullable, operator]}
 
     branch = {
         "type": "object", "minProperties": 1, "additionalProperties": False,
-        "properties": {k: string_cond(k) for k in STRING_KEYS},
+        "properties": {k: cond(k, text, ranges=False) for k in STRING_KEYS},
     }  # fmt: skip
     props = {
-        **{k: string_cond(k) for k in STRING_KEYS},
-        **{k: int_cond for k in INT_KEYS},
-        **{k: date_cond(k) for k in DATE_KEYS},
+        **{k: cond(k, text, ranges=False) for k in STRING_KEYS},
+        **{k: cond(k, {"type": "integer"}, ranges=True) for k in INT_KEYS},
+        **{k: cond(k, DATE_TIME, ranges=True) for k in DATE_KEYS},
         "search_keys": {"type": "string", "minLength": SEARCH_MIN, "maxLength": SEARCH_MAX},
         "$or": {"type": "array", "minItems": 2, "items": branch},
     }

@@ -5,12 +5,13 @@ A filter is a JSON object whose keys are ANDed (``shared/design/incountry-api.md
 public ``incountry`` SDK is the judge):
 
 - string keys (``record_key``, ``profile_key``, ``parent_key``, ``service_key1-5``,
-  ``key1-20``): a value, a list (any of), ``null`` (has no value), or ``{"$not": value,
-  list or null}``; ``key1-20`` also ``{"$like": "text"}`` (contains, case-insensitive);
+  ``key1-20``): a value, a non-empty list (any of), ``null`` (has no value), or
+  ``{"$not": value, list or null}`` (``null``: has a value); ``key1-20`` also
+  ``{"$like": "text"}`` (contains, case-insensitive);
 - integer keys (``range_key1-10``, ``version``): the same, plus ``$gt``, ``$gte``, ``$lt``,
   ``$lte`` (combinable, but not ``$gt`` with ``$gte`` nor ``$lt`` with ``$lte``);
 - date keys (``created_at``, ``updated_at``, ``expires_at``): the same on ISO 8601 strings;
-  ``null`` and ``{"$not": null}`` only on ``expires_at`` (the others always have a value);
+  ``null`` and ``{"$not": null}`` only on ``expires_at`` (every record has the others);
 - ``search_keys``: text contained in any of ``key1-20``, not combined with them;
 - ``$or``: two or more filters over string keys, not nested.
 
@@ -37,6 +38,10 @@ RANGE_KEYS = tuple(f"range_key{i}" for i in range(1, 11))
 INT_KEYS = (*RANGE_KEYS, "version")
 DATE_KEYS = ("created_at", "updated_at", "expires_at")
 SORT_KEYS = SEARCH_KEYS + RANGE_KEYS + DATE_KEYS
+
+# Keys a record may lack: ``null`` and ``{"$not": null}`` apply to them.
+NULLABLE = frozenset((*STRING_KEYS, *INT_KEYS, "expires_at"))
+RANGES = ("$gt", "$gte", "$lt", "$lte")
 
 FIND_LIMIT = 100
 SEARCH_MIN, SEARCH_MAX = 3, 200
@@ -186,56 +191,54 @@ def _ops(key: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
         raise BadInput(f"filter {key}: use $lt or $lte, not both")
 
 
+def _not(key: str, raw: Any, values: Callable[[str, Any], tuple[Any, ...]]) -> dict[str, Any]:
+    """``$not``: ``null`` means "has a value" (on every key that can lack one); a value or
+    a list means "none of these" (a missing value passes)."""
+    if raw is None:
+        if key not in NULLABLE:
+            raise BadInput(f"filter {key}: $not cannot be null", hint=f"every record has a {key}")
+        return {"null": False}
+    return {"neq": values(key, raw)}
+
+
 def parse_cond(key: str, raw: Any) -> Cond:
+    """One key's condition. Each key kind takes a value, a non-empty list (any of), ``null``
+    (has no value) and an operator object: ``$not`` (a value, a list, or ``null`` for "has a
+    value") everywhere, ``$like`` on ``key1-20``, the ranges on integers and dates.
+    ``created_at`` and ``updated_at`` always have a value, so ``null`` is refused there."""
     if key in STRING_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            allowed = {"$not", "$like"} if key in SEARCH_KEYS else {"$not"}
-            _ops(key, raw, allowed)
-            like = raw.get("$like")
-            if "$like" in raw and not isinstance(like, str):
-                raise BadInput(f"filter {key}: $like takes a string")
-            neq = _string_values(key, raw["$not"]) if "$not" in raw else None
-            return Cond(key, neq=neq, like=like)
-        return Cond(key, eq=_string_values(key, raw))
-    if key in INT_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            bounds: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    if not is_int(raw[op]):
-                        raise BadInput(f"filter {key}: {op} takes an integer")
-                    bounds[op[1:]] = as_int(raw[op])
-            if "$not" in raw:
-                bounds["neq"] = _int_values(key, raw["$not"])
-            return Cond(key, **bounds)
-        return Cond(key, eq=_int_values(key, raw))
-    if key in DATE_KEYS:
-        nullable = key == "expires_at"
-        if raw is None:
-            if not nullable:
-                raise BadInput(f"filter {key}: cannot be null")
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            parts: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    parts[op[1:]] = parse_time(raw[op], f"filter {key} {op}")
-            if "$not" in raw:
-                if raw["$not"] is None:
-                    if not nullable:
-                        raise BadInput(f"filter {key}: $not cannot be null")
-                    parts["null"] = False
-                else:
-                    parts["neq"] = _date_values(key, raw["$not"])
-            return Cond(key, **parts)
-        return Cond(key, eq=_date_values(key, raw))
-    raise BadInput("unknown filter key", hint="see the InCountry find filters")
+        values: Callable[[str, Any], tuple[Any, ...]] = _string_values
+        allowed = {"$not", "$like"} if key in SEARCH_KEYS else {"$not"}
+    elif key in INT_KEYS:
+        values, allowed = _int_values, {"$not", *RANGES}
+    elif key in DATE_KEYS:
+        values, allowed = _date_values, {"$not", *RANGES}
+    else:
+        raise BadInput("unknown filter key", hint="see the InCountry find filters")
+    if raw is None:
+        if key not in NULLABLE:
+            raise BadInput(f"filter {key}: cannot be null", hint=f"every record has a {key}")
+        return Cond(key, null=True)
+    if not isinstance(raw, Mapping):
+        return Cond(key, eq=values(key, raw))
+    _ops(key, raw, allowed)
+    parts: dict[str, Any] = {}
+    if "$like" in raw:
+        if not isinstance(raw["$like"], str):
+            raise BadInput(f"filter {key}: $like takes a string")
+        parts["like"] = raw["$like"]
+    for op in RANGES:
+        if op not in raw:
+            continue
+        if key in INT_KEYS:
+            if not is_int(raw[op]):
+                raise BadInput(f"filter {key}: {op} takes an integer")
+            parts[op[1:]] = as_int(raw[op])
+        else:
+            parts[op[1:]] = parse_time(raw[op], f"filter {key} {op}")
+    if "$not" in raw:
+        parts.update(_not(key, raw["$not"], values))
+    return Cond(key, **parts)
 
 
 def parse_filter(raw: Any) -> Filter:
