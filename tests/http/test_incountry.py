@@ -595,12 +595,73 @@ def test_oauth2_client_credentials_as_the_sdk_sends_them(api: Api) -> None:
     headers = {"Authorization": f"Bearer {token['access_token']}", "x-env-id": "default"}
     r = api.http.post(f"{BASE}/ru", json={"record_key": "t"}, headers=headers)
     assert r.status_code == 201
-    r = api.http.post(
-        "/oauth2/token",
-        data={**form, "scope": "other"},
-        headers={"Authorization": f"Basic {basic}"},
-    )
-    assert r.status_code == 401
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+GRANT = {"grant_type": "client_credentials", "scope": "default", "audience": "http://x"}
+
+
+# Every refusal of the token endpoint is an RFC 6749 5.2 error with InCountry's status_code.
+@pytest.mark.parametrize(
+    ("credentials", "form", "status", "error"),
+    [
+        ("wrong-secret", GRANT, 401, "invalid_client"),
+        ("unknown-id", GRANT, 401, "invalid_client"),
+        ("none", GRANT, 401, "invalid_client"),
+        ("form-wrong-secret", GRANT, 401, "invalid_client"),
+        ("garbled-basic", GRANT, 401, "invalid_client"),
+        ("right", {**GRANT, "scope": "other"}, 400, "invalid_scope"),
+        ("right", {**GRANT, "scope": "   "}, 400, "invalid_scope"),
+        ("right", {**GRANT, "grant_type": "password"}, 400, "unsupported_grant_type"),
+        ("right", {**GRANT, "grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        ("right", {"scope": "default"}, 400, "invalid_request"),
+        ("right", {**GRANT, "grant_type": ""}, 400, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_token_errors_are_oauth2_errors(
+    api: Api, credentials: str, form: dict[str, str], status: int, error: str
+) -> None:
+    client, secret = api.clients.add("sdk", ["records:read", "site:ru", "purpose:incountry"])
+    headers: dict[str, str] = {}
+    data = dict(form)
+    if credentials == "right":
+        headers = _basic(client.id, secret)
+    elif credentials == "wrong-secret":
+        headers = _basic(client.id, secret[::-1])
+    elif credentials == "unknown-id":
+        headers = _basic("dc_nobody", secret)
+    elif credentials == "form-wrong-secret":
+        data.update(client_id=client.id, client_secret=secret[::-1])
+    elif credentials == "garbled-basic":
+        headers = {"Authorization": "Basic %%%"}
+    before = len(api.audit("us"))
+    r = api.http.post("/oauth2/token", data=data, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert set(body) == {"error", "error_description", "status_code"}
+    assert (body["error"], body["status_code"]) == (error, status)
+    assert body["error_description"]
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Basic")
+    else:
+        assert "www-authenticate" not in r.headers
+    assert secret not in r.text
+    assert secret[::-1] not in r.text
+    refusals = [e for e in api.audit("us")[before:] if '"action":"refuse"' in e]
+    assert len(refusals) == 1  # each refusal is audited
+
+
+def test_a_json_token_request_is_an_invalid_request(api: Api) -> None:
+    client, secret = api.clients.add("sdk", ["records:read"])
+    r = api.http.post("/oauth2/token", json=GRANT, headers=_basic(client.id, secret))
+    assert (r.status_code, r.json()["error"], r.json()["status_code"]) == (
+        400, "invalid_request", 400,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
