@@ -8,18 +8,27 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from domicile.cli.app import app as cli
+from domicile.clients import ClientRegistry
+from domicile.config import ServiceSettings
+from domicile.http.app import create_app
 from domicile.policy import PolicyEngine
 from domicile.residency import SubjectEvidence, resolve
-from domicile.vault.incountry import COLLECTION, FIELDS, FILES
+from domicile.vault import Domicile
+from domicile.vault.incountry import COLLECTION, FIELDS, FILES, Caller, InCountryStorage
 from tests.vault.conftest import Deployment, sqlite_urls
 
-from .conftest import BASE, Api, open_api
+from .conftest import BASE, Api, Clock, open_api
 
 T0 = dt.datetime(2025, 9, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -545,6 +554,159 @@ def test_a_file_id_of_another_record_is_not_served(api: Api) -> None:
     ).json()
     r = api.http.get(f"{BASE}/ru/mine/attachments/{meta['file_id']}", headers=api.admin)
     assert r.status_code == 404
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when", [hours(-1), T0.isoformat(), "2025-09-01T15:00:00+03:00", "2020-01-01"]
+)
+def test_a_write_that_has_already_expired_is_refused(api: Api, when: str) -> None:
+    api.write("de", {"record_key": "kept", "body": "old"})
+    for path, body, where in (
+        ("", {"record_key": "new", "expires_at": when}, ""),
+        ("", {"record_key": "kept", "body": "new", "expires_at": when}, ""),
+        ("/batchWrite", {"records": [{"record_key": "ok", "expires_at": hours(1)},
+                                     {"record_key": "new", "expires_at": when}]}, "records[1]: "),
+    ):  # fmt: skip
+        r = api.http.post(f"{BASE}/de{path}", json=body, headers=api.admin)
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert (r.json()["code"], r.json()["detail"]) == (
+            "bad_input",
+            f"{where}expires_at is in the past",
+        )
+        assert when not in r.text
+    # Nothing was written: not the batch's good record, not the upsert.
+    assert api.keys("de", {}) == ["kept"]
+    assert api.http.get(f"{BASE}/de/kept", headers=api.admin).json()["body"] == "old"
+    assert api.write("de", {"record_key": "later", "expires_at": hours(1)})["expires_at"] == hours(
+        1
+    )
+
+
+def test_expired_records_are_not_served(api: Api) -> None:
+    api.write("de", {"record_key": "soon", "key1": "k", "profile_key": "p", "expires_at": hours(1)})
+    api.write(
+        "de", {"record_key": "later", "key1": "k", "profile_key": "p", "expires_at": hours(3)}
+    )
+    api.write("de", {"record_key": "never", "key1": "k"})
+    fid = api.http.post(
+        f"{BASE}/de/soon/attachments", files={"file": ("a.txt", b"data")}, headers=api.admin
+    ).json()["file_id"]
+    assert sorted(api.keys("de", {"key1": "k"})) == ["later", "never", "soon"]
+    api.clock.tick(hours=1)  # "soon" expires at this very instant
+    before = len(api.audit("de"))
+    assert api.http.get(f"{BASE}/de/soon", headers=api.admin).status_code == 404
+    for path in (f"/soon/attachments/{fid}", f"/soon/attachments/{fid}/meta"):
+        assert api.http.get(f"{BASE}/de{path}", headers=api.admin).status_code == 404
+    r = api.find("de", {"key1": "k"})
+    assert sorted(x["record_key"] for x in r.json()["data"]) == ["later", "never"]
+    assert r.json()["meta"]["total"] == 2
+    assert api.keys("de", {"record_key": "soon"}) == []
+    assert api.keys("de", {"expires_at": {"$not": None}}) == ["later"]
+    assert api.keys("de", {"profile_key": "p"}, limit=1) == ["later"]  # the SDK's find_one
+    # Nothing about the expired record was read (the audit has no read of it).
+    soon = _rids(api, "de", ["soon"])[0]
+    assert not [e for e in api.audit("de")[before:] if soon in e]
+    api.clock.tick(hours=5)
+    assert api.keys("de", {"key1": "k"}) == ["never"]
+
+
+def test_a_write_over_an_expired_record_starts_afresh(api: Api) -> None:
+    api.write("de", {"record_key": "k", "body": "old", "expires_at": hours(1)})
+    api.http.post(f"{BASE}/de/k/attachments", files={"file": ("a.txt", b"x")}, headers=api.admin)
+    api.clock.tick(hours=2)
+    again = api.write("de", {"record_key": "k", "body": "new"})
+    assert (again["created_at"], again["attachments"], again["expires_at"]) == (hours(2), [], None)
+    erased = [json.loads(e) for e in api.audit("de") if '"action":"erase"' in e]
+    assert [(e["detail"]["operation"], e["detail"]["files"]) for e in erased] == [("write", 1)]
+
+
+def test_the_sweep_destroys_expired_records_and_shreds_last_keys(any_api: Api) -> None:
+    api = any_api
+    api.write("us", {"record_key": "a", "profile_key": "p", "body": "x", "expires_at": hours(1)})
+    api.write("us", {"record_key": "b", "profile_key": "p", "body": "y"})
+    api.write("us", {"record_key": "c", "profile_key": "q", "body": "z", "expires_at": hours(1)})
+    api.write("us", {"record_key": "d", "body": "w", "expires_at": hours(1)})
+    api.write("us", {"record_key": "e", "body": "v", "expires_at": hours(5)})
+    fid = api.http.post(
+        f"{BASE}/us/c/attachments", files={"file": ("c.txt", b"secret")}, headers=api.admin
+    ).json()["file_id"]
+    store, keys = api.vault.store("us"), api.vault.keystore("us")
+    recs = dict(zip("abcde", _rids(api, "us", list("abcde")), strict=True))
+    subject = {k: store.get(rid).subject_id for k, rid in recs.items()}  # type: ignore[union-attr]
+    api.clock.tick(hours=2)
+    sweeper = api.http.app.state.expiry  # type: ignore[attr-defined]  # the service's timer
+    report = sweeper.sweep()
+    assert (report["records"], report["keys_destroyed"], report["unavailable"]) == (3, 2, [])
+    assert [s["site"] for s in report["sites"]] == ["ru", "de", "us"]
+    # The rows and the attached file are gone; q's and d's keys went (their last records),
+    # p's stays with b, which is still served.
+    assert [store.get(recs[k]) is None for k in "abcde"] == [True, False, True, True, False]
+    assert store.get(fid) is None
+    have = keys.get_many(list(subject.values()))
+    assert sorted(k for k, sid in subject.items() if sid in have) == ["a", "b", "e"]  # a, b: p
+    assert api.http.get(f"{BASE}/us/b", headers=api.admin).json()["body"] == "y"
+    assert sorted(api.keys("us", {})) == ["b", "e"]
+    erased = [json.loads(e) for e in api.audit("us") if '"action":"erase"' in e]
+    assert sorted((e["record"], e["detail"]["key_destroyed"], e["detail"]["files"]) for e in erased) == sorted(
+        [(recs["a"], False, 0), (recs["c"], True, 1), (recs["d"], True, 0)]
+    )  # fmt: skip
+    assert all(e["detail"]["reason"] == "expired" and e["collection"] == COLLECTION for e in erased)
+    assert all(report.ok for report in api.vault.verify_audit("us"))
+    assert sweeper.sweep()["records"] == 0  # nothing left to do
+
+
+def test_the_service_sweeps_on_a_timer(tmp_path: Path, engine: PolicyEngine) -> None:
+    deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    clock = Clock()
+    vault = Domicile(deployment.config, clock=clock, engine=engine)
+    registry = ClientRegistry(tmp_path / "clients.json")
+    _, key = registry.add("admin", ["admin"], api_key=True)
+    headers = {"Authorization": f"Bearer {key}", "x-env-id": "default"}
+    app = create_app(vault, clients=registry, settings=ServiceSettings(expire_every=0.05))
+    with TestClient(app) as http:
+        r = http.post(
+            f"{BASE}/ru", json={"record_key": "k", "expires_at": hours(1)}, headers=headers
+        )
+        assert r.status_code == 201
+        rid = app.state.incountry._rid("ru", "k")
+        assert vault.store("ru").get(rid) is not None
+        clock.tick(hours=1)
+        deadline = time.monotonic() + 10
+        while vault.store("ru").get(rid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vault.store("ru").get(rid) is None
+    assert '"reason":"expired"' in "\n".join(row.payload for row in vault.store("ru").audit())
+
+
+def test_domicile_expire_sweeps_on_demand(tmp_path: Path, engine: PolicyEngine) -> None:
+    deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # written then; expired now, in real time
+    with Domicile(deployment.config, clock=lambda: past, engine=engine) as vault:
+        storage = InCountryStorage(vault)
+        site = storage.site_for("de")
+        caller = Caller("test")
+        storage.write(
+            site, [{"record_key": "old", "expires_at": "2021-01-01"}], caller, batch=False
+        )
+        storage.write(
+            site, [{"record_key": "kept", "expires_at": "2999-01-01"}], caller, batch=False
+        )
+    config = str(tmp_path / "domicile.yaml")
+    (tmp_path / "domicile.yaml").write_text(deployment.config_text)
+    result = CliRunner().invoke(cli, ["expire", "--site", "de", "--json", "--config", config])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["records"], report["keys_destroyed"], report["unavailable"]) == (1, 1, [])
+    result = CliRunner().invoke(cli, ["expire", "--config", config])
+    assert result.exit_code == 0, result.output
+    assert "de: 0 expired records destroyed" in result.stdout
+    result = CliRunner().invoke(cli, ["expire", "--site", "mars", "--config", config])
+    assert result.exit_code == 2
+    assert "no site of that name" in result.stderr
 
 
 # --- countries, authentication, scopes --------------------------------------------------------

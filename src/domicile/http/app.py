@@ -50,7 +50,7 @@ from domicile.http.security import (
 )
 from domicile.residency import SubjectEvidence, resolve
 from domicile.vault import Domicile
-from domicile.vault.incountry import InCountryStorage
+from domicile.vault.incountry import ExpirySweeper, InCountryStorage
 from domicile.vault.values import check_fields
 
 # Secrets hashed with scrypt (by earlier versions) cost tens of milliseconds and 16 MB
@@ -176,7 +176,10 @@ def create_app(
 
         witnesser = Witnesser(vault, witness_every or vault.config.model.audit.witness_every)
         app.state.witnesser = witnesser.start()
+        sweeper = ExpirySweeper(app.state.incountry, settings.expire_every)
+        app.state.expiry = sweeper.start()
         yield
+        sweeper.stop()
         witnesser.stop()
         for key, count in throttle.drain().items():  # limited refusals not yet audited
             audit_refusal(

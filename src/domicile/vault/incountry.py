@@ -67,11 +67,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import mimetypes
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -87,7 +88,7 @@ from domicile.crypto.envelope import (
     new_data_key,
     record_context,
 )
-from domicile.errors import BadInput, TooLarge
+from domicile.errors import BadInput, DomicileError, TooLarge
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
@@ -206,6 +207,19 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
 
 
 # --- whole requests (pure: every check a request's body gets before anything is touched) ----
+
+
+def _check_not_expired(
+    records: Sequence[Mapping[str, Any]], now: dt.datetime, *, batch: bool
+) -> None:
+    """A record cannot be written already expired: the whole write is refused (400)."""
+    for i, rec in enumerate(records):
+        if "expires_at" in rec and parse_time(rec["expires_at"], "expires_at") <= now:
+            where = f"records[{i}]: " if batch else ""
+            raise BadInput(
+                f"{where}expires_at is in the past",
+                hint="give a time later than now, or leave expires_at out",
+            )
 
 
 def check_batch(body: Any) -> list[dict[str, Any]]:
@@ -472,12 +486,29 @@ class InCountryStorage:
         return out
 
     def _get(self, site: Site, store: SiteStore, record_key: str) -> StoredRecord:
+        """The record, unless it is missing or expired (an expired record is never served,
+        even before a sweep destroys it)."""
         rec = store.get(self._rid(site.id, record_key))
-        if rec is None or rec.collection != COLLECTION:
+        if (
+            rec is None
+            or rec.collection != COLLECTION
+            or self._expired(site, [rec], self.vault.clock())
+        ):
             raise NotFound(
                 "no record with this record_key", hint="check the record_key and country"
             )
         return rec
+
+    def _expired(
+        self, site: Site, recs: Iterable[StoredRecord], now: dt.datetime
+    ) -> list[StoredRecord]:
+        """The records whose ``expires_at`` is ``now`` or earlier."""
+        out = []
+        for rec in recs:
+            expires = self._view(site, rec).get("expires_at")
+            if expires is not None and expires <= now:
+                out.append(rec)
+        return out
 
     def _event(
         self,
@@ -589,6 +620,7 @@ class InCountryStorage:
         # A batch is a run of upserts: a record_key given twice ends as its last record.
         last = {rec["record_key"]: i for i, rec in enumerate(sent)}
         checked = [rec for i, rec in enumerate(sent) if last[rec["record_key"]] == i]
+        _check_not_expired(sent, self.vault.clock(), batch=batch)
         residency = self._home_residency(site)
         with self._locks[site.id], self._site(site, operation, caller) as store:
             drafts = [
@@ -596,6 +628,13 @@ class InCountryStorage:
                 for rec in checked
             ]
             existing = self._load(store, [d.rid for d in drafts])
+            # A record that expired is gone, even before a sweep destroys it: its key
+            # starts afresh, without its old files or its old created_at.
+            expired = self._expired(site, existing.values(), self.vault.clock())
+            if expired:
+                self._erase_expired(site, expired, caller, operation)
+                for rec in expired:
+                    del existing[rec.record_id]
             for d in drafts:
                 d.old = existing.get(d.rid)
             decisions = self._allow(
@@ -734,10 +773,12 @@ class InCountryStorage:
                 narrowed = set(store.lookup(self._digest(site.id, ALL, "")))
             matched: list[_View] = []
             ordered = sorted(narrowed)
+            now = self.vault.clock()
             for i in range(0, len(ordered), CHUNK):
                 for rec in self._load(store, ordered[i : i + CHUNK]).values():
                     view = self._view(site, rec)
-                    if flt.matches(view.get):
+                    expires = view.get("expires_at")
+                    if (expires is None or expires > now) and flt.matches(view.get):
                         matched.append(view)
             matched.sort(key=lambda v: (v.rec.created_at, v.rec.record_id))
             for key, descending in reversed(opts.sort):
@@ -844,6 +885,62 @@ class InCountryStorage:
 
     def batch_delete(self, site: Site, body: Any, caller: Caller) -> int:
         return self.delete(site, check_batch_delete(body), caller, batch=True)
+
+    # --- expiry -----------------------------------------------------------------------------
+
+    def expire(self, site: Site, caller: Caller) -> dict[str, Any]:
+        """Destroy the site's records whose ``expires_at`` has passed, with their files,
+        through the vault's erasure path (``Domicile.erase_records``): a subject left with
+        no record at the site is erased whole, its data key first (crypto-shredding). Each
+        record destroyed gets an ``erase`` entry in the site's audit. Reads every record's
+        sealed ``expires_at`` (the scale limit of an unnarrowed find)."""
+        with self._locks[site.id], self._site(site, "expire", caller) as store:
+            now = self.vault.clock()
+            ids = sorted(store.lookup(self._digest(site.id, ALL, "")))
+            expired: list[StoredRecord] = []
+            for i in range(0, len(ids), CHUNK):
+                expired += self._expired(site, self._load(store, ids[i : i + CHUNK]).values(), now)
+            return self._erase_expired(site, expired, caller, "expire")
+
+    def expire_all(self, caller: Caller, site_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """``expire`` at these sites (default: every site). A site that does not answer is
+        listed under ``unavailable`` and the others are still swept."""
+        wanted = list(site_ids) if site_ids else [s.id for s in self.vault.config.sites]
+        sites = {s.id: s for s in self.vault.config.sites}
+        unknown = [w for w in wanted if w not in sites]
+        if unknown:
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(sites)}")
+        swept: list[dict[str, Any]] = []
+        unavailable: list[str] = []
+        for site_id in wanted:
+            try:
+                swept.append(self.expire(sites[site_id], caller))
+            except SiteUnavailable:
+                unavailable.append(site_id)
+        return {
+            "sites": swept,
+            "records": sum(s["records"] for s in swept),
+            "keys_destroyed": sum(s["keys_destroyed"] for s in swept),
+            "unavailable": unavailable,
+        }
+
+    def _erase_expired(
+        self, site: Site, recs: Sequence[StoredRecord], caller: Caller, operation: str
+    ) -> dict[str, Any]:
+        files = {
+            r.record_id: [m["file_id"] for m in self._view(site, r).get("attachments") or []]
+            for r in recs
+        }
+        out = self.vault.erase_records(
+            site.id, recs, belonging=files, purpose=PURPOSE, client=caller.client,
+            detail={"api": "incountry", "operation": operation, "reason": "expired"},
+        )  # fmt: skip
+        return {
+            "site": site.id,
+            "records": out["records"],
+            "keys_destroyed": out["keys_destroyed"],
+            "copies": out["copies"],
+        }
 
     # --- attachments ------------------------------------------------------------------------
 
@@ -1021,3 +1118,46 @@ class InCountryStorage:
                                  subject=rec.subject_id, decision=decision, fields=["attachments"],
                                  file=file_id)],
                 )  # fmt: skip
+
+
+class ExpirySweeper:
+    """Destroys expired InCountry records every ``interval`` seconds, in a thread of its own
+    (the service's timer; ``domicile expire`` does the same on demand). A site that does not
+    answer is swept on a later round; the log names counts and sites, never a record."""
+
+    def __init__(self, storage: InCountryStorage, interval: float) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="domicile-expiry", daemon=True)
+
+    def start(self) -> ExpirySweeper:
+        self._thread.start()
+        return self
+
+    def sweep(self) -> dict[str, Any]:
+        caller = Caller(self.storage.vault.operator.client or "service:expiry")
+        self.last = self.storage.expire_all(caller)
+        return self.last
+
+    def _run(self) -> None:
+        log = logging.getLogger("domicile.incountry")
+        while not self._stop.wait(self.interval):
+            try:
+                done = self.sweep()
+            except DomicileError as exc:
+                log.warning("expiry sweep failed: %s", exc.code)
+                continue
+            if done["records"]:
+                log.info(
+                    "expiry sweep destroyed %d records (%d keys)",
+                    done["records"], done["keys_destroyed"],
+                )  # fmt: skip
+            if done["unavailable"]:
+                log.warning("expiry sweep: unavailable sites %s", ", ".join(done["unavailable"]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
