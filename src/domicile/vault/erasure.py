@@ -96,8 +96,9 @@ class Erasure(VaultCore):
         """Erase some records of a site (not a whole subject), as ``erase`` erases a subject:
         a subject none of whose records stays at the site is erased whole, here and at every
         site that may hold copies, its data key destroyed first (crypto-shredding); the
-        others lose only these rows. ``belonging`` names, per record, rows that go with it
-        (an InCountry record's attached files, which have the record's subject). One
+        others lose only these rows, and their copies as ``delete`` removes them.
+        ``belonging`` names, per record, rows that go with it (an InCountry record's
+        attached files, which have the record's subject). One
         ``erase`` entry per record (``detail`` added to each, ``key_destroyed`` saying
         whether its subject's key went) is appended in the transaction that deletes it.
         The caller has decided that these records go (e.g. they expired)."""
@@ -134,6 +135,16 @@ class Erasure(VaultCore):
                 tx.erase_subject(subject, now)
                 first = next(r.record_id for r in records if r.subject_id == subject)
                 tx.enqueue([(first, subject, t, "erase") for t in copy_sites])
+            # The other records' copies go as a delete's do, through the outbox.
+            colls = self.config.model.collections
+            tx.enqueue(
+                [
+                    (r.record_id, r.subject_id, t, "delete")
+                    for r in records
+                    if r.subject_id not in shred and r.collection in colls
+                    for t in self._replica_targets(self.collection(r.collection), site_id)
+                ]
+            )
             self._ledgers[site_id].append(tx, events)
         from domicile.vault.replication import erase_copies  # the worker's module uses ours
 
