@@ -659,6 +659,19 @@ def test_the_sweep_destroys_expired_records_and_shreds_last_keys(any_api: Api) -
     assert sweeper.sweep()["records"] == 0  # nothing left to do
 
 
+def test_a_sweep_goes_on_past_a_site_that_is_down(api: Api) -> None:
+    api.write("ru", {"record_key": "r", "expires_at": hours(1)})
+    api.write("us", {"record_key": "u", "expires_at": hours(1)})
+    api.clock.tick(hours=2)
+    api.deployment.stop("ru")
+    report = api.http.app.state.expiry.sweep()  # type: ignore[attr-defined]
+    assert (report["records"], report["unavailable"]) == (1, ["ru"])
+    assert [s["site"] for s in report["sites"]] == ["de", "us"]
+    api.deployment.start("ru")
+    assert api.http.app.state.expiry.sweep()["records"] == 1  # type: ignore[attr-defined]
+    assert api.vault.store("ru").get(_rids(api, "ru", ["r"])[0]) is None
+
+
 def test_the_service_sweeps_on_a_timer(tmp_path: Path, engine: PolicyEngine) -> None:
     deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
     clock = Clock()
