@@ -612,6 +612,7 @@ def register(app: typer.Typer) -> None:
         erasure does: a subject left with no record at the site loses its key first. Each
         record destroyed is audited. The service does this on a timer (service.expire_every);
         expired records are never served meanwhile. Exit 4 if a site is unavailable."""
+        from domicile.errors import ExitCode
         from domicile.vault.incountry import Caller, InCountryStorage
 
         with vault(config, as_json) as d, errors(as_json):
@@ -630,7 +631,7 @@ def register(app: typer.Typer) -> None:
 
         _show(report, as_json, human)
         if report["unavailable"]:
-            raise typer.Exit(4)
+            raise typer.Exit(ExitCode.UNAVAILABLE)
 
     @app.command()
     def replicate(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, ExitCode
 
 ErrorCode = Literal["invalid_request", "invalid_client", "invalid_scope", "unsupported_grant_type"]
 
@@ -61,7 +61,7 @@ class OAuthError(DomicileError):
     """A refusal of the token endpoint, with its RFC 6749 error code."""
 
     code = "oauth_error"
-    exit_code = 2
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, error: ErrorCode, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
