@@ -155,6 +155,9 @@ class ServiceSettings(_Model):
     # Addresses of reverse proxies whose X-Forwarded-For names the real source address.
     # Empty: the peer's address is the source (a client cannot choose its own).
     trusted_proxies: list[str] = []
+    # Seconds between the service's sweeps that destroy expired InCountry records (records
+    # past their expires_at are never served, swept or not).
+    expire_every: float = Field(default=60.0, gt=0, le=86400)
 
 
 class DeploymentConfig(_Model):

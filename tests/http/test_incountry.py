@@ -8,18 +8,27 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from domicile.cli.app import app as cli
+from domicile.clients import ClientRegistry
+from domicile.config import ServiceSettings
+from domicile.http.app import create_app
 from domicile.policy import PolicyEngine
 from domicile.residency import SubjectEvidence, resolve
-from domicile.vault.incountry import COLLECTION, FIELDS, FILES
+from domicile.vault import Domicile
+from domicile.vault.incountry import COLLECTION, FIELDS, FILES, Caller, InCountryStorage
 from tests.vault.conftest import Deployment, sqlite_urls
 
-from .conftest import BASE, Api, open_api
+from .conftest import BASE, Api, Clock, open_api
 
 T0 = dt.datetime(2025, 9, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -309,6 +318,47 @@ def test_find_filters(dataset: Api, flt: dict[str, Any], expected: list[str]) ->
     assert all(list(x) == list(FIELDS) for x in body["data"])
 
 
+# null and {"$not": null} on every key kind: "has no value" and "has a value", alone, with
+# other operators and inside $or. The first row is the request a second client sent.
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"key2": "Anna Volkova", "key3": {"$not": None}}, []),
+        ({"key1": "alpha", "key2": {"$not": None}}, ["r0", "r2"]),
+        ({"key1": {"$not": None}}, ["r0", "r1", "r2", "r3"]),
+        ({"key3": {"$not": None}}, ["r4"]),
+        ({"key3": None}, ["r0", "r1", "r2", "r3"]),
+        ({"key2": {"$not": None, "$like": "volk"}}, ["r0", "r1"]),
+        ({"record_key": {"$not": None}}, ALL),
+        ({"record_key": None}, []),
+        ({"profile_key": {"$not": None}}, ["r0", "r1", "r2"]),
+        ({"profile_key": None}, ["r3", "r4"]),
+        ({"parent_key": {"$not": None}}, ["r3"]),
+        ({"parent_key": None}, ["r0", "r1", "r2", "r4"]),
+        ({"service_key1": {"$not": None}}, ["r0"]),
+        ({"service_key2": {"$not": None}}, []),
+        ({"range_key1": {"$not": None}}, ["r0", "r1", "r2", "r3"]),
+        ({"range_key1": None}, ["r4"]),
+        ({"range_key1": {"$not": None, "$gt": 0}}, ["r1", "r2"]),
+        ({"range_key1": {"$not": [0, 10]}}, ["r2", "r3", "r4"]),  # a missing value passes
+        ({"range_key2": {"$not": None}}, ["r4"]),
+        ({"version": {"$not": None}}, ALL),
+        ({"version": None}, []),
+        ({"version": {"$not": None, "$lte": 1}}, ["r0", "r1", "r2", "r4"]),
+        ({"expires_at": {"$not": None, "$lt": "2031-01-01"}}, ["r0"]),
+        ({"$or": [{"key3": {"$not": None}}, {"parent_key": {"$not": None}}]}, ["r3", "r4"]),
+        ({"$or": [{"key3": None}, {"profile_key": "p2"}]}, ["r0", "r1", "r2", "r3"]),
+        ({"$or": [{"key1": "beta"}, {"service_key1": {"$not": None}}]}, ["r0", "r1"]),
+    ],
+)  # fmt: skip
+def test_find_null_and_not_null_on_every_key_kind(
+    dataset: Api, flt: dict[str, Any], expected: list[str]
+) -> None:
+    r = dataset.find("de", flt)
+    assert r.status_code == 200, r.text
+    assert sorted(x["record_key"] for x in r.json()["data"]) == expected
+
+
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
@@ -334,6 +384,17 @@ def test_find_filters(dataset: Api, flt: dict[str, Any], expected: list[str]) ->
         ({"filter": {"key21": "a"}}, "unknown filter key"),
         ({"filter": {"created_at": None}}, "cannot be null"),
         ({"filter": {"updated_at": {"$not": None}}}, "cannot be null"),
+        ({"filter": {"created_at": {"$not": None, "$gt": "2025-01-01"}}}, "cannot be null"),
+        ({"filter": {"key1": [None]}}, "give a string"),
+        ({"filter": {"key1": {"$not": []}}}, "give a string"),
+        ({"filter": {"key1": {"$not": ["a", None]}}}, "give a string"),
+        ({"filter": {"range_key1": {"$not": [1, None]}}}, "give an integer"),
+        ({"filter": {"range_key1": {"$gt": None}}}, "$gt takes an integer"),
+        ({"filter": {"version": {"$not": True}}}, "give an integer"),
+        ({"filter": {"expires_at": {"$lt": None}}}, "ISO 8601"),
+        ({"filter": {"expires_at": [None]}}, "ISO 8601"),
+        ({"filter": {"key1": {"$like": None}}}, "$like takes a string"),
+        ({"filter": {"$or": [{"key1": "a"}, {"range_key1": {"$not": None}}]}}, "only string keys"),
         ({"filter": {"created_at": "yesterday"}}, "not an ISO 8601"),
         ({"filter": []}, "filter must be a JSON object"),
         ({"filter": {}, "options": {"limit": 0}}, "options.limit"),
@@ -495,6 +556,172 @@ def test_a_file_id_of_another_record_is_not_served(api: Api) -> None:
     assert r.status_code == 404
 
 
+# --- expiry -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when", [hours(-1), T0.isoformat(), "2025-09-01T15:00:00+03:00", "2020-01-01"]
+)
+def test_a_write_that_has_already_expired_is_refused(api: Api, when: str) -> None:
+    api.write("de", {"record_key": "kept", "body": "old"})
+    for path, body, where in (
+        ("", {"record_key": "new", "expires_at": when}, ""),
+        ("", {"record_key": "kept", "body": "new", "expires_at": when}, ""),
+        ("/batchWrite", {"records": [{"record_key": "ok", "expires_at": hours(1)},
+                                     {"record_key": "new", "expires_at": when}]}, "records[1]: "),
+    ):  # fmt: skip
+        r = api.http.post(f"{BASE}/de{path}", json=body, headers=api.admin)
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert (r.json()["code"], r.json()["detail"]) == (
+            "bad_input",
+            f"{where}expires_at is in the past",
+        )
+        assert when not in r.text
+    # Nothing was written: not the batch's good record, not the upsert.
+    assert api.keys("de", {}) == ["kept"]
+    assert api.http.get(f"{BASE}/de/kept", headers=api.admin).json()["body"] == "old"
+    assert api.write("de", {"record_key": "later", "expires_at": hours(1)})["expires_at"] == hours(
+        1
+    )
+
+
+def test_expired_records_are_not_served(api: Api) -> None:
+    api.write("de", {"record_key": "soon", "key1": "k", "profile_key": "p", "expires_at": hours(1)})
+    api.write(
+        "de", {"record_key": "later", "key1": "k", "profile_key": "p", "expires_at": hours(3)}
+    )
+    api.write("de", {"record_key": "never", "key1": "k"})
+    fid = api.http.post(
+        f"{BASE}/de/soon/attachments", files={"file": ("a.txt", b"data")}, headers=api.admin
+    ).json()["file_id"]
+    assert sorted(api.keys("de", {"key1": "k"})) == ["later", "never", "soon"]
+    api.clock.tick(hours=1)  # "soon" expires at this very instant
+    before = len(api.audit("de"))
+    assert api.http.get(f"{BASE}/de/soon", headers=api.admin).status_code == 404
+    for path in (f"/soon/attachments/{fid}", f"/soon/attachments/{fid}/meta"):
+        assert api.http.get(f"{BASE}/de{path}", headers=api.admin).status_code == 404
+    r = api.find("de", {"key1": "k"})
+    assert sorted(x["record_key"] for x in r.json()["data"]) == ["later", "never"]
+    assert r.json()["meta"]["total"] == 2
+    assert api.keys("de", {"record_key": "soon"}) == []
+    assert api.keys("de", {"expires_at": {"$not": None}}) == ["later"]
+    assert api.keys("de", {"profile_key": "p"}, limit=1) == ["later"]  # the SDK's find_one
+    # Nothing about the expired record was read (the audit has no read of it).
+    soon = _rids(api, "de", ["soon"])[0]
+    assert not [e for e in api.audit("de")[before:] if soon in e]
+    api.clock.tick(hours=5)
+    assert api.keys("de", {"key1": "k"}) == ["never"]
+
+
+def test_a_write_over_an_expired_record_starts_afresh(api: Api) -> None:
+    api.write("de", {"record_key": "k", "body": "old", "expires_at": hours(1)})
+    api.http.post(f"{BASE}/de/k/attachments", files={"file": ("a.txt", b"x")}, headers=api.admin)
+    api.clock.tick(hours=2)
+    again = api.write("de", {"record_key": "k", "body": "new"})
+    assert (again["created_at"], again["attachments"], again["expires_at"]) == (hours(2), [], None)
+    erased = [json.loads(e) for e in api.audit("de") if '"action":"erase"' in e]
+    assert [(e["detail"]["operation"], e["detail"]["files"]) for e in erased] == [("write", 1)]
+
+
+def test_the_sweep_destroys_expired_records_and_shreds_last_keys(any_api: Api) -> None:
+    api = any_api
+    api.write("us", {"record_key": "a", "profile_key": "p", "body": "x", "expires_at": hours(1)})
+    api.write("us", {"record_key": "b", "profile_key": "p", "body": "y"})
+    api.write("us", {"record_key": "c", "profile_key": "q", "body": "z", "expires_at": hours(1)})
+    api.write("us", {"record_key": "d", "body": "w", "expires_at": hours(1)})
+    api.write("us", {"record_key": "e", "body": "v", "expires_at": hours(5)})
+    fid = api.http.post(
+        f"{BASE}/us/c/attachments", files={"file": ("c.txt", b"secret")}, headers=api.admin
+    ).json()["file_id"]
+    store, keys = api.vault.store("us"), api.vault.keystore("us")
+    recs = dict(zip("abcde", _rids(api, "us", list("abcde")), strict=True))
+    subject = {k: store.get(rid).subject_id for k, rid in recs.items()}  # type: ignore[union-attr]
+    api.clock.tick(hours=2)
+    sweeper = api.http.app.state.expiry  # type: ignore[attr-defined]  # the service's timer
+    report = sweeper.sweep()
+    assert (report["records"], report["keys_destroyed"], report["unavailable"]) == (3, 2, [])
+    assert [s["site"] for s in report["sites"]] == ["ru", "de", "us"]
+    # The rows and the attached file are gone; q's and d's keys went (their last records),
+    # p's stays with b, which is still served.
+    assert [store.get(recs[k]) is None for k in "abcde"] == [True, False, True, True, False]
+    assert store.get(fid) is None
+    have = keys.get_many(list(subject.values()))
+    assert sorted(k for k, sid in subject.items() if sid in have) == ["a", "b", "e"]  # a, b: p
+    assert api.http.get(f"{BASE}/us/b", headers=api.admin).json()["body"] == "y"
+    assert sorted(api.keys("us", {})) == ["b", "e"]
+    erased = [json.loads(e) for e in api.audit("us") if '"action":"erase"' in e]
+    assert sorted((e["record"], e["detail"]["key_destroyed"], e["detail"]["files"]) for e in erased) == sorted(
+        [(recs["a"], False, 0), (recs["c"], True, 1), (recs["d"], True, 0)]
+    )  # fmt: skip
+    assert all(e["detail"]["reason"] == "expired" and e["collection"] == COLLECTION for e in erased)
+    assert all(report.ok for report in api.vault.verify_audit("us"))
+    assert sweeper.sweep()["records"] == 0  # nothing left to do
+
+
+def test_a_sweep_goes_on_past_a_site_that_is_down(api: Api) -> None:
+    api.write("ru", {"record_key": "r", "expires_at": hours(1)})
+    api.write("us", {"record_key": "u", "expires_at": hours(1)})
+    api.clock.tick(hours=2)
+    api.deployment.stop("ru")
+    report = api.http.app.state.expiry.sweep()  # type: ignore[attr-defined]
+    assert (report["records"], report["unavailable"]) == (1, ["ru"])
+    assert [s["site"] for s in report["sites"]] == ["de", "us"]
+    api.deployment.start("ru")
+    assert api.http.app.state.expiry.sweep()["records"] == 1  # type: ignore[attr-defined]
+    assert api.vault.store("ru").get(_rids(api, "ru", ["r"])[0]) is None
+
+
+def test_the_service_sweeps_on_a_timer(tmp_path: Path, engine: PolicyEngine) -> None:
+    deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    clock = Clock()
+    vault = Domicile(deployment.config, clock=clock, engine=engine)
+    registry = ClientRegistry(tmp_path / "clients.json")
+    _, key = registry.add("admin", ["admin"], api_key=True)
+    headers = {"Authorization": f"Bearer {key}", "x-env-id": "default"}
+    app = create_app(vault, clients=registry, settings=ServiceSettings(expire_every=0.05))
+    with TestClient(app) as http:
+        r = http.post(
+            f"{BASE}/ru", json={"record_key": "k", "expires_at": hours(1)}, headers=headers
+        )
+        assert r.status_code == 201
+        rid = app.state.incountry._rid("ru", "k")
+        assert vault.store("ru").get(rid) is not None
+        clock.tick(hours=1)
+        deadline = time.monotonic() + 10
+        while vault.store("ru").get(rid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vault.store("ru").get(rid) is None
+    assert '"reason":"expired"' in "\n".join(row.payload for row in vault.store("ru").audit())
+
+
+def test_domicile_expire_sweeps_on_demand(tmp_path: Path, engine: PolicyEngine) -> None:
+    deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # written then; expired now, in real time
+    with Domicile(deployment.config, clock=lambda: past, engine=engine) as vault:
+        storage = InCountryStorage(vault)
+        site = storage.site_for("de")
+        caller = Caller("test")
+        storage.write(
+            site, [{"record_key": "old", "expires_at": "2021-01-01"}], caller, batch=False
+        )
+        storage.write(
+            site, [{"record_key": "kept", "expires_at": "2999-01-01"}], caller, batch=False
+        )
+    config = str(tmp_path / "domicile.yaml")
+    (tmp_path / "domicile.yaml").write_text(deployment.config_text)
+    result = CliRunner().invoke(cli, ["expire", "--site", "de", "--json", "--config", config])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["records"], report["keys_destroyed"], report["unavailable"]) == (1, 1, [])
+    result = CliRunner().invoke(cli, ["expire", "--config", config])
+    assert result.exit_code == 0, result.output
+    assert "de: 0 expired records destroyed" in result.stdout
+    result = CliRunner().invoke(cli, ["expire", "--site", "mars", "--config", config])
+    assert result.exit_code == 2
+    assert "no site of that name" in result.stderr
+
+
 # --- countries, authentication, scopes --------------------------------------------------------
 
 
@@ -543,12 +770,73 @@ def test_oauth2_client_credentials_as_the_sdk_sends_them(api: Api) -> None:
     headers = {"Authorization": f"Bearer {token['access_token']}", "x-env-id": "default"}
     r = api.http.post(f"{BASE}/ru", json={"record_key": "t"}, headers=headers)
     assert r.status_code == 201
-    r = api.http.post(
-        "/oauth2/token",
-        data={**form, "scope": "other"},
-        headers={"Authorization": f"Basic {basic}"},
-    )
-    assert r.status_code == 401
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+GRANT = {"grant_type": "client_credentials", "scope": "default", "audience": "http://x"}
+
+
+# Every refusal of the token endpoint is an RFC 6749 5.2 error with InCountry's status_code.
+@pytest.mark.parametrize(
+    ("credentials", "form", "status", "error"),
+    [
+        ("wrong-secret", GRANT, 401, "invalid_client"),
+        ("unknown-id", GRANT, 401, "invalid_client"),
+        ("none", GRANT, 401, "invalid_client"),
+        ("form-wrong-secret", GRANT, 401, "invalid_client"),
+        ("garbled-basic", GRANT, 401, "invalid_client"),
+        ("right", {**GRANT, "scope": "other"}, 400, "invalid_scope"),
+        ("right", {**GRANT, "scope": "   "}, 400, "invalid_scope"),
+        ("right", {**GRANT, "grant_type": "password"}, 400, "unsupported_grant_type"),
+        ("right", {**GRANT, "grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        ("right", {"scope": "default"}, 400, "invalid_request"),
+        ("right", {**GRANT, "grant_type": ""}, 400, "invalid_request"),
+    ],
+)  # fmt: skip
+def test_token_errors_are_oauth2_errors(
+    api: Api, credentials: str, form: dict[str, str], status: int, error: str
+) -> None:
+    client, secret = api.clients.add("sdk", ["records:read", "site:ru", "purpose:incountry"])
+    headers: dict[str, str] = {}
+    data = dict(form)
+    if credentials == "right":
+        headers = _basic(client.id, secret)
+    elif credentials == "wrong-secret":
+        headers = _basic(client.id, secret[::-1])
+    elif credentials == "unknown-id":
+        headers = _basic("dc_nobody", secret)
+    elif credentials == "form-wrong-secret":
+        data.update(client_id=client.id, client_secret=secret[::-1])
+    elif credentials == "garbled-basic":
+        headers = {"Authorization": "Basic %%%"}
+    before = len(api.audit("us"))
+    r = api.http.post("/oauth2/token", data=data, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert set(body) == {"error", "error_description", "status_code"}
+    assert (body["error"], body["status_code"]) == (error, status)
+    assert body["error_description"]
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Basic")
+    else:
+        assert "www-authenticate" not in r.headers
+    assert secret not in r.text
+    assert secret[::-1] not in r.text
+    refusals = [e for e in api.audit("us")[before:] if '"action":"refuse"' in e]
+    assert len(refusals) == 1  # each refusal is audited
+
+
+def test_a_json_token_request_is_an_invalid_request(api: Api) -> None:
+    client, secret = api.clients.add("sdk", ["records:read"])
+    r = api.http.post("/oauth2/token", json=GRANT, headers=_basic(client.id, secret))
+    assert (r.status_code, r.json()["error"], r.json()["status_code"]) == (
+        400, "invalid_request", 400,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

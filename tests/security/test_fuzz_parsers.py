@@ -30,12 +30,11 @@ from domicile.http.security import TokenIssuer, bearer_principal
 from domicile.packs.loader import read_pack
 from domicile.residency import SubjectEvidence, resolve
 from domicile.stores.base import pack_fields, unpack_fields
-from domicile.vault.incountry import (
+from domicile.vault.incountry import WRITABLE, check_record
+from domicile.vault.incountry_filters import (
     DATE_KEYS,
     INT_KEYS,
     STRING_KEYS,
-    WRITABLE,
-    check_record,
     parse_filter,
     parse_options,
     parse_time,

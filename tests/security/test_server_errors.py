@@ -54,8 +54,8 @@ def test_a_blank_token_scope_is_bad_input(http: TestClient, scope: str) -> None:
             auth=(client.id, secret),
         )  # fmt: skip
     assert r.status_code == 400
-    assert r.json()["code"] == "bad_input"
-    assert "scope" in r.json()["detail"]
+    assert r.json()["error"] == "invalid_scope"
+    assert "scope" in r.json()["error_description"]
 
 
 @pytest.mark.parametrize("when", [LATE, EARLY])

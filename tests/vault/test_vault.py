@@ -428,3 +428,41 @@ def test_audit_entries_hold_no_plaintext(vault: Domicile) -> None:
     for value in [*IVAN.values(), "Kazan"]:
         assert value not in text
     assert "ru.localization.2025" in text
+
+
+def test_erasing_some_records_shreds_the_subject_only_with_its_last(vault: Domicile) -> None:
+    """``erase_records`` (the erasure path of expired InCountry records) on native records:
+    a record whose subject keeps another loses its row and its copies (through the outbox);
+    the subject's last record takes the key with it, first."""
+    a = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
+    b = vault.put(
+        "profiles", subject=RU, fields={"full_name": "I. S.", "email": IVAN["email"]},
+        purpose="signup",
+    )  # fmt: skip
+    site, rid_a = vault._locate(a.token)
+    _, rid_b = vault._locate(b.token)
+    store = vault.store(site.id)
+    rec_a, rec_b = store.get(rid_a), store.get(rid_b)
+    assert rec_a is not None
+    assert rec_b is not None
+    subject = rec_a.subject_id
+    out = vault.erase_records(
+        site.id, [rec_a], purpose="retention", client="test", detail={"reason": "test"}
+    )
+    assert (out["records"], out["keys_destroyed"]) == (1, 0)
+    with pytest.raises(NotFound):
+        vault.get(a.token, purpose="view", as_site="ru")
+    assert vault.get(b.token, purpose="view", as_site="ru").fields["full_name"] == "I. S."
+    deletes = [(i.record_id, i.op) for i in store.outbox(100) if i.op != "upsert"]
+    assert deletes == [(rid_a, "delete"), (rid_a, "delete")]  # its copies at de and us
+    assert subject in vault.keystore(site.id).get_many([subject])
+    out = vault.erase_records(
+        site.id, [rec_b], purpose="retention", client="test", detail={"reason": "test"}
+    )
+    assert (out["records"], out["keys_destroyed"]) == (1, 1)
+    assert subject not in vault.keystore(site.id).get_many([subject])
+    assert store.subject_records(subject) == []
+    erased = [r.payload for r in store.audit() if '"action":"erase"' in r.payload]
+    assert len(erased) == 2
+    assert '"key_destroyed":true' in erased[1]
+    assert IVAN["email"] not in "".join(erased)

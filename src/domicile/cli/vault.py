@@ -1,4 +1,4 @@
-"""Vault commands: init, put, get, find, update, delete, erase, sites, audit, keys.
+"""Vault commands: init, put, get, find, update, delete, erase, expire, sites, audit, keys.
 
 Sites are created only by ``init`` and ``sites create``; every other command finds a
 missing or foreign database unavailable (exit 4).
@@ -599,6 +599,39 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(4)
         if not report.done:
             raise typer.Exit(1)
+
+    @app.command()
+    def expire(
+        site: list[str] | None = typer.Option(
+            None, "--site", help="Only this site (repeat for more); default every site."
+        ),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Destroy InCountry records whose expires_at has passed, with their files, as an
+        erasure does: a subject left with no record at the site loses its key first. Each
+        record destroyed is audited. The service does this on a timer (service.expire_every);
+        expired records are never served meanwhile. Exit 4 if a site is unavailable."""
+        from domicile.errors import ExitCode
+        from domicile.vault.incountry import Caller, InCountryStorage
+
+        with vault(config, as_json) as d, errors(as_json):
+            report = InCountryStorage(d).expire_all(Caller(d.operator.client or "cli"), site)
+
+        def human() -> None:
+            for s in report["sites"]:
+                line = f"{s['site']}: {s['records']} expired records destroyed"
+                if s["keys_destroyed"]:
+                    line += f", {s['keys_destroyed']} subject keys destroyed"
+                if s["copies"]["pending"]:
+                    line += f"; copies pending at {', '.join(s['copies']['pending'])}"
+                console.print(line)
+            for sid in report["unavailable"]:
+                console.print(f"[red]{sid}: unavailable[/]; run again when it is back")
+
+        _show(report, as_json, human)
+        if report["unavailable"]:
+            raise typer.Exit(ExitCode.UNAVAILABLE)
 
     @app.command()
     def replicate(

@@ -35,9 +35,9 @@ from domicile._version import __version__
 from domicile.access import Access
 from domicile.clients import ClientRegistry
 from domicile.config import ServiceSettings
-from domicile.errors import BadInput
-from domicile.http import problems
+from domicile.http import oauth, problems
 from domicile.http.gate import AuthThrottle, Gate, principal_of, refuse_credentials, source_address
+from domicile.http.oauth import OAuthError
 from domicile.http.observe import Metrics, Observe, route_template
 from domicile.http.openapi import Contract, harden
 from domicile.http.security import (
@@ -50,7 +50,7 @@ from domicile.http.security import (
 )
 from domicile.residency import SubjectEvidence, resolve
 from domicile.vault import Domicile
-from domicile.vault.incountry import InCountryStorage
+from domicile.vault.incountry import ExpirySweeper, InCountryStorage
 from domicile.vault.values import check_fields
 
 # Secrets hashed with scrypt (by earlier versions) cost tens of milliseconds and 16 MB
@@ -176,7 +176,10 @@ def create_app(
 
         witnesser = Witnesser(vault, witness_every or vault.config.model.audit.witness_every)
         app.state.witnesser = witnesser.start()
+        sweeper = ExpirySweeper(app.state.incountry, settings.expire_every)
+        app.state.expiry = sweeper.start()
         yield
+        sweeper.stop()
         witnesser.stop()
         for key, count in throttle.drain().items():  # limited refusals not yet audited
             audit_refusal(
@@ -234,11 +237,12 @@ def create_app(
 
     @app.post(
         "/oauth2/token", tags=["authentication"], summary="OAuth2 client credentials",
-        responses=problems.documented(400, 401, 422, 429, 500, 503),
+        responses={**problems.documented(422, 429, 500, 503), **oauth.DOCUMENTED},
+        openapi_extra={"requestBody": {"required": True}},  # grant_type missing: invalid_request
     )  # fmt: skip
     async def token(
         request: Request,
-        grant_type: Annotated[str, Form()],
+        grant_type: Annotated[str | None, Form()] = None,
         scope: Annotated[str | None, Form()] = None,
         audience: Annotated[str | None, Form()] = None,
         client_id: Annotated[str | None, Form()] = None,
@@ -246,7 +250,8 @@ def create_app(
         authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> dict[str, Any]:
         """Exchange a client id and secret (HTTP Basic, or form fields) for an access token.
-        ``scope`` is the environment id, as InCountry clients send it."""
+        ``scope`` is the environment id, as InCountry clients send it. Refusals are OAuth2
+        errors (RFC 6749 5.2; see ``oauth.py``), audited."""
         if authorization and authorization.lower().startswith("basic "):
             try:
                 raw = base64.b64decode(authorization[6:].strip(), validate=True).decode()
@@ -262,21 +267,34 @@ def create_app(
             await refuse_credentials(svc, request.scope, "invalid credentials", limited_id)
             raise RateLimited(wait)
         environment = vault.config.model.environment_id
-        problem: tuple[str, Exception] | None = None
-        if grant_type != "client_credentials":
+        problem: tuple[str, OAuthError] | None = None
+        if not grant_type:
+            problem = (
+                "no grant type",
+                OAuthError(
+                    "invalid_request", "grant_type is required",
+                    hint="send grant_type=client_credentials",
+                ),
+            )  # fmt: skip
+        elif grant_type != "client_credentials":
             problem = (
                 "unsupported grant",
-                Unauthorized("only the client_credentials grant is supported"),
+                OAuthError(
+                    "unsupported_grant_type", "only the client_credentials grant is supported"
+                ),
             )
         elif scope is not None and scope.split()[:1] != [environment]:
             problem = (
                 "wrong environment",
-                Unauthorized(
-                    "the scope names another environment", hint=f"this service is {environment!r}"
+                OAuthError(
+                    "invalid_scope", "the scope names another environment",
+                    hint=f"this service is {environment!r}",
                 )
                 if scope.strip()
-                else BadInput("scope is blank", hint=f"send scope={environment} or leave it out"),
-            )
+                else OAuthError(
+                    "invalid_scope", "scope is blank", hint=f"send scope={environment} or leave it out"
+                ),
+            )  # fmt: skip
         if problem is not None:
             await refuse_credentials(svc, request.scope, problem[0], limited_id)
             raise problem[1]
@@ -287,7 +305,7 @@ def create_app(
             )
         if client is None:
             await refuse_credentials(svc, request.scope, "invalid client credentials", limited_id)
-            raise Unauthorized("the client id or secret is wrong")
+            raise OAuthError("invalid_client", "the client id or secret is wrong or missing")
         request.state.client = client.id
         access, ttl = svc.issuer.issue(client)
         return {

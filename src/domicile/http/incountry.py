@@ -42,10 +42,10 @@ from domicile.vault.incountry import (
     InCountryStorage,
     check_batch,
     check_batch_delete,
-    check_find,
     check_meta,
     check_record,
 )
+from domicile.vault.incountry_filters import check_find
 
 router = APIRouter(tags=["incountry"])
 PREFIX = "/v2/storage/records/{country}"

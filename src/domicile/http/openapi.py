@@ -40,7 +40,7 @@ from domicile.residency.resolver import EVIDENCE_KEYS
 TOKEN = {"type": "string", "pattern": r"^dom1_[A-Za-z0-9_-]{20,195}$"}
 DAY = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
 # A date, with or without a time, with or without an offset (naive means UTC), that stays
-# inside years 1 to 9999 once moved to UTC: what ``vault.incountry.parse_time`` reads. Month
+# inside years 1 to 9999 once moved to UTC: what ``vault.incountry_filters.parse_time`` reads. Month
 # lengths and leap years are in the pattern, so that any string it admits is a real date.
 _YEAR = r"(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9][0-9]|[1-8][0-9]{3}|9[0-8][0-9][0-9]|99[0-8][0-9]|999[0-8])"
 _LEAP = r"(?:[0-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
@@ -226,7 +226,8 @@ def explain_schema(engine: PolicyEngine, base: Mapping[str, Any]) -> dict[str, A
 
 
 def incountry_record() -> dict[str, Any]:
-    from domicile.vault.incountry import BODY_KEYS, INT_KEYS, MAX_BODY_CHARS, STRING_KEYS
+    from domicile.vault.incountry import BODY_KEYS, MAX_BODY_CHARS
+    from domicile.vault.incountry_filters import INT_KEYS, STRING_KEYS
 
     return {
         "type": "object",
@@ -246,10 +247,11 @@ def incountry_record() -> dict[str, Any]:
 
 
 def incountry_filter() -> dict[str, Any]:
-    """The find filter language (``vault.incountry.parse_filter``)."""
-    from domicile.vault.incountry import (
+    """The find filter language (``vault.incountry_filters.parse_filter``)."""
+    from domicile.vault.incountry_filters import (
         DATE_KEYS,
         INT_KEYS,
+        NULLABLE,
         SEARCH_KEYS,
         SEARCH_MAX,
         SEARCH_MIN,
@@ -264,35 +266,27 @@ def incountry_filter() -> dict[str, Any]:
         }  # fmt: skip
 
     text = {"type": "string"}
+    null = {"type": "null"}
 
-    def string_cond(key: str) -> dict[str, Any]:
-        operator = ops(_one_or_many(text), ["$not"])
+    def cond(key: str, value: Mapping[str, Any], ranges: bool) -> dict[str, Any]:
+        """A value, a non-empty list (any of), or operators; ``null`` (has no value) and
+        ``{"$not": null}`` (has a value) on every key a record may lack."""
+        some = _one_or_many(value)["anyOf"]
+        nullable = [null] if key in NULLABLE else []
+        operator = ops(value, ["$gt", "$gte", "$lt", "$lte"] if ranges else [])
+        operator["properties"]["$not"] = {"anyOf": [*some, *nullable]}
         if key in SEARCH_KEYS:
             operator["properties"]["$like"] = text
-        return {"anyOf": [text, {"type": "array", "items": text, "minItems": 1}, {"type": "null"}, operator]}  # fmt: skip
-
-    integer = {"type": "integer"}
-    int_ops = ops(integer, ["$gt", "$gte", "$lt", "$lte"])
-    int_ops["properties"]["$not"] = _one_or_many(integer)
-    int_cond = {"anyOf": [*_one_or_many(integer)["anyOf"], {"type": "null"}, int_ops]}
-
-    def date_cond(key: str) -> dict[str, Any]:
-        date_ops = ops(DATE_TIME, ["$gt", "$gte", "$lt", "$lte"])
-        date_ops["properties"]["$not"] = _one_or_many(DATE_TIME)
-        choices = [*_one_or_many(DATE_TIME)["anyOf"], date_ops]
-        if key == "expires_at":
-            date_ops["properties"]["$not"] = {"anyOf": [*_one_or_many(DATE_TIME)["anyOf"], {"type": "null"}]}  # fmt: skip
-            choices.append({"type": "null"})
-        return {"anyOf": choices}
+        return {"anyOf": [*some, *nullable, operator]}
 
     branch = {
         "type": "object", "minProperties": 1, "additionalProperties": False,
-        "properties": {k: string_cond(k) for k in STRING_KEYS},
+        "properties": {k: cond(k, text, ranges=False) for k in STRING_KEYS},
     }  # fmt: skip
     props = {
-        **{k: string_cond(k) for k in STRING_KEYS},
-        **{k: int_cond for k in INT_KEYS},
-        **{k: date_cond(k) for k in DATE_KEYS},
+        **{k: cond(k, text, ranges=False) for k in STRING_KEYS},
+        **{k: cond(k, {"type": "integer"}, ranges=True) for k in INT_KEYS},
+        **{k: cond(k, DATE_TIME, ranges=True) for k in DATE_KEYS},
         "search_keys": {"type": "string", "minLength": SEARCH_MIN, "maxLength": SEARCH_MAX},
         "$or": {"type": "array", "minItems": 2, "items": branch},
     }
@@ -312,7 +306,7 @@ def incountry_filter() -> dict[str, Any]:
 
 
 def incountry_find() -> dict[str, Any]:
-    from domicile.vault.incountry import FIND_LIMIT, SORT_KEYS
+    from domicile.vault.incountry_filters import FIND_LIMIT, SORT_KEYS
 
     sort_item = {
         "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,

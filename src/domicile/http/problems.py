@@ -18,6 +18,7 @@ from starlette.routing import Match
 
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, TooLarge
+from domicile.http import oauth
 from domicile.http.observe import log_event, route_template
 from domicile.http.security import Forbidden, RateLimited, Unauthorized
 from domicile.stores.base import SiteUnavailable, VersionConflict
@@ -153,6 +154,10 @@ def _collect_names(node: Any, out: set[str]) -> None:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(oauth.OAuthError)
+    async def oauth_error(request: Request, exc: oauth.OAuthError) -> JSONResponse:
+        return oauth.response(exc)  # the token endpoint answers as OAuth2 clients expect
+
     @app.exception_handler(DomicileError)
     async def domicile_error(request: Request, exc: DomicileError) -> JSONResponse:
         status = status_of(exc)

@@ -4,6 +4,7 @@ at every site that may hold copies) and the online rotation of a site's key-encr
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domicile.access import Access
@@ -13,6 +14,7 @@ from domicile.crypto.envelope import (
 )
 from domicile.errors import BadInput
 from domicile.stores import (
+    StoredRecord,
     WrappedKey,
 )
 from domicile.vault.core import (
@@ -79,6 +81,84 @@ class Erasure(VaultCore):
             "records": removed,
             "key_destroyed": True,
             "copies": {"deleted": deleted, "pending": pending},
+        }
+
+    def erase_records(
+        self,
+        site_id: str,
+        records: Sequence[StoredRecord],
+        *,
+        belonging: Mapping[str, Sequence[str]] | None = None,
+        purpose: str,
+        client: str | None,
+        detail: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Erase some records of a site (not a whole subject), as ``erase`` erases a subject:
+        a subject none of whose records stays at the site is erased whole, here and at every
+        site that may hold copies, its data key destroyed first (crypto-shredding); the
+        others lose only these rows, and their copies as ``delete`` removes them.
+        ``belonging`` names, per record, rows that go with it (an InCountry record's
+        attached files, which have the record's subject). One
+        ``erase`` entry per record (``detail`` added to each, ``key_destroyed`` saying
+        whether its subject's key went) is appended in the transaction that deletes it.
+        The caller has decided that these records go (e.g. they expired)."""
+        if not records:
+            return {"site": site_id, "records": 0, "keys_destroyed": 0,
+                    "copies": {"deleted": [], "pending": []}}  # fmt: skip
+        site = self._sites[site_id]
+        store = self.store(site_id)
+        extra = belonging or {}
+        gone = {r.record_id for r in records} | {
+            x for r in records for x in extra.get(r.record_id, ())
+        }
+        subjects = sorted({r.subject_id for r in records})
+        shred = [s for s in subjects if all(o.record_id in gone for o in store.subject_records(s))]
+        keys = self.keystore(site_id)
+        for subject in shred:  # the keys first: a saved copy of the rows no longer opens
+            keys.delete(subject)
+            self._forget_key(site_id, subject)
+        copy_sites = sorted(self._copy_sites - {site_id})
+        now = self.clock().isoformat()
+        events = [
+            AuditEvent(
+                action="erase", site=site_id, purpose=purpose, collection=r.collection,
+                record=r.record_id, subject=r.subject_id, requester=site_id, client=client,
+                detail={**detail, "records": 1, "files": len(extra.get(r.record_id, ())),
+                        "key_destroyed": r.subject_id in shred},
+                at=now,
+            )
+            for r in records
+        ]  # fmt: skip
+        with store.transaction() as tx:
+            tx.delete(sorted(gone))
+            for subject in shred:  # remembered as erased, its copies' erasure queued
+                tx.erase_subject(subject, now)
+                first = next(r.record_id for r in records if r.subject_id == subject)
+                tx.enqueue([(first, subject, t, "erase") for t in copy_sites])
+            # The other records' copies go as a delete's do, through the outbox.
+            colls = self.config.model.collections
+            tx.enqueue(
+                [
+                    (r.record_id, r.subject_id, t, "delete")
+                    for r in records
+                    if r.subject_id not in shred and r.collection in colls
+                    for t in self._replica_targets(self.collection(r.collection), site_id)
+                ]
+            )
+            self._ledgers[site_id].append(tx, events)
+        from domicile.vault.replication import erase_copies  # the worker's module uses ours
+
+        deleted: set[str] = set()
+        pending: set[str] = set()
+        for subject in shred:
+            reached, waiting = erase_copies(self, site, subject, copy_sites, self.operator, purpose)
+            deleted.update(reached)
+            pending.update(waiting)
+        return {
+            "site": site_id,
+            "records": len(records),
+            "keys_destroyed": len(shred),
+            "copies": {"deleted": sorted(deleted), "pending": sorted(pending)},
         }
 
     def rotate_key(

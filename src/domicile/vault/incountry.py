@@ -57,7 +57,8 @@ Scale limit: a filter without an equality condition (for instance only ``search_
 ``version: {"$not": current}``) reads and decrypts the keys of every InCountry record of
 the site on each call, and every match is held in memory to be sorted and counted. That is
 fine up to some tens of thousands of records per site; beyond that, give such queries an
-equality key, or this needs ordered (order-preserving or bucketed) indexes.
+equality key, or this needs ordered (order-preserving or bucketed) indexes. The filter
+language itself (parsing, checking, matching) is ``domicile.vault.incountry_filters``.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import mimetypes
-import operator
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -87,7 +88,7 @@ from domicile.crypto.envelope import (
     new_data_key,
     record_context,
 )
-from domicile.errors import BadInput, TooLarge
+from domicile.errors import BadInput, DomicileError, TooLarge
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
@@ -96,6 +97,21 @@ from domicile.stores.base import SiteUnavailable, pack_fields
 from domicile.vault import values
 from domicile.vault.core import _residency_to_json
 from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.incountry_filters import (
+    DATE_KEYS,
+    INT_KEYS,
+    RANGE_KEYS,
+    SEARCH_KEYS,
+    SERVICE_KEYS,
+    STRING_KEYS,
+    Cond,
+    Filter,
+    as_int,
+    check_find,
+    is_int,
+    iso,
+    parse_time,
+)
 from domicile.vault.sealing import RESIDENCY_FIELD
 from domicile.vault.service import Domicile
 
@@ -105,15 +121,7 @@ CATEGORY = "user"  # an opaque body may hold any personal data
 PURPOSE = "incountry"
 ALL = "@all"
 
-UTILITY_KEYS = ("record_key", "profile_key", "parent_key")
-SERVICE_KEYS = tuple(f"service_key{i}" for i in range(1, 6))
-SEARCH_KEYS = tuple(f"key{i}" for i in range(1, 21))
-STRING_KEYS = UTILITY_KEYS + SERVICE_KEYS + SEARCH_KEYS
-RANGE_KEYS = tuple(f"range_key{i}" for i in range(1, 11))
-INT_KEYS = (*RANGE_KEYS, "version")
-DATE_KEYS = ("created_at", "updated_at", "expires_at")
 BODY_KEYS = ("body", "precommit_body")
-SORT_KEYS = SEARCH_KEYS + RANGE_KEYS + DATE_KEYS
 # Every field of a record, in the order answers list them.
 FIELDS = (
     "record_key", "body", "precommit_body", "profile_key", "parent_key", *SERVICE_KEYS,
@@ -128,8 +136,6 @@ SERVER_MANAGED = frozenset(("created_at", "updated_at", "attachments"))  # accep
 MAX_KEY_CHARS = 256
 MAX_BODY_CHARS = 10 * 1024 * 1024
 MAX_BATCH = 100
-FIND_LIMIT = 100
-SEARCH_MIN, SEARCH_MAX = 3, 200
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024  # the SDK's own limit
 MAX_NAME_CHARS = 255
 INT64 = (-(2**63), 2**63 - 1)
@@ -162,42 +168,6 @@ def _utf8(name: str, value: str) -> None:
         raise BadInput(f"{name} is not valid UTF-8 text") from None
 
 
-def parse_time(value: Any, name: str) -> dt.datetime:
-    """An ISO 8601 date or date-time, as an aware UTC datetime (naive means UTC)."""
-    if not isinstance(value, str):
-        raise BadInput(f"{name} must be an ISO 8601 date-time string")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadInput(
-            f"{name} is not an ISO 8601 date-time", hint="e.g. 2030-01-31T12:00:00+00:00"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    try:
-        return parsed.astimezone(dt.UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is after year 9999 in UTC
-        raise BadInput(
-            f"{name} is outside the years 1 to 9999 in UTC", hint="e.g. 2030-01-31T12:00:00+00:00"
-        ) from None
-
-
-def iso(value: dt.datetime) -> str:
-    """ISO 8601 in UTC with ``+00:00`` (the SDK's date parser does not read ``Z``)."""
-    return value.astimezone(dt.UTC).isoformat()
-
-
-def _is_int(value: Any) -> bool:
-    """A JSON integer: ``1``, or ``1.0`` (JSON does not tell them apart; see ``_int``)."""
-    if isinstance(value, float):
-        return value.is_integer()
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> Any:
-    return int(value) if isinstance(value, float) else value
-
-
 def check_record(raw: Any, where: str = "") -> dict[str, Any]:
     """A record as written by a client: the fields it set (nulls dropped), checked."""
     if not isinstance(raw, Mapping):
@@ -222,9 +192,9 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
             if len(value) > limit:
                 raise BadInput(f"{label} is longer than {limit} characters")
         elif name in INT_KEYS:
-            if not _is_int(value) or not INT64[0] <= value <= INT64[1]:
+            if not is_int(value) or not INT64[0] <= value <= INT64[1]:
                 raise BadInput(f"{label} must be a signed 64-bit integer")
-            value = _int(value)
+            value = as_int(value)
         elif name == "is_encrypted":
             if not isinstance(value, bool):
                 raise BadInput(f"{label} must be true or false")
@@ -236,242 +206,20 @@ def check_record(raw: Any, where: str = "") -> dict[str, Any]:
     return out
 
 
-# --- filters --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cond:
-    """One key's condition; every part present must hold."""
-
-    key: str
-    eq: tuple[Any, ...] | None = None  # any of these values
-    neq: tuple[Any, ...] | None = None  # none of these ($not); a missing value passes
-    like: str | None = None  # contains, case-insensitive
-    gt: Any = None
-    gte: Any = None
-    lt: Any = None
-    lte: Any = None
-    null: bool | None = None  # True: must be null; False: must not be null
-
-    def matches(self, value: Any) -> bool:
-        if self.null is True:
-            return value is None
-        if self.null is False and value is None:
-            return False
-        if self.eq is not None and value not in self.eq:
-            return False
-        if self.neq is not None and value in self.neq:
-            return False
-        if self.like is not None and (
-            not isinstance(value, str) or self.like.lower() not in value.lower()
-        ):
-            return False
-        for bound, holds in (
-            (self.gt, operator.gt),
-            (self.gte, operator.ge),
-            (self.lt, operator.lt),
-            (self.lte, operator.le),
-        ):
-            if bound is not None and (value is None or not holds(value, bound)):
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class Filter:
-    conds: tuple[Cond, ...] = ()
-    search: str | None = None  # search_keys: contained in any of key1-20
-    any_of: tuple[tuple[Cond, ...], ...] = ()  # $or branches
-
-    @property
-    def keys(self) -> list[str]:
-        names = {c.key for c in self.conds} | {c.key for b in self.any_of for c in b}
-        if self.search is not None:
-            names.add("search_keys")
-        return sorted(names)
-
-    def matches(self, get: Callable[[str], Any]) -> bool:
-        if not all(c.matches(get(c.key)) for c in self.conds):
-            return False
-        if self.search is not None:
-            needle = self.search.lower()
-            if not any(needle in (v or "").lower() for v in map(get, SEARCH_KEYS)):
-                return False
-        return not self.any_of or any(all(c.matches(get(c.key)) for c in b) for b in self.any_of)
-
-
-@dataclass(frozen=True)
-class FindOptions:
-    limit: int = FIND_LIMIT
-    offset: int = 0
-    sort: tuple[tuple[str, bool], ...] = ()  # (key, descending)
-
-
-def _string_values(key: str, raw: Any) -> tuple[str, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or not all(isinstance(v, str) for v in items):
-        raise BadInput(f"filter {key}: give a string or a non-empty list of strings")
-    return tuple(items)
-
-
-def _int_values(key: str, raw: Any) -> tuple[int, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or not all(_is_int(v) for v in items):
-        raise BadInput(f"filter {key}: give an integer or a non-empty list of integers")
-    return tuple(_int(v) for v in items)
-
-
-def _date_values(key: str, raw: Any) -> tuple[dt.datetime, ...]:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items:
-        raise BadInput(f"filter {key}: give a date-time or a non-empty list of them")
-    return tuple(parse_time(v, f"filter {key}") for v in items)
-
-
-def _ops(key: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
-    if not raw:
-        raise BadInput(f"filter {key}: an operator object cannot be empty")
-    if any(op not in allowed for op in raw):
-        raise BadInput(
-            f"filter {key}: unsupported operator", hint=f"use {', '.join(sorted(allowed))}"
-        )
-    if "$gt" in raw and "$gte" in raw:
-        raise BadInput(f"filter {key}: use $gt or $gte, not both")
-    if "$lt" in raw and "$lte" in raw:
-        raise BadInput(f"filter {key}: use $lt or $lte, not both")
-
-
-def parse_cond(key: str, raw: Any) -> Cond:
-    if key in STRING_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            allowed = {"$not", "$like"} if key in SEARCH_KEYS else {"$not"}
-            _ops(key, raw, allowed)
-            like = raw.get("$like")
-            if "$like" in raw and not isinstance(like, str):
-                raise BadInput(f"filter {key}: $like takes a string")
-            neq = _string_values(key, raw["$not"]) if "$not" in raw else None
-            return Cond(key, neq=neq, like=like)
-        return Cond(key, eq=_string_values(key, raw))
-    if key in INT_KEYS:
-        if raw is None:
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            bounds: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    if not _is_int(raw[op]):
-                        raise BadInput(f"filter {key}: {op} takes an integer")
-                    bounds[op[1:]] = _int(raw[op])
-            if "$not" in raw:
-                bounds["neq"] = _int_values(key, raw["$not"])
-            return Cond(key, **bounds)
-        return Cond(key, eq=_int_values(key, raw))
-    if key in DATE_KEYS:
-        nullable = key == "expires_at"
-        if raw is None:
-            if not nullable:
-                raise BadInput(f"filter {key}: cannot be null")
-            return Cond(key, null=True)
-        if isinstance(raw, Mapping):
-            _ops(key, raw, {"$not", "$gt", "$gte", "$lt", "$lte"})
-            parts: dict[str, Any] = {}
-            for op in ("$gt", "$gte", "$lt", "$lte"):
-                if op in raw:
-                    parts[op[1:]] = parse_time(raw[op], f"filter {key} {op}")
-            if "$not" in raw:
-                if raw["$not"] is None:
-                    if not nullable:
-                        raise BadInput(f"filter {key}: $not cannot be null")
-                    parts["null"] = False
-                else:
-                    parts["neq"] = _date_values(key, raw["$not"])
-            return Cond(key, **parts)
-        return Cond(key, eq=_date_values(key, raw))
-    raise BadInput("unknown filter key", hint="see the InCountry find filters")
-
-
-def parse_filter(raw: Any) -> Filter:
-    """The whole filter language, checked; errors name the key, never the value."""
-    if raw is None:
-        return Filter()
-    if not isinstance(raw, Mapping):
-        raise BadInput("filter must be a JSON object")
-    conds: list[Cond] = []
-    search: str | None = None
-    branches: list[tuple[Cond, ...]] = []
-    for key, value in raw.items():
-        if key == "search_keys":
-            if not isinstance(value, str) or not SEARCH_MIN <= len(value) <= SEARCH_MAX:
-                raise BadInput(
-                    f"filter search_keys takes a string of {SEARCH_MIN} to {SEARCH_MAX} characters"
-                )
-            search = value
-        elif key == "$or":
-            if not isinstance(value, list) or len(value) < 2:
-                raise BadInput("filter $or takes a list of two or more filters")
-            for i, branch in enumerate(value):
-                if not isinstance(branch, Mapping) or not branch:
-                    raise BadInput(f"filter $or[{i}] must be a non-empty object")
-                wrong = sorted(str(k) for k in branch if k not in STRING_KEYS)
-                if wrong:
-                    raise BadInput(
-                        f"filter $or[{i}]: only string keys may be used in $or",
-                        hint="record_key, profile_key, parent_key, service_key1-5, key1-20; $or is not nested",
-                    )
-                branches.append(tuple(parse_cond(k, v) for k, v in branch.items()))
-        else:
-            conds.append(parse_cond(str(key), value))
-    if search is not None:
-        if any(c.key in SEARCH_KEYS for c in conds):
-            raise BadInput("filter search_keys cannot be combined with key1-20 filters")
-        if branches:
-            raise BadInput("filter search_keys cannot be combined with $or")
-    return Filter(tuple(conds), search, tuple(branches))
-
-
-def parse_options(raw: Any) -> FindOptions:
-    if raw is None:
-        return FindOptions()
-    if not isinstance(raw, Mapping):
-        raise BadInput("options must be a JSON object")
-    bad = sorted(str(k) for k in raw if k not in ("limit", "offset", "sort"))
-    if bad:
-        raise BadInput("unknown find option", hint="the options are limit, offset and sort")
-    limit = raw.get("limit", FIND_LIMIT)
-    offset = raw.get("offset", 0)
-    if limit is None:
-        limit = FIND_LIMIT
-    if not _is_int(limit) or not 1 <= limit <= FIND_LIMIT:
-        raise BadInput(f"options.limit must be an integer from 1 to {FIND_LIMIT}")
-    if offset is None:
-        offset = 0
-    if not _is_int(offset) or offset < 0:
-        raise BadInput("options.offset must be an integer of 0 or more")
-    limit, offset = _int(limit), _int(offset)
-    sort: list[tuple[str, bool]] = []
-    raw_sort = raw.get("sort") or []
-    if not isinstance(raw_sort, list):
-        raise BadInput("options.sort must be a list of {key: 'asc' | 'desc'}")
-    for item in raw_sort:
-        if not isinstance(item, Mapping) or len(item) != 1:
-            raise BadInput("each options.sort item names exactly one key: {key: 'asc' | 'desc'}")
-        ((key, order),) = item.items()
-        if key not in SORT_KEYS:
-            raise BadInput(
-                "cannot sort by that key",
-                hint="key1-20, range_key1-10, created_at, updated_at, expires_at",
-            )
-        if order not in ("asc", "desc"):
-            raise BadInput(f"sort order of {key} must be 'asc' or 'desc'")
-        if key not in [k for k, _ in sort]:  # a repeated key cannot change the order
-            sort.append((key, order == "desc"))
-    return FindOptions(limit, offset, tuple(sort))
-
-
 # --- whole requests (pure: every check a request's body gets before anything is touched) ----
+
+
+def _check_not_expired(
+    records: Sequence[Mapping[str, Any]], now: dt.datetime, *, batch: bool
+) -> None:
+    """A record cannot be written already expired: the whole write is refused (400)."""
+    for i, rec in enumerate(records):
+        if "expires_at" in rec and parse_time(rec["expires_at"], "expires_at") <= now:
+            where = f"records[{i}]: " if batch else ""
+            raise BadInput(
+                f"{where}expires_at is in the past",
+                hint="give a time later than now, or leave expires_at out",
+            )
 
 
 def check_batch(body: Any) -> list[dict[str, Any]]:
@@ -482,16 +230,6 @@ def check_batch(body: Any) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH:
         raise BadInput(f"a batch holds 1 to {MAX_BATCH} records")
     return [check_record(r, f"records[{i}]: ") for i, r in enumerate(records)]
-
-
-def check_find(body: Any) -> tuple[Filter, FindOptions]:
-    if body is None:
-        body = {}
-    if not isinstance(body, Mapping):
-        raise BadInput("the find request is a JSON object: {filter, options}")
-    if any(k not in ("filter", "options") for k in body):
-        raise BadInput("unknown find request field", hint="a find request has filter and options")
-    return parse_filter(body.get("filter")), parse_options(body.get("options"))
 
 
 def check_batch_delete(body: Any) -> list[str]:
@@ -748,12 +486,29 @@ class InCountryStorage:
         return out
 
     def _get(self, site: Site, store: SiteStore, record_key: str) -> StoredRecord:
+        """The record, unless it is missing or expired (an expired record is never served,
+        even before a sweep destroys it)."""
         rec = store.get(self._rid(site.id, record_key))
-        if rec is None or rec.collection != COLLECTION:
+        if (
+            rec is None
+            or rec.collection != COLLECTION
+            or self._expired(site, [rec], self.vault.clock())
+        ):
             raise NotFound(
                 "no record with this record_key", hint="check the record_key and country"
             )
         return rec
+
+    def _expired(
+        self, site: Site, recs: Iterable[StoredRecord], now: dt.datetime
+    ) -> list[StoredRecord]:
+        """The records whose ``expires_at`` is ``now`` or earlier."""
+        out = []
+        for rec in recs:
+            expires = self._view(site, rec).get("expires_at")
+            if expires is not None and expires <= now:
+                out.append(rec)
+        return out
 
     def _event(
         self,
@@ -865,6 +620,7 @@ class InCountryStorage:
         # A batch is a run of upserts: a record_key given twice ends as its last record.
         last = {rec["record_key"]: i for i, rec in enumerate(sent)}
         checked = [rec for i, rec in enumerate(sent) if last[rec["record_key"]] == i]
+        _check_not_expired(sent, self.vault.clock(), batch=batch)
         residency = self._home_residency(site)
         with self._locks[site.id], self._site(site, operation, caller) as store:
             drafts = [
@@ -872,6 +628,13 @@ class InCountryStorage:
                 for rec in checked
             ]
             existing = self._load(store, [d.rid for d in drafts])
+            # A record that expired is gone, even before a sweep destroys it: its key
+            # starts afresh, without its old files or its old created_at.
+            expired = self._expired(site, existing.values(), self.vault.clock())
+            if expired:
+                self._erase_expired(site, expired, caller, operation)
+                for rec in expired:
+                    del existing[rec.record_id]
             for d in drafts:
                 d.old = existing.get(d.rid)
             decisions = self._allow(
@@ -1010,10 +773,12 @@ class InCountryStorage:
                 narrowed = set(store.lookup(self._digest(site.id, ALL, "")))
             matched: list[_View] = []
             ordered = sorted(narrowed)
+            now = self.vault.clock()
             for i in range(0, len(ordered), CHUNK):
                 for rec in self._load(store, ordered[i : i + CHUNK]).values():
                     view = self._view(site, rec)
-                    if flt.matches(view.get):
+                    expires = view.get("expires_at")
+                    if (expires is None or expires > now) and flt.matches(view.get):
                         matched.append(view)
             matched.sort(key=lambda v: (v.rec.created_at, v.rec.record_id))
             for key, descending in reversed(opts.sort):
@@ -1120,6 +885,62 @@ class InCountryStorage:
 
     def batch_delete(self, site: Site, body: Any, caller: Caller) -> int:
         return self.delete(site, check_batch_delete(body), caller, batch=True)
+
+    # --- expiry -----------------------------------------------------------------------------
+
+    def expire(self, site: Site, caller: Caller) -> dict[str, Any]:
+        """Destroy the site's records whose ``expires_at`` has passed, with their files,
+        through the vault's erasure path (``Domicile.erase_records``): a subject left with
+        no record at the site is erased whole, its data key first (crypto-shredding). Each
+        record destroyed gets an ``erase`` entry in the site's audit. Reads every record's
+        sealed ``expires_at`` (the scale limit of an unnarrowed find)."""
+        with self._locks[site.id], self._site(site, "expire", caller) as store:
+            now = self.vault.clock()
+            ids = sorted(store.lookup(self._digest(site.id, ALL, "")))
+            expired: list[StoredRecord] = []
+            for i in range(0, len(ids), CHUNK):
+                expired += self._expired(site, self._load(store, ids[i : i + CHUNK]).values(), now)
+            return self._erase_expired(site, expired, caller, "expire")
+
+    def expire_all(self, caller: Caller, site_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """``expire`` at these sites (default: every site). A site that does not answer is
+        listed under ``unavailable`` and the others are still swept."""
+        wanted = list(site_ids) if site_ids else [s.id for s in self.vault.config.sites]
+        sites = {s.id: s for s in self.vault.config.sites}
+        unknown = [w for w in wanted if w not in sites]
+        if unknown:
+            raise BadInput("no site of that name", hint=f"the sites are: {', '.join(sites)}")
+        swept: list[dict[str, Any]] = []
+        unavailable: list[str] = []
+        for site_id in wanted:
+            try:
+                swept.append(self.expire(sites[site_id], caller))
+            except SiteUnavailable:
+                unavailable.append(site_id)
+        return {
+            "sites": swept,
+            "records": sum(s["records"] for s in swept),
+            "keys_destroyed": sum(s["keys_destroyed"] for s in swept),
+            "unavailable": unavailable,
+        }
+
+    def _erase_expired(
+        self, site: Site, recs: Sequence[StoredRecord], caller: Caller, operation: str
+    ) -> dict[str, Any]:
+        files = {
+            r.record_id: [m["file_id"] for m in self._view(site, r).get("attachments") or []]
+            for r in recs
+        }
+        out = self.vault.erase_records(
+            site.id, recs, belonging=files, purpose=PURPOSE, client=caller.client,
+            detail={"api": "incountry", "operation": operation, "reason": "expired"},
+        )  # fmt: skip
+        return {
+            "site": site.id,
+            "records": out["records"],
+            "keys_destroyed": out["keys_destroyed"],
+            "copies": out["copies"],
+        }
 
     # --- attachments ------------------------------------------------------------------------
 
@@ -1297,3 +1118,46 @@ class InCountryStorage:
                                  subject=rec.subject_id, decision=decision, fields=["attachments"],
                                  file=file_id)],
                 )  # fmt: skip
+
+
+class ExpirySweeper:
+    """Destroys expired InCountry records every ``interval`` seconds, in a thread of its own
+    (the service's timer; ``domicile expire`` does the same on demand). A site that does not
+    answer is swept on a later round; the log names counts and sites, never a record."""
+
+    def __init__(self, storage: InCountryStorage, interval: float) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.last: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="domicile-expiry", daemon=True)
+
+    def start(self) -> ExpirySweeper:
+        self._thread.start()
+        return self
+
+    def sweep(self) -> dict[str, Any]:
+        caller = Caller(self.storage.vault.operator.client or "service:expiry")
+        self.last = self.storage.expire_all(caller)
+        return self.last
+
+    def _run(self) -> None:
+        log = logging.getLogger("domicile.incountry")
+        while not self._stop.wait(self.interval):
+            try:
+                done = self.sweep()
+            except DomicileError as exc:
+                log.warning("expiry sweep failed: %s", exc.code)
+                continue
+            if done["records"]:
+                log.info(
+                    "expiry sweep destroyed %d records (%d keys)",
+                    done["records"], done["keys_destroyed"],
+                )  # fmt: skip
+            if done["unavailable"]:
+                log.warning("expiry sweep: unavailable sites %s", ", ".join(done["unavailable"]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
