@@ -11,7 +11,9 @@ layout can skip, on the same backend and with the same journal settings as the s
   transaction (``COPY`` on PostgreSQL, ``executemany`` on SQLite);
 - get, per read: the indexed select of the record, one AES-GCM open, and one hash-chained
   audit entry committed before the value is returned; concurrent readers share one commit
-  (group commit: whoever waits first writes every pending entry in one transaction).
+  (group commit: whoever waits first writes every pending entry in one transaction);
+- replication (``replicate``): a batch of sealed bodies read in id order, each opened and
+  sealed again for the target site, written with one transfer entry per batch.
 
 Not counted, although domicile does them: creating and wrapping a data key per new subject
 in the key store (one data key serves every record here), the identity lookup that joins a
@@ -38,7 +40,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from domicile.bench.judging import in_threads, split, timed
 
 NONCE = 12
-SITE = b"bench"
 COLLECTION = b"profiles"
 AUDIT_TAG = b"domicile/audit/v1"
 FIELDS = ("full_name", "email", "phone", "headline", "city")
@@ -73,8 +74,9 @@ def _ids(n: int) -> list[str]:
 class Scratch:
     """The required work against one database (``sqlite:PATH`` or a PostgreSQL URL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, site: str = "bench") -> None:
         self.url = url
+        self.site = site.encode()
         self.sqlite = url.startswith("sqlite:")
         self.aead = AESGCM(AESGCM.generate_key(256))
         self.index_key = os.urandom(32)
@@ -132,7 +134,7 @@ class Scratch:
         rids, sids = _ids(n), _ids(n)
         nonces = os.urandom(NONCE * n)
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-        start = b"\x00".join((b"domicile/record/v3", SITE, COLLECTION))
+        start = b"\x00".join((b"domicile/record/v3", self.site, COLLECTION))
         encrypt = self.aead.encrypt
         key = self.index_key
         records = []
@@ -185,7 +187,7 @@ class Scratch:
         ph = "?" if self.sqlite else "%s"
         select = f"SELECT collection, version, fields FROM records WHERE record_id = {ph}"
         decrypt = self.aead.decrypt
-        start = b"\x00".join((b"domicile/record/v3", SITE, COLLECTION))
+        start = b"\x00".join((b"domicile/record/v3", self.site, COLLECTION))
         group = _GroupCommit(self, f"INSERT INTO audit VALUES ({ph}, {ph}, {ph}, {ph})")
 
         def reader(n: int) -> None:
@@ -258,3 +260,76 @@ class _GroupCommit:
             else:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.executemany(self.insert, entries)
+
+
+def replicate(
+    source: Scratch, target: Scratch, batch: int, advance: Callable[[int], None]
+) -> float:
+    """Seconds to copy every record of ``source`` to ``target`` as layout 3 requires: read
+    a batch of sealed bodies in id order, open each under the source's key and seal it
+    again under the target's (associated data naming the target site), then write the
+    batch and one hash-chained transfer entry naming its records in one transaction at
+    the target. (The outbox that drives domicile's worker is not counted.)"""
+    ph = "?" if source.sqlite else "%s"
+    select = (
+        "SELECT record_id, subject_id, collection, version, created_at, updated_at, fields"
+        f" FROM records WHERE record_id > {ph} ORDER BY record_id LIMIT {ph}"
+    )
+    start = b"\x00".join((b"domicile/record/v3", source.site, COLLECTION))
+    there = b"\x00".join((b"domicile/record/v3", target.site, COLLECTION))
+
+    def work() -> None:
+        last = ""
+        while True:
+            got = source.conn.execute(select, (last, batch)).fetchall()
+            if not source.sqlite:
+                source.conn.commit()
+            if not got:
+                return
+            nonces = os.urandom(NONCE * len(got))
+            rows = []
+            for k, (rid, sid, coll, version, created, updated, body) in enumerate(got):
+                body = bytes(body)
+                end = 3 + int.from_bytes(body[1:3], "big")
+                header, sealed = body[:end], body[end:]
+                v = b"%d" % version
+                plain = source.aead.decrypt(
+                    sealed[:NONCE], sealed[NONCE:], b"\x00".join((start, rid.encode(), v, header))
+                )
+                nonce = nonces[NONCE * k : NONCE * (k + 1)]
+                ad = b"\x00".join((there, rid.encode(), v, header))
+                rows.append(
+                    (
+                        rid,
+                        sid,
+                        coll,
+                        version,
+                        created,
+                        updated,
+                        header + nonce + target.aead.encrypt(nonce, plain, ad),
+                    )
+                )
+            ids = [r[0] for r in rows]
+            payload = json.dumps({"action": "transfer", "records": ids}, separators=(",", ":"))
+            with target.chain_lock:
+                entry = target._entry(payload)
+                c = target.conn
+                if target.sqlite:
+                    c.execute("BEGIN")
+                    c.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    c.execute("INSERT INTO audit VALUES (?, ?, ?, ?)", entry)
+                    c.execute("COMMIT")
+                else:
+                    with c.transaction(), c.cursor() as cur:
+                        with cur.copy(
+                            "COPY records (record_id, subject_id, collection, version,"
+                            " created_at, updated_at, fields) FROM STDIN"
+                        ) as copy:
+                            for r in rows:
+                                copy.write_row(r)
+                        cur.execute("INSERT INTO audit VALUES (%s, %s, %s, %s)", entry)
+                target._advance(entry)
+            last = ids[-1]
+            advance(len(rows))
+
+    return timed(work)

@@ -167,7 +167,8 @@ class _Postgres(_Backend):
         self.prefix = f"domicile_bench_{uuid.uuid4().hex[:8]}"
         self.names = [
             f"{self.prefix}_{s}" for s in (
-                "ru", "de", "us", "ru_keys", "de_keys", "us_keys", "raw", "orm", "ceiling"
+                "ru", "de", "us", "ru_keys", "de_keys", "us_keys", "raw", "orm", "ceiling",
+                "ceiling_to",
             )
         ]  # fmt: skip
         with psycopg.connect(f"{self.base}/postgres", autocommit=True) as conn:

@@ -114,6 +114,7 @@ def bench_transfers(
     parity_records: int = typer.Option(
         1_000_000, "--parity-records", min=0, help="Copies for the parity memory check (0: skip)."
     ),
+    repeat: int = RepeatOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Replication through the outbox against a plain copy, reads from abroad against a
@@ -123,7 +124,7 @@ def bench_transfers(
     with errors(as_json):
         result = run(
             records, reads=reads, backend=_backend(backend), postgres_url=postgres_url,
-            parity_records=parity_records, progress=Console(stderr=True),
+            parity_records=parity_records, repeat=repeat, progress=Console(stderr=True),
         )  # fmt: skip
     _show(result, f"domicile bench transfers ({backend})", as_json)
     if not as_json and "parity_memory" in result:
