@@ -72,23 +72,25 @@ RAW_INDEX = "CREATE INDEX raw_profiles_email ON raw_profiles (email)"
 
 
 def population(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    return list(people(n, seed))
+
+
+def people(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """``n`` sample records (no real people), one at a time: a large load need not hold
+    them all."""
     rng = random.Random(seed)
-    out = []
     for i in range(n):
         subject, city = COUNTRIES[i % len(COUNTRIES)]
-        out.append(
-            {
-                "subject": subject,
-                "fields": {
-                    "full_name": f"Person {i} {rng.choice(['Ivanova', 'Schmidt', 'Smith', 'Petrov'])}",
-                    "email": f"person{i}.{rng.randrange(10**6)}@example.org",
-                    "phone": f"+1 202 555 {i % 10000:04d}",
-                    "headline": rng.choice(["Engineer", "Recruiter", "Designer", "Analyst"]),
-                    "city": city,
-                },
-            }
-        )
-    return out
+        yield {
+            "subject": subject,
+            "fields": {
+                "full_name": f"Person {i} {rng.choice(['Ivanova', 'Schmidt', 'Smith', 'Petrov'])}",
+                "email": f"person{i}.{rng.randrange(10**6)}@example.org",
+                "phone": f"+1 202 555 {i % 10000:04d}",
+                "headline": rng.choice(["Engineer", "Recruiter", "Designer", "Analyst"]),
+                "city": city,
+            },
+        }
 
 
 class _Backend:

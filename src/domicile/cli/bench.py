@@ -135,6 +135,36 @@ def bench_transfers(
         )
 
 
+@bench_app.command("scale")
+def bench_scale(
+    records: int = typer.Option(
+        20_000, "--records", min=1_000, help="Records to load (the issue's figure: 1000000)."
+    ),
+    backend: str = BackendOpt,
+    postgres_url: str = PostgresOpt,
+    batch: int = typer.Option(500, "--batch", min=1, help="Records per batch put."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Put rate over the first and the last tenth of a large load, and resident memory
+    sampled through it."""
+    from domicile.bench.scale import run
+
+    with errors(as_json):
+        result = run(
+            records, backend=_backend(backend), postgres_url=postgres_url, batch=batch,
+            progress=Console(stderr=True),
+        )  # fmt: skip
+    _show(result, f"domicile bench scale ({backend}, {records:,} records)", as_json)
+    if not as_json:
+        mem = result["memory"]
+        tenths = ", ".join(f"{m:.0f}" for m in mem["by_tenth_mb"])
+        console.print(
+            f"resident memory by tenth (MB): {tenths}; peak {mem['peak_mb']:.0f} MB;"
+            f" {'flat' if mem['flat'] else 'NOT flat'}"
+            f" (last/first {mem['growth_last_vs_first']}, limit {mem['limit']})"
+        )
+
+
 @bench_app.command("http")
 def bench_http(
     seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="Time per operation and side."),
