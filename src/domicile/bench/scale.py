@@ -9,8 +9,8 @@ after the last tenth holds at most ``MEMORY_GROWTH_LIMIT`` times what it held af
 first tenth (plus a few MB of allocator slack).
 
 The default size is a smoke test; the figure the issue asks for is
-``domicile bench scale --records 1000000`` (about 2 minutes per 100,000 records on
-SQLite on a quiet 2-core machine, more on PostgreSQL).
+``domicile bench scale --records 1000000`` (on a 2-core machine, 10 to 20 seconds per
+100,000 records on SQLite and about twice that on PostgreSQL, slower as the site grows).
 """
 
 from __future__ import annotations
