@@ -93,7 +93,7 @@ def run(
     out["memory"] = {
         "start_mb": round(start_mb, 1),
         "by_tenth_mb": [round(m, 1) for m in by_tenth],
-        "peak_mb": round(sampler.peak, 1),
+        "peak_mb": round(max(sampler.peak, *by_tenth), 1),
         "growth_last_vs_first": round(last / first, 3) if first else None,
         "limit": MEMORY_GROWTH_LIMIT,
         "flat": flat,
