@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domicile.errors import BadInput, MissingExtra
+from domicile.errors import MissingExtra
 
 
 def require_orm() -> None:
@@ -49,12 +49,6 @@ class Ratio:
 
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
-
-
-def repeat_runs(times: int) -> int:
-    if times < 1:
-        raise BadInput("--repeat must be at least 1", hint="e.g. --repeat 3")
-    return times
 
 
 def summarize(runs: Sequence[Mapping[str, float]], ratios: Sequence[Ratio]) -> dict[str, Any]:
