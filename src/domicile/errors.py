@@ -150,4 +150,4 @@ class MissingExtra(DomicileError):
     extra to install)."""
 
     code = "missing_extra"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT  # usage: install the extra, or use another command
