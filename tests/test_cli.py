@@ -158,27 +158,6 @@ def test_bench_policy_prints_ratios() -> None:
     assert all(v > 0 for v in data["ratios"].values())
 
 
-def test_bench_vault_and_transfers_run_end_to_end_on_sqlite() -> None:
-    """The benchmark scripts the README quotes still run, and report every rate and ratio
-    (the figures themselves are not asserted: they belong to benchmarks, not tests)."""
-    code, out, err = run("bench", "vault", "--records", "200", "--json")
-    assert code == 0, err
-    data = json.loads(out)
-    assert set(data["ratios"]) == {"put_vs_insert", "get_vs_select"}
-    assert all(v > 0 for v in data["per_second"].values())
-    assert data["target"]["ratio"] == 0.5
-
-    code, out, err = run(
-        "bench", "transfers", "--records", "200", "--reads", "50", "--parity-records", "2000",
-        "--json",
-    )  # fmt: skip
-    assert code == 0, err
-    data = json.loads(out)
-    assert data["delivered"] == 200
-    assert set(data["ratios"]) == {"replication_vs_copy", "read_abroad_vs_select"}
-    assert data["parity_memory"]["ok"] is True
-
-
 def test_bench_rejects_an_unknown_backend() -> None:
     code, _, err = run("bench", "vault", "--backend", "oracle", "--json")
     assert code == 2

@@ -143,3 +143,11 @@ class ConfigError(FileError):
     """A deployment configuration that cannot be used."""
 
     code = "invalid_config"
+
+
+class MissingExtra(DomicileError):
+    """A command needs optional packages that are not installed (``hint`` names the
+    extra to install)."""
+
+    code = "missing_extra"
+    exit_code = ExitCode.BAD_INPUT  # usage: install the extra, or use another command

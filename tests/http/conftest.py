@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domicile.clients import Client, ClientRegistry
+from domicile.deploy.starter import init
 from domicile.http.app import create_app
 from domicile.policy import PolicyEngine
-from domicile.starter import init
 from domicile.vault import Domicile
 from tests.vault.conftest import FIXED_NOW, SITES, Deployment, sqlite_urls
 

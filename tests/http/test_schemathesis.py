@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from domicile.config import ServiceSettings
+from domicile.deploy.starter import init
 from domicile.errors import DomicileError
 from domicile.http.app import create_app
 from domicile.residency import SubjectEvidence, resolve
-from domicile.starter import init
 from domicile.vault import Domicile
 
 _FOLDER = Path(tempfile.mkdtemp(prefix="domicile-schemathesis-"))

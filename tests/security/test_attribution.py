@@ -18,8 +18,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from domicile.deploy.starter import init
 from domicile.http.app import create_app
-from domicile.starter import init
 from domicile.vault import Domicile
 
 DOMICILE = Path(sys.executable).with_name("domicile")

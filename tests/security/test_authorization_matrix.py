@@ -31,8 +31,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domicile.clients import ClientRegistry
+from domicile.deploy.starter import init
 from domicile.http.app import create_app
-from domicile.starter import init
 from domicile.vault import Domicile
 
 SITE, COLLECTION, PURPOSE = "site", "collection", "purpose"

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domicile.config import ServiceSettings
+from domicile.deploy.starter import init
 from domicile.http.app import create_app
-from domicile.starter import init
 from domicile.vault import Domicile
 
 STORAGE = "/v2/storage/records"

@@ -21,8 +21,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domicile.config import load_config
+from domicile.deploy.starter import init
 from domicile.http.app import create_app
-from domicile.starter import init
 from domicile.vault import Domicile
 
 from .conftest import Running

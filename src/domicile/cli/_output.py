@@ -42,7 +42,8 @@ def fail(error: DomicileError, *, as_json: bool) -> NoReturn:
     if as_json:
         emit_json({"error": error.to_dict()})
     else:
-        err_console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        # Escaped: a message or hint may hold brackets (``domicile[bench]``) that are text.
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 

@@ -91,7 +91,7 @@ def demo(
     record went and why, reads from abroad, and the evidence."""
     from pathlib import Path
 
-    from domicile.vault_demo import run
+    from domicile.tour.vault import run
 
     with errors(as_json):
         out = run(Path(directory))

@@ -294,7 +294,7 @@ _TOUR_COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 @policy_app.command("tour")
 def tour(as_json: bool = JsonOpt) -> None:
     """A guided tour of the decision engine over a sample population."""
-    from domicile.demo import SITES, placements, timeline
+    from domicile.tour.policy import SITES, placements, timeline
 
     with errors(as_json):
         engine = PolicyEngine()

@@ -110,7 +110,7 @@ def embedded_config() -> tuple[Config, dict[str, str], bool]:
     one explicit setup path), with a demo client whose credentials are kept beside it,
     readable by the owner only. The flag says whether the demo client was made just now
     (its secret is shown then, and never again)."""
-    from domicile.starter import init
+    from domicile.deploy.starter import init
 
     target = EMBEDDED / DEFAULT_CONFIG
     cfg = load_config(target) if target.exists() else init(EMBEDDED)
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
             settings = _settings(cfg, {k: v for k, v in overrides.items() if v is not None})
             vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
             if sample and not any(s.records for s in vault.sites()):
-                from domicile.vault_demo import load_sample
+                from domicile.tour.vault import load_sample
 
                 placed = load_sample(vault)
                 console.print(f"sample population loaded: {placed} records")

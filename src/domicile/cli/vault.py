@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         """Write a commented starter configuration: three SQLite sites (RU, DE, US) and a
         sample `profiles` collection; create the keyring and each site's database and key
         store (the only command besides `sites create` that creates them)."""
-        from domicile.starter import init as write
+        from domicile.deploy.starter import init as write
 
         with errors(as_json):
             cfg = write(directory, force=force)

@@ -14,9 +14,9 @@ from domicile.stores.base import (
     StoredRecord,
     StoreTransaction,
     TransferCount,
-    open_site_store,
 )
-from domicile.stores.keystore import KeyStore, WrappedKey, open_key_store
+from domicile.stores.keystore import KeyStore, WrappedKey
+from domicile.stores.opening import open_key_store, open_site_store
 
 __all__ = [
     "AuditRow",

@@ -176,34 +176,3 @@ class SqliteKeyStore(KeyStore):
     def versions(self) -> dict[int, int]:
         rows = self._db.read("SELECT kek_version, count(*) FROM subject_keys GROUP BY kek_version")
         return {int(v): int(n) for v, n in rows}
-
-
-def open_key_store(
-    site_id: str,
-    url: str,
-    *,
-    create: bool = False,
-    creation_id: str | None = None,
-    read_only: bool = False,
-    adopt: bool = False,
-    create_database: bool = False,
-) -> KeyStore:
-    """Open a site's key store; the options are those of ``open_site_store``. A missing
-    key store is unavailable, never a new empty one: that would make every subject of the
-    site look erased."""
-    if url.startswith("sqlite:"):
-        store: KeyStore = SqliteKeyStore(site_id, url)
-    elif url.startswith(("postgresql://", "postgres://")):
-        from domicile.stores.postgres import PostgresKeyStore
-
-        store = PostgresKeyStore(site_id, url)
-    else:
-        raise ValueError(f"unsupported key store URL for site {site_id!r}")
-    store.open(
-        create=create,
-        creation_id=creation_id,
-        read_only=read_only,
-        adopt=adopt,
-        create_database=create_database,
-    )
-    return store

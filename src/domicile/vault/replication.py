@@ -44,7 +44,7 @@ from domicile.policy import Decision
 from domicile.residency import Residency
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
 from domicile.stores.base import OutboxItem, SiteUnavailable
-from domicile.vault.core import VaultCore, _utcnow, is_sensitive, residency_text
+from domicile.vault.core import DEK_CACHE, VaultCore, _utcnow, is_sensitive, residency_text
 from domicile.vault.reading import transfer_detail
 from domicile.vault.sealing import seal_body
 from domicile.vault.service import Domicile
@@ -390,6 +390,8 @@ class Replicator:
             with vault._lock:
                 for subject, _ in new:
                     vault._deks[(target.id, subject)] = out[subject]
+                for _ in range(len(vault._deks) - DEK_CACHE):
+                    vault._deks.popitem(last=False)
         return out
 
     def _category(self, collection: str, name: str) -> str:

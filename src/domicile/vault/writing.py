@@ -47,6 +47,7 @@ from domicile.stores.base import SiteUnavailable, body_header
 from domicile.vault import values
 from domicile.vault.core import (
     DECISION_CACHE,
+    DEK_CACHE,
     IDENTITY,
     _Shape,
     check_purpose,
@@ -370,6 +371,9 @@ class Writing(Reading):
             with self._lock:
                 for sid, _ in new_keys:
                     self._deks[(site_id, sid)] = ciphers[sid]
+                # Bounded as ``_cipher`` bounds it: a large load keeps flat memory.
+                for _ in range(len(self._deks) - DEK_CACHE):
+                    self._deks.popitem(last=False)
 
         now = self.clock().isoformat()
         rids = new_ids(len(group))

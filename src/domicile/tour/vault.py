@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from domicile.config import load_config
+from domicile.deploy.starter import init
 from domicile.errors import DomicileError
 from domicile.files import write_private
-from domicile.starter import init
 from domicile.vault import Domicile, PolicyRefused
 
 MARKER = ".domicile-demo"

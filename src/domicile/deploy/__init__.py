@@ -1,0 +1,1 @@
+"""Writing a deployment out: the starter configuration ``domicile init`` writes."""
