@@ -43,7 +43,7 @@ from domicile.http.observe import ROUTE_KEY, UNMATCHED
 from domicile.http.security import Principal, audit_refusal
 
 if TYPE_CHECKING:
-    from domicile.http.app import Service
+    from domicile.http.deps import Service
 
 UPLOAD = "domicile_upload"  # an endpoint attribute: the route takes an attachment upload
 _MAX_KEYS = 10_000  # limited sources or clients whose refusals are counted, not audited

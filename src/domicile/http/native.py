@@ -13,11 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from domicile.countries import country
 from domicile.errors import BadInput
-from domicile.http.app import PrincipalDep, ServiceDep, authorize, client_access
+from domicile.http.deps import PrincipalDep, ServiceDep, authorize, client_access
 from domicile.http.problems import ALL
 from domicile.policy import PolicyEngine, parse_date
 from domicile.residency import SubjectEvidence
@@ -161,7 +160,7 @@ async def put(
         svc.metrics.decisions.labels(r.decision.outcome.value).inc()
         return r.to_dict()
 
-    return await run_in_threadpool(work)
+    return await svc.run(work)
 
 
 @router.post("/collections/{collection}/records/batch", tags=["records"], status_code=201)
@@ -196,7 +195,7 @@ async def get(
         access = client_access(svc, principal, as_site)
         return _record(svc, svc.vault.get(token, purpose=purpose, access=access))
 
-    return await run_in_threadpool(work)
+    return await svc.run(work)
 
 
 @router.patch("/records/{token}", tags=["records"], response_model=RecordResponse | WrittenResponse)
