@@ -25,7 +25,6 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, Form, Header, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Route
 
@@ -65,11 +64,13 @@ def create_app(
     clients: ClientRegistry | None = None,
     settings: ServiceSettings | None = None,
     witness_every: float | None = None,
+    processes: int = 1,
 ) -> FastAPI:
     """The service over ``vault``. ``settings`` (default: the configuration's ``service:``)
     sets the body caps, the authentication limits and whether /metrics is served apart;
     ``witness_every``: seconds between witness rounds (default: the configuration's
-    ``audit.witness_every``)."""
+    ``audit.witness_every``); ``processes``: how many processes serve the deployment
+    together (each takes its share of the authentication limits)."""
     registry = clients or ClientRegistry(
         vault.config.data_dir / "clients.json",
         [c.model_dump() for c in vault.config.model.clients],
@@ -77,7 +78,10 @@ def create_app(
     settings = settings or vault.config.model.service
     issuer = TokenIssuer(vault.keys.token_key(), vault.config.model.environment_id)
     throttle = AuthThrottle(
-        settings.auth_failures_per_source, settings.auth_failures_per_client, issuer.source_key
+        settings.auth_failures_per_source,
+        settings.auth_failures_per_client,
+        issuer.source_key,
+        share=processes,
     )
     svc = Service(vault, registry, issuer, Metrics(), settings, throttle)
     scrypt_slots = anyio.CapacityLimiter(_SCRYPT_AT_ONCE)
@@ -248,7 +252,7 @@ def create_app(
 
 
 def metrics_response(metrics: Metrics) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_app(metrics: Metrics) -> Any:
