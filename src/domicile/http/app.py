@@ -42,7 +42,7 @@ from domicile.http.deps import (
 from domicile.http.gate import AuthThrottle, Gate, refuse_credentials, source_address
 from domicile.http.oauth import OAuthError
 from domicile.http.observe import Metrics, Observe
-from domicile.http.openapi import harden
+from domicile.http.openapi import Contract, harden
 from domicile.http.security import (
     RateLimited,
     TokenIssuer,
@@ -94,6 +94,9 @@ def create_app(
         app.state.witnesser = witnesser.start()
         sweeper = ExpirySweeper(app.state.incountry, settings.expire_every)
         app.state.expiry = sweeper.start()
+        # The document compiled before the first request, not during it (each worker
+        # process of a multi-process service builds its own).
+        app.state.contract = Contract(app.openapi())
         yield
         sweeper.stop()
         witnesser.stop()
