@@ -101,6 +101,25 @@ def test_a_client_that_may_not_read_is_refused_as_a_whole(service: Service) -> N
     assert not [x for x in reads_since(service, before) if x[1] == "read"]
 
 
+def test_a_record_outside_the_client_s_collections_is_listed_as_not_found(
+    service: Service,
+) -> None:
+    us = put_us(service, "Jane Roe")
+    _, other = service.client("other", "records:read", "collection:notes", "purpose:*", "site:us")
+    refusals = len(service.refusals())
+    r = service.http.post(READ, json={"tokens": [us, UNKNOWN], "purpose": "view"}, headers=other)
+    assert r.status_code == 200, r.text
+    hidden, missing = r.json()["records"]
+    # The same answer as for a token of no record: nothing says the record exists.
+    assert (hidden["status"], hidden["code"]) == (404, "not_found")
+    assert missing["status"] == 404
+    assert "profiles" not in r.text
+    assert "Jane" not in r.text
+    audited = service.refusals()[refusals:]
+    assert len(audited) == 1
+    assert '"missing_scope":"collection:profiles"' in audited[0]
+
+
 def test_the_document_bounds_the_batch(service: Service) -> None:
     us = put_us(service, "Jane Roe")
     _, us_app = service.client("us-app", *RECORDS, "site:us")

@@ -1,5 +1,5 @@
 """The serving ceiling of ``domicile bench http``: the same stack as ``domicile serve``
-(FastAPI on uvicorn, uvloop and httptools), the same paths and bodies, and no work at
+(FastAPI on uvicorn, uvloop and h11), the same paths and bodies, and no work at
 all. Each route reads its body and answers a fixed one, so what it measures is what the
 framework, the server and the client cost on this machine."""
 

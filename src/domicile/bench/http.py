@@ -94,7 +94,7 @@ def _server(config: Path, port: int, workers: int) -> contextlib.AbstractContext
 def _bare(folder: Path, port: int, workers: int) -> contextlib.AbstractContextManager[None]:
     argv = [
         sys.executable, "-m", "uvicorn", "domicile.bench.bare:app", "--port", str(port),
-        "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+        "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--http", "h11",
     ]  # fmt: skip
     return _process(argv, folder / "bare.log", port)
 

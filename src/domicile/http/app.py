@@ -38,7 +38,9 @@ from domicile.http.deps import (
     authorize,
     conforms,
     needs_client,
+    vault_executor,
 )
+from domicile.http.fast import FastRecords
 from domicile.http.gate import AuthThrottle, Gate, refuse_credentials, source_address
 from domicile.http.oauth import OAuthError
 from domicile.http.observe import Metrics, Observe
@@ -101,6 +103,7 @@ def create_app(
         sweeper.stop()
         witnesser.stop()
         svc.executor.shutdown(wait=True)
+        svc.executor = vault_executor()  # threads start on first use, if the app is used again
         for key, count in throttle.drain().items():  # limited refusals not yet audited
             audit_refusal(
                 vault, "rate limited", rate_limited_unaudited=count,
@@ -128,6 +131,8 @@ def create_app(
             ("", r) for r in incountry.router.routes
         ]
 
+    # Inside the gate: the record routes' fast path (``fast.py``).
+    app.add_middleware(FastRecords, service=svc, application=app)
     app.add_middleware(Gate, service=svc, routes=routes, needs_client=needs_client)
     app.add_middleware(Observe, metrics=svc.metrics)
 

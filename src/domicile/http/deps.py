@@ -41,7 +41,7 @@ T = TypeVar("T")
 VAULT_THREADS = max(4, min(8, (os.cpu_count() or 1) * 2))
 
 
-def _executor() -> ThreadPoolExecutor:
+def vault_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(VAULT_THREADS, thread_name_prefix="domicile-vault")
 
 
@@ -53,7 +53,7 @@ class Service:
     metrics: Metrics
     settings: ServiceSettings
     throttle: AuthThrottle
-    executor: ThreadPoolExecutor = field(default_factory=_executor)
+    executor: ThreadPoolExecutor = field(default_factory=vault_executor)
 
     def bearer(self, value: str) -> Principal | None:
         return bearer_principal(self.issuer, self.clients, value)

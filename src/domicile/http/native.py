@@ -21,7 +21,7 @@ from domicile.errors import BadInput, DomicileError
 from domicile.http.deps import PrincipalDep, Service, ServiceDep, authorize, client_access
 from domicile.http.observe import log_event
 from domicile.http.problems import ALL, public_decision, status_of
-from domicile.http.security import Forbidden
+from domicile.http.security import Forbidden, Principal
 from domicile.policy import PolicyEngine, parse_date
 from domicile.residency import SubjectEvidence
 from domicile.stores.base import SiteUnavailable
@@ -31,9 +31,10 @@ from domicile.vault.transfers import summarize
 
 # The record routes are async: each hands the vault's (blocking) work to the service's
 # executor in one hop (``Service.run``) and answers with the JSON bytes themselves
-# (``_json``: orjson, no second validation of what the vault built; ``response_model``
-# still documents the answer). The others are plain functions, which FastAPI runs in
-# worker threads itself.
+# (orjson, no second validation of what the vault built; ``response_model`` still
+# documents the answer). Well-formed requests to them usually take the fast path
+# (``fast.py``), which does the same work without FastAPI's per-request dependency
+# resolution. The other routes are plain functions, which FastAPI runs in worker threads.
 router = APIRouter(responses=ALL)
 Evidence = dict[str, str | list[str]]
 FieldValue = str | int | bool
@@ -152,10 +153,6 @@ class PutManyResponse(BaseModel):
     records: list[PutResponse]
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
-
-
 def _placed(r: Any) -> dict[str, Any]:
     """A put's answer, as ``PutResponse`` (``join_tokens`` always present)."""
     out: dict[str, Any] = r.to_dict()
@@ -198,6 +195,57 @@ AsSite = Annotated[
 ]
 
 
+# --- the record routes: their work, shared with the fast path (``fast.py``) ---------------
+
+
+def put_work(
+    svc: Service, principal: Principal, path: dict[str, str], body: PutBody, as_site: str | None
+) -> bytes:
+    r = svc.vault.put(
+        path["collection"], subject=body.subject, fields=body.fields, purpose=body.purpose,
+        access=client_access(svc, principal, as_site),
+    )  # fmt: skip
+    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    return orjson.dumps(_placed(r))
+
+
+def put_batch_work(
+    svc: Service, principal: Principal, path: dict[str, str], body: BatchBody, as_site: str | None
+) -> bytes:
+    items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
+    results = svc.vault.put_many(
+        path["collection"], items, purpose=body.purpose,
+        access=client_access(svc, principal, as_site),
+    )  # fmt: skip
+    return orjson.dumps({"records": [_placed(r) for r in results]})
+
+
+def get_work(
+    svc: Service, principal: Principal, token: str, purpose: str, as_site: str | None
+) -> bytes:
+    access = client_access(svc, principal, as_site)
+    return orjson.dumps(_record(svc, svc.vault.get(token, purpose=purpose, access=access)))
+
+
+def read_many_work(
+    svc: Service, principal: Principal, body: ReadManyBody, as_site: str | None
+) -> bytes:
+    access = client_access(svc, principal, as_site)
+    out: list[dict[str, Any]] = []
+    for token in body.tokens:
+        try:
+            out.append(_record(svc, svc.vault.get(token, purpose=body.purpose, access=access)))
+        except Forbidden:  # the client's scopes, not this record: the whole request
+            raise
+        except DomicileError as exc:
+            out.append(_unread(token, exc))
+    return orjson.dumps({"records": out})
+
+
+def _answer(data: bytes, status: int = 200) -> Response:
+    return Response(data, status_code=status, media_type="application/json")
+
+
 @router.post(
     "/collections/{collection}/records",
     tags=["records"],
@@ -212,16 +260,8 @@ async def put(
     as_site: AsSite = None,
 ) -> Response:
     """Store a record at the site the law requires; answer its token."""
-
-    def work() -> bytes:
-        r = svc.vault.put(
-            collection, subject=body.subject, fields=body.fields, purpose=body.purpose,
-            access=client_access(svc, principal, as_site),
-        )  # fmt: skip
-        svc.metrics.decisions.labels(r.decision.outcome.value).inc()
-        return orjson.dumps(_placed(r))
-
-    return Response(await svc.run(work), status_code=201, media_type="application/json")
+    path = {"collection": collection}
+    return _answer(await svc.run(lambda: put_work(svc, principal, path, body, as_site)), 201)
 
 
 @router.post(
@@ -238,15 +278,8 @@ async def put_batch(
     as_site: AsSite = None,
 ) -> Response:
     """Store many records; every one is checked and placed before any is written."""
-    items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
-
-    def work() -> bytes:
-        results = svc.vault.put_many(
-            collection, items, purpose=body.purpose, access=client_access(svc, principal, as_site)
-        )
-        return orjson.dumps({"records": [_placed(r) for r in results]})
-
-    return Response(await svc.run(work), status_code=201, media_type="application/json")
+    path = {"collection": collection}
+    return _answer(await svc.run(lambda: put_batch_work(svc, principal, path, body, as_site)), 201)
 
 
 @router.get("/records/{token}", tags=["records"], response_model=RecordResponse)
@@ -260,12 +293,7 @@ async def get(
     """Read a record as from the client's site: locally, or as a transfer the law permits
     (full or masked), or refused with the obligations that would unlock it. A record
     outside the client's collections answers 404, as a missing one does."""
-
-    def work() -> bytes:
-        access = client_access(svc, principal, as_site)
-        return orjson.dumps(_record(svc, svc.vault.get(token, purpose=purpose, access=access)))
-
-    return Response(await svc.run(work), media_type="application/json")
+    return _answer(await svc.run(lambda: get_work(svc, principal, token, purpose, as_site)))
 
 
 @router.post("/records/read", tags=["records"], response_model=ReadManyResponse)
@@ -278,22 +306,7 @@ async def get_many(
     outside the client's collections, refused by policy, its key erased, its site down)
     is listed with the status, code and words its single read would have answered. A
     client whose scopes do not allow reading at all is refused as a whole (403)."""
-    return _json(await svc.run(lambda: read_many(svc, principal, body, as_site)))
-
-
-def read_many(
-    svc: Service, principal: Any, body: ReadManyBody, as_site: str | None
-) -> dict[str, Any]:
-    access = client_access(svc, principal, as_site)
-    out: list[dict[str, Any]] = []
-    for token in body.tokens:
-        try:
-            out.append(_record(svc, svc.vault.get(token, purpose=body.purpose, access=access)))
-        except Forbidden:  # the client's scopes, not this record: the whole request
-            raise
-        except DomicileError as exc:
-            out.append(_unread(token, exc))
-    return {"records": out}
+    return _answer(await svc.run(lambda: read_many_work(svc, principal, body, as_site)))
 
 
 @router.patch("/records/{token}", tags=["records"], response_model=RecordResponse | WrittenResponse)
