@@ -89,7 +89,7 @@ def _requests(client: TestClient, admin: dict[str, str]) -> list[tuple[int, Any,
     got = client.get(f"/v1/records/{token}", params={"purpose": "view"}, headers=admin)
     answers.append((got.status_code, _shape(got.json()), got.headers["content-type"]))
     many = client.post(
-        "/v1/records/read", json={"tokens": [token, "dom1_" + "A" * 43], "purpose": "view"},
+        "/v1/read", json={"tokens": [token, "dom1_" + "A" * 43], "purpose": "view"},
         headers=admin,
     )  # fmt: skip
     answers.append((many.status_code, _shape(many.json()), many.headers["content-type"]))
@@ -104,7 +104,7 @@ def _requests(client: TestClient, admin: dict[str, str]) -> list[tuple[int, Any,
         ("GET", f"/v1/records/{token}", {}),
         ("GET", f"/v1/records/{token}", {"params": {"purpose": "view", "as_site": "mars"}}),
         ("GET", "/v1/records/dom1_" + "A" * 43, {"params": {"purpose": "view"}}),
-        ("POST", "/v1/records/read", {"json": {"tokens": [], "purpose": "view"}}),
+        ("POST", "/v1/read", {"json": {"tokens": [], "purpose": "view"}}),
     ]:  # fmt: skip
         headers = {**admin, **kwargs.pop("headers", {})}
         r = client.request(method, url, headers=headers, **kwargs)

@@ -1,4 +1,4 @@
-"""POST /v1/records/read: many records in one request, each read exactly as a single read
+"""POST /v1/read: many records in one request, each read exactly as a single read
 reads it (the same check, decision and audit entry), with per-record problems."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from .conftest import Service
 from .test_native import ANNA, RECORDS, put_ru
 
 UNKNOWN = "dom1_" + "A" * 43  # the shape of a token, but not one of this deployment's
-READ = "/v1/records/read"
+READ = "/v1/read"
 
 
 def put_us(service: Service, name: str) -> str:

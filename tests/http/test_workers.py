@@ -111,7 +111,7 @@ def test_two_processes_share_a_deployment_and_its_audit_chains(
                     tokens.append(r.json()["token"])
                     if i % 5 == 4:  # and reads them back in a batch, as their home site
                         got = http.post(
-                            "/v1/records/read",
+                            "/v1/read",
                             json={"tokens": tokens[-5:], "purpose": "support"},
                             params={"as_site": "us"},
                         )

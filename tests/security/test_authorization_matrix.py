@@ -61,7 +61,7 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("POST", "/v1/collections/{collection}/records"): Required(("records:write",), NATIVE),
     ("POST", "/v1/collections/{collection}/records/batch"): Required(("records:write",), NATIVE),
     ("GET", "/v1/records/{token}"): Required(("records:read",), NATIVE, by_token=True),
-    ("POST", "/v1/records/read"): Required(("records:read",), NATIVE, listed=True),
+    ("POST", "/v1/read"): Required(("records:read",), NATIVE, listed=True),
     ("PATCH", "/v1/records/{token}"): Required(("records:write",), NATIVE, by_token=True),
     ("DELETE", "/v1/records/{token}"): Required(("records:delete",), NATIVE, by_token=True),
     ("POST", "/v1/collections/{collection}/find"): Required(("records:read",), NATIVE),
@@ -198,7 +198,7 @@ def _native(world: World, method: str, path: str) -> Request:
                 "json": {"records": [put], "purpose": P}, "params": AT}  # fmt: skip
         case ("GET", "/v1/records/{token}"):
             return method, f"/v1/records/{world.profile()}", {"params": {**AT, "purpose": P}}
-        case ("POST", "/v1/records/read"):
+        case ("POST", "/v1/read"):
             return method, path, {
                 "json": {"tokens": [world.profile()], "purpose": P}, "params": AT}  # fmt: skip
         case ("PATCH", "/v1/records/{token}"):

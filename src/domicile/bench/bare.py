@@ -35,7 +35,7 @@ async def get(token: str, purpose: str) -> Response:
     return Response(_RECORD, media_type=_JSON)
 
 
-@app.post("/v1/records/read")
+@app.post("/v1/read")
 async def get_many(request: Request) -> Response:
     await request.body()
     return Response(b'{"records":[]}', media_type=_JSON)

@@ -5,7 +5,7 @@ embedded deployment (three SQLite sites). A small asyncio HTTP/1.1 client (keep-
 connections, a few lines of parsing: light enough that the load generator does not take
 the cores the service needs) drives ``POST /v1/collections/profiles/records`` for a fixed
 time with ``concurrency`` connections, then ``GET /v1/records/{token}``, then the batch
-routes (``.../records/batch`` and ``POST /v1/records/read``, ``batch`` records a request),
+routes (``.../records/batch`` and ``POST /v1/read``, ``batch`` records a request),
 recording every latency. In the same run:
 
 - the SDK does the same puts and gets in-process, one at a time, for the same time: the
@@ -195,7 +195,7 @@ async def _drive(
 
     async def get_batch(conn: _Connection, k: int) -> None:
         body = {"tokens": [token() for _ in range(batch)], "purpose": "benchmark"}
-        await conn.request("POST", "/v1/records/read", json.dumps(body).encode())
+        await conn.request("POST", "/v1/read", json.dumps(body).encode())
 
     try:
         out: dict[str, Any] = {}

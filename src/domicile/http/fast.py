@@ -87,7 +87,7 @@ ROUTES = {
             query=("purpose", "as_site"), required=("purpose",),
         ),
         _route(
-            "POST", "/v1/records/read", native.ReadManyBody,
+            "POST", "/v1/read", native.ReadManyBody,
             lambda svc, who, path, q, body: native.read_many_work(svc, who, body, q.get("as_site")),
         ),
     )

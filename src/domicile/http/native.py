@@ -165,11 +165,11 @@ def _unread(token: str, exc: DomicileError) -> dict[str, Any]:
     status = status_of(exc)
     out: dict[str, Any] = {"token": token, "status": status, "code": exc.code}
     if isinstance(exc, SiteUnavailable):
-        log_event("site unavailable", logging.WARNING, route="/v1/records/read", site=exc.site,
+        log_event("site unavailable", logging.WARNING, route="/v1/read", site=exc.site,
                   reason=exc.reason)  # fmt: skip
         out["detail"] = f"site {exc.site!r} is unavailable"
     elif status == 500:
-        log_event("internal error", logging.ERROR, route="/v1/records/read", code=exc.code)
+        log_event("internal error", logging.ERROR, route="/v1/read", code=exc.code)
         out.update(code="internal_error", detail="see the service log")
     else:
         out["detail"] = exc.message
@@ -296,7 +296,7 @@ async def get(
     return _answer(await svc.run(lambda: get_work(svc, principal, token, purpose, as_site)))
 
 
-@router.post("/records/read", tags=["records"], response_model=ReadManyResponse)
+@router.post("/read", tags=["records"], response_model=ReadManyResponse)
 async def get_many(
     body: ReadManyBody, svc: ServiceDep, principal: PrincipalDep, as_site: AsSite = None
 ) -> Response:
