@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from domicile.deploy.starter import init
 from domicile.http import fast
 from domicile.http.app import create_app
-from domicile.starter import init
 from domicile.vault import Domicile
 
 US = {"subject": {"citizenship": "US"}, "fields": {"full_name": "Jane Roe"}, "purpose": "signup"}

@@ -254,7 +254,7 @@ def run(
 ) -> dict[str, Any]:
     """Measure; ``workers`` as ``serve`` (default: the number of cores)."""
     from domicile.clients import ClientRegistry
-    from domicile.starter import init
+    from domicile.deploy.starter import init
 
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="domicile-bench-http-") as tmp:

@@ -48,7 +48,6 @@ from domicile.http.openapi import Contract, harden
 from domicile.http.security import (
     RateLimited,
     TokenIssuer,
-    Unauthorized,
     audit_refusal,
 )
 from domicile.vault import Domicile
