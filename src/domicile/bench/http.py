@@ -1,11 +1,21 @@
 """``domicile bench http``: put and get over HTTP against the same operations in-process.
 
-A real ``domicile serve`` runs in a child process on a free port, over a fresh embedded
-deployment (three SQLite sites). An asyncio client (httpx) with a few concurrent
-connections drives ``POST /v1/collections/profiles/records`` for a fixed time, then
-``GET /v1/records/{token}``, recording every latency. In the same run, the SDK does the
-same puts and gets in-process for the same time. The figures are requests per second,
-p50 and p99 latency, and the ratios HTTP / SDK.
+A real ``domicile serve --workers N`` runs in a child process on a free port, over a fresh
+embedded deployment (three SQLite sites). A small asyncio HTTP/1.1 client (keep-alive
+connections, a few lines of parsing: light enough that the load generator does not take
+the cores the service needs) drives ``POST /v1/collections/profiles/records`` for a fixed
+time with ``concurrency`` connections, then ``GET /v1/records/{token}``, then the batch
+routes (``.../records/batch`` and ``POST /v1/read``, ``batch`` records a request),
+recording every latency. In the same run:
+
+- the SDK does the same puts and gets in-process, one at a time, for the same time: the
+  baseline of the ratios;
+- the **serving ceiling**: a bare FastAPI application on uvicorn, with the same number of
+  workers, connections, paths and bodies, whose routes do no work and answer a fixed body.
+  No service on this stack and machine can answer faster, so where a ratio misses its
+  target, ``ceiling_*_vs_sdk`` shows how much of the target the stack alone allows.
+
+The figures are requests (or records) per second, p50 and p99 latency, and the ratios.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import platform
 import socket
 import statistics
@@ -21,11 +32,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 # Subjects whose reads from the US are local (the same work over HTTP and in-process).
 SUBJECTS = [{"citizenship": "US", "residence": "US"}, {"citizenship": "US"}]
+PUT = "/v1/collections/profiles/records"
+TARGETS = {"http_put_vs_sdk": 0.6, "http_get_vs_sdk": 0.5}
 
 
 def _free_port() -> int:
@@ -42,32 +56,47 @@ def _body(i: int) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _server(config: Path, port: int) -> Iterator[str]:
-    log = config.parent / "service.log"  # the service logs a line per request
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "domicile.cli.app", "serve", "--config", str(config), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=sink,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
+def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            import httpx
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the service did not start")
+        time.sleep(0.1)
 
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
-                time.sleep(0.1)
-            yield base
+
+@contextlib.contextmanager
+def _process(argv: list[str], log: Path, port: int) -> Iterator[None]:
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink)
+        try:
+            _wait_ready(proc, port)
+            yield
         finally:
             proc.terminate()  # a clean stop: signs each site's audit head
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
+
+
+def _server(config: Path, port: int, workers: int) -> contextlib.AbstractContextManager[None]:
+    argv = [
+        sys.executable, "-m", "domicile.cli.app", "serve", "--config", str(config),
+        "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+    return _process(argv, config.parent / "service.log", port)  # a line per request
+
+
+def _bare(folder: Path, port: int, workers: int) -> contextlib.AbstractContextManager[None]:
+    argv = [
+        sys.executable, "-m", "uvicorn", "domicile.bench.bare:app", "--port", str(port),
+        "--workers", str(workers), "--log-level", "warning", "--no-access-log", "--http", "h11",
+    ]  # fmt: skip
+    return _process(argv, folder / "bare.log", port)
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -80,45 +109,105 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request, then its whole response."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, auth: str):
+        self.reader = reader
+        self.writer = writer
+        self.head = f"Host: bench\r\nAuthorization: {auth}\r\n"
+
+    async def request(self, method: str, target: str, body: bytes | None = None) -> bytes:
+        head = f"{method} {target} HTTP/1.1\r\n{self.head}"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + (body or b""))
+        status = (await self.reader.readline()).split(b" ", 2)
+        if len(status) < 2 or not status[1].startswith(b"2"):
+            raise RuntimeError(f"{method} {target.partition('?')[0]}: {status[1:2]!r}")
+        length = 0
+        chunked = False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if not chunked:
+            return await self.reader.readexactly(length)
+        out = b""
+        while size := int((await self.reader.readline()).strip(), 16):
+            out += await self.reader.readexactly(size + 2)
+        await self.reader.readline()
+        return out
+
+
+async def _connect(port: int, auth: str, n: int) -> list[_Connection]:
+    conns = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        conns.append(_Connection(reader, writer, auth))
+    return conns
+
+
+async def _phase(conns: list[_Connection], seconds: float, one: Any) -> list[float]:
+    """Each connection sends ``one(conn, k)`` requests back to back for ``seconds``."""
+    latencies: list[float] = []
+    until = time.monotonic() + seconds
+
+    async def loop(conn: _Connection, k: int) -> None:
+        while time.monotonic() < until:
+            start = time.perf_counter()
+            await one(conn, k)
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(loop(c, k) for k, c in enumerate(conns)))
+    return latencies
+
+
 async def _drive(
-    base: str, headers: dict[str, str], seconds: float, concurrency: int
+    port: int, auth: str, seconds: float, concurrency: int, batch: int, *, bare: bool = False
 ) -> dict[str, Any]:
-    import httpx
-
-    puts: list[float] = []
-    gets: list[float] = []
+    conns = await _connect(port, auth, concurrency)
+    numbers = count()
     tokens: list[str] = []
-    counter = iter(range(10**9))
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
 
-        async def put_worker(until: float) -> None:
-            while time.monotonic() < until:
-                start = time.perf_counter()
-                r = await client.post("/v1/collections/profiles/records", json=_body(next(counter)))
-                r.raise_for_status()
-                puts.append(time.perf_counter() - start)
-                tokens.append(r.json()["token"])
+    async def put(conn: _Connection, k: int) -> None:
+        data = await conn.request("POST", PUT, json.dumps(_body(next(numbers))).encode())
+        if not bare:
+            tokens.append(json.loads(data)["token"])
 
-        async def get_worker(until: float, offset: int) -> None:
-            i = offset
-            while time.monotonic() < until:
-                start = time.perf_counter()
-                r = await client.get(
-                    f"/v1/records/{tokens[i % len(tokens)]}", params={"purpose": "benchmark"}
-                )
-                if r.status_code != 200:
-                    raise RuntimeError(f"a read failed: {r.status_code}")
-                gets.append(time.perf_counter() - start)
-                i += concurrency
+    reads = count()
 
-        until = time.monotonic() + seconds
-        await asyncio.gather(*(put_worker(until) for _ in range(concurrency)))
-        until = time.monotonic() + seconds
-        await asyncio.gather(*(get_worker(until, k) for k in range(concurrency)))
-    return {
-        "put": len(puts) / seconds, "get": len(gets) / seconds,
-        "put_latency": _percentiles(puts), "get_latency": _percentiles(gets),
-    }  # fmt: skip
+    def token() -> str:
+        return tokens[next(reads) % len(tokens)] if tokens else "dom1_" + "A" * 43
+
+    async def get(conn: _Connection, k: int) -> None:
+        await conn.request("GET", f"/v1/records/{token()}?purpose=benchmark")
+
+    async def put_batch(conn: _Connection, k: int) -> None:
+        items = [_body(next(numbers)) for _ in range(batch)]
+        for item in items:
+            del item["purpose"]
+        body = {"records": items, "purpose": "benchmark"}
+        await conn.request("POST", PUT + "/batch", json.dumps(body).encode())
+
+    async def get_batch(conn: _Connection, k: int) -> None:
+        body = {"tokens": [token() for _ in range(batch)], "purpose": "benchmark"}
+        await conn.request("POST", "/v1/read", json.dumps(body).encode())
+
+    try:
+        out: dict[str, Any] = {}
+        for name, one in (("put", put), ("get", get), ("put_batch", put_batch), ("get_batch", get_batch)):  # fmt: skip
+            latencies = await _phase(conns, seconds, one)
+            per = batch if name.endswith("batch") else 1
+            out[name] = len(latencies) * per / seconds
+            out[name + "_latency"] = _percentiles(latencies)
+        return out
+    finally:
+        for c in conns:
+            c.writer.close()
 
 
 def _sdk(config: Path, seconds: float) -> dict[str, Any]:
@@ -152,10 +241,22 @@ def _sdk(config: Path, seconds: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run(seconds: float = 5.0, concurrency: int = 8) -> dict[str, Any]:
-    from domicile.clients import ClientRegistry
-    from domicile.starter import init
+def _loop_run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
+
+def run(
+    seconds: float = 5.0, concurrency: int = 8, workers: int | None = None, batch: int = 100
+) -> dict[str, Any]:
+    """Measure; ``workers`` as ``serve`` (default: the number of cores)."""
+    from domicile.clients import ClientRegistry
+    from domicile.deploy.starter import init
+
+    workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="domicile-bench-http-") as tmp:
         cfg = init(Path(tmp))
         # Reads are decided as from the US site (local_site) in both runs: the same work.
@@ -163,32 +264,60 @@ def run(seconds: float = 5.0, concurrency: int = 8) -> dict[str, Any]:
             "bench", ["records:write", "records:read", "collection:*", "purpose:*", "site:us"],
             api_key=True,
         )  # fmt: skip
+        auth = f"Bearer {key}"
         config = Path(cfg.source)
-        with _server(config, _free_port()) as base:
-            http = asyncio.run(
-                _drive(base, {"Authorization": f"Bearer {key}"}, seconds, concurrency)
-            )
+        port = _free_port()
+        with _server(config, port, workers):
+            http = _loop_run(_drive(port, auth, seconds, concurrency, batch))
+        port = _free_port()
+        with _bare(Path(tmp), port, workers):
+            bare = _loop_run(_drive(port, auth, seconds, concurrency, batch, bare=True))
         sdk = _sdk(config, seconds)
+    ratios = {
+        "http_put_vs_sdk": round(http["put"] / sdk["put"], 3),
+        "http_get_vs_sdk": round(http["get"] / sdk["get"], 3),
+        "http_put_batch_vs_sdk": round(http["put_batch"] / sdk["put"], 3),
+        "http_get_batch_vs_sdk": round(http["get_batch"] / sdk["get"], 3),
+        "ceiling_put_vs_sdk": round(bare["put"] / sdk["put"], 3),
+        "ceiling_get_vs_sdk": round(bare["get"] / sdk["get"], 3),
+        "http_put_vs_ceiling": round(http["put"] / bare["put"], 3),
+        "http_get_vs_ceiling": round(http["get"] / bare["get"], 3),
+    }
     return {
         "benchmark": "http",
         "python": platform.python_version(),
+        "cores": os.cpu_count(),
         "seconds": seconds,
         "concurrency": concurrency,
+        "workers": workers,
+        "batch": batch,
         "per_second": {
             "http_put": round(http["put"]),
             "http_get": round(http["get"]),
+            "http_put_batch": round(http["put_batch"]),  # records
+            "http_get_batch": round(http["get_batch"]),  # records
             "sdk_put": round(sdk["put"]),
             "sdk_get": round(sdk["get"]),
+            "ceiling_put": round(bare["put"]),
+            "ceiling_get": round(bare["get"]),
         },
         "latency_ms": {
             "http_put": http["put_latency"],
             "http_get": http["get_latency"],
+            "http_put_batch": http["put_batch_latency"],  # per request
+            "http_get_batch": http["get_batch_latency"],
             "sdk_put": sdk["put_latency"],
             "sdk_get": sdk["get_latency"],
+            "ceiling_put": bare["put_latency"],
+            "ceiling_get": bare["get_latency"],
         },
-        "ratios": {
-            "http_put_vs_sdk": round(http["put"] / sdk["put"], 3),
-            "http_get_vs_sdk": round(http["get"] / sdk["get"], 3),
+        "ratios": ratios,
+        "targets": TARGETS,
+        # Where a target is missed: the most the serving stack alone allows (its ceiling).
+        "ceilings": {
+            name: ratios[name.replace("http_", "ceiling_")]
+            for name, goal in TARGETS.items()
+            if ratios[name] < goal
         },
     }
 

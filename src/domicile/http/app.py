@@ -16,135 +16,47 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Form, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Route
 
 from domicile._version import __version__
-from domicile.access import Access
 from domicile.clients import ClientRegistry
 from domicile.config import ServiceSettings
 from domicile.http import oauth, problems
-from domicile.http.gate import AuthThrottle, Gate, principal_of, refuse_credentials, source_address
+from domicile.http.deps import (
+    PrincipalDep,
+    Service,
+    authorize,
+    conforms,
+    needs_client,
+    vault_executor,
+)
+from domicile.http.fast import FastRecords
+from domicile.http.gate import AuthThrottle, Gate, refuse_credentials, source_address
 from domicile.http.oauth import OAuthError
-from domicile.http.observe import Metrics, Observe, route_template
+from domicile.http.observe import Metrics, Observe
 from domicile.http.openapi import Contract, harden
 from domicile.http.security import (
-    Principal,
     RateLimited,
     TokenIssuer,
-    Unauthorized,
     audit_refusal,
-    bearer_principal,
 )
-from domicile.residency import SubjectEvidence, resolve
 from domicile.vault import Domicile
 from domicile.vault.incountry import ExpirySweeper, InCountryStorage
-from domicile.vault.values import check_fields
 
 # Secrets hashed with scrypt (by earlier versions) cost tens of milliseconds and 16 MB
 # each to check: at most this many checks run at once, in worker threads, never on the
 # event loop.
 _SCRYPT_AT_ONCE = 2
-
-
-@dataclass
-class Service:
-    vault: Domicile
-    clients: ClientRegistry
-    issuer: TokenIssuer
-    metrics: Metrics
-    settings: ServiceSettings
-    throttle: AuthThrottle
-
-    def bearer(self, value: str) -> Principal | None:
-        return bearer_principal(self.issuer, self.clients, value)
-
-
-async def service(request: Request) -> Service:
-    # Dependencies are async where they do not block: a sync one costs a thread hop.
-    svc: Service = request.app.state.service
-    return svc
-
-
-ServiceDep = Annotated[Service, Depends(service)]
-
-
-async def authenticate(
-    request: Request,
-    svc: ServiceDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
-    """The calling client, from ``Authorization: Bearer <access token or API key>``.
-
-    The gate authenticates every route that depends on this before the request's body is
-    read, and keeps the client in the request's state; this only hands it over."""
-    principal = principal_of(request.scope)
-    if principal is None:  # a route the gate did not see as needing a client: check here
-        bearer = authorization or ""
-        principal = svc.bearer(bearer[7:].strip()) if bearer[:7].lower() == "bearer " else None
-        if principal is None:
-            await refuse_credentials(svc, request.scope, "invalid credentials")
-            raise Unauthorized(
-                "the credentials are not valid",
-                hint="send Authorization: Bearer <token or API key>",
-            )
-        request.state.client = principal.client.id
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(authenticate)]
-
-
-def client_access(svc: Service, principal: Principal, as_site: str | None = None) -> Access:
-    """The client as a caller of the vault: its id and scopes, acting from ``as_site`` when
-    it names one, else from its only site, else from the service's local site. Whether it
-    may act from there is checked with everything else, by ``Domicile.authorize``."""
-    client = principal.client
-    sites = client.sites
-    site = as_site or (sites[0] if len(sites) == 1 else svc.vault.config.local_site)
-    return Access.of_client(client.id, client.scopes, site)
-
-
-def needs_client(route: BaseRoute) -> bool:
-    """Whether a route depends on ``authenticate`` (at any depth)."""
-    if not isinstance(route, APIRoute):
-        return False
-    stack = [route.dependant]
-    while stack:
-        dependant = stack.pop()
-        if dependant.call is authenticate:
-            return True
-        stack.extend(dependant.dependencies)
-    return False
-
-
-def authorize(
-    svc: Service,
-    principal: Principal,
-    operation: str,
-    *,
-    site: str | None = None,
-    collection: str | None = None,
-    purpose: str | None = None,
-) -> Access:
-    """Refuse (403, audited where the request arrived) unless the client's scopes allow
-    this, through the vault's one check; the client as a caller otherwise. Record routes
-    leave the check to the vault's operations, which make it once the record is known."""
-    access = client_access(svc, principal, site)
-    svc.vault.authorize(access, operation, site=site, collection=collection, purpose=purpose)
-    return access
 
 
 def create_app(
@@ -153,11 +65,13 @@ def create_app(
     clients: ClientRegistry | None = None,
     settings: ServiceSettings | None = None,
     witness_every: float | None = None,
+    processes: int = 1,
 ) -> FastAPI:
     """The service over ``vault``. ``settings`` (default: the configuration's ``service:``)
     sets the body caps, the authentication limits and whether /metrics is served apart;
     ``witness_every``: seconds between witness rounds (default: the configuration's
-    ``audit.witness_every``)."""
+    ``audit.witness_every``); ``processes``: how many processes serve the deployment
+    together (each takes its share of the authentication limits)."""
     registry = clients or ClientRegistry(
         vault.config.data_dir / "clients.json",
         [c.model_dump() for c in vault.config.model.clients],
@@ -165,7 +79,10 @@ def create_app(
     settings = settings or vault.config.model.service
     issuer = TokenIssuer(vault.keys.token_key(), vault.config.model.environment_id)
     throttle = AuthThrottle(
-        settings.auth_failures_per_source, settings.auth_failures_per_client, issuer.source_key
+        settings.auth_failures_per_source,
+        settings.auth_failures_per_client,
+        issuer.source_key,
+        share=processes,
     )
     svc = Service(vault, registry, issuer, Metrics(), settings, throttle)
     scrypt_slots = anyio.CapacityLimiter(_SCRYPT_AT_ONCE)
@@ -178,9 +95,14 @@ def create_app(
         app.state.witnesser = witnesser.start()
         sweeper = ExpirySweeper(app.state.incountry, settings.expire_every)
         app.state.expiry = sweeper.start()
+        # The document compiled before the first request, not during it (each worker
+        # process of a multi-process service builds its own).
+        app.state.contract = Contract(app.openapi())
         yield
         sweeper.stop()
         witnesser.stop()
+        svc.executor.shutdown(wait=True)
+        svc.executor = vault_executor()  # threads start on first use, if the app is used again
         for key, count in throttle.drain().items():  # limited refusals not yet audited
             audit_refusal(
                 vault, "rate limited", rate_limited_unaudited=count,
@@ -208,6 +130,8 @@ def create_app(
             ("", r) for r in incountry.router.routes
         ]
 
+    # Inside the gate: the record routes' fast path (``fast.py``).
+    app.add_middleware(FastRecords, service=svc, application=app)
     app.add_middleware(Gate, service=svc, routes=routes, needs_client=needs_client)
     app.add_middleware(Observe, metrics=svc.metrics)
 
@@ -334,52 +258,8 @@ def create_app(
     return app
 
 
-async def conforms(request: Request) -> None:
-    """The dependency: refuse (422) a request the OpenAPI document refuses (or 400, in the
-    vault's own words, when its checks of evidence and fields say what is wrong)."""
-    svc: Service = request.app.state.service
-    collection = request.path_params.get("collection")
-
-    def explain(body: Any) -> None:
-        items = body.get("records") if isinstance(body, dict) else None
-        for item in items if isinstance(items, list) else [body]:
-            if not isinstance(item, dict):
-                continue
-            if isinstance(item.get("subject"), dict):
-                resolve(SubjectEvidence.from_mapping(item["subject"]))
-            if collection in svc.vault.config.model.collections:
-                coll = svc.vault.collection(collection)
-                for key, partial in (("fields", False), ("where", True)):
-                    if isinstance(item.get(key), dict):
-                        check_fields(collection, coll, item[key], partial=partial)
-
-    await check_contract(request, explain)
-
-
-async def check_contract(request: Request, explain: Callable[[Any], object] | None = None) -> None:
-    """Refuse (422) a request the OpenAPI document refuses, before its handler runs.
-    ``explain``, given the body, raises the handler's own ``BadInput`` when it has words for
-    what is wrong; the document's verdict stands when it has none."""
-    app = request.app
-    contract: Contract | None = getattr(app.state, "contract", None)
-    if contract is None:
-        contract = app.state.contract = Contract(app.openapi())
-    method, template = request.method, route_template(request.scope)
-    body, has_body = None, False
-    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    wanted = kind == "application/json" and contract.wants_body(method, template)
-    if wanted and await request.body():
-        body, has_body = await request.json(), True
-    params = {"path": request.path_params, "query": request.query_params, "header": request.headers}
-    found = contract.problems(method, template, params, body, has_body)
-    if found:
-        if explain is not None and has_body:
-            explain(body)
-        raise RequestValidationError(found)
-
-
 def metrics_response(metrics: Metrics) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_app(metrics: Metrics) -> Any:

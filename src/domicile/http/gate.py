@@ -43,7 +43,7 @@ from domicile.http.observe import ROUTE_KEY, UNMATCHED
 from domicile.http.security import Principal, audit_refusal
 
 if TYPE_CHECKING:
-    from domicile.http.app import Service
+    from domicile.http.deps import Service
 
 UPLOAD = "domicile_upload"  # an endpoint attribute: the route takes an attachment upload
 _MAX_KEYS = 10_000  # limited sources or clients whose refusals are counted, not audited
@@ -75,15 +75,20 @@ class AuthThrottle:
     windows held in memory (``limits``), and says how long a source must wait once it has
     failed too often.
 
+    The windows are per process. A service of ``N`` processes (``serve --workers N``) gives
+    each one ``1/N`` of each limit (rounded up), so the service as a whole never allows
+    more failures than configured, wherever the connections land; a source whose failures
+    all reach one process is limited sooner.
+
     A refusal is audited, but one attacker must not grow a site's append-only audit without
     bound: while a source (or client id) is limited, only its first 429 is audited; the
     others are counted, and the count is audited when the limit lifts (or the service stops).
     """
 
-    def __init__(self, per_source: str, per_client: str, key: bytes) -> None:
+    def __init__(self, per_source: str, per_client: str, key: bytes, *, share: int = 1) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._per_source: RateLimitItem = parse(per_source)
-        self._per_client: RateLimitItem = parse(per_client)
+        self._per_source: RateLimitItem = _share(parse(per_source), share)
+        self._per_client: RateLimitItem = _share(parse(per_client), share)
         self._key = key
         self._quiet: dict[str, int] = {}  # limited keys -> refusals counted, not audited
         self._lock = threading.Lock()
@@ -137,6 +142,13 @@ class AuthThrottle:
             out = {k: n for k, n in self._quiet.items() if n}
             self._quiet.clear()
             return out
+
+
+def _share(item: RateLimitItem, share: int) -> RateLimitItem:
+    """One process's part of a limit shared by ``share`` processes."""
+    if share <= 1:
+        return item
+    return type(item)(-(-item.amount // share), item.multiples, item.namespace)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from domicile.config import Site
 from domicile.http import openapi, uploads
-from domicile.http.app import PrincipalDep, Service, ServiceDep, authorize, check_contract
+from domicile.http.deps import PrincipalDep, Service, ServiceDep, authorize, check_contract
 from domicile.http.gate import upload
 from domicile.http.observe import route_template
 from domicile.http.problems import documented

@@ -9,24 +9,32 @@ law permits (or in the masked form a pack allows).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from domicile.countries import country
-from domicile.errors import BadInput
-from domicile.http.app import PrincipalDep, ServiceDep, authorize, client_access
-from domicile.http.problems import ALL
+from domicile.errors import BadInput, DomicileError
+from domicile.http.deps import PrincipalDep, Service, ServiceDep, authorize, client_access
+from domicile.http.observe import log_event
+from domicile.http.problems import ALL, public_decision, status_of
+from domicile.http.security import Forbidden, Principal
 from domicile.policy import PolicyEngine, parse_date
 from domicile.residency import SubjectEvidence
-from domicile.vault import ReadResult
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import PolicyRefused, ReadResult
 from domicile.vault.parity import check_parity
 from domicile.vault.transfers import summarize
 
-# The busiest routes are async and hand the vault's (blocking) work to a worker thread in
-# one hop; the others are plain functions, which FastAPI runs in worker threads itself.
+# The record routes are async: each hands the vault's (blocking) work to the service's
+# executor in one hop (``Service.run``) and answers with the JSON bytes themselves
+# (orjson, no second validation of what the vault built; ``response_model`` still
+# documents the answer). Well-formed requests to them usually take the fast path
+# (``fast.py``), which does the same work without FastAPI's per-request dependency
+# resolution. The other routes are plain functions, which FastAPI runs in worker threads.
 router = APIRouter(responses=ALL)
 Evidence = dict[str, str | list[str]]
 FieldValue = str | int | bool
@@ -50,6 +58,11 @@ class BatchItem(_Body):
 
 class BatchBody(_Body):
     records: list[BatchItem] = Field(min_length=1, max_length=1000)
+    purpose: Purpose
+
+
+class ReadManyBody(_Body):
+    tokens: list[str] = Field(min_length=1, max_length=1000)
     purpose: Purpose
 
 
@@ -121,6 +134,50 @@ class RecordResponse(BaseModel):
     rules: list[str]
 
 
+class Unread(BaseModel):
+    """A record of a batch read that was not read: the status, code and words its single
+    read would have answered with (and, for a policy refusal, the public decision)."""
+
+    token: str
+    status: int
+    code: str
+    detail: str
+    decision: dict[str, Any] | None = None
+
+
+class ReadManyResponse(BaseModel):
+    records: list[RecordResponse | Unread]
+
+
+class PutManyResponse(BaseModel):
+    records: list[PutResponse]
+
+
+def _placed(r: Any) -> dict[str, Any]:
+    """A put's answer, as ``PutResponse`` (``join_tokens`` always present)."""
+    out: dict[str, Any] = r.to_dict()
+    out.setdefault("join_tokens", None)
+    return out
+
+
+def _unread(token: str, exc: DomicileError) -> dict[str, Any]:
+    """A failed read of a batch, in the words its single read's problem document uses."""
+    status = status_of(exc)
+    out: dict[str, Any] = {"token": token, "status": status, "code": exc.code}
+    if isinstance(exc, SiteUnavailable):
+        log_event("site unavailable", logging.WARNING, route="/v1/read", site=exc.site,
+                  reason=exc.reason)  # fmt: skip
+        out["detail"] = f"site {exc.site!r} is unavailable"
+    elif status == 500:
+        log_event("internal error", logging.ERROR, route="/v1/read", code=exc.code)
+        out.update(code="internal_error", detail="see the service log")
+    else:
+        out["detail"] = exc.message
+    if isinstance(exc, PolicyRefused):
+        out["decision"] = public_decision(exc.decision)
+    return out
+
+
 def _evidence(raw: Evidence) -> SubjectEvidence:
     return SubjectEvidence.from_mapping(raw)
 
@@ -138,6 +195,57 @@ AsSite = Annotated[
 ]
 
 
+# --- the record routes: their work, shared with the fast path (``fast.py``) ---------------
+
+
+def put_work(
+    svc: Service, principal: Principal, path: dict[str, str], body: PutBody, as_site: str | None
+) -> bytes:
+    r = svc.vault.put(
+        path["collection"], subject=body.subject, fields=body.fields, purpose=body.purpose,
+        access=client_access(svc, principal, as_site),
+    )  # fmt: skip
+    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    return orjson.dumps(_placed(r))
+
+
+def put_batch_work(
+    svc: Service, principal: Principal, path: dict[str, str], body: BatchBody, as_site: str | None
+) -> bytes:
+    items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
+    results = svc.vault.put_many(
+        path["collection"], items, purpose=body.purpose,
+        access=client_access(svc, principal, as_site),
+    )  # fmt: skip
+    return orjson.dumps({"records": [_placed(r) for r in results]})
+
+
+def get_work(
+    svc: Service, principal: Principal, token: str, purpose: str, as_site: str | None
+) -> bytes:
+    access = client_access(svc, principal, as_site)
+    return orjson.dumps(_record(svc, svc.vault.get(token, purpose=purpose, access=access)))
+
+
+def read_many_work(
+    svc: Service, principal: Principal, body: ReadManyBody, as_site: str | None
+) -> bytes:
+    access = client_access(svc, principal, as_site)
+    out: list[dict[str, Any]] = []
+    for token in body.tokens:
+        try:
+            out.append(_record(svc, svc.vault.get(token, purpose=body.purpose, access=access)))
+        except Forbidden:  # the client's scopes, not this record: the whole request
+            raise
+        except DomicileError as exc:
+            out.append(_unread(token, exc))
+    return orjson.dumps({"records": out})
+
+
+def _answer(data: bytes, status: int = 200) -> Response:
+    return Response(data, status_code=status, media_type="application/json")
+
+
 @router.post(
     "/collections/{collection}/records",
     tags=["records"],
@@ -150,34 +258,28 @@ async def put(
     svc: ServiceDep,
     principal: PrincipalDep,
     as_site: AsSite = None,
-) -> dict[str, Any]:
+) -> Response:
     """Store a record at the site the law requires; answer its token."""
-
-    def work() -> dict[str, Any]:
-        r = svc.vault.put(
-            collection, subject=body.subject, fields=body.fields, purpose=body.purpose,
-            access=client_access(svc, principal, as_site),
-        )  # fmt: skip
-        svc.metrics.decisions.labels(r.decision.outcome.value).inc()
-        return r.to_dict()
-
-    return await run_in_threadpool(work)
+    path = {"collection": collection}
+    return _answer(await svc.run(lambda: put_work(svc, principal, path, body, as_site)), 201)
 
 
-@router.post("/collections/{collection}/records/batch", tags=["records"], status_code=201)
-def put_batch(
+@router.post(
+    "/collections/{collection}/records/batch",
+    tags=["records"],
+    response_model=PutManyResponse,
+    status_code=201,
+)
+async def put_batch(
     collection: str,
     body: BatchBody,
     svc: ServiceDep,
     principal: PrincipalDep,
     as_site: AsSite = None,
-) -> dict[str, Any]:
+) -> Response:
     """Store many records; every one is checked and placed before any is written."""
-    items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
-    results = svc.vault.put_many(
-        collection, items, purpose=body.purpose, access=client_access(svc, principal, as_site)
-    )
-    return {"records": [r.to_dict() for r in results]}
+    path = {"collection": collection}
+    return _answer(await svc.run(lambda: put_batch_work(svc, principal, path, body, as_site)), 201)
 
 
 @router.get("/records/{token}", tags=["records"], response_model=RecordResponse)
@@ -187,16 +289,24 @@ async def get(
     principal: PrincipalDep,
     purpose: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")],
     as_site: AsSite = None,
-) -> dict[str, Any]:
+) -> Response:
     """Read a record as from the client's site: locally, or as a transfer the law permits
     (full or masked), or refused with the obligations that would unlock it. A record
     outside the client's collections answers 404, as a missing one does."""
+    return _answer(await svc.run(lambda: get_work(svc, principal, token, purpose, as_site)))
 
-    def work() -> dict[str, Any]:
-        access = client_access(svc, principal, as_site)
-        return _record(svc, svc.vault.get(token, purpose=purpose, access=access))
 
-    return await run_in_threadpool(work)
+@router.post("/read", tags=["records"], response_model=ReadManyResponse)
+async def get_many(
+    body: ReadManyBody, svc: ServiceDep, principal: PrincipalDep, as_site: AsSite = None
+) -> Response:
+    """Read many records (1 to 1000 tokens), each exactly as ``GET /records/{token}``
+    reads it: through the same check, decided, and audited one by one before the answer.
+    ``records`` lists them in the order asked; a record that was not read (missing,
+    outside the client's collections, refused by policy, its key erased, its site down)
+    is listed with the status, code and words its single read would have answered. A
+    client whose scopes do not allow reading at all is refused as a whole (403)."""
+    return _answer(await svc.run(lambda: read_many_work(svc, principal, body, as_site)))
 
 
 @router.patch("/records/{token}", tags=["records"], response_model=RecordResponse | WrittenResponse)

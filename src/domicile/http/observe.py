@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Scope
 
 log = logging.getLogger("domicile.http")
 
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 UNMATCHED = "unmatched"
+# Set (to a private folder) by ``serve --workers N``: each process keeps its counts in files
+# there, and /metrics sums them (``prometheus_client``'s multiprocess mode).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 ROUTE_KEY = "domicile.route"  # the scope key where the matched template is kept
 
 
@@ -55,6 +61,31 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        # The labelled series of requests seen so far (method, route, status): a dict
+        # look-up per request instead of building the labels each time. Bounded, as the
+        # labels are (see the module docstring).
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(method, route, status_label(status)),
+                self.latency.labels(route),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's counts or, in a service of several
+        processes, every process's counts summed."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 def route_template(scope: Scope) -> str:
@@ -106,12 +137,13 @@ class Observe:
             elapsed = time.perf_counter() - start
             route = route_template(scope)
             method = method_label(scope["method"])
-            self.metrics.requests.labels(method, route, status_label(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
-            log_event(
-                "request", method=method, route=route, status=status,
-                ms=round(elapsed * 1000, 2), client=scope.get("state", {}).get("client"),
-            )  # fmt: skip
+            self.metrics.request(method, route, status, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                line = {
+                    "event": "request", "method": method, "route": route, "status": status,
+                    "ms": round(elapsed * 1000, 2), "client": scope.get("state", {}).get("client"),
+                }  # fmt: skip
+                log.info(orjson.dumps(line).decode())
 
 
 class QuietErrors:

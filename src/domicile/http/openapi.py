@@ -432,6 +432,8 @@ def harden(
             props["subject"] = copy.deepcopy(evidence)
         if "token" in props:
             props["token"] = dict(TOKEN)
+        if "tokens" in props:
+            props["tokens"]["items"] = dict(TOKEN)
         if "as_site" in props:
             props["as_site"] = _null(site)
     for model, fields, required in (

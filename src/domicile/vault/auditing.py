@@ -16,8 +16,11 @@ to a log closes the vault.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,11 +81,37 @@ def _check_site(vault: Domicile, site_id: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def one_round_at_a_time(vault: Domicile) -> Iterator[None]:
+    """Hold the deployment's witness lock: an exclusive ``flock`` on its data folder, so
+    that rounds run one after another across threads and processes (the workers of a
+    ``serve --workers N``, a command run beside them). Two rounds at once could hand a
+    witness the heads of one log out of order, and a head older than the one it holds
+    looks like a log cut back. The lock goes with the process that held it, however it
+    ends. Without a data folder to lock (it moved away), the round runs as before."""
+    try:
+        fd = os.open(vault.config.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def witness_round(vault: Domicile, *, sites: Sequence[str] | None = None) -> WitnessRound:
-    """Sign each site's log where it changed and have every other site witness it."""
+    """Sign each site's log where it changed and have every other site witness it (one
+    round at a time across the deployment's processes)."""
     ids = list(sites) if sites is not None else [s.id for s in vault.config.sites]
     for sid in ids:
         _check_site(vault, sid)
+    with one_round_at_a_time(vault):
+        return _round(vault, ids)
+
+
+def _round(vault: Domicile, ids: list[str]) -> WitnessRound:
     out = WitnessRound()
     for sid in ids:
         try:
