@@ -151,3 +151,18 @@ class MissingExtra(DomicileError):
 
     code = "missing_extra"
     exit_code = ExitCode.BAD_INPUT  # usage: install the extra, or use another command
+
+
+class SourceError(BadInput):
+    """A source to scan cannot be used as given (refused credentials, no such database, a
+    file that cannot be read). Nothing was read or written. Names the backend, host and
+    database or the file; never a user name, a password or a driver's message."""
+
+    code = "bad_source"
+
+
+class SourceUnavailable(DomicileError):
+    """A source to scan does not answer. Nothing was read or written."""
+
+    code = "source_unavailable"
+    exit_code = ExitCode.UNAVAILABLE

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from domicile._version import __version__
+from domicile.cli import scan as scan_cli
 from domicile.cli import service as service_cli
 from domicile.cli import vault as vault_cli
 from domicile.cli._output import console, emit_json, errors, last_word
@@ -69,6 +70,7 @@ app.add_typer(residency_app, name="residency")
 app.add_typer(bench_app, name="bench")
 vault_cli.register(app)
 service_cli.register(app)
+scan_cli.register(app)
 
 _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 

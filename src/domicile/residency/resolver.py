@@ -36,7 +36,11 @@ from domicile.residency.documents import citizenship_of, document_type
 EVIDENCE_KEYS = ("citizenship", "residence", "located_at_collection", "phone", "ip", "document")
 
 Attribute = Literal["citizenship", "residence", "location"]
-Kind = Literal["citizenship", "residence", "located_at_collection", "phone", "ip", "document"]
+# The last three come only from discovery (``domicile scan``), never from declared evidence.
+Kind = Literal[
+    "citizenship", "residence", "located_at_collection", "phone", "ip", "document",
+    "email", "bank_account", "address",
+]  # fmt: skip
 
 TRUE, UNKNOWN, FALSE = 1, 0, -1
 

@@ -1,0 +1,165 @@
+"""``domicile scan SOURCE``: find personal data in an existing database or files, whose
+people it belongs to, and what the law says about holding it where the source is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from domicile.cli._output import console, emit_json, err_console, errors
+from domicile.config import CONFIG_ENV
+from domicile.errors import BadInput
+
+
+def _location(located_in: str | None, site: str | None, config: str | None) -> tuple[str, Any]:
+    """The country the source is in, and the engine to decide with."""
+    from domicile.countries import country
+    from domicile.packs import load_packs
+    from domicile.policy import PolicyEngine
+
+    if located_in and site:
+        raise BadInput("give --located-in or --site, not both", hint="one says where the source is")
+    if located_in:
+        return country(located_in, what="--located-in"), PolicyEngine()
+    if site:
+        from domicile.config import load_config
+
+        cfg = load_config(config)
+        try:
+            where = cfg.site(site).country
+        except KeyError:
+            raise BadInput(
+                f"no site {site!r} in the configuration",
+                hint=f"use one of: {', '.join(s.id for s in cfg.sites)}",
+            ) from None
+        return where, PolicyEngine(load_packs(cfg.pack_paths))
+    raise BadInput(
+        "where is the source? give --located-in CC",
+        hint="e.g. --located-in US, or --site ID for a site of the configuration",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def scan(
+        source: str = typer.Argument(
+            ...,
+            help="A database URL (postgresql://, mysql://, sqlite:///FILE) or a path to CSV, Parquet or JSON-lines files or a folder of them.",
+        ),
+        located_in: str | None = typer.Option(
+            None, "--located-in", help="Country the source is stored in (two letters)."
+        ),
+        site: str | None = typer.Option(
+            None, "--site", help="Or: the source is stored where this site of the configuration is."
+        ),
+        config: str | None = typer.Option(
+            None, "--config", envvar=CONFIG_ENV, help="Configuration file, with --site."
+        ),
+        tables: list[str] | None = typer.Option(
+            None, "--table", help="Scan only this table (repeatable)."
+        ),
+        sample: int = typer.Option(
+            1000, "--sample", min=10, help="Rows per table sampled to classify columns."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        out: Path | None = typer.Option(None, "--out", help="Write the JSON object to FILE."),
+    ) -> None:
+        """Find personal data in a database or files, whose it is, and what the law says.
+
+        Classifies the columns of a source, resolves each subject's countries from all
+        linked rows, and reports what the law forbids about holding them there. Reads
+        only. Exit 0 with the report (findings or none), 2 for bad input, 4 if the source
+        does not answer."""
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        from domicile.discovery.sources import require_extra
+
+        with errors(as_json):
+            require_extra()
+            from domicile.discovery import open_source, run_scan
+
+            where, engine = _location(located_in, site, config)
+            bar = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"),
+                console=err_console, transient=True, disable=as_json,
+            )  # fmt: skip
+            tasks: dict[str, Any] = {}
+            done: dict[str, int] = {}
+
+            def tell(table: str, rows: int) -> None:
+                done[table] = done.get(table, 0) + rows
+                if table not in tasks:
+                    tasks[table] = bar.add_task(table)
+                bar.update(tasks[table], description=f"{table}: {done[table]:,} rows")
+
+            src = open_source(source)
+            try:
+                with bar:
+                    report = run_scan(
+                        src, located_in=where, engine=engine, tables=tables or (),
+                        sample=sample, progress=tell,
+                    )  # fmt: skip
+            finally:
+                src.close()
+            if out is not None:
+                try:
+                    out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+                except OSError:
+                    raise BadInput(
+                        f"cannot write {out}", hint="check the folder and its permissions"
+                    ) from None
+        if as_json:
+            emit_json(report)
+            return
+        _human(report, out)
+
+
+def _human(report: dict[str, Any], out: Path | None) -> None:
+    st = report["stats"]
+    console.rule(f"[bold]scan of {escape(report['source'])}, as stored in {report['located_in']}")
+    table = Table(title="columns holding personal data")
+    for col in ("column", "category", "confidence", "evidence"):
+        table.add_column(col, overflow="fold")
+    none = 0
+    for name, c in report["columns"].items():
+        if c["category"] is None:
+            none += 1
+            continue
+        table.add_row(escape(name), c["category"], f"{c['confidence']:.2f}", escape(c["evidence"]))
+    console.print(table)
+    console.print(f"{none} other columns hold no personal data the recognizers know.")
+    for link in report["links"]:
+        how = "declared" if link["declared"] else f"inferred, {link['containment']:.0%} contained"
+        console.print(f"link {escape(link['from'])} -> {escape(link['to'])} ({how})")
+    by_country: dict[str, int] = {}
+    for countries in report["subjects"].values():
+        for cc in countries or ["none"]:
+            by_country[cc] = by_country.get(cc, 0) + 1
+    shown = ", ".join(f"{cc} {n}" for cc, n in sorted(by_country.items(), key=lambda kv: -kv[1]))
+    console.print(
+        f"{st['subjects']:,} subjects in {', '.join(report['subject_tables']) or 'no table'}: {shown or 'none'}"
+    )
+    if not report["findings"]:
+        console.print(
+            f"[green]no findings[/]: the packs allow holding this data in {report['located_in']}"
+        )
+    for f in report["findings"]:
+        colour = "red" if f["outcome"] == "deny" else "yellow"
+        cites = "; ".join(
+            c["title"] + (f" {c['pinpoint']}" if c["pinpoint"] else "") for c in f["citations"][:2]
+        )
+        weak = f" ({f['uncertain_subjects']:,} on weak evidence)" if f["uncertain_subjects"] else ""
+        console.print(
+            f"[{colour}]{f['outcome']}[/] {f['rule']} ({f['jurisdiction']}): "
+            f"{f['subjects']:,} subjects{weak}, {f['rows']:,} rows"
+        )
+        console.print(f"    why: {escape(f['reason'])}", soft_wrap=True)
+        console.print(f"    law: {escape(cites)}", soft_wrap=True, style="dim")
+    console.print(f"{st['rows']:,} rows, {st['values']:,} values in {st['seconds']} s")
+    if out is not None:
+        console.print(f"full report (JSON) in {escape(str(out))}")

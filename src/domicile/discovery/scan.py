@@ -1,0 +1,426 @@
+"""``domicile scan``: where is the personal data of which country's people, and what does
+the law say about it being here?
+
+Four steps, each reading only:
+1. classify every column from a sample of its values (``classify.py``);
+2. find the subjects' tables and the links to them: declared foreign keys, or, for files,
+   columns whose values are contained in another table's key (a name that agrees lowers
+   the bar; it never suffices alone);
+3. read the tables that hold evidence in full, batch by batch, and gather per subject the
+   pieces of evidence of every linked row (``evidence.py``), resolved into countries;
+4. decide each subject's data with the policy engine as if stored where the source is,
+   and report every rule that refuses or escalates, with counts and row references by
+   primary key (never a value).
+
+Memory grows with the number of subjects and of rows in linked parent tables, never with
+the rows of the table being read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domicile.discovery.classify import Tally, Verdict, decide, tally, text
+from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
+from domicile.discovery.recognizers import KINDS
+from domicile.discovery.sources import ForeignKey, Source, TableInfo
+from domicile.errors import BadInput
+from domicile.packs.model import Outcome
+from domicile.policy import Decision, PolicyEngine
+from domicile.residency import Residency
+
+# Row references kept per subject and table, and listed per finding and table.
+REFS_PER_SUBJECT = 3
+REFS_PER_FINDING = 1000
+# Link inference: share of a column's sampled values found among a table's keys.
+CONTAINED_NAMED = 0.9
+CONTAINED_UNNAMED = 1.0
+MIN_LINK_DISTINCT = 20
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class Link:
+    table: str
+    column: str
+    target: str
+    target_column: str
+    declared: bool
+    containment: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "from": f"{self.table}.{self.column}",
+            "to": f"{self.target}.{self.target_column}",
+            "declared": self.declared,
+        }
+        if self.containment is not None:
+            out["containment"] = round(self.containment, 3)
+        return out
+
+
+@dataclass
+class _Table:
+    info: TableInfo
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    key: tuple[str, ...] = ()  # the columns that name a row (empty: row numbers)
+    rows: int = 0
+
+    @property
+    def personal(self) -> dict[str, str]:
+        """Column to kind, for the columns that hold personal data."""
+        return {c: v.kind for c, v in self.verdicts.items() if v.kind is not None}
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(v.category for v in self.verdicts.values() if v.category)
+
+
+@dataclass
+class _Subject:
+    pieces: set[Piece] = field(default_factory=set)
+    rows: Counter[str] = field(default_factory=Counter)  # table to rows
+    refs: dict[str, list[str]] = field(default_factory=dict)  # table to a few row keys
+
+
+def _row_key(values: Sequence[Any]) -> str:
+    return "/".join("" if v is None else str(v) for v in values)
+
+
+def scan(
+    source: Source,
+    *,
+    located_in: str,
+    engine: PolicyEngine,
+    tables: Sequence[str] = (),
+    sample: int = 1000,
+    batch_size: int = 5000,
+    date: dt.date | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    day = date or dt.date.today()
+    infos = source.tables()
+    if tables:
+        known = {i.name for i in infos}
+        missing = [t for t in tables if t not in known]
+        if missing:
+            raise BadInput(
+                f"the source has no table {missing[0]!r}",
+                hint=f"use one of: {', '.join(sorted(known)) or '(none)'}",
+            )
+        infos = [i for i in infos if i.name in tables]
+    if not infos:
+        raise BadInput("the source holds no tables", hint="check the URL or path")
+
+    stats = Counter[str]()
+    # 1. classify from a sample
+    state: dict[str, _Table] = {}
+    samples: dict[str, dict[str, list[Any]]] = {}
+    for info in infos:
+        t = _Table(info)
+        merged: dict[str, Tally] = {}
+        rows: dict[str, list[Any]] = {c: [] for c in info.columns}
+        for batch in source.batches(info.name, info.columns, batch_size, limit=sample):
+            for column, tl in tally(batch).items():
+                merged.setdefault(column, Tally()).merge(tl)
+            for c in info.columns:
+                rows[c].extend(batch[c])
+        samples[info.name] = rows
+        for column in info.columns:
+            t.verdicts[column] = decide(column, merged.get(column, Tally()))
+        t.key = info.primary_key or _infer_key(t, rows)
+        state[info.name] = t
+    if all(not any(samples[n].values()) for n in state):
+        raise BadInput(
+            "every table of the source is empty", hint="nothing to scan; check the source"
+        )
+
+    # 2. links and subjects
+    links = _declared_links(state)
+    if source.files or not links:
+        links += _inferred_links(source, state, samples, batch_size)
+    parent: dict[str, Link] = {}
+    for each in links:
+        parent.setdefault(each.table, each)
+    roots: dict[str, str | None] = {}
+
+    def root(name: str, seen: frozenset[str] = frozenset()) -> str | None:
+        if name in roots:
+            return roots[name]
+        found: str | None = None
+        up = parent.get(name)
+        if up is not None and up.target not in seen:
+            found = root(up.target, seen | {name})
+        if found is None and state[name].personal:
+            found = name
+        roots[name] = found
+        return found
+
+    for name in state:
+        root(name)
+    del samples  # the full pass holds one batch at a time
+
+    # 3. read in full, parents before children
+    book = EvidenceBook()
+    subjects: dict[str, _Subject] = {}
+    owner: dict[str, dict[str, str]] = {}  # table to (its key value to subject id)
+    needed_as_parent = {link.target for link in parent.values()}
+
+    def depth(name: str) -> int:
+        d, cur = 0, name
+        while roots.get(cur) not in (None, cur) and cur in parent and d < len(state):
+            cur, d = parent[cur].target, d + 1
+        return d
+
+    order = sorted((n for n in state if roots.get(n) is not None), key=depth)
+    for name in order:
+        t = state[name]
+        subject_table = roots[name] == name
+        link = None if subject_table else parent[name]
+        evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
+        wanted = list(dict.fromkeys([*t.key, *([link.column] if link else []), *evidence_cols]))
+        if not wanted:
+            wanted = [t.info.columns[0]]
+        # Children of a subjects' table name their subject by its key directly; only
+        # tables in between (orders, between payments and customers) keep a map.
+        keep_map = name in needed_as_parent and not subject_table
+        mapping: dict[str, str] = {}
+        counted = bool(t.personal)
+        rowno = 0
+        for batch in source.batches(name, wanted, batch_size):
+            n = len(batch[wanted[0]])
+            keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
+            links_col = batch[link.column] if link else None
+            for i in range(n):
+                rowno += 1
+                ref = _row_key(keys[i]) if keys else f"#{rowno}"
+                if subject_table:
+                    sid = f"{name}:{ref}"
+                else:
+                    assert link is not None
+                    assert links_col is not None
+                    target = text(links_col[i])
+                    if target is None:
+                        continue
+                    up = link.target
+                    sid_found = (
+                        f"{up}:{target}" if roots[up] == up else owner.get(up, {}).get(target)
+                    )
+                    if sid_found is None:
+                        continue
+                    sid = sid_found
+                if keep_map:
+                    mapping[ref] = sid
+                if not counted:
+                    continue
+                s = subjects.get(sid)
+                if s is None:
+                    s = subjects[sid] = _Subject()
+                s.rows[name] += 1
+                refs = s.refs.setdefault(name, [])
+                if len(refs) < REFS_PER_SUBJECT:
+                    refs.append(ref)
+                for column, kind in evidence_cols.items():
+                    value = text(batch[column][i])
+                    if value is None:
+                        continue
+                    piece = book.piece(kind, value)
+                    if piece is not None:
+                        s.pieces.add(piece)
+            stats["values"] += n * len(wanted)
+            t.rows += n
+            if progress:
+                progress(name, n)
+        stats["rows"] += t.rows
+        if keep_map:
+            owner[name] = mapping
+
+    # 4. decide
+    findings: dict[str, dict[str, Any]] = {}
+    subjects_out: dict[str, list[str]] = {}
+    decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
+    for sid, s in subjects.items():
+        residency = book.residency(s.pieces)
+        subjects_out[sid] = countries_of(residency)
+        cats = frozenset().union(*(state[tb].categories for tb in s.rows))
+        if not cats:
+            continue
+        decision = decisions.get((residency, cats))
+        if decision is None:
+            request = engine.request(
+                subject=residency,
+                categories=sorted(cats),
+                operation="store",
+                site_country=located_in,
+                date=day,
+            )
+            decision = decisions[(residency, cats)] = engine.decide(request)
+        if decision.outcome is Outcome.allow:
+            continue
+        jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
+        for rule in decision.rules:
+            if rule.outcome is Outcome.allow:
+                continue
+            f = findings.get(rule.id)
+            if f is None:
+                f = findings[rule.id] = {
+                    "rule": rule.id,
+                    "pack": rule.pack,
+                    "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
+                    "title": rule.title,
+                    "outcome": rule.outcome.value,
+                    "severity": "high" if rule.outcome is Outcome.deny else "review",
+                    "reason": rule.reason,
+                    "citations": [c.to_dict() for c in rule.citations],
+                    "subjects": 0,
+                    "rows": 0,
+                    "uncertain_subjects": 0,
+                    "subject_refs": [],
+                    "row_refs": {},
+                    "row_refs_complete": True,
+                }
+            # Escalation is stricter than allowing: a contested case is its own outcome.
+            if rule.outcome is Outcome.deny and f["outcome"] != "deny":
+                f["outcome"], f["severity"] = "deny", "high"
+            f["subjects"] += 1
+            f["uncertain_subjects"] += int(rule.uncertain)
+            f["subject_refs"].append(sid)
+            for tb, count in s.rows.items():
+                f["rows"] += count
+                listed = f["row_refs"].setdefault(tb, [])
+                room = REFS_PER_FINDING - len(listed)
+                listed.extend(s.refs[tb][: max(room, 0)])
+                if count > min(len(s.refs[tb]), max(room, 0)):
+                    f["row_refs_complete"] = False
+
+    columns_out = {
+        f"{name}.{column}": v.to_dict()
+        for name, t in state.items()
+        for column, v in t.verdicts.items()
+    }
+    return {
+        "source": source.description,
+        "located_in": located_in,
+        "date": day.isoformat(),
+        "columns": columns_out,
+        "subjects": subjects_out,
+        "links": [link.to_dict() for link in links],
+        "subject_tables": sorted({r for r in roots.values() if r}),
+        "findings": sorted(
+            findings.values(), key=lambda f: (f["outcome"] != "deny", -f["subjects"], f["rule"])
+        ),
+        "stats": {
+            "tables": len(state),
+            "rows": stats["rows"],
+            "values": stats["values"],
+            "subjects": len(subjects_out),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
+
+
+def _infer_key(t: _Table, rows: dict[str, list[Any]]) -> tuple[str, ...]:
+    """A key for a table without a declared one: a column, unique and never empty in the
+    sample, that holds no personal data (a key that is an e-mail address would put values
+    in the report). Prefers ``id`` or a name with the table's own (``order_id`` in
+    ``orders``), then any name like an id (``customer_id`` may be unique too)."""
+    candidates = []
+    for column in t.info.columns:
+        if t.verdicts[column].kind is not None:
+            continue
+        values = [text(v) for v in rows[column]]
+        if not values or any(v is None for v in values) or len(set(values)) != len(values):
+            continue
+        lowered = column.lower()
+        single = _singular(t.info.name)
+        own = lowered in ("id", "uuid", "key", f"{single}_id", f"{single}id")
+        named = lowered.endswith(("id", "key", "_no"))
+        candidates.append((not own, not named, t.info.columns.index(column), column))
+    return (min(candidates)[3],) if candidates else ()
+
+
+def _declared_links(state: dict[str, _Table]) -> list[Link]:
+    out = []
+    for name, t in state.items():
+        for fk in t.info.foreign_keys:
+            # Followed only to the target's key: that is how a row of it is named.
+            if len(fk.columns) == 1 and fk.table in state and fk.target == state[fk.table].key:
+                out.append(Link(name, fk.columns[0], fk.table, fk.target[0], True))
+    return out
+
+
+def _singular(name: str) -> str:
+    lowered = name.lower()
+    for suffix in ("ies", "es", "s"):
+        if lowered.endswith(suffix) and len(lowered) > len(suffix) + 2:
+            return lowered[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return lowered
+
+
+def _inferred_links(
+    source: Source,
+    state: dict[str, _Table],
+    samples: dict[str, dict[str, list[Any]]],
+    batch_size: int,
+) -> list[Link]:
+    """Links for sources without declared keys: a column of one table whose sampled values
+    are (nearly) all keys of another table."""
+    keyed = {n: t for n, t in state.items() if len(t.key) == 1}
+    key_sets: dict[str, set[str]] = {}
+    for name, t in keyed.items():
+        values: set[str] = set()
+        for batch in source.batches(name, [t.key[0]], batch_size):
+            values.update(v for v in map(text, batch[t.key[0]]) if v is not None)
+        key_sets[name] = values
+    out = []
+    declared = {
+        (fk_t, c) for fk_t, t in state.items() for fk in t.info.foreign_keys for c in fk.columns
+    }
+    for name, t in state.items():
+        # Candidates from the sample, then checked on the whole column: sequential integer
+        # keys make a sample of one table's references fit several tables.
+        best: tuple[bool, float, float, str, str] | None = None
+        for column in t.info.columns:
+            if t.verdicts[column].kind is not None or (name, column) in declared:
+                continue
+            if t.key == (column,):
+                continue
+            distinct = {v for v in map(text, samples[name][column]) if v is not None}
+            if not distinct:
+                continue
+            full: set[str] | None = None
+            for target, keys in key_sets.items():
+                if target == name or not keys:
+                    continue
+                named = _singular(target) in column.lower()
+                enough = CONTAINED_NAMED if named else CONTAINED_UNNAMED
+                if len(distinct & keys) / len(distinct) < enough:
+                    continue
+                if not named and len(distinct) < MIN_LINK_DISTINCT:
+                    continue
+                if full is None:
+                    full = set()
+                    for batch in source.batches(name, [column], batch_size):
+                        full.update(v for v in map(text, batch[column]) if v is not None)
+                found = len(full & keys)
+                share = found / len(full)
+                if share < enough:
+                    continue
+                # Equal containment: the table whose keys the column covers best.
+                candidate = (named, share, found / len(keys), column, target)
+                if best is None or candidate[:3] > best[:3]:
+                    best = candidate
+        if best is not None:
+            _, share, _, column, target = best
+            out.append(Link(name, column, target, state[target].key[0], False, share))
+    return out
+
+
+__all__ = ["ForeignKey", "Link", "scan"]

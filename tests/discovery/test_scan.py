@@ -1,0 +1,374 @@
+"""``domicile scan`` against real sources (SQLite, the machine's PostgreSQL and MariaDB,
+CSV, Parquet and JSON-lines files) made by the synthetic generator, whose truth says what
+the scan must find; read-only proofs; bad input in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from domicile.cli.app import app
+from domicile.discovery import open_source
+from domicile.discovery.synthetic import Dataset, generate, write_database, write_files
+
+runner = CliRunner()
+MARIADB = "mysql://root@127.0.0.1:3306"
+SUBJECTS = 120
+CITY = "Москва"
+
+
+@cache
+def dataset() -> Dataset:
+    return generate(SUBJECTS, seed=11)
+
+
+def scan(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["scan", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def scan_json(source: str, *more: str) -> dict[str, Any]:
+    code, out, err = scan(source, "--located-in", "US", "--json", *more)
+    assert code == 0, out + err
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def personal_values(data: Dataset) -> set[str]:
+    """Every value of a personal column, to prove none reaches the report. Cities are left
+    out: the packs' citations name capitals."""
+    out = set()
+    for t in data.tables.values():
+        for i, column in enumerate(t.columns):
+            if data.columns[f"{t.name}.{column}"] in (None, "user.contact.address.city"):
+                continue
+            out.update(str(r[i]) for r in t.rows if r[i] is not None and len(str(r[i])) > 3)
+    return out
+
+
+def check_report(report: dict[str, Any], data: Dataset, *, declared: bool) -> None:
+    assert {"columns", "subjects", "links", "findings", "stats"} <= set(report)
+    wrong = {
+        k: (v["category"], data.columns[k])
+        for k, v in report["columns"].items()
+        if v["category"] != data.columns[k]
+    }
+    assert wrong == {}
+    assert report["subjects"] == data.subjects
+    links = {(link["from"], link["to"]) for link in report["links"]}
+    assert links == {
+        ("kyc.c_ref", "customers.id"),
+        ("orders.cust", "customers.id"),
+        ("payments.o", "orders.oid"),
+        ("sessions.u", "customers.id"),
+    }
+    assert all(link["declared"] is declared for link in report["links"])
+    findings = {f["rule"]: f for f in report["findings"]}
+    ru = findings["ru.localization.2025"]
+    assert ru["outcome"] == "deny"
+    assert ru["jurisdiction"] == "RU"
+    assert ru["citations"]
+    russians = {k for k, v in data.subjects.items() if v == ["RU"]}
+    assert russians <= set(ru["subject_refs"])
+    assert ru["subjects"] == len(ru["subject_refs"])
+    # Rows are referred to by primary key only.
+    assert set(ru["row_refs"]) <= {"customers", "kyc", "payments", "sessions"}
+    assert all(ref.isdigit() for refs in ru["row_refs"].values() for ref in refs)
+    assert report["stats"]["rows"] == sum(len(t.rows) for t in data.tables.values()) - len(
+        data.tables["products"].rows
+    )
+    text = json.dumps(report, ensure_ascii=False)
+    leaked = [v for v in personal_values(data) if v in text]
+    assert leaked == []
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def test_sqlite_scan_finds_the_truth_and_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "crm.db"
+    write_database(dataset(), f"sqlite:///{db}")
+    before = digest(db), db.stat().st_mtime_ns
+    report = scan_json(f"sqlite:///{db}")
+    check_report(report, dataset(), declared=True)
+    assert (digest(db), db.stat().st_mtime_ns) == before
+    assert not (tmp_path / "crm.db-journal").exists()
+    assert not (tmp_path / "crm.db-wal").exists()
+
+
+def test_sqlite_source_connection_refuses_writes(tmp_path: Path) -> None:
+    db = tmp_path / "crm.db"
+    write_database(generate(20), f"sqlite:///{db}")
+    src: Any = open_source(f"sqlite:///{db}")
+    try:
+        with pytest.raises(Exception, match=r"readonly|read-only|attempt to write"):
+            src._conn.exec_driver_sql("DELETE FROM customers")
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_file_scan_infers_links_and_finds_the_truth(tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "export"
+    write_files(dataset(), folder, fmt)
+    before = {p.name: digest(p) for p in folder.iterdir()}
+    report = scan_json(str(folder))
+    check_report(report, dataset(), declared=False)
+    assert all(link["containment"] >= 0.9 for link in report["links"])
+    assert {p.name: digest(p) for p in folder.iterdir()} == before
+
+
+def test_postgresql_scan_is_read_only(pg_database: Callable[[str], str]) -> None:
+    url = pg_database("scan")
+    write_database(dataset(), url)
+    report = scan_json(url)
+    check_report(report, dataset(), declared=True)
+    src: Any = open_source(url)
+    try:
+        with pytest.raises(Exception, match="read-only"):
+            src._conn.exec_driver_sql("DELETE FROM customers")
+    finally:
+        src.close()
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    import pymysql
+
+    try:
+        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=5)
+    except pymysql.Error as exc:
+        pytest.fail(f"MariaDB does not answer at 127.0.0.1:3306: {exc}", pytrace=False)
+    name = f"domicile_scan_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    try:
+        yield f"{MARIADB}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        admin.close()
+
+
+def test_mariadb_scan_is_read_only(mariadb_url: str) -> None:
+    write_database(dataset(), mariadb_url)
+    report = scan_json(mariadb_url)
+    check_report(report, dataset(), declared=True)
+    src: Any = open_source(mariadb_url)
+    try:
+        with pytest.raises(Exception, match="READ ONLY"):
+            src._conn.exec_driver_sql("DELETE FROM customers")
+    finally:
+        src.close()
+
+
+def test_table_option_sample_and_out(tmp_path: Path) -> None:
+    db = tmp_path / "crm.db"
+    write_database(dataset(), f"sqlite:///{db}")
+    out = tmp_path / "report.json"
+    code, stdout, _ = scan(
+        f"sqlite:///{db}", "--located-in", "DE", "--table", "customers", "--table", "kyc",
+        "--sample", "50", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert {k.partition(".")[0] for k in report["columns"]} == {"customers", "kyc"}
+    assert report["located_in"] == "DE"
+    # Human output: readable lines, no Python reprs.
+    assert "ru.localization.2025" in stdout
+    assert "subjects" in stdout
+    assert "{'" not in stdout
+    assert str(out) in stdout.replace("\n", "")
+
+
+def test_site_of_the_configuration_gives_the_location(tmp_path: Path) -> None:
+    db = tmp_path / "crm.db"
+    write_database(generate(30), f"sqlite:///{db}")
+    config = tmp_path / "domicile.yaml"
+    config.write_text(
+        "environment_id: default\ndata_dir: data\ndefault_site: ru\nsites:\n"
+        "  - {id: ru, country: RU, location: {provider: P, city: Moscow, address: A},"
+        " backend: 'sqlite:data/ru.sqlite'}\n"
+        "collections:\n  profiles:\n    fields:\n      email: {category: user.contact.email}\n"
+    )
+    code, out, err = scan(f"sqlite:///{db}", "--site", "ru", "--config", str(config), "--json")
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["located_in"] == "RU"
+    assert "ru.localization.2025" not in {f["rule"] for f in report["findings"]}
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def one_line_error(code: int, out: str, err: str, expected: int, *secrets_: str) -> str:
+    assert code == expected, out + err
+    message = (out + err).strip()
+    assert "Traceback" not in message
+    assert len(message.splitlines()) == 1 or message.startswith("error:"), message
+    for s in secrets_:
+        assert s not in message
+    return message
+
+
+def test_unreachable_server_is_exit_4_without_credentials() -> None:
+    code, out, err = scan("postgresql://scanner:s3cretpw@127.0.0.1:1/crm", "--located-in", "US")
+    msg = one_line_error(code, out, err, 4, "s3cretpw", "scanner")
+    assert "does not answer" in msg
+
+
+def test_wrong_password_is_exit_2_without_credentials(mariadb_url: str) -> None:
+    url = mariadb_url.replace("root@", "root:wr0ngpw@")
+    code, out, err = scan(url, "--located-in", "US")
+    msg = one_line_error(code, out, err, 2, "wr0ngpw")
+    assert "credentials" in msg
+
+
+def test_missing_database_is_exit_2(pg_server: Any) -> None:
+    code, out, _ = scan(
+        "postgresql://postgres@127.0.0.1:5432/no_such_db_here", "--located-in", "US", "--json"
+    )
+    assert code == 2
+    assert json.loads(out)["error"]["code"] == "bad_source"
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda d: (d / "a.csv").mkdir(), "cannot read"),
+        (lambda d: (d / "a.parquet").write_bytes(b"not parquet" * 10), "cannot be read as Parquet"),
+        (lambda d: (d / "a.csv").write_bytes(b""), "is empty"),
+        (
+            lambda d: (d / "a.csv").write_bytes(b"a,b\n" + CITY.encode() + b",1\ncaf\xe9,2\n"),
+            "not UTF-8",
+        ),
+        (lambda d: (d / "a.txt").write_text("x"), "no CSV, Parquet or JSON-lines files"),
+    ],
+)
+def test_bad_files_are_one_line_exit_2(
+    tmp_path: Path, make: Callable[[Path], None], words: str
+) -> None:
+    make(tmp_path)
+    code, out, err = scan(str(tmp_path), "--located-in", "US")
+    msg = one_line_error(code, out, err, 2, CITY, "caf")
+    assert words in msg
+
+
+def test_empty_tables_and_unknown_table(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT)")
+    code, out, err = scan(f"sqlite:///{db}", "--located-in", "US")
+    assert "empty" in one_line_error(code, out, err, 2)
+    code, out, err = scan(f"sqlite:///{db}", "--located-in", "US", "--table", "nope")
+    assert "no table 'nope'" in one_line_error(code, out, err, 2)
+    code, out, err = scan(f"sqlite:///{db}")
+    assert "--located-in" in one_line_error(code, out, err, 2)
+
+
+def test_binary_columns_and_mixed_encodings_are_read_not_fatal(tmp_path: Path) -> None:
+    db = tmp_path / "mixed.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE people (id INTEGER PRIMARY KEY, photo BLOB, mail TEXT, note TEXT)"
+        )
+        for i in range(40):
+            conn.execute(
+                "INSERT INTO people VALUES (?, ?, ?, CAST(? AS TEXT))",
+                (i, bytes([i, 255, 0]), f"p{i}@firm{i}.de", b"caf\xe9 " + str(i).encode()),
+            )
+    report = scan_json(f"sqlite:///{db}")
+    assert report["columns"]["people.photo"]["category"] is None
+    assert report["columns"]["people.photo"]["evidence"] == "binary values are not read"
+    assert report["columns"]["people.mail"]["category"] == "user.contact.email"
+    assert report["columns"]["people.note"]["category"] is None
+    assert report["subjects"]["people:7"] == ["DE"]
+
+
+def test_without_the_extra_the_command_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "duckdb", None)
+    code, out, err = scan("sqlite:///x.db", "--located-in", "US")
+    msg = one_line_error(code, out, err, 2)
+    assert "pip install 'domicile[scan]'" in msg
+
+
+def test_inferred_links_are_checked_on_the_whole_column(tmp_path: Path) -> None:
+    """A sample of payments.o (order ids 1..50) fits the customers' keys too; the whole
+    column (1..120) fits only the orders'."""
+    data = generate(60, seed=4)
+    write_files(data, tmp_path, "csv")
+    report = scan_json(str(tmp_path), "--sample", "50")
+    assert {"from": "payments.o", "to": "orders.oid", "declared": False, "containment": 1.0} in (
+        report["links"]
+    )
+    assert report["subjects"] == data.subjects
+
+
+def test_bench_scan_reports_rates_accuracy_and_ratios() -> None:
+    result = runner.invoke(app, ["bench", "scan", "--subjects", "60", "--sample", "50", "--json"])
+    assert result.exit_code == 0, result.stdout
+    data = json.loads(result.stdout)
+    assert set(data["per_second"]) == {"scan_sqlite", "scan_parquet", "baseline_all_regex"}
+    assert set(data["ratios"]) >= {"scan_sqlite_vs_baseline_speed", "scan_vs_baseline_macro_f1"}
+    for name in ("sqlite", "parquet"):
+        assert data["scan"][name]["accuracy"]["macro_f1"] >= 0.9
+        assert data["scan"][name]["subjects_exact"] >= 0.95
+    # The baseline flags decoys (order numbers, timestamps) the validators leave alone.
+    assert data["baseline"]["accuracy"]["macro_f1"] < data["scan"]["sqlite"]["accuracy"]["macro_f1"]
+
+
+def test_a_folder_of_parts_is_one_table(tmp_path: Path) -> None:
+    """Partitioned files, as Spark or DuckDB write them: customers/part-0.parquet, ..."""
+    import duckdb
+
+    data = generate(60, seed=9)
+    flat = tmp_path / "flat"
+    write_files(data, flat, "parquet")
+    parted = tmp_path / "parted"
+    parted.mkdir()
+    for f in flat.iterdir():
+        (parted / f.stem).mkdir()
+        con = duckdb.connect()
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{f}')) TO '{parted / f.stem}' "
+            "(FORMAT parquet, PER_THREAD_OUTPUT true)"
+        )
+        con.close()
+        assert list((parted / f.stem).iterdir())
+    report = scan_json(str(parted))
+    assert report["subjects"] == data.subjects
+    assert {k: v["category"] for k, v in report["columns"].items()} == data.columns
+
+
+def test_file_keys_prefer_the_tables_own_id(tmp_path: Path) -> None:
+    """customer_id is unique in this export too; order_id names the orders."""
+    (tmp_path / "customers.csv").write_text(
+        "customer_id,mail\n" + "".join(f"{i},p{i}@firm{i}.de\n" for i in range(1, 41))
+    )
+    (tmp_path / "orders.csv").write_text(
+        "customer_id,order_id,total\n" + "".join(f"{i},{1000 + i},{i}.50\n" for i in range(1, 41))
+    )
+    report = scan_json(str(tmp_path))
+    assert report["links"] == [
+        {
+            "from": "orders.customer_id",
+            "to": "customers.customer_id",
+            "declared": False,
+            "containment": 1.0,
+        }
+    ]
+    assert report["subjects"]["customers:7"] == ["DE"]
