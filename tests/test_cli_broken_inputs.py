@@ -251,3 +251,21 @@ def test_an_unexpected_error_is_one_line_and_exit_70(
     assert "Traceback" not in output
     assert "Anna" not in output
     assert "internal error (RuntimeError" in output
+
+
+def test_serve_on_a_busy_port_exits_5_before_setting_anything_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOMICILE_CONFIG", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = run(["serve", "--port", str(port), "--workers", "1"], capsys)
+    assert code == ExitCode.ENVIRONMENT, output
+    assert "cannot listen on 127.0.0.1" in output
+    assert "serving" not in output
+    assert list(tmp_path.iterdir()) == []  # the embedded deployment was not made

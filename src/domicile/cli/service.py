@@ -12,6 +12,7 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, errors
 from domicile.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from domicile.errors import ExitCode
 from domicile.files import write_private
 
 clients_app = typer.Typer(
@@ -189,6 +190,11 @@ def register(app: typer.Typer) -> None:
             "auth_failures_per_client": auth_failures_per_client,
         }  # fmt: skip
         with errors(False):
+            _require_free(host, port, "--port")
+            if metrics_address:
+                mh, _, mp = metrics_address.rpartition(":")
+                if mp.isdigit():
+                    _require_free(mh.strip("[]"), int(mp), "--metrics-address")
             if config is None and not Path(DEFAULT_CONFIG).exists():
                 cfg, creds, made = embedded_config()
             else:
@@ -200,26 +206,28 @@ def register(app: typer.Typer) -> None:
 
                 placed = load_sample(vault)
                 console.print(f"sample population loaded: {placed} records")
+
+        def say(text: str) -> None:
+            console.print(text, soft_wrap=True)  # whole lines: commands stay copyable
+
         processes = workers or os.cpu_count() or 1
         base = f"http://{host}:{port}"
-        console.print(
-            f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs)"
-        )
-        console.print(
+        say(f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs)")
+        say(
             f"sites: {', '.join(f'{s.id} ({s.country})' for s in cfg.sites)}; environment id: {cfg.model.environment_id}"
         )
-        console.print(f"processes: {processes}")
+        say(f"processes: {processes}")
         if settings.metrics_address:
-            console.print(f"metrics: http://{settings.metrics_address}/metrics")
+            say(f"metrics: http://{settings.metrics_address}/metrics")
         if creds and made:  # the secret is shown once, when it is made
-            console.print(
+            say(
                 f"demo client: client_id={creds['client_id']} client_secret={creds['client_secret']}"
             )
-            console.print(
+            say(
                 f"try: curl -s -u {creds['client_id']}:{creds['client_secret']} -d grant_type=client_credentials {base}/oauth2/token"
             )
         elif creds:
-            console.print(
+            say(
                 f"demo client: client_id={creds['client_id']} (its secret is in "
                 f"{EMBEDDED / 'demo-client.json'}, readable by you only)"
             )
@@ -238,6 +246,8 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         if not settings.metrics_address:
             api.run()
+            if not api.started:  # it could not listen (taken since the check)
+                raise typer.Exit(ExitCode.ENVIRONMENT)
             return
         mhost, _, mport = settings.metrics_address.rpartition(":")
         metrics = uvicorn.Server(
@@ -259,6 +269,29 @@ def register(app: typer.Typer) -> None:
                 await task
 
         asyncio.run(both())
+
+
+def _require_free(host: str, port: int, option: str) -> None:
+    """Refuse, before anything is set up or printed, an address something else listens on:
+    the machine stands in the way (exit 5), not the policy."""
+    import socket
+
+    from domicile.errors import EnvironmentProblem
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # an unresolvable host is uvicorn's to report
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot listen on {host}:{port} ({exc.strerror or 'in use'})",
+                hint=f"stop what listens there, or pass another {option}",
+            ) from None
 
 
 def _serve_workers(cfg: Config, settings: Any, processes: int, host: str, port: int) -> None:
