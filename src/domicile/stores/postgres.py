@@ -369,32 +369,46 @@ class _Database:
         with suppress(psycopg.Error):
             conn.close()
 
+    def _once_more(
+        self, fn: Callable[[Conn], T], what: str, conn: Conn, fresh: bool,
+        reconnect: Callable[[], Conn],
+    ) -> T:  # fmt: skip
+        """``fn`` on ``conn``; if that connection died since its last use (a server
+        restart), once more on ``reconnect()``. A connection made just now is not retried."""
+        try:
+            return fn(conn)
+        except psycopg.OperationalError as exc:
+            if fresh or not self._dead(conn):
+                raise self.unavailable(what, exc) from None
+        except psycopg.Error as exc:
+            raise self.unavailable(what, exc) from None
+        conn = reconnect()
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            raise self.unavailable(what, exc) from None
+
     def _read_apart(self, fn: Callable[[Conn], T], what: str) -> T:
         with self._slots:
             conn, fresh = self._take()
+            used = [conn]
+
+            def reconnect() -> Conn:
+                # The other idle ones are likely dead too: dropped, and a new one made.
+                with self._idle_lock:
+                    stale, self._idle = self._idle, []
+                for old in stale:
+                    with suppress(psycopg.Error):
+                        old.close()
+                again, _ = self._take()
+                used.append(again)
+                return again
+
             try:
-                return fn(conn)
-            except psycopg.OperationalError as exc:
-                if fresh or not self._dead(conn):
-                    raise self.unavailable(what, exc) from None
-            except psycopg.Error as exc:
-                raise self.unavailable(what, exc) from None
+                return self._once_more(fn, what, conn, fresh, reconnect)
             finally:
-                self._give(conn)
-            # The connection died since its last use (a server restart): once more, on
-            # a new one (the other idle ones are likely dead too, and are dropped).
-            with self._idle_lock:
-                stale, self._idle = self._idle, []
-            for old in stale:
-                with suppress(psycopg.Error):
-                    old.close()
-            conn, _ = self._take()
-            try:
-                return fn(conn)
-            except psycopg.Error as exc:
-                raise self.unavailable(what, exc) from None
-            finally:
-                self._give(conn)
+                for c in used:
+                    self._give(c)
 
     def run(self, fn: Callable[[Conn], T], what: str) -> T:
         """Run ``fn`` (which must be safe to repeat: reads) outside a transaction."""
@@ -414,37 +428,17 @@ class _Database:
         server process, which is faster than waking another)."""
         with self.lock:
             conn, fresh = self.acquire()
-            try:
-                return fn(conn)
-            except psycopg.OperationalError as exc:
-                if fresh or not self._dead(conn):
-                    raise self.unavailable(what, exc) from None
-            except psycopg.Error as exc:
-                raise self.unavailable(what, exc) from None
-            # The connection died since its last use (a server restart): once more.
-            conn, _ = self.acquire()
-            try:
-                return fn(conn)
-            except psycopg.Error as exc:
-                raise self.unavailable(what, exc) from None
+            return self._once_more(fn, what, conn, fresh, lambda: self.acquire()[0])
 
     def begin(self, what: str) -> Conn:
         """Open a transaction block; call with the lock held."""
-        conn, fresh = self.acquire()
-        try:
+
+        def start(conn: Conn) -> Conn:
             conn.execute("BEGIN")
             return conn
-        except psycopg.OperationalError as exc:
-            if fresh or not self._dead(conn):
-                raise self.unavailable(what, exc) from None
-        except psycopg.Error as exc:
-            raise self.unavailable(what, exc) from None
-        conn, _ = self.acquire()
-        try:
-            conn.execute("BEGIN")
-        except psycopg.Error as exc:
-            raise self.unavailable(what, exc) from None
-        return conn
+
+        conn, fresh = self.acquire()
+        return self._once_more(start, what, conn, fresh, lambda: self.acquire()[0])
 
     def commit(self, conn: Conn, what: str) -> None:
         if conn.info.transaction_status != TransactionStatus.INTRANS:
