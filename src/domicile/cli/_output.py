@@ -38,29 +38,34 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=_default) + "\n")
 
 
-def fail(error: DomicileError, *, as_json: bool) -> NoReturn:
-    if as_json:
-        emit_json({"error": error.to_dict()})
-    else:
-        # Escaped: a message or hint may hold brackets (``domicile[bench]``) that are text.
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
-    raise typer.Exit(error.exit_code)
-
-
 # Passwords in connection URLs (``scheme://user:secret@host``), however a driver quotes them.
 _SECRET_IN_URL = re.compile(r"(//[^/@\s:]*):[^@/\s]*@")
 
 
-def _say(code: str, message: str, hint: str | None, *, as_json: bool) -> None:
-    message = _SECRET_IN_URL.sub(r"\1:***@", message)
+def report(error: DomicileError, *, as_json: bool) -> None:
+    """An error as one line on stderr, or as ``{"error": {...}}`` with ``--json``."""
     if as_json:
-        out: dict[str, Any] = {"code": code, "message": message}
-        if hint:
-            out["hint"] = hint
+        out = error.to_dict()
+        out["message"] = _SECRET_IN_URL.sub(r"\1:***@", out["message"])
         emit_json({"error": out})
     else:
-        text = f"{message} ({hint})" if hint else message
+        # Escaped: a message or hint may hold brackets (``domicile[bench]``) that are text.
+        text = _SECRET_IN_URL.sub(r"\1:***@", str(error))
         err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+
+
+def fail(error: DomicileError, *, as_json: bool) -> NoReturn:
+    report(error, as_json=as_json)
+    raise typer.Exit(error.exit_code)
+
+
+class _Unexpected(DomicileError):
+    """What ``last_word`` says of an exception that is not one of domicile's own."""
+
+    def __init__(self, code: str, exit_code: int, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.exit_code = exit_code
 
 
 def last_word(exc: BaseException, *, as_json: bool) -> int:
@@ -69,34 +74,35 @@ def last_word(exc: BaseException, *, as_json: bool) -> int:
     if isinstance(exc, KeyboardInterrupt):
         err_console.print("interrupted")
         return ExitCode.INTERRUPTED
-    if isinstance(exc, DomicileError):
-        _say(exc.code, exc.message, exc.hint, as_json=as_json)
-        return exc.exit_code
+    error = exc if isinstance(exc, DomicileError) else _described(exc)
+    report(error, as_json=as_json)
+    return error.exit_code
+
+
+def _described(exc: BaseException) -> DomicileError:
     if _unreachable(exc):
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        _say(
-            "unavailable", f"cannot reach a server: {first or type(exc).__name__}",
+        return _Unexpected(
+            "unavailable", ExitCode.UNAVAILABLE,
+            f"cannot reach a server: {first or type(exc).__name__}",
             "check that it runs and that the address is right; nothing was written",
-            as_json=as_json,
         )  # fmt: skip
-        return ExitCode.UNAVAILABLE
     if isinstance(exc, OSError):
         what = exc.strerror or type(exc).__name__
         where = f": {exc.filename}" if exc.filename else ""
-        _say(
-            "environment", f"{what}{where}",
-            "check the path, its permissions and the free space", as_json=as_json,
+        return _Unexpected(
+            "environment", ExitCode.ENVIRONMENT, f"{what}{where}",
+            "check the path, its permissions and the free space",
         )  # fmt: skip
-        return ExitCode.ENVIRONMENT
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else ""
-    _say(
-        "internal_error", f"internal error ({type(exc).__name__}{where}): this is a bug in domicile",
-        "run again with DOMICILE_DEBUG=1 to see where, and report it", as_json=as_json,
+    return _Unexpected(
+        "internal_error", ExitCode.INTERNAL,
+        f"internal error ({type(exc).__name__}{where}): this is a bug in domicile",
+        "run again with DOMICILE_DEBUG=1 to see where, and report it",
     )  # fmt: skip
-    return ExitCode.INTERNAL
 
 
 def _unreachable(exc: BaseException) -> bool:
