@@ -20,6 +20,7 @@ import resource
 import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from rich.console import Console
 from domicile.discovery import open_source, run_scan
 from domicile.discovery.classify import text
 from domicile.discovery.synthetic import Dataset, generate, write_database, write_files
+from domicile.errors import BadInput
 from domicile.policy import PolicyEngine
 
 TARGET_VALUES_PER_SECOND = 85_000
@@ -102,13 +104,33 @@ def accuracy(truth: dict[str, str | None], found: dict[str, str | None]) -> dict
 
 
 def run(
-    subjects: int = 5000, *, sample: int = 1000, progress: Console | None = None
+    subjects: int = 5000,
+    *,
+    sample: int = 1000,
+    progress: Console | None = None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
+    """``keep``: write the source into this new folder (``source.db``, ``files/``) and
+    leave it there, for trying ``domicile scan`` on it; by default a temporary folder."""
+    if keep is not None:
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            raise BadInput(
+                f"--keep {keep}: it exists and is not an empty folder",
+                hint="name a new folder; the source is written into it",
+            )
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--keep {keep}: {exc.strerror}") from None
     data = generate(subjects)
     total = data.values
     engine = PolicyEngine()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="domicile-bench-scan-") as tmp:
+    with (
+        nullcontext(str(keep))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="domicile-bench-scan-")
+    ) as tmp:
         folder = Path(tmp)
         write_database(data, f"sqlite:///{folder / 'source.db'}")
         write_files(data, folder / "files", "parquet")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -20,8 +21,17 @@ from rich.markup import escape
 
 from domicile.errors import DomicileError, ExitCode
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _width(stream: Any) -> int | None:
+    """Rich's own choice on a terminal or with COLUMNS set; else (a pipe, a file) wide
+    enough that tables keep every column and lines are not broken mid-command."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return 200
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 T = TypeVar("T")
 
@@ -50,8 +60,32 @@ def report(error: DomicileError, *, as_json: bool) -> None:
         emit_json({"error": out})
     else:
         # Escaped: a message or hint may hold brackets (``domicile[bench]``) that are text.
-        text = _SECRET_IN_URL.sub(r"\1:***@", str(error))
+        decision = getattr(error, "decision", None)
+        text = _SECRET_IN_URL.sub(r"\1:***@", error.message if decision else str(error))
         err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+        if isinstance(decision, dict):
+            for line in refusal_lines(decision):
+                err_console.print(escape(line), soft_wrap=True)
+
+
+def refusal_lines(decision: dict[str, Any]) -> list[str]:
+    """A refusal for people: the rules that refused, and what would allow it (the
+    outstanding obligations), or that nothing on file would."""
+    lines = ["  why:"]
+    lines += [
+        f"  - {r['id']}: {r['reason']}"
+        for r in decision.get("rules", [])
+        if r.get("outcome") not in ("allow", "not_applicable")
+    ]
+    steps = [o for o in decision.get("obligations", []) if o.get("status") == "outstanding"]
+    if steps:
+        lines.append("  what would allow it:")
+        lines += [f"  - {o['text']} ({o['id']})" for o in steps]
+    else:
+        lines.append("  nothing that can be filed or waited for would allow it")
+    if decision.get("earliest_allowed"):
+        lines.append(f"  allowed from {decision['earliest_allowed']} if nothing else changes")
+    return lines
 
 
 def fail(error: DomicileError, *, as_json: bool) -> NoReturn:

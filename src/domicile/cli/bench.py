@@ -3,6 +3,7 @@ measured in the same run (one JSON object with ``--json``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -202,6 +203,12 @@ def bench_http(
 def bench_scan(
     subjects: int = typer.Option(5_000, "--subjects", min=50, help="People in the source."),
     sample: int = typer.Option(1000, "--sample", min=10, help="Rows sampled per table."),
+    keep: Path | None = typer.Option(
+        None,
+        "--keep",
+        metavar="FOLDER",
+        help="Write the synthetic source into this new folder and keep it (source.db, files/).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Scan speed and accuracy on a synthetic source, against every pattern on every value.
@@ -215,7 +222,9 @@ def bench_scan(
         require_extra()
         from domicile.bench.scan import run
 
-        result = run(subjects, sample=sample, progress=None if as_json else Console(stderr=True))
+        result = run(
+            subjects, sample=sample, progress=None if as_json else Console(stderr=True), keep=keep
+        )
     _show(
         result, f"domicile bench scan ({subjects:,} subjects, {result['values']:,} values)", as_json
     )

@@ -137,7 +137,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         host: str = typer.Option("127.0.0.1", "--host"),
-        port: int = typer.Option(8700, "--port", min=1, max=65535),
+        port: int = typer.Option(
+            8700, "--port", min=1, max=65535, envvar="DOMICILE_PORT",
+            help="Port to listen on (or DOMICILE_PORT).",
+        ),
         config: str | None = typer.Option(
             None, "--config", envvar=CONFIG_ENV, help="Configuration (default: the embedded one)."
         ),

@@ -155,10 +155,16 @@ def register(app: typer.Typer) -> None:
         purpose: str = PurposeOpt,
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="Print only the token, e.g. for TOKEN=$(domicile put ...)."
+        ),
     ) -> None:
         """Store a record at the site the law requires; print its token."""
         with vault(config, as_json) as d, errors(as_json):
             r = d.put(collection, subject=subject, fields=_fields(field), purpose=purpose)
+        if quiet and not as_json:
+            print(r.token)
+            return
         _show(r.to_dict(), as_json, lambda: console.print(
             f"{r.token}\nstored at site {r.site} ({r.country}): {escape(r.decision.explanation.splitlines()[0])}"
         ))  # fmt: skip

@@ -170,7 +170,7 @@ class Reading(VaultCore):
                         f"policy does not let site {requester.id!r} ({requester.country}) read "
                         f"this record: {decision.outcome.value}",
                         decision=decision.to_dict(),
-                        hint="see the decision's obligations for what would allow it",
+                        hint="the decision's rules say why, its outstanding obligations what would allow it",
                     ),
                 )
             masked = True
