@@ -212,7 +212,7 @@ def bench_scan(
     from domicile.discovery.sources import require_extra
 
     with errors(as_json):
-        require_extra()
+        require_extra("domicile bench scan")
         from domicile.bench.scan import run
 
         result = run(subjects, sample=sample, progress=None if as_json else Console(stderr=True))
