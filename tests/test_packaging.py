@@ -5,17 +5,18 @@ extra, and the command is walked there (``--version``, ``init``, ``put``, ``get`
 smallest size). A command that needs an extra says which, in one line, with exit code 2.
 Then each extra of ``pyproject.toml`` is installed into the same environment, one after
 the other, and its commands are walked. ``uv tool install`` of the source tree gives a
-working ``domicile``. The Dockerfile is linted with hadolint; it is built and run only
-where a Docker engine answers (none does on the development machines, so there the build
-test is skipped and the lint is what is checked).
+working ``domicile``. The Dockerfile is linted with hadolint and its steps are run without
+Docker; the image is built and run only where a Docker engine answers (none does on the
+development machines, so there that one test is skipped).
 
-The environments reuse pip's cache; the whole file takes about two minutes. It is marked
+The environments reuse pip's cache; the whole file takes one to two minutes. It is marked
 ``packaging``: CI runs it, ``pytest -m 'not packaging'`` leaves it out.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -77,6 +78,39 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str | Path], cwd: Path, port: int) -> Iterator[None]:
+    """Start ``domicile serve``, wait (60 s at most) until ``/healthz`` answers ok, yield,
+    then stop it; its output must hold no traceback."""
+    log = cwd / f"serve-{port}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [str(a) for a in argv], cwd=cwd, env=_env(), stdout=sink, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                        assert r.status == 200
+                        assert json.loads(r.read()) == {"status": "ok"}
+                        break
+                except OSError:
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "serve did not answer /healthz in 60 s"
+                    time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+    assert "Traceback" not in log.read_text()
 
 
 def _source_files() -> list[str]:
@@ -200,33 +234,9 @@ def _walk_core(venv: Path, work: Path) -> None:
     assert explained["decision"] == "deny"
 
     port = _free_port()
-    log = work / "serve.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [dom, "serve", "--port", str(port), "--workers", "1", "--config", str(config)],
-            cwd=work, env=_env(), stdout=sink, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                        assert r.status == 200
-                        assert json.loads(r.read()) == {"status": "ok"}
-                        break
-                except OSError:
-                    assert proc.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "serve did not answer /healthz in 60 s"
-                    time.sleep(0.2)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
-    assert "Traceback" not in log.read_text()
+    argv = [dom, "serve", "--port", str(port), "--workers", "1", "--config", config]
+    with _serving(argv, work, port):
+        pass
 
 
 # Every bench command at its smallest size, and the extra it needs (None: the core's).
@@ -316,6 +326,54 @@ def test_the_dockerfile_lints_clean_and_has_what_a_deployment_needs() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignored  # the context is the sources only
     assert "!src/" in ignored
+
+
+def _dockerfile_json(instruction: str) -> list[str]:
+    """The exec-form argument list of a Dockerfile instruction (``ENTRYPOINT``, or the
+    health check's ``CMD``), continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if x.startswith(instruction + " "))
+    args = line.split(" CMD ", 1)[1] if instruction == "HEALTHCHECK" else line.split(" ", 1)[1]
+    return list(json.loads(args))
+
+
+def test_the_image_steps_work_without_docker(
+    venv: Path, dist: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the Dockerfile does, step by step, where no engine runs: its build context
+    (what .dockerignore lets through) builds the same wheel; its entry point, in an empty
+    folder, makes and serves the embedded default there; its health check passes."""
+    context = tmp_path / "context"
+    kept = [
+        x[1:].rstrip("/") for x in (ROOT / ".dockerignore").read_text().split() if x.startswith("!")
+    ]
+    for name in kept:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, context / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy2(ROOT / name, context / name)
+    out = tmp_path / "out"
+    _ok(_run([sys.executable, "-m", "build", "--wheel", "--outdir", out, context], cwd=tmp_path))
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as a, zipfile.ZipFile(dist["wheel"]) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+
+    entry = _dockerfile_json("ENTRYPOINT")
+    assert entry[:2] == ["domicile", "serve"]
+    check = _dockerfile_json("HEALTHCHECK")
+    data = tmp_path / "data"  # the volume, empty on the first start
+    data.mkdir()
+    port = _free_port()
+    # arguments after the image name go to serve; here they keep it on the loopback
+    argv = [venv / "bin" / entry[0], *entry[1:], "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]  # fmt: skip
+    with _serving(argv, data, port):
+        assert (data / "domicile-service" / "domicile.yaml").is_file()
+        probe = [venv / "bin" / check[0], *(a.replace("8700", str(port)) for a in check[1:])]
+        _ok(_run(probe, cwd=data, timeout=30))
 
 
 def _docker_engine() -> bool:
