@@ -4,12 +4,12 @@ extra, and the command is walked there (``--version``, ``init``, ``put``, ``get`
 ``policy explain``, ``serve`` answering ``/healthz``, every ``bench`` command at its
 smallest size). A command that needs an extra says which, in one line, with exit code 2.
 Then each extra of ``pyproject.toml`` is installed into the same environment, one after
-the other, and its commands are walked. ``uv tool install`` of the source tree gives a
+the other, and its commands are walked. ``uv tool install .`` and ``pipx install .`` give a
 working ``domicile``. The Dockerfile is linted with hadolint and its steps are run without
 Docker; the image is built and run only where a Docker engine answers (none does on the
 development machines, so there that one test is skipped).
 
-The environments reuse pip's cache; the whole file takes one to two minutes. It is marked
+The environments reuse pip's cache; the whole file takes about two minutes. It is marked
 ``packaging``: CI runs it, ``pytest -m 'not packaging'`` leaves it out.
 """
 
@@ -233,6 +233,12 @@ def _walk_core(venv: Path, work: Path) -> None:
     )))  # fmt: skip
     assert explained["decision"] == "deny"
 
+    # the tours: the policy engine's, and the vault's on a sample population
+    assert "DENY" in _ok(_run([dom, "policy", "tour"], cwd=work))
+    demo = json.loads(_ok(_run([dom, "demo", "--dir", "demo", "--json"], cwd=work)))
+    assert demo["placements"]
+    assert demo["plaintext_check"]["found"] == []
+
     port = _free_port()
     argv = [dom, "serve", "--port", str(port), "--workers", "1", "--config", config]
     with _serving(argv, work, port):
@@ -305,10 +311,20 @@ def test_a_plain_install_walks_and_each_extra_brings_its_commands(
         _walk_extra(venv, tmp_path, extra)
 
 
-def test_uv_tool_install_gives_a_working_command(tmp_path: Path) -> None:
-    env = _env(UV_TOOL_DIR=str(tmp_path / "tools"), UV_TOOL_BIN_DIR=str(tmp_path / "bin"))
-    _ok(_run([BIN / "uv", "tool", "install", ROOT], cwd=tmp_path, env=env))
-    out = _ok(_run([tmp_path / "bin" / "domicile", "--version"], cwd=tmp_path))
+@pytest.mark.parametrize("tool", ["uv", "pipx"])
+def test_a_tool_install_gives_a_working_command(tool: str, tmp_path: Path) -> None:
+    """``uv tool install .`` and ``pipx install .``: the command in an environment of its
+    own, on the PATH (here a folder of the test's)."""
+    bin_dir = tmp_path / "bin"
+    if tool == "uv":
+        env = _env(UV_TOOL_DIR=str(tmp_path / "tools"), UV_TOOL_BIN_DIR=str(bin_dir))
+        argv: list[str | Path] = [BIN / "uv", "tool", "install", ROOT]
+    else:
+        env = _env(PIPX_HOME=str(tmp_path / "pipx"), PIPX_BIN_DIR=str(bin_dir))
+        argv = [BIN / "pipx", "install", ROOT]
+    _ok(_run(argv, cwd=tmp_path, env=env))
+    path = _env()["PATH"]
+    out = _ok(_run(["domicile", "--version"], cwd=tmp_path, env=_env(PATH=f"{bin_dir}:{path}")))
     assert out.startswith(f"domicile {__version__}\npacks: ")
 
 
