@@ -20,19 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domicile.errors import MissingExtra
+from domicile.extras import require
 
 
 def require_orm() -> None:
-    """``MissingExtra`` unless SQLAlchemy and sqlalchemy-utils can be imported."""
-    try:
-        import sqlalchemy  # noqa: F401
-        import sqlalchemy_utils  # noqa: F401
-    except ImportError:
-        raise MissingExtra(
-            "the ORM baseline needs SQLAlchemy and sqlalchemy-utils",
-            hint="install the bench extra: pip install 'domicile[bench]'",
-        ) from None
+    """``MissingExtra`` unless the ORM baseline (the ``bench`` extra) can be imported."""
+    require("bench", "domicile bench vault (its ORM baseline)")
 
 
 @dataclass(frozen=True)

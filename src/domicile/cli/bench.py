@@ -219,7 +219,7 @@ def bench_scan(
     from domicile.discovery.sources import require_extra
 
     with errors(as_json):
-        require_extra()
+        require_extra("domicile bench scan")
         from domicile.bench.scan import run
 
         result = run(

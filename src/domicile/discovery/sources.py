@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from domicile.errors import DomicileError, MissingExtra, SourceError, SourceUnavailable
+from domicile.errors import DomicileError, SourceError, SourceUnavailable
+from domicile.extras import require
 
 FILE_SUFFIXES = {
     ".csv": "csv",
@@ -30,17 +31,9 @@ FILE_SUFFIXES = {
 }
 
 
-def require_extra() -> None:
+def require_extra(what: str = "domicile scan") -> None:
     """Fail in one line when the ``scan`` extra is not installed."""
-    try:
-        import duckdb  # noqa: F401
-        import pyarrow  # noqa: F401
-        import sqlalchemy  # noqa: F401
-    except ImportError:
-        raise MissingExtra(
-            "domicile scan needs the 'scan' extra",
-            hint="pip install 'domicile[scan]'",
-        ) from None
+    require("scan", what)
 
 
 @dataclass(frozen=True)
