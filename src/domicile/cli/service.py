@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from domicile.cli._output import console, emit_json, errors
 from domicile.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
 from domicile.errors import ExitCode
 from domicile.files import write_private
+
+SERVING = "serving.json"  # in the data folder while `serve` runs
 
 clients_app = typer.Typer(
     help="Clients of the HTTP service and their scopes.", no_args_is_help=True
@@ -173,15 +177,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:  # fmt: skip
         """Run the HTTP service. With no configuration, the embedded default: three SQLite
         sites in ./domicile-service and a demo client, whose credentials are printed."""
-        import asyncio
         import logging
         import os
 
-        import uvicorn
-
         from domicile.access import cli_operator
-        from domicile.http.app import create_app, metrics_app
-        from domicile.http.observe import QuietErrors
         from domicile.vault import Domicile
 
         creds: dict[str, str] | None = None
@@ -235,43 +234,91 @@ def register(app: typer.Typer) -> None:
                 f"{EMBEDDED / 'demo-client.json'}, readable by you only)"
             )
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        proxies = settings.trusted_proxies
-        if processes > 1:
-            vault.close()  # each worker opens the deployment itself
-            _serve_workers(cfg, settings, processes, host, port)
-            return
-        app = create_app(vault, settings=settings)
-        api = uvicorn.Server(
+        with _announced(cfg, base, processes):
+            _run(vault, cfg, settings, processes, host, port)
+
+
+def _run(vault: Any, cfg: Config, settings: Any, processes: int, host: str, port: int) -> None:
+    import asyncio
+
+    import uvicorn
+
+    from domicile.http.app import create_app, metrics_app
+    from domicile.http.observe import QuietErrors
+
+    proxies = settings.trusted_proxies
+    if processes > 1:
+        vault.close()  # each worker opens the deployment itself
+        _serve_workers(cfg, settings, processes, host, port)
+        return
+    app = create_app(vault, settings=settings)
+    api = uvicorn.Server(
             uvicorn.Config(
                 QuietErrors(app), host=host, port=port, log_level="warning", access_log=False,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None, **SERVER,
             )
         )  # fmt: skip
-        if not settings.metrics_address:
-            api.run()
-            if not api.started:  # it could not listen (taken since the check)
-                raise typer.Exit(ExitCode.ENVIRONMENT)
-            return
-        mhost, _, mport = settings.metrics_address.rpartition(":")
-        metrics = uvicorn.Server(
+    if not settings.metrics_address:
+        api.run()
+        if not api.started:  # it could not listen (taken since the check)
+            raise typer.Exit(ExitCode.ENVIRONMENT)
+        return
+    mhost, _, mport = settings.metrics_address.rpartition(":")
+    metrics = uvicorn.Server(
             uvicorn.Config(
                 metrics_app(app.state.service.metrics), host=mhost.strip("[]"), port=int(mport),
                 log_level="warning", access_log=False, lifespan="off",
             )
         )  # fmt: skip
 
-        async def both() -> None:
-            # The metrics listener takes the signal handlers first; the API's own replace
-            # them while it runs, and hand a stop signal back when it stops.
-            task = asyncio.create_task(metrics.serve())
-            await asyncio.sleep(0)
-            try:
-                await api.serve()
-            finally:
-                metrics.should_exit = True
-                await task
+    async def both() -> None:
+        # The metrics listener takes the signal handlers first; the API's own replace
+        # them while it runs, and hand a stop signal back when it stops.
+        task = asyncio.create_task(metrics.serve())
+        await asyncio.sleep(0)
+        try:
+            await api.serve()
+        finally:
+            metrics.should_exit = True
+            await task
 
-        asyncio.run(both())
+    asyncio.run(both())
+
+
+@contextmanager
+def _announced(cfg: Config, url: str, processes: int) -> Iterator[None]:
+    """While the service runs, ``DATA_DIR/serving.json`` says where (for ``status``);
+    removed when it stops, unless another server has since taken it over."""
+    import datetime as dt
+    import os
+
+    path = cfg.data_dir / SERVING
+    me = os.getpid()
+    record = {
+        "pid": me, "url": url, "processes": processes,
+        "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }  # fmt: skip
+    write_private(path, json.dumps(record))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == me:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def running_server(cfg: Config) -> dict[str, Any] | None:
+    """The server ``serving.json`` names, if its process still runs; reads only."""
+    import os
+
+    try:
+        record: dict[str, Any] = json.loads((cfg.data_dir / SERVING).read_text(encoding="utf-8"))
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
 
 
 def _require_free(host: str, port: int, option: str) -> None:

@@ -282,6 +282,7 @@ def register(app: typer.Typer) -> None:
         """Which deployment this is, and how it stands: its sites and their health, the
         replication backlog, the clients and the filings on record. Writes nothing; exits
         4 when a site is down."""
+        from domicile.cli.service import running_server
         from domicile.clients import ClientRegistry
         from domicile.vault.replication import Replicator
 
@@ -305,6 +306,7 @@ def register(app: typer.Typer) -> None:
                     {"client_id": c.id, "name": c.name, "scopes": sorted(c.scopes)} for c in clients
                 ],
                 "filings": [e.to_dict() for e in d.filings.entries()],
+                "server": running_server(cfg),
             }
 
         def human() -> None:
@@ -317,7 +319,8 @@ def register(app: typer.Typer) -> None:
             )
             for r in sites:
                 state = "[green]up[/]" if r["healthy"] else f"[red]down[/]: {escape(_reason(r))}"
-                count = "" if r["records"] is None else f", {r['records']} records"
+                n = r["records"]
+                count = "" if n is None else f", {n} record{'' if n == 1 else 's'}"
                 console.print(
                     f"  site {r['id']} ({r['country']}, {escape(r['location'].get('city', ''))})"
                     f"{count}: {state}",
@@ -328,6 +331,13 @@ def register(app: typer.Typer) -> None:
             console.print(f"  clients: {len(names)}" + (f" ({', '.join(names)})" if names else ""))
             filed = [f"{f['name']} from {f['date']}" for f in out["filings"]]
             console.print("  filings on record: " + (", ".join(filed) or "none"), soft_wrap=True)
+            srv = out["server"]
+            console.print(
+                f"  server: {srv['url']} (pid {srv['pid']}, {srv['processes']} processes, since {srv['since']})"
+                if srv
+                else "  server: none running for this deployment",
+                soft_wrap=True,
+            )
 
         _show(out, as_json, human)
         if any(not r["healthy"] for r in sites):
