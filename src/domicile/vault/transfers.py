@@ -56,13 +56,15 @@ def summarize(
     vault: Domicile,
     *,
     since: dt.date | None = None,
+    until: dt.date | None = None,
     to_country: str | None = None,
     limit: int = 1000,
     masked: bool = False,
 ) -> TransferSummary:
     """Transfers (reads from abroad and copies delivered), newest last, with per-destination
     totals: entries, distinct subjects, kinds, routes and filings relied on; masked
-    disclosures counted apart (and listed with ``masked``)."""
+    disclosures counted apart (and listed with ``masked``). ``since`` and ``until`` are
+    days (UTC), both included."""
     out = TransferSummary(masked_entries=[] if masked else None)
     subjects: dict[str, set[str]] = defaultdict(set)
     for site in vault.config.sites:
@@ -80,7 +82,7 @@ def summarize(
             dest = detail.get("to_country", "?")
             if to_country and dest != to_country:
                 continue
-            if since and dt.datetime.fromisoformat(entry["at"]).date() < since:
+            if (since or until) and not _within(entry["at"], since, until):
                 continue
             if _is_masked(entry):
                 out.masked_total += 1
@@ -132,6 +134,13 @@ def summarize(
     if out.masked_entries is not None:
         out.masked_entries.sort(key=lambda e: e["at"])
     return out
+
+
+def _within(at: str, since: dt.date | None, until: dt.date | None) -> bool:
+    """Whether an entry's time falls on a day of the period (UTC; both ends included)."""
+    moment = dt.datetime.fromisoformat(at)
+    day = (moment.astimezone(dt.UTC) if moment.tzinfo else moment).date()
+    return (since is None or day >= since) and (until is None or day <= until)
 
 
 def _masked_entry(vault: Domicile, site_id: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
