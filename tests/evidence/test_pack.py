@@ -339,7 +339,9 @@ def test_a_period_without_entries_verifies(pack: Path, tmp_path: Path) -> None:
         "evidence", "export", "--since", "2020-01-01", "--until", "2020-01-31", str(out), "--json"
     )
     assert code == 0, err
-    assert all(s["entries"] == 0 for s in json.loads(stdout)["sites"].values())
+    # Each site shows its first entry, after the period: nothing of the log is in it.
+    sites = json.loads(stdout)["sites"].values()
+    assert [(s["entries"], s["first"], s["in_period"]) for s in sites] == [(1, 1, 0)] * 3
     code, report = verify(out)
     assert code == 0, report["failures"]
     assert report["ledger"] == {"transfers": 0, "masked_disclosures": 0}
@@ -361,3 +363,21 @@ def test_operations_no_head_covers_yet_stop_the_export(deployment: Path, tmp_pat
     assert run("audit", "witness")[0] == 0
     assert run("evidence", "export", "--since", SINCE, str(out))[0] == 0
     assert verify(out)[0] == 0
+
+
+@pytest.mark.parametrize("end", ["first", "last"])
+def test_even_the_signer_cannot_cut_the_period_short(
+    deployment: Path, pack: Path, tmp_path: Path, end: str
+) -> None:
+    original = members(pack)
+    ru = json.loads(original["audit/ru.json"])
+    ru["entries"] = ru["entries"][1:] if end == "first" else ru["entries"][:-1]
+    bad = tmp_path / "cut.zip"
+    rezip(bad, resign(deployment, {**original, "audit/ru.json": json.dumps(ru).encode()}))
+    code, report = verify(bad)
+    assert code == 1
+    problems = [f["problem"] for f in report["failures"] if f["member"] == "audit/ru.json"]
+    assert any(
+        f"the {'start' if end == 'first' else 'end'} of the period may have been cut" in p
+        for p in problems
+    ), report["failures"]

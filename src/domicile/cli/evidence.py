@@ -68,7 +68,11 @@ def export(
         soft_wrap=True,
     )
     for sid, s in sorted(result["sites"].items()):
-        span = f"entries {s['first']}-{s['last']}" if s["entries"] else "no entries"
+        span = (
+            f"entries {s['first']}-{s['last']} ({s['in_period']} of the period)"
+            if s["entries"]
+            else "no entries"
+        )
         console.print(f"  {sid}: {span}, {s['heads']} signed heads")
     console.print(f"check it with: domicile evidence verify {escape(result['out'])} --keys KEYS")
 

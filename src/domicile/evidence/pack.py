@@ -151,6 +151,7 @@ def audit_members(ex: Export) -> list[Member]:
             "entries": len(entries),
             "first": entries[0].seq if entries else None,
             "last": entries[-1].seq if entries else None,
+            "in_period": sum(_in_period(r, ex.since, ex.until) for r in entries),
             "heads": len(chosen),
         }
         out.append(Member(f"audit/{sid}.json", "audit", _json(doc)))
@@ -319,16 +320,37 @@ def _day(payload: str) -> dt.date:
 
 def _period_entries(store: SiteStore, since: dt.date, until: dt.date) -> list[AuditRow]:
     """The entries from the first of the period to the last of it (by their own times),
-    and every entry between."""
-    kept: list[AuditRow] = []
-    last = 0
-    for row in store.audit(1):
+    every entry between, and one more at each end where there is one: the entry before the
+    first shows that the period starts there, the entry after the last that it ends there.
+    A period without entries gets the entries around it, which show that too."""
+    first = last = after = None
+    total = 0
+    for row in store.audit(1):  # one streamed pass for the bounds
+        total = row.seq
         day = _day(row.payload)
-        if kept or since <= day <= until:
-            kept.append(row)
         if since <= day <= until:
-            last = len(kept)
-    return kept[:last]
+            first = first or row.seq
+            last = row.seq
+        elif day > until and after is None:
+            after = row.seq
+    if total == 0:
+        return []
+    if first is not None and last is not None:
+        lo, hi = max(first - 1, 1), min(last + 1, total)
+    elif after is not None:
+        lo, hi = max(after - 1, 1), after
+    else:
+        lo = hi = total
+    rows = []
+    for row in store.audit(lo):
+        if row.seq > hi:
+            break
+        rows.append(row)
+    return rows
+
+
+def _in_period(row: AuditRow, since: dt.date, until: dt.date) -> bool:
+    return since <= _day(row.payload) <= until
 
 
 def _choose_heads(
@@ -341,7 +363,10 @@ def _choose_heads(
     this site's operations and are proved at the next round). Any other entry there cannot
     be proved yet: export stops and says to run a witness round."""
     newest = heads[-1].size if heads else 0
-    if any(r.seq > newest and not is_witness_record(r.payload) for r in entries):
+    if any(
+        r.seq > newest and not is_witness_record(r.payload) and _in_period(r, since, until)
+        for r in entries
+    ):
         raise _unwitnessed(site)
     entries = [r for r in entries if r.seq <= newest]
     if not heads:

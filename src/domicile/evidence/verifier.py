@@ -592,18 +592,33 @@ def _check_segment(
             seg.entries[seq] = _obj(json.loads(payload), "a payload")
         except ValueError:
             report.fail(name, f"entry {seq} does not hold a JSON payload")
+    newest = heads[-1] if heads else None
     if entries:
+        # The ends: the entry before the period (or the log's first) and the entry after it
+        # (or the newest signed one), so that no entry of the period was cut off either end.
         first, last = seg.entries.get(_int(entries[0]["seq"])), seg.entries.get(prev_seq or 0)
-        for what, entry in (("first", first), ("last", last)):
-            if entry is not None and not since <= _day(entry.get("at")) <= until:
-                report.fail(name, f"its {what} entry is not of the period")
+        if first is not None and _int(entries[0]["seq"]) > 1 and _day(first.get("at")) >= since:
+            report.fail(
+                name, "its first entry is of the period but the one before it is not in the pack: "
+                "the start of the period may have been cut",
+            )  # fmt: skip
+        if (
+            last is not None
+            and _day(last.get("at")) <= until
+            and (newest is None or (prev_seq or 0) < newest.size)
+        ):
+            report.fail(
+                name, "its last entry is of the period but the one after it is not in the pack: "
+                "the end of the period may have been cut",
+            )  # fmt: skip
     seg.witnessed = [
         _obj(w, "a witness record") for w in _list(data.get("witnessed", []), "witnessed")
     ]
     seg.proven = len(report.failures) == failures
-    newest = heads[-1] if heads else None
+    days = [_safe_day(e) for e in seg.entries.values()]
     report.sites[site] = {
         "entries": len(entries),
+        "in_period": sum(1 for d in days if d is not None and since <= d <= until),
         "first": _int(entries[0]["seq"]) if entries else None,
         "last": prev_seq,
         "heads": len(heads),
@@ -614,6 +629,13 @@ def _check_segment(
         "proven": seg.proven,
     }
     return seg
+
+
+def _safe_day(entry: dict[str, Any]) -> dt.date | None:
+    try:
+        return _day(entry.get("at"))
+    except Malformed:
+        return None
 
 
 def _check_witnesses(
