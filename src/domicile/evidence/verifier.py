@@ -626,6 +626,7 @@ def _check_segment(
         "newest_head": newest.size if newest else None,
         "witnessed_by": [],
         "recorded_by": [],
+        "witnessed_head": None,
         "proven": seg.proven,
     }
     return seg
@@ -698,6 +699,9 @@ def _check_witnesses(
             at = summary["closing_head"] or summary["newest_head"]
             summary["witnessed_by"] = sorted(by.get(at, set()))
             summary["recorded_by"] = sorted(claims.get(at, set()))
+            if by:
+                biggest = max(by)
+                summary["witnessed_head"] = {"size": biggest, "by": sorted(by[biggest])}
 
 
 def _is_masked(entry: dict[str, Any]) -> bool:
@@ -801,16 +805,26 @@ def render(report: Report) -> str:
     for site, s in sorted(d["sites"].items()):
         if s["entries"]:
             span = (
-                f"entries {s['first']}-{s['last']} proven in the head of size {s['closing_head']}"
+                f"entries {s['first']}-{s['last']} ({s['in_period']} of the period) proven in "
+                f"the head of size {s['closing_head']}"
             )
         else:
-            span = "no entries in the period"
-        by = ", ".join(s["witnessed_by"]) or "no other site"
-        lines.append(f"  {site}: {span}; {s['heads']} signed heads; witnessed by {by}")
+            span = "no entries"
+        lines.append(f"  {site}: {span}; signed heads: {s['heads']}")
+        if s["witnessed_by"]:
+            lines.append(f"    that head is witnessed by {', '.join(s['witnessed_by'])}")
+        elif s["witnessed_head"]:
+            w = s["witnessed_head"]
+            lines.append(
+                f"    the head of size {w['size']} is witnessed by {', '.join(w['by'])}; "
+                "the later ones extend it"
+            )
+        else:
+            lines.append("    no head of it shown witnessed by another site")
         if s["recorded_by"]:
             lines.append(
-                f"    also recorded by {', '.join(s['recorded_by'])}, after their newest signed "
-                "head (not provable in this pack)"
+                f"    {', '.join(s['recorded_by'])} recorded that head after their newest signed "
+                "head: not provable in this pack yet"
             )
     ledger = d.get("ledger")
     if ledger:
