@@ -73,7 +73,7 @@ def export(
             if s["entries"]
             else "no entries"
         )
-        console.print(f"  {sid}: {span}, {s['heads']} signed heads")
+        console.print(f"  {sid}: {span}; signed heads: {s['heads']}")
     console.print(f"check it with: domicile evidence verify {escape(result['out'])} --keys KEYS")
 
 
