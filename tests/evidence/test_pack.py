@@ -345,6 +345,18 @@ def test_a_period_without_entries_verifies(pack: Path, tmp_path: Path) -> None:
     code, report = verify(out)
     assert code == 0, report["failures"]
     assert report["ledger"] == {"transfers": 0, "masked_disclosures": 0}
+    code, text, _ = run(
+        "evidence",
+        "export",
+        "--since",
+        "2020-01-01",
+        "--until",
+        "2020-01-31",
+        str(tmp_path / "o.zip"),
+    )
+    assert code == 0
+    assert "ru: entries 1-1 (0 of the period); signed heads: " in text
+    assert "check it with: domicile evidence verify" in text
 
 
 def test_operations_no_head_covers_yet_stop_the_export(deployment: Path, tmp_path: Path) -> None:

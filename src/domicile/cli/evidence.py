@@ -74,7 +74,10 @@ def export(
             else "no entries"
         )
         console.print(f"  {sid}: {span}; signed heads: {s['heads']}")
-    console.print(f"check it with: domicile evidence verify {escape(result['out'])} --keys KEYS")
+    console.print(
+        f"check it with: domicile evidence verify {escape(result['out'])} --keys KEYS",
+        soft_wrap=True,
+    )
 
 
 @evidence_app.command("verify")
