@@ -334,6 +334,8 @@ def check_pack(path: str | Path, pinned: dict[str, str] | None = None) -> Report
             str(_obj(m, "a member")["path"]): (str(m["sha256"]), _int(m["bytes"]), str(m["kind"]))
             for m in listed
         }
+        if len(hashes) != len(listed):
+            raise Malformed("it lists a member twice")
         signers = [str(s) for s in _list(manifest["signed_by"], "signed_by")]
         period = _obj(manifest["period"], "period")
         since = dt.date.fromisoformat(str(period["since"]))
