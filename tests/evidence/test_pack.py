@@ -110,6 +110,8 @@ def test_a_good_pack_verifies_with_both_checkers_and_they_agree(
     code, report = verify(pack, "--keys", heads)
     assert code == 0, report["failures"]
     assert report["keys"] == {"pinned": ["de", "ru", "us"], "unpinned": []}
+    # The heads file's heads are the pack's newest: compared, and the same.
+    assert all("matches_pinned_head" in s for s in report["sites"].values())
     assert report["manifest_signed_by"] == ["de", "ru", "us"]
     assert report["ledger"] == {"transfers": 3, "masked_disclosures": 1}
     assert all(s["proven"] for s in report["sites"].values())
@@ -393,3 +395,31 @@ def test_even_the_signer_cannot_cut_the_period_short(
         f"the {'start' if end == 'first' else 'end'} of the period may have been cut" in p
         for p in problems
     ), report["failures"]
+
+
+def test_a_head_other_than_the_pinned_one_of_the_same_size_is_a_fork(
+    deployment: Path, pack: Path, tmp_path: Path
+) -> None:
+    from domicile.audit.heads import TreeHead, head_message
+
+    heads = json.loads((deployment.parent / "heads.json").read_text())
+    ru = heads["sites"]["ru"]["head"]
+    other = bytes(32)
+    vault = Domicile.open(deployment / "domicile.yaml", read_only=True)
+    try:
+        signature = vault.keys.signing_key("ru").sign(
+            head_message("ru", ru["size"], other, ru["signed_at"])
+        )
+    finally:
+        vault.close(checkpoint=False)
+    forked = TreeHead("ru", ru["size"], other, ru["signed_at"], signature)
+    heads["sites"]["ru"]["head"] = forked.to_dict()
+    pinned = tmp_path / "heads.json"
+    pinned.write_text(json.dumps(heads))
+    code, report = verify(pack, "--keys", str(pinned))
+    assert code == 1
+    assert [f["member"] for f in report["failures"]] == ["audit/ru.json"]
+    assert "forked" in report["failures"][0]["problem"]
+    heads["sites"]["ru"]["head"]["root"] = "11" * 32  # no longer signed: the file is bad input
+    pinned.write_text(json.dumps(heads))
+    assert run("evidence", "verify", str(pack), "--keys", str(pinned))[0] == 2

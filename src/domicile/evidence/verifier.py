@@ -16,7 +16,8 @@ What is checked:
   pack lists, over ``domicile/evidence-manifest/v1`` 0x00 and the manifest's bytes;
 - every member's SHA-256 and size are the manifest's, and nothing else is in the zip;
 - with ``--keys``, every site key in the pack is the one in a file obtained elsewhere
-  (``domicile audit heads --out``, or a ``keys.json`` of an earlier pack);
+  (``domicile audit heads --out``, or a ``keys.json`` of an earlier pack), and a head of
+  that heads file of the same size as one in the pack is the same head (else a fork);
 - per site (``audit/SITE.json``): every tree head's signature; a consistency proof
   (RFC 9162 2.1.4) between each pair of successive heads; the entries of the period form
   one hash chain; each entry's inclusion proof (RFC 9162 2.1.3) in the closing head; each
@@ -295,20 +296,37 @@ def read_members(path: Path) -> dict[str, bytes | str]:
     return out
 
 
-def load_pinned(path: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class Pinned:
+    """What the inspector obtained apart from the pack: site keys and, from a heads file,
+    the heads it held then."""
+
+    keys: dict[str, str]
+    heads: dict[str, Head] = field(default_factory=dict)
+
+
+def load_pinned(path: Path) -> Pinned:
     """Site keys from a file obtained apart from the pack: a heads file (``domicile audit
-    heads --out``) or a pack's ``keys.json``; both map ``sites`` to ``public_key``."""
+    heads --out``, whose heads are compared too) or a pack's ``keys.json``; both map
+    ``sites`` to ``public_key``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         sites = _obj(_obj(data, "the keys file")["sites"], "sites")
-        out = {}
+        keys, heads = {}, {}
         for site, entry in sites.items():
             text = _obj(entry, "a site")["public_key"]
             parse_key(text)
-            out[str(site)] = str(text)
-        return out
+            keys[str(site)] = str(text)
+            if entry.get("head") is not None:
+                head = Head.parse(entry["head"])
+                if head.site != site or not head.verifies(parse_key(text)):
+                    raise Malformed(f"the head of site {site} is not signed by its key")
+                heads[str(site)] = head
+        return Pinned(keys, heads)
     except FileNotFoundError:
         raise PackUnreadable(f"no keys file at {path}") from None
+    except Malformed as exc:
+        raise PackUnreadable(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError):
         raise PackUnreadable(
             f"{path} is not a keys file (a heads file from `domicile audit heads --out`, or "
@@ -316,7 +334,7 @@ def load_pinned(path: Path) -> dict[str, str]:
         ) from None
 
 
-def check_pack(path: str | Path, pinned: dict[str, str] | None = None) -> Report:
+def check_pack(path: str | Path, pinned: Pinned | None = None) -> Report:
     """Every check of the pack at ``path``; ``pinned``: site keys obtained elsewhere."""
     p = Path(path)
     report = Report(str(path))
@@ -371,6 +389,8 @@ def check_pack(path: str | Path, pinned: dict[str, str] | None = None) -> Report
     keys = _check_keys(report, content, kinds, pinned)
     _check_signatures(report, members.get(SIGNATURES), raw_manifest, signers, keys)
     segments = _check_segments(report, content, kinds, keys, since, until)
+    if pinned is not None:
+        _check_pinned_heads(report, segments, pinned)
     _check_witnesses(report, segments, keys)
     _check_ledger(report, content, kinds, segments, since, until)
     return report
@@ -387,7 +407,7 @@ def _member(content: dict[str, bytes], kinds: dict[str, str], kind: str) -> list
 
 
 def _check_keys(
-    report: Report, content: dict[str, bytes], kinds: dict[str, str], pinned: dict[str, str] | None
+    report: Report, content: dict[str, bytes], kinds: dict[str, str], pinned: Pinned | None
 ) -> dict[str, Ed25519PublicKey]:
     names = _member(content, kinds, "keys")
     keys: dict[str, Ed25519PublicKey] = {}
@@ -411,9 +431,9 @@ def _check_keys(
     if pinned is not None:
         trust = {"pinned": [], "unpinned": []}
         for site, text in sorted(texts.items()):
-            if site not in pinned:
+            if site not in pinned.keys:
                 trust["unpinned"].append(site)
-            elif pinned[site] != text:
+            elif pinned.keys[site] != text:
                 report.fail(name, f"the key of site {site} is not the one in the keys file given")
             else:
                 trust["pinned"].append(site)
@@ -632,6 +652,23 @@ def _check_segment(
         "proven": seg.proven,
     }
     return seg
+
+
+def _check_pinned_heads(report: Report, segments: dict[str, Segment], pinned: Pinned) -> None:
+    """A head of the keys file that the pack also holds (same size) must be the same head:
+    two different signed roots for one size are a forked log."""
+    for site, head in sorted(pinned.heads.items()):
+        seg = segments.get(site)
+        if seg is None or head.size not in seg.heads:
+            continue
+        if seg.heads[head.size] != head:
+            report.fail(
+                seg.member,
+                f"its head of size {head.size} is not the one in the keys file: the log was "
+                "forked or rewritten",
+            )
+        elif site in report.sites:
+            report.sites[site]["matches_pinned_head"] = head.size
 
 
 def _safe_day(entry: dict[str, Any]) -> dt.date | None:
