@@ -361,22 +361,34 @@ def test_a_period_without_entries_verifies(pack: Path, tmp_path: Path) -> None:
     assert "check it with: domicile evidence verify" in text
 
 
-def test_operations_no_head_covers_yet_stop_the_export(deployment: Path, tmp_path: Path) -> None:
+def test_operations_no_head_covers_yet_are_left_out_and_counted(
+    deployment: Path, tmp_path: Path
+) -> None:
     vault = Domicile.open(deployment / "domicile.yaml")
     try:
-        vault.put(
+        token = vault.put(
             "profiles", subject={"citizenship": "RU"}, fields={"full_name": "X Y"}, purpose="signup"
-        )
+        ).token
+        vault.get(token, purpose="view", as_site="us")  # a transfer, in no pack yet
     finally:
-        vault.close(checkpoint=False)  # no witness round: the write is not under a head
+        vault.close(checkpoint=False)  # no witness round: neither is under a head
     out = tmp_path / "p.zip"
-    code, _, err = run("evidence", "export", "--since", SINCE, str(out))
-    assert code == 2
-    assert "domicile audit witness" in err
-    assert not out.exists()
+    code, stdout, err = run("evidence", "export", "--since", SINCE, str(out), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["sites"]["ru"]["not_yet_signed"] == 2
+    code, report = verify(out)
+    assert code == 0, report["failures"]
+    assert report["sites"]["ru"]["not_yet_signed"] == 2
+    assert report["ledger"]["transfers"] == 3  # the ledger ends where the proven log ends
+    code, text, _ = run("evidence", "export", "--since", SINCE, str(tmp_path / "h.zip"))
+    assert "2 later operations of the period are not in the pack" in text
     assert run("audit", "witness")[0] == 0
-    assert run("evidence", "export", "--since", SINCE, str(out))[0] == 0
-    assert verify(out)[0] == 0
+    code, stdout, _ = run("evidence", "export", "--since", SINCE, str(tmp_path / "q.zip"), "--json")
+    assert code == 0
+    assert json.loads(stdout)["sites"]["ru"]["not_yet_signed"] == 0
+    code, report = verify(tmp_path / "q.zip")
+    assert code == 0, report["failures"]
+    assert report["ledger"]["transfers"] == 4
 
 
 @pytest.mark.parametrize("end", ["first", "last"])

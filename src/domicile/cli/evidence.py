@@ -31,7 +31,8 @@ def export(
     """Write the evidence pack of a period: each site's audit entries with their signed
     tree heads, consistency and inclusion proofs and witness records, the transfer
     ledger, the public keys, a signed manifest and verify.py. Writes nothing to the
-    deployment (run `domicile audit witness` first so the newest entries can be proved)."""
+    deployment; the pack ends at each site's newest signed head (run `domicile audit
+    witness` first to bring in the newest entries)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from domicile.evidence.pack import export_pack
@@ -74,6 +75,13 @@ def export(
             else "no entries"
         )
         console.print(f"  {sid}: {span}; signed heads: {s['heads']}")
+        if s["not_yet_signed"]:
+            console.print(
+                f"    [yellow]{s['not_yet_signed']} later operations of the period are not in "
+                "the pack[/]: no signed head covers them yet (run `domicile audit witness`, "
+                "then export again)",
+                soft_wrap=True,
+            )
     console.print(
         f"check it with: domicile evidence verify {escape(result['out'])} --keys KEYS",
         soft_wrap=True,

@@ -10,8 +10,9 @@ keys whose public halves sign the tree heads and which an inspector may already 
 from a heads file (``docs/evidence.md`` says why these keys and not a key of its own).
 
 Export only reads: the vault is opened read-only, no head is signed, nothing is
-recorded. Entries of the period not yet covered by a signed head cannot be proved, so
-export asks for a witness round first instead of leaving them out.
+recorded. Entries after a site's newest signed head cannot be proved yet: the pack ends at
+that head, and the operations of the period it leaves out are counted (``domicile audit
+witness`` before exporting brings them in).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from domicile._version import __version__
 from domicile.audit.heads import TreeHead, public_key_text
 from domicile.audit.ledger import LogTree, is_witness_record, to_head
 from domicile.audit.merkle import consistency_proof, inclusion_proof
-from domicile.errors import BadInput, Conflict
+from domicile.errors import BadInput
 from domicile.evidence import verifier
 from domicile.stores.base import AuditRow, SiteStore
 
@@ -59,6 +60,7 @@ class Export:
     until: dt.date
     exported_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     summary: dict[str, Any] = field(default_factory=dict)  # per site, for the command
+    proven_upto: dict[str, int] = field(default_factory=dict)  # per site: the last entry shipped
 
     @property
     def period(self) -> dict[str, str]:
@@ -89,10 +91,14 @@ def keys_member(ex: Export) -> list[Member]:
 
 def ledger_member(ex: Export) -> list[Member]:
     """The transfer ledger of the period, as ``domicile transfers --masked`` lists it, all of
-    it, without record tokens (fresh random strings that prove nothing)."""
+    it, without record tokens (fresh random strings that prove nothing), read up to the
+    last entry each audit segment ships (``audit_members`` runs first), so that it holds
+    no transfer logged meanwhile."""
     from domicile.vault.transfers import summarize
 
-    out = summarize(ex.vault, since=ex.since, until=ex.until, limit=2**62, masked=True).to_dict()
+    out = summarize(
+        ex.vault, since=ex.since, until=ex.until, limit=2**62, masked=True, upto=ex.proven_upto
+    ).to_dict()
     if out["unavailable"]:
         from domicile.stores.base import SiteUnavailable
 
@@ -115,9 +121,10 @@ def audit_members(ex: Export) -> list[Member]:
     trees = {sid: _MemoTree(store) for sid, store in stores.items()}
     out = []
     for sid, store in stores.items():
-        chosen, closing, entries = _choose_heads(
-            sid, heads[sid], _period_entries(store, ex.since, ex.until), ex.since, ex.until
+        chosen, closing, entries, left_out = _choose_heads(
+            heads[sid], _period_entries(store, ex.since, ex.until), ex.since, ex.until
         )
+        ex.proven_upto[sid] = entries[-1].seq if entries else 0
         tree = trees[sid]
         doc: dict[str, Any] = {
             "format": verifier.SEGMENT_FORMAT,
@@ -146,6 +153,9 @@ def audit_members(ex: Export) -> list[Member]:
                 if closing is not None
             ],
             "witnessed": _witness_records(sid, chosen, stores, heads, trees),
+            # Operations of the period after the newest signed head, not in the pack: the
+            # exporter's count, to be proved by a later pack.
+            "not_yet_signed": left_out,
         }
         ex.summary[sid] = {
             "entries": len(entries),
@@ -153,6 +163,7 @@ def audit_members(ex: Export) -> list[Member]:
             "last": entries[-1].seq if entries else None,
             "in_period": sum(_in_period(r, ex.since, ex.until) for r in entries),
             "heads": len(chosen),
+            "not_yet_signed": left_out,
         }
         out.append(Member(f"audit/{sid}.json", "audit", _json(doc)))
     return out
@@ -354,23 +365,22 @@ def _in_period(row: AuditRow, since: dt.date, until: dt.date) -> bool:
 
 
 def _choose_heads(
-    site: str, heads: list[TreeHead], entries: list[AuditRow], since: dt.date, until: dt.date
-) -> tuple[list[TreeHead], TreeHead | None, list[AuditRow]]:
+    heads: list[TreeHead], entries: list[AuditRow], since: dt.date, until: dt.date
+) -> tuple[list[TreeHead], TreeHead | None, list[AuditRow], int]:
     """The heads to ship: the newest before the period, those signed in it, the first that
-    covers its last entry (the closing head, which the inclusion proofs are against), and
-    the newest. Entries after the newest head may only be a witness's records of other
-    sites' heads (every witness round leaves some): they are left out (they say nothing of
-    this site's operations and are proved at the next round). Any other entry there cannot
-    be proved yet: export stops and says to run a witness round."""
+    covers the last entry shipped (the closing head, which the inclusion proofs are
+    against), and the newest. Entries after the newest head cannot be proved yet: they
+    are left out, and those of the period that are operations (not a witness's records of
+    other sites' heads, which every round leaves) are counted, so the export can say so."""
     newest = heads[-1].size if heads else 0
-    if any(
-        r.seq > newest and not is_witness_record(r.payload) and _in_period(r, since, until)
+    left_out = sum(
+        1
         for r in entries
-    ):
-        raise _unwitnessed(site)
+        if r.seq > newest and not is_witness_record(r.payload) and _in_period(r, since, until)
+    )
     entries = [r for r in entries if r.seq <= newest]
     if not heads:
-        return [], None, entries
+        return [], None, entries, left_out
     chosen = {h.size: h for h in heads if since <= _signed_day(h) <= until}
     before = [h for h in heads if _signed_day(h) < since]
     if before:
@@ -380,19 +390,11 @@ def _choose_heads(
     if entries:
         closing = next(h for h in heads if h.size >= entries[-1].seq)
         chosen[closing.size] = closing
-    return [chosen[s] for s in sorted(chosen)], closing, entries
+    return [chosen[s] for s in sorted(chosen)], closing, entries, left_out
 
 
 def _signed_day(head: TreeHead) -> dt.date:
     return dt.datetime.fromisoformat(head.signed_at).astimezone(dt.UTC).date()
-
-
-def _unwitnessed(site: str) -> Conflict:
-    return Conflict(
-        f"site {site!r} has entries in the period that no signed tree head covers yet, so "
-        "they cannot be proved",
-        hint="run `domicile audit witness` first, or end the period earlier",
-    )
 
 
 def _witness_records(

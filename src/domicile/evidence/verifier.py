@@ -649,6 +649,7 @@ def _check_segment(
         "witnessed_by": [],
         "recorded_by": [],
         "witnessed_head": None,
+        "not_yet_signed": data.get("not_yet_signed", 0),
         "proven": seg.proven,
     }
     return seg
@@ -860,6 +861,11 @@ def render(report: Report) -> str:
             )
         else:
             lines.append("    no head of it shown witnessed by another site")
+        if s["not_yet_signed"]:
+            lines.append(
+                f"    the exporter counted {s['not_yet_signed']} later operations of the period "
+                "that no signed head covered yet: not in this pack"
+            )
         if s["recorded_by"]:
             lines.append(
                 f"    {', '.join(s['recorded_by'])} recorded that head after their newest signed "

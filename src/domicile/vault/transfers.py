@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +61,13 @@ def summarize(
     to_country: str | None = None,
     limit: int = 1000,
     masked: bool = False,
+    upto: Mapping[str, int] | None = None,
 ) -> TransferSummary:
     """Transfers (reads from abroad and copies delivered), newest last, with per-destination
     totals: entries, distinct subjects, kinds, routes and filings relied on; masked
     disclosures counted apart (and listed with ``masked``). ``since`` and ``until`` are
-    days (UTC), both included."""
+    days (UTC), both included; ``upto``: per site, the last entry to read (an evidence
+    pack's ledger ends where its proven audit segments end)."""
     out = TransferSummary(masked_entries=[] if masked else None)
     subjects: dict[str, set[str]] = defaultdict(set)
     for site in vault.config.sites:
@@ -74,7 +77,10 @@ def summarize(
             vault._drop(site.id)
             out.unavailable.append(site.id)
             continue
+        last = upto.get(site.id, 0) if upto is not None else None
         for row in rows:
+            if last is not None and row.seq > last:
+                break
             entry = json.loads(row.payload)
             if entry.get("action") not in ("transfer", "disclose_masked"):
                 continue
