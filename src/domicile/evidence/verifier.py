@@ -650,6 +650,7 @@ def _check_segment(
         "recorded_by": [],
         "witnessed_head": None,
         "not_yet_signed": data.get("not_yet_signed", 0),
+        "covered_until": newest.signed_at if newest else None,
         "proven": seg.proven,
     }
     return seg
@@ -861,6 +862,12 @@ def render(report: Report) -> str:
             )
         else:
             lines.append("    no head of it shown witnessed by another site")
+        covered = s["covered_until"]
+        if covered and covered[:10] < str(period.get("until")):
+            lines.append(
+                f"    this log is covered up to its newest head in the pack, signed {covered}, "
+                "before the period's end: later entries are not"
+            )
         if s["not_yet_signed"]:
             lines.append(
                 f"    the exporter counted {s['not_yet_signed']} later operations of the period "
