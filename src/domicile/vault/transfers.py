@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,13 +57,17 @@ def summarize(
     vault: Domicile,
     *,
     since: dt.date | None = None,
+    until: dt.date | None = None,
     to_country: str | None = None,
     limit: int = 1000,
     masked: bool = False,
+    upto: Mapping[str, int] | None = None,
 ) -> TransferSummary:
     """Transfers (reads from abroad and copies delivered), newest last, with per-destination
     totals: entries, distinct subjects, kinds, routes and filings relied on; masked
-    disclosures counted apart (and listed with ``masked``)."""
+    disclosures counted apart (and listed with ``masked``). ``since`` and ``until`` are
+    days (UTC), both included; ``upto``: per site, the last entry to read (an evidence
+    pack's ledger ends where its proven audit segments end)."""
     out = TransferSummary(masked_entries=[] if masked else None)
     subjects: dict[str, set[str]] = defaultdict(set)
     for site in vault.config.sites:
@@ -72,7 +77,10 @@ def summarize(
             vault._drop(site.id)
             out.unavailable.append(site.id)
             continue
+        last = upto.get(site.id, 0) if upto is not None else None
         for row in rows:
+            if last is not None and row.seq > last:
+                break
             entry = json.loads(row.payload)
             if entry.get("action") not in ("transfer", "disclose_masked"):
                 continue
@@ -80,7 +88,7 @@ def summarize(
             dest = detail.get("to_country", "?")
             if to_country and dest != to_country:
                 continue
-            if since and dt.datetime.fromisoformat(entry["at"]).date() < since:
+            if (since or until) and not _within(entry["at"], since, until):
                 continue
             if _is_masked(entry):
                 out.masked_total += 1
@@ -132,6 +140,13 @@ def summarize(
     if out.masked_entries is not None:
         out.masked_entries.sort(key=lambda e: e["at"])
     return out
+
+
+def _within(at: str, since: dt.date | None, until: dt.date | None) -> bool:
+    """Whether an entry's time falls on a day of the period (UTC; both ends included)."""
+    moment = dt.datetime.fromisoformat(at)
+    day = (moment.astimezone(dt.UTC) if moment.tzinfo else moment).date()
+    return (since is None or day >= since) and (until is None or day <= until)
 
 
 def _masked_entry(vault: Domicile, site_id: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,2 @@
+"""Evidence for inspectors: the evidence pack (``pack.py``) and its offline checker
+(``verifier.py``, shipped in every pack as ``verify.py``)."""

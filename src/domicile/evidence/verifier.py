@@ -1,0 +1,919 @@
+"""Check a domicile evidence pack offline, with public keys only.
+
+This file is shipped inside every pack as ``verify.py`` and is also what ``domicile
+evidence verify`` runs: one set of checks, two ways to start it. It needs Python 3.11+,
+its standard library and the ``cryptography`` package, nothing of domicile::
+
+    python verify.py PACK.zip [--keys KEYS.json] [--json]
+
+Exit 0: every signature and proof holds. Exit 1: some check failed; each failure names
+the member of the pack and what did not hold. Exit 2: the file is not an evidence pack
+(or the keys file cannot be read).
+
+What is checked:
+
+- ``manifest.json`` is signed (Ed25519, in ``manifest.sig``) by the key of every site the
+  pack lists, over ``domicile/evidence-manifest/v1`` 0x00 and the manifest's bytes;
+- every member's SHA-256 and size are the manifest's, and nothing else is in the zip;
+- with ``--keys``, every site key in the pack is the one in a file obtained elsewhere
+  (``domicile audit heads --out``, or a ``keys.json`` of an earlier pack), and a head of
+  that heads file of the same size as one in the pack is the same head (else a fork);
+- per site (``audit/SITE.json``): every tree head's signature; a consistency proof
+  (RFC 9162 2.1.4) between each pair of successive heads; the entries of the period form
+  one hash chain; each entry's inclusion proof (RFC 9162 2.1.3) in the closing head; each
+  witness's record of a head, proved in the witness's own signed log;
+- the transfer ledger (``ledger/transfers.json``): each transfer and masked disclosure
+  it lists is that entry of a site's proven log, and every one of the period is listed.
+
+Members of other kinds (reports) are covered by their hash in the signed manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import itertools
+import json
+import struct
+import sys
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+PACK_FORMAT = "domicile.evidence/1"
+KEYS_FORMAT = "domicile.keys/1"
+SEGMENT_FORMAT = "domicile.audit-segment/1"
+LEDGER_FORMAT = "domicile.transfers/1"
+SIGNATURES_FORMAT = "domicile.evidence-signatures/1"
+MANIFEST = "manifest.json"
+SIGNATURES = "manifest.sig"
+MANIFEST_TAG = b"domicile/evidence-manifest/v1"
+HEAD_TAG = b"domicile/tree-head/v1"
+ENTRY_TAG = b"domicile/audit/v1"
+MAX_MEMBER = 1 << 30  # a member bigger than this is not read (a zip bomb)
+WITNESS_PREFIX = '{"action":"witness"'
+
+
+class PackUnreadable(Exception):
+    """Not an evidence pack at all (exit 2)."""
+
+
+@dataclass
+class Report:
+    pack: str
+    failures: list[dict[str, str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fail(self, member: str, problem: str) -> None:
+        self.failures.append({"member": member, "problem": problem})
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "pack": self.pack,
+            **self.info,
+            "sites": self.sites,
+            "failures": self.failures,
+        }
+
+
+# --- RFC 9162 Merkle trees and the log's hashes ----------------------------------------
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def entry_hash(prev: bytes, seq: int, payload: str) -> bytes:
+    return hashlib.sha256(ENTRY_TAG + prev + struct.pack(">Q", seq) + payload.encode()).digest()
+
+
+def head_message(site: str, size: int, root: bytes, signed_at: str) -> bytes:
+    return b"\x00".join((HEAD_TAG, site.encode(), str(size).encode(), root, signed_at.encode()))
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
+) -> bool:
+    """RFC 9162 2.1.3.2."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(
+    size1: int, size2: int, root1: bytes, root2: bytes, path: Sequence[bytes]
+) -> bool:
+    """RFC 9162 2.1.4.2."""
+    if not 0 <= size1 <= size2:
+        return False
+    if size1 == size2:
+        return not path and root1 == root2
+    if size1 == 0:
+        return not path
+    if not path:
+        return False
+    proof = list(path)
+    if size1 & (size1 - 1) == 0:
+        proof.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == root1 and sr == root2 and sn == 0
+
+
+# --- small readers ---------------------------------------------------------------------
+
+
+class Malformed(ValueError):
+    pass
+
+
+def _hex(value: Any, size: int | None = 32) -> bytes:
+    if not isinstance(value, str):
+        raise Malformed("a hash is not a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise Malformed("a hash is not hex") from None
+    if size is not None and len(raw) != size:
+        raise Malformed(f"a hash of {len(raw)} bytes where {size} belong")
+    return raw
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Malformed("a number is not an integer")
+    return value
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Malformed(f"{what} is not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise Malformed(f"{what} is not a list")
+    return value
+
+
+def parse_key(text: Any) -> Ed25519PublicKey:
+    if not isinstance(text, str) or not text.startswith("ed25519:"):
+        raise Malformed("a public key is not written ed25519:BASE64")
+    try:
+        return Ed25519PublicKey.from_public_bytes(
+            base64.b64decode(text.removeprefix("ed25519:"), validate=True)
+        )
+    except (binascii.Error, ValueError):
+        raise Malformed("a public key is not 32 bytes of base64") from None
+
+
+def signature_holds(key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _day(at: Any) -> dt.date:
+    if not isinstance(at, str):
+        raise Malformed("an entry has no time")
+    try:
+        moment = dt.datetime.fromisoformat(at)
+    except ValueError:
+        raise Malformed("an entry's time is not ISO 8601") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.date()
+
+
+@dataclass(frozen=True)
+class Head:
+    site: str
+    size: int
+    root: bytes
+    signed_at: str
+    signature: bytes
+
+    @classmethod
+    def parse(cls, data: Any) -> Head:
+        d = _obj(data, "a tree head")
+        try:
+            return cls(
+                str(d["site"]), _int(d["size"]), _hex(d["root"]), str(d["signed_at"]),
+                _hex(d["signature"], 64),
+            )  # fmt: skip
+        except KeyError as exc:
+            raise Malformed(f"a tree head has no {exc.args[0]}") from None
+
+    def verifies(self, key: Ed25519PublicKey) -> bool:
+        return signature_holds(
+            key, head_message(self.site, self.size, self.root, self.signed_at), self.signature
+        )
+
+    def same(self, data: Any) -> bool:
+        try:
+            return Head.parse(data) == self
+        except Malformed:
+            return False
+
+
+# --- the pack --------------------------------------------------------------------------
+
+
+def read_members(path: Path) -> dict[str, bytes | str]:
+    """Every member of the zip: its bytes, or why they cannot be read (a string)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise PackUnreadable(f"no file at {path}") from None
+    except (OSError, zipfile.BadZipFile):
+        raise PackUnreadable(f"{path} is not a zip file (an evidence pack is one)") from None
+    out: dict[str, bytes | str] = {}
+    with zf:
+        for info in zf.infolist():
+            if info.filename in out:
+                out[info.filename] = "appears twice in the zip"
+                continue
+            if info.file_size > MAX_MEMBER:
+                out[info.filename] = "is too big to be a member of an evidence pack"
+                continue
+            try:
+                out[info.filename] = zf.read(info)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+                out[info.filename] = "cannot be read from the zip: its stored bytes were changed"
+    if MANIFEST not in out:
+        raise PackUnreadable(f"{path} has no {MANIFEST}: it is not a domicile evidence pack")
+    return out
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What the inspector obtained apart from the pack: site keys and, from a heads file,
+    the heads it held then."""
+
+    keys: dict[str, str]
+    heads: dict[str, Head] = field(default_factory=dict)
+
+
+def load_pinned(path: Path) -> Pinned:
+    """Site keys from a file obtained apart from the pack: a heads file (``domicile audit
+    heads --out``, whose heads are compared too) or a pack's ``keys.json``; both map
+    ``sites`` to ``public_key``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        sites = _obj(_obj(data, "the keys file")["sites"], "sites")
+        keys, heads = {}, {}
+        for site, entry in sites.items():
+            text = _obj(entry, "a site")["public_key"]
+            parse_key(text)
+            keys[str(site)] = str(text)
+            if entry.get("head") is not None:
+                head = Head.parse(entry["head"])
+                if head.site != site or not head.verifies(parse_key(text)):
+                    raise Malformed(f"the head of site {site} is not signed by its key")
+                heads[str(site)] = head
+        return Pinned(keys, heads)
+    except FileNotFoundError:
+        raise PackUnreadable(f"no keys file at {path}") from None
+    except Malformed as exc:
+        raise PackUnreadable(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError):
+        raise PackUnreadable(
+            f"{path} is not a keys file (a heads file from `domicile audit heads --out`, or "
+            "a pack's keys.json)"
+        ) from None
+
+
+def check_pack(path: str | Path, pinned: Pinned | None = None) -> Report:
+    """Every check of the pack at ``path``; ``pinned``: site keys obtained elsewhere."""
+    p = Path(path)
+    report = Report(str(path))
+    members = read_members(p)
+    raw_manifest = members[MANIFEST]
+    if isinstance(raw_manifest, str):
+        report.fail(MANIFEST, raw_manifest)
+        return report
+    try:
+        manifest = _obj(json.loads(raw_manifest), MANIFEST)
+        if manifest.get("format") != PACK_FORMAT:
+            raise Malformed(f"its format is not {PACK_FORMAT}")
+        listed = _list(manifest["members"], "members")
+        hashes = {
+            str(_obj(m, "a member")["path"]): (str(m["sha256"]), _int(m["bytes"]), str(m["kind"]))
+            for m in listed
+        }
+        if len(hashes) != len(listed):
+            raise Malformed("it lists a member twice")
+        signers = [str(s) for s in _list(manifest["signed_by"], "signed_by")]
+        period = _obj(manifest["period"], "period")
+        since = dt.date.fromisoformat(str(period["since"]))
+        until = dt.date.fromisoformat(str(period["until"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        report.fail(MANIFEST, f"cannot be read ({_why(exc)}): it was changed")
+        return report
+    report.info = {
+        "deployment": manifest.get("deployment"),
+        "domicile_version": manifest.get("domicile_version"),
+        "exported_at": manifest.get("exported_at"),
+        "period": {"since": since.isoformat(), "until": until.isoformat()},
+        "members": len(hashes),
+    }
+
+    # Every member is what the manifest says, and nothing else is in the pack.
+    content: dict[str, bytes] = {}
+    for name, (digest, size, _kind) in sorted(hashes.items()):
+        got = members.get(name)
+        if got is None:
+            report.fail(name, "is listed in the manifest but missing from the pack")
+        elif isinstance(got, str):
+            report.fail(name, got)
+        elif hashlib.sha256(got).hexdigest() != digest or len(got) != size:
+            report.fail(name, "its SHA-256 is not the one in the signed manifest: it was changed")
+            content[name] = got  # still checked below, to say more
+        else:
+            content[name] = got
+    for name in sorted(set(members) - set(hashes) - {MANIFEST, SIGNATURES}):
+        report.fail(name, "is in the pack but not in the manifest (added)")
+
+    kinds = {name: kind for name, (_d, _s, kind) in hashes.items()}
+    keys = _check_keys(report, content, kinds, pinned)
+    _check_signatures(report, members.get(SIGNATURES), raw_manifest, signers, keys)
+    segments = _check_segments(report, content, kinds, keys, since, until)
+    if pinned is not None:
+        _check_pinned_heads(report, segments, pinned)
+    _check_witnesses(report, segments, keys)
+    _check_ledger(report, content, kinds, segments, since, until)
+    return report
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]}"
+    return str(exc) or type(exc).__name__
+
+
+def _member(content: dict[str, bytes], kinds: dict[str, str], kind: str) -> list[str]:
+    return sorted(name for name, k in kinds.items() if k == kind and name in content)
+
+
+def _check_keys(
+    report: Report, content: dict[str, bytes], kinds: dict[str, str], pinned: Pinned | None
+) -> dict[str, Ed25519PublicKey]:
+    names = _member(content, kinds, "keys")
+    keys: dict[str, Ed25519PublicKey] = {}
+    if not names:
+        report.fail("keys.json", "the pack has no readable site keys")
+        return keys
+    name = names[0]
+    try:
+        data = _obj(json.loads(content[name]), name)
+        if data.get("format") != KEYS_FORMAT:
+            raise Malformed(f"its format is not {KEYS_FORMAT}")
+        texts = {
+            str(site): str(_obj(e, "a site")["public_key"])
+            for site, e in _obj(data["sites"], "sites").items()
+        }
+        keys = {site: parse_key(text) for site, text in texts.items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        report.fail(name, f"cannot be read ({_why(exc)})")
+        return {}
+    trust: dict[str, Any] = {"pinned": [], "unpinned": sorted(texts)}
+    if pinned is not None:
+        trust = {"pinned": [], "unpinned": []}
+        for site, text in sorted(texts.items()):
+            if site not in pinned.keys:
+                trust["unpinned"].append(site)
+            elif pinned.keys[site] != text:
+                report.fail(name, f"the key of site {site} is not the one in the keys file given")
+            else:
+                trust["pinned"].append(site)
+    report.info["trust"] = (
+        "keys pinned by a file obtained apart from the pack"
+        if pinned is not None
+        else "the pack's own keys only (pass --keys FILE to pin them)"
+    )
+    report.info["keys"] = trust
+    return keys
+
+
+def _check_signatures(
+    report: Report,
+    raw: bytes | str | None,
+    manifest: bytes,
+    signers: list[str],
+    keys: dict[str, Ed25519PublicKey],
+) -> None:
+    """The manifest's signatures. ``manifest.sig`` also holds the SHA-256 of the manifest
+    it signs, which tells a changed manifest from a changed signature."""
+    if raw is None:
+        report.fail(SIGNATURES, "is missing: the manifest is not signed")
+        return
+    if isinstance(raw, str):
+        report.fail(SIGNATURES, raw)
+        return
+    try:
+        data = _obj(json.loads(raw), SIGNATURES)
+        if data.get("format") != SIGNATURES_FORMAT:
+            raise Malformed(f"its format is not {SIGNATURES_FORMAT}")
+        signed = _hex(data["manifest_sha256"])
+        sigs = {
+            str(_obj(s, "a signature")["site"]): _hex(s["signature"], 64)
+            for s in _list(data["signatures"], "signatures")
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        report.fail(SIGNATURES, f"cannot be read ({_why(exc)}): it was changed")
+        return
+    if keys and sorted(signers) != sorted(keys):
+        report.fail(MANIFEST, "it is not signed by every site of the pack's keys")
+    message = MANIFEST_TAG + b"\x00" + manifest
+    same = hashlib.sha256(manifest).digest() == signed
+    bad = []
+    for site in sorted(set(signers) | set(sigs)):
+        key = keys.get(site)
+        if site not in sigs:
+            report.fail(SIGNATURES, f"has no signature of site {site}")
+        elif key is None:
+            report.fail(
+                SIGNATURES, f"holds a signature of site {site}, whose key is not in the pack"
+            )
+        elif not signature_holds(key, message, sigs[site]):
+            bad.append(site)
+    if bad and not same:
+        report.fail(MANIFEST, f"it was changed after it was signed (by {', '.join(bad)})")
+    elif bad:
+        report.fail(
+            SIGNATURES, f"the signature of {', '.join(bad)} does not verify: it was changed"
+        )
+    elif not same:
+        report.fail(SIGNATURES, "the manifest SHA-256 it records was changed")
+    report.info["manifest_signed_by"] = sorted(set(sigs) - set(bad))
+
+
+@dataclass
+class Segment:
+    """A site's proven part of its log: entries by number and heads by size."""
+
+    site: str
+    member: str
+    entries: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> parsed payload
+    heads: dict[int, Head] = field(default_factory=dict)  # only heads whose signature holds
+    witnessed: list[dict[str, Any]] = field(default_factory=list)
+    proven: bool = False  # every entry proven in a signed head
+
+
+def _check_segments(
+    report: Report,
+    content: dict[str, bytes],
+    kinds: dict[str, str],
+    keys: dict[str, Ed25519PublicKey],
+    since: dt.date,
+    until: dt.date,
+) -> dict[str, Segment]:
+    out: dict[str, Segment] = {}
+    for name in _member(content, kinds, "audit"):
+        try:
+            seg = _check_segment(report, name, content[name], keys, since, until)
+        except (ValueError, KeyError, TypeError) as exc:
+            report.fail(name, f"cannot be read ({_why(exc)})")
+            continue
+        if seg is not None:
+            out[seg.site] = seg
+    for site in sorted(set(keys) - set(out)):
+        report.fail(f"audit/{site}.json", f"the pack has no readable audit segment of site {site}")
+    return out
+
+
+def _check_segment(
+    report: Report,
+    name: str,
+    raw: bytes,
+    keys: dict[str, Ed25519PublicKey],
+    since: dt.date,
+    until: dt.date,
+) -> Segment | None:
+    data = _obj(json.loads(raw), name)
+    if data.get("format") != SEGMENT_FORMAT:
+        raise Malformed(f"its format is not {SEGMENT_FORMAT}")
+    site = str(data["site"])
+    key = keys.get(site)
+    if key is None:
+        report.fail(name, f"site {site} has no key in the pack")
+        return None
+    seg = Segment(site, name)
+    failures = len(report.failures)
+
+    # Heads: each signed by the site, each extending the one before.
+    heads = [Head.parse(h) for h in _list(data["heads"], "heads")]
+    for h in heads:
+        if h.site != site:
+            report.fail(name, f"the head of size {h.size} is of another site ({h.site})")
+        elif not h.verifies(key):
+            report.fail(name, f"the head of size {h.size} has a bad signature (forged or changed)")
+        else:
+            seg.heads[h.size] = h
+    sizes = [h.size for h in heads]
+    if sizes != sorted(set(sizes)):
+        report.fail(name, "its heads are not in order of size")
+    proofs = {
+        (_int(c["from"]), _int(c["to"])): [_hex(x) for x in _list(c["proof"], "a proof")]
+        for c in (_obj(c, "a consistency proof") for c in _list(data["consistency"], "consistency"))
+    }
+    for older, newer in itertools.pairwise(heads):
+        path = proofs.get((older.size, newer.size))
+        if path is None:
+            report.fail(
+                name, f"no consistency proof from the head of size {older.size} to {newer.size}"
+            )
+        elif not verify_consistency(older.size, newer.size, older.root, newer.root, path):
+            report.fail(
+                name,
+                f"the head of size {newer.size} does not extend the head of size {older.size} "
+                "(the consistency proof fails: the log was rewritten, or the proof changed)",
+            )
+
+    # Entries: one chain, each in the closing head.
+    entries = _list(data["entries"], "entries")
+    closing_size = data.get("closing")
+    closing = seg.heads.get(closing_size) if isinstance(closing_size, int) else None
+    paths = {
+        _int(p["seq"]): [_hex(x) for x in _list(p["path"], "a path")]
+        for p in (_obj(p, "an inclusion proof") for p in _list(data["inclusion"], "inclusion"))
+    }
+    if entries and closing is None:
+        report.fail(name, "the head its entries are proved against is missing or not valid")
+    prev_seq: int | None = None
+    prev_digest = b""
+    for e in entries:
+        e = _obj(e, "an entry")
+        seq, payload, prev = _int(e["seq"]), str(e["payload"]), _hex(e["prev_hash"], None)
+        digest = entry_hash(prev, seq, payload)
+        if prev_seq is not None and (seq != prev_seq + 1 or prev != prev_digest):
+            report.fail(name, f"entry {seq} does not follow entry {prev_seq} in the hash chain")
+        prev_seq, prev_digest = seq, digest
+        if closing is not None:
+            path = paths.get(seq)
+            if path is None:
+                report.fail(name, f"entry {seq} has no inclusion proof")
+            elif not verify_inclusion(leaf_hash(digest), seq - 1, closing.size, path, closing.root):
+                report.fail(
+                    name,
+                    f"entry {seq} is not in the signed head of size {closing.size} "
+                    "(its inclusion proof fails: the entry or the proof was changed)",
+                )
+        try:
+            seg.entries[seq] = _obj(json.loads(payload), "a payload")
+        except ValueError:
+            report.fail(name, f"entry {seq} does not hold a JSON payload")
+    newest = heads[-1] if heads else None
+    if entries:
+        # The ends: the entry before the period (or the log's first) and the entry after it
+        # (or the newest signed one), so that no entry of the period was cut off either end.
+        first, last = seg.entries.get(_int(entries[0]["seq"])), seg.entries.get(prev_seq or 0)
+        if first is not None and _int(entries[0]["seq"]) > 1 and _day(first.get("at")) >= since:
+            report.fail(
+                name, "its first entry is of the period but the one before it is not in the pack: "
+                "the start of the period may have been cut",
+            )  # fmt: skip
+        if (
+            last is not None
+            and _day(last.get("at")) <= until
+            and (newest is None or (prev_seq or 0) < newest.size)
+        ):
+            report.fail(
+                name, "its last entry is of the period but the one after it is not in the pack: "
+                "the end of the period may have been cut",
+            )  # fmt: skip
+    seg.witnessed = [
+        _obj(w, "a witness record") for w in _list(data.get("witnessed", []), "witnessed")
+    ]
+    seg.proven = len(report.failures) == failures
+    days = [_safe_day(e) for e in seg.entries.values()]
+    report.sites[site] = {
+        "entries": len(entries),
+        "in_period": sum(1 for d in days if d is not None and since <= d <= until),
+        "first": _int(entries[0]["seq"]) if entries else None,
+        "last": prev_seq,
+        "heads": len(heads),
+        "closing_head": closing_size if entries else None,
+        "newest_head": newest.size if newest else None,
+        "witnessed_by": [],
+        "recorded_by": [],
+        "witnessed_head": None,
+        "not_yet_signed": data.get("not_yet_signed", 0),
+        "covered_until": newest.signed_at if newest else None,
+        "proven": seg.proven,
+    }
+    return seg
+
+
+def _check_pinned_heads(report: Report, segments: dict[str, Segment], pinned: Pinned) -> None:
+    """A head of the keys file that the pack also holds (same size) must be the same head:
+    two different signed roots for one size are a forked log."""
+    for site, head in sorted(pinned.heads.items()):
+        seg = segments.get(site)
+        if seg is None or head.size not in seg.heads:
+            continue
+        if seg.heads[head.size] != head:
+            report.fail(
+                seg.member,
+                f"its head of size {head.size} is not the one in the keys file: the log was "
+                "forked or rewritten",
+            )
+        elif site in report.sites:
+            report.sites[site]["matches_pinned_head"] = head.size
+
+
+def _safe_day(entry: dict[str, Any]) -> dt.date | None:
+    try:
+        return _day(entry.get("at"))
+    except Malformed:
+        return None
+
+
+def _check_witnesses(
+    report: Report, segments: dict[str, Segment], keys: dict[str, Ed25519PublicKey]
+) -> None:
+    """Each witness's record of a head, as an entry proven in the witness's own signed log."""
+    for site, seg in sorted(segments.items()):
+        by: dict[int, set[str]] = {}
+        claims: dict[int, set[str]] = {}
+        for w in seg.witnessed:
+            try:
+                witness, size, seq = str(w["witness"]), _int(w["size"]), _int(w["seq"])
+                head = seg.heads.get(size)
+                if head is None:
+                    report.fail(
+                        seg.member, f"a witness record names a head of size {size} not in the pack"
+                    )
+                    continue
+                other = segments.get(witness)
+                if witness == site or witness not in keys or other is None:
+                    report.fail(
+                        seg.member,
+                        f"a witness record names {witness}, not another site of the pack",
+                    )
+                    continue
+                if "path" not in w:  # recorded after the witness's newest head: claimed only
+                    claims.setdefault(size, set()).add(witness)
+                    continue
+                entry = _obj(w["entry"], "a witness entry")
+                payload, prev = str(entry["payload"]), _hex(entry["prev_hash"], None)
+                against = other.heads.get(_int(w["head_size"]))
+                path = [_hex(x) for x in _list(w["path"], "a path")]
+                leaf = leaf_hash(entry_hash(prev, seq, payload))
+                if against is None or not verify_inclusion(
+                    leaf, seq - 1, against.size, path, against.root
+                ):
+                    report.fail(
+                        seg.member,
+                        f"the record of its head of size {size} by {witness} is not proved "
+                        f"in {witness}'s signed log",
+                    )
+                    continue
+                recorded = json.loads(payload)
+                detail = recorded.get("detail", {}) if isinstance(recorded, dict) else {}
+                if (
+                    not payload.startswith(WITNESS_PREFIX)
+                    or "refused" in detail
+                    or not head.same(detail.get("head"))
+                ):
+                    report.fail(
+                        seg.member,
+                        f"entry {seq} of {witness}'s log does not record its head of size {size}",
+                    )
+                    continue
+                by.setdefault(size, set()).add(witness)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                report.fail(seg.member, f"a witness record cannot be read ({_why(exc)})")
+        summary = report.sites.get(site)
+        if summary is not None:
+            at = summary["closing_head"] or summary["newest_head"]
+            summary["witnessed_by"] = sorted(by.get(at, set()))
+            summary["recorded_by"] = sorted(claims.get(at, set()))
+            if by:
+                biggest = max(by)
+                summary["witnessed_head"] = {"size": biggest, "by": sorted(by[biggest])}
+
+
+def _is_masked(entry: dict[str, Any]) -> bool:
+    if entry.get("action") == "disclose_masked":
+        return True
+    detail = entry.get("detail")
+    return (
+        entry.get("action") == "transfer"
+        and isinstance(detail, dict)
+        and bool(detail.get("masked"))
+    )
+
+
+def _check_ledger(
+    report: Report,
+    content: dict[str, bytes],
+    kinds: dict[str, str],
+    segments: dict[str, Segment],
+    since: dt.date,
+    until: dt.date,
+) -> None:
+    """The ledger lists exactly the transfers (and masked disclosures) of the period that
+    the proven segments hold, each as its entry says."""
+    names = _member(content, kinds, "ledger")
+    if not names:
+        report.fail("ledger/transfers.json", "the pack has no readable transfer ledger")
+        return
+    name = names[0]
+    try:
+        data = _obj(json.loads(content[name]), name)
+        if data.get("format") != LEDGER_FORMAT:
+            raise Malformed(f"its format is not {LEDGER_FORMAT}")
+        listed = _list(data["entries"], "entries")
+        masked = _list(_obj(data["masked_disclosures"], "masked_disclosures")["entries"], "entries")
+        total = _int(data["total"])
+        masked_total = _int(data["masked_disclosures"]["total"])
+    except (ValueError, KeyError, TypeError) as exc:
+        report.fail(name, f"cannot be read ({_why(exc)})")
+        return
+    expected: dict[tuple[str, int], bool] = {}  # (site, seq) -> masked
+    for site, seg in segments.items():
+        for seq, entry in seg.entries.items():
+            if entry.get("action") in ("transfer", "disclose_masked"):
+                try:
+                    if since <= _day(entry.get("at")) <= until:
+                        expected[(site, seq)] = _is_masked(entry)
+                except Malformed:
+                    continue
+    seen: set[tuple[str, int]] = set()
+    for is_masked, rows in ((False, listed), (True, masked)):
+        for raw in rows:
+            try:
+                row = _obj(raw, "a ledger entry")
+                where = (str(row["logged_at_site"]), _int(row["seq"]))
+                got = segments[where[0]].entries.get(where[1]) if where[0] in segments else None
+                entry = got or {}
+                detail = entry.get("detail", {})
+                if (
+                    got is None
+                    or expected.get(where) is not is_masked
+                    or row.get("at") != entry.get("at")
+                    or row.get("record") != entry.get("record")
+                    or row.get("to_country") != detail.get("to_country")
+                ):
+                    report.fail(
+                        name,
+                        f"its entry for {where[0]} entry {where[1]} is not that entry of the "
+                        "site's proven log",
+                    )
+                seen.add(where)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                report.fail(name, f"an entry cannot be read ({_why(exc)})")
+    missing = sorted(set(expected) - seen)
+    for site, seq in missing[:20]:
+        report.fail(
+            name, f"entry {seq} of site {site} is a transfer of the period it does not list"
+        )
+    if len(missing) > 20:
+        report.fail(name, f"and {len(missing) - 20} more transfers of the period it does not list")
+    if total != len(listed) or masked_total != len(masked):
+        report.fail(name, "its totals do not count its entries")
+    report.info["ledger"] = {"transfers": len(listed), "masked_disclosures": len(masked)}
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+def render(report: Report) -> str:
+    """The report for people: one line per site, one per failure."""
+    d = report.to_dict()
+    period = d.get("period") or {}
+    lines = [
+        f"evidence pack {d['pack']}: deployment {d.get('deployment')}, "
+        f"{period.get('since')} to {period.get('until')}, exported {d.get('exported_at')}"
+    ]
+    keys = d.get("keys") or {}
+    if d.get("trust"):
+        lines.append(f"trust: {d['trust']}")
+    if keys.get("unpinned") and keys.get("pinned"):
+        lines.append(f"  not pinned: {', '.join(keys['unpinned'])}")
+    for site, s in sorted(d["sites"].items()):
+        if s["entries"]:
+            span = (
+                f"entries {s['first']}-{s['last']} ({s['in_period']} of the period) proven in "
+                f"the head of size {s['closing_head']}"
+            )
+        else:
+            span = "no entries"
+        lines.append(f"  {site}: {span}; signed heads: {s['heads']}")
+        if s["witnessed_by"]:
+            lines.append(f"    that head is witnessed by {', '.join(s['witnessed_by'])}")
+        elif s["witnessed_head"]:
+            w = s["witnessed_head"]
+            lines.append(
+                f"    the head of size {w['size']} is witnessed by {', '.join(w['by'])}; "
+                "the later ones extend it"
+            )
+        else:
+            lines.append("    no head of it shown witnessed by another site")
+        covered = s["covered_until"]
+        if covered and covered[:10] < str(period.get("until")):
+            lines.append(
+                f"    this log is covered up to its newest head in the pack, signed {covered}, "
+                "before the period's end: later entries are not"
+            )
+        if s["not_yet_signed"]:
+            lines.append(
+                f"    the exporter counted {s['not_yet_signed']} later operations of the period "
+                "that no signed head covered yet: not in this pack"
+            )
+        if s["recorded_by"]:
+            lines.append(
+                f"    {', '.join(s['recorded_by'])} recorded that head after their newest signed "
+                "head: not provable in this pack yet"
+            )
+    ledger = d.get("ledger")
+    if ledger:
+        lines.append(
+            f"  transfer ledger: {ledger['transfers']} transfers and "
+            f"{ledger['masked_disclosures']} masked disclosures, each an entry of a proven log"
+        )
+    for f in d["failures"]:
+        lines.append(f"FAILED {f['member']}: {f['problem']}")
+    lines.append(
+        "ok: every signature and proof holds"
+        if report.ok
+        else f"{len(d['failures'])} checks failed"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="verify.py", description="Check a domicile evidence pack offline."
+    )
+    parser.add_argument("pack", help="the evidence pack (a .zip)")
+    parser.add_argument("--keys", help="site keys obtained apart from the pack, to pin trust")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        pinned = load_pinned(Path(args.keys)) if args.keys else None
+        report = check_pack(args.pack, pinned)
+    except PackUnreadable as exc:
+        if args.json:
+            print(json.dumps({"error": {"code": "bad_input", "message": str(exc)}}, indent=2))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
