@@ -269,3 +269,44 @@ def test_serve_on_a_busy_port_exits_5_before_setting_anything_up(
     assert "cannot listen on 127.0.0.1" in output
     assert "serving" not in output
     assert list(tmp_path.iterdir()) == []  # the embedded deployment was not made
+
+
+def test_every_command_that_prints_data_has_json() -> None:
+    """Machine output is one JSON object behind --json, on every command but the server."""
+    without = [" ".join(p) for p, cmd in commands() if "--json" not in _options(cmd)]
+    assert without == ["serve"]
+
+
+def _options(cmd: Any) -> set[str]:
+    return {o for p in cmd.params for o in getattr(p, "opts", [])}
+
+
+def test_shell_completion_offers_commands(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """`domicile --install-completion` installs what this answers: the commands and
+    subcommands of the CLI, completed from what was typed."""
+    monkeypatch.setenv("_DOMICILE_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "domicile policy ex")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    with pytest.raises(SystemExit) as done:
+        main([])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.split() == ["explain"]
+
+
+def test_no_color_is_honoured(tmp_path: Path) -> None:
+    """Colour is forced on a pipe (FORCE_COLOR) unless NO_COLOR asks for none."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "domicile.cli.app", "policy", "explain",
+           "--subject", "citizenship=RU", "--category", "user.name", "--operation", "store",
+           "--site-country", "DE", "--date", "2025-09-01"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    coloured = subprocess.run(cmd, env={**env, "FORCE_COLOR": "1"}, capture_output=True, text=True)
+    plain = subprocess.run(
+        cmd, env={**env, "FORCE_COLOR": "1", "NO_COLOR": "1"}, capture_output=True, text=True
+    )
+    assert "\x1b[1;31mDENY" in coloured.stdout  # DENY in bold red
+    assert "DENY" in plain.stdout
+    assert "31m" not in plain.stdout  # no red at all

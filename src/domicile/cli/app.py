@@ -25,7 +25,7 @@ app = typer.Typer(
     help="Keeps each person's personal data where the law demands it, and proves it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="markdown",  # docstrings reflow; `code` shows as code
 )
 # Flags take no value: the help shows none (this typer version shows <bool> for them).
@@ -55,15 +55,23 @@ def _root(
     """Keeps each person's personal data where the law demands it, and proves it."""
 
 
-def version_text() -> str:
+def version_info() -> dict[str, Any]:
+    """domicile's version and each pack's (or why the packs could not be loaded)."""
     from domicile.errors import DomicileError
     from domicile.packs.loader import load_packs
 
     try:
-        packs = ", ".join(f"{lp.id} {lp.pack.pack.version}" for lp in load_packs())
+        packs: dict[str, str] | str = {lp.id: lp.pack.pack.version for lp in load_packs()}
     except DomicileError as exc:  # a broken DOMICILE_PACKS pack: say so, print the rest
         packs = f"not loaded ({exc.message})"
-    return f"domicile {__version__}\npacks: {packs}"
+    return {"version": __version__, "packs": packs}
+
+
+def version_text() -> str:
+    info = version_info()
+    packs = info["packs"]
+    listed = ", ".join(f"{k} {v}" for k, v in packs.items()) if isinstance(packs, dict) else packs
+    return f"domicile {info['version']}\npacks: {listed}"
 
 
 app.add_typer(policy_app, name="policy")
@@ -78,9 +86,12 @@ _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 
 
 @app.command()
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Print the version and the packs' versions."""
-    console.print(version_text(), soft_wrap=True)
+    if as_json:
+        emit_json(version_info())
+    else:
+        console.print(version_text(), soft_wrap=True)
 
 
 @app.command()
