@@ -350,3 +350,26 @@ def test_health_readiness_and_openapi(service: Service) -> None:
     spec = service.http.get("/openapi.json").json()
     assert "/v1/collections/{collection}/records" in spec["paths"]
     assert "/oauth2/token" in spec["paths"]
+
+
+def test_null_clears_a_field_and_an_email_field_takes_only_addresses(service: Service) -> None:
+    _, admin = service.client("ops", "admin")
+    token = put_ru(service)
+    r = service.http.patch(
+        f"/v1/records/{token}", json={"fields": {"city": None}, "purpose": "edit"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    r = service.http.get(f"/v1/records/{token}?purpose=view&as_site=ru", headers=admin)
+    assert set(r.json()["fields"]) == {"full_name", "email"}
+    r = service.http.patch(  # a required field cannot be cleared, by the document itself
+        f"/v1/records/{token}", json={"fields": {"full_name": None}, "purpose": "edit"},
+        headers=admin,
+    )  # fmt: skip
+    assert r.status_code in (400, 422)
+    assert "Anna" not in r.text
+    bad = {**PUT, "fields": {**ANNA, "email": "anna.volkova.example.ru"}}
+    r = service.http.post("/v1/collections/profiles/records", json=bad, headers=admin)
+    assert r.status_code in (400, 422)
+    assert "volkova" not in r.text
+    email = service.http.get("/openapi.json").json()["components"]["schemas"]["PutBody"]
+    assert "@" in email["properties"]["fields"]["properties"]["email"]["pattern"]

@@ -97,7 +97,10 @@ def test_cross_border_reads_masked_then_refused_exit_3(deployment: Path) -> None
     assert err["details"]["decision"]["disclosure"] == "none"
     code, _, stderr = run("get", token, "--purpose", "view")
     assert code == 3
-    assert len(stderr.strip().splitlines()) == 1
+    lines = stderr.strip().splitlines()  # the refusal, then why and what would allow it
+    assert lines[0].startswith("error: policy does not let site 'us' (US) read this record")
+    assert any(line.startswith("  - ru.transfer.ban: ") for line in lines)
+    assert "Anna" not in stderr
     code, out, _ = run("filings", "list", "--json")
     assert {f["name"]: f["source"] for f in json.loads(out)} == {
         "ru.art22_notice": "config", "ru.transfer_ban.US": "registry",
@@ -272,7 +275,7 @@ def test_status_names_the_deployment_and_how_it_stands(deployment: Path) -> None
     code, out, _ = run("status")
     assert code == 0
     assert f"deployment: {(deployment / 'domicile.yaml').resolve()}" in out
-    assert "site ru (RU, Moscow), 1 records: up" in out
+    assert "site ru (RU, Moscow), 1 record: up" in out
     assert stamps(deployment) == before  # status writes nothing
 
 
@@ -293,3 +296,36 @@ def test_filing_mistakes_get_short_helpful_answers(deployment: Path) -> None:
     assert code == 2
     assert "did you mean ru.art12_notice" in err
     assert len(err) < 300  # suggestions, not the list of every filing of every pack
+
+
+def test_update_clears_a_field_with_name_equals_nothing(deployment: Path) -> None:
+    token = str(put_ru()["token"])
+    code, _, err = run("update", token, "--field", "city=Kazan", "--purpose", "edit")
+    assert code == 0, err
+    code, _, err = run(
+        "update", token, "--field", "email=", "--field", "city=", "--purpose", "edit"
+    )
+    assert code == 0, err
+    code, out, _ = run("get", token, "--purpose", "view", "--as-site", "ru", "--json")
+    assert json.loads(out)["fields"] == {"full_name": "Anna Volkova"}
+    # A cleared searchable field is no longer found by its old value.
+    code, out, _ = run(
+        "find", "profiles", "--field", "email=anna@example.ru", "--purpose", "lookup",
+        "--as-site", "ru", "--json",
+    )  # fmt: skip
+    assert json.loads(out)["records"] == []
+    code, _, err = run("update", token, "--field", "full_name=", "--purpose", "edit")
+    assert code == 2
+    assert "required" in err
+    assert "Anna" not in err
+
+
+@pytest.mark.parametrize("bad", ["notanemail", "anna@", "@example.ru", "anna@example", "a b@x.ru"])
+def test_an_email_field_refuses_what_is_not_an_address(deployment: Path, bad: str) -> None:
+    code, _, err = run(
+        "put", "profiles", "--subject", "citizenship=RU", "--field", "full_name=Anna",
+        "--field", f"email={bad}", "--purpose", "signup",
+    )  # fmt: skip
+    assert code == 2
+    assert "not an e-mail address" in err
+    assert bad not in err

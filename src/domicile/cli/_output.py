@@ -162,6 +162,18 @@ def guarded(as_json: bool, fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def changes(values: list[str] | None) -> dict[str, str | None]:
+    """``--field`` options of an update: ``NAME=VALUE`` sets a field, ``NAME=`` clears it."""
+    out: dict[str, str | None] = {}
+    for raw in values or []:
+        name, sep, value = raw.partition("=")
+        if sep and name.strip() and not value.strip():
+            out[name.strip()] = None
+        else:
+            out.update(pairs([raw], "--field"))
+    return out
+
+
 def pairs(values: list[str] | None, what: str) -> dict[str, str]:
     """``NAME=VALUE`` options to a mapping; a malformed one is bad input."""
     from domicile.errors import BadInput

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from domicile.cli._output import console, emit_json, err_console, errors, pairs
+from domicile.cli._output import changes, console, emit_json, err_console, errors, pairs
 from domicile.config import CONFIG_ENV
 from domicile.errors import BadInput, ExitCode
 
@@ -222,7 +222,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def update(
         token: str = typer.Argument(...),
-        field: list[str] = typer.Option(..., "--field", help="NAME=VALUE; repeatable."),
+        field: list[str] = typer.Option(
+            ..., "--field", help="NAME=VALUE sets a field, NAME= clears it; repeatable."
+        ),
         purpose: str = PurposeOpt,
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
@@ -232,7 +234,7 @@ def register(app: typer.Typer) -> None:
         from domicile.vault import ReadResult
 
         with vault(config, as_json) as d, errors(as_json):
-            r = d.update(token, fields=_fields(field), purpose=purpose)
+            r = d.update(token, fields=changes(field), purpose=purpose)
         if isinstance(r, ReadResult):
             _show(r.to_dict(), as_json, lambda: _print_record(r))
         else:

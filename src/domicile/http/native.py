@@ -67,7 +67,7 @@ class ReadManyBody(_Body):
 
 
 class UpdateBody(_Body):
-    fields: dict[str, FieldValue] = Field(min_length=1)
+    fields: dict[str, FieldValue | None] = Field(min_length=1)  # null clears a field
     purpose: Purpose
 
 

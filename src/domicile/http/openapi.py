@@ -35,6 +35,7 @@ from domicile.config import Config, FieldSpec
 from domicile.packs import Operation
 from domicile.policy import PolicyEngine
 from domicile.residency.resolver import EVIDENCE_KEYS
+from domicile.vault.values import EMAIL_PATTERN
 
 # A record token: "dom1_" and the base64url of a sealed (site, record id), at most 200 long.
 TOKEN = {"type": "string", "pattern": r"^dom1_[A-Za-z0-9_-]{20,195}$"}
@@ -151,14 +152,17 @@ def field_schema(spec: FieldSpec) -> dict[str, Any]:
         # maxLength, which a format (a real number) cannot follow.
         most = max(3, min(40, spec.max_length) - 2)
         return {**PHONE, "pattern": rf"^\+[0-9][0-9 ()./-]{{2,{most}}}$"}
+    if spec.normalize == "email":
+        return {"type": "string", "maxLength": spec.max_length, "pattern": EMAIL_PATTERN}
     return {"type": "string", "maxLength": spec.max_length, "pattern": r"^[^\x00]*$"}
 
 
 def fields_schema(
-    config: Config, *, required: bool, searchable_only: bool = False
+    config: Config, *, required: bool, searchable_only: bool = False, clearing: bool = False
 ) -> dict[str, Any]:
     """The fields of the deployment's collections (one collection in most deployments;
-    with several, the union of their fields)."""
+    with several, the union of their fields). ``clearing`` (an update): null clears a
+    field that no collection requires."""
     props: dict[str, Any] = {}
     needed: list[set[str]] = []
     for coll in config.model.collections.values():
@@ -167,6 +171,9 @@ def fields_schema(
                 continue
             props.setdefault(name, field_schema(spec))
         needed.append({n for n, s in coll.fields.items() if s.required})
+    if clearing:
+        kept = set().union(*needed) if needed else set()
+        props = {n: (sch if n in kept else _null(sch)) for n, sch in props.items()}
     out: dict[str, Any] = {
         "type": "object", "properties": props, "additionalProperties": False, "minProperties": 1,
     }  # fmt: skip
@@ -441,7 +448,9 @@ def harden(
         ("UpdateBody", "fields", False),
     ):  # fmt: skip
         if model in schemas:
-            schemas[model]["properties"][fields] = fields_schema(config, required=required)
+            schemas[model]["properties"][fields] = fields_schema(
+                config, required=required, clearing=model == "UpdateBody"
+            )
     if "FindBody" in schemas:
         where = fields_schema(config, required=False, searchable_only=True)
         schemas["FindBody"]["properties"]["where"] = where

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,12 @@ from domicile.config import Collection, FieldSpec
 from domicile.errors import BadInput
 
 MAX_FIELDS_BYTES = 1_000_000
+# A field normalized as e-mail holds one address: a local part, "@", a domain with a dot.
+# The published OpenAPI document carries the same pattern, so the service and every
+# client agree on what is refused. The space characters are spelled out: ``\s`` means
+# more in Python than in the document's (ECMA-262) regular expressions.
+EMAIL_PATTERN = r"^[^@ \t\n\r\f\v\x00]{1,64}@[^@ \t\n\r\f\v\x00.]+(\.[^@ \t\n\r\f\v\x00.]+)+$"
+_EMAIL = re.compile(EMAIL_PATTERN)
 
 
 class InvalidField(BadInput):
@@ -49,6 +56,11 @@ def coerce(name: str, spec: FieldSpec, value: Any) -> Any:
             raise InvalidField(
                 f"field {name!r} is longer than its limit of {spec.max_length} characters",
                 hint="shorten it, or raise max_length in the configuration",
+            )
+        if spec.normalize == "email" and not _EMAIL.fullmatch(value):  # fullmatch: no "\n" before $
+            raise InvalidField(
+                f"field {name!r} is not an e-mail address",
+                hint="write it as name@domain, e.g. someone@example.org",
             )
         return value
     if spec.type == "integer":
@@ -82,7 +94,10 @@ def check_fields(
     fields: Mapping[str, Any],
     *,
     partial: bool = False,
+    clear: bool = False,
 ) -> dict[str, Any]:
+    """The fields, each in its declared type. ``partial``: required fields may be absent
+    (an update, a search); ``clear``: None clears a field that is not required (an update)."""
     if not isinstance(fields, Mapping):
         raise InvalidField("fields must be a mapping of field names to values")
     if not fields:
@@ -96,9 +111,18 @@ def check_fields(
                 f"collection {collection_name!r} has no such field",
                 hint=f"its fields are: {', '.join(specs)}",
             )
+        if value is None and clear:
+            if spec.required:
+                raise InvalidField(
+                    f"field {name!r} is required: it can be changed, not cleared",
+                    hint=f"give a new value, e.g. --field {name}=...",
+                )
+            out[name] = None
+            continue
         if (
             type(value) is str
             and spec.type == "string"
+            and spec.normalize != "email"
             and value.isascii()  # ASCII: valid UTF-8 by construction
             and len(value) <= spec.max_length
             and "\x00" not in value

@@ -519,9 +519,16 @@ class Writing(Reading):
         rec = self._load(site, record_id, purpose, "update", access)
         self.authorize(access, "records:write", collection=rec.collection, hide=True)
         coll = self.collection(rec.collection)
-        checked = values.check_fields(rec.collection, coll, fields, partial=True)
+        checked = values.check_fields(rec.collection, coll, fields, partial=True, clear=True)
         residency, current = self._open_record(site, rec)
-        merged = {**{k: v for k, v in current.items() if k in coll.fields}, **checked}
+        merged = {  # a field given as None is cleared
+            k: v
+            for k, v in {
+                **{k: v for k, v in current.items() if k in coll.fields},
+                **checked,
+            }.items()
+            if v is not None
+        }
         decision = self._decide(
             residency, [coll.fields[f].category for f in merged], "update", site.country
         )
