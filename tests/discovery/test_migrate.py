@@ -230,7 +230,8 @@ def test_postgresql_source_with_delete(pg_database: Callable[[str], str], tmp_pa
         cleared = conn.execute(
             "SELECT count(*) FROM customers WHERE fld_a IS NULL AND fld_b IS NULL"
         ).fetchone()
-    assert cleared is not None and cleared[0] == done["moved"]
+    assert cleared is not None
+    assert cleared[0] == done["moved"]
     report = cli_json("migrate", "verify", str(plan_file), "--config", config)
     assert report["ok"] is True, report["problems"]
     assert report["moved"] == done["moved"]
@@ -243,7 +244,8 @@ def one_line(code: int, out: str, err: str, expected: int, *secrets_: str) -> st
     assert code == expected, out + err
     message = (out + err).strip()
     assert "Traceback" not in message
-    assert message.startswith("error:") and len(message.splitlines()) <= 2, message
+    assert message.startswith("error:"), message
+    assert len(message.splitlines()) <= 2, message
     for s in secrets_:
         assert s not in message
     return message
