@@ -269,7 +269,12 @@ def verify(
                 console.print(f"  ... and {len(report['problems']) - 50} more (--json lists all)")
         if report["refused"]:
             console.print(f"{report['refused']:,} rows refused by the vault stay in the source")
-        for t, cols in report["kept_columns"].items():
-            console.print(f"kept by the plan: {escape(t)}.{escape(', '.join(cols))}")
+        kept = ", ".join(f"{t}.{c}" for t, cols in report["kept_columns"].items() for c in cols)
+        if kept:
+            console.print(
+                f"{report['kept_values']:,} values of moved rows stay in columns the plan keeps "
+                f"({escape(kept)}): give them a field of the collection and plan again to move them",
+                soft_wrap=True,
+            )
     if not report["ok"]:
         raise typer.Exit(ExitCode.CHECK_FAILED)

@@ -1041,6 +1041,7 @@ def verify(
                         v = row[c]
                         if v is not None and not _is_token(v):
                             check_values.append((key, c, v))
+                            stats["kept"] += c in table.kept
                 # every token resolves to a record that exists where it says
                 by_site: dict[str, list[str]] = {}
                 for rid, (_, site) in expect.items():
@@ -1115,5 +1116,6 @@ def verify(
         "not_moved": stats["not moved"],
         "sites": dict(sorted(sites.items())),
         "kept_columns": {t.name: t.kept for t in plan.tables.values() if t.kept},
+        "kept_values": stats["kept"],
         "problems": problems,
     }
