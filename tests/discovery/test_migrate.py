@@ -125,7 +125,7 @@ def test_plan_dry_run_run_verify_on_sqlite(tmp_path: Path) -> None:
     assert dry["dry_run"] is True
     assert dry["sites"] == plan["destinations"]
     assert (digest_tree(tmp_path / "dep"), (tmp_path / "legacy.db").read_bytes()) == before
-    assert not list(tmp_path.glob("plan.yaml.journal*"))
+    assert not list(tmp_path.glob("plan.yaml.*"))
 
     code, out, _ = cli("migrate", "verify", str(plan_file), "--config", config)
     assert code == 1
@@ -138,7 +138,9 @@ def test_plan_dry_run_run_verify_on_sqlite(tmp_path: Path) -> None:
     moved = check_moved(config, data, customers(url))
     assert moved == done["moved"] == sum(plan["destinations"].values())
 
+    before_verify = digest_tree(tmp_path)
     report = cli_json("migrate", "verify", str(plan_file), "--config", config)
+    assert digest_tree(tmp_path) == before_verify  # verify writes nothing anywhere
     assert report["ok"] is True, report["problems"]
     assert report["moved"] == moved
     assert report["sites"] == plan["destinations"]
@@ -223,8 +225,11 @@ def test_postgresql_source_with_delete(pg_database: Callable[[str], str], tmp_pa
     write_database(data, url)
     config = deployment(tmp_path)
     plan_file = tmp_path / "plan.yaml"
-    plan = make_plan(url, config, plan_file, "--legacy", "delete", "--batch", "7")
-    done = cli_json("migrate", "run", str(plan_file), "--config", config)
+    with_password = url.replace("postgres@", "postgres:s3cretpw@")  # trust: any password
+    assert with_password != url
+    plan = make_plan(with_password, config, plan_file, "--legacy", "delete", "--batch", "7")
+    assert "s3cretpw" not in plan_file.read_text()
+    done = cli_json("migrate", "run", str(plan_file), "--source", with_password, "--config", config)
     assert done["moved"] == sum(plan["destinations"].values()) > 0
     with psycopg.connect(url) as conn:
         cleared = conn.execute(
@@ -328,3 +333,22 @@ def test_files_and_unknown_map_are_bad_input(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "no column" in one_line(code, out, err, 2)
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_vault_writes_records_under_the_ids_it_is_given(tmp_path: Path) -> None:
+    from domicile.errors import BadInput
+
+    d = Domicile.open(deployment(tmp_path))
+    try:
+        item = {"subject": ["citizenship=DE"], "fields": {"full_name": "Erika Muster"}}
+        rid = "0" * 12 + "ab" * 10
+        [r] = d.put_many("profiles", [item], purpose="t", record_ids=[rid])
+        site, got = d.tokens.read(r.token)
+        assert got == rid
+        with pytest.raises(BadInput):
+            d.put_many("profiles", [item], purpose="t", record_ids=["not-hex"])
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the store refuses a second record
+            d.put_many("profiles", [item], purpose="t", record_ids=[rid])
+        assert d.store(site).count() == 1
+    finally:
+        d.close()

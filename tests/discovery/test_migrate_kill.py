@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from domicile.discovery.migrate import load_plan
 from domicile.discovery.synthetic import generate, write_database
 from domicile.vault import Domicile
 from tests.discovery.test_migrate import check_moved, cli_json, deployment, make_plan
@@ -105,9 +106,9 @@ class ForkServer:
 
 
 def stamp(journal: Path) -> tuple[int, ...]:
-    """When the journal (a SQLite file in WAL mode) was last written, and how much."""
+    """When the journal (a SQLite file) was last written, and how much."""
     out: list[int] = []
-    for p in (journal, Path(f"{journal}-wal")):
+    for p in (journal, Path(f"{journal}-journal")):
         st = p.stat() if p.exists() else None
         out += [st.st_mtime_ns, st.st_size] if st else [0, 0]
     return tuple(out)
@@ -125,7 +126,7 @@ def campaign(url: str, tmp: Path) -> None:
     plan = make_plan(url, config, plan_file, "--batch", "1")
     planned = sum(plan["destinations"].values())
     original = {r[0]: tuple(r[1:]) for r in data.tables["customers"].rows}
-    journal = Path(f"{plan_file}.journal")
+    journal = load_plan(plan_file).journal_path
     args = ["migrate", "run", str(plan_file), "--config", config]
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     deadline = time.monotonic() + SECONDS

@@ -138,8 +138,9 @@ class Plan:
 
     @property
     def journal_path(self) -> Path:
+        # Named for the plan: a new plan written over an old one starts a journal of its own.
         assert self.path is not None
-        return self.path.with_name(self.path.name + ".journal")
+        return self.path.with_name(f"{self.path.name}.{self.id[-8:]}.journal")
 
 
 def residency_to_dict(r: Residency) -> dict[str, Any]:
@@ -174,7 +175,12 @@ def public_url(spec: str) -> str:
             "the source is not a database URL",
             hint="migrate moves rows of a database: postgresql://, mysql:// or sqlite:///FILE",
         ) from None
-    url = url.set(password=None)
+    from sqlalchemy.engine import URL
+
+    # ``set(password=None)`` keeps the password: build the URL again without one.
+    url = URL.create(
+        url.drivername, url.username, None, url.host, url.port, url.database, url.query
+    )
     if url.drivername.startswith("sqlite") and url.database:
         url = url.set(database=str(Path(url.database).resolve()))
     return url.render_as_string(hide_password=False)
@@ -544,7 +550,9 @@ class Journal:
         except ImportError:  # pragma: no cover - no fcntl (Windows)
             pass
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
+        # A rollback journal, not WAL: ``verify`` opens the file read-only, and a WAL file
+        # cannot be read without creating its companions.
+        self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.execute("PRAGMA synchronous = FULL")
         self.db.executescript(
             """
@@ -595,12 +603,18 @@ class Journal:
                 )
 
     def rows(self, table: str) -> dict[str, tuple[str, str | None, str]]:
-        return {
-            k: (rid, site, state)
-            for k, rid, site, state in self.db.execute(
-                "SELECT key, rid, site, state FROM rows WHERE tbl = ?", (table,)
-            )
-        }
+        try:
+            return {
+                k: (rid, site, state)
+                for k, rid, site, state in self.db.execute(
+                    "SELECT key, rid, site, state FROM rows WHERE tbl = ?", (table,)
+                )
+            }
+        except sqlite3.Error:
+            raise BadInput(
+                f"the journal {self.path.name} cannot be read (a run stopped mid-write?)",
+                hint="run `domicile migrate run` again to finish and repair it, then verify",
+            ) from None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
