@@ -69,31 +69,6 @@ def _bar(as_json: bool) -> Any:
     )  # fmt: skip
 
 
-def _example(path: Path, subjects: int) -> None:
-    from domicile.discovery.synthetic import generate, write_database
-
-    if path.exists():
-        raise BadInput(f"{path} exists already", hint="name a new file")
-    write_database(generate(subjects), f"sqlite:///{path}")
-
-
-@migrate_app.command("example")
-def example(
-    path: Path = typer.Argument(..., help="New SQLite file to write."),
-    subjects: int = typer.Option(60, "--subjects", min=10, max=100_000, help="People in it."),
-) -> None:
-    """Write a sample legacy database (people of ten countries, linked tables, decoys) to
-    try scan and migrate on."""
-    from domicile.discovery.sources import require_extra
-
-    with errors(False):
-        require_extra()
-        _example(path, subjects)
-    console.print(
-        f"wrote {escape(str(path))}: {subjects} people and their orders, payments, sessions"
-    )
-
-
 @migrate_app.command("plan")
 def plan(
     source: str = typer.Argument(
