@@ -690,14 +690,13 @@ def _count(source: DatabaseSource, table: str) -> int:
         raise _translated(source, exc) from None
 
 
-def _translated(source: DatabaseSource, exc: Exception) -> DomicileError:
+def _translated(source: DatabaseSource, exc: Exception) -> Exception:
+    """A driver's error as domicile's (without the driver's words); any other as it is."""
     from sqlalchemy.exc import DBAPIError
 
-    if isinstance(exc, DomicileError):
-        return exc
     if isinstance(exc, DBAPIError):
         return source.translate(exc)
-    raise exc
+    return exc
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -785,7 +784,8 @@ def _run_table(
         if conn.in_transaction():
             conn.rollback()
         progress(table.name, int(done_before or 0))
-    lock = not dry(journal) and source.backend != "sqlite"
+    # Rows are locked for the batch: by ``BEGIN IMMEDIATE`` on SQLite, else row by row.
+    lock = journal is not None and source.backend != "sqlite"
     while True:
         stmt = sa.select(*(t.c[c] for c in columns)).order_by(t.c[table.key])
         if after is not None:
@@ -819,10 +819,6 @@ def _run_table(
             progress(table.name, len(rows))
         if after is None:
             return
-
-
-def dry(journal: Journal | None) -> bool:
-    return journal is None
 
 
 def _end(conn: Any, *, commit: bool) -> None:
