@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from domicile.cli.app import app
-from domicile.discovery.migrate import load_plan, open_planned_source
-from domicile.discovery.migrate import run as run_plan
+from domicile.discovery.migration import load_plan, open_planned_source
+from domicile.discovery.migration import run as run_plan
 from domicile.discovery.synthetic import Dataset, generate, write_database
 from domicile.vault import Domicile
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from domicile.discovery.migrate import load_plan
+from domicile.discovery.migration import load_plan
 from domicile.discovery.synthetic import generate, write_database
 from domicile.vault import Domicile
 from tests.discovery.test_migrate import check_moved, cli_json, deployment, make_plan
@@ -43,7 +43,7 @@ def rows_of(url: str) -> dict[int, tuple[Any, ...]]:
 FORK_SERVER = """
 import os, sys
 from domicile.cli.app import main
-import domicile.discovery.migrate, domicile.vault, sqlalchemy, psycopg, pymysql, rich.progress
+import domicile.discovery.migration, domicile.vault, sqlalchemy, psycopg, pymysql, rich.progress
 for line in sys.stdin:
     pid = os.fork()
     if pid == 0:

@@ -1,6 +1,6 @@
 """``domicile migrate plan|run|verify``: move the personal data a scan found into the
 sites the law names, through the vault, and leave tokens in the source
-(``domicile.discovery.migrate``)."""
+(``domicile.discovery.migration``)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def plan(
         require_extra()
         if out is None and not as_json:
             raise BadInput("where does the plan go? give --out FILE", hint="or --json to print it")
-        from domicile.discovery.migrate import make_plan, save_plan
+        from domicile.discovery.migration import make_plan, save_plan
 
         where, engine = _location(located_in, site, config)
         bar = _bar(as_json)
@@ -171,8 +171,8 @@ def run(
 
     with errors(as_json):
         require_extra()
-        from domicile.discovery.migrate import load_plan, open_planned_source
-        from domicile.discovery.migrate import run as run_plan
+        from domicile.discovery.migration import load_plan, open_planned_source
+        from domicile.discovery.migration import run as run_plan
 
         p = load_plan(plan_file)
         src = open_planned_source(p, source, writable=not dry_run)
@@ -216,8 +216,8 @@ def verify(
 
     with errors(as_json):
         require_extra()
-        from domicile.discovery.migrate import load_plan, open_planned_source
-        from domicile.discovery.migrate import verify as verify_plan
+        from domicile.discovery.migration import load_plan, open_planned_source
+        from domicile.discovery.migration import verify as verify_plan
 
         p = load_plan(plan_file)
         src = open_planned_source(p, source, writable=False)
