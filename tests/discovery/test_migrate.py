@@ -352,3 +352,19 @@ def test_vault_writes_records_under_the_ids_it_is_given(tmp_path: Path) -> None:
         assert d.store(site).count() == 1
     finally:
         d.close()
+
+
+def test_a_second_run_of_the_same_plan_waits_for_none(tmp_path: Path) -> None:
+    from domicile.discovery.migration import Journal
+
+    url = sqlite_source(tmp_path, generate(30, seed=4))
+    config = deployment(tmp_path)
+    plan_file = tmp_path / "plan.yaml"
+    make_plan(url, config, plan_file)
+    held = Journal(load_plan(plan_file).journal_path)  # as a run in progress holds it
+    try:
+        code, out, err = cli("migrate", "run", str(plan_file), "--config", config)
+        assert "another `migrate run`" in one_line(code, out, err, 2)
+    finally:
+        held.close()
+    assert cli("migrate", "run", str(plan_file), "--config", config)[0] == 0
