@@ -18,6 +18,7 @@ from domicile.cli import vault as vault_cli
 from domicile.cli._output import console, emit_json, errors, last_word
 from domicile.cli.bench import bench_app
 from domicile.cli.evidence import evidence_app
+from domicile.cli.migrate import migrate_app
 from domicile.cli.policy import policy_app, residency_app
 
 app = typer.Typer(
@@ -78,6 +79,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(residency_app, name="residency")
 app.add_typer(bench_app, name="bench")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(migrate_app, name="migrate")
 vault_cli.register(app)
 service_cli.register(app)
 scan_cli.register(app)

@@ -103,7 +103,10 @@ def scan(
     batch_size: int = 5000,
     date: dt.date | None = None,
     progress: Progress | None = None,
+    residencies: dict[str, Residency] | None = None,
 ) -> dict[str, Any]:
+    """The report (see the README, "Discovery"). ``residencies``, when given, receives each
+    subject's resolved residency (``domicile migrate plan`` places subjects by it)."""
     started = time.perf_counter()
     day = date or dt.date.today()
     infos = source.tables()
@@ -249,6 +252,8 @@ def scan(
     for sid, s in subjects.items():
         residency = book.residency(s.pieces)
         subjects_out[sid] = countries_of(residency)
+        if residencies is not None:
+            residencies[sid] = residency
         cats = frozenset().union(*(state[tb].categories for tb in s.rows))
         if not cats:
             continue

@@ -92,7 +92,9 @@ _DRIVERS = {
 class DatabaseSource:
     files = False
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, *, writable: bool = False) -> None:
+        """Read only, unless ``writable`` (``domicile migrate run`` rewrites rows it moved,
+        in transactions of its own; nothing else opens a source for writing)."""
         import sqlalchemy as sa
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
@@ -125,12 +127,20 @@ class DatabaseSource:
                     f"cannot read the SQLite file {path}", hint="check its permissions"
                 )
 
+            mode = "rw" if writable else "ro"
+
             def connect() -> sqlite3.Connection:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                # Writable: transactions are begun explicitly (``BEGIN IMMEDIATE``), not by
+                # the driver before the first write, so a batch's reads are in them too.
+                conn = sqlite3.connect(
+                    f"file:{path}?mode={mode}", uri=True, check_same_thread=False, timeout=30,
+                    isolation_level=None if writable else "DEFERRED",
+                )  # fmt: skip
                 # Text in another encoding than UTF-8 is read, not refused: it fails
                 # every recognizer instead of stopping the scan.
                 conn.text_factory = lambda b: b.decode("utf-8", "replace")
-                conn.execute("PRAGMA query_only = ON")
+                if not writable:
+                    conn.execute("PRAGMA query_only = ON")
                 return conn
 
             self.engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
@@ -139,12 +149,15 @@ class DatabaseSource:
             self.description = f"{backend} {where}/{url.database or ''}"
             args: dict[str, Any] = {"connect_timeout": 5}
             if backend == "postgresql":
-                args["options"] = "-c default_transaction_read_only=on"
+                if not writable:
+                    args["options"] = "-c default_transaction_read_only=on"
             else:
-                args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
+                if not writable:
+                    args["init_command"] = "SET SESSION TRANSACTION READ ONLY"
                 args["charset"] = "utf8mb4"
             self.engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
         self.backend = backend
+        self.url = url  # with its driver; never printed (it may hold a password)
         self._conn = self._connect()
 
     def _connect(self) -> Any:
@@ -176,6 +189,15 @@ class DatabaseSource:
             f"the {self.description} source does not answer",
             hint="check that the server is up and reachable, then retry",
         )
+
+    @property
+    def connection(self) -> Any:
+        """The SQLAlchemy connection (``domicile migrate`` runs its transactions on it)."""
+        return self._conn
+
+    def translate(self, exc: Exception) -> DomicileError:
+        """A driver's error as domicile's, without the driver's words."""
+        return self._translate(exc)
 
     def tables(self) -> list[TableInfo]:
         import sqlalchemy as sa

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -58,6 +59,8 @@ from domicile.vault.errors import PolicyRefused
 from domicile.vault.reading import Reading, _Disclosure
 from domicile.vault.results import PutResult, ReadResult, WriteResult
 from domicile.vault.sealing import seal_body
+
+_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(slots=True)
@@ -135,6 +138,7 @@ class _Item:
     decision: Decision | None = None
     subject_id: str | None = None
     new_subject: bool = False
+    record_id: str | None = None  # given by the caller, else a fresh one
 
 
 class Writing(Reading):
@@ -218,9 +222,15 @@ class Writing(Reading):
         *,
         purpose: str,
         access: Access | None = None,
+        record_ids: Sequence[str] | None = None,
     ) -> list[PutResult]:
         """Write records. Everything is checked and placed before anything is written; the
-        records of one site are written in one transaction."""
+        records of one site are written in one transaction.
+
+        ``record_ids`` (one per item, 32 hex digits) names the new records instead of fresh
+        ids: a caller that must not write a record twice (``domicile migrate``, resumed
+        after a crash) derives them from its own keys and looks them up first; a record
+        id that exists already fails the write."""
         check_purpose(purpose)
         access = access or self.operator
         coll = self.collection(collection)
@@ -230,6 +240,12 @@ class Writing(Reading):
         )
         if not items:
             raise BadInput("nothing to write", hint="give at least one record")
+        if record_ids is not None:
+            record_ids = list(record_ids)
+            if len(record_ids) != len(items) or not all(
+                isinstance(r, str) and len(r) == 32 and _HEX.fullmatch(r) for r in record_ids
+            ):
+                raise BadInput("record ids: one per record, 32 lower-case hex digits each")
         prepared: list[_Item] = []
         evidence_cache: dict[Any, Residency] = {}
         for i, item in enumerate(items):
@@ -239,6 +255,8 @@ class Writing(Reading):
                 checked = values.check_fields(collection, coll, item.get("fields") or {})
                 residency = self._evidence_residency(item.get("subject"), evidence_cache)
                 prepared.append(_Item(i, checked, residency))
+                if record_ids is not None:
+                    prepared[-1].record_id = record_ids[i]
             except BadInput as exc:
                 where = f"record {i}: " if len(items) > 1 else ""
                 raise type(exc)(where + exc.message, hint=exc.hint) from None
@@ -284,6 +302,8 @@ class Writing(Reading):
         """The residency of a record's subject evidence; ``cache`` serves a batch whose
         records repeat the same evidence (keyed by the evidence, and by a mapping's items
         when they are all strings)."""
+        if isinstance(raw, Residency):
+            return raw  # resolved already (``domicile migrate`` keeps a scan's residency)
         key: tuple[tuple[str, str], ...] | None = None
         if isinstance(raw, Mapping) and all(type(v) is str for v in raw.values()):
             key = tuple(raw.items())
@@ -376,7 +396,10 @@ class Writing(Reading):
                     self._deks.popitem(last=False)
 
         now = self.clock().isoformat()
-        rids = new_ids(len(group))
+        rids = [
+            item.record_id or fresh_id
+            for item, fresh_id in zip(group, new_ids(len(group)), strict=True)
+        ]
         tokens = self.tokens.issue_many(site_id, rids)
         nonces = os.urandom(NONCE * len(group))
         records: list[StoredRecord] = []
