@@ -11,7 +11,6 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from domicile.cli._output import console, emit_json, err_console, errors
 from domicile.cli.vault import ConfigOpt, JsonOpt, vault
@@ -113,24 +112,18 @@ def register_cmd(
             model = register(d, pack=pack.strip().lower(), since_notice=day)
         if _emit(model, fmt, out, as_json):
             return
-    table = Table(title=escape(model["title"]))
-    for col in (
-        "site",
-        "country",
-        "provider, address, city",
-        "records",
-        "copies",
-        "subjects",
-        "categories",
-    ):
-        table.add_column(col)
+    console.print(f"[bold]{escape(model['title'])}[/]", soft_wrap=True)
     for s in model["sites"]:
-        table.add_row(
-            s["site"], s["country"] + ("" if s["in_country"] else " (abroad)"),
-            escape(f"{s['provider']}, {s['address']}, {s['city']}"), str(s["records"]),
-            str(s["copies"]), str(s["subjects"]), escape(", ".join(s["categories"])),
-        )  # fmt: skip
-    console.print(table)
+        abroad = "" if s["in_country"] else " [red](abroad)[/]"
+        console.print(
+            f"{s['site']} ({s['country']}){abroad}: {escape(s['provider'])}, "
+            f"{escape(s['address'])}, {escape(s['city'])}; {s['records']} records, "
+            f"{s['copies']} copies, {s['subjects']} subjects; "
+            f"categories: {escape(', '.join(s['categories']))}",
+            soft_wrap=True,
+        )
+    if not model["sites"]:
+        console.print("no site holds data of subjects this law covers")
     n = model["notice"]
     due = f", due {n['due']}" + (" (overdue)" if n.get("overdue") else "") if n["due"] else ""
     console.print(f"notice {n['filing'] or '(none)'}: {n['status']}{due}", soft_wrap=True)
