@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from domicile.cli.app import app
-from domicile.reports import compliance, register, render, write_report
+from domicile.reports import compliance, register, render, report_files, write_report
 from domicile.vault import Domicile
 
 from .conftest import PLAINTEXT, Known
@@ -332,3 +332,17 @@ def test_a_missing_extra_is_one_line_and_exit_2(known: Known, tmp_path: Path) ->
         "'domicile[reports]' (PDF also needs pango: scripts/report-deps))"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_files_for_the_evidence_pack(known: Known) -> None:
+    with Domicile(known.config, read_only=True) as v:
+        files = report_files(v, since=known.notice, until=known.today, formats=("json",))
+    since, until = known.notice.isoformat(), known.today.isoformat()
+    assert sorted(files) == sorted(
+        [f"reports/register-{p}.json" for p in ("cn", "ru", "uz")]
+        + [f"reports/compliance-{j}-{since}-{until}.json" for j in ("cn", "eu", "ru", "uz")]
+    )
+    ru = json.loads(files["reports/register-ru.json"])
+    assert ru["totals"] == {"sites": 1, "records": 2, "copies": 0, "subjects": 2}
+    cn = json.loads(files["reports/register-cn.json"])
+    assert (cn["sites"], cn["notice"]["status"]) == ([], "not notified (kept as evidence)")

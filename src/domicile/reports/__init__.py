@@ -2,12 +2,24 @@
 
 ``register(vault, pack=...)`` and ``compliance(vault, jurisdiction=..., since=..., until=...)``
 build a JSON-ready model; ``render(model, fmt)`` turns it into JSON, HTML or PDF bytes, and
-``write_report(model, folder)`` writes all three (what the evidence pack includes). Reports
+``write_report(model, folder)`` writes all three; ``report_files(vault, since=, until=)``
+gives every report of a period as files (what the evidence pack includes). Reports
 read only: the deployment is opened read-only and nothing is written to it.
 """
 
+from domicile.reports.bundle import report_files
 from domicile.reports.compliance import compliance
 from domicile.reports.register import DUTIES, register
-from domicile.reports.render import FORMATS, render, require_extra, write_report
+from domicile.reports.render import FORMATS, name_of, render, require_extra, write_report
 
-__all__ = ["DUTIES", "FORMATS", "compliance", "register", "render", "require_extra", "write_report"]
+__all__ = [
+    "DUTIES",
+    "FORMATS",
+    "compliance",
+    "name_of",
+    "register",
+    "render",
+    "report_files",
+    "require_extra",
+    "write_report",
+]

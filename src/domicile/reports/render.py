@@ -157,7 +157,7 @@ def write_report(
     """Write a report in each of ``formats`` to ``folder`` (which must exist) as
     ``NAME.json``, ``NAME.html``, ``NAME.pdf``; for the evidence pack. Returns the paths."""
     base = Path(folder)
-    stem = name or _stem(model)
+    stem = name or name_of(model)
     out = []
     for fmt in formats:
         data = render(model, fmt)
@@ -167,7 +167,8 @@ def write_report(
     return out
 
 
-def _stem(model: dict[str, Any]) -> str:
+def name_of(model: dict[str, Any]) -> str:
+    """A report's file name without its suffix."""
     if model["kind"] == "register":
         return f"register-{model['pack']}"
     return f"compliance-{model['jurisdiction'].lower()}-{model['period']['since']}-{model['period']['until']}"
