@@ -75,7 +75,6 @@ def test_the_register_lists_the_russian_database_and_the_change_since_the_notice
             {"site": "ru", "change": "database added", "category": None, "on": today,
              "entry": "ru:1", "due": due},
         ],
-        "unavailable": [],
         "sources": {
             "query": "entries of every site's audit naming a rule of the 'ru' pack (writes and"
             " copies delivered), then every later write, copy, deletion and erasure of the"
@@ -153,7 +152,6 @@ def test_the_compliance_report_counts_what_the_audit_holds(known: Known) -> None
                 for s, h in sorted(heads.heads.items())
             },
         },
-        "unavailable": [],
         "figures": {
             "holdings": {"title": "Records and subjects by site", "entries": {"ru": "1-2"}, "count": 2,
                          "query": "writes naming a rule of ru or written at a site in RU, copies of those"
@@ -346,3 +344,36 @@ def test_report_files_for_the_evidence_pack(known: Known) -> None:
     assert ru["totals"] == {"sites": 1, "records": 2, "copies": 0, "subjects": 2}
     cn = json.loads(files["reports/register-cn.json"])
     assert (cn["sites"], cn["notice"]["status"]) == ([], "not notified (kept as evidence)")
+
+
+def test_a_site_that_does_not_answer_fails_the_report(known: Known, tmp_path: Path) -> None:
+    db = known.folder / "data" / "de.sqlite"
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    files = list(db.parent.glob("de.sqlite*"))
+    for f in files:
+        f.rename(aside / f.name)
+    db.mkdir()  # the site's database cannot be opened
+    try:
+        for args in (
+            ["register"],
+            [
+                "compliance",
+                "--jurisdiction",
+                "RU",
+                "--since",
+                "2025-01-01",
+                "--until",
+                "2025-12-31",
+            ],
+        ):
+            code, out, err = run(
+                "report", *args, "--config", str(known.folder), "--out", str(tmp_path / "r.json")
+            )
+            assert code == 4, (out, err)
+            assert "site 'de' is unavailable" in err
+            assert not (tmp_path / "r.json").exists()
+    finally:
+        db.rmdir()
+        for f in aside.iterdir():
+            f.rename(db.parent / f.name)

@@ -208,7 +208,6 @@ def compliance(
         "obligations": _obligations(vault, packs, code, countries, held, transfers + masked + refused, until),
         "parity": _parity(vault),
         "audit": _audit(vault),
-        "unavailable": view.unavailable,
         "figures": figures,
     }  # fmt: skip
     duties = duties_for(vault)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from domicile.stores.base import SiteUnavailable
 from domicile.vault.service import Domicile
 
 
@@ -75,22 +74,17 @@ class Entry:
 
 @dataclass
 class AuditView:
-    """Every available site's entries, in log order per site, and the sites that did not
-    answer."""
+    """Every site's entries, in log order per site. A report counts every site or none: a
+    site that does not answer fails the report (``SiteUnavailable``, exit 4), since a
+    register or a count that leaves a database out unseen is wrong evidence."""
 
     entries: list[Entry] = field(default_factory=list)
-    unavailable: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, vault: Domicile) -> AuditView:
         out = cls()
         for site in vault.config.sites:
-            try:
-                rows = list(vault.store(site.id).audit())
-            except SiteUnavailable:
-                out.unavailable.append(site.id)
-                continue
-            for row in rows:
+            for row in vault.store(site.id).audit():
                 data = json.loads(row.payload)
                 at = dt.datetime.fromisoformat(data["at"]) if data.get("at") else _EPOCH
                 out.entries.append(Entry(site.id, row.seq, at, data))

@@ -183,7 +183,6 @@ def register(
         },
         "notice": notice,
         "changes": changes,
-        "unavailable": view.unavailable,
         "sources": {
             "query": (
                 f"entries of every site's audit naming a rule of the {pack!r} pack (writes and"
