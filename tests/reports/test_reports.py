@@ -52,7 +52,7 @@ def test_the_register_lists_the_russian_database_and_the_change_since_the_notice
         "pack": "ru",
         "jurisdiction": "RU",
         "title": "Databases holding Russian citizens' personal data (152-FZ Art. 22(3), item 10.1)",
-        "citation": "152-FZ Art. 22(3) item 10.1; changes notified by the 15th of the following month (Art. 22(7))",
+        "citation": "152-FZ Art. 22(3) item 10.1 (Minkomsvyaz Order 315 of 28.08.2015); changes notified by the 15th of the following month (since 1 March 2023)",
         "evidence": "ev.db_register",
         "as_of": today,
         "environment": "default",
@@ -76,7 +76,7 @@ def test_the_register_lists_the_russian_database_and_the_change_since_the_notice
              "entry": "ru:1", "due": due},
         ],
         "sources": {
-            "query": "entries of every site's audit naming a rule of the 'ru' pack (writes and"
+            "query": "entries of every site's audit naming a localization rule of the 'ru' pack (writes and"
             " copies delivered), then every later write, copy, deletion and erasure of the"
             " same subjects, replayed in time order",
             "entries": {"ru": "1-2"},
@@ -377,3 +377,23 @@ def test_a_site_that_does_not_answer_fails_the_report(known: Known, tmp_path: Pa
         db.rmdir()
         for f in aside.iterdir():
             f.rename(db.parent / f.name)
+
+
+def test_the_register_counts_the_laws_subjects_not_every_record_in_the_country(
+    known: Known,
+) -> None:
+    # A US citizen's record kept in Russia fires Russia's notice rule (the site is in its
+    # territory) but no localization rule: it is not in the register of citizens' databases.
+    from domicile.reports.ledger import Entry
+    from domicile.reports.register import covered_by
+
+    with Domicile(known.config, read_only=True) as v:
+        ru = next(lp for lp in v.engine.packs if lp.id == "ru")
+    about = covered_by(ru)
+    at = dt.datetime.now(dt.UTC)
+    assert about(
+        Entry(
+            "ru", 1, at, {"action": "write", "rules": ["ru.localization.2025", "ru.notice.art22"]}
+        )
+    )
+    assert not about(Entry("ru", 2, at, {"action": "write", "rules": ["ru.notice.art22"]}))

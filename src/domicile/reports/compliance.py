@@ -205,7 +205,9 @@ def compliance(
         },
         "masked": {"total": len(masked), "entries": [_masked(e) for e in masked[:500]], "figure": "masked"},
         "refused": {"total": len(refused), "entries": [_refused(e) for e in refused[:500]], "figure": "refused"},
-        "obligations": _obligations(vault, packs, code, countries, held, transfers + masked + refused, until),
+        "obligations": _obligations(
+            vault, packs, code, countries, held, transfers + masked + refused, min(until, today)
+        ),
         "parity": _parity(vault),
         "audit": _audit(vault),
         "figures": figures,

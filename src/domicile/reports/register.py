@@ -4,8 +4,8 @@ the categories held and the subjects counted; what changed since the last notice
 the change notice is due.
 
 Which subjects a law covers is what the engine decided when their data was written: an
-entry that names a rule of the law's pack (``ru.localization.2025`` fires for a Russian
-citizen) makes its subject one of them, at that site and at every site a copy of their
+entry that names a localization rule of the law's pack (``ru.localization.2025`` fires for
+a Russian citizen) makes its subject one of them, at that site and at every site a copy of their
 record reached. The register as it stood when the last notice was filed is replayed from
 the same audit up to that day, so the two are counted alike and every row points at the
 entries it rests on.
@@ -14,6 +14,7 @@ entries it rests on.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,15 +45,15 @@ DUTIES: dict[str, RegisterDuty] = {
         "ru", "ev.db_register",
         "Databases holding Russian citizens' personal data (152-FZ Art. 22(3), item 10.1)",
         "ru.art22_notice", "next_month_15",
-        "152-FZ Art. 22(3) item 10.1; changes notified by the 15th of the following month (Art. 22(7))",
+        "152-FZ Art. 22(3) item 10.1 (Minkomsvyaz Order 315 of 28.08.2015); changes notified by the 15th of the following month (since 1 March 2023)",
     ),
     "cn": RegisterDuty(
         "cn", "ev.storage_register",
         "Systems holding personal information collected in China, with their storage location",
-        None, "none", "PIPL Art. 40; kept as evidence, not notified",
+        None, "none", "CSL Art. 37, PIPL Art. 40 (critical information infrastructure operators); kept as evidence, not notified",
     ),
     "uz": RegisterDuty(
-        "uz", "uz.database_registered",
+        "uz", "ev.db_register",
         "Personal databases of Uzbek citizens (PD Law Art. 27-1)",
         "uz.database_registered", "before",
         "PD Law Art. 27-1: a database is registered before citizens' data is processed in it",
@@ -66,11 +67,18 @@ def duties_for(vault: Domicile) -> dict[str, RegisterDuty]:
     return {k: v for k, v in DUTIES.items() if k in loaded}
 
 
-def covered_by(pack: str) -> Any:
-    prefix = pack + "."
+def covered_by(lp: Any) -> Callable[[Entry], bool]:
+    """Whether an entry is about a subject whose data the law requires to be localized:
+    it names one of the pack's localization rules (they fire for the subjects the law
+    covers, e.g. Russian citizens, and not for a foreigner's data that merely sits in the
+    country, for whom only the notice rule fires). A pack without localization rules: any
+    of its rules."""
+    rules = {r.id for r in lp.pack.rules if r.kind == "localization"} or {
+        r.id for r in lp.pack.rules
+    }
 
     def about(e: Entry) -> bool:
-        return any(r.startswith(prefix) for r in e.rules)
+        return any(r in rules for r in e.rules)
 
     return about
 
@@ -132,7 +140,7 @@ def register(
     countries = set(lp.pack.pack.countries)
     today = today or dt.datetime.now(dt.UTC).date()
     view = view or AuditView.read(vault)
-    about = covered_by(pack)
+    about = covered_by(lp)
     now = replay(view, about)
     on_record = vault.filings.current().get(duty.notice) if duty.notice else None
     baseline_day = since_notice or on_record
@@ -185,7 +193,7 @@ def register(
         "changes": changes,
         "sources": {
             "query": (
-                f"entries of every site's audit naming a rule of the {pack!r} pack (writes and"
+                f"entries of every site's audit naming a localization rule of the {pack!r} pack (writes and"
                 " copies delivered), then every later write, copy, deletion and erasure of"
                 " the same subjects, replayed in time order"
             ),
