@@ -397,3 +397,62 @@ def test_the_register_counts_the_laws_subjects_not_every_record_in_the_country(
         )
     )
     assert not about(Entry("ru", 2, at, {"action": "write", "rules": ["ru.notice.art22"]}))
+
+
+def test_changes_since_the_notice_and_their_due_dates(tmp_path: Path) -> None:
+    from domicile.config import parse_config
+    from domicile.setup import create_deployment
+
+    from .conftest import CONFIG
+
+    (tmp_path / "domicile.yaml").write_text(CONFIG)
+    config = parse_config(CONFIG, str(tmp_path / "domicile.yaml"), tmp_path)
+    create_deployment(config)
+    ru = {"citizenship": "RU"}
+
+    def on(day: dt.date) -> Domicile:
+        return Domicile(
+            config, clock=lambda: dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC)
+        )
+
+    with on(dt.date(2024, 6, 3)) as v:
+        ivan = v.put(
+            "profiles",
+            subject=ru,
+            fields={"full_name": "Ivan", "email": "i@x.ru"},
+            purpose="signup",
+        ).token
+        v.add_filing("ru.art22_notice", "2024-06-10")  # the notice states name and e-mail at ru
+    with on(dt.date(2024, 8, 20)) as v:
+        v.put(
+            "profiles", subject=ru, fields={"full_name": "Olga", "city": "Kazan"}, purpose="signup"
+        )
+    with Domicile(config) as v:
+        v.erase(ivan)  # today: the e-mail address is no longer held
+    today = dt.datetime.now(dt.UTC).date()
+    m = today.month
+    next_15th = dt.date(today.year + (m == 12), m % 12 + 1, 15).isoformat()
+    with Domicile(config, read_only=True) as v:
+        reg = register(v)
+        fresh = register(v, since_notice=dt.date(2024, 6, 1))
+        actions = {r.seq: json.loads(r.payload)["action"] for r in v.store("ru").audit()}
+    write, erase = (next(s for s, a in actions.items() if a == k) for k in ("write", "erase"))
+    assert write == 1
+    assert [(s["site"], s["records"], s["subjects"], s["categories"]) for s in reg["sites"]] == [
+        ("ru", 1, 1, [CITY, NAME])
+    ]
+    assert reg["changes"] == [
+        {"site": "ru", "change": "category added", "category": CITY, "on": "2024-08-20",
+         "entry": "ru:3", "due": "2024-09-15"},  # ru:2 is a witness record
+        {"site": "ru", "change": "category removed", "category": EMAIL, "on": today.isoformat(),
+         "entry": f"ru:{erase}", "due": next_15th},
+    ]  # fmt: skip
+    assert {k: reg["notice"][k] for k in ("status", "due", "overdue", "compared_with")} == {
+        "status": "change notice due", "due": "2024-09-15", "overdue": True,
+        "compared_with": "2024-06-10",
+    }  # fmt: skip
+    assert fresh["changes"] == [
+        {"site": "ru", "change": "database added", "category": None, "on": "2024-06-03",
+         "entry": "ru:1", "due": "2024-07-15"},
+    ]  # fmt: skip
+    assert fresh["notice"]["compared_from"] == "--since-notice"
