@@ -77,6 +77,20 @@ def _emit(model: dict[str, Any], fmt: str | None, out: Path | None, as_json: boo
     return False
 
 
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _counts(s: dict[str, Any]) -> str:
+    return ", ".join(
+        (
+            _n(s["records"], "record", "records"),
+            _n(s["copies"], "copy", "copies"),
+            _n(s["subjects"], "subject", "subjects"),
+        )
+    )
+
+
 def _status(as_json: bool) -> Any:
     from contextlib import nullcontext
 
@@ -117,8 +131,7 @@ def register_cmd(
         abroad = "" if s["in_country"] else " [red](abroad)[/]"
         console.print(
             f"{s['site']} ({s['country']}){abroad}: {escape(s['provider'])}, "
-            f"{escape(s['address'])}, {escape(s['city'])}; {s['records']} records, "
-            f"{s['copies']} copies, {s['subjects']} subjects; "
+            f"{escape(s['address'])}, {escape(s['city'])}; {_counts(s)}; "
             f"categories: {escape(', '.join(s['categories']))}",
             soft_wrap=True,
         )
@@ -164,9 +177,7 @@ def compliance_cmd(
     p = model["period"]
     console.rule(f"[bold]{model['jurisdiction']}: {p['since']} to {p['until']}")
     for s in model["holdings"]["sites"]:
-        console.print(
-            f"{s['site']} ({s['country']}): {s['records']} records, {s['copies']} copies, {s['subjects']} subjects"
-        )
+        console.print(f"{s['site']} ({s['country']}): {_counts(s)}")
     t = model["transfers"]
     console.print(
         f"transfers: {t['total']}"
