@@ -92,6 +92,19 @@ def test_the_register_lists_the_russian_database_and_the_change_since_the_notice
 def test_the_compliance_report_counts_what_the_audit_holds(known: Known) -> None:
     today, notice = known.today.isoformat(), known.notice.isoformat()
     _, comp, heads = models(known)
+    with Domicile(known.config, read_only=True) as v:
+        witnessed = {
+            s: [
+                {"witness": w, "size": row.size, "root": row.root.hex(), "entry": f"{w}:{row.seq}"}
+                for w in ("ru", "de", "us")
+                if w != s and (row := max(v.store(w).witnessed(s), key=lambda r: r.size))
+            ]
+            for s in ("ru", "de", "us")
+        }
+    # Every site's newest head is held by both others.
+    assert all(
+        len(w) == 2 and w[0]["root"] == heads.heads[s].root.hex() for s, w in witnessed.items()
+    )
     masked_at = comp["masked"]["entries"][0].pop("at")
     assert masked_at.startswith(today)
     days = [(known.today - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1, 0)]
@@ -148,7 +161,7 @@ def test_the_compliance_report_counts_what_the_audit_holds(known: Known) -> None
             ],
             "heads": {
                 s: {"size": h.size, "root": h.root.hex(), "signed_at": h.signed_at,
-                    "public_key": heads.keys[s]}
+                    "public_key": heads.keys[s], "witnessed": witnessed[s]}
                 for s, h in sorted(heads.heads.items())
             },
         },
@@ -224,7 +237,7 @@ def test_pdf_text_and_a_page_rendered(known: Known, tmp_path: Path) -> None:
         ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
     ).stdout
     for needle in ("Compliance report: RU", "Transfers by destination", "ru.transfer.art12:non_adequate",
-                   "Audit verification", "verified", "ru: 1-4, 6", "Sources"):  # fmt: skip
+                   "Audit verification", "verified", "(the newest)", "ru: 1-4, 6", "Sources"):  # fmt: skip
         assert needle in text, needle
     reg_text = subprocess.run(
         ["pdftotext", "-layout", str(tmp_path / "register-ru.pdf"), "-"], check=True, capture_output=True, text=True

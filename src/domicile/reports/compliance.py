@@ -340,6 +340,27 @@ def _audit(vault: Domicile) -> dict[str, Any]:
         for sid, head in sorted(exported.heads.items()):
             heads[sid] = {
                 "size": head.size, "root": head.root.hex(), "signed_at": head.signed_at,
-                "public_key": exported.keys.get(sid),
+                "public_key": exported.keys.get(sid), "witnessed": _witnessed(vault, sid),
             }  # fmt: skip
     return {"ok": all(s["ok"] for s in sites), "sites": sites, "heads": heads}
+
+
+def _witnessed(vault: Domicile, site: str) -> list[dict[str, Any]]:
+    """The newest head of ``site`` each other site holds, with the entry of the witness's
+    own log that records it."""
+    out = []
+    for w in vault.config.sites:
+        if w.id == site:
+            continue
+        rows = vault.store(w.id).witnessed(site)
+        if rows:
+            row = max(rows, key=lambda r: r.size)
+            out.append(
+                {
+                    "witness": w.id,
+                    "size": row.size,
+                    "root": row.root.hex(),
+                    "entry": f"{w.id}:{row.seq}",
+                }
+            )
+    return out
