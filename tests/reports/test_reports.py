@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,14 @@ from .conftest import PLAINTEXT, Known
 
 runner = CliRunner()
 CITY, EMAIL, NAME = "user.contact.address.city", "user.contact.email", "user.name"
+
+
+def tool(name: str) -> str:
+    """A poppler tool the PDF tests need; never skipped: a missing one fails with the fix."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing: run scripts/report-deps (poppler-utils)", pytrace=False)
+    return found
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -234,13 +243,13 @@ def test_pdf_text_and_a_page_rendered(known: Known, tmp_path: Path) -> None:
     pdf = next(p for p in paths if p.name.startswith("compliance") and p.suffix == ".pdf")
     assert pdf.read_bytes().startswith(b"%PDF-")
     text = subprocess.run(
-        ["pdftotext", "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
+        [tool("pdftotext"), "-layout", str(pdf), "-"], check=True, capture_output=True, text=True
     ).stdout
     for needle in ("Compliance report: RU", "Transfers by destination", "ru.transfer.art12:non_adequate",
                    "Audit verification", "verified", "the newest", "ru: 1-4, 6", "Sources"):  # fmt: skip
         assert needle in text, needle
     reg_text = subprocess.run(
-        ["pdftotext", "-layout", str(tmp_path / "register-ru.pdf"), "-"], check=True, capture_output=True, text=True
+        [tool("pdftotext"), "-layout", str(tmp_path / "register-ru.pdf"), "-"], check=True, capture_output=True, text=True
     ).stdout  # fmt: skip
     for needle in (
         "Database location register",
@@ -254,7 +263,18 @@ def test_pdf_text_and_a_page_rendered(known: Known, tmp_path: Path) -> None:
         assert value not in text
         assert value not in reg_text
     subprocess.run(
-        ["pdftoppm", "-r", "50", "-png", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+        [
+            tool("pdftoppm"),
+            "-r",
+            "50",
+            "-png",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            str(pdf),
+            str(tmp_path / "page"),
+        ],
         check=True,
     )
     (png,) = tmp_path.glob("page*.png")
