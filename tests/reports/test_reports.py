@@ -370,8 +370,11 @@ def test_report_files_for_the_evidence_pack(known: Known) -> None:
         files = report_files(v, since=known.notice, until=known.today, formats=("json",))
     since, until = known.notice.isoformat(), known.today.isoformat()
     assert sorted(files) == sorted(
-        [f"reports/register-{p}.json" for p in ("cn", "ru", "uz")]
-        + [f"reports/compliance-{j}-{since}-{until}.json" for j in ("cn", "eu", "ru", "uz")]
+        [f"reports/register-{p}.json" for p in ("cn", "id", "in", "kz", "ru", "uz", "vn")]
+        + [
+            f"reports/compliance-{j}-{since}-{until}.json"
+            for j in ("cn", "eu", "id", "in", "kz", "ru", "uz", "vn")
+        ]
     )
     ru = json.loads(files["reports/register-ru.json"])
     assert ru["totals"] == {"sites": 1, "records": 2, "copies": 0, "subjects": 2}

@@ -101,7 +101,7 @@ def _status(as_json: bool) -> Any:
 
 @report_app.command("register")
 def register_cmd(
-    pack: str = typer.Option("ru", "--pack", help="The law whose register to draw (ru, cn, uz)."),
+    pack: str = typer.Option("ru", "--pack", help="The law whose register to draw: a pack that keeps one (ru, uz, cn, id, in, kz, vn)."),
     since_notice: str | None = typer.Option(
         None, "--since-notice", help="YYYY-MM-DD: compare with the register as of this day "
         "(default: the date of the notice filing on record).",

@@ -9,13 +9,13 @@ read only: the deployment is opened read-only and nothing is written to it.
 
 from domicile.reports.bundle import report_files
 from domicile.reports.compliance import compliance
-from domicile.reports.register import DUTIES, register
+from domicile.reports.register import duties_for, register
 from domicile.reports.render import FORMATS, name_of, render, require_extra, write_report
 
 __all__ = [
-    "DUTIES",
     "FORMATS",
     "compliance",
+    "duties_for",
     "name_of",
     "register",
     "render",

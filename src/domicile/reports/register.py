@@ -14,6 +14,7 @@ entries it rests on.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,34 +38,46 @@ class RegisterDuty:
     citation: str
 
 
-# The packs whose rules name a register of databases by location. The pack says what the
-# register is (its evidence item); this table adds how a change is notified, which the
-# pack format has no field for.
-DUTIES: dict[str, RegisterDuty] = {
+# A pack keeps a register of databases by location when one of its evidence items is one
+# (``ev.db_register``, ``ev.storage_register``, ``ev.payment_store_register``, ...).
+REGISTER_EVIDENCE = re.compile(r"^ev\.([a-z0-9]+_)*(db|storage|store)_register$")
+
+# Registers notified to a regulator: the pack format has no field for how a change is
+# notified, so these are written here, with their wording checked against the sources.
+# Any other pack's register is kept as evidence, titled by the pack's own evidence item.
+NOTIFIED: dict[str, RegisterDuty] = {
     "ru": RegisterDuty(
         "ru", "ev.db_register",
         "Databases holding Russian citizens' personal data (152-FZ Art. 22(3), item 10.1)",
         "ru.art22_notice", "next_month_15",
         "152-FZ Art. 22(3) item 10.1 (Minkomsvyaz Order 315 of 28.08.2015); changes notified by the 15th of the following month (since 1 March 2023)",
     ),
-    "cn": RegisterDuty(
-        "cn", "ev.storage_register",
-        "Systems holding personal information collected in China, with their storage location",
-        None, "none", "CSL Art. 37, PIPL Art. 40 (critical information infrastructure operators); kept as evidence, not notified",
-    ),
     "uz": RegisterDuty(
         "uz", "ev.db_register",
         "Personal databases of Uzbek citizens (PD Law Art. 27-1)",
         "uz.database_registered", "before",
-        "PD Law Art. 27-1: a database is registered before citizens' data is processed in it",
+        "PD Law Art. 27-1: a database is registered in the State register before citizens' data is processed in it",
     ),
 }  # fmt: skip
 
 
 def duties_for(vault: Domicile) -> dict[str, RegisterDuty]:
-    """The register duties of the packs this deployment loads."""
-    loaded = {lp.id for lp in vault.engine.packs}
-    return {k: v for k, v in DUTIES.items() if k in loaded}
+    """The register duties of the packs this deployment loads, by pack id."""
+    out = {}
+    for lp in vault.engine.packs:
+        ev = next((e for e in lp.pack.evidence if REGISTER_EVIDENCE.match(e.id)), None)
+        if ev is None:
+            continue
+        known = NOTIFIED.get(lp.id)
+        if known is not None and known.evidence == ev.id:
+            out[lp.id] = known
+            continue
+        rules = [r.title for r in lp.pack.rules if ev.id in r.evidence]
+        out[lp.id] = RegisterDuty(
+            lp.id, ev.id, ev.description, None, "none",
+            "; ".join(rules) + ("; " if rules else "") + "kept as evidence, not notified",
+        )  # fmt: skip
+    return dict(sorted(out.items()))
 
 
 def covered_by(lp: Any) -> Callable[[Entry], bool]:
