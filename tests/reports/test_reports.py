@@ -76,7 +76,7 @@ def test_the_register_lists_the_russian_database_and_the_change_since_the_notice
         ],
         "totals": {"sites": 1, "records": 2, "copies": 0, "subjects": 2},
         "notice": {
-            "filing": "ru.art22_notice", "on_record": notice, "compared_with": notice,
+            "filing": "ru.art22_notice", "on_record": notice, "entry": "us:3", "compared_with": notice,
             "compared_from": "filing ru.art22_notice", "status": "change notice due",
             "due": due, "overdue": False,
         },
@@ -189,7 +189,7 @@ def test_the_compliance_report_counts_what_the_audit_holds(known: Known) -> None
         },
         "register": {
             "pack": "ru", "sites": 1, "changes": 1,
-            "notice": {"filing": "ru.art22_notice", "on_record": notice, "compared_with": notice,
+            "notice": {"filing": "ru.art22_notice", "on_record": notice, "entry": "us:3", "compared_with": notice,
                        "compared_from": "filing ru.art22_notice", "status": "change notice due",
                        "due": comp["register"]["notice"]["due"], "overdue": False},
         },

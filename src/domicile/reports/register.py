@@ -168,6 +168,17 @@ def register(
     notice: dict[str, Any] = {
         "filing": duty.notice,
         "on_record": on_record.isoformat() if on_record else None,
+        # The audit entry that put it on record (none for a filing of the configuration).
+        "entry": next(
+            (
+                e.ref
+                for e in reversed(view.entries)
+                if e.action == "filing"
+                and e.detail.get("name") == duty.notice
+                and e.detail.get("change") == "add"
+            ),
+            None,
+        ),
         "compared_with": baseline_day.isoformat() if baseline_day else None,
         "compared_from": base_from,
     }
