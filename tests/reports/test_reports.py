@@ -360,7 +360,7 @@ def test_a_missing_extra_is_one_line_and_exit_2(known: Known, tmp_path: Path) ->
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "error: domicile report --format pdf needs the 'reports' extra (pip install "
-        "'domicile[reports]' (PDF also needs pango: scripts/report-deps))"
+        "'domicile[reports]')"
     )
     assert list(tmp_path.iterdir()) == []
 

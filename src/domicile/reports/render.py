@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from domicile.errors import BadInput, MissingExtra
+from domicile.errors import BadInput, EnvironmentProblem
+from domicile.extras import require
 
 Format = Literal["json", "html", "pdf"]
 FORMATS: tuple[Format, ...] = ("json", "html", "pdf")
@@ -19,19 +20,16 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def require_extra(fmt: str) -> None:
-    """Fail in one line when ``fmt`` needs the ``reports`` extra and it is missing."""
+    """Fail in one line when ``fmt`` needs the ``reports`` extra and it is missing (exit 2),
+    or when WeasyPrint is there but the system's pango is not (exit 5)."""
     if fmt == "json":
         return
     try:
-        import jinja2  # noqa: F401
-        import matplotlib  # noqa: F401
-
-        if fmt == "pdf":
-            import weasyprint  # noqa: F401
-    except (ImportError, OSError):  # OSError: WeasyPrint without pango
-        raise MissingExtra(
-            f"domicile report --format {fmt} needs the 'reports' extra",
-            hint="pip install 'domicile[reports]' (PDF also needs pango: scripts/report-deps)",
+        require("reports", f"domicile report --format {fmt}")
+    except OSError:  # WeasyPrint imports pango when it is imported
+        raise EnvironmentProblem(
+            "PDF and HTML reports need the system's pango library",
+            hint="install it: scripts/report-deps (Debian: apt-get install libpango-1.0-0 libpangoft2-1.0-0)",
         ) from None
 
 
