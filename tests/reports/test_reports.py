@@ -492,3 +492,16 @@ def test_changes_since_the_notice_and_their_due_dates(tmp_path: Path) -> None:
          "entry": "ru:1", "due": "2024-07-15"},
     ]  # fmt: skip
     assert fresh["notice"]["compared_from"] == "--since-notice"
+
+
+def test_a_blank_site_address_is_refused_with_its_line(tmp_path: Path) -> None:
+    from .conftest import CONFIG
+
+    (tmp_path / "domicile.yaml").write_text(
+        CONFIG.replace('address: "Tsvetochnaya 21"', 'address: "  "')
+    )
+    code, out, err = run("report", "register", "--config", str(tmp_path))
+    assert code == 2, (out, err)
+    assert (
+        "domicile.yaml:7: sites[0].location.address: String should have at least 1 character" in err
+    )
