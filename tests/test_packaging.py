@@ -279,6 +279,15 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
     commands = [["bench", *argv, "--json"] for needs, argv in BENCH if needs == extra]
     if extra == "scan":
         commands.append(["scan", str(_scan_source(work)), "--located-in", "DE", "--json"])
+    if extra == "reports":  # on the deployment the core's walk made
+        deploy = str(work / "deploy")
+        commands.append(
+            ["report", "register", "--config", deploy, "--out", str(work / "r.pdf"), "--json"]
+        )
+        commands.append(
+            ["report", "compliance", "--jurisdiction", "RU", "--since", "2026-01-01", "--until",
+             "2026-12-31", "--config", deploy, "--out", str(work / "c.html"), "--json"]
+        )  # fmt: skip
     assert commands, f"no command walked for the extra {extra!r}: add them to this test"
     for argv in commands:
         done = _run([dom, *argv], cwd=work)

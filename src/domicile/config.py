@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -36,12 +37,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A line of a site's location: what the database register prints, so never blank.
+Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
 class Location(_Model):
     """Where a site physically is: what a Russian Art. 22 notice (item 10.1) must state."""
 
-    provider: str
-    city: str
-    address: str
+    provider: Line
+    city: Line
+    address: Line
 
     def __str__(self) -> str:
         return f"{self.provider}, {self.address}, {self.city}"

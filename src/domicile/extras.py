@@ -19,6 +19,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     # `scan` and `bench scan`: databases through SQLAlchemy (PyMySQL for MariaDB/MySQL),
     # files through DuckDB and PyArrow
     "scan": ("duckdb", "pyarrow", "sqlalchemy", "pymysql"),
+    # `report --format html|pdf`: the template, the charts, the PDF (which also needs the
+    # system's pango: scripts/report-deps)
+    "reports": ("jinja2", "matplotlib", "weasyprint"),
 }
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from domicile._version import __version__
+from domicile.cli import report as report_cli
 from domicile.cli import scan as scan_cli
 from domicile.cli import service as service_cli
 from domicile.cli import vault as vault_cli
@@ -83,6 +84,7 @@ app.add_typer(migrate_app, name="migrate")
 vault_cli.register(app)
 service_cli.register(app)
 scan_cli.register(app)
+report_cli.register(app)
 
 _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 
