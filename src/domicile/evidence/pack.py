@@ -192,9 +192,26 @@ keys.json            each site's public key (tree heads, witnesses, the manifest
 audit/SITE.json      the site's audit entries of the period, its signed tree heads,
                      consistency and inclusion proofs (RFC 9162), witness records
 ledger/transfers.json  the transfers and masked disclosures of the period
+reports/             the reports of the period (JSON; HTML and PDF when they could be
+                     rendered): what the operator states, covered by the manifest's hashes
 verify.py            the checker
 """
     return [Member("README.txt", "readme", text.encode())]
+
+
+def reports_member(ex: Export) -> list[Member]:
+    """The reports of the period (registers, compliance per jurisdiction): JSON always, and
+    HTML and PDF where the ``reports`` extra is installed. Covered by the manifest's hashes:
+    they are what the operator says, and the audit members are what proves it."""
+    import importlib.util
+
+    from domicile.extras import EXTRAS
+    from domicile.reports import report_files
+
+    rendered = all(importlib.util.find_spec(m) for m in EXTRAS["reports"])
+    formats = ("json", "html", "pdf") if rendered else ("json",)
+    files = report_files(ex.vault, since=ex.since, until=ex.until, formats=formats)
+    return [Member(path, "report", data) for path, data in sorted(files.items())]
 
 
 # Each function gives members of the pack; a report is one more line here.
@@ -204,6 +221,7 @@ MEMBERS: tuple[Callable[[Export], list[Member]], ...] = (
     ledger_member,
     verifier_member,
     readme_member,
+    reports_member,
 )
 
 
