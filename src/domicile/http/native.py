@@ -493,3 +493,9 @@ def public_site(site: dict[str, Any]) -> dict[str, Any]:
     if out.pop("error", None):
         out["error"] = "unavailable"
     return out
+
+
+# Subjects' requests (``/v1/rights``) live in their own module, mounted with these routes.
+from domicile.http.rights import router as _rights  # noqa: E402
+
+router.include_router(_rights)

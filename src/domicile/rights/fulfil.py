@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
-from domicile.errors import BadInput, Conflict
+from domicile.errors import Conflict
 from domicile.rights.service import PURPOSE, _changeable, _event, _save
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
@@ -61,23 +61,20 @@ def fulfil(
     req = _changeable(vault, request_id, access)
     kind = req["kind"]
     if fields and kind != "rectification":
-        raise BadInput("--field is for rectification requests only")
+        raise Conflict("corrected fields are for rectification requests only")
     if erase and kind != "withdrawal":
-        raise BadInput("--erase is for withdrawal of consent (erasure requests always erase)")
+        raise Conflict("`erase` is for withdrawal of consent (erasure requests always erase)")
     if any(h["step"] == "fulfil" for h in req["history"]) and kind in ("erasure",):
         raise Conflict("the request was fulfilled already", hint="close it with its outcome")
     actor = _actor(vault, access)
-    try:
-        if kind in ("access", "portability"):
-            package, detail = _access(vault, req, actor)
-        elif kind == "rectification":
-            package, detail = None, _rectify(vault, req, dict(fields or {}), actor)
-        elif kind == "erasure" or (kind == "withdrawal" and erase):
-            package, detail = _erase(vault, req, actor)
-        else:
-            package, detail = None, {"recorded": kind, "vault_block": False}
-    except SiteUnavailable as exc:
-        raise exc from None
+    if kind in ("access", "portability"):
+        package, detail = _access(vault, req, actor)
+    elif kind == "rectification":
+        package, detail = None, _rectify(vault, req, dict(fields or {}), actor)
+    elif kind == "erasure" or (kind == "withdrawal" and erase):
+        package, detail = _erase(vault, req, actor)
+    else:
+        package, detail = None, {"recorded": kind, "vault_block": False}
     _event(vault, req, "fulfil", access.client, **detail)
     _save(vault, req)
     return req, package
@@ -126,8 +123,9 @@ def _rectify(
     vault: Domicile, req: dict[str, Any], fields: dict[str, str], actor: Access
 ) -> dict[str, Any]:
     if not fields:
-        raise BadInput(
-            "give the corrected fields", hint="e.g. --field city=Kazan (the field's new value)"
+        raise Conflict(
+            "a rectification needs the corrected fields",
+            hint="e.g. --field city=Kazan (the field's new value)",
         )
     plan = []
     known: set[str] = set()
@@ -142,7 +140,7 @@ def _rectify(
                 plan.append((h["site"], rec, mine))
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise BadInput(
+        raise Conflict(
             f"no record of the subject has the field(s) {', '.join(map(repr, unknown))}",
             hint="name fields of the collections that hold the subject's records",
         )

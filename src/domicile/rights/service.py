@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.config import FieldSpec
-from domicile.errors import BadInput, Conflict, DomicileError, ExitCode
+from domicile.errors import BadInput, Conflict
 from domicile.policy import parse_date
 from domicile.rights.deadlines import KINDS, deadlines
 from domicile.rights.registry import RequestsFile, new_id
@@ -51,19 +51,6 @@ PURPOSE = {
     "restriction": "subject_restriction", "withdrawal": "subject_withdrawal",
 }  # fmt: skip
 MAX_REASON = 500
-
-
-class RequestUnavailable(DomicileError):
-    """A site holding (or possibly holding) the subject did not answer: nothing recorded."""
-
-    code = "unavailable"
-    exit_code = ExitCode.UNAVAILABLE
-
-
-def _now(vault_or_none: Domicile | None = None) -> dt.datetime:
-    if vault_or_none is not None:
-        return vault_or_none.clock()
-    return dt.datetime.now(dt.UTC)
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -145,10 +132,10 @@ def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]
             records = store.subject_records(subject)
         except SiteUnavailable:
             vault._drop(site.id)
-            raise RequestUnavailable(
-                f"site {site.id!r} does not answer; the request was not opened",
-                hint="open it again once the site is back: every site must be searched",
-            ) from None
+            raise SiteUnavailable(
+                site.id, "it does not answer",
+                hint="the request was not opened: open it again once every site answers",
+            ) from None  # fmt: skip
         if not records:
             continue
         found.append(
@@ -211,10 +198,10 @@ def _event(vault: Domicile, req: dict[str, Any], step: str, by: str | None, **de
             rows = vault.ledger(site_id).append_now(vault.store(site_id), [event])
         except SiteUnavailable:
             vault._drop(site_id)
-            raise RequestUnavailable(
-                f"site {site_id!r} does not answer; the step {step!r} was not recorded",
-                hint="run it again once the site is back",
-            ) from None
+            raise SiteUnavailable(
+                site_id, "it does not answer",
+                hint=f"the step {step!r} was not recorded: run it again once the site is back",
+            ) from None  # fmt: skip
         entries.append({"site": site_id, "seq": rows[0].seq})
     req["history"].append({"at": at, "step": step, "by": by, "audit": entries, **detail})
 
@@ -243,7 +230,9 @@ def open_request(
     today = vault.clock().date()
     day = parse_date(received, "--received") if received is not None else today
     if day > today:
-        raise BadInput("a request cannot arrive in the future", hint="give --received YYYY-MM-DD")
+        raise Conflict(
+            "a request cannot have arrived after today", hint="give --received YYYY-MM-DD"
+        )
     holdings = locate(vault, identity)
     pack_ids, why = _laws(vault, holdings)
     found = deadlines(vault.engine.packs, pack_ids, kind, day)
