@@ -114,10 +114,19 @@ def _digest_inputs(config: Config, identity: Mapping[str, str]) -> list[tuple[st
 
 def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]:
     """At each site, the subject whose identity digests match every given value: its id
-    there and how many records (and copies) of it the site holds. A site that does not
-    answer stops the search (``RequestUnavailable``): a request must not miss a site."""
+    there and how many records of it the site holds; then, by that opaque id, the copies
+    other sites keep of them. A site that does not answer stops the search
+    (``SiteUnavailable``): a request must not miss a site."""
     wanted = _digest_inputs(vault.config, identity)
-    found = []
+
+    def unavailable(site_id: str) -> SiteUnavailable:
+        vault._drop(site_id)
+        return SiteUnavailable(
+            site_id, "it does not answer",
+            hint="the request was not opened: open it again once every site answers",
+        )  # fmt: skip
+
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     for site in vault.config.sites:
         try:
             store = vault.store(site.id)
@@ -131,23 +140,30 @@ def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]
             assert subject is not None
             records = store.subject_records(subject)
         except SiteUnavailable:
-            vault._drop(site.id)
-            raise SiteUnavailable(
-                site.id, "it does not answer",
-                hint="the request was not opened: open it again once every site answers",
-            ) from None  # fmt: skip
-        if not records:
-            continue
-        found.append(
-            {
-                "site": site.id,
-                "country": site.country,
-                "subject": subject,
-                "records": sum(1 for r in records if not r.is_replica),
-                "copies": sum(1 for r in records if r.is_replica),
-            }
-        )
-    return found
+            raise unavailable(site.id) from None
+        if records:
+            found[(site.id, subject)] = _holding(site, subject, records)
+    for _, subject in list(found):
+        for site in vault.config.sites:
+            if (site.id, subject) in found:
+                continue
+            try:
+                copies = vault.store(site.id).subject_records(subject)
+            except SiteUnavailable:
+                raise unavailable(site.id) from None
+            if copies:
+                found[(site.id, subject)] = _holding(site, subject, copies)
+    return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
+
+
+def _holding(site: Any, subject: str, records: list[Any]) -> dict[str, Any]:
+    return {
+        "site": site.id,
+        "country": site.country,
+        "subject": subject,
+        "records": sum(1 for r in records if not r.is_replica),
+        "copies": sum(1 for r in records if r.is_replica),
+    }
 
 
 def _laws(vault: Domicile, holdings: list[dict[str, Any]]) -> tuple[set[str], list[str]]:
