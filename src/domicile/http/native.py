@@ -495,7 +495,8 @@ def public_site(site: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Subjects' requests (``/v1/rights``) live in their own module, mounted with these routes.
+# Subjects' requests (``/v1/rights``) live in their own module; their routes are these
+# routes (added as they are: the gate and the route labels list this router's routes).
 from domicile.http.rights import router as _rights  # noqa: E402
 
-router.include_router(_rights)
+router.routes.extend(_rights.routes)

@@ -440,7 +440,7 @@ def harden(
                     new = site
                 elif name == "name" and path.startswith("/v1/filings/"):
                     new = filing
-                elif name == "since":
+                elif name in ("since", "due_before"):
                     new = DAY
                 elif name == "to" and path == "/v1/transfers":
                     new = country_schema()
@@ -473,6 +473,7 @@ def harden(
         schemas["FindBody"]["properties"]["where"] = where
     if "RightsOpenBody" in schemas:
         schemas["RightsOpenBody"]["properties"]["identity"] = identity_schema(config)
+        schemas["RightsOpenBody"]["properties"]["received"] = _null(DAY)
     if "RightsFulfilBody" in schemas:
         corrected = fields_schema(config, required=False)
         corrected.pop("minProperties")
