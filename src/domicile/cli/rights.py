@@ -236,7 +236,7 @@ def fulfil_(
     what = {k: v for k, v in step.items() if k not in ("at", "by", "step", "audit")}
     console.print(f"fulfilled {req['kind']} request {req['id']}", soft_wrap=True)
     for k, v in what.items():
-        shown = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        shown = (", ".join(map(str, v)) or "none") if isinstance(v, list) else str(v)
         console.print(f"  {k}: {escape(shown)}", soft_wrap=True)
     for p in (out_p, html_p, act_p):
         if p is not None:
