@@ -85,12 +85,16 @@ def _print_request(req: dict[str, Any]) -> None:
     else:
         console.print("  the subject was not found at any site", soft_wrap=True)
     console.print(f"  {escape(_due_line(req))}", soft_wrap=True)
+    if req["laws"]:
+        console.print(f"  laws considered: {escape('; '.join(req['laws']))}", soft_wrap=True)
     for other in req["deadlines"][1:]:
         console.print(f"    also {other['law']} ({other['rule']}): {other['due']}", soft_wrap=True)
     if req.get("overdue"):
         console.print("  [red]overdue[/]")
     for h in req["history"]:
         console.print(f"  {h['at'][:19]} {h['step']} by {escape(str(h['by']))}", soft_wrap=True)
+    for act in req.get("acts", []):
+        console.print(f"  act of destruction {act['act']['id']}: `domicile rights act {req['id']}`")
     if req["outcome"]:
         o = req["outcome"]
         on_time = "on time" if o["on_time"] else "late"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.errors import Conflict
-from domicile.rights.service import PURPOSE, _changeable, _event, _save
+from domicile.rights.service import PURPOSE, _event, changing
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.replication import Replicator
@@ -58,7 +58,18 @@ def fulfil(
     """Fulfil the request; returns it and, for access and portability, the package (for
     erasure, the destruction act)."""
     access = access or vault.operator
-    req = _changeable(vault, request_id, access)
+    with changing(vault, request_id, access) as req:
+        package = _fulfil(vault, req, fields, erase, access)
+    return req, package
+
+
+def _fulfil(
+    vault: Domicile,
+    req: dict[str, Any],
+    fields: Mapping[str, str] | None,
+    erase: bool,
+    access: Access,
+) -> dict[str, Any] | None:
     kind = req["kind"]
     if fields and kind != "rectification":
         raise Conflict("corrected fields are for rectification requests only")
@@ -76,8 +87,7 @@ def fulfil(
     else:
         package, detail = None, {"recorded": kind, "vault_block": False}
     _event(vault, req, "fulfil", access.client, **detail)
-    _save(vault, req)
-    return req, package
+    return package
 
 
 def _access(

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.config import FieldSpec
-from domicile.errors import BadInput, Conflict
+from domicile.errors import BadInput, Conflict, NotFound
 from domicile.policy import parse_date
 from domicile.rights.deadlines import KINDS, deadlines
 from domicile.rights.registry import RequestsFile, new_id
@@ -284,17 +285,19 @@ def open_request(
     return req
 
 
-def _changeable(vault: Domicile, request_id: str, access: Access) -> dict[str, Any]:
+@contextmanager
+def changing(vault: Domicile, request_id: str, access: Access) -> Iterator[dict[str, Any]]:
+    """The request, to change in place while the requests file is locked (so two changes
+    of one request never overwrite each other); saved when the block ends without an
+    error, left as it was otherwise."""
     vault.authorize(access, "rights:write")
-    req = RequestsFile(vault.config).get(request_id)
-    if req["status"] == "closed":
-        raise Conflict("the request is closed", hint="open a new request")
-    return req
-
-
-def _save(vault: Domicile, req: dict[str, Any]) -> None:
     with RequestsFile(vault.config).changing() as all_requests:
-        all_requests[req["id"]] = req
+        req = all_requests.get(request_id)
+        if req is None:
+            raise NotFound("no request of that id", hint="see `domicile rights list`")
+        if req["status"] == "closed":
+            raise Conflict("the request is closed", hint="open a new request")
+        yield req
 
 
 def extend(
@@ -303,7 +306,12 @@ def extend(
     """Extend the deadline as far as the binding law allows, once, with a reasoned notice
     to the subject; only before the deadline has passed."""
     access = access or vault.operator
-    req = _changeable(vault, request_id, access)
+    with changing(vault, request_id, access) as req:
+        _extend(vault, req, reason, access)
+    return req
+
+
+def _extend(vault: Domicile, req: dict[str, Any], reason: str, access: Access) -> None:
     text = _reason(reason, "the reason for the extension (--reason)", required=True)
     deadline = req["deadline"]
     if deadline is None or deadline["extension"] is None:
@@ -330,8 +338,6 @@ def extend(
     req["due"] = deadline["extended_due"]
     req["status"] = "extended"
     _event(vault, req, "extend", access.client, due=req["due"], rule=deadline["rule"])
-    _save(vault, req)
-    return req
 
 
 def close(
@@ -343,7 +349,14 @@ def close(
     access: Access | None = None,
 ) -> dict[str, Any]:
     access = access or vault.operator
-    req = _changeable(vault, request_id, access)
+    with changing(vault, request_id, access) as req:
+        _close(vault, req, outcome, reason, access)
+    return req
+
+
+def _close(
+    vault: Domicile, req: dict[str, Any], outcome: str, reason: str | None, access: Access
+) -> None:
     _choice(outcome, OUTCOMES, "outcome (--outcome)")
     text = _reason(reason, "the reasons for the refusal (--reason)", required=outcome == "refused")
     if outcome in ("fulfilled", "partly_fulfilled") and not any(
@@ -351,7 +364,7 @@ def close(
     ):
         raise Conflict(
             "the request has not been fulfilled yet",
-            hint=f"run `domicile rights fulfil {request_id}` first, or give another outcome",
+            hint=f"run `domicile rights fulfil {req['id']}` first, or give another outcome",
         )
     today = vault.clock().date()
     on_time = req["due"] is None or today <= dt.date.fromisoformat(req["due"])
@@ -363,8 +376,6 @@ def close(
         "on_time": on_time,
     }
     _event(vault, req, "close", access.client, outcome=outcome, on_time=on_time)
-    _save(vault, req)
-    return req
 
 
 # --- reading (never writes) ---------------------------------------------------------------
