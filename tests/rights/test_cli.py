@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from domicile.cli.app import app
 from domicile.deploy.starter import init
+from domicile.vault import Domicile
 
 runner = CliRunner()
 ANNA = "anna.volkova@example.ru"
@@ -151,3 +152,21 @@ def test_list_show_and_act_write_nothing(deployment: Path) -> None:
         code, _, err = run("rights", *args, "--config", cfg, "--json")
         assert code == 0, err
     assert files(deployment) == before
+
+
+def test_a_damaged_requests_file_is_said_so_and_left_alone(deployment: Path) -> None:
+    cfg = str(deployment / "domicile.yaml")
+    damaged = deployment / "domicile-data" / "rights.json"
+    damaged.write_text('{"format": 99}')
+    for args in (["list"], ["show", "rq_000000000000"]):
+        code, out, err = run("rights", *args, "--config", cfg)
+        assert code == 5
+        assert "is not one domicile wrote" in err
+        assert "Traceback" not in out + err
+    code, out, _ = run("rights", "open", "access", "--identity", f"email={ANNA}", *WHO,
+                       "--config", cfg, "--json")  # fmt: skip
+    assert code == 5
+    assert json.loads(out)["error"]["code"] == "rights_file"
+    assert damaged.read_text() == '{"format": 99}'
+    with Domicile.open(cfg, read_only=True) as d:
+        assert not any('"action":"request"' in r.payload for r in d.store("ru").audit())

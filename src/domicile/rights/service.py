@@ -276,11 +276,12 @@ def open_request(
         "outcome": None,
         "history": [],
     }
-    _event(
-        vault, req, "open", access.client, sites=len(holdings),
-        due=req["due"], rule=binding.rule if binding else None,
-    )  # fmt: skip
+    # The file is read (and checked) first: a request that cannot be kept is not audited.
     with RequestsFile(vault.config).changing() as all_requests:
+        _event(
+            vault, req, "open", access.client, sites=len(holdings),
+            due=req["due"], rule=binding.rule if binding else None,
+        )  # fmt: skip
         all_requests[req["id"]] = req
     return req
 
