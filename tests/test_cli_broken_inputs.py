@@ -37,8 +37,9 @@ VALUES = {
 # Commands that would run for real (a server, a long benchmark) given a working deployment:
 # they are tried only with the broken ones and with broken options of their own.
 LONG = {"serve", "demo", "bench", "replicate"}
-# Commands that need the configuration but no site (the clients file is the deployment's).
-OFFLINE = {"clients"}
+# Commands that need the configuration but no site (the clients file is the deployment's;
+# `rights list` and `show` read the requests file, so they answer while a site is down).
+OFFLINE = {"clients", "rights"}
 CONFIG_READS = {"sites never set up", "server down"}
 
 

@@ -152,7 +152,7 @@ def test_category_additions_need_an_existing_parent() -> None:
 
 def test_a_user_pack_overrides_the_built_in_one(tmp_path: Path) -> None:
     text = (PACKS / "ru.yaml").read_text(encoding="utf-8")
-    text = text.replace("version: 1.0.0", "version: 9.9.9", 1)
+    text = text.replace("version: 1.1.0", "version: 9.9.9", 1)
     text = text.replace("foreign_copies: contested", "foreign_copies: transfer_rules", 1)
     mine = tmp_path / "ru-lenient.yaml"
     mine.write_text(text, encoding="utf-8")

@@ -20,7 +20,9 @@ Scopes:
 
 - operations: ``records:write``, ``records:read``, ``records:delete``, ``records:erase``,
   ``records:export``, ``filings:read``, ``filings:write``, ``transfers:read``,
-  ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``, ``metrics:read``;
+  ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``, ``metrics:read``,
+  ``rights:read``, ``rights:write`` (subjects' requests: ``rights:write`` opens and
+  fulfils them, reading, correcting and erasing the subject's data at every site);
 - constraints: ``site:ID`` (the sites the client acts from: reads are decided as from that
   site, so a US client reads a Russian subject's data only through a permitted transfer),
   ``collection:NAME`` and ``purpose:NAME`` (``*`` for any);
@@ -53,7 +55,7 @@ from domicile.files import lock_file
 OPERATIONS = (
     "records:write", "records:read", "records:delete", "records:erase", "records:export",
     "filings:read", "filings:write", "transfers:read", "parity:read", "audit:read",
-    "policy:read", "sites:read", "metrics:read",
+    "policy:read", "sites:read", "metrics:read", "rights:read", "rights:write",
 )  # fmt: skip
 CONSTRAINTS = ("site:", "collection:", "purpose:")
 FORMAT = 1

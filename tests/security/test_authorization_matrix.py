@@ -79,6 +79,12 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("GET", "/v1/audit/proof"): Required(("audit:read",)),
     ("POST", "/v1/policy/explain"): Required(("policy:read",)),
     ("GET", "/v1/sites"): Required(("sites:read",)),
+    ("POST", "/v1/rights"): Required(("rights:write",)),
+    ("GET", "/v1/rights"): Required(("rights:read",)),
+    ("GET", "/v1/rights/{request_id}"): Required(("rights:read",)),
+    ("POST", "/v1/rights/{request_id}/fulfil"): Required(("rights:write",)),
+    ("POST", "/v1/rights/{request_id}/extend"): Required(("rights:write",)),
+    ("POST", "/v1/rights/{request_id}/close"): Required(("rights:write",)),
     ("POST", V2): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/batchWrite"): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/find"): Required(("records:read",), INCOUNTRY),
@@ -157,6 +163,16 @@ class World:
             "profiles", subject={"citizenship": "RU"}, fields=fields, purpose="seed"
         ).token
 
+    def rights_request(self) -> str:
+        """A fresh access request about a fresh Russian subject: its id."""
+        from domicile.rights import open_request
+
+        self.profile()
+        email = f"s{self.unique() - 1}@example.ru"
+        return open_request(
+            self.vault, "access", {"email": email}, checked_by="dpo", verified_how="other"
+        )["id"]
+
     def incountry(self) -> tuple[str, str]:
         """A fresh InCountry record at the Russian site with one attachment: its record
         key and the attachment's file id."""
@@ -225,6 +241,20 @@ def _native(world: World, method: str, path: str) -> Request:
             return method, "/v1/policy/explain", {"json": {
                 "subject": {"citizenship": "RU"}, "categories": ["user.name"],
                 "operation": "store", "site_country": "DE", "date": "2025-09-01"}}  # fmt: skip
+        case ("POST", "/v1/rights"):
+            return method, path, {"json": {
+                "kind": "access", "identity": {"email": "s0@example.ru"},
+                "checked_by": "dpo", "verified_how": "other"}}  # fmt: skip
+        case ("GET", "/v1/rights/{request_id}"):
+            return method, f"/v1/rights/{world.rights_request()}", {}
+        case ("POST", "/v1/rights/{request_id}/fulfil"):
+            return method, f"/v1/rights/{world.rights_request()}/fulfil", {"json": {}}
+        case ("POST", "/v1/rights/{request_id}/extend"):
+            return method, f"/v1/rights/{world.rights_request()}/extend", {
+                "json": {"reason": "archives"}}  # fmt: skip
+        case ("POST", "/v1/rights/{request_id}/close"):
+            return method, f"/v1/rights/{world.rights_request()}/close", {
+                "json": {"outcome": "no_data"}}  # fmt: skip
         case ("GET", "/v1/audit/proof"):
             world.profile()
             world.vault.witness()  # entry 1 under a signed head

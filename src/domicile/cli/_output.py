@@ -183,14 +183,16 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
         name, sep, value = raw.partition("=")
         if not sep or not name.strip() or not value.strip():
             # Field values are personal data: never echo them back.
-            shown = f"{what} option" if what == "--field" else f"{what} {raw!r}"
+            shown = f"{what} option" if what in _VALUES else f"{what} {raw!r}"
             raise BadInput(f"a {shown} is not NAME=VALUE", hint=f"write e.g. {_EXAMPLES[what]}")
         out[name.strip()] = value.strip()
     return out
 
 
+_VALUES = ("--field", "--identity")  # options whose values are personal data
 _EXAMPLES = {
     "--filing": "--filing ru.art12_notice=2025-03-03",
     "--fact": "--fact replica=true",
     "--field": "--field email=anna@example.org",
+    "--identity": "--identity email=anna@example.org",
 }

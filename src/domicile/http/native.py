@@ -493,3 +493,10 @@ def public_site(site: dict[str, Any]) -> dict[str, Any]:
     if out.pop("error", None):
         out["error"] = "unavailable"
     return out
+
+
+# Subjects' requests (``/v1/rights``) live in their own module; their routes are these
+# routes (added as they are: the gate and the route labels list this router's routes).
+from domicile.http.rights import router as _rights  # noqa: E402
+
+router.routes.extend(_rights.routes)

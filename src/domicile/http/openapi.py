@@ -182,6 +182,23 @@ def fields_schema(
     return out
 
 
+def identity_schema(config: Config) -> dict[str, Any]:
+    """The fields that identify a subject (``identifies: true``), by name: what a
+    subject's request may find the subject by."""
+    props = {
+        name: field_schema(spec)
+        for coll in config.model.collections.values()
+        for name, spec in coll.fields.items()
+        if spec.identifies
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+
+
 def explain_schema(engine: PolicyEngine, base: Mapping[str, Any]) -> dict[str, Any]:
     country = country_schema()
     facts: dict[str, Any] = {}
@@ -423,7 +440,7 @@ def harden(
                     new = site
                 elif name == "name" and path.startswith("/v1/filings/"):
                     new = filing
-                elif name == "since":
+                elif name in ("since", "due_before"):
                     new = DAY
                 elif name == "to" and path == "/v1/transfers":
                     new = country_schema()
@@ -454,6 +471,13 @@ def harden(
     if "FindBody" in schemas:
         where = fields_schema(config, required=False, searchable_only=True)
         schemas["FindBody"]["properties"]["where"] = where
+    if "RightsOpenBody" in schemas:
+        schemas["RightsOpenBody"]["properties"]["identity"] = identity_schema(config)
+        schemas["RightsOpenBody"]["properties"]["received"] = _null(DAY)
+    if "RightsFulfilBody" in schemas:
+        corrected = fields_schema(config, required=False)
+        corrected.pop("minProperties")
+        schemas["RightsFulfilBody"]["properties"]["fields"] = corrected
     if "FilingBody" in schemas:
         schemas["FilingBody"]["properties"]["name"] = filing
         schemas["FilingBody"]["properties"]["date"] = DAY

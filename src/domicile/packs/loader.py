@@ -95,6 +95,8 @@ def _cites(pack: Pack) -> Iterator[tuple[Cite, Loc]]:
         yield from each(basis.cite, ("bases", name))
     for i, pen in enumerate(pack.penalties):
         yield from each(pen.cite, ("penalties", i))
+    for i, deadline in enumerate(pack.rights):
+        yield from each(deadline.cite, ("rights", i))
 
 
 def filing_matches(pattern: str, name: str) -> bool:

@@ -375,6 +375,67 @@ class Calendar(_Model):
     extra_working_days: list[dt.date] = []
 
 
+class RequestKind(StrEnum):
+    """What a data subject asks of the controller."""
+
+    access = "access"
+    rectification = "rectification"
+    erasure = "erasure"
+    restriction = "restriction"
+    withdrawal = "withdrawal"  # of consent
+    portability = "portability"
+
+
+class Period(_Model):
+    """A length of time the law gives: ``working_days`` (from the pack's calendar),
+    ``days`` or ``months``. Counting starts the day after the request arrived. With
+    ``roll_forward``, a period that ends on a day off ends on the next working day (the
+    EU's Regulation 1182/71 Art. 3(4))."""
+
+    working_days: int | None = Field(default=None, ge=1, le=366)
+    days: int | None = Field(default=None, ge=1, le=366)
+    months: int | None = Field(default=None, ge=1, le=24)
+    roll_forward: bool = False
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Period:
+        given = [k for k in ("working_days", "days", "months") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of working_days, days, months")
+        return self
+
+    def __str__(self) -> str:
+        for unit in ("working_days", "days", "months"):
+            n = getattr(self, unit)
+            if n is not None:
+                word = unit.replace("_", " ")
+                return f"{n} {word[:-1] if n == 1 else word}"
+        raise AssertionError("validated to hold one length")
+
+
+class RightsDeadline(_Model):
+    """How long the controller has to answer a subject's request of the listed kinds
+    (``kinds``), and by how much it may extend that (``extension``) when it tells the
+    subject why (``extension_needs``). The first deadline effective on the day the
+    request arrived applies; kinds with no entry have no deadline from this pack."""
+
+    id: Name
+    kinds: list[RequestKind] = Field(min_length=1)
+    answer_within: Period
+    extension: Period | None = None
+    extension_needs: Prose | None = None
+    effective: Effective = Effective()
+    says: Prose
+    interpretation: Interpretation = Interpretation(status=Status.statutory)
+    cite: list[Cite] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _extension_has_terms(self) -> RightsDeadline:
+        if (self.extension is None) != (self.extension_needs is None):
+            raise ValueError("give `extension` and `extension_needs` together, or neither")
+        return self
+
+
 class Filing(_Model):
     """A fact on record that the law cares about. A name may hold ``{country}``."""
 
@@ -637,11 +698,33 @@ class Pack(_Model):
     penalties: list[Penalty] = []
     precedents: list[Precedent] = []
     masks: dict[str, MaskMethod] = {}  # category (or group) -> how to mask it
+    rights: list[RightsDeadline] = []  # deadlines for answering subjects' requests
     tests: list[Fixture] = []
+
+    @model_validator(mode="after")
+    def _one_deadline_per_day(self) -> Pack:
+        seen: dict[RequestKind, list[RightsDeadline]] = {}
+        for entry in self.rights:
+            for kind in entry.kinds:
+                for other in seen.setdefault(kind, []):
+                    if _overlap(entry.effective, other.effective):
+                        raise ValueError(
+                            f"rights {entry.id!r} and {other.id!r} both set the deadline for"
+                            f" {kind.value} requests on the same days: give them `effective`"
+                            " dates that do not overlap"
+                        )
+                seen[kind].append(entry)
+        return self
 
     @property
     def id(self) -> str:
         return self.pack.id
+
+
+def _overlap(a: Effective, b: Effective) -> bool:
+    lo = max(a.from_ or dt.date.min, b.from_ or dt.date.min)
+    hi = min(a.to or dt.date.max, b.to or dt.date.max)
+    return lo <= hi
 
 
 FILING_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\{country\})?$")

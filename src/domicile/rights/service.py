@@ -1,0 +1,427 @@
+"""Subjects' requests: open one, fulfil it, extend it, close it; list and show them.
+
+Every interface (the CLI's ``domicile rights``, the API's ``/v1/rights``) goes through
+these functions, so a request is checked, found, timed and recorded one way.
+
+- The subject is found at every site through the identity blind indexes: the values the
+  operator gives are digested with each site's index key at that site; no value leaves the
+  process, none is stored. The request keeps each site's opaque subject id.
+- The operator states who checked the subject's identity and how; the request records it.
+- The deadline comes from the packs (``deadlines.py``): the laws that cover the subject,
+  and those of the countries where its data is kept. The earliest binds.
+- Fulfilment acts at every site that holds the subject, reading each record where it is
+  kept (no transfer), and every step is audited at that site as ``request``; the request's
+  history (in ``rights.json``, counts and ids only) is the evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from domicile.access import Access
+from domicile.audit import AuditEvent
+from domicile.config import FieldSpec
+from domicile.errors import BadInput, Conflict, NotFound
+from domicile.policy import parse_date
+from domicile.rights.deadlines import KINDS, deadlines
+from domicile.rights.registry import RequestsFile, new_id
+from domicile.stores.base import SiteUnavailable
+from domicile.vault import values
+from domicile.vault.core import IDENTITY
+
+if TYPE_CHECKING:
+    from domicile.config import Config
+    from domicile.vault import Domicile
+
+CHANNELS = ("email", "post", "web", "phone", "in_person", "api", "other")
+VERIFIED_HOW = (
+    "identity_document", "account_login", "email_confirmation", "phone_confirmation",
+    "signed_letter", "in_person", "representative_authority", "other",
+)  # fmt: skip
+STATUSES = ("open", "extended", "closed")
+OUTCOMES = ("fulfilled", "partly_fulfilled", "refused", "no_data", "withdrawn_by_subject")
+# Who checked the identity: a staff id or an e-mail-like handle of the operator's staff.
+_STAFF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+PURPOSE = {
+    "access": "subject_access", "portability": "subject_portability",
+    "rectification": "subject_rectification", "erasure": "subject_erasure",
+    "restriction": "subject_restriction", "withdrawal": "subject_withdrawal",
+}  # fmt: skip
+MAX_REASON = 500
+
+
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise BadInput(f"unknown {what}", hint=f"use one of: {', '.join(allowed)}")
+    return value
+
+
+def _reason(text: str | None, what: str, *, required: bool) -> str | None:
+    if text is None or not text.strip():
+        if required:
+            raise BadInput(f"give {what}", hint="say why, in a few words, without personal data")
+        return None
+    text = " ".join(text.split())
+    if len(text) > MAX_REASON:
+        raise BadInput(f"{what} is at most {MAX_REASON} characters")
+    return text
+
+
+# --- finding the subject ------------------------------------------------------------------
+
+
+def identity_keys(config: Config) -> dict[str, tuple[str, str, FieldSpec]]:
+    """What ``--identity K=V`` may name: an identifying field (by its name, or by its data
+    category), as (category, field name, field spec)."""
+    out: dict[str, tuple[str, str, FieldSpec]] = {}
+    for coll in config.model.collections.values():
+        for name, spec in coll.fields.items():
+            if spec.identifies:
+                out.setdefault(name, (spec.category, name, spec))
+                out.setdefault(spec.category, (spec.category, name, spec))
+    return out
+
+
+def _digest_inputs(config: Config, identity: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(category, normalized value) for each identity given; bad input names the key only."""
+    if not identity:
+        raise BadInput(
+            "give at least one identity to find the subject by",
+            hint="e.g. --identity email=anna@example.org",
+        )
+    keys = identity_keys(config)
+    if not keys:
+        raise BadInput(
+            "no field of the configuration identifies a subject",
+            hint="mark one `identifies: true` (and `searchable: true`) in a collection",
+        )
+    out = []
+    for key, value in identity.items():
+        found = keys.get(key)
+        if found is None:
+            raise BadInput(
+                f"{key!r} is not an identifying field",
+                hint=f"use one of: {', '.join(sorted(keys))}",
+            )
+        category, name, spec = found
+        norm = values.normalize(name, spec, values.coerce(name, spec, value))
+        out.append((category, norm))
+    return out
+
+
+def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]:
+    """At each site, the subject whose identity digests match every given value: its id
+    there and how many records of it the site holds; then, by that opaque id, the copies
+    other sites keep of them. A site that does not answer stops the search
+    (``SiteUnavailable``): a request must not miss a site."""
+    wanted = _digest_inputs(vault.config, identity)
+
+    def unavailable(site_id: str) -> SiteUnavailable:
+        vault._drop(site_id)
+        return SiteUnavailable(
+            site_id, "it does not answer",
+            hint="the request was not opened: open it again once every site answers",
+        )  # fmt: skip
+
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for site in vault.config.sites:
+        try:
+            store = vault.store(site.id)
+            indexer = vault._indexers[site.id]
+            digests = [indexer.digest(IDENTITY, category, norm) for category, norm in wanted]
+            known = store.subjects_for(digests)
+            subjects = {known.get(d) for d in digests}
+            if len(subjects) != 1 or None in subjects:
+                continue  # not every identity matched, or they name different people
+            subject = next(iter(subjects))
+            assert subject is not None
+            records = store.subject_records(subject)
+        except SiteUnavailable:
+            raise unavailable(site.id) from None
+        if records:
+            found[(site.id, subject)] = _holding(site, subject, records)
+    for _, subject in list(found):
+        for site in vault.config.sites:
+            if (site.id, subject) in found:
+                continue
+            try:
+                copies = vault.store(site.id).subject_records(subject)
+            except SiteUnavailable:
+                raise unavailable(site.id) from None
+            if copies:
+                found[(site.id, subject)] = _holding(site, subject, copies)
+    return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
+
+
+def _holding(site: Any, subject: str, records: list[Any]) -> dict[str, Any]:
+    return {
+        "site": site.id,
+        "country": site.country,
+        "subject": subject,
+        "records": sum(1 for r in records if not r.is_replica),
+        "copies": sum(1 for r in records if r.is_replica),
+    }
+
+
+def _laws(vault: Domicile, holdings: list[dict[str, Any]]) -> tuple[set[str], list[str]]:
+    """The packs whose deadlines count for a subject, and why each one does."""
+    packs: set[str] = set()
+    why: list[str] = []
+    countries = {h["country"] for h in holdings} or {s.country for s in vault.config.sites}
+    for lp in vault.engine.packs:
+        inside = sorted(countries & set(lp.pack.pack.countries))
+        if inside:
+            packs.add(lp.id)
+            where = "its data is kept" if holdings else "the deployment has sites"
+            why.append(f"{lp.id}: {where} in {', '.join(inside)}")
+    for h in holdings:
+        if not h["records"]:
+            continue
+        site = vault.config.site(h["site"])
+        store = vault.store(site.id)
+        rec = next(r for r in store.subject_records(h["subject"]) if not r.is_replica)
+        residency = vault._residency(site, rec)
+        for j in vault.engine.jurisdictions(residency):
+            if j.coverage != "none" and j.pack not in packs:
+                packs.add(j.pack)
+                why.append(
+                    f"{j.pack}: the law {'covers' if j.coverage == 'covered' else 'may cover'} the subject"
+                )
+    return packs, why
+
+
+# --- the request's life -------------------------------------------------------------------
+
+
+def _event(vault: Domicile, req: dict[str, Any], step: str, by: str | None, **detail: Any) -> None:
+    """One ``request`` audit entry at each site holding the subject (or the local site
+    when none does), and the same step in the request's history, naming those entries."""
+    at = vault.clock().isoformat()
+    targets = [(h["site"], h["subject"]) for h in req["subject"]["holdings"]] or [
+        (vault.config.local_site or vault.config.model.default_site, None)
+    ]
+    entries = []
+    for site_id, subject in targets:
+        event = AuditEvent(
+            action="request", site=site_id, purpose=PURPOSE[req["kind"]], subject=subject,
+            client=by, detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
+            at=at,
+        )  # fmt: skip
+        try:
+            rows = vault.ledger(site_id).append_now(vault.store(site_id), [event])
+        except SiteUnavailable:
+            vault._drop(site_id)
+            raise SiteUnavailable(
+                site_id, "it does not answer",
+                hint=f"the step {step!r} was not recorded: run it again once the site is back",
+            ) from None  # fmt: skip
+        entries.append({"site": site_id, "seq": rows[0].seq})
+    req["history"].append({"at": at, "step": step, "by": by, "audit": entries, **detail})
+
+
+def open_request(
+    vault: Domicile,
+    kind: str,
+    identity: Mapping[str, str],
+    *,
+    checked_by: str,
+    verified_how: str,
+    via: str = "email",
+    received: str | dt.date | None = None,
+    access: Access | None = None,
+) -> dict[str, Any]:
+    access = access or vault.operator
+    vault.authorize(access, "rights:write")
+    _choice(kind, KINDS, "request kind")
+    _choice(via, CHANNELS, "channel (--via)")
+    _choice(verified_how, VERIFIED_HOW, "way of checking the identity (--verified-how)")
+    if not _STAFF.match(checked_by or ""):
+        raise BadInput(
+            "--identity-checked-by names the member of staff who checked the identity",
+            hint="a staff id or login, e.g. dpo.kim (letters, digits and . _ @ + -)",
+        )
+    today = vault.clock().date()
+    day = parse_date(received, "--received") if received is not None else today
+    if day > today:
+        raise Conflict(
+            "a request cannot have arrived after today", hint="give --received YYYY-MM-DD"
+        )
+    holdings = locate(vault, identity)
+    pack_ids, why = _laws(vault, holdings)
+    found = deadlines(vault.engine.packs, pack_ids, kind, day)
+    binding = found[0] if found else None
+    req: dict[str, Any] = {
+        "id": new_id(),
+        "kind": kind,
+        "status": "open",
+        "received": day.isoformat(),
+        "via": via,
+        "opened_at": vault.clock().isoformat(),
+        "opened_by": access.client,
+        "identity": {
+            "by": sorted(identity_keys(vault.config)[k][0] for k in identity),
+            "checked_by": checked_by,
+            "verified_how": verified_how,
+        },
+        "subject": {"found": bool(holdings), "holdings": holdings},
+        "laws": why,
+        "deadline": binding.to_dict() if binding else None,
+        "deadlines": [d.to_dict() for d in found],
+        "due": binding.due.isoformat() if binding else None,
+        "extension": None,
+        "outcome": None,
+        "history": [],
+    }
+    # The file is read (and checked) first: a request that cannot be kept is not audited.
+    with RequestsFile(vault.config).changing() as all_requests:
+        _event(
+            vault, req, "open", access.client, sites=len(holdings),
+            due=req["due"], rule=binding.rule if binding else None,
+        )  # fmt: skip
+        all_requests[req["id"]] = req
+    return req
+
+
+@contextmanager
+def changing(vault: Domicile, request_id: str, access: Access) -> Iterator[dict[str, Any]]:
+    """The request, to change in place while the requests file is locked (so two changes
+    of one request never overwrite each other); saved when the block ends without an
+    error, left as it was otherwise."""
+    vault.authorize(access, "rights:write")
+    with RequestsFile(vault.config).changing() as all_requests:
+        req = all_requests.get(request_id)
+        if req is None:
+            raise NotFound("no request of that id", hint="see `domicile rights list`")
+        if req["status"] == "closed":
+            raise Conflict("the request is closed", hint="open a new request")
+        yield req
+
+
+def extend(
+    vault: Domicile, request_id: str, *, reason: str, access: Access | None = None
+) -> dict[str, Any]:
+    """Extend the deadline as far as the binding law allows, once, with a reasoned notice
+    to the subject; only before the deadline has passed."""
+    access = access or vault.operator
+    with changing(vault, request_id, access) as req:
+        _extend(vault, req, reason, access)
+    return req
+
+
+def _extend(vault: Domicile, req: dict[str, Any], reason: str, access: Access) -> None:
+    text = _reason(reason, "the reason for the extension (--reason)", required=True)
+    deadline = req["deadline"]
+    if deadline is None or deadline["extension"] is None:
+        law = deadline["law"] if deadline else "no law"
+        raise Conflict(
+            f"{law} allows no extension of this deadline",
+            hint="answer by the due date, or close the request with its outcome",
+        )
+    if req["extension"] is not None:
+        raise Conflict("the deadline was extended already", hint="the law allows one extension")
+    today = vault.clock().date()
+    if today > dt.date.fromisoformat(req["due"]):
+        raise Conflict(
+            "the deadline has passed: it can no longer be extended",
+            hint=f"{deadline['law']} wants the notice before {req['due']}",
+        )
+    req["extension"] = {
+        "by": deadline["extension"],
+        "reason": text,
+        "notice": deadline["extension_needs"],
+        "at": vault.clock().isoformat(),
+        "from": req["due"],
+    }
+    req["due"] = deadline["extended_due"]
+    req["status"] = "extended"
+    _event(vault, req, "extend", access.client, due=req["due"], rule=deadline["rule"])
+
+
+def close(
+    vault: Domicile,
+    request_id: str,
+    *,
+    outcome: str,
+    reason: str | None = None,
+    access: Access | None = None,
+) -> dict[str, Any]:
+    access = access or vault.operator
+    with changing(vault, request_id, access) as req:
+        _close(vault, req, outcome, reason, access)
+    return req
+
+
+def _close(
+    vault: Domicile, req: dict[str, Any], outcome: str, reason: str | None, access: Access
+) -> None:
+    _choice(outcome, OUTCOMES, "outcome (--outcome)")
+    text = _reason(reason, "the reasons for the refusal (--reason)", required=outcome == "refused")
+    if outcome in ("fulfilled", "partly_fulfilled") and not any(
+        h["step"] == "fulfil" for h in req["history"]
+    ):
+        raise Conflict(
+            "the request has not been fulfilled yet",
+            hint=f"run `domicile rights fulfil {req['id']}` first, or give another outcome",
+        )
+    today = vault.clock().date()
+    on_time = req["due"] is None or today <= dt.date.fromisoformat(req["due"])
+    req["status"] = "closed"
+    req["outcome"] = {
+        "outcome": outcome,
+        "reason": text,
+        "at": vault.clock().isoformat(),
+        "on_time": on_time,
+    }
+    _event(vault, req, "close", access.client, outcome=outcome, on_time=on_time)
+
+
+# --- reading (never writes) ---------------------------------------------------------------
+
+
+def summary(req: dict[str, Any], today: dt.date) -> dict[str, Any]:
+    due = req["due"]
+    overdue = req["status"] != "closed" and due is not None and dt.date.fromisoformat(due) < today
+    return {
+        "id": req["id"],
+        "kind": req["kind"],
+        "status": req["status"],
+        "received": req["received"],
+        "due": due,
+        "law": req["deadline"]["pack"] if req["deadline"] else None,
+        "rule": req["deadline"]["rule"] if req["deadline"] else None,
+        "overdue": overdue,
+        "sites": [h["site"] for h in req["subject"]["holdings"]],
+        "outcome": req["outcome"]["outcome"] if req["outcome"] else None,
+    }
+
+
+def list_requests(
+    config: Config,
+    *,
+    due_before: str | dt.date | None = None,
+    status: str | None = None,
+    today: dt.date | None = None,
+) -> list[dict[str, Any]]:
+    """Requests on record, by due date; ``status`` may also be ``overdue``."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    limit = parse_date(due_before, "--due-before") if due_before is not None else None
+    if status is not None:
+        _choice(status, (*STATUSES, "overdue"), "status (--status)")
+    rows = [summary(r, today) for r in RequestsFile(config).all()]
+    if status == "overdue":
+        rows = [r for r in rows if r["overdue"]]
+    elif status is not None:
+        rows = [r for r in rows if r["status"] == status]
+    if limit is not None:
+        rows = [r for r in rows if r["due"] is not None and r["due"] < limit.isoformat()]
+    return sorted(rows, key=lambda r: (r["due"] or "9999", r["id"]))
+
+
+def show(config: Config, request_id: str, *, today: dt.date | None = None) -> dict[str, Any]:
+    req = RequestsFile(config).get(request_id)
+    req["overdue"] = summary(req, today or dt.datetime.now(dt.UTC).date())["overdue"]
+    return req
