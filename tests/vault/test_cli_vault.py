@@ -329,3 +329,32 @@ def test_an_email_field_refuses_what_is_not_an_address(deployment: Path, bad: st
     assert code == 2
     assert "not an e-mail address" in err
     assert bad not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sites", "--json"),
+        ("transfers", "--json"),
+        ("transfers", "--masked"),
+        ("parity", "--json"),
+        ("filings", "list", "--json"),
+        ("audit", "verify", "--json"),
+        ("audit", "heads"),
+        ("status",),
+    ],
+)
+def test_commands_that_only_read_write_nothing(deployment: Path, args: tuple[str, ...]) -> None:
+    """Listing, checking and showing leave every file of the deployment as it was: no
+    witness round, no schema upgrade, no journal."""
+    from domicile.vault import Domicile
+
+    token = str(put_ru()["token"])
+    run("get", token, "--purpose", "view", "--as-site", "us")  # a masked read: evidence
+    d = Domicile.open(str(deployment / "domicile.yaml"))
+    d.put("profiles", subject={"citizenship": "DE"}, fields={"full_name": "L"}, purpose="s")
+    d.close(checkpoint=False)  # an entry not yet witnessed: a writing command would sign
+    before = stamps(deployment)
+    code, out, err = run(*args)
+    assert code == 0, out + err
+    assert stamps(deployment) == before

@@ -351,7 +351,7 @@ def register(app: typer.Typer) -> None:
         command: set sites up (`create`) or upgrade their schemas (`migrate`)."""
         if ctx.invoked_subcommand is not None:
             return
-        with vault(config, as_json) as d, errors(as_json):
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
             rows = [s.to_dict() for s in d.sites()]
 
         def human() -> None:
@@ -717,7 +717,7 @@ def register(app: typer.Typer) -> None:
         from domicile.policy import parse_date
         from domicile.vault.transfers import summarize
 
-        with vault(config, as_json) as d, errors(as_json):
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
             out = summarize(
                 d, since=parse_date(since, "--since") if since else None,
                 to_country=country(to, what="--to") if to else None, limit=limit, masked=masked,
@@ -760,7 +760,7 @@ def register(app: typer.Typer) -> None:
         """Prove that every primary holds at least what its foreign copies hold."""
         from domicile.vault.parity import check_parity
 
-        with vault(config, as_json) as d, errors(as_json):
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
             if site is not None:
                 d._requester(site)  # a clear error for an unknown site
             report = check_parity(d, site)
@@ -825,7 +825,7 @@ def filings_add(
 @filings_app.command("list")
 def filings_list(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """Every filing on record, from the configuration and the registry."""
-    with vault(config, as_json) as d, errors(as_json):
+    with vault(config, as_json, read_only=True) as d, errors(as_json):
         rows = [e.to_dict() for e in d.filings.entries()]
 
     def human() -> None:
