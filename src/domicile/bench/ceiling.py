@@ -13,12 +13,17 @@ layout can skip, on the same backend and with the same journal settings as the s
   audit entry committed before the value is returned; concurrent readers share one commit
   (group commit: whoever waits first writes every pending entry in one transaction);
 - replication (``replicate``): a batch of sealed bodies read in id order, each opened and
-  sealed again for the target site, written with one transfer entry per batch.
+  sealed again for the target site under the subject's own data key there (made and wrapped
+  under the target's key-encryption key the first time the subject arrives: erasing a subject
+  at the target must shred its key), and one hash-chained transfer entry per copy (the
+  ledger lists every transfer by record, subject and destination); keys, copies and entries
+  written in one transaction per batch at the target.
 
 Not counted, although domicile does them: creating and wrapping a data key per new subject
-in the key store (one data key serves every record here), the identity lookup that joins a
-record to its subject's earlier ones, residency resolution, placement, tokens, the outbox.
-So the ceiling is an upper bound for what the layout allows.
+at put (one data key serves every record of the source here), the identity lookup that
+joins a record to its subject's earlier ones, residency resolution, placement, the policy
+decision per copy, tokens, the outbox. So the ceiling is an upper bound for what the layout
+allows.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ class Scratch:
         self.seq = 0
         self.head = b""
         self.chain_lock = threading.Lock()
+        # Data keys of subjects copied here (``replicate``), unwrapped: a cache, as
+        # domicile keeps one; records written by ``put`` share ``aead``.
+        self.subject_keys: dict[str, AESGCM] = {}
         conn = self.connect()
         for stmt in _SQLITE_SCHEMA if self.sqlite else _PG_SCHEMA:
             conn.execute(stmt)
@@ -185,20 +193,21 @@ class Scratch:
         (the first one waiting writes every pending entry in one transaction)."""
         conns = [self.connect(autocommit=True) for _ in range(readers)]
         ph = "?" if self.sqlite else "%s"
-        select = f"SELECT collection, version, fields FROM records WHERE record_id = {ph}"
-        decrypt = self.aead.decrypt
+        select = f"SELECT subject_id, version, fields FROM records WHERE record_id = {ph}"
+        keys, shared = self.subject_keys, self.aead
         start = b"\x00".join((b"domicile/record/v3", self.site, COLLECTION))
         group = _GroupCommit(self, f"INSERT INTO audit VALUES ({ph}, {ph}, {ph}, {ph})")
 
         def reader(n: int) -> None:
             conn = conns[n]
             for rid in split(ids, readers)[n]:
-                _, version, body = conn.execute(select, (rid,)).fetchone()
+                sid, version, body = conn.execute(select, (rid,)).fetchone()
                 body = bytes(body)
                 end = 3 + int.from_bytes(body[1:3], "big")
                 header, sealed = body[:end], body[end:]
                 ad = b"\x00".join((start, rid.encode(), b"%d" % version, header))
-                residency, fields = orjson.loads(decrypt(sealed[:NONCE], sealed[NONCE:], ad))
+                aead = keys.get(sid, shared)
+                residency, fields = orjson.loads(aead.decrypt(sealed[:NONCE], sealed[NONCE:], ad))
                 if not (residency and fields.get("email")):
                     raise RuntimeError("the scratch store returned a record without its fields")
                 payload = json.dumps({"action": "read", "records": [rid]}, separators=(",", ":"))
@@ -267,16 +276,23 @@ def replicate(
 ) -> float:
     """Seconds to copy every record of ``source`` to ``target`` as layout 3 requires: read
     a batch of sealed bodies in id order, open each under the source's key and seal it
-    again under the target's (associated data naming the target site), then write the
-    batch and one hash-chained transfer entry naming its records in one transaction at
-    the target. (The outbox that drives domicile's worker is not counted.)"""
+    again under the subject's data key at the target (made and wrapped there on the
+    subject's first copy; associated data naming the target site), then write the new
+    wrapped keys, the batch and one hash-chained transfer entry per copy in one transaction
+    at the target. (The outbox that drives domicile's worker is not counted.)"""
     ph = "?" if source.sqlite else "%s"
     select = (
         "SELECT record_id, subject_id, collection, version, created_at, updated_at, fields"
         f" FROM records WHERE record_id > {ph} ORDER BY record_id LIMIT {ph}"
     )
+    keys_table = "CREATE TABLE IF NOT EXISTS subject_keys (subject_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
+    target.conn.execute(keys_table if target.sqlite else keys_table.replace("BLOB", "BYTEA"))
+    if not target.sqlite:
+        target.conn.commit()
     start = b"\x00".join((b"domicile/record/v3", source.site, COLLECTION))
     there = b"\x00".join((b"domicile/record/v3", target.site, COLLECTION))
+    subject_keys = target.subject_keys  # the target's data key of each subject, once made
+    frm, to = source.site.decode(), target.site.decode()
 
     def work() -> None:
         last = ""
@@ -287,7 +303,7 @@ def replicate(
             if not got:
                 return
             nonces = os.urandom(NONCE * len(got))
-            rows = []
+            rows, new_keys, payloads = [], [], []
             for k, (rid, sid, coll, version, created, updated, body) in enumerate(got):
                 body = bytes(body)
                 end = 3 + int.from_bytes(body[1:3], "big")
@@ -296,6 +312,13 @@ def replicate(
                 plain = source.aead.decrypt(
                     sealed[:NONCE], sealed[NONCE:], b"\x00".join((start, rid.encode(), v, header))
                 )
+                aead = subject_keys.get(sid)
+                if aead is None:  # the subject's first copy here: its own key, wrapped
+                    key = AESGCM.generate_key(256)
+                    wrap_nonce = os.urandom(NONCE)
+                    wrapped = wrap_nonce + target.aead.encrypt(wrap_nonce, key, sid.encode())
+                    new_keys.append((sid, wrapped))
+                    aead = subject_keys[sid] = AESGCM(key)
                 nonce = nonces[NONCE * k : NONCE * (k + 1)]
                 ad = b"\x00".join((there, rid.encode(), v, header))
                 rows.append(
@@ -306,29 +329,47 @@ def replicate(
                         version,
                         created,
                         updated,
-                        header + nonce + target.aead.encrypt(nonce, plain, ad),
+                        header + nonce + aead.encrypt(nonce, plain, ad),
                     )
                 )
+                payloads.append(
+                    orjson.dumps(
+                        {
+                            "action": "transfer", "record": rid, "subject": sid, "from": frm,
+                            "to": to, "categories": FIELDS, "version": version, "at": updated,
+                        }
+                    ).decode()
+                )  # fmt: skip
             ids = [r[0] for r in rows]
-            payload = json.dumps({"action": "transfer", "records": ids}, separators=(",", ":"))
             with target.chain_lock:
-                entry = target._entry(payload)
+                entries = []
+                for payload in payloads:
+                    entry = target._entry(payload)
+                    target._advance(entry)
+                    entries.append(entry)
                 c = target.conn
                 if target.sqlite:
                     c.execute("BEGIN")
+                    c.executemany("INSERT INTO subject_keys VALUES (?, ?)", new_keys)
                     c.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                    c.execute("INSERT INTO audit VALUES (?, ?, ?, ?)", entry)
+                    c.executemany("INSERT INTO audit VALUES (?, ?, ?, ?)", entries)
                     c.execute("COMMIT")
                 else:
                     with c.transaction(), c.cursor() as cur:
+                        with cur.copy("COPY subject_keys (subject_id, wrapped) FROM STDIN") as copy:
+                            for kr in new_keys:
+                                copy.write_row(kr)
                         with cur.copy(
                             "COPY records (record_id, subject_id, collection, version,"
                             " created_at, updated_at, fields) FROM STDIN"
                         ) as copy:
                             for r in rows:
                                 copy.write_row(r)
-                        cur.execute("INSERT INTO audit VALUES (%s, %s, %s, %s)", entry)
-                target._advance(entry)
+                        with cur.copy(
+                            "COPY audit (seq, payload, prev_hash, hash) FROM STDIN"
+                        ) as copy:
+                            for e in entries:
+                                copy.write_row(e)
             last = ids[-1]
             advance(len(rows))
 
