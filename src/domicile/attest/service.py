@@ -32,10 +32,11 @@ from domicile.attest.commitment import (
 from domicile.audit.heads import public_key_text
 from domicile.audit.ledger import AuditEvent, LogTree
 from domicile.audit.merkle import inclusion_proof
-from domicile.errors import BadInput, DomicileError, ExitCode, NotFound
+from domicile.errors import BadInput, Conflict, ExitCode, NotFound
 from domicile.stores.base import AuditRow, SiteStore, entry_hash
 
 if TYPE_CHECKING:
+    from domicile.access import Access
     from domicile.vault.service import Domicile
 
 FORMAT = "domicile.attestation/1"
@@ -44,8 +45,9 @@ TRANSFER_PREFIX = '{"action":"transfer"'
 PAGE = 1000
 
 
-class StaleCommitment(DomicileError):
-    """A site's contents no longer match its newest commitment (or it has none)."""
+class StaleCommitment(Conflict):
+    """A site's contents no longer match its newest commitment (or it has none): no proof
+    until ``domicile attest commit`` runs (exit 1; over HTTP, 409)."""
 
     code = "stale_commitment"
     exit_code = ExitCode.CHECK_FAILED
@@ -163,18 +165,33 @@ def status(vault: Domicile) -> list[dict[str, Any]]:
 # --- proofs -------------------------------------------------------------------------------
 
 
+OPERATION = "subjects:attest"
+
+
 def resolve_subject(
-    vault: Domicile, *, token: str | None = None, identity: tuple[str, str] | None = None
+    vault: Domicile,
+    *,
+    token: str | None = None,
+    identity: tuple[str, str] | None = None,
+    access: Access | None = None,
+    as_site: str | None = None,
 ) -> tuple[str, str]:
-    """(home site, subject id) of a token's record, or of an identifying value."""
+    """(home site, subject id) of a token's record, or of an identifying value. A client
+    (``access``) needs ``subjects:attest`` for its site and the record's collection (else
+    the record answers as missing), and names the subject by a token only."""
     if (token is None) == (identity is None):
         raise BadInput("name the subject by --token or by --identity, one of them")
+    access, requester = vault._acting(access, as_site)
+    vault.authorize(access, OPERATION, site=requester.id)
     if token is not None:
         site, record_id = vault._locate(token)
         rec = vault.store(site.id).get(record_id)
         if rec is None or rec.is_replica:
             raise NotFound("no such record", hint="the token's record was deleted or erased")
+        vault.authorize(access, OPERATION, collection=rec.collection, hide=True)
         return site.id, rec.subject_id
+    if not access.unrestricted:
+        raise BadInput("a client names the subject by a token")
     assert identity is not None
     return _by_identity(vault, *identity)
 
@@ -217,10 +234,17 @@ def _by_identity(vault: Domicile, name: str, value: str) -> tuple[str, str]:
 
 
 def prove(
-    vault: Domicile, *, token: str | None = None, identity: tuple[str, str] | None = None
+    vault: Domicile,
+    *,
+    token: str | None = None,
+    identity: tuple[str, str] | None = None,
+    access: Access | None = None,
+    as_site: str | None = None,
 ) -> dict[str, Any]:
     """The attestation document of one subject (see the module's docstring). Reads only."""
-    home, subject = resolve_subject(vault, token=token, identity=identity)
+    home, subject = resolve_subject(
+        vault, token=token, identity=identity, access=access, as_site=as_site
+    )
     key = attest_key(vault.keys.token_key())
     hashed = subject_key(key, subject)
     sites: dict[str, Any] = {}
