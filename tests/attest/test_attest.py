@@ -76,7 +76,9 @@ def prove(dep: dict[str, Any], name: str, *extra: str) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
-def verify(dep: dict[str, Any], doc: Any, *extra: str, heads: Path | None = None) -> tuple[int, dict[str, Any]]:
+def verify(
+    dep: dict[str, Any], doc: Any, *extra: str, heads: Path | None = None
+) -> tuple[int, dict[str, Any]]:
     path = dep["folder"].parent / "proof.json"
     path.write_text(json.dumps(doc))
     code, out, err = run(
@@ -103,26 +105,33 @@ def test_a_subject_at_home_and_nowhere_else(dep: dict[str, Any]) -> None:
     path = dep["folder"].parent / "anna.json"
     path.write_text(json.dumps(doc))
     code, out, _ = run("attest", "verify", str(path), "--keys", str(dep["heads"]))
-    assert code == 0 and "ok ru: holds the primary records" in out
-    assert "ok de: does not hold the subject" in out and "attestation verified" in out
+    assert code == 0
+    assert "ok ru: holds the primary records" in out
+    assert "ok de: does not hold the subject" in out
+    assert "attestation verified" in out
 
 
 def test_a_copy_abroad_shows_the_transfer_that_allowed_it(dep: dict[str, Any]) -> None:
     doc = prove(dep, "john")
     home = dep["john"]["site"]
-    assert doc["home"] == home and doc["sites"][home]["holds"] == "primary"
+    assert doc["home"] == home
+    assert doc["sites"][home]["holds"] == "primary"
     assert doc["sites"]["de"]["holds"] == "copy"
     code, report = verify(dep, doc)
     assert code == 0, problems(report)
     de = next(s for s in report["sites"] if s["site"] == "de")
-    assert de["holds"] == "copy" and de["transfers"]
+    assert de["holds"] == "copy"
+    assert de["transfers"]
     t = de["transfers"][0]
-    assert t["from_site"] == home and t["decision"] == "allow" and t["to_country"] == "DE"
+    assert t["from_site"] == home
+    assert t["decision"] == "allow"
+    assert t["to_country"] == "DE"
     # A copy whose transfer entries are left out is not lawful as far as the proof shows.
     bare = json.loads(json.dumps(doc))
     bare["sites"]["de"]["transfers"] = []
     code, report = verify(dep, bare)
-    assert code == 1 and "no transfer entry" in problems(report)
+    assert code == 1
+    assert "no transfer entry" in problems(report)
 
 
 def test_by_identity_is_the_same_subject(dep: dict[str, Any]) -> None:
@@ -133,7 +142,8 @@ def test_by_identity_is_the_same_subject(dep: dict[str, Any]) -> None:
     assert code == 0, err
     assert json.loads(out)["subject"] == by_token["subject"]
     code, _, err = run("attest", "subject", "--identity", "email=nobody@example.ru", "--json")
-    assert code == 2 and "no subject" in err + _
+    assert code == 2
+    assert "no subject" in err + _
     assert "nobody@example.ru" not in err + _
 
 
@@ -143,10 +153,12 @@ def test_a_proof_for_another_subject_fails(dep: dict[str, Any]) -> None:
     # Boris's proof passed off as Anna's: the leaves are Boris's, not Anna's hash.
     swapped = {**boris, "subject": anna["subject"]}
     code, report = verify(dep, swapped)
-    assert code == 1 and "another subject" in problems(report)
+    assert code == 1
+    assert "another subject" in problems(report)
     # A genuine proof, but not of the subject the verifier asked about.
     code, report = verify(dep, boris, "--subject", anna["subject"])
-    assert code == 1 and "another subject" in problems(report)
+    assert code == 1
+    assert "another subject" in problems(report)
     code, report = verify(dep, anna, "--subject", anna["subject"])
     assert code == 0, problems(report)
 
@@ -157,7 +169,8 @@ def test_a_forged_head_fails(dep: dict[str, Any]) -> None:
     forged = json.loads(json.dumps(doc))
     forged["sites"]["de"]["commitment"]["root"] = "00" * 32
     code, report = verify(dep, forged)
-    assert code == 1 and "de" in [s["site"] for s in report["sites"] if s["problems"]]
+    assert code == 1
+    assert "de" in [s["site"] for s in report["sites"] if s["problems"]]
     assert "commitment has a bad signature (forged" in problems(report)
     # A commitment properly signed, but with a key that is not the site's.
     other = json.loads(json.dumps(doc))
@@ -167,17 +180,20 @@ def test_a_forged_head_fails(dep: dict[str, Any]) -> None:
         commitment_message("us", head["size"], bytes.fromhex(head["root"]), head["signed_at"]),
     ).hex()
     code, report = verify(dep, other)
-    assert code == 1 and "forged" in problems(report)
+    assert code == 1
+    assert "forged" in problems(report)
     # The audit tree head forged.
     tree = json.loads(json.dumps(doc))
     tree["sites"]["ru"]["audit_head"]["signature"] = "11" * 64
     code, report = verify(dep, tree)
-    assert code == 1 and "audit tree head has a bad signature" in problems(report)
+    assert code == 1
+    assert "audit tree head has a bad signature" in problems(report)
     # A site left out of the proof.
     short = json.loads(json.dumps(doc))
     del short["sites"]["us"]
     code, report = verify(dep, short)
-    assert code == 1 and "says nothing about this site" in problems(report)
+    assert code == 1
+    assert "says nothing about this site" in problems(report)
 
 
 def test_the_verifier_is_given_no_subject_id_and_no_value(dep: dict[str, Any]) -> None:
@@ -225,7 +241,9 @@ def test_bad_inputs_exit_2(dep: dict[str, Any], tmp_path: Path) -> None:
     junk.write_text("{}")
     code, _, _ = run("attest", "verify", str(junk), "--keys", str(dep["heads"]))
     assert code == 2
-    code, _, _ = run("attest", "verify", str(tmp_path / "missing.json"), "--keys", str(dep["heads"]))
+    code, _, _ = run(
+        "attest", "verify", str(tmp_path / "missing.json"), "--keys", str(dep["heads"])
+    )
     assert code == 2
     code, _, _ = run("attest", "subject", "--token", "dom1_nonsense", "--json")
     assert code == 2
@@ -243,15 +261,23 @@ def test_the_api_gives_a_subject_its_own_proof(dep: dict[str, Any]) -> None:
     try:
         application = create_app(vault)
         clients = application.state.service.clients
-        _, key = clients.add("subject-app", ["subjects:attest", "site:ru", "collection:profiles"], api_key=True)
-        _, weak = clients.add("reader", ["records:read", "site:ru", "collection:profiles"], api_key=True)
+        _, key = clients.add(
+            "subject-app", ["subjects:attest", "site:ru", "collection:profiles"], api_key=True
+        )
+        _, weak = clients.add(
+            "reader", ["records:read", "site:ru", "collection:profiles"], api_key=True
+        )
         with TestClient(application) as http:
             body = {"token": dep["anna"]["token"]}
-            r = http.post("/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {key}"})
+            r = http.post(
+                "/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
             assert r.status_code == 200, r.text
             code, report = verify(dep, r.json())
             assert code == 0, problems(report)
-            r = http.post("/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {weak}"})
+            r = http.post(
+                "/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {weak}"}
+            )
             assert r.status_code == 403
             assert "subjects:attest" in r.text
             paths = application.openapi()["paths"]
@@ -272,17 +298,21 @@ def test_a_changed_site_refuses_proofs_until_committed(dep: dict[str, Any]) -> N
     )  # fmt: skip
     assert code == 0, err
     code, out, _ = run("attest", "status")
-    assert code == 1 and "stale" in out
+    assert code == 1
+    assert "stale" in out
     code, out, err = run("attest", "subject", "--token", dep["anna"]["token"], "--json")
-    assert code == 1 and "stale_commitment" in out + err
+    assert code == 1
+    assert "stale_commitment" in out + err
     assert run("attest", "commit")[0] == 0
     newer = dep["folder"].parent / "heads-newer.json"
     assert run("audit", "heads", "--out", str(newer))[0] == 0
     # The old proof stands on heads older than the verifier's: stale.
     code, report = verify(dep, old, heads=newer)
-    assert code == 1 and "stale" in problems(report)
+    assert code == 1
+    assert "stale" in problems(report)
     # A new proof against the new heads holds; against the old heads file it is too new.
     fresh = prove(dep, "anna")
     assert verify(dep, fresh, heads=newer)[0] == 0
     code, report = verify(dep, fresh)
-    assert code == 1 and "export the heads again" in problems(report)
+    assert code == 1
+    assert "export the heads again" in problems(report)

@@ -48,9 +48,11 @@ def test_members_and_absentees_prove(n: int) -> None:
         proof = tree.prove(k, None)
         check_absent(head, k, proof)
         if k < lo:
-            assert proof["left"] is None and proof["right"]["index"] == 0
+            assert proof["left"] is None
+            assert proof["right"]["index"] == 0
         if k > hi:
-            assert proof["right"] is None and proof["left"]["index"] == tree.size - 1
+            assert proof["right"] is None
+            assert proof["left"]["index"] == tree.size - 1
 
 
 def test_lying_proofs_are_refused() -> None:
