@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,6 +285,43 @@ def test_the_api_gives_a_subject_its_own_proof(dep: dict[str, Any]) -> None:
             assert "/v1/subjects/attestation" in paths
     finally:
         vault.close(checkpoint=False)
+
+
+def test_a_broken_proof_is_named_never_a_traceback(dep: dict[str, Any]) -> None:
+    """Any part of a proof replaced by junk: the verifier names a failure (or, for the
+    parts it does not rely on, still holds), and never raises."""
+    from domicile.attest import verifier
+    from domicile.audit.heads import HeadsFile
+
+    heads = HeadsFile.load(dep["heads"])
+    doc = prove(dep, "john")
+    paths: list[list[Any]] = []
+
+    def walk(node: Any, at: list[Any]) -> None:
+        paths.append(at)
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for k, v in items:
+            walk(v, [*at, k])
+
+    walk(doc, [])
+    assert verifier.check(doc, heads).ok
+    rng = random.Random(11)
+    junk: list[Any] = [None, 1, -1, "x", "", [], {}, "00" * 32, "zz" * 32, 2**70, {"a": 1}]
+    for _ in range(300):
+        at = rng.choice(paths[1:])
+        broken = json.loads(json.dumps(doc))
+        node = broken
+        for k in at[:-1]:
+            node = node[k]
+        node[at[-1]] = rng.choice(junk)
+        report = verifier.check(broken, heads)
+        assert isinstance(report.ok, bool)
 
 
 # The tests below change the deployment: they run last.

@@ -160,6 +160,8 @@ def _check_site(
         raise BadInput(
             "the commitment's audit entry needs seq, payload, prev_hash and audit_path"
         ) from None
+    if not 1 <= seq <= audit_head.size:
+        raise BadInput(f"audit entry {seq} is not in the signed tree of {audit_head.size} entries")
     leaf = leaf_hash(entry_hash(prev, seq, payload))
     if not verify_inclusion(leaf, seq - 1, audit_head.size, path, audit_head.root):
         raise BadInput(f"audit entry {seq} is not in the signed tree of {audit_head.size} entries")
