@@ -294,7 +294,7 @@ def test_a_broken_proof_is_named_never_a_traceback(dep: dict[str, Any]) -> None:
     from domicile.audit.heads import HeadsFile
 
     heads = HeadsFile.load(dep["heads"])
-    doc = prove(dep, "john")
+    doc = prove(dep, "john", "--heads", str(dep["heads"]))
     paths: list[list[Any]] = []
 
     def walk(node: Any, at: list[Any]) -> None:
@@ -354,3 +354,15 @@ def test_a_changed_site_refuses_proofs_until_committed(dep: dict[str, Any]) -> N
     code, report = verify(dep, fresh)
     assert code == 1
     assert "export the heads again" in problems(report)
+    # Made against the verifier's (older) heads file, it shows that the newer heads extend
+    # it, and holds against that file.
+    extended = prove(dep, "anna", "--heads", str(dep["heads"]))
+    assert any("consistency" in v for v in extended["sites"].values())
+    code, report = verify(dep, extended)
+    assert code == 0, problems(report)
+    # A consistency proof that does not connect the two heads fails.
+    site = next(s for s, v in extended["sites"].items() if "consistency" in v)
+    extended["sites"][site]["consistency"]["path"][0] = "00" * 32
+    code, report = verify(dep, extended)
+    assert code == 1
+    assert "does not extend it" in problems(report)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -240,8 +241,11 @@ def prove(
     identity: tuple[str, str] | None = None,
     access: Access | None = None,
     as_site: str | None = None,
+    since: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The attestation document of one subject (see the module's docstring). Reads only."""
+    """The attestation document of one subject (see the module's docstring). Reads only.
+    ``since``: the sizes of the audit heads the verifier holds (its heads file), per site;
+    where the newest head is bigger, the proof carries a consistency proof from it."""
     home, subject = resolve_subject(
         vault, token=token, identity=identity, access=access, as_site=as_site
     )
@@ -274,6 +278,11 @@ def prove(
             "audit_path": _entry_path(store, row.seq, audit_head.size),
             "public_key": public_key_text(vault.keys.verify_key(s.id)),
         }
+        known = (since or {}).get(s.id)
+        if known is not None and 0 < known < audit_head.size:
+            # The verifier holds an older head of this log: show that this one extends it.
+            path = ledger.consistency(store, known, audit_head.size)
+            section["consistency"] = {"from_size": known, "path": [h.hex() for h in path]}
         if role is None:
             section["holds"] = "nothing"
             section["absence"] = tree.prove(hashed, None)

@@ -1,12 +1,14 @@
 """Checking an attestation offline, with nothing but the sites' public keys.
 
 The keys come from a heads file (``domicile audit heads --out``) obtained apart from the
-proof: it pins each site's public key and its newest signed audit tree head. For every
-site in it, the proof must show the site's signed commitment, recorded in the site's
-witnessed audit log under exactly that newest head (an older head is **stale**: a newer
-commitment may say otherwise), and the subject's leaf in it or two neighbours bracketing
-its absence. The home site must hold the subject's primary records; any other site that
-holds the subject holds a copy, and must show the transfer entries that brought it.
+proof: it pins each site's public key and a signed audit tree head. For every site in it,
+the proof must show the site's signed commitment, recorded in the site's witnessed audit
+log under a head that is the pinned one, or a newer one with an RFC 9162 consistency proof
+from the pinned one (``attest subject --heads FILE`` makes it); a head older than the
+pinned one is **stale** (a newer commitment may say otherwise). Then the subject's leaf in
+the commitment, or two neighbours bracketing its absence. The home site must hold the
+subject's primary records; any other site that holds the subject holds a copy, and must
+show the transfer entries that brought it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from domicile.attest.commitment import CommitmentHead, check_absent, check_member, unhex
 from domicile.attest.service import FORMAT
 from domicile.audit.heads import HeadsFile, TreeHead, parse_public_key
-from domicile.audit.merkle import HASH_SIZE, leaf_hash, verify_inclusion
+from domicile.audit.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion
 from domicile.errors import BadInput
 from domicile.stores.base import entry_hash
 
@@ -138,11 +140,8 @@ def _check_site(
             f"file holds a newer one of size {pinned.size}; ask for a new proof"
         )
     if audit_head.size > pinned.size:
-        raise BadInput(
-            f"the proof stands on a tree head of size {audit_head.size}, newer than the heads "
-            f"file's ({pinned.size}): export the heads again"
-        )
-    if audit_head.root != pinned.root:
+        _check_extends(section.get("consistency"), pinned, audit_head)
+    elif audit_head.root != pinned.root:
         raise BadInput(
             f"the audit tree head of size {audit_head.size} differs from the one in the heads "
             "file (a forked or rewritten log)"
@@ -192,6 +191,32 @@ def _check_site(
         result.holds = "nothing"
     else:
         raise BadInput("the proof shows neither the subject's leaf nor its absence")
+
+
+def _check_extends(consistency: Any, pinned: TreeHead, head: TreeHead) -> None:
+    """The proof's newer head extends the pinned one (RFC 9162 consistency proof)."""
+    newer = (
+        f"the proof stands on a tree head of size {head.size}, newer than the heads file's "
+        f"({pinned.size})"
+    )
+    if not isinstance(consistency, Mapping):
+        raise BadInput(
+            f"{newer}, with no consistency proof from it: make the proof with "
+            "`attest subject --heads FILE`, or export the heads again"
+        )
+    try:
+        size = int(consistency["from_size"])
+        path = [unhex(h, HASH_SIZE) for h in consistency["path"]]
+    except (KeyError, TypeError, ValueError):
+        raise BadInput(f"{newer}; its consistency proof needs from_size and path") from None
+    if size != pinned.size:
+        raise BadInput(
+            f"{newer}; its consistency proof starts at size {size}, not at the heads file's"
+        )
+    if not verify_consistency(pinned.size, head.size, pinned.root, head.root, path):
+        raise BadInput(
+            f"{newer} and does not extend it (a forked or rewritten log, or a forged proof)"
+        )
 
 
 _SUMMARY = (

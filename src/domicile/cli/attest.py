@@ -76,6 +76,11 @@ def subject(
         None, "--identity", help="FIELD=VALUE of a field that identifies the subject."
     ),
     out: str | None = typer.Option(None, "--out", help="Write the proof to this file (0600)."),
+    heads: str | None = typer.Option(
+        None,
+        "--heads",
+        help="The verifier's heads file: the proof shows that each newer head extends it.",
+    ),
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -92,8 +97,13 @@ def subject(
                 # The value is personal data: never echoed back.
                 raise BadInput("--identity is FIELD=VALUE", hint="write e.g. --identity email=...")
             ident = (name.strip(), value.strip())
+        since = None
+        if heads is not None:
+            from domicile.audit.heads import HeadsFile
+
+            since = {site: h.size for site, h in HeadsFile.load(heads).heads.items()}
     with vault(config, as_json, read_only=True) as d, errors(as_json):
-        doc = prove(d, token=token, identity=ident)
+        doc = prove(d, token=token, identity=ident, since=since)
         if out is not None:
             _write_private(out, doc)
     if as_json and out is None:

@@ -17,6 +17,12 @@ class AttestBody(BaseModel):
     token: str = Field(
         min_length=1, max_length=200, description="A token of one of the subject's records."
     )
+    since: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="The size of the audit head the verifier holds, per site (its heads "
+        "file): where the newest head is bigger, the proof shows that it extends it.",
+        examples=[{"ru": 12, "de": 9}],
+    )
 
 
 class SignedHead(BaseModel):
@@ -83,11 +89,20 @@ class TransferRef(BaseModel):
     at: str | None = None
 
 
+class Consistency(BaseModel):
+    """An RFC 9162 consistency proof from the verifier's head (``from_size``) to
+    ``audit_head``."""
+
+    from_size: int = Field(ge=1)
+    path: list[Hex32]
+
+
 class SiteAttestation(BaseModel):
     commitment: SignedHead
     entry: AuditEntry
     audit_head: SignedHead
     audit_path: list[Hex32]
+    consistency: Consistency | None = None
     public_key: str = Field(pattern=r"^ed25519:")
     holds: Literal["primary", "copy", "nothing"]
     member: Membership | None = None

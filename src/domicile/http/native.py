@@ -401,11 +401,13 @@ def attestation(
     """A proof of where the subject a token belongs to is held: its primary records at its
     home site, and at every other site nothing or a copy with the transfer entries that
     allowed it, against each site's signed commitment (``domicile attest verify``). Names
-    the subject by a keyed hash only. Needs ``subjects:attest``; 409 while a site changed
-    since its newest commitment (``domicile attest commit``)."""
+    the subject by a keyed hash only. ``since``: the verifier's heads, to prove the newer
+    ones extend them. Needs ``subjects:attest``; 409 while a site changed since its newest
+    commitment (``domicile attest commit``)."""
     from domicile.attest.service import prove
 
-    return prove(svc.vault, token=body.token, access=client_access(svc, principal, as_site))
+    access = client_access(svc, principal, as_site)
+    return prove(svc.vault, token=body.token, access=access, since=body.since)
 
 
 @router.get("/filings", tags=["filings"])
