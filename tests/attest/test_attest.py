@@ -366,3 +366,20 @@ def test_a_changed_site_refuses_proofs_until_committed(dep: dict[str, Any]) -> N
     code, report = verify(dep, extended)
     assert code == 1
     assert "does not extend it" in problems(report)
+
+
+def test_commit_with_a_site_down_publishes_the_others(dep: dict[str, Any]) -> None:
+    db = dep["folder"] / "domicile-data" / "de.sqlite"
+    away = db.with_name("de.sqlite.away")
+    db.rename(away)
+    try:
+        code, out, _ = run("attest", "commit", "--json")
+        assert code == 4
+        data = json.loads(out)
+        assert data["unavailable"] == ["de"]
+        assert sorted(s["site"] for s in data["sites"]) == ["ru", "us"]
+        code, _, err = run("attest", "subject", "--token", dep["anna"]["token"], "--json")
+        assert code == 4, err
+    finally:
+        away.rename(db)
+    assert run("attest", "commit")[0] == 0

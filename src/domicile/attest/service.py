@@ -34,7 +34,7 @@ from domicile.audit.heads import public_key_text
 from domicile.audit.ledger import AuditEvent, LogTree
 from domicile.audit.merkle import inclusion_proof
 from domicile.errors import BadInput, Conflict, ExitCode, NotFound
-from domicile.stores.base import AuditRow, SiteStore, entry_hash
+from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable, entry_hash
 
 if TYPE_CHECKING:
     from domicile.access import Access
@@ -109,22 +109,32 @@ def commit(vault: Domicile, site: str | None = None) -> dict[str, Any]:
     for sid in ids:
         _check_site(vault, sid)
     out: list[Published] = []
+    unavailable: list[str] = []
     for sid in ids:
-        tree = build_tree(vault, sid)
-        latest = latest_commitment(vault.store(sid))
-        if latest is not None and latest[0].root == tree.root and latest[0].size == tree.size:
-            out.append(Published(sid, latest[0], latest[1].seq, tree.subjects, False))
-            continue
-        head = sign_commitment(vault.keys.signing_key(sid), tree)
-        event = AuditEvent("attest", sid, detail={"commitment": head.to_dict()})
-        rows = vault.ledger(sid).append_now(vault.store(sid), [event])
-        out.append(Published(sid, head, rows[-1].seq, tree.subjects, True))
+        try:
+            out.append(_publish(vault, sid))
+        except SiteUnavailable:  # its commitment stays as it was; the others go ahead
+            vault.forget_store(sid)
+            unavailable.append(sid)
     rnd = witness_round(vault)
     return {
-        "ok": not rnd.refused,
+        "ok": not rnd.refused and not unavailable,
         "sites": [p.to_dict() for p in out],
+        "unavailable": unavailable,
         "witness": rnd.to_dict(),
     }
+
+
+def _publish(vault: Domicile, sid: str) -> Published:
+    """One site's commitment: signed and recorded in one audit entry, unless unchanged."""
+    tree = build_tree(vault, sid)
+    latest = latest_commitment(vault.store(sid))
+    if latest is not None and latest[0].root == tree.root and latest[0].size == tree.size:
+        return Published(sid, latest[0], latest[1].seq, tree.subjects, False)
+    head = sign_commitment(vault.keys.signing_key(sid), tree)
+    event = AuditEvent("attest", sid, detail={"commitment": head.to_dict()})
+    rows = vault.ledger(sid).append_now(vault.store(sid), [event])
+    return Published(sid, head, rows[-1].seq, tree.subjects, True)
 
 
 def latest_commitment(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -32,12 +33,22 @@ def commit(
         out = do_commit(d, site)
     if as_json:
         emit_json(out)
-        return
+    else:
+        _print_commit(out)
+    if out["unavailable"]:
+        raise typer.Exit(ExitCode.UNAVAILABLE)
+    if out["witness"]["refused"]:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _print_commit(out: dict[str, Any]) -> None:
     for s in out["sites"]:
         what = "published" if s["changed"] else "unchanged"
         console.print(
             f"{s['site']}: commitment {what} (tree of {s['size']} leaves, audit entry {s['seq']})"
         )
+    for sid in out["unavailable"]:
+        console.print(f"[red]site {sid} unavailable[/]: its commitment is as it was")
     for r in out["witness"]["refused"]:
         console.print(
             f"[red]{r['witness']} refused a head of {r['site']}: {escape(r['reason'])}[/]"
