@@ -135,7 +135,9 @@ def subject(
         f"held at {', '.join(held)}; every other site proves it holds nothing",
         soft_wrap=True,
     )
-    if out:
+    if not out:
+        console.print("the proof itself: --json, or --out FILE")
+    else:
         console.print(
             f"wrote {escape(out)}; check it with: domicile attest verify {escape(out)} --keys HEADS"
         )
