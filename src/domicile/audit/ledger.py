@@ -52,7 +52,7 @@ from domicile.stores.base import (
 
 Action = Literal[
     "write", "read", "update", "delete", "erase", "refuse", "transfer", "rotate", "filing",
-    "witness", "disclose_masked", "setup", "upgrade", "request",
+    "witness", "disclose_masked", "setup", "upgrade", "request", "attest",
 ]  # fmt: skip
 # A tree head is signed whenever the log crosses a multiple of this many entries (and in
 # every witness round).

@@ -17,6 +17,7 @@ from domicile.cli import scan as scan_cli
 from domicile.cli import service as service_cli
 from domicile.cli import vault as vault_cli
 from domicile.cli._output import console, emit_json, errors, last_word
+from domicile.cli.attest import attest_app
 from domicile.cli.bench import bench_app
 from domicile.cli.evidence import evidence_app
 from domicile.cli.migrate import migrate_app
@@ -83,6 +84,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(rights_app, name="rights")
+app.add_typer(attest_app, name="attest")
 vault_cli.register(app)
 service_cli.register(app)
 scan_cli.register(app)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domicile.countries import country
 from domicile.errors import BadInput, DomicileError
+from domicile.http.attestation import Attestation, AttestBody
 from domicile.http.deps import PrincipalDep, Service, ServiceDep, authorize, client_access
 from domicile.http.observe import log_event
 from domicile.http.problems import ALL, public_decision, status_of
@@ -388,6 +389,25 @@ def export(
         "refused": out.refused,
         "withheld": out.withheld,
     }
+
+
+@router.post(
+    "/subjects/attestation", tags=["subjects"], response_model=Attestation,
+    response_model_exclude_none=True,
+)  # fmt: skip
+def attestation(
+    body: AttestBody, svc: ServiceDep, principal: PrincipalDep, as_site: AsSite = None
+) -> dict[str, Any]:
+    """A proof of where the subject a token belongs to is held: its primary records at its
+    home site, and at every other site nothing or a copy with the transfer entries that
+    allowed it, against each site's signed commitment (``domicile attest verify``). Names
+    the subject by a keyed hash only. ``since``: the verifier's heads, to prove the newer
+    ones extend them. Needs ``subjects:attest``; 409 while a site changed since its newest
+    commitment (``domicile attest commit``)."""
+    from domicile.attest.service import prove
+
+    access = client_access(svc, principal, as_site)
+    return prove(svc.vault, token=body.token, access=access, since=body.since)
 
 
 @router.get("/filings", tags=["filings"])

@@ -1,0 +1,360 @@
+"""Commitments of a deployment's sites, and proofs of where one subject's data is.
+
+``commit`` rebuilds each site's subject tree, signs its root and records it as an
+``attest`` entry of the site's audit log, then runs a witness round so that the entry is
+under a signed tree head that the other sites hold. It must run again after writes,
+copies, deletions and erasures: a proof is made only from a commitment that the site's
+current contents still rebuild exactly (else ``StaleCommitment`` names the site).
+
+``prove`` reads only. Its document names the subject by its keyed hash alone and holds,
+for every site of the deployment: the site's newest commitment, the audit entry that
+records it with its inclusion proof under the site's newest signed tree head, and either
+the subject's leaf (home site: primary; a copy site: copy, with the transfer entries that
+brought the copies) or the two neighbours that show it absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from domicile.attest.commitment import (
+    CommitmentHead,
+    Role,
+    SubjectTree,
+    attest_key,
+    sign_commitment,
+    subject_key,
+    subjects_of,
+)
+from domicile.audit.heads import public_key_text
+from domicile.audit.ledger import AuditEvent, LogTree
+from domicile.audit.merkle import inclusion_proof
+from domicile.errors import BadInput, Conflict, ExitCode, NotFound
+from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable, entry_hash
+
+if TYPE_CHECKING:
+    from domicile.access import Access
+    from domicile.vault.service import Domicile
+
+FORMAT = "domicile.attestation/1"
+ATTEST_PREFIX = '{"action":"attest"'
+TRANSFER_PREFIX = '{"action":"transfer"'
+PAGE = 1000
+
+
+class StaleCommitment(Conflict):
+    """A site's contents no longer match its newest commitment (or it has none): no proof
+    until ``domicile attest commit`` runs (exit 1; over HTTP, 409)."""
+
+    code = "stale_commitment"
+    exit_code = ExitCode.CHECK_FAILED
+
+
+def site_subjects(store: SiteStore) -> dict[str, Role]:
+    """Every subject the site holds, and whether as primary or copy (a paged walk)."""
+    pairs: list[tuple[str, bool]] = []
+    after = ""
+    while True:
+        page = store.records_after(after, PAGE)
+        if not page:
+            break
+        pairs += [(r.subject_id, r.is_replica) for r in page]
+        after = page[-1].record_id
+    return subjects_of(pairs)
+
+
+def build_tree(vault: Domicile, site_id: str) -> SubjectTree:
+    return SubjectTree(
+        attest_key(vault.keys.token_key()), site_id, site_subjects(vault.store(site_id))
+    )
+
+
+@dataclass
+class Published:
+    site: str
+    head: CommitmentHead
+    seq: int
+    subjects: int
+    changed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "size": self.head.size,
+            "root": self.head.root.hex(),
+            "signed_at": self.head.signed_at,
+            "seq": self.seq,
+            "changed": self.changed,
+        }
+
+
+def _check_site(vault: Domicile, site_id: str) -> None:
+    if site_id not in {s.id for s in vault.config.sites}:
+        raise BadInput(
+            f"no site named {site_id!r}",
+            hint=f"the sites are: {', '.join(s.id for s in vault.config.sites)}",
+        )
+
+
+def commit(vault: Domicile, site: str | None = None) -> dict[str, Any]:
+    """Rebuild, sign and publish each site's commitment (or one site's); a site whose tree
+    did not change since its newest commitment publishes nothing new. Then a witness round."""
+    from domicile.vault.auditing import witness_round
+
+    ids = [site] if site else [s.id for s in vault.config.sites]
+    for sid in ids:
+        _check_site(vault, sid)
+    out: list[Published] = []
+    unavailable: list[str] = []
+    for sid in ids:
+        try:
+            out.append(_publish(vault, sid))
+        except SiteUnavailable:  # its commitment stays as it was; the others go ahead
+            vault.forget_store(sid)
+            unavailable.append(sid)
+    rnd = witness_round(vault)
+    return {
+        "ok": not rnd.refused and not unavailable,
+        "sites": [p.to_dict() for p in out],
+        "unavailable": unavailable,
+        "witness": rnd.to_dict(),
+    }
+
+
+def _publish(vault: Domicile, sid: str) -> Published:
+    """One site's commitment: signed and recorded in one audit entry, unless unchanged."""
+    tree = build_tree(vault, sid)
+    latest = latest_commitment(vault.store(sid))
+    if latest is not None and latest[0].root == tree.root and latest[0].size == tree.size:
+        return Published(sid, latest[0], latest[1].seq, tree.subjects, False)
+    head = sign_commitment(vault.keys.signing_key(sid), tree)
+    event = AuditEvent("attest", sid, detail={"commitment": head.to_dict()})
+    rows = vault.ledger(sid).append_now(vault.store(sid), [event])
+    return Published(sid, head, rows[-1].seq, tree.subjects, True)
+
+
+def latest_commitment(
+    store: SiteStore, upto: int | None = None
+) -> tuple[CommitmentHead, AuditRow] | None:
+    """The newest ``attest`` entry of a site's log (up to entry ``upto``) and its head."""
+    found: AuditRow | None = None
+    for row in store.audit(1):
+        if upto is not None and row.seq > upto:
+            break
+        if row.payload.startswith(ATTEST_PREFIX):
+            found = row
+    if found is None:
+        return None
+    detail = json.loads(found.payload).get("detail", {})
+    return CommitmentHead.from_dict(detail.get("commitment"), "a commitment"), found
+
+
+def status(vault: Domicile) -> list[dict[str, Any]]:
+    """Per site: its newest commitment and whether the site's contents still match it."""
+    out = []
+    for s in vault.config.sites:
+        store = vault.store(s.id)
+        latest = latest_commitment(store)
+        tree = build_tree(vault, s.id)
+        current = latest is not None and latest[0].root == tree.root
+        out.append(
+            {
+                "site": s.id,
+                "committed": latest is not None,
+                "current": current,
+                "signed_at": latest[0].signed_at if latest else None,
+                "seq": latest[1].seq if latest else None,
+            }
+        )
+    return out
+
+
+# --- proofs -------------------------------------------------------------------------------
+
+
+OPERATION = "subjects:attest"
+
+
+def resolve_subject(
+    vault: Domicile,
+    *,
+    token: str | None = None,
+    identity: tuple[str, str] | None = None,
+    access: Access | None = None,
+    as_site: str | None = None,
+) -> tuple[str, str]:
+    """(home site, subject id) of a token's record, or of an identifying value. A client
+    (``access``) needs ``subjects:attest`` for its site and the record's collection (else
+    the record answers as missing), and names the subject by a token only."""
+    if (token is None) == (identity is None):
+        raise BadInput("name the subject by --token or by --identity, one of them")
+    access, requester = vault._acting(access, as_site)
+    vault.authorize(access, OPERATION, site=requester.id)
+    if token is not None:
+        site, record_id = vault._locate(token)
+        rec = vault.store(site.id).get(record_id)
+        if rec is None or rec.is_replica:
+            raise NotFound("no such record", hint="the token's record was deleted or erased")
+        vault.authorize(access, OPERATION, collection=rec.collection, hide=True)
+        return site.id, rec.subject_id
+    if not access.unrestricted:
+        raise BadInput("a client names the subject by a token")
+    assert identity is not None
+    return _by_identity(vault, *identity)
+
+
+def _by_identity(vault: Domicile, name: str, value: str) -> tuple[str, str]:
+    from domicile.vault import values
+    from domicile.vault.core import IDENTITY
+
+    spec = None
+    for coll in vault.config.model.collections.values():
+        for fname, fspec in coll.fields.items():
+            if fspec.identifies and name in (fname, fspec.category):
+                spec, fname_found = fspec, fname
+                break
+        if spec is not None:
+            break
+    if spec is None:
+        raise BadInput(
+            f"no collection has a field {name!r} that identifies the subject",
+            hint="--identity FIELD=VALUE names a field marked identifies: true",
+        )
+    norm = values.normalize(fname_found, spec, values.coerce(fname_found, spec, value))
+    found: set[tuple[str, str]] = set()
+    for s in vault.config.sites:
+        digest = vault._indexers[s.id].digest(IDENTITY, spec.category, norm)
+        store = vault.store(s.id)
+        sid = store.subjects_for([digest]).get(digest)
+        if sid is not None and any(not r.is_replica for r in store.subject_records(sid)):
+            found.add((s.id, sid))
+    if not found:
+        raise NotFound(
+            "no subject has that identifying value", hint="check the value, or use --token"
+        )
+    if len(found) > 1:
+        raise BadInput(
+            f"that value identifies subjects at {len(found)} sites",
+            hint="name one of them by --token",
+        )
+    return found.pop()
+
+
+def prove(
+    vault: Domicile,
+    *,
+    token: str | None = None,
+    identity: tuple[str, str] | None = None,
+    access: Access | None = None,
+    as_site: str | None = None,
+    since: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The attestation document of one subject (see the module's docstring). Reads only.
+    ``since``: the sizes of the audit heads the verifier holds (its heads file), per site;
+    where the newest head is bigger, the proof carries a consistency proof from it."""
+    home, subject = resolve_subject(
+        vault, token=token, identity=identity, access=access, as_site=as_site
+    )
+    key = attest_key(vault.keys.token_key())
+    hashed = subject_key(key, subject)
+    sites: dict[str, Any] = {}
+    for s in vault.config.sites:
+        store = vault.store(s.id)
+        subjects = site_subjects(store)
+        tree = SubjectTree(key, s.id, subjects)
+        ledger = vault.ledger(s.id)
+        audit_head = ledger.latest_head(store)
+        latest = latest_commitment(store, audit_head.size if audit_head else 0)
+        if latest is None or audit_head is None:
+            raise StaleCommitment(
+                f"site {s.id!r} has no witnessed commitment yet",
+                hint="run `domicile attest commit`",
+            )
+        head, row = latest
+        if head.root != tree.root or head.size != tree.size:
+            raise StaleCommitment(
+                f"site {s.id!r} changed since its newest commitment ({head.signed_at})",
+                hint="run `domicile attest commit`, then ask again",
+            )
+        role = subjects.get(subject)
+        section: dict[str, Any] = {
+            "commitment": head.to_dict(),
+            "entry": {"seq": row.seq, "payload": row.payload, "prev_hash": row.prev_hash.hex()},
+            "audit_head": audit_head.to_dict(),
+            "audit_path": _entry_path(store, row.seq, audit_head.size),
+            "public_key": public_key_text(vault.keys.verify_key(s.id)),
+        }
+        known = (since or {}).get(s.id)
+        if known is not None and 0 < known < audit_head.size:
+            # The verifier holds an older head of this log: show that this one extends it.
+            path = ledger.consistency(store, known, audit_head.size)
+            section["consistency"] = {"from_size": known, "path": [h.hex() for h in path]}
+        if role is None:
+            section["holds"] = "nothing"
+            section["absence"] = tree.prove(hashed, None)
+        else:
+            section["holds"] = "primary" if s.id == home else role
+            section["member"] = tree.prove(hashed, role)
+            if role == "copy":
+                section["transfers"] = _transfers(store, subject, audit_head.size)
+        sites[s.id] = section
+    return {
+        "format": FORMAT,
+        "environment": vault.config.model.environment_id,
+        "subject": hashed.hex(),
+        "home": home,
+        "made_at": dt.datetime.now(dt.UTC).isoformat(),
+        "sites": sites,
+        "how_to_check": (
+            "per site: the commitment's Ed25519 signature over 'domicile/attest-head/v1' 0x00 "
+            "site 0x00 size 0x00 root 0x00 signed_at; the entry recording it is in the signed "
+            "audit tree head (RFC 9162 inclusion); the subject's leaf is SHA-256(0x00 || "
+            "subject || role_commit) with role_commit = SHA-256('domicile/attest/role/v1' 0x00 "
+            "role 0x00 salt), or two adjacent leaves bracket the subject. Check with "
+            "`domicile attest verify PROOF --keys HEADS`."
+        ),
+    }
+
+
+def _entry_path(store: SiteStore, seq: int, size: int) -> list[str]:
+    return [h.hex() for h in inclusion_proof(seq - 1, size, LogTree(store).subtree)]
+
+
+def _transfers(store: SiteStore, subject: str, size: int) -> list[dict[str, Any]]:
+    """The transfer entries that brought this subject's copies to the site (under the
+    signed head): their place, hash and inclusion proof, and what they decided; never
+    the payload, which names the subject and its records."""
+    out = []
+    tree = LogTree(store)
+    for row in store.audit(1):
+        if row.seq > size:
+            break
+        if not row.payload.startswith(TRANSFER_PREFIX):
+            continue
+        data = json.loads(row.payload)
+        if data.get("subject") != subject:
+            continue
+        detail = data.get("detail") or {}
+        out.append(
+            {
+                "seq": row.seq,
+                "entry_hash": entry_hash(row.prev_hash, row.seq, row.payload).hex(),
+                "audit_path": [h.hex() for h in inclusion_proof(row.seq - 1, size, tree.subtree)],
+                "from_site": data.get("requester"),
+                "collection": data.get("collection"),
+                "rules": data.get("rules", []),
+                "categories": data.get("categories", []),
+                "at": data.get("at"),
+                "decision": data.get("decision"),
+                "from_country": detail.get("from_country"),
+                "to_country": detail.get("to_country"),
+                "routes": detail.get("routes", []),
+                "bases": detail.get("bases", []),
+                "filings": detail.get("filings", []),
+            }
+        )
+    return out
