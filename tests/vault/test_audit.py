@@ -259,6 +259,11 @@ def test_an_entry_is_proved_with_the_public_key_alone(ledger: Deployment) -> Non
         check_proof(forged, parse_public_key(key))
     with pytest.raises(BadInput, match="signature"):
         check_proof(proof, parse_public_key(other))
+    for seq in (0, -1, 6, 2**70):  # outside the tree: named, never an internal error
+        bad = json.loads(json.dumps(proof))
+        bad["entry"]["seq"] = seq
+        with pytest.raises(BadInput, match="outside the signed tree"):
+            check_proof(bad, parse_public_key(key))
 
 
 def test_heads_are_signed_as_the_log_grows_and_proofs_use_the_kept_subtrees(

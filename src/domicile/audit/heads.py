@@ -238,6 +238,8 @@ def check_proof(document: Any, key: Ed25519PublicKey | None = None) -> TreeHead:
         raise BadInput("the proof's head is of another site")
     if not head.verifies(key):
         raise BadInput("the head's signature does not verify with the site's public key")
+    if not 1 <= seq <= head.size:  # also keeps a huge or negative number out of the hashing
+        raise BadInput(f"entry {seq} is outside the signed tree of {head.size} entries")
     leaf = leaf_hash(entry_hash(prev, seq, payload))
     if not verify_inclusion(leaf, seq - 1, head.size, path, head.root):
         raise BadInput(f"entry {seq} is not in the signed tree of {head.size} entries")
