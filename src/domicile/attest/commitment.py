@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from domicile.audit.heads import TreeHead
 from domicile.audit.merkle import (
     HASH_SIZE,
     inclusion_proof,
@@ -43,7 +44,7 @@ from domicile.audit.merkle import (
     root_of,
     verify_inclusion,
 )
-from domicile.crypto.signing import sign, verify
+from domicile.crypto.signing import sign
 from domicile.errors import BadInput
 
 Role = Literal["primary", "copy"]
@@ -158,49 +159,13 @@ class SubjectTree:
 
 
 @dataclass(frozen=True)
-class CommitmentHead:
-    """A site's signed statement: "the subjects I hold are the leaves of this tree"."""
-
-    site: str
-    size: int
-    root: bytes
-    signed_at: str
-    signature: bytes
+class CommitmentHead(TreeHead):
+    """A site's signed statement: "the subjects I hold are the leaves of this tree". Shaped
+    and checked as a tree head; its signature covers a message of its own kind, so neither
+    can stand for the other."""
 
     def message(self) -> bytes:
         return commitment_message(self.site, self.size, self.root, self.signed_at)
-
-    def verifies(self, key: Ed25519PublicKey) -> bool:
-        return verify(key, self.message(), self.signature)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "site": self.site,
-            "size": self.size,
-            "root": self.root.hex(),
-            "signed_at": self.signed_at,
-            "signature": self.signature.hex(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> CommitmentHead:
-        if not isinstance(data, Mapping):
-            raise BadInput(f"{where} is not an object")
-        try:
-            head = cls(
-                str(data["site"]),
-                int(data["size"]),
-                unhex(data["root"], HASH_SIZE),
-                str(data["signed_at"]),
-                unhex(data["signature"], 64),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise BadInput(
-                f"{where} needs site, size, root (32 bytes, hex), signed_at and signature"
-            ) from None
-        if head.size < 0:
-            raise BadInput(f"{where} has a negative size")
-        return head
 
 
 def commitment_message(site: str, size: int, root: bytes, signed_at: str) -> bytes:

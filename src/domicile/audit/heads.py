@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -66,7 +66,7 @@ class TreeHead:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "a tree head") -> TreeHead:
+    def from_dict(cls, data: Any, where: str = "a tree head") -> Self:
         if not isinstance(data, Mapping):
             raise BadInput(f"{where} is not an object")
         try:
