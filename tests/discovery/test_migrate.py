@@ -172,7 +172,7 @@ def test_crash_between_vault_and_source_commit_is_resumed(tmp_path: Path) -> Non
         return out
 
     d.put_many = put_then_die  # type: ignore[method-assign]
-    src = open_planned_source(plan, None, writable=True)
+    src = open_planned_source(plan, None, writable=True, vault=d)
     with pytest.raises(Crash):
         run_plan(plan, vault=d, source=src)
     src.close()

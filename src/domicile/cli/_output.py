@@ -50,18 +50,30 @@ def emit_json(data: Any) -> None:
 
 # Passwords in connection URLs (``scheme://user:secret@host``), however a driver quotes them.
 _SECRET_IN_URL = re.compile(r"(//[^/@\s:]*):[^@/\s]*@")
+# And as a key of a URL's query or of a ``key=value`` connection string (``?password=``,
+# ``passwd=``, ``sslpassword=``, ``passfile=``), which drivers take as the password too.
+_SECRET_KEY = re.compile(
+    r"(?<![\w-])((?:ssl)?password|passwd|passfile)(\s*=\s*)[^&\s]*", re.IGNORECASE
+)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every password of a connection URL or string replaced by ``***``."""
+    return _SECRET_KEY.sub(r"\1\2***", _SECRET_IN_URL.sub(r"\1:***@", text))
 
 
 def report(error: DomicileError, *, as_json: bool) -> None:
     """An error as one line on stderr, or as ``{"error": {...}}`` with ``--json``."""
     if as_json:
         out = error.to_dict()
-        out["message"] = _SECRET_IN_URL.sub(r"\1:***@", out["message"])
+        out["message"] = mask_secrets(out["message"])
+        if out.get("hint"):
+            out["hint"] = mask_secrets(out["hint"])
         emit_json({"error": out})
     else:
         # Escaped: a message or hint may hold brackets (``domicile[bench]``) that are text.
         decision = getattr(error, "decision", None)
-        text = _SECRET_IN_URL.sub(r"\1:***@", error.message if decision else str(error))
+        text = mask_secrets(error.message if decision else str(error))
         err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
         if isinstance(decision, dict):
             for line in refusal_lines(decision):

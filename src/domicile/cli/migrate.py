@@ -106,7 +106,10 @@ def plan(
         if out is None and not as_json:
             raise BadInput("where does the plan go? give --out FILE", hint="or --json to print it")
         from domicile.discovery.migration import make_plan, save_plan
+        from domicile.discovery.migration.plan import new_plan_file
 
+        if out is not None:
+            new_plan_file(out)  # refused before the scan, not after it
         where, engine = _location(located_in, site, config)
         bar = _bar(as_json)
         tasks: dict[str, Any] = {}
@@ -175,18 +178,19 @@ def run(
         from domicile.discovery.migration import run as run_plan
 
         p = load_plan(plan_file)
-        src = open_planned_source(p, source, writable=not dry_run)
         bar = _bar(as_json)
         task = bar.add_task("dry run" if dry_run else "moving", total=None)
-        try:
-            with _vault(config, read_only=dry_run) as d, bar:
-                outcome = run_plan(
-                    p, vault=d, source=src, dry_run=dry_run,
-                    progress=lambda _t, n: bar.update(task, advance=n),
-                    total=lambda n: bar.update(task, total=n),
-                )  # fmt: skip
-        finally:
-            src.close()
+        with _vault(config, read_only=dry_run) as d:
+            src = open_planned_source(p, source, writable=not dry_run, vault=d)
+            try:
+                with bar:
+                    outcome = run_plan(
+                        p, vault=d, source=src, dry_run=dry_run,
+                        progress=lambda _t, n: bar.update(task, advance=n),
+                        total=lambda n: bar.update(task, total=n),
+                    )  # fmt: skip
+            finally:
+                src.close()
     data = outcome.to_dict()
     if as_json:
         emit_json(data)
@@ -220,12 +224,12 @@ def verify(
         from domicile.discovery.migration import verify as verify_plan
 
         p = load_plan(plan_file)
-        src = open_planned_source(p, source, writable=False)
-        try:
-            with _vault(config, read_only=True) as d:
+        with _vault(config, read_only=True) as d:
+            src = open_planned_source(p, source, writable=False, vault=d)
+            try:
                 report = verify_plan(p, vault=d, source=src)
-        finally:
-            src.close()
+            finally:
+                src.close()
     if as_json:
         emit_json(report)
     else:

@@ -187,11 +187,44 @@ def _existing(vault: Any, rids: Sequence[str]) -> dict[str, str]:
     return found
 
 
+TAKEN = "id taken by other values"
+
+
+def _taken(plan: Plan, vault: Any, rows: Sequence[_Row], existing: Mapping[str, str]) -> set[str]:
+    """The record ids, of rows whose id some site holds already, whose records do not
+    hold the row's own values. Such a record was not written for this row (the plan was
+    run on another database, or the row changed after a run stopped): the row must not
+    be given its token, and stays."""
+    from domicile.vault import values as vvalues
+
+    coll = vault.collection(plan.collection)
+    out: set[str] = set()
+    for r in rows:
+        site = existing.get(r.rid)
+        if site is None:
+            continue
+        try:
+            rec = vault.store(site).get(r.rid)
+            _, held = vault._open_record(vault.config.site(site), rec)
+            want = {f: vvalues.coerce(f, coll.fields[f], v) for f, v in r.fields.items()}
+        except (DomicileError, KeyError):
+            out.add(r.rid)
+            continue
+        if held != want:
+            out.add(r.rid)
+    return out
+
+
 def _dry_batch(
     plan: Plan, vault: Any, todo: Sequence[_Row], out: Outcome, counts: Counter[str]
 ) -> None:
     existing = _existing(vault, [r.rid for r in todo]) if todo else {}
+    taken = _taken(plan, vault, todo, existing)
     for r in todo:
+        if r.rid in taken:
+            out.refused[TAKEN] += 1
+            counts["refused"] += 1
+            continue
         site = existing.get(r.rid) or plan.subjects[r.sid]["site"]
         out.moved[site] += 1
         counts["move"] += 1
@@ -211,11 +244,13 @@ def _move_batch(
     sa = sqlalchemy()
     journal.intend(table.name, [(r.text_key, r.rid) for r in todo])
     existing = _existing(vault, [r.rid for r in todo]) if todo else {}
+    taken = _taken(plan, vault, todo, existing)
+    refused = {r.text_key: TAKEN for r in todo if r.rid in taken}
     tokens: dict[str, tuple[str, str]] = {}  # rid -> (token, site)
     for rid, site in existing.items():
-        tokens[rid] = (vault.tokens.issue(site, rid), site)
+        if rid not in taken:
+            tokens[rid] = (vault.tokens.issue(site, rid), site)
     fresh = [r for r in todo if r.rid not in existing]
-    refused: dict[str, str] = {}
     for r, result in zip(fresh, _put(plan, vault, fresh), strict=True):
         if isinstance(result, str):
             refused[r.text_key] = result

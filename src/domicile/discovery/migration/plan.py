@@ -3,8 +3,10 @@ scan, which reads only."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +71,9 @@ class Plan:
     residencies: list[dict[str, Any]]
     path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    # Rows the plan was made from, to know its database again (see ``_sample``).
+    sample: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seal: str = ""  # HMAC of ``sealed_part`` under a key of the deployment
 
     def to_dict(self) -> dict[str, Any]:
         sites = Counter(str(s["site"]) for s in self.subjects.values() if s["site"])
@@ -90,7 +95,36 @@ class Plan:
             "notes": list(self.notes),
             "subjects": self.subjects,
             "residencies": self.residencies,
+            "sample": self.sample,
+            "seal": self.seal,
         }
+
+    def sealed_part(self) -> bytes:
+        """What the seal covers: everything but what the plan invites its reader to edit
+        (which tables and columns move and into which fields, ``legacy``, ``batch_size``,
+        a subject's ``site`` set to null to keep it). A subject's residency is sealed as
+        itself, not by its index into ``residencies``."""
+
+        def residency(entry: Any) -> Any:
+            i = entry.get("residency") if isinstance(entry, dict) else None
+            if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(self.residencies):
+                return self.residencies[i]
+            return None
+
+        data = {
+            "domicile_migration": FORMAT,
+            "id": self.id,
+            "created": self.created,
+            "source": self.source,
+            "source_description": self.source_description,
+            "fingerprint": self.fingerprint,
+            "located_in": self.located_in,
+            "collection": self.collection,
+            "purpose": self.purpose,
+            "subjects": {sid: residency(e) for sid, e in self.subjects.items()},
+            "sample": self.sample,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
 
     def moving(self, sid: str) -> bool:
         entry = self.subjects.get(sid)
@@ -132,9 +166,14 @@ def residency_from_dict(data: Mapping[str, Any]) -> Residency:
     )
 
 
+# Query keys of a URL that hold a password or say where one is: never kept in a plan.
+SECRET_KEYS = frozenset({"password", "passwd", "sslpassword", "passfile"})
+
+
 def public_url(spec: str) -> str:
-    """The source URL as a plan keeps it: without a password, a SQLite path made absolute."""
-    from sqlalchemy.engine import make_url
+    """The source URL as a plan keeps it: without a password (in its user part or its
+    query), a SQLite path made absolute."""
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
@@ -144,27 +183,148 @@ def public_url(spec: str) -> str:
             "the source is not a database URL",
             hint="migrate moves rows of a database: postgresql://, mysql:// or sqlite:///FILE",
         ) from None
-    from sqlalchemy.engine import URL
-
+    query = {k: v for k, v in url.query.items() if k.lower() not in SECRET_KEYS}
     # ``set(password=None)`` keeps the password: build the URL again without one.
-    url = URL.create(
-        url.drivername, url.username, None, url.host, url.port, url.database, url.query
-    )
+    url = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, query)
     if url.drivername.startswith("sqlite") and url.database:
         url = url.set(database=str(Path(url.database).resolve()))
     return url.render_as_string(hide_password=False)
 
 
 def _same_source(a: str, b: str) -> bool:
+    """Whether two URLs name the same database, passwords aside. The query counts whole:
+    drivers take ``host``, ``port``, ``service``, ``user``, ``options`` and the like from
+    it, over the URL's own parts."""
     from sqlalchemy.engine import make_url
 
     def norm(u: str) -> tuple[Any, ...]:
         url = make_url(public_url(u))
         driver = url.drivername.partition("+")[0].replace("postgres", "postgresql")
         driver = driver.replace("postgresqlql", "postgresql").replace("mariadb", "mysql")
-        return (driver, url.host or "", url.port, url.database or "", url.username or "")
+        query = sorted(
+            (k.lower(), v if isinstance(v, str) else tuple(v)) for k, v in url.query.items()
+        )
+        return (driver, url.host or "", url.port, url.database or "", url.username or "", query)
 
     return norm(a) == norm(b)
+
+
+def _seal_key(vault: Any) -> bytes:
+    """The deployment's key for plans, derived from its token key (never used as is)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = b"domicile/migration-plan/v1"
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+        vault.keys.token_key()
+    )
+
+
+def seal(plan: Plan, vault: Any) -> None:
+    plan.seal = hmac.new(_seal_key(vault), plan.sealed_part(), hashlib.sha256).hexdigest()
+
+
+def check_seal(plan: Plan, vault: Any) -> None:
+    """Refuse a plan this deployment did not make, or one changed where it may not be."""
+    expected = hmac.new(_seal_key(vault), plan.sealed_part(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, plan.seal):
+        raise BadInput(
+            "the plan was changed where it may not be (its source, subjects, residencies or "
+            "ids), or was made by another deployment",
+            hint="only tables, maps, legacy, batch_size and a subject's site (to null) may be "
+            "edited; make a new plan with `domicile migrate plan`",
+        )
+
+
+SAMPLE_ROWS = 16
+
+
+def _value_digest(key: bytes, table: str, row_key: Any, column: str, value: Any) -> str:
+    msg = f"{table}\x00{row_key}\x00{column}\x00{value!r}".encode()
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()[:16]
+
+
+def _sample(source: DatabaseSource, tables: Mapping[str, TablePlan], key: bytes) -> dict[str, Any]:
+    """The first rows of each table the plan moves, by key: each mapped value as a keyed
+    digest (no value, and none to guess without the deployment's key). ``run`` and
+    ``verify`` find them again to know that the database is the plan's."""
+    import sqlalchemy as sa
+
+    out: dict[str, Any] = {}
+    conn = source.connection
+    try:
+        for t in tables.values():
+            cols = [t.key, *t.map]
+            st = sa.table(t.name, *(sa.column(c) for c in cols))
+            stmt = sa.select(*(st.c[c] for c in cols)).order_by(st.c[t.key]).limit(SAMPLE_ROWS)
+            rows = [dict(zip(cols, r, strict=True)) for r in conn.execute(stmt)]
+            if not rows or not all(type(r[t.key]) in (int, str) for r in rows):
+                continue  # keys of another type are not sampled
+            out[t.name] = {
+                "key": t.key,
+                "columns": list(t.map),
+                "rows": [
+                    [r[t.key], [_value_digest(key, t.name, r[t.key], c, r[c]) for c in t.map]]
+                    for r in rows
+                ],
+            }
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+    return out
+
+
+def _check_sample(plan: Plan, source: DatabaseSource, vault: Any) -> None:
+    """Refuse a database other than the plan's: of the sampled rows of each table, at
+    least half must still be there and hold the token of their own record, or more than
+    half of their values as the plan saw them. A few rows changed since are tolerated,
+    other rows under the same keys are not."""
+    import sqlalchemy as sa
+
+    from domicile.discovery.migration.rows import is_token
+    from domicile.vault.errors import InvalidToken
+
+    key = _seal_key(vault)
+    conn = source.connection
+    try:
+        for name, s in plan.sample.items():
+            cols = [s["key"], *s["columns"]]
+            st = sa.table(name, *(sa.column(c) for c in cols))
+            wanted = [k for k, _ in s["rows"]]
+            stmt = sa.select(*(st.c[c] for c in cols)).where(st.c[s["key"]].in_(wanted))
+            found = {str(r[0]): dict(zip(cols, r, strict=True)) for r in conn.execute(stmt)}
+            agree = undecided = 0
+            for k, digests in s["rows"]:
+                row = found.get(str(k))
+                if row is None:
+                    continue
+                values = [row[c] for c in s["columns"]]
+                if all(v is None for v in values):
+                    undecided += 1  # cleared by ``legacy: delete``, or empty from the start
+                    continue
+                rid = plan.record_id(name, str(k))
+                same = held = 0
+                for c, v, d in zip(s["columns"], values, digests, strict=True):
+                    if is_token(v):
+                        with contextlib.suppress(InvalidToken):
+                            same += len(s["columns"]) * (vault.tokens.read(v)[1] == rid)
+                    elif v is not None:
+                        held += 1
+                        same += _value_digest(key, name, k, c, v) == d
+                # moved by this plan, or most of its values as the plan saw them
+                agree += same * 2 > held
+            decided = len(s["rows"]) - undecided
+            if decided and agree * 2 < decided:
+                raise BadInput(
+                    f"the plan is for another database than {plan.source_description}: "
+                    f"{decided - agree} of {decided} sampled rows of {name} are not the plan's",
+                    hint="make a new plan for this database with `domicile migrate plan`",
+                )
+    except sa.exc.DBAPIError as exc:
+        raise source.translate(exc) from None
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
 
 
 def _fingerprint(source: DatabaseSource, tables: Sequence[str]) -> str:
@@ -340,7 +500,9 @@ def make_plan(
             subjects=subjects,
             residencies=res_list,
             notes=notes,
+            sample=_sample(source, tables, _seal_key(vault)),
         )
+        seal(plan, vault)
         return plan
     finally:
         source.close()
@@ -379,7 +541,22 @@ def _propose(personal: Mapping[str, str], coll: Any) -> dict[str, str]:
     return out
 
 
+def new_plan_file(path: Path) -> None:
+    """Refuse, before any work, a plan file that exists already or cannot be made."""
+    if path.exists() or path.is_symlink():
+        raise BadInput(
+            f"{path} exists already", hint="give a new file name; a plan never replaces a file"
+        )
+    if not path.parent.is_dir():
+        raise BadInput(f"the folder of {path} does not exist", hint="create it first")
+
+
 def save_plan(plan: Plan, path: Path) -> None:
+    """Write the plan to ``path``, a new file of mode 0600 (it names the source and the
+    residencies of its subjects): whole or not at all, never over an existing file."""
+    import os
+    import tempfile
+
     data = plan.to_dict()
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -387,12 +564,30 @@ def save_plan(plan: Plan, path: Path) -> None:
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     else:
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    new_plan_file(path)
     try:
-        path.write_text(text, encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError:
         raise BadInput(
             f"cannot write {path}", hint="check the folder and its permissions"
         ) from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # fails if the name was taken meanwhile: nothing is replaced
+    except FileExistsError:
+        raise BadInput(
+            f"{path} exists already", hint="give a new file name; a plan never replaces a file"
+        ) from None
+    except OSError:
+        raise BadInput(
+            f"cannot write {path}", hint="check the folder and its permissions"
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def load_plan(path: Path) -> Plan:
@@ -457,6 +652,8 @@ def load_plan(path: Path) -> Plan:
             residencies=residencies,
             path=path,
             notes=[str(n) for n in data.get("notes") or []],
+            sample=_sample_from(data.get("sample")),
+            seal=str(data.get("seal") or ""),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise BadInput(
@@ -465,9 +662,29 @@ def load_plan(path: Path) -> Plan:
         ) from None
 
 
-def open_planned_source(plan: Plan, override: str | None, *, writable: bool) -> DatabaseSource:
+def _sample_from(raw: Any) -> dict[str, dict[str, Any]]:
+    """The sample as the file holds it, checked for shape (its content is sealed)."""
+    if raw is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, s in dict(raw).items():
+        cols = [str(c) for c in s["columns"]]
+        rows = []
+        for k, digests in s["rows"]:
+            if type(k) not in (int, str) or len(digests) != len(cols):
+                raise ValueError
+            rows.append([k, [str(d) for d in digests]])
+        out[str(name)] = {"key": str(s["key"]), "columns": cols, "rows": rows}
+    return out
+
+
+def open_planned_source(
+    plan: Plan, override: str | None, *, writable: bool, vault: Any
+) -> DatabaseSource:
     """The plan's source (or ``override``, the same source with its password), checked to be
-    the one the plan was made for."""
+    the one the plan was made for: the plan sealed by this deployment, the URL the plan's,
+    the tables as they were, the sampled rows the plan's own."""
+    check_seal(plan, vault)
     spec = override or plan.source
     if override is not None:
         _ordinary_database(override)
@@ -483,6 +700,7 @@ def open_planned_source(plan: Plan, override: str | None, *, writable: bool) -> 
                 f"the plan is for another source ({plan.source_description}): its tables differ",
                 hint="make a new plan for this source with `domicile migrate plan`",
             )
+        _check_sample(plan, source, vault)
     except BaseException:
         source.close()
         raise
