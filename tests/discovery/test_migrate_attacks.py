@@ -207,6 +207,10 @@ def test_a_plan_of_another_deployment_or_source_is_refused(tmp_path: Path) -> No
     make_plan(url, config2, plan2)
     code, out, err = cli("migrate", "run", str(plan2), "--config", config)
     assert "changed" in one_line(code, out, err, 2)
+    # a plan without its seal (as plans were before they had one)
+    _edit(plan2, lambda d: d.pop("seal"))
+    code, out, err = cli("migrate", "verify", str(plan2), "--config", config2)
+    assert "not sealed" in one_line(code, out, err, 2)
 
 
 def test_a_plan_carried_to_another_database_at_the_same_place_is_refused(

@@ -7,13 +7,17 @@ Three steps, each its own command:
   a collection from the columns' categories, places every subject a finding names with
   the vault's own placement, and writes it all to a plan file the user can edit: which
   rows of which tables move, which columns go to which field, what the legacy values
-  become (``tokens`` or ``delete``), and how many subjects go to each site.
+  become (``tokens`` or ``delete``), and how many subjects go to each site. The plan is
+  sealed (an HMAC under a key of the deployment) over all it does not invite to edit
+  (source, subjects and their residencies, ids, and keyed digests of a sample of rows
+  that tie it to its database); ``open_planned_source`` checks it all, for run and verify.
 - **run** moves the rows, batch by batch. A batch is one transaction of the source: its
   rows are locked (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL, MariaDB: ``SELECT ... FOR
   UPDATE``), put into the vault, then rewritten, then committed. Each row's record id is
   derived from the plan's id, the table and the row's key, so a run killed between the
   vault's commit and the source's finds the records already written and only rewrites the
-  rows: nothing lost, nothing written twice. The journal (a SQLite file beside the plan)
+  rows (a record holding other values than its row's is never taken for it): nothing
+  lost, nothing written twice. The journal (a SQLite file beside the plan)
   holds each row's intent before the vault write and marks it done after the source's
   commit; it is what ``verify`` checks a deleted value against.
 - **verify** reads only: every moved row holds the token of its own record (or nothing,

@@ -226,6 +226,11 @@ def seal(plan: Plan, vault: Any) -> None:
 
 def check_seal(plan: Plan, vault: Any) -> None:
     """Refuse a plan this deployment did not make, or one changed where it may not be."""
+    if not plan.seal:
+        raise BadInput(
+            "the plan is not sealed (made before plans were, or its seal was removed)",
+            hint="make a new plan with `domicile migrate plan`",
+        )
     expected = hmac.new(_seal_key(vault), plan.sealed_part(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, plan.seal):
         raise BadInput(
