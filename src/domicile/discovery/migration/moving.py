@@ -195,6 +195,7 @@ def _taken(plan: Plan, vault: Any, rows: Sequence[_Row], existing: Mapping[str, 
     hold the row's own values. Such a record was not written for this row (the plan was
     run on another database, or the row changed after a run stopped): the row must not
     be given its token, and stays."""
+    from domicile.stores.base import SiteUnavailable
     from domicile.vault import values as vvalues
 
     coll = vault.collection(plan.collection)
@@ -207,7 +208,9 @@ def _taken(plan: Plan, vault: Any, rows: Sequence[_Row], existing: Mapping[str, 
             rec = vault.store(site).get(r.rid)
             _, held = vault._open_record(vault.config.site(site), rec)
             want = {f: vvalues.coerce(f, coll.fields[f], v) for f, v in r.fields.items()}
-        except (DomicileError, KeyError):
+        except SiteUnavailable:
+            raise
+        except (DomicileError, KeyError):  # does not open, or the row's value never could
             out.add(r.rid)
             continue
         if held != want:
