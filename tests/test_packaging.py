@@ -26,6 +26,7 @@ import sys
 import tarfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -276,6 +277,9 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
     installed they work; without it, one line naming it, exit 2."""
     dom = venv / "bin" / "domicile"
     installed = extra is None or not _missing(venv, EXTRAS[extra])
+    if extra == "console":
+        _walk_console(venv, work, installed)
+        return
     commands = [["bench", *argv, "--json"] for needs, argv in BENCH if needs == extra]
     if extra == "scan":
         commands.append(["scan", str(_scan_source(work)), "--located-in", "DE", "--json"])
@@ -304,6 +308,30 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
         assert human.returncode == 2
         assert human.stderr.count("\n") == 1, human.stderr
         assert f"domicile[{extra}]" in human.stderr
+
+
+def _walk_console(venv: Path, work: Path, installed: bool) -> None:
+    """``serve`` runs without the console extra; /console and /docs then say, in one
+    line, which extra to install (503). With it, both answer, their assets served here."""
+    port = _free_port()
+    config = work / "deploy" / "domicile.yaml"
+    argv = [venv / "bin" / "domicile", "serve", "--port", str(port), "--workers", "1",
+            "--config", config]  # fmt: skip
+    with _serving(argv, work, port):
+        for path, expect in (("/console/signin", "Sign in"), ("/docs", "swagger-ui")):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    status, body = r.status, r.read().decode()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read().decode()
+            if installed:
+                assert status == 200, (path, status)
+                assert expect in body
+            else:
+                assert status == 503, (path, status)
+                assert body.count("\n") == 1
+                assert "'console' extra" in body
+                assert "pip install 'domicile[console]'" in body
 
 
 def test_a_plain_install_walks_and_each_extra_brings_its_commands(

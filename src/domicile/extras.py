@@ -22,6 +22,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     # `report --format html|pdf`: the template, the charts, the PDF (which also needs the
     # system's pango: scripts/report-deps)
     "reports": ("jinja2", "matplotlib", "weasyprint"),
+    # the web console (`serve`, /console) and the offline Swagger UI of /docs
+    "console": ("jinja2", "fastapi_offline"),
 }
 
 

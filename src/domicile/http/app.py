@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Route
 
+from domicile import console
 from domicile._version import __version__
 from domicile.clients import ClientRegistry
 from domicile.config import ServiceSettings
@@ -115,6 +116,8 @@ def create_app(
         version=__version__,
         description="Keeps each person's personal data where the law demands it, and proves it.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by the console package
+        redoc_url=None,
     )
     app.state.service = svc
     app.state.incountry = InCountryStorage(vault)
@@ -242,6 +245,7 @@ def create_app(
     # Every request keeps to the published document (see ``openapi.py``).
     app.include_router(native.router, prefix="/v1", dependencies=[Depends(conforms)])
     app.include_router(incountry.router)  # its calls check after authorizing (incountry.py)
+    console.install(app)  # /console and /docs, left out of the OpenAPI document
 
     generate = app.openapi
     authenticated = {

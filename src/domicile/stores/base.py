@@ -555,6 +555,10 @@ class SiteStore(ABC):
         """Primary records held here (replicas are counted by ``count_replicas``)."""
 
     @abstractmethod
+    def count_subjects(self) -> int:
+        """Distinct subjects whose primary records are held here."""
+
+    @abstractmethod
     def audit(self, start: int = 1) -> Iterator[AuditRow]:
         """Audit rows in storage order from sequence ``start``, streamed."""
 

@@ -1229,6 +1229,13 @@ class PostgresSiteStore(SiteStore):
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM records WHERE primary_site IS NULL")[0][0])
 
+    def count_subjects(self) -> int:
+        return int(
+            self._read("SELECT count(DISTINCT subject_id) FROM records WHERE primary_site IS NULL")[
+                0
+            ][0]
+        )
+
     def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]:
         if not record_ids:
             return {}

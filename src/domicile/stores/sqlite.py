@@ -682,6 +682,13 @@ class SqliteSiteStore(SiteStore):
         assert isinstance(value, int)
         return value
 
+    def count_subjects(self) -> int:
+        value = self._read(
+            "SELECT count(DISTINCT subject_id) FROM records WHERE primary_site IS NULL"
+        )[0][0]
+        assert isinstance(value, int)
+        return value
+
     def audit(self, start: int = 1) -> Iterator[AuditRow]:
         # Pages of 1000 in sequence order, so memory stays bounded on long chains.
         last = start - 1

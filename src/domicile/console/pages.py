@@ -1,0 +1,629 @@
+"""The console's routes, under ``/console`` (left out of the OpenAPI document).
+
+Every page asks the vault's one check (``Domicile.authorize``, through ``http.deps``) for
+the scope it shows, exactly as the API route showing the same thing does; the navigation
+lists only the pages a client's scopes allow. Every change is a POST carrying the
+session's CSRF token, checked before anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+
+from domicile.access import Access
+from domicile.clients import Client
+from domicile.console import views
+from domicile.console.session import COOKIE, PRE_COOKIE, PRE_TTL, SESSION_TTL, Session, Sessions
+from domicile.countries import country
+from domicile.errors import BadInput, DomicileError, NotFound
+from domicile.http.deps import Service, client_access
+from domicile.http.gate import refuse_credentials, source_address
+from domicile.http.observe import log_event
+from domicile.http.problems import status_of
+from domicile.http.security import Forbidden, Principal
+from domicile.packs.model import Operation
+from domicile.policy import parse_date
+
+T = TypeVar("T")
+HERE = Path(__file__).parent
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+}
+# The pages, in the navigation's order: (path, title, the scope that shows it).
+PAGES = (
+    ("map", "Data map", "sites:read"),
+    ("transfers", "Transfers", "transfers:read"),
+    ("filings", "Obligations and filings", "filings:read"),
+    ("audit", "Audit", "audit:read"),
+    ("policy", "Policy explorer", "policy:read"),
+    ("subjects", "Subject lookup", "records:read"),
+    ("evidence", "Evidence", "audit:read"),
+)
+LOOKUP_PURPOSE = "subject_access"
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(("html",), default=True),
+    auto_reload=False,
+)
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+# --- sessions and checks -------------------------------------------------------------------
+
+
+class _Console:
+    """What the routes share, kept in the application's state."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.sessions = Sessions(svc.vault.keys.token_key(), svc.vault.config.model.environment_id)
+        self.ledger = views.LedgerIndex(svc.vault)
+
+
+def _console(request: Request) -> _Console:
+    found: _Console | None = getattr(request.app.state, "console", None)
+    if found is None:
+        found = request.app.state.console = _Console(request.app.state.service)
+    return found
+
+
+class _Who:
+    """The signed-in client, as the vault sees it."""
+
+    def __init__(self, client: Client, session: Session, svc: Service) -> None:
+        self.client = client
+        self.session = session
+        # The caller exactly as the API sees this client (acting from its only site, else
+        # the service's local site).
+        self.access: Access = client_access(svc, Principal(client, "console"))
+
+    def may(self, scope: str) -> bool:
+        return self.access.missing(scope) is None
+
+
+def _who(request: Request) -> _Who | None:
+    con = _console(request)
+    session = con.sessions.read(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    client = con.svc.clients.get(session.client_id)
+    if client is None:  # removed since it signed in
+        return None
+    return _Who(client, session, con.svc)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def render(
+    request: Request, name: str, who: _Who | None, code: int = 200, **context: Any
+) -> HTMLResponse:
+    con = _console(request)
+    nav = [(p, t) for p, t, scope in PAGES if who is not None and who.may(scope)]
+    html = templates.get_template(name).render(
+        who=who,
+        nav=nav,
+        page=context.pop("page", ""),
+        csrf=con.sessions.csrf(who.session.sid) if who else "",
+        **context,
+    )
+    return HTMLResponse(html, status_code=code, headers=_NO_STORE)
+
+
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _to_signin(request: Request) -> RedirectResponse:
+    return RedirectResponse("/console/signin", status_code=303)
+
+
+async def _run(request: Request, work: Callable[[], T]) -> T:
+    return await _console(request).svc.run(work)
+
+
+def _failed(request: Request, who: _Who, exc: DomicileError, page: str) -> HTMLResponse:
+    status = status_of(exc)
+    if status == 500:
+        log_event("internal error", logging.ERROR, route=f"/console/{page}", code=exc.code)
+        message: str = "something went wrong"
+        hint: str | None = "see the service log"
+    else:
+        message, hint = exc.message, exc.hint
+    return render(
+        request, "error.html", who, status, page=page, status=status, message=message, hint=hint
+    )
+
+
+async def _guarded(
+    request: Request, page: str, scopes: tuple[str, ...], build: Callable[[_Who], Response]
+) -> Response:
+    """A page: signed in, its scopes checked by the vault's one check (refusals audited),
+    then built on the service's executor; a typed error becomes an error page."""
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    vault = _console(request).svc.vault
+
+    def work() -> Response:
+        for scope in scopes:
+            vault.authorize(who.access, scope)
+        return build(who)
+
+    try:
+        return await _run(request, work)
+    except DomicileError as exc:
+        return _failed(request, who, exc, page)
+
+
+async def _form(request: Request, who: _Who) -> FormData | None:
+    """The posted form, or None when its CSRF token is missing or wrong."""
+    form = await request.form()
+    token = form.get("csrf")
+    ok = _console(request).sessions.csrf_ok(
+        who.session.sid, token if isinstance(token, str) else None
+    )
+    return form if ok else None
+
+
+def _csrf_refused(request: Request, who: _Who | None) -> HTMLResponse:
+    return render(
+        request, "error.html", who, 403, status=403,
+        message="the form's security token is missing or out of date",
+        hint="reload the page and submit the form again",
+    )  # fmt: skip
+
+
+def _text(form: FormData | Any, name: str) -> str:
+    value = form.get(name) if form is not None else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _day(value: str, what: str) -> dt.date | None:
+    return parse_date(value, what) if value else None
+
+
+# --- sign in and out -----------------------------------------------------------------------
+
+
+@router.get("")
+async def home(request: Request) -> Response:
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    for path, _, scope in PAGES:
+        if who.may(scope):
+            return RedirectResponse(f"/console/{path}", status_code=303)
+    return render(request, "home.html", who, page="")
+
+
+@router.get("/signin")
+async def signin_form(request: Request) -> Response:
+    return _signin_page(request)
+
+
+def _signin_page(request: Request, status: int = 200, message: str | None = None) -> Response:
+    sessions = _console(request).sessions
+    pre = sessions.pre_session()
+    sid = sessions.read_pre(pre) or ""
+    response = render(
+        request, "signin.html", None, status, page="signin",
+        signin_csrf=sessions.csrf("pre:" + sid), message=message,
+    )  # fmt: skip
+    response.set_cookie(
+        PRE_COOKIE, pre, max_age=PRE_TTL, path="/console", httponly=True,
+        samesite="strict", secure=_secure(request),
+    )  # fmt: skip
+    return response
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    con = _console(request)
+    svc = con.svc
+    form = await request.form()
+    sid = con.sessions.read_pre(request.cookies.get(PRE_COOKIE))
+    token = _text(form, "csrf")
+    if sid is None or not con.sessions.csrf_ok("pre:" + sid, token):
+        return _signin_page(request, 403, "the sign-in form expired; please sign in again")
+    client_id, secret = _text(form, "client_id"), _text(form, "client_secret")
+    known = svc.clients.get(client_id) if client_id else None
+    limited_id = known.id if known else None
+    client = None
+    if svc.throttle.wait(source_address(request.scope), limited_id) is None and known and secret:
+        client = await anyio.to_thread.run_sync(svc.clients.by_secret, known.id, secret)
+    if client is None:
+        # The API's own path for a failed sign-in: counted against the source and client,
+        # audited, and limited (429) once over the deployment's limits.
+        refusal = await refuse_credentials(svc, request.scope, "invalid credentials", limited_id)
+        if refusal.status_code == 429:
+            return _signin_page(request, 429, "too many failed sign-ins; wait a minute and retry")
+        return _signin_page(request, 401, "the client id or secret is wrong")
+    request.state.client = client.id
+    response = RedirectResponse("/console", status_code=303)
+    response.set_cookie(
+        COOKIE, con.sessions.issue(client.id), max_age=SESSION_TTL, path="/console",
+        httponly=True, samesite="strict", secure=_secure(request),
+    )  # fmt: skip
+    response.delete_cookie(PRE_COOKIE, path="/console")
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request) -> Response:
+    who = _who(request)
+    if who is not None and await _form(request, who) is None:
+        return _csrf_refused(request, who)
+    response = RedirectResponse("/console/signin", status_code=303)
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    kind = STATIC.get(name)
+    if kind is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response(
+        (HERE / "static" / name).read_bytes(),
+        media_type=kind,
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@router.get("/map")
+async def data_map(request: Request) -> Response:
+    con = _console(request)
+
+    def build(who: _Who) -> Response:
+        data = views.data_map(con.svc.vault, con.ledger, who.may("transfers:read"))
+        return render(
+            request, "map.html", who, page="map", **data,
+            diagram=views.diagram(data["sites"], data["flows"]),
+        )  # fmt: skip
+
+    return await _guarded(request, "map", ("sites:read",), build)
+
+
+SHOWN = 200  # ledger entries on one page, newest first
+
+
+@router.get("/transfers")
+async def transfers(request: Request) -> Response:
+    con = _console(request)
+    q = request.query_params
+
+    def build(who: _Who) -> Response:
+        to = q.get("to", "").strip().upper()
+        kind = q.get("kind", "").strip()
+        dest = country(to, what="destination") if to else None
+        since, until = _day(q.get("since", ""), "since"), _day(q.get("until", ""), "until")
+        if since and until and since > until:
+            raise BadInput("the period starts after it ends", hint="since is the first day")
+        entries, unavailable = con.ledger.entries()
+        found = views.filter_transfers(
+            entries, to=dest, since=since, until=until, kind=kind or None
+        )
+        by_dest: dict[str, int] = {}
+        for e in found:
+            by_dest[e["to_country"]] = by_dest.get(e["to_country"], 0) + 1
+        return render(
+            request, "transfers.html", who, page="transfers",
+            entries=found[::-1][:SHOWN], total=len(found), by_dest=sorted(by_dest.items()),
+            filters={"to": to, "kind": kind, "since": q.get("since", ""), "until": q.get("until", "")},
+            destinations=sorted({e["to_country"] for e in entries}), unavailable=unavailable,
+            shown=SHOWN,
+        )  # fmt: skip
+
+    return await _guarded(request, "transfers", ("transfers:read",), build)
+
+
+@router.get("/transfers/{site}/{seq}")
+async def transfer(request: Request, site: str, seq: int) -> Response:
+    con = _console(request)
+
+    def build(who: _Who) -> Response:
+        entries, _ = con.ledger.entries()
+        entry = next((e for e in entries if e["site"] == site and e["seq"] == seq), None)
+        if entry is None:
+            raise NotFound("no transfer entry there", hint="open an entry from the ledger")
+        rules = views.rule_details(con.svc.vault, entry["rules"])
+        return render(request, "transfer.html", who, page="transfers", e=entry, rules=rules)
+
+    return await _guarded(request, "transfers", ("transfers:read",), build)
+
+
+@router.get("/filings")
+async def filings(request: Request) -> Response:
+    return await _filings_page(request)
+
+
+async def _filings_page(
+    request: Request, status: int = 200, done: str | None = None, problem: str | None = None
+) -> Response:
+    con = _console(request)
+    vault = con.svc.vault
+
+    def build(who: _Who) -> Response:
+        today = dt.datetime.now(dt.UTC).date()
+        names = vault.engine.packs.filing_names()
+        countries = sorted({s.country for s in vault.config.sites})
+        choices = sorted(
+            {n.replace("{country}", c) for n in names for c in countries}
+            if any("{country}" in n for n in names)
+            else set(names)
+        )
+        return render(
+            request, "filings.html", who, status, page="filings",
+            entries=[e.to_dict() for e in vault.filings.entries()],
+            obligations=views.obligations(vault, today), today=today.isoformat(),
+            choices=choices, can_write=who.may("filings:write"), done=done, problem=problem,
+        )  # fmt: skip
+
+    return await _guarded(request, "filings", ("filings:read",), build)
+
+
+@router.post("/filings")
+async def filings_change(request: Request) -> Response:
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    vault = _console(request).svc.vault
+    action = _text(form, "action")
+    name = _text(form, "name")
+
+    def work() -> str:
+        if action == "withdraw":
+            vault.withdraw_filing(name, access=who.access)
+            return f"withdrew {name}"
+        if action != "add":
+            raise BadInput("unknown action", hint="add or withdraw a filing")
+        note = _text(form, "note") or None
+        entry = vault.add_filing(name, _text(form, "date"), note=note, access=who.access)
+        return f"put {entry.name} on record from {entry.date.isoformat()}"
+
+    try:
+        done = await _run(request, work)
+    except Forbidden as exc:
+        return _failed(request, who, exc, "filings")
+    except DomicileError as exc:
+        return await _filings_page(
+            request,
+            status_of(exc),
+            problem=f"{exc.message} ({exc.hint})" if exc.hint else exc.message,
+        )
+    return await _filings_page(request, done=done)
+
+
+@router.get("/audit")
+async def audit(request: Request) -> Response:
+    con = _console(request)
+
+    def build(who: _Who) -> Response:
+        reports = con.ledger.verified()
+        heads = con.svc.vault.audit_heads().to_dict()
+        return render(request, "audit.html", who, page="audit", reports=reports, heads=heads)
+
+    return await _guarded(request, "audit", ("audit:read",), build)
+
+
+OPERATIONS = [o.value for o in Operation]
+
+
+@router.get("/policy")
+async def policy(request: Request) -> Response:
+    con = _console(request)
+    q = request.query_params
+    engine = con.svc.vault.engine
+
+    def build(who: _Who) -> Response:
+        vault = con.svc.vault
+        asked = {k: q.get(k, "").strip() for k in ("citizenship", "residence", "operation",
+                 "site_country", "to_country", "date", "categories", "filings")}  # fmt: skip
+        categories = sorted(
+            {f.category for c in vault.config.model.collections.values() for f in c.fields.values()}
+        )
+        decision = None
+        if q.get("ask"):
+            subject = {k: asked[k] for k in ("citizenship", "residence") if asked[k]}
+            filings = dict(vault.filings.current())
+            for item in asked["filings"].split():
+                name, _, day = item.partition("=")
+                filings[name] = parse_date(day, name) if day else dt.date(2000, 1, 1)
+            request_ = engine.request(
+                subject=subject,
+                categories=q.getlist("category") or asked["categories"].split(),
+                operation=asked["operation"] or "transfer",
+                site_country=asked["site_country"],
+                to_country=asked["to_country"] or None,
+                date=asked["date"] or dt.datetime.now(dt.UTC).date(),
+                filings=filings,
+            )
+            decision = engine.decide(request_).to_dict()
+        return render(
+            request, "policy.html", who, page="policy", asked=asked, decision=decision,
+            operations=OPERATIONS, categories=categories, chosen=set(q.getlist("category")),
+            countries=sorted({s.country for s in vault.config.sites}),
+        )  # fmt: skip
+
+    return await _guarded(request, "policy", ("policy:read",), build)
+
+
+@router.get("/subjects")
+async def subjects(request: Request) -> Response:
+    con = _console(request)
+    q = request.query_params
+    vault = con.svc.vault
+
+    def build(who: _Who) -> Response:
+        from domicile.vault.export import export_subject
+
+        token = q.get("token", "").strip()
+        collection, fld, value = (q.get(k, "").strip() for k in ("collection", "field", "value"))
+        searchable = {
+            name: [f for f, spec in c.fields.items() if spec.searchable]
+            for name, c in vault.config.model.collections.items()
+        }
+        out: dict[str, Any] = {"token": token, "collection": collection, "field": fld,
+                               "searchable": searchable, "matches": None, "subject": None}  # fmt: skip
+        if not token and value:
+            if collection not in searchable or fld not in searchable[collection]:
+                raise BadInput("choose a searchable field", hint="the form lists them")
+            found = vault.find(
+                collection, where={fld: value}, purpose=LOOKUP_PURPOSE, access=who.access
+            )
+            out["matches"] = [r.to_dict() for r in found.records]
+            out["refused"] = found.refused
+            if len(found.records) == 1:
+                token = found.records[0].token
+        if token:
+            ex = export_subject(vault, token, purpose=LOOKUP_PURPOSE, access=who.access)
+            records = [r.to_dict() for r in ex.records]
+            ids = {vault.tokens.read(r["token"])[1] for r in records}
+            ids.add(vault.tokens.read(token)[1])
+            moves = None
+            if who.may("transfers:read"):
+                entries, _ = con.ledger.entries()
+                moves = views.filter_transfers(
+                    entries, to=None, since=None, until=None, kind=None, record=ids
+                )
+            out["subject"] = {
+                "token": token, "records": records, "refused": ex.refused,
+                "withheld": ex.withheld, "transfers": moves,
+                "can_export": who.may("records:export"), "can_erase": who.may("records:erase"),
+            }  # fmt: skip
+        return render(request, "subjects.html", who, page="subjects", **out)
+
+    return await _guarded(request, "subjects", ("records:read",), build)
+
+
+@router.post("/subjects/export")
+async def subject_export(request: Request) -> Response:
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    vault = _console(request).svc.vault
+    token = _text(form, "token")
+
+    def work() -> bytes:
+        from domicile.vault.export import export_subject
+
+        ex = export_subject(vault, token, purpose=LOOKUP_PURPOSE, access=who.access)
+        body = {
+            "records": [r.to_dict() for r in ex.records],
+            "refused": ex.refused,
+            "withheld": ex.withheld,
+        }
+        return json.dumps(body, indent=2, ensure_ascii=False).encode()
+
+    try:
+        data = await _run(request, work)
+    except DomicileError as exc:
+        return _failed(request, who, exc, "subjects")
+    return Response(
+        data, media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="subject-export.json"', **_NO_STORE},
+    )  # fmt: skip
+
+
+@router.post("/subjects/erase")
+async def subject_erase(request: Request) -> Response:
+    """Two steps: without ``confirm=yes`` a page that asks; with it, the erasure."""
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    vault = _console(request).svc.vault
+    token = _text(form, "token")
+    if _text(form, "confirm") != "yes":
+
+        def check() -> Response:
+            vault.authorize(who.access, "records:erase")
+            site, _ = vault.tokens.read(token)
+            return render(request, "erase.html", who, page="subjects", token=token, site=site)
+
+        try:
+            return await _run(request, check)
+        except DomicileError as exc:
+            return _failed(request, who, exc, "subjects")
+    try:
+        out = await _run(request, lambda: vault.erase(token, purpose="erasure", access=who.access))
+    except DomicileError as exc:
+        return _failed(request, who, exc, "subjects")
+    return render(request, "erased.html", who, page="subjects", out=out)
+
+
+@router.get("/evidence")
+async def evidence(request: Request) -> Response:
+    def build(who: _Who) -> Response:
+        today = dt.datetime.now(dt.UTC).date()
+        return render(
+            request, "evidence.html", who, page="evidence",
+            since=(today - dt.timedelta(days=30)).isoformat(), until=today.isoformat(),
+        )  # fmt: skip
+
+    return await _guarded(request, "evidence", ("audit:read", "transfers:read"), build)
+
+
+@router.post("/evidence")
+async def evidence_export(request: Request) -> Response:
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    vault = _console(request).svc.vault
+
+    def work() -> tuple[bytes, str]:
+        from domicile.evidence.pack import export_pack
+
+        for scope in ("audit:read", "transfers:read"):
+            vault.authorize(who.access, scope)
+        since = parse_date(_text(form, "since"), "since")
+        until = parse_date(_text(form, "until"), "until")
+        if since > until:
+            raise BadInput("the period starts after it ends", hint="since is the first day")
+        with tempfile.TemporaryDirectory(prefix="domicile-console-") as tmp:
+            target = Path(tmp) / "evidence.zip"
+            export_pack(vault, target, since=since, until=until)
+            return target.read_bytes(), f"evidence-{since}-{until}.zip"
+
+    try:
+        data, filename = await _run(request, work)
+    except DomicileError as exc:
+        return _failed(request, who, exc, "evidence")
+    return Response(
+        data, media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **_NO_STORE},
+    )  # fmt: skip

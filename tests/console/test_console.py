@@ -1,0 +1,252 @@
+"""The console end to end, in Debian's Chromium: sign in by keyboard, every page with the
+deployment's known contents, a filing added and withdrawn, a subject looked up by identity
+and erased, a scope-limited client, CSRF refusals, the cookie's flags, and /docs offline.
+
+Screenshots of the main pages go to the test's folder, and to ``DOMICILE_CONSOLE_SHOTS``
+when it names one (``docs/console`` for the README's pictures)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.conftest import Console
+
+SHOTS = os.environ.get("DOMICILE_CONSOLE_SHOTS")
+
+
+def shoot(page: Any, tmp_path: Path, name: str) -> None:
+    for folder in [tmp_path, *([Path(SHOTS)] if SHOTS else [])]:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        assert (folder / f"{name}.png").stat().st_size > 5000
+
+
+def sign_in(page: Any, console: Console, who: tuple[str, str]) -> None:
+    """By keyboard: the id field has focus; Tab to the secret; Enter submits."""
+    page.goto(console.url + "/console")
+    assert page.url.endswith("/console/signin")
+    page.keyboard.type(who[0])
+    page.keyboard.press("Tab")
+    page.keyboard.type(who[1])
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/map")
+
+
+@pytest.fixture
+def officer(console: Console, browser: Any) -> Iterator[Any]:
+    """A signed-in admin's page; any request for something not served here fails it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    outside: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(console.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_here)
+    page = context.new_page()
+    sign_in(page, console, console.officer)
+    yield page
+    context.close()
+    assert outside == [], "every asset is served by domicile"
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_it(
+    console: Console, officer: Any
+) -> None:
+    cookies = {c["name"]: c for c in officer.context.cookies()}
+    session = cookies["domicile_console"]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert session["secure"] is False  # served over plain http here; Secure over https
+    assert session["path"] == "/console"
+    assert officer.evaluate("document.cookie") == ""  # scripts cannot read it
+    officer.get_by_role("button", name="Sign out").click()
+    officer.wait_for_url("**/console/signin")
+    officer.goto(console.url + "/console/audit")
+    assert officer.url.endswith("/console/signin")
+
+
+def test_a_wrong_secret_is_refused(console: Console, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(console.url + "/console/signin")
+    page.get_by_label("Client id").fill(console.officer[0])
+    page.get_by_label("Client secret").fill("not-the-secret")
+    page.get_by_role("button", name="Sign in").click()
+    assert "wrong" in page.get_by_role("alert").inner_text()
+    assert not [c for c in page.context.cookies() if c["name"] == "domicile_console"]
+    page.close()
+
+
+def test_every_page_renders_with_the_deployments_data(
+    console: Console, officer: Any, tmp_path: Path
+) -> None:
+    page = officer
+    # The keyboard's first stop is the skip link, and it shows where focus is.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # Data map: three sites, their records, the flows of the ledger.
+    rows = page.locator("table").first.locator("tbody tr")
+    assert rows.count() == 3
+    text = page.locator("main").inner_text()
+    for cc in ("RU", "DE", "US"):
+        assert cc in text
+    assert page.locator("svg path.flow").count() >= 1
+    shoot(page, tmp_path, "map")
+    # Transfers: the ledger, filtered, and one entry opened to its rules.
+    page.get_by_role("link", name="Transfers").click()
+    assert "transfer(s)" in page.locator("main").inner_text()
+    page.get_by_label("Destination").select_option("US")
+    page.wait_for_url("**to=US**")
+    assert set(page.locator("tbody tr td:nth-child(4)").all_inner_texts()) == {"US"}
+    shoot(page, tmp_path, "transfers")
+    page.locator("tbody tr a").first.click()
+    page.wait_for_url("**/console/transfers/*/*")
+    assert page.locator("section.rule").count() >= 1
+    assert "ru.art12_notice" in page.locator("main").inner_text()
+    shoot(page, tmp_path, "transfer")
+    # Audit: every site verified against its signed heads.
+    page.get_by_role("link", name="Audit").click()
+    statuses = page.locator("tbody").first.locator("tr td:nth-child(2)").all_inner_texts()
+    assert len(statuses) == 3
+    assert "tampered" not in statuses
+    assert page.locator("code.hash").count() >= 3
+    shoot(page, tmp_path, "audit")
+    # Policy explorer: a question and its decision, rules and citations.
+    page.get_by_role("link", name="Policy explorer").click()
+    page.get_by_label("Subject's citizenship").fill("RU")
+    page.get_by_label("Where the data is").fill("RU")
+    page.get_by_label("Where it goes").fill("US")
+    page.get_by_label("user.name").check()
+    page.get_by_role("button", name="Ask").click()
+    heading = page.get_by_role("heading", name="Decision:")
+    assert heading.inner_text().split(":")[1].strip() in ("allow", "deny", "escalate")
+    assert page.locator("ul.cites li").count() >= 1
+    shoot(page, tmp_path, "policy")
+    # Evidence: a pack generated and downloaded.
+    page.get_by_role("link", name="Evidence").click()
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Generate and download").click()
+    pack = got.value
+    assert pack.suggested_filename.startswith("evidence-")
+    saved = tmp_path / "pack.zip"
+    pack.save_as(saved)
+    assert saved.read_bytes()[:2] == b"PK"
+
+
+def test_a_filing_is_added_and_withdrawn(console: Console, officer: Any, tmp_path: Path) -> None:
+    page = officer
+    page.get_by_role("link", name="Obligations and filings").click()
+    assert "ru.art12_notice" in page.locator("main").inner_text()
+    page.get_by_label("Filing", exact=True).fill("eu.scc.US")
+    page.get_by_label("Date it took effect").fill("2026-01-15")
+    page.get_by_role("button", name="Add filing").click()
+    assert "put eu.scc.US on record from 2026-01-15" in page.get_by_role("status").inner_text()
+    assert "eu.scc.US" in console.vault.filings.current()
+    shoot(page, tmp_path, "filings")
+    page.get_by_role("button", name="Withdraw eu.scc.US").click()
+    assert "withdrew eu.scc.US" in page.get_by_role("status").inner_text()
+    assert "eu.scc.US" not in console.vault.filings.current()
+    # A name no pack knows: a clear refusal on the page, nothing recorded.
+    page.get_by_label("Filing", exact=True).fill("no.such_filing")
+    page.get_by_role("button", name="Add filing").click()
+    assert page.get_by_role("alert").inner_text()
+    assert "no.such_filing" not in console.vault.filings.current()
+
+
+def test_a_subject_is_looked_up_by_identity_and_erased(
+    console: Console, officer: Any, tmp_path: Path
+) -> None:
+    page = officer
+    page.get_by_role("link", name="Subject lookup").click()
+    page.get_by_label("Field").select_option("email")
+    page.get_by_label("Value").fill("person.de@example.org")
+    page.get_by_role("button", name="Find").click()
+    main = page.locator("main").inner_text()
+    assert "Where the subject's data lives" in main
+    assert "person.de@example.org" in main  # read as this client may: an admin in the US
+    assert page.locator("section table tbody tr").count() == 1
+    shoot(page, tmp_path, "subject")
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Export (JSON)").click()
+    assert got.value.suggested_filename == "subject-export.json"
+    page.get_by_role("button", name="Erase…").click()
+    assert page.get_by_role("heading", name="Erase this subject?").is_visible()
+    page.get_by_role("button", name="Yes, erase the subject").click()
+    assert "the subject's key is destroyed" in page.get_by_role("status").inner_text()
+    # The record is gone for every reader.
+    page.goto(console.url + "/console/subjects?token=" + console.tokens["DE"])
+    assert page.get_by_role("alert").is_visible()
+
+
+def test_a_scope_limited_client_sees_only_what_it_may(console: Console, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, console, console.viewer)
+    nav = page.get_by_role("navigation", name="Pages").locator("a").all_inner_texts()
+    assert nav == ["Data map", "Obligations and filings", "API"]
+    assert "may not read the transfer ledger" in page.locator("main").inner_text()
+    for path in ("transfers", "audit", "policy", "subjects?token=x", "evidence"):
+        response = page.goto(f"{console.url}/console/{path}")
+        assert response is not None
+        assert response.status == 403, path
+        assert "lacks the scope" in page.get_by_role("alert").inner_text()
+    page.goto(console.url + "/console/filings")
+    assert page.get_by_role("button", name="Add filing").count() == 0
+    # Posting anyway, with a valid CSRF token, is refused by the same check as the API's.
+    token = page.evaluate("document.querySelector('input[name=csrf]').value")
+    r = page.request.post(
+        console.url + "/console/filings",
+        form={"csrf": token, "action": "add", "name": "eu.scc.US", "date": "2026-01-01"},
+    )
+    assert r.status == 403
+    assert "eu.scc.US" not in console.vault.filings.current()
+    context.close()
+
+
+def test_changes_without_the_csrf_token_are_refused(console: Console, officer: Any) -> None:
+    before = dict(console.vault.filings.current())
+    for form in (
+        {"action": "add", "name": "eu.scc.US", "date": "2026-01-01"},
+        {"action": "add", "name": "eu.scc.US", "date": "2026-01-01", "csrf": "forged"},
+    ):
+        r = officer.request.post(console.url + "/console/filings", form=form)
+        assert r.status == 403
+        assert "security token" in r.text()
+    r = officer.request.post(
+        console.url + "/console/subjects/erase",
+        form={"token": console.tokens["RU"], "confirm": "yes"},
+    )
+    assert r.status == 403
+    assert console.vault.filings.current() == before
+    assert console.vault.get(console.tokens["RU"], purpose="support", as_site="ru")
+
+
+def test_docs_work_offline(console: Console, browser: Any) -> None:
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(console.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_here)
+    page.goto(console.url + "/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    assert "domicile" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".opblock").count() > 10
+    assert outside == []
+    page.close()

@@ -1,0 +1,102 @@
+"""Console sessions and forms without a browser: the cookie's Secure flag over https,
+forged, foreign and expired sessions, and the sign-in form's own CSRF token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domicile.console.session import COOKIE, Sessions
+from domicile.deploy.starter import init
+from domicile.http.app import create_app
+from domicile.vault import Domicile
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[TestClient, str, str, Sessions]]:
+    vault = Domicile(init(tmp_path))
+    application = create_app(vault)
+    client, secret = application.state.service.clients.add("officer", ["admin"])
+    sessions = Sessions(vault.keys.token_key(), vault.config.model.environment_id)
+    with TestClient(application, base_url="https://testserver") as http:
+        yield http, client.id, secret, sessions
+
+
+def _sign_in(http: TestClient, client_id: str, secret: str) -> str:
+    form = http.get("/console/signin").text
+    found = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert found is not None
+    r = http.post(
+        "/console/signin",
+        data={"csrf": found.group(1), "client_id": client_id, "client_secret": secret},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    return _session_cookie(r.headers.get_list("set-cookie"))
+
+
+def _session_cookie(headers: list[str]) -> str:
+    """The session's Set-Cookie header, or "" when none sets it."""
+    return next((h for h in headers if h.startswith(COOKIE + "=")), "")
+
+
+def test_over_https_the_cookie_is_secure_http_only_and_strict(
+    app: tuple[TestClient, str, str, Sessions],
+) -> None:
+    http, client_id, secret, _ = app
+    flags = [f.strip().lower() for f in _sign_in(http, client_id, secret).split(";")]
+    assert "secure" in flags
+    assert "httponly" in flags
+    assert "samesite=strict" in flags
+    assert http.get("/console/audit").status_code == 200
+
+
+def test_forged_foreign_and_expired_sessions_are_not_signed_in(
+    app: tuple[TestClient, str, str, Sessions], tmp_path: Path
+) -> None:
+    http, client_id, _, sessions = app
+    other = Sessions(b"\x01" * 32, "default")  # another deployment's key
+    for cookie in (
+        other.issue(client_id),
+        sessions.issue(client_id, ttl=-10),
+        sessions.issue(client_id)[:-2] + "AA",
+        sessions.issue("dc_no_such_client"),
+        "dcs1.e30.x",
+        "garbage",
+    ):
+        http.cookies.set(COOKIE, cookie, domain="testserver.local", path="/console")
+        r = http.get("/console/audit", follow_redirects=False)
+        assert r.status_code == 303, cookie
+        assert r.headers["location"] == "/console/signin"
+        http.cookies.clear()
+
+
+def test_sign_in_needs_the_forms_token_and_the_right_secret(
+    app: tuple[TestClient, str, str, Sessions],
+) -> None:
+    http, client_id, secret, _ = app
+    r = http.post("/console/signin", data={"client_id": client_id, "client_secret": secret})
+    assert r.status_code == 403
+    assert _session_cookie(r.headers.get_list("set-cookie")) == ""
+    form = http.get("/console/signin").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    r = http.post(
+        "/console/signin",
+        data={"csrf": token.group(1), "client_id": client_id, "client_secret": "wrong"},
+    )
+    assert r.status_code == 401
+    assert "Traceback" not in r.text
+    assert _session_cookie(r.headers.get_list("set-cookie")) == ""
+
+
+def test_console_routes_are_not_in_the_openapi_document(
+    app: tuple[TestClient, str, str, Sessions],
+) -> None:
+    http, *_ = app
+    paths = http.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith(("/console", "/docs", "/redoc"))]
