@@ -133,8 +133,17 @@ def test_every_page_renders_with_the_deployments_data(
     assert heading.inner_text().split(":")[1].strip() in ("allow", "deny", "escalate")
     assert page.locator("ul.cites li").count() >= 1
     shoot(page, tmp_path, "policy")
-    # Evidence: a pack generated and downloaded.
-    page.get_by_role("link", name="Evidence").click()
+    # Reports and evidence: the register, a compliance report and a pack, downloaded.
+    page.get_by_role("link", name="Reports and evidence").click()
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download the register").click()
+    assert got.value.suggested_filename == "register-ru.html"
+    page.get_by_label("Format").last.select_option("json")
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download the report").click()
+    assert got.value.suggested_filename.startswith("compliance-ru-")
+    assert got.value.suggested_filename.endswith(".json")
+    shoot(page, tmp_path, "evidence")
     with page.expect_download() as got:
         page.get_by_role("button", name="Generate and download").click()
     pack = got.value

@@ -50,7 +50,7 @@ PAGES = (
     ("audit", "Audit", "audit:read"),
     ("policy", "Policy explorer", "policy:read"),
     ("subjects", "Subject lookup", "records:read"),
-    ("evidence", "Evidence", "audit:read"),
+    ("evidence", "Reports and evidence", "audit:read"),
 )
 LOOKUP_PURPOSE = "subject_access"
 
@@ -583,16 +583,77 @@ async def subject_erase(request: Request) -> Response:
     return render(request, "erased.html", who, page="subjects", out=out)
 
 
+# Reports and evidence packs hold the audit's and the ledger's contents: a client needs
+# both scopes, as for reading them through the API.
+EVIDENCE_SCOPES = ("audit:read", "transfers:read")
+
+
 @router.get("/evidence")
 async def evidence(request: Request) -> Response:
+    vault = _console(request).svc.vault
+
     def build(who: _Who) -> Response:
+        from domicile.reports import duties_for
+
         today = dt.datetime.now(dt.UTC).date()
         return render(
             request, "evidence.html", who, page="evidence",
             since=(today - dt.timedelta(days=30)).isoformat(), until=today.isoformat(),
+            registers=sorted(duties_for(vault)),
+            jurisdictions=sorted({lp.pack.pack.jurisdiction for lp in vault.engine.packs}),
         )  # fmt: skip
 
-    return await _guarded(request, "evidence", ("audit:read", "transfers:read"), build)
+    return await _guarded(request, "evidence", EVIDENCE_SCOPES, build)
+
+
+REPORT_TYPES = {
+    "json": "application/json",
+    "html": "text/html; charset=utf-8",
+    "pdf": "application/pdf",
+}
+
+
+@router.post("/reports/{kind}")
+async def report(request: Request, kind: str) -> Response:
+    """A report (the register of a pack, or a jurisdiction's compliance report for a
+    period) rendered as the CLI's ``domicile report`` renders it, downloaded."""
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    vault = _console(request).svc.vault
+
+    def work() -> tuple[bytes, str, str]:
+        from domicile.reports import compliance, name_of, register, render, require_extra
+
+        for scope in EVIDENCE_SCOPES:
+            vault.authorize(who.access, scope)
+        fmt = _text(form, "format") or "html"
+        if fmt not in REPORT_TYPES:
+            raise BadInput("unknown report format", hint="json, html or pdf")
+        require_extra(fmt)
+        if kind == "register":
+            model = register(vault, pack=_text(form, "pack").lower() or "ru")
+        elif kind == "compliance":
+            since = parse_date(_text(form, "since"), "since")
+            until = parse_date(_text(form, "until"), "until")
+            model = compliance(
+                vault, jurisdiction=_text(form, "jurisdiction"), since=since, until=until
+            )
+        else:
+            raise NotFound("no such report", hint="register or compliance")
+        return render(model, fmt), f"{name_of(model)}.{fmt}", REPORT_TYPES[fmt]
+
+    try:
+        data, filename, kind_ = await _run(request, work)
+    except DomicileError as exc:
+        return _failed(request, who, exc, "evidence")
+    return Response(
+        data, media_type=kind_,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **_NO_STORE},
+    )  # fmt: skip
 
 
 @router.post("/evidence")
@@ -608,7 +669,7 @@ async def evidence_export(request: Request) -> Response:
     def work() -> tuple[bytes, str]:
         from domicile.evidence.pack import export_pack
 
-        for scope in ("audit:read", "transfers:read"):
+        for scope in EVIDENCE_SCOPES:
             vault.authorize(who.access, scope)
         since = parse_date(_text(form, "since"), "since")
         until = parse_date(_text(form, "until"), "until")
