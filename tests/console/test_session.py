@@ -4,6 +4,8 @@ forged, foreign and expired sessions, and the sign-in form's own CSRF token."""
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +102,31 @@ def test_console_routes_are_not_in_the_openapi_document(
     http, *_ = app
     paths = http.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith(("/console", "/docs", "/redoc"))]
+
+
+def test_the_audit_page_names_the_first_bad_entry(
+    app: tuple[TestClient, str, str, Sessions], tmp_path: Path
+) -> None:
+    http, client_id, secret, _ = app
+    vault: Domicile = http.app.state.service.vault  # type: ignore[attr-defined]
+    for i in range(3):
+        vault.put(
+            "profiles", subject={"citizenship": "RU"},
+            fields={"full_name": f"Person {i}", "email": f"p{i}@example.org"}, purpose="signup",
+        )  # fmt: skip
+    _sign_in(http, client_id, secret)
+    assert "tampered" not in http.get("/console/audit").text
+    with sqlite3.connect(tmp_path / "domicile-data" / "ru.sqlite") as db:  # an attacker's view
+        db.execute("DROP TRIGGER audit_append_only_update")
+        db.execute("UPDATE audit SET payload = '{}' WHERE seq = 2")
+    vault.put(  # the log grows, so the page verifies it again
+        "profiles", subject={"citizenship": "RU"},
+        fields={"full_name": "Person 4", "email": "p4@example.org"}, purpose="signup",
+    )  # fmt: skip
+    page = http.get("/console/audit").text
+    deadline = time.monotonic() + 10
+    while "tampered" not in page and time.monotonic() < deadline:
+        time.sleep(0.1)  # the newer entries are verified in the background
+        page = http.get("/console/audit").text
+    assert "tampered" in page
+    assert "entry 2:" in page
