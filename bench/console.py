@@ -76,7 +76,7 @@ def main() -> int:
             )
         app = create_app(vault)
         client, secret = app.state.service.clients.add("bench", ["admin"])
-        pages = [
+        pages: list[str | tuple[str, dict[str, str]]] = [
             "/console/map",
             "/console/transfers",
             "/console/transfers?to=US",
@@ -85,8 +85,12 @@ def main() -> int:
             "/console/policy?ask=1&citizenship=RU&operation=transfer&site_country=RU"
             "&to_country=US&category=user.name&category=user.contact.email",
             "/console/subjects?token=" + tokens[0],
-            "/console/subjects?collection=profiles&field=email&value=person7%40example.org",
             "/console/evidence",
+            # by identity (a POST, with the form's CSRF token added below)
+            (
+                "/console/subjects",
+                {"collection": "profiles", "field": "email", "value": "person7@example.org"},
+            ),
         ]
         with TestClient(app) as http:
             form = http.get("/console/signin").text
@@ -102,18 +106,24 @@ def main() -> int:
             )
             print(f"{'page':<44} {'first':>9} {'median':>9} {'worst':>9}")
             over = False
-            for page in pages:
+            token = re.search(r'name="csrf" value="([^"]+)"', r.text)
+            assert token is not None
+
+            def ask(page: str | tuple[str, dict[str, str]]) -> tuple[float, str]:
                 t = time.perf_counter()
-                r = http.get(page)
-                first = (time.perf_counter() - t) * 1000
+                if isinstance(page, str):
+                    r = http.get(page)
+                else:
+                    r = http.post(page[0], data={**page[1], "csrf": token.group(1)})
+                took = (time.perf_counter() - t) * 1000
                 assert r.status_code == 200, (page, r.status_code)
                 assert "Sign out" in r.text, page  # a page, not the sign-in form
-                times = []
-                for _ in range(args.rounds):
-                    t = time.perf_counter()
-                    r = http.get(page)
-                    times.append((time.perf_counter() - t) * 1000)
-                    assert r.status_code == 200
+                return took, r.text
+
+            for page in pages:
+                first, _ = ask(page)
+                times = [ask(page)[0] for _ in range(args.rounds)]
+                page = page if isinstance(page, str) else f"POST {page[0]} (by e-mail)"
                 median = statistics.median(times)
                 over |= median > TARGET_MS
                 flag = "" if median <= TARGET_MS else "  over target"

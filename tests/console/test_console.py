@@ -194,6 +194,7 @@ def test_a_subject_is_looked_up_by_identity_and_erased(
     page.get_by_role("button", name="Yes, erase the subject").click()
     assert "the subject's key is destroyed" in page.get_by_role("status").inner_text()
     # The record is gone for every reader.
+    assert "example.org" not in page.url  # the identity never stood in an address
     page.goto(console.url + "/console/subjects?token=" + console.tokens["DE"])
     assert page.get_by_role("alert").is_visible()
 

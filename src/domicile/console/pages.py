@@ -476,15 +476,32 @@ async def policy(request: Request) -> Response:
 
 @router.get("/subjects")
 async def subjects(request: Request) -> Response:
+    """By token (opaque, so it may stand in the address)."""
+    return await _subjects(request, request.query_params)
+
+
+@router.post("/subjects")
+async def subjects_found(request: Request) -> Response:
+    """By identity: a POST, so that the value (an e-mail address, a phone number) stays
+    out of addresses, the browser's history and every proxy's log."""
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    return await _subjects(request, form)
+
+
+async def _subjects(request: Request, q: Any) -> Response:
     con = _console(request)
-    q = request.query_params
     vault = con.svc.vault
 
     def build(who: _Who) -> Response:
         from domicile.vault.export import export_subject
 
-        token = q.get("token", "").strip()
-        collection, fld, value = (q.get(k, "").strip() for k in ("collection", "field", "value"))
+        token = _text(q, "token")
+        collection, fld, value = (_text(q, k) for k in ("collection", "field", "value"))
         searchable = {
             name: [f for f, spec in c.fields.items() if spec.searchable]
             for name, c in vault.config.model.collections.items()
