@@ -8,10 +8,12 @@ session's CSRF token, checked before anything else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +74,14 @@ class _Console:
         self.svc = svc
         self.sessions = Sessions(svc.vault.keys.token_key(), svc.vault.config.model.environment_id)
         self.ledger = views.LedgerIndex(svc.vault)
+        # Read the logs, verify them and ask the engine its first questions now, while the
+        # first visitor signs in, rather than on the first page.
+        threading.Thread(target=self._warm, name="domicile-console-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        with contextlib.suppress(DomicileError):
+            self.ledger.verified()
+            views.obligations(self.svc.vault, dt.datetime.now(dt.UTC).date())
 
 
 def _console(request: Request) -> _Console:
