@@ -214,7 +214,9 @@ def register(app: typer.Typer) -> None:
 
         processes = workers or os.cpu_count() or 1
         base = f"http://{host}:{port}"
-        say(f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs)")
+        say(
+            f"[bold]domicile[/] serving {escape(cfg.source)} at {base} (OpenAPI: {base}/docs; console: {base}/console)"
+        )
         say(
             f"sites: {', '.join(f'{s.id} ({s.country})' for s in cfg.sites)}; environment id: {cfg.model.environment_id}"
         )
