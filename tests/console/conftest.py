@@ -17,6 +17,7 @@ import pytest
 from domicile.deploy.starter import init
 from domicile.errors import DomicileError
 from domicile.http.app import create_app
+from domicile.rights import open_request
 from domicile.vault import Domicile
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,6 +56,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         for site in ("us", "de", "ru"):
             with contextlib.suppress(DomicileError):  # refusals are known contents too
                 vault.get(r.token, purpose="support", as_site=site)
+    open_request(
+        vault, "access", {"email": "person.ru@example.org"}, checked_by="dpo.kim",
+        verified_how="email_confirmation",
+    )  # fmt: skip
     vault.witness()
     app = create_app(vault)
     clients = app.state.service.clients

@@ -133,6 +133,11 @@ def test_every_page_renders_with_the_deployments_data(
     assert heading.inner_text().split(":")[1].strip() in ("allow", "deny", "escalate")
     assert page.locator("ul.cites li").count() >= 1
     shoot(page, tmp_path, "policy")
+    # Subject requests: the one on record, with its legal deadline.
+    page.get_by_role("link", name="Subject requests").click()
+    row = page.locator("tbody tr").first.inner_text()
+    assert "access" in row
+    assert "ru.access_2022" in row
     # Reports and evidence: the register, a compliance report and a pack, downloaded.
     page.get_by_role("link", name="Reports and evidence").click()
     with page.expect_download() as got:

@@ -52,6 +52,7 @@ PAGES = (
     ("audit", "Audit", "audit:read"),
     ("policy", "Policy explorer", "policy:read"),
     ("subjects", "Subject lookup", "records:read"),
+    ("requests", "Subject requests", "rights:read"),
     ("evidence", "Reports and evidence", "audit:read"),
 )
 LOOKUP_PURPOSE = "subject_access"
@@ -547,6 +548,24 @@ async def _subjects(request: Request, q: Any) -> Response:
         return render(request, "subjects.html", who, page="subjects", **out)
 
     return await _guarded(request, "subjects", ("records:read",), build)
+
+
+@router.get("/requests")
+async def requests(request: Request) -> Response:
+    """Subjects' requests on record (``domicile rights``), soonest due first: read only;
+    they are opened, fulfilled and closed through the CLI or the API."""
+    vault = _console(request).svc.vault
+    status = request.query_params.get("status", "").strip() or None
+
+    def build(who: _Who) -> Response:
+        from domicile.rights import list_requests
+
+        rows = list_requests(vault.config, status=status, today=vault.clock().date())
+        return render(
+            request, "requests.html", who, page="requests", rows=rows, status=status or ""
+        )
+
+    return await _guarded(request, "requests", ("rights:read",), build)
 
 
 @router.post("/subjects/export")
