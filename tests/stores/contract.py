@@ -155,6 +155,7 @@ class SiteStoreContract(Backend):
         with store.transaction() as tx:
             tx.insert([record(f"r{i}", f"subj-{i % 7}") for i in range(500)])
         assert store.count() == 500
+        assert store.count_subjects() == 7
         assert store.get("r499") == record("r499", "subj-2")
 
     def test_an_empty_transaction_commits_nothing(self, store: SiteStore) -> None:
