@@ -22,7 +22,8 @@ ENV PATH=/opt/domicile/bin:$PATH \
     PYTHONUNBUFFERED=1
 COPY --from=build /dist/ /tmp/dist/
 RUN python -m venv /opt/domicile \
-    && /opt/domicile/bin/pip install --no-cache-dir /tmp/dist/*.whl \
+    && wheel="$(echo /tmp/dist/*.whl)" \
+    && /opt/domicile/bin/pip install --no-cache-dir "${wheel}[console]" \
     && rm -rf /tmp/dist \
     && groupadd --system --gid 10001 domicile \
     && useradd --system --uid 10001 --gid domicile --home-dir /data --no-log-init domicile \

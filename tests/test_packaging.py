@@ -376,6 +376,7 @@ def test_the_dockerfile_lints_clean_and_has_what_a_deployment_needs() -> None:
     assert 'VOLUME ["/data"]' in lines
     assert any(line.startswith("HEALTHCHECK ") and "/healthz" in text for line in lines)
     assert any(line.startswith('ENTRYPOINT ["domicile", "serve"') for line in lines)
+    assert "[console]" in text  # the console and the offline /docs are served by the image
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "*" in ignored  # the context is the sources only
     assert "!src/" in ignored
