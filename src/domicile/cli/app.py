@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from domicile._version import __version__
+from domicile.cli import lawchange as lawchange_cli
 from domicile.cli import report as report_cli
 from domicile.cli import scan as scan_cli
 from domicile.cli import service as service_cli
@@ -89,6 +90,7 @@ vault_cli.register(app)
 service_cli.register(app)
 scan_cli.register(app)
 report_cli.register(app)
+lawchange_cli.register(policy_app)
 
 _COLOURS = {"allow": "green", "escalate": "yellow", "deny": "red"}
 
