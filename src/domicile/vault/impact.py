@@ -66,7 +66,8 @@ class FlowChange:
     def key(self) -> tuple[Any, ...]:
         return (
             self.flow, self.collection, self.site, self.to, self.laws, self.categories,
-            self.before, self.after, self.consequence, self.rules, self.steps,
+            self.before, self.after, self.consequence,
+            tuple(r["id"] for r in self.rules), self.steps,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
