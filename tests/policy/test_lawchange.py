@@ -122,6 +122,29 @@ def test_impact_on_both_sides_of_the_2025_change(deployment: Deployment) -> None
     assert back.to_dict()["summary"]["flows_allowed_again"] == 2
 
 
+def test_impact_reads_from_abroad_need_the_art12_notice_from_march_2023(tmp_path: Path) -> None:
+    # February 2023: a reader in Germany (adequate) reads a Russian primary under the 2006
+    # wording of Art. 12. From 1 March 2023 the same read needs a notice first.
+    d = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    vault = d.open(at(2023, 2, 20))
+    try:
+        token = vault.put("profiles", subject=RU, fields=IVAN, purpose="signup").token
+        assert vault.get(token, purpose="view", as_site="de").transfer
+        out = impact(vault, dt.date(2023, 3, 1)).to_dict()
+    finally:
+        vault.close()
+    assert out["checked"]["transfer"] == 1
+    (read,) = [c for c in out["changes"] if c["flow"] == "transfer"]
+    assert (read["site"], read["to"], read["before"], read["after"]) == (
+        "ru",
+        "DE",
+        "allow",
+        "deny",
+    )
+    assert any("ru.art12_notice" in s for s in read["steps"])
+    assert out["summary"]["transfers_needing_steps"] == 1
+
+
 US_ONLY = """
 default_site: us
 sites:
