@@ -171,14 +171,21 @@ class _PackDates:
             )  # fmt: skip
         for name, lst in self.pack.lists.items():
             cite = [Cite(source=lst.source)]
+            # A listing that ends the day before the same country's next one starts is
+            # one listing renewed (a new decision), not a day off the list.
+            starts = {(m.country, m.from_) for m in lst.members if m.from_ is not None}
+            ends = {(m.country, _after(m.to)) for m in lst.members if m.to is not None}
             for m in lst.members:
                 tail = "" if m.verified else " (unverified)"
                 if m.from_ is not None:
+                    renewed = (m.country, m.from_) in ends
                     self.add(
-                        m.from_, "listed", name, f"{m.country} joins the list {lst.title}{tail}",
+                        m.from_, "listed", name,
+                        f"{m.country}{' stays on, by a new decision,' if renewed else ' joins'}"
+                        f" the list {lst.title}{tail}",
                         cite,
                     )  # fmt: skip
-                if m.to is not None:
+                if m.to is not None and (m.country, _after(m.to)) not in starts:
                     self.add(
                         _after(m.to), "delisted", name,
                         f"{m.country} leaves the list {lst.title}{tail}", cite,

@@ -214,7 +214,7 @@ class _Walker:
 
     def walk_ledger(self) -> None:
         vault = self.vault
-        since = self.stamps[0][0] - dt.timedelta(days=365)
+        since = vault._today() - dt.timedelta(days=365)  # the last year, whatever the days
         ledger = summarize(vault, since=since, limit=LEDGER_LIMIT)
         for site_id in ledger.unavailable:
             if site_id not in self.out.unavailable:
