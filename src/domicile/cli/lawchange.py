@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from domicile.cli._output import console, emit_json, errors
+from domicile.cli._output import console, emit_json, err_console, errors
 from domicile.cli.policy import PackOpt
 from domicile.cli.vault import ConfigOpt, JsonOpt, vault
 from domicile.errors import BadInput
@@ -87,8 +87,21 @@ def impact(
     with errors(as_json):
         day = parse_date(on, "--on")
         base = parse_date(baseline, "--baseline") if baseline else None
-    with vault(config, as_json, read_only=True) as d, errors(as_json):
-        out = run(d, day, baseline=base).to_dict()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        console=err_console, transient=True, disable=as_json,
+    )  # fmt: skip
+    tasks: dict[str, Any] = {}
+
+    def tell(site_id: str, walked: int, total: int) -> None:
+        if site_id not in tasks:
+            tasks[site_id] = bar.add_task(f"site {site_id}", total=total)
+        bar.update(tasks[site_id], completed=walked)
+
+    with vault(config, as_json, read_only=True) as d, errors(as_json), bar:
+        out = run(d, day, baseline=base, progress=tell).to_dict()
     if as_json:
         emit_json(out)
         return

@@ -22,7 +22,7 @@ from domicile.packs.model import Cite, Effective, Pack
 
 ChangeKind = Literal[
     "rule_starts", "rule_ends", "new_wording", "route_opens", "route_closes",
-    "deadline_starts", "deadline_ends", "listed", "delisted", "penalty_starts",
+    "deadline_starts", "deadline_changes", "deadline_ends", "listed", "delisted", "penalty_starts",
     "penalty_ends",
 ]  # fmt: skip
 
@@ -79,6 +79,11 @@ class LawChange:
         }
 
 
+def _stem(rule_id: str) -> str:
+    """A rule id without its last part: ``ru.localization`` of ``ru.localization.2025``."""
+    return rule_id.rpartition(".")[0]
+
+
 def _after(day: dt.date) -> dt.date | None:
     """The first day without a period that ends on ``day`` (none after the last date)."""
     return None if day >= dt.date.max else day + dt.timedelta(days=1)
@@ -123,7 +128,8 @@ class _PackDates:
 
     def rules(self) -> None:
         rules = self.pack.rules
-        # A rule ending the day before a rule of the same kind starts: a new wording.
+        # A rule ending the day before a rule of the same kind and id stem starts: a new
+        # wording of one provision.
         successor: dict[str, str] = {}
         for old in rules:
             if old.effective.to is None:
@@ -132,6 +138,7 @@ class _PackDates:
                 if (
                     new is not old
                     and new.kind == old.kind
+                    and _stem(new.id) == _stem(old.id)
                     and new.effective.from_ is not None
                     and new.effective.from_ == _after(old.effective.to)
                 ):
@@ -158,12 +165,38 @@ class _PackDates:
                 )  # fmt: skip
 
     def rest(self) -> None:
-        for d in self.pack.rights:
+        rights = self.pack.rights
+        # A deadline for the same kinds that starts the day after another ends: a change of
+        # the deadline, listed once.
+        follows = {
+            new.id: old
+            for old in rights
+            for new in rights
+            if old.effective.to is not None
+            and new.effective.from_ == _after(old.effective.to)
+            and set(new.kinds) == set(old.kinds)
+        }
+        replaced = {old.id for old in follows.values()}
+        for d in rights:
             kinds = ", ".join(k.value for k in d.kinds)
-            self.span(
-                d.effective, "deadline_starts", "deadline_ends", d.id,
-                f"answer {kinds} requests within {d.answer_within}", d.cite,
-            )  # fmt: skip
+            prev = follows.get(d.id)
+            if prev is not None:
+                self.add(
+                    d.effective.from_, "deadline_changes", d.id,
+                    f"answer {kinds} requests within {d.answer_within}"
+                    f" (was {prev.answer_within})", d.cite, replaces=prev.id,
+                )  # fmt: skip
+            elif d.effective.from_ is not None:
+                self.add(
+                    d.effective.from_, "deadline_starts", d.id,
+                    f"in force: answer {kinds} requests within {d.answer_within}", d.cite,
+                )  # fmt: skip
+            if d.effective.to is not None and d.id not in replaced:
+                self.add(
+                    _after(d.effective.to), "deadline_ends", d.id,
+                    f"no longer in force: answer {kinds} requests within {d.answer_within}",
+                    d.cite,
+                )  # fmt: skip
         for p in self.pack.penalties:
             self.span(
                 p.effective, "penalty_starts", "penalty_ends", p.id,

@@ -19,7 +19,7 @@ of the subjects but counts and the laws that cover them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +36,8 @@ from domicile.vault.transfers import summarize
 
 FlowType = Literal["write", "copy", "transfer"]
 PAGE = 500
+# Told, per site, how many records were walked of how many (a progress bar's feed).
+Progress = Callable[[str, int, int], None]
 LEDGER_LIMIT = 100_000  # ledger entries re-decided at most (the rest are counted as skipped)
 
 
@@ -148,8 +150,11 @@ def _consequence(flow: FlowType, before: Outcome, after: Outcome, steps: tuple[s
 
 
 class _Walker:
-    def __init__(self, vault: Domicile, baseline: dt.date, on: dt.date) -> None:
+    def __init__(
+        self, vault: Domicile, baseline: dt.date, on: dt.date, progress: Progress | None = None
+    ) -> None:
         self.vault = vault
+        self.progress = progress
         version = vault.filings.version
         self.stamps = ((baseline, version), (on, version))
         self.replicator = Replicator(vault)
@@ -179,7 +184,10 @@ class _Walker:
         vault = self.vault
         for site in vault.config.sites:
             try:
-                for rec in self.records(site):
+                total = vault.store(site.id).count() if self.progress else 0
+                for walked, rec in enumerate(self.records(site), 1):
+                    if self.progress and (walked % PAGE == 0 or walked == total):
+                        self.progress(site.id, walked, total)
                     if rec.is_replica:
                         continue
                     try:
@@ -295,7 +303,13 @@ class _Walker:
             if before.outcome is after.outcome:
                 self.out.unchanged[flow] += group.records
                 continue
-            steps = tuple(o.text for o in after.obligations if o.status == "outstanding")
+            # What the day asks that the baseline did not: the step to take before it.
+            known = {o.text for o in before.obligations if o.status == "outstanding"}
+            steps = tuple(
+                o.text
+                for o in after.obligations
+                if o.status == "outstanding" and o.text not in known
+            )
             change = FlowChange(
                 flow=flow, collection=key[1], site=key[2], to=key[3],
                 laws=self.laws(key[4]), categories=key[5], records=group.records,
@@ -325,10 +339,16 @@ class _Walker:
         )
 
 
-def impact(vault: Domicile, on: dt.date, *, baseline: dt.date | None = None) -> Impact:
+def impact(
+    vault: Domicile,
+    on: dt.date,
+    *,
+    baseline: dt.date | None = None,
+    progress: Progress | None = None,
+) -> Impact:
     """The deployment's flows decided on ``baseline`` (default today) and on ``on``, and
     those whose outcome differs. Reads only."""
-    walker = _Walker(vault, baseline or vault._today(), on)
+    walker = _Walker(vault, baseline or vault._today(), on, progress)
     walker.walk_sites()
     walker.walk_ledger()
     walker.compare()
