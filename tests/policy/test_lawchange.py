@@ -138,6 +138,23 @@ def test_impact_on_both_sides_of_the_2025_change(deployment: Deployment) -> None
     assert back.to_dict()["summary"]["flows_allowed_again"] == 2
 
 
+def test_impact_names_a_site_it_could_not_read(tmp_path: Path) -> None:
+    d = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    vault = d.open(at(2024, 6, 11))
+    vault.add_filing("ru.art12_notice", "2024-05-27")
+    vault.put("profiles", subject=RU, fields=IVAN, purpose="signup")
+    vault.close()
+    d.stop("de")
+    vault = d.open(at(2025, 6, 20))
+    try:
+        out = impact(vault, CHANGE).to_dict()
+    finally:
+        vault.close()
+    assert out["unavailable"] == ["de"]
+    assert out["checked"]["write"] == 1  # Russia's records were still walked
+    assert out["summary"]["copies_to_remove"] == 2
+
+
 def test_impact_reads_from_abroad_need_the_art12_notice_from_march_2023(tmp_path: Path) -> None:
     # February 2023: a reader in Germany (adequate) reads a Russian primary under the 2006
     # wording of Art. 12. From 1 March 2023 the same read needs a notice first.

@@ -49,7 +49,9 @@ class _Group:
 
 @dataclass
 class FlowChange:
-    """One kind of flow whose outcome changes between the two days."""
+    """One kind of flow whose outcome changes between the two days. ``records``: the
+    records concerned (transfers: the reads in the ledger); ``subjects``: their distinct
+    subjects (transfers: the distinct records read)."""
 
     flow: FlowType
     collection: str | None
