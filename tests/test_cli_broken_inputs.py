@@ -33,6 +33,7 @@ VALUES = {
     "operation": "store",
     "site_country": "RU",
     "collection": "profiles",
+    "on": "2025-07-01",
 }
 # Commands that would run for real (a server, a long benchmark) given a working deployment:
 # they are tried only with the broken ones and with broken options of their own.
