@@ -142,9 +142,9 @@ def _human(out: dict[str, Any]) -> None:
                 console.print(f"  to do: {escape(s)}", soft_wrap=True)
     s = out["summary"]
     console.print(
-        f"{s['writes_refused']} records whose writes would be refused or reviewed,"
-        f" {s['copies_to_remove']} copies to remove or review,"
-        f" {s['transfers_needing_steps']} reads from abroad needing a step;"
+        f"{s['writes_refused']} records whose writes would be refused,"
+        f" {s['copies_to_remove']} copies that must go,"
+        f" {s['transfers_needing_steps']} reads from abroad refused or needing a step;"
         f" {s['flows_allowed_again']} flows allowed again"
     )
     for why, n in sorted(out["skipped"].items()):

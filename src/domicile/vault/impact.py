@@ -139,16 +139,16 @@ def _consequence(flow: FlowType, before: Outcome, after: Outcome, steps: tuple[s
             "copy": "copies become allowed",
             "transfer": "reads from abroad become allowed",
         }[flow] + ("" if after is Outcome.allow else " only after review")
-    review = after is Outcome.escalate
+    # The vault acts only on allow: an escalated flow is refused like a denied one, until
+    # someone settles the reading (and the pack says so).
+    why = " (escalated: a contested or uncertain reading)" if after is Outcome.escalate else ""
     if flow == "write":
-        return "new writes and updates need review" if review else "new writes and updates refused"
+        return "new writes and updates refused" + why
     if flow == "copy":
-        return (
-            "copies contested: review them or remove them" if review else "copies must be removed"
-        )
+        return "copies must go: the replication worker removes them" + why
     if steps:
-        return "reads from abroad need a step first (see steps)"
-    return "reads from abroad need review" if review else "reads from abroad refused"
+        return "reads from abroad refused until a step is taken (see steps)" + why
+    return "reads from abroad refused" + why
 
 
 class _Walker:
