@@ -119,27 +119,28 @@ def _human(out: dict[str, Any]) -> None:
         console.print("[green]Nothing changes.[/]")
     else:
         table = Table(show_lines=True)
-        for col in ("flow", "collection", "where", "laws", "records", "change", "consequence"):
+        for col in ("#", "flow", "collection", "where", "laws", "records", "change", "consequence"):
             table.add_column(col)
-        for c in out["changes"]:
+        for n, c in enumerate(out["changes"], 1):
             where = c["site"] + (f" -> {c['to']}" if c["to"] else "")
             change = (
                 f"[{_COLOURS[c['before']]}]{c['before']}[/] -> "
                 f"[{_COLOURS[c['after']]}]{c['after']}[/]"
             )
             table.add_row(
-                c["flow"], escape(c["collection"] or "-"), escape(where),
+                str(n), c["flow"], escape(c["collection"] or "-"), escape(where),
                 escape(", ".join(c["laws"]) or "-"), str(c["records"]), change,
                 escape(c["consequence"]),
             )  # fmt: skip
         console.print(table)
-        for c in out["changes"]:
+        for n, c in enumerate(out["changes"], 1):
             for r in c["rules"]:
                 console.print(
-                    f"  {escape(r['id'])} ({r['outcome']}): {escape(r['reason'])}", soft_wrap=True
+                    f"  #{n} {escape(r['id'])} ({r['outcome']}): {escape(r['reason'])}",
+                    soft_wrap=True,
                 )
-            for s in c["steps"]:
-                console.print(f"  to do: {escape(s)}", soft_wrap=True)
+            for step in c["steps"]:
+                console.print(f"  #{n} to do: {escape(step)}", soft_wrap=True)
     s = out["summary"]
     console.print(
         f"{s['writes_refused']} records whose writes would be refused,"
