@@ -22,7 +22,8 @@ Scopes:
   ``records:export``, ``filings:read``, ``filings:write``, ``transfers:read``,
   ``parity:read``, ``audit:read``, ``policy:read``, ``sites:read``, ``metrics:read``,
   ``rights:read``, ``rights:write`` (subjects' requests: ``rights:write`` opens and
-  fulfils them, reading, correcting and erasing the subject's data at every site),
+  fulfils them, reading, correcting and erasing the subject's data, within the client's
+  site, collection and purpose scopes: see ``domicile.rights.service.authorize_request``),
   ``subjects:attest`` (a proof of where a subject's data is held, ``domicile.attest``);
 - constraints: ``site:ID`` (the sites the client acts from: reads are decided as from that
   site, so a US client reads a Russian subject's data only through a permitted transfer),

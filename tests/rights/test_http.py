@@ -24,8 +24,14 @@ def test_rights_through_the_api(service: Service) -> None:  # noqa: F811
         service.http.post("/v1/collections/profiles/records", json=PUT, headers=admin).status_code
         == 201
     )
-    _, reader = service.client("auditor", "rights:read")
-    _, office = service.client("dpo", "rights:write", "rights:read")
+    # A request concerns every site that holds its subject (every site, to open one); the
+    # office acts as itself, within its collections and the purposes of its requests.
+    sites = ("site:ru", "site:de", "site:us")
+    _, reader = service.client("auditor", "rights:read", *sites)
+    _, office = service.client(
+        "dpo", "rights:write", "rights:read", *sites, "collection:profiles",
+        "purpose:subject_access",
+    )  # fmt: skip
     r = service.http.post("/v1/rights", json=OPEN, headers=reader)
     assert r.status_code == 403
     assert r.json()["code"] == "forbidden"
@@ -39,7 +45,11 @@ def test_rights_through_the_api(service: Service) -> None:  # noqa: F811
     listed = service.http.get("/v1/rights", params={"status": "open"}, headers=reader).json()
     assert [x["id"] for x in listed] == [rid]
     assert service.http.get(f"/v1/rights/{rid}", headers=reader).json()["id"] == rid
-    r = service.http.post(f"/v1/rights/{rid}/fulfil", json={}, headers=office)
+    # Acting from the subject's site, the read stays there (from elsewhere it would be
+    # decided as a transfer: see tests/security/test_rights_scopes.py).
+    r = service.http.post(
+        f"/v1/rights/{rid}/fulfil", json={}, headers=office, params={"as_site": "ru"}
+    )
     assert r.status_code == 200, r.text
     [record] = r.json()["result"]["records"]
     assert record["fields"]["email"] == "anna@example.ru"
@@ -54,7 +64,9 @@ def test_rights_through_the_api(service: Service) -> None:  # noqa: F811
 
 
 def test_bad_requests_get_the_documented_answers(service: Service) -> None:  # noqa: F811
-    _, office = service.client("dpo", "rights:write", "rights:read")
+    _, office = service.client(
+        "dpo", "rights:write", "rights:read", "site:ru", "site:de", "site:us", "purpose:*"
+    )
     assert service.http.get("/v1/rights/rq_000000000000", headers=office).status_code == 404
     assert service.http.get("/v1/rights/42", headers=office).status_code == 422
     bad = {**OPEN, "identity": {"full_name": "Anna Volkova"}}

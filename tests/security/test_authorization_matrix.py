@@ -39,6 +39,7 @@ from domicile.vault import Domicile
 SITE, COLLECTION, PURPOSE = "site", "collection", "purpose"
 NATIVE = frozenset({SITE, COLLECTION, PURPOSE})
 INCOUNTRY = frozenset({SITE, PURPOSE})  # collections do not apply to these records
+RIGHTS = frozenset({SITE, PURPOSE})  # a subject's request: its sites and its kind's purpose
 V2 = "/v2/storage/records/{country}"
 
 
@@ -50,6 +51,12 @@ class Required:
     # Many records named by tokens (a batch read): one outside the client's collections is
     # listed as not found, as its single read answers, and the batch answers 200.
     listed: bool = False
+    # The sites whose scopes the route needs (a subject's request: every site holding the
+    # subject, every site to open one); the one left out by the site cases is ``ru``.
+    sites: tuple[str, ...] = ("ru",)
+    purpose: str | None = None  # the purpose it needs, when not the sample's own
+    # A request about a site the client lacks answers as a missing one (404, not_found).
+    hidden: bool = False
 
 
 REQUIRED: dict[tuple[str, str], Required | None] = {
@@ -82,12 +89,21 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("GET", "/v1/audit/proof"): Required(("audit:read",)),
     ("POST", "/v1/policy/explain"): Required(("policy:read",)),
     ("GET", "/v1/sites"): Required(("sites:read",)),
-    ("POST", "/v1/rights"): Required(("rights:write",)),
+    ("POST", "/v1/rights"): Required(
+        ("rights:write",), RIGHTS, sites=("de", "ru", "us"), purpose="subject_access"
+    ),
+    # Lists only the requests about the client's sites (test_rights_scopes.py).
     ("GET", "/v1/rights"): Required(("rights:read",)),
-    ("GET", "/v1/rights/{request_id}"): Required(("rights:read",)),
-    ("POST", "/v1/rights/{request_id}/fulfil"): Required(("rights:write",)),
-    ("POST", "/v1/rights/{request_id}/extend"): Required(("rights:write",)),
-    ("POST", "/v1/rights/{request_id}/close"): Required(("rights:write",)),
+    ("GET", "/v1/rights/{request_id}"): Required(("rights:read",), frozenset({SITE}), hidden=True),
+    ("POST", "/v1/rights/{request_id}/fulfil"): Required(
+        ("rights:write",), NATIVE, purpose="subject_access", hidden=True
+    ),
+    ("POST", "/v1/rights/{request_id}/extend"): Required(
+        ("rights:write",), RIGHTS, purpose="subject_access", hidden=True
+    ),
+    ("POST", "/v1/rights/{request_id}/close"): Required(
+        ("rights:write",), RIGHTS, purpose="subject_access", hidden=True
+    ),
     ("POST", V2): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/batchWrite"): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/find"): Required(("records:read",), INCOUNTRY),
@@ -257,7 +273,8 @@ def _native(world: World, method: str, path: str) -> Request:
         case ("GET", "/v1/rights/{request_id}"):
             return method, f"/v1/rights/{world.rights_request()}", {}
         case ("POST", "/v1/rights/{request_id}/fulfil"):
-            return method, f"/v1/rights/{world.rights_request()}/fulfil", {"json": {}}
+            return method, f"/v1/rights/{world.rights_request()}/fulfil", {
+                "json": {}, "params": AT}  # fmt: skip
         case ("POST", "/v1/rights/{request_id}/extend"):
             return method, f"/v1/rights/{world.rights_request()}/extend", {
                 "json": {"reason": "archives"}}  # fmt: skip
@@ -324,26 +341,28 @@ def _cases() -> Iterator[Case]:
         if req is None:
             continue
         incountry = path.startswith(V2)
-        purpose = "incountry" if incountry else P
+        purpose = req.purpose or ("incountry" if incountry else P)
         constraint = {
-            SITE: "site:ru",
-            COLLECTION: "collection:profiles",
-            PURPOSE: f"purpose:{purpose}",
+            SITE: [f"site:{s}" for s in req.sites],
+            COLLECTION: ["collection:profiles"],
+            PURPOSE: [f"purpose:{purpose}"],
         }
-        full = [*req.operations, *(constraint[c] for c in sorted(req.constraints))]
+        full = [*req.operations, *(s for c in sorted(req.constraints) for s in constraint[c])]
 
         def without(scope: str, *instead: str, full: list[str] = full) -> tuple[str, ...]:
             # A client has at least one scope: "site:de" grants no operation here.
-            return tuple([s for s in full if s != scope] + list(instead)) or ("site:de",)
+            kept = [s for s in full if s != scope]
+            return tuple(kept + [s for s in instead if s not in kept]) or ("site:de",)
 
         yield Case(method, path, "the scopes it requires", tuple(full), 200, None)
         yield Case(method, path, "no credentials", None, 401, None)
         for op in req.operations:
             yield Case(method, path, f"without {op}", without(op), 403, op)
         if SITE in req.constraints:
+            refused = 404 if req.hidden else 403
             yield Case(method, path, "acting from a site it lacks", without("site:ru", "site:de"),
-                       403, "site:ru")  # fmt: skip
-            yield Case(method, path, "no site scope", without("site:ru"), 403, "site:ru")
+                       refused, "site:ru")  # fmt: skip
+            yield Case(method, path, "no site scope", without("site:ru"), refused, "site:ru")
         if COLLECTION in req.constraints:
             yield Case(
                 method, path, "another collection", without("collection:profiles", "collection:notes"),

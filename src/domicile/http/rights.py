@@ -1,8 +1,13 @@
 """Subjects' requests over HTTP, under ``/v1/rights`` (the CLI's ``domicile rights``).
 
 ``rights:read`` lists and shows requests; ``rights:write`` opens, fulfils, extends and
-closes them (and so reads, corrects and erases a subject's data at every site: a scope
-for the data-protection office's tools). Everything goes through ``domicile.rights``.
+closes them (and so reads, corrects and erases a subject's data: a scope for the
+data-protection office's tools). The client acts as itself, within its scopes: a request
+concerns the sites holding its subject (every site, to open one), and the client needs
+the scope of each (``site:ID``) to see it or act on it; steps need the purpose of the
+request's kind (``purpose:subject_access``, ...); ``fulfil`` acts from the client's site
+(``as_site``), within its collections, and its reads are decided as reads from there.
+Every check is ``domicile.rights``'s, through ``Domicile.authorize``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ Outcome = Literal["fulfilled", "partly_fulfilled", "refused", "no_data", "withdr
 Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-12-01"])]
 RequestId = Annotated[str, Path(pattern=r"^rq_[0-9a-f]{12}$", examples=["rq_0123456789ab"])]
 Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
+AsSite = Annotated[
+    str | None,
+    Query(description="The site the client acts from (default: its only site, else the local one)"),
+]
 
 
 class _Body(BaseModel):
@@ -83,34 +92,44 @@ def list_requests(
     """Requests on record, soonest due first."""
     from domicile.rights import list_requests as run
 
-    authorize(svc, principal, "rights:read")
+    access = authorize(svc, principal, "rights:read")
     return run(
-        svc.vault.config, due_before=due_before, status=status, today=svc.vault.clock().date()
-    )
+        svc.vault.config, due_before=due_before, status=status, today=svc.vault.clock().date(),
+        access=access,
+    )  # fmt: skip
 
 
 @router.get("/rights/{request_id}", tags=["rights"])
 def show(request_id: RequestId, svc: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
     """One request: where the subject's data is, the deadlines and the laws that set
-    them, and its history."""
+    them, and its history. A request about a site the client may not act at answers 404."""
     from domicile.rights import show as run
 
-    authorize(svc, principal, "rights:read")
-    return run(svc.vault.config, request_id, today=svc.vault.clock().date())
+    access = authorize(svc, principal, "rights:read")
+    return run(
+        svc.vault.config, request_id, today=svc.vault.clock().date(), vault=svc.vault,
+        access=access,
+    )  # fmt: skip
 
 
 @router.post("/rights/{request_id}/fulfil", tags=["rights"])
 def fulfil(
-    request_id: RequestId, body: RightsFulfilBody, svc: ServiceDep, principal: PrincipalDep
+    request_id: RequestId,
+    body: RightsFulfilBody,
+    svc: ServiceDep,
+    principal: PrincipalDep,
+    as_site: AsSite = None,
 ) -> dict[str, Any]:
-    """Do what the request asks at every site that holds the subject. ``result`` is the
-    subject's data (access, portability) or the signed act of destruction (erasure)."""
+    """Do what the request asks at every site that holds the subject, as the client acting
+    from its site. ``result`` is the subject's data (access, portability: each record read
+    as ``GET /v1/records`` reads it for this client, full, masked or listed in
+    ``refused``) or the signed act of destruction (erasure)."""
     from domicile.rights import fulfil as run
 
     fields = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.fields.items()}
     req, result = run(
         svc.vault, request_id, fields=fields, erase=body.erase,
-        access=client_access(svc, principal),
+        access=client_access(svc, principal, as_site),
     )  # fmt: skip
     return {"request": req, "result": result}
 

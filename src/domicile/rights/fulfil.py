@@ -1,7 +1,16 @@
 """Doing what a subject's request asks, at every site that holds the subject.
 
-- access, portability: every record of the subject, read where it is kept (so no border
-  is crossed), as one package (JSON; ``render.access_html`` makes the readable page);
+Who acts: the local operator (the CLI, the SDK) acts at each record's own site, so nothing
+crosses a border. A client of the API acts as itself: from its own site (``as_site``),
+within its own site, collection and purpose scopes, ``rights:write`` standing for the one
+record operation the step needs (read, write or erase). Every record is checked through
+``Domicile.authorize`` before anything is read or changed, and then read, corrected or
+erased by the vault's own operations, which check again: a client's read is decided as a
+read from its site (a transfer the law permits, a masked disclosure, or a refusal).
+
+- access, portability: every record of the subject, as one package (JSON;
+  ``render.access_html`` makes the readable page); a record the law does not let go to
+  the caller's site is listed in ``refused`` (site, collection and the reason);
 - rectification: the given fields changed in every record that has them; the copies
   abroad follow through the outbox, which is drained at once (``copies`` says where it
   could not be);
@@ -18,7 +27,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
@@ -26,6 +36,7 @@ from domicile.errors import Conflict
 from domicile.rights.service import PURPOSE, _event, changing
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
+from domicile.vault.errors import PolicyRefused
 from domicile.vault.replication import Replicator
 
 if TYPE_CHECKING:
@@ -41,10 +52,35 @@ def _home_records(vault: Domicile, holding: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _actor(vault: Domicile, access: Access) -> Access:
-    """Who performs the steps: the caller by name, with the rights a request needs (the
-    ``rights:write`` scope was checked); the steps act from each record's own site."""
-    return Access.operator(access.client)
+Actor = Callable[[str], Access]  # the caller, as it acts on a record of this site
+# The record operation each kind of step performs (``rights:write`` stands for it).
+STEP_OPERATION = {
+    "access": "records:read", "portability": "records:read",
+    "rectification": "records:write", "erasure": "records:erase", "withdrawal": "records:erase",
+}  # fmt: skip
+
+
+def _actor(vault: Domicile, access: Access, operation: str) -> Actor:
+    """Who performs the steps on a record of a given site. The local operator (every
+    right): at that site, by name. A client: from its own site, with its own scopes, and
+    ``operation`` (the record operation of the step, which ``rights:write`` allows)."""
+    if access.scopes is None:
+        return lambda site_id: access.acting_from(site_id)
+    caller, _ = vault._acting(access, None)
+    assert caller.scopes is not None
+    acting = replace(caller, scopes=caller.scopes | {operation})
+    return lambda site_id: acting
+
+
+def _check_records(vault: Domicile, req: dict[str, Any], actor: Actor, purpose: str) -> None:
+    """Every record the step will touch, through the one check, before any is touched:
+    the caller's site, each record's collection and the step's purpose."""
+    for h in req["subject"]["holdings"]:
+        who = actor(h["site"])
+        for rec in _home_records(vault, h):
+            vault.authorize(
+                who, "rights:write", site=who.site, collection=rec.collection, purpose=purpose
+            )
 
 
 def fulfil(
@@ -77,7 +113,11 @@ def _fulfil(
         raise Conflict("`erase` is for withdrawal of consent (erasure requests always erase)")
     if any(h["step"] == "fulfil" for h in req["history"]) and kind in ("erasure",):
         raise Conflict("the request was fulfilled already", hint="close it with its outcome")
-    actor = _actor(vault, access)
+    operation = STEP_OPERATION.get(kind if kind != "withdrawal" or erase else "")
+    actor = _actor(vault, access, operation or "rights:write")
+    if operation is not None:
+        purpose = PURPOSE["erasure" if operation == "records:erase" else kind]
+        _check_records(vault, req, actor, purpose)
     if kind in ("access", "portability"):
         package, detail = _access(vault, req, actor)
     elif kind == "rectification":
@@ -91,22 +131,32 @@ def _fulfil(
 
 
 def _access(
-    vault: Domicile, req: dict[str, Any], actor: Access
+    vault: Domicile, req: dict[str, Any], actor: Actor
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     purpose = PURPOSE[req["kind"]]
     out: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     copies = []
     for h in req["subject"]["holdings"]:
         site = vault.config.site(h["site"])
         for rec in _home_records(vault, h):
             token = vault.tokens.issue(site.id, rec.record_id)
-            r = vault._read(token, site, rec, site, purpose, actor.acting_from(site.id))
+            try:  # the read path of GET /v1/records: decided as from the caller's site
+                r = vault.get(token, purpose=purpose, access=actor(site.id))
+            except PolicyRefused as exc:
+                refused.append(
+                    {"site": site.id, "country": site.country, "collection": rec.collection,
+                     "reason": exc.message}
+                )  # fmt: skip
+                continue
             out.append(
                 {
                     "collection": r.collection,
                     "site": r.site,
                     "country": r.country,
                     "version": r.version,
+                    "masked": r.masked,
+                    "transfer": r.transfer,
                     "fields": r.fields,
                     "categories": {
                         f: vault.collection(r.collection).fields[f].category
@@ -123,14 +173,22 @@ def _access(
         "format": "domicile.subject-data.v1",
         "generated_at": vault.clock().isoformat(),
         "records": out,
+        "refused": refused,
         "copies_held_at": copies,
     }
-    detail = {"records": len(out), "sites": sorted({r["site"] for r in out})}
+    detail = {
+        "records": len(out),
+        "sites": sorted({r["site"] for r in out}),
+        "read_from": sorted(
+            {actor(h["site"]).site or h["site"] for h in req["subject"]["holdings"]}
+        ),
+        "refused": len(refused),
+    }
     return package, detail
 
 
 def _rectify(
-    vault: Domicile, req: dict[str, Any], fields: dict[str, str], actor: Access
+    vault: Domicile, req: dict[str, Any], fields: dict[str, str], actor: Actor
 ) -> dict[str, Any]:
     if not fields:
         raise Conflict(
@@ -158,9 +216,10 @@ def _rectify(
         token = vault.tokens.issue(site_id, rec.record_id)
         vault.update(
             token, fields=mine, purpose=PURPOSE["rectification"],
-            access=actor.acting_from(site_id),
+            access=actor(site_id),
         )  # fmt: skip
-    report = Replicator(vault, client=actor.client).run_once(reconcile=False)
+    by = actor(vault.config.local_site or vault.config.model.default_site).client
+    report = Replicator(vault, client=by).run_once(reconcile=False)
     return {
         "records": len(plan),
         "fields": sorted(known),
@@ -170,7 +229,7 @@ def _rectify(
 
 
 def _erase(
-    vault: Domicile, req: dict[str, Any], actor: Access
+    vault: Domicile, req: dict[str, Any], actor: Actor
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from domicile.rights.acts import destruction_act
 
@@ -183,7 +242,7 @@ def _erase(
         categories = sorted({c for r in records for c in vault._field_categories(r).values()})
         collections = sorted({r.collection for r in records})
         token = vault.tokens.issue(h["site"], records[0].record_id)
-        result = vault.erase(token, purpose=PURPOSE["erasure"], access=actor.acting_from(h["site"]))
+        result = vault.erase(token, purpose=PURPOSE["erasure"], access=actor(h["site"]))
         destroyed.append(
             {
                 "site": h["site"],
@@ -200,7 +259,8 @@ def _erase(
         )
     subjects = {d["subject"] for d in destroyed}
     extract = _log_extract(vault, marks, subjects)
-    act = destruction_act(vault, req, destroyed, extract, performed_by=actor.client)
+    by = actor(vault.config.local_site or vault.config.model.default_site).client
+    act = destruction_act(vault, req, destroyed, extract, performed_by=by)
     detail = {
         "records": sum(d["records"] for d in destroyed),
         "sites": [d["site"] for d in destroyed],

@@ -9,9 +9,12 @@ these functions, so a request is checked, found, timed and recorded one way.
 - The operator states who checked the subject's identity and how; the request records it.
 - The deadline comes from the packs (``deadlines.py``): the laws that cover the subject,
   and those of the countries where its data is kept. The earliest binds.
-- Fulfilment acts at every site that holds the subject, reading each record where it is
-  kept (no transfer), and every step is audited at that site as ``request``; the request's
-  history (in ``rights.json``, counts and ids only) is the evidence.
+- Fulfilment acts at every site that holds the subject (the local operator reads each
+  record where it is kept; a client acts from its own site: see ``fulfil.py``), and every
+  step is audited at that site as ``request``; the request's history (in ``rights.json``,
+  counts and ids only) is the evidence.
+- Who may see or change a request: ``authorize_request`` (and ``may_see`` for lists),
+  through ``Domicile.authorize``, for every interface.
 """
 
 from __future__ import annotations
@@ -194,6 +197,41 @@ def _laws(vault: Domicile, holdings: list[dict[str, Any]]) -> tuple[set[str], li
     return packs, why
 
 
+# --- who may do what with a request ----------------------------------------------------
+
+
+def concerned_sites(config: Config, req: Mapping[str, Any]) -> list[str]:
+    """The sites a request concerns: those that hold its subject (every configured site
+    when none does: the search that opened it looked at all of them)."""
+    sites = sorted({h["site"] for h in req["subject"]["holdings"]})
+    return sites or [s.id for s in config.sites]
+
+
+def may_see(access: Access, req: Mapping[str, Any], config: Config) -> bool:
+    """Whether ``rights:read`` lets the caller see a request (``list`` leaves out the rest)."""
+    return all(
+        access.missing("rights:read", site=site) is None for site in concerned_sites(config, req)
+    )
+
+
+def authorize_request(
+    vault: Domicile, access: Access, operation: str, req: Mapping[str, Any]
+) -> None:
+    """The check of a step on one request, through ``Domicile.authorize`` (so each refusal
+    is audited where the request arrived): the operation; the scope of every site the
+    request concerns (a request about a subject at a site the caller may not act at
+    answers as a missing one does, so the caller learns nothing of it); and, for
+    ``rights:write``, the purpose of the request's kind (``purpose:subject_access``, ...)."""
+    vault.authorize(access, operation)
+    for site in concerned_sites(vault.config, req):
+        try:
+            vault.authorize(access, operation, site=site, hide=True)
+        except NotFound:
+            raise NotFound("no request of that id", hint="see `domicile rights list`") from None
+    if operation == "rights:write":
+        vault.authorize(access, operation, purpose=PURPOSE[req["kind"]])
+
+
 # --- the request's life -------------------------------------------------------------------
 
 
@@ -237,6 +275,10 @@ def open_request(
     access = access or vault.operator
     vault.authorize(access, "rights:write")
     _choice(kind, KINDS, "request kind")
+    # The search looks at every site: only a caller that may act at every site opens one.
+    for site in vault.config.sites:
+        vault.authorize(access, "rights:write", site=site.id)
+    vault.authorize(access, "rights:write", purpose=PURPOSE[kind])
     _choice(via, CHANNELS, "channel (--via)")
     _choice(verified_how, VERIFIED_HOW, "way of checking the identity (--verified-how)")
     if not _STAFF.match(checked_by or ""):
@@ -296,6 +338,7 @@ def changing(vault: Domicile, request_id: str, access: Access) -> Iterator[dict[
         req = all_requests.get(request_id)
         if req is None:
             raise NotFound("no request of that id", hint="see `domicile rights list`")
+        authorize_request(vault, access, "rights:write", req)
         if req["status"] == "closed":
             raise Conflict("the request is closed", hint="open a new request")
         yield req
@@ -405,13 +448,19 @@ def list_requests(
     due_before: str | dt.date | None = None,
     status: str | None = None,
     today: dt.date | None = None,
+    access: Access | None = None,
 ) -> list[dict[str, Any]]:
-    """Requests on record, by due date; ``status`` may also be ``overdue``."""
+    """Requests on record, by due date; ``status`` may also be ``overdue``. For a caller
+    (``access``), only the requests it may see (``may_see``)."""
     today = today or dt.datetime.now(dt.UTC).date()
     limit = parse_date(due_before, "--due-before") if due_before is not None else None
     if status is not None:
         _choice(status, (*STATUSES, "overdue"), "status (--status)")
-    rows = [summary(r, today) for r in RequestsFile(config).all()]
+    rows = [
+        summary(r, today)
+        for r in RequestsFile(config).all()
+        if access is None or may_see(access, r, config)
+    ]
     if status == "overdue":
         rows = [r for r in rows if r["overdue"]]
     elif status is not None:
@@ -421,7 +470,19 @@ def list_requests(
     return sorted(rows, key=lambda r: (r["due"] or "9999", r["id"]))
 
 
-def show(config: Config, request_id: str, *, today: dt.date | None = None) -> dict[str, Any]:
+def show(
+    config: Config,
+    request_id: str,
+    *,
+    today: dt.date | None = None,
+    vault: Domicile | None = None,
+    access: Access | None = None,
+) -> dict[str, Any]:
+    """One request. For a caller (``access``, with the ``vault`` that audits a refusal),
+    checked by ``authorize_request``: one it may not see answers as a missing one."""
     req = RequestsFile(config).get(request_id)
+    if access is not None:
+        assert vault is not None, "a caller's refusal is audited by the vault"
+        authorize_request(vault, access, "rights:read", req)
     req["overdue"] = summary(req, today or dt.datetime.now(dt.UTC).date())["overdue"]
     return req
