@@ -243,3 +243,34 @@ def test_replication_left_pending_is_reported(world: World) -> None:
     req = open_request(world.vault, "rectification", {"email": JOHN["email"]}, **WHO)
     fulfil(world.vault, req["id"], fields={"full_name": "John Q. Miller"})
     assert Replicator(world.vault).pending() == 0
+
+
+def test_fulfilment_looks_again_for_copies_made_since_the_request_was_opened(
+    world: World,
+) -> None:
+    """Review finding 9: the holdings found at opening were used unchanged at fulfilment,
+    so a copy made after the request was opened was missed (the package did not name it,
+    the request's steps were not audited there)."""
+    token = world.vault.put(
+        "profiles", subject={"citizenship": "US"}, fields=JOHN, purpose="signup"
+    ).token  # its copy for Germany waits in the outbox
+    subject = _subject(world, "us", token)
+    access = open_request(world.vault, "access", {"email": JOHN["email"]}, **WHO)
+    erasure = open_request(world.vault, "erasure", {"email": JOHN["email"]}, **WHO)
+    assert [h["site"] for h in access["subject"]["holdings"]] == ["us"]
+    Replicator(world.vault).run_once(reconcile=False)  # now the copy is in Germany
+    assert len(world.records("de", subject)) == 1
+    world.clock.now += dt.timedelta(hours=1)
+    done, package = fulfil(world.vault, access["id"])
+    assert package is not None
+    assert package["copies_held_at"] == [{"site": "de", "country": "DE", "copies": 1}]
+    assert package["searched_at"] == world.clock.now.isoformat()
+    assert [h["site"] for h in done["subject"]["holdings"]] == ["de", "us"]
+    assert {a["site"] for a in done["history"][-1]["audit"]} == {"de", "us"}
+    done, act = fulfil(world.vault, erasure["id"])
+    assert act is not None
+    assert act["act"]["searched_at"] == world.clock.now.isoformat()
+    assert [h["site"] for h in done["subject"]["holdings"]] == ["de", "us"]
+    assert act["act"]["destroyed"][0]["copies_deleted"] == ["de"]
+    for site in ("ru", "de", "us"):
+        assert world.records(site, subject) == []

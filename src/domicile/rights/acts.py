@@ -56,6 +56,8 @@ def destruction_act(
         "method": METHOD,
         "performed_by": performed_by,
         "performed_at": vault.clock().isoformat(),
+        # When the sites were searched for the subject's records and copies.
+        "searched_at": req["subject"].get("searched_at"),
         "destroyed": [
             {
                 **d,

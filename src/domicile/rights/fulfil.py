@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.errors import Conflict
-from domicile.rights.service import PURPOSE, _event, changing
+from domicile.rights.service import PURPOSE, _event, authorize_request, changing, relocate
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.errors import PolicyRefused
@@ -113,6 +113,11 @@ def _fulfil(
         raise Conflict("`erase` is for withdrawal of consent (erasure requests always erase)")
     if any(h["step"] == "fulfil" for h in req["history"]) and kind in ("erasure",):
         raise Conflict("the request was fulfilled already", hint="close it with its outcome")
+    # Where the subject is now: its ids looked up again at every site (copies made since
+    # the request was opened); the caller must be allowed at every site found.
+    req["subject"]["holdings"] = relocate(vault, req["subject"]["holdings"])
+    req["subject"]["searched_at"] = vault.clock().isoformat()
+    authorize_request(vault, access, "rights:write", req)
     operation = STEP_OPERATION.get(kind if kind != "withdrawal" or erase else "")
     actor = _actor(vault, access, operation or "rights:write")
     if operation is not None:
@@ -172,6 +177,7 @@ def _access(
         "kind": req["kind"],
         "format": "domicile.subject-data.v1",
         "generated_at": vault.clock().isoformat(),
+        "searched_at": req["subject"]["searched_at"],
         "records": out,
         "refused": refused,
         "copies_held_at": copies,

@@ -36,13 +36,16 @@ def access_html(package: Mapping[str, Any]) -> str:
         f" prepared {escape(package['generated_at'])}. Each table is one record, with the"
         " country where it is kept.</p>",
     ]
-    if not package["records"]:
+    refused = package.get("refused") or []
+    if not package["records"] and not refused:
         body.append("<p>We hold no personal data about you.</p>")
     for rec in package["records"]:
         body.append(
             f"<h2>{escape(rec['collection'])}: kept in {escape(rec['country'])}"
             f" (site {escape(rec['site'])})</h2>"
         )
+        if rec.get("masked"):
+            body.append("<p>Shown masked: only the masked form may leave its country.</p>")
         rows = [
             (f"{name} ({rec['categories'].get(name, '')})", value)
             for name, value in sorted(rec["fields"].items())
@@ -54,6 +57,15 @@ def access_html(package: Mapping[str, Any]) -> str:
             body.append(
                 f"<li>{escape(str(c['copies']))} copies at site {escape(c['site'])}"
                 f" ({escape(c['country'])}), of the records above</li>"
+            )
+        body.append("</ul>")
+    if refused:
+        body.append("<h2>Records not included</h2><ul>")
+        for r in refused:
+            body.append(
+                f"<li>a record of {escape(r['collection'])} kept in {escape(r['country'])}"
+                f" (site {escape(r['site'])}): the law did not let it go where this page was"
+                " prepared</li>"
             )
         body.append("</ul>")
     return _page("Your personal data", body)

@@ -160,6 +160,29 @@ def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]
     return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
 
 
+def relocate(vault: Domicile, holdings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The holdings again, for the subject ids a request found, at every site as they are
+    now: copies made since the request was opened are found, records erased since are
+    gone. (A subject's records at a site where it was not found when the request was
+    opened carry another id there: only its identity, which is not kept, finds them.) A
+    site that does not answer stops the step."""
+    subjects = sorted({h["subject"] for h in holdings})
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for site in vault.config.sites:
+        for subject in subjects:
+            try:
+                records = vault.store(site.id).subject_records(subject)
+            except SiteUnavailable:
+                vault._drop(site.id)
+                raise SiteUnavailable(
+                    site.id, "it does not answer",
+                    hint="nothing was done: fulfil the request again once every site answers",
+                ) from None  # fmt: skip
+            if records:
+                found[(site.id, subject)] = _holding(site, subject, records)
+    return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
+
+
 def _holding(site: Any, subject: str, records: list[Any]) -> dict[str, Any]:
     return {
         "site": site.id,
