@@ -139,3 +139,27 @@ def test_a_client_sees_only_requests_about_its_sites(service: Service) -> None: 
         r = service.http.post(f"/v1/rights/{rid}/{step}", json=body, headers=de_w)
         assert r.status_code == 404, (step, r.text)
     assert service.http.get(f"/v1/rights/{rid}", headers=ru).json()["history"][-1]["step"] == "open"
+
+
+def test_the_consoles_requests_page_lists_only_requests_about_the_clients_sites(
+    service: Service,  # noqa: F811
+) -> None:
+    import re
+
+    _anna(service)
+    rid = _request(service)
+    for scopes, shown in ((("rights:read", "site:de"), False), (("rights:read", "site:ru"), True)):
+        client, secret = service.clients.add("officer", list(scopes))
+        service.http.cookies.clear()
+        form = service.http.get("/console/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        r = service.http.post(
+            "/console/signin",
+            data={"csrf": csrf.group(1), "client_id": client.id, "client_secret": secret},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        page = service.http.get("/console/requests")
+        assert page.status_code == 200, page.text
+        assert (rid in page.text) is shown, scopes

@@ -560,7 +560,9 @@ async def requests(request: Request) -> Response:
     def build(who: _Who) -> Response:
         from domicile.rights import list_requests
 
-        rows = list_requests(vault.config, status=status, today=vault.clock().date())
+        rows = list_requests(  # only those about the client's sites, as the API lists them
+            vault.config, status=status, today=vault.clock().date(), access=who.access
+        )
         return render(
             request, "requests.html", who, page="requests", rows=rows, status=status or ""
         )
