@@ -435,3 +435,135 @@ def test_a_head_other_than_the_pinned_one_of_the_same_size_is_a_fork(
     heads["sites"]["ru"]["head"]["root"] = "11" * 32  # no longer signed: the file is bad input
     pinned.write_text(json.dumps(heads))
     assert run("evidence", "verify", str(pack), "--keys", str(pinned))[0] == 2
+
+
+def forge(original: dict[str, bytes], rename: dict[str, str]) -> dict[str, bytes]:
+    """What a forger without the deployment's keys could do: rename sites (``rename``:
+    old id -> new id; a site renamed to "" is dropped with its log and transfers), make a
+    key per site, sign every head and the manifest with them, drop the witness records
+    (they would need the real keys)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from domicile.audit.heads import public_key_text
+    from domicile.evidence.verifier import MANIFEST_TAG, head_message
+
+    contents = dict(original)
+    new = {old: sid for old, sid in rename.items() if sid}
+    forged = {sid: Ed25519PrivateKey.generate() for sid in new.values()}
+    keys = json.loads(contents["keys.json"])
+    keys["sites"] = {
+        new[old]: {**e, "public_key": public_key_text(forged[new[old]].public_key())}
+        for old, e in keys["sites"].items()
+        if old in new
+    }
+    contents["keys.json"] = json.dumps(keys).encode()
+    manifest = json.loads(contents["manifest.json"])
+    for old in rename:
+        path = f"audit/{old}.json"
+        seg = json.loads(contents.pop(path))
+        if old not in new:
+            manifest["members"] = [m for m in manifest["members"] if m["path"] != path]
+            continue
+        sid, key = new[old], forged[new[old]]
+        seg["site"], seg["witnessed"] = sid, []
+        for h in seg["heads"]:
+            h["site"] = sid
+            h["signature"] = key.sign(
+                head_message(sid, h["size"], bytes.fromhex(h["root"]), h["signed_at"])
+            ).hex()
+        contents[f"audit/{sid}.json"] = json.dumps(seg).encode()
+        for m in manifest["members"]:
+            if m["path"] == path:
+                m["path"] = f"audit/{sid}.json"
+    ledger = json.loads(contents["ledger/transfers.json"])
+    for rows in (ledger["entries"], ledger["masked_disclosures"]["entries"]):
+        rows[:] = [r for r in rows if new.get(r["logged_at_site"])]
+        for r in rows:
+            r["logged_at_site"] = new[r["logged_at_site"]]
+    ledger["total"] = len(ledger["entries"])
+    ledger["masked_disclosures"]["total"] = len(ledger["masked_disclosures"]["entries"])
+    contents["ledger/transfers.json"] = json.dumps(ledger).encode()
+    for m in manifest["members"]:
+        m["sha256"] = hashlib.sha256(contents[m["path"]]).hexdigest()
+        m["bytes"] = len(contents[m["path"]])
+    manifest["signed_by"] = sorted(forged)
+    raw = json.dumps(manifest).encode()
+    contents["manifest.json"] = raw
+    contents["manifest.sig"] = json.dumps({
+        "format": "domicile.evidence-signatures/1",
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "signatures": [
+            {"site": s, "signature": k.sign(MANIFEST_TAG + b"\x00" + raw).hex()}
+            for s, k in sorted(forged.items())
+        ],
+    }).encode()  # fmt: skip
+    return contents
+
+
+@pytest.mark.parametrize(
+    "rename",
+    [
+        {"ru": "ru-1", "de": "de-1", "us": "us-1"},  # every site renamed, new keys
+        {"ru": "", "de": "", "us": ""},  # no site at all
+        {"ru": "ru-1", "de": "", "us": ""},  # one renamed, the others dropped
+    ],
+    ids=["renamed", "empty", "dropped"],
+)
+def test_a_pack_of_other_sites_fails_against_pinned_keys(
+    deployment: Path, pack: Path, tmp_path: Path, rename: dict[str, str]
+) -> None:
+    bad = tmp_path / "forged.zip"
+    rezip(bad, forge(members(pack), rename))
+    heads = str(deployment.parent / "heads.json")
+    code, report = verify(bad, "--keys", heads)
+    assert code == 1, report
+    problems = " | ".join(f["problem"] for f in report["failures"])
+    for site in ("ru", "de", "us"):
+        assert f"site {site} of the keys file given is not in the pack" in problems
+    for sid in filter(None, rename.values()):
+        assert f"site {sid} is not in the keys file given" in problems
+    assert run_script(script(pack, tmp_path), bad, "--keys", heads) == (code, report)
+
+
+def test_a_site_left_out_of_the_pack_fails_against_pinned_keys(
+    deployment: Path, pack: Path, tmp_path: Path
+) -> None:
+    """The operator drops the US site (its log and its transfers) and signs with the real
+    keys of the sites left."""
+    original = members(pack)
+    keys = json.loads(original["keys.json"])
+    del keys["sites"]["us"]
+    ledger = json.loads(original["ledger/transfers.json"])
+    ledger["entries"] = [e for e in ledger["entries"] if e["logged_at_site"] != "us"]
+    ledger["total"] = len(ledger["entries"])
+    contents = {**original, "keys.json": json.dumps(keys).encode()}
+    contents["ledger/transfers.json"] = json.dumps(ledger).encode()
+    del contents["audit/us.json"]
+    for site in ("ru", "de"):  # and the US site's records of their heads
+        seg = json.loads(contents[f"audit/{site}.json"])
+        seg["witnessed"] = [w for w in seg["witnessed"] if w["witness"] != "us"]
+        contents[f"audit/{site}.json"] = json.dumps(seg).encode()
+    manifest = json.loads(contents["manifest.json"])
+    manifest["members"] = [m for m in manifest["members"] if m["path"] != "audit/us.json"]
+    manifest["signed_by"] = ["de", "ru"]
+    contents["manifest.json"] = json.dumps(manifest).encode()
+    bad = tmp_path / "no-us.zip"
+    rezip(bad, resign(deployment, contents))
+    code, report = verify(bad, "--keys", str(deployment.parent / "heads.json"))
+    assert code == 1
+    assert {
+        "member": "keys.json",
+        "problem": "site us of the keys file given is not in the pack",
+    } in (report["failures"])
+
+
+def test_a_pack_of_another_deployment_fails_against_pinned_keys(
+    deployment: Path, pack: Path, tmp_path: Path
+) -> None:
+    heads = json.loads((deployment.parent / "heads.json").read_text())
+    heads["environment"] = "another-deployment"
+    pinned = tmp_path / "heads.json"
+    pinned.write_text(json.dumps(heads))
+    code, report = verify(pack, "--keys", str(pinned))
+    assert code == 1
+    assert any("deployment" in f["problem"] for f in report["failures"]), report["failures"]

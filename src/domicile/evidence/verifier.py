@@ -15,9 +15,10 @@ What is checked:
 - ``manifest.json`` is signed (Ed25519, in ``manifest.sig``) by the key of every site the
   pack lists, over ``domicile/evidence-manifest/v1`` 0x00 and the manifest's bytes;
 - every member's SHA-256 and size are the manifest's, and nothing else is in the zip;
-- with ``--keys``, every site key in the pack is the one in a file obtained elsewhere
-  (``domicile audit heads --out``, or a ``keys.json`` of an earlier pack), and a head of
-  that heads file of the same size as one in the pack is the same head (else a fork);
+- with ``--keys``, the sites of the pack are exactly those of a file obtained elsewhere
+  (``domicile audit heads --out``, or a ``keys.json`` of an earlier pack), each with that
+  file's key, and of its deployment; a head of that heads file of the same size as one in
+  the pack is the same head (else a fork);
 - per site (``audit/SITE.json``): every tree head's signature; a consistency proof
   (RFC 9162 2.1.4) between each pair of successive heads; the entries of the period form
   one hash chain; each entry's inclusion proof (RFC 9162 2.1.3) in the closing head; each
@@ -303,6 +304,7 @@ class Pinned:
 
     keys: dict[str, str]
     heads: dict[str, Head] = field(default_factory=dict)
+    deployment: str | None = None  # the deployment id the file names, when it names one
 
 
 def load_pinned(path: Path) -> Pinned:
@@ -322,7 +324,8 @@ def load_pinned(path: Path) -> Pinned:
                 if head.site != site or not head.verifies(parse_key(text)):
                     raise Malformed(f"the head of site {site} is not signed by its key")
                 heads[str(site)] = head
-        return Pinned(keys, heads)
+        named = data.get("deployment", data.get("environment"))
+        return Pinned(keys, heads, str(named) if named else None)
     except FileNotFoundError:
         raise PackUnreadable(f"no keys file at {path}") from None
     except Malformed as exc:
@@ -427,16 +430,33 @@ def _check_keys(
     except (ValueError, KeyError, TypeError) as exc:
         report.fail(name, f"cannot be read ({_why(exc)})")
         return {}
+    if not texts:
+        report.fail(name, "it lists no site: the pack shows no log")
+    deployment = report.info.get("deployment")
+    if data.get("deployment") != deployment:
+        report.fail(name, "its deployment is not the one of the signed manifest")
     trust: dict[str, Any] = {"pinned": [], "unpinned": sorted(texts)}
     if pinned is not None:
+        # The keys file decides which sites there are: each of its sites is in the pack
+        # with the same key, and the pack has no site of its own.
         trust = {"pinned": [], "unpinned": []}
         for site, text in sorted(texts.items()):
             if site not in pinned.keys:
                 trust["unpinned"].append(site)
+                report.fail(
+                    name, f"site {site} is not in the keys file given: its key is not pinned"
+                )
             elif pinned.keys[site] != text:
                 report.fail(name, f"the key of site {site} is not the one in the keys file given")
             else:
                 trust["pinned"].append(site)
+        for site in sorted(set(pinned.keys) - set(texts)):
+            report.fail(name, f"site {site} of the keys file given is not in the pack")
+        if pinned.deployment is not None and pinned.deployment != deployment:
+            report.fail(
+                MANIFEST,
+                f"it is of deployment {deployment}, the keys file given of {pinned.deployment}",
+            )
     report.info["trust"] = (
         "keys pinned by a file obtained apart from the pack"
         if pinned is not None
