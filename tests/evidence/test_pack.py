@@ -567,3 +567,58 @@ def test_a_pack_of_another_deployment_fails_against_pinned_keys(
     code, report = verify(pack, "--keys", str(pinned))
     assert code == 1
     assert any("deployment" in f["problem"] for f in report["failures"]), report["failures"]
+
+
+def test_deeply_nested_json_is_a_failure_not_a_crash(
+    deployment: Path, pack: Path, tmp_path: Path
+) -> None:
+    original = members(pack)
+    nested = b"[" * 200_000 + b"]" * 200_000
+    verify_py = script(pack, tmp_path)
+    cases = {
+        "manifest": {**original, "manifest.json": nested},
+        "changed": {**original, "ledger/transfers.json": nested},  # not what the manifest says
+        "signed": resign(deployment, {**original, "ledger/transfers.json": nested}),
+    }
+    for case, contents in cases.items():
+        bad = tmp_path / f"nested-{case}.zip"
+        rezip(bad, contents)
+        code, report = verify(bad)
+        assert code == 1, (case, report)
+        member = "manifest.json" if case == "manifest" else "ledger/transfers.json"
+        assert member in named(report), (case, report["failures"])
+        assert run_script(verify_py, bad) == (code, report)
+    keys = tmp_path / "nested-keys.json"
+    keys.write_bytes(b'{"sites":' + nested + b"}")
+    code, out, _ = run("evidence", "verify", str(pack), "--keys", str(keys), "--json")
+    assert code == 2
+    assert "nested too deeply" in json.loads(out)["error"]["message"]
+
+
+def test_only_the_members_the_manifest_lists_are_read(
+    pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An added member is named, never read; a member of another size than the listed one
+    is named, not read; and the members together have a size cap."""
+    from domicile.evidence import verifier
+
+    original = members(pack)
+    bad = tmp_path / "extra.zip"
+    rezip(bad, {**original, "extra.bin": bytes(1 << 20), "keys.json": original["keys.json"] + b" "})
+    read: list[str] = []
+    real = zipfile.ZipFile.read
+
+    def spy(self: zipfile.ZipFile, name: Any, pwd: bytes | None = None) -> bytes:
+        read.append(name if isinstance(name, str) else name.filename)
+        return real(self, name, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", spy)
+    code, report = verify(bad)
+    assert code == 1
+    assert {"extra.bin", "keys.json"} <= named(report)
+    assert "extra.bin" not in read
+    assert "keys.json" not in read
+    monkeypatch.setattr(verifier, "MAX_PACK", 4096)
+    code, report = verify(pack)
+    assert code == 1
+    assert any("too big" in f["problem"] for f in report["failures"]), report["failures"]

@@ -184,7 +184,9 @@ KEYS.json: the deployment's public keys as you obtained them apart from this pac
 file from `domicile audit heads --out`, or keys.json of a pack you trust). Without --keys
 the pack is checked against its own keys.json, which shows that it is whole and
 consistent, not who made it. `domicile evidence verify THIS.zip --keys KEYS.json` runs the
-same checks.
+same checks. This verify.py is code the pack's maker chose: compare its SHA-256 with the
+one of src/domicile/evidence/verifier.py in the published source of domicile
+{__version__}, or use an independently installed domicile.
 
 manifest.json        every member's SHA-256, the period, the deployment, domicile's version
 manifest.sig         Ed25519 signatures of the manifest by every site's signing key

@@ -61,6 +61,8 @@ MANIFEST_TAG = b"domicile/evidence-manifest/v1"
 HEAD_TAG = b"domicile/tree-head/v1"
 ENTRY_TAG = b"domicile/audit/v1"
 MAX_MEMBER = 1 << 30  # a member bigger than this is not read (a zip bomb)
+MAX_PACK = 2 << 30  # nor members beyond this much in all
+MAX_MANIFEST = 64 << 20  # nor a manifest or its signatures bigger than this
 WITNESS_PREFIX = '{"action":"witness"'
 
 
@@ -176,6 +178,14 @@ class Malformed(ValueError):
     pass
 
 
+def _load(raw: bytes | str) -> Any:
+    """JSON, where nesting too deep for the parser is one more way to be malformed."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise Malformed("it is nested too deeply to be read") from None
+
+
 def _hex(value: Any, size: int | None = 32) -> bytes:
     if not isinstance(value, str):
         raise Malformed("a hash is not a hex string")
@@ -271,30 +281,65 @@ class Head:
 # --- the pack --------------------------------------------------------------------------
 
 
-def read_members(path: Path) -> dict[str, bytes | str]:
-    """Every member of the zip: its bytes, or why they cannot be read (a string)."""
+def _open(path: Path) -> zipfile.ZipFile:
     try:
-        zf = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise PackUnreadable(f"no file at {path}") from None
     except (OSError, zipfile.BadZipFile):
         raise PackUnreadable(f"{path} is not a zip file (an evidence pack is one)") from None
+
+
+def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | str:
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
+        return "cannot be read from the zip: its stored bytes were changed"
+
+
+def read_manifest(zf: zipfile.ZipFile, path: Path) -> tuple[bytes | str, bytes | str | None]:
+    """The manifest and its signatures, read before anything else: the manifest says which
+    other members to read at all."""
     out: dict[str, bytes | str] = {}
-    with zf:
-        for info in zf.infolist():
-            if info.filename in out:
-                out[info.filename] = "appears twice in the zip"
-                continue
-            if info.file_size > MAX_MEMBER:
-                out[info.filename] = "is too big to be a member of an evidence pack"
-                continue
-            try:
-                out[info.filename] = zf.read(info)
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError):
-                out[info.filename] = "cannot be read from the zip: its stored bytes were changed"
+    for info in zf.infolist():
+        if info.filename not in (MANIFEST, SIGNATURES):
+            continue
+        if info.filename in out:
+            out[info.filename] = "appears twice in the zip"
+        elif info.file_size > MAX_MANIFEST:
+            out[info.filename] = "is too big to be a member of an evidence pack"
+        else:
+            out[info.filename] = _read(zf, info)
     if MANIFEST not in out:
         raise PackUnreadable(f"{path} has no {MANIFEST}: it is not a domicile evidence pack")
-    return out
+    return out[MANIFEST], out.get(SIGNATURES)
+
+
+def read_members(
+    zf: zipfile.ZipFile, sizes: dict[str, int]
+) -> tuple[dict[str, bytes | str], list[str]]:
+    """The members the manifest lists (``sizes``: path -> size): their bytes, or why they
+    were not read (a string): a size other than the listed one, too big, twice in the zip,
+    unreadable. Members it does not list are never read, only named (second value)."""
+    out: dict[str, bytes | str] = {}
+    added: list[str] = []
+    total = 0
+    for info in zf.infolist():
+        name = info.filename
+        if name in (MANIFEST, SIGNATURES):
+            continue
+        if name not in sizes:
+            added.append(name)
+        elif name in out:
+            out[name] = "appears twice in the zip"
+        elif info.file_size != sizes[name]:
+            out[name] = "its size is not the one in the signed manifest: it was changed"
+        elif info.file_size > MAX_MEMBER or total + info.file_size > MAX_PACK:
+            out[name] = "is too big to be a member of an evidence pack"
+        else:
+            total += info.file_size
+            out[name] = _read(zf, info)
+    return out, sorted(set(added))
 
 
 @dataclass(frozen=True)
@@ -312,7 +357,7 @@ def load_pinned(path: Path) -> Pinned:
     heads --out``, whose heads are compared too) or a pack's ``keys.json``; both map
     ``sites`` to ``public_key``."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _load(path.read_text(encoding="utf-8"))
         sites = _obj(_obj(data, "the keys file")["sites"], "sites")
         keys, heads = {}, {}
         for site, entry in sites.items():
@@ -341,29 +386,34 @@ def check_pack(path: str | Path, pinned: Pinned | None = None) -> Report:
     """Every check of the pack at ``path``; ``pinned``: site keys obtained elsewhere."""
     p = Path(path)
     report = Report(str(path))
-    members = read_members(p)
-    raw_manifest = members[MANIFEST]
-    if isinstance(raw_manifest, str):
-        report.fail(MANIFEST, raw_manifest)
-        return report
-    try:
-        manifest = _obj(json.loads(raw_manifest), MANIFEST)
-        if manifest.get("format") != PACK_FORMAT:
-            raise Malformed(f"its format is not {PACK_FORMAT}")
-        listed = _list(manifest["members"], "members")
-        hashes = {
-            str(_obj(m, "a member")["path"]): (str(m["sha256"]), _int(m["bytes"]), str(m["kind"]))
-            for m in listed
-        }
-        if len(hashes) != len(listed):
-            raise Malformed("it lists a member twice")
-        signers = [str(s) for s in _list(manifest["signed_by"], "signed_by")]
-        period = _obj(manifest["period"], "period")
-        since = dt.date.fromisoformat(str(period["since"]))
-        until = dt.date.fromisoformat(str(period["until"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        report.fail(MANIFEST, f"cannot be read ({_why(exc)}): it was changed")
-        return report
+    with _open(p) as zf:
+        raw_manifest, raw_signatures = read_manifest(zf, p)
+        if isinstance(raw_manifest, str):
+            report.fail(MANIFEST, raw_manifest)
+            return report
+        try:
+            manifest = _obj(_load(raw_manifest), MANIFEST)
+            if manifest.get("format") != PACK_FORMAT:
+                raise Malformed(f"its format is not {PACK_FORMAT}")
+            listed = _list(manifest["members"], "members")
+            hashes = {
+                str(_obj(m, "a member")["path"]): (
+                    str(m["sha256"]),
+                    _int(m["bytes"]),
+                    str(m["kind"]),
+                )
+                for m in listed
+            }
+            if len(hashes) != len(listed):
+                raise Malformed("it lists a member twice")
+            signers = [str(s) for s in _list(manifest["signed_by"], "signed_by")]
+            period = _obj(manifest["period"], "period")
+            since = dt.date.fromisoformat(str(period["since"]))
+            until = dt.date.fromisoformat(str(period["until"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            report.fail(MANIFEST, f"cannot be read ({_why(exc)}): it was changed")
+            return report
+        members, added = read_members(zf, {n: size for n, (_d, size, _k) in hashes.items()})
     report.info = {
         "deployment": manifest.get("deployment"),
         "domicile_version": manifest.get("domicile_version"),
@@ -372,7 +422,8 @@ def check_pack(path: str | Path, pinned: Pinned | None = None) -> Report:
         "members": len(hashes),
     }
 
-    # Every member is what the manifest says, and nothing else is in the pack.
+    # Every member is what the manifest says, and nothing else is in the pack. A member
+    # that is not is named and not read further: its bytes are not the signed ones.
     content: dict[str, bytes] = {}
     for name, (digest, size, _kind) in sorted(hashes.items()):
         got = members.get(name)
@@ -382,15 +433,14 @@ def check_pack(path: str | Path, pinned: Pinned | None = None) -> Report:
             report.fail(name, got)
         elif hashlib.sha256(got).hexdigest() != digest or len(got) != size:
             report.fail(name, "its SHA-256 is not the one in the signed manifest: it was changed")
-            content[name] = got  # still checked below, to say more
         else:
             content[name] = got
-    for name in sorted(set(members) - set(hashes) - {MANIFEST, SIGNATURES}):
+    for name in added:
         report.fail(name, "is in the pack but not in the manifest (added)")
 
     kinds = {name: kind for name, (_d, _s, kind) in hashes.items()}
     keys = _check_keys(report, content, kinds, pinned)
-    _check_signatures(report, members.get(SIGNATURES), raw_manifest, signers, keys)
+    _check_signatures(report, raw_signatures, raw_manifest, signers, keys)
     segments = _check_segments(report, content, kinds, keys, since, until)
     if pinned is not None:
         _check_pinned_heads(report, segments, pinned)
@@ -419,7 +469,7 @@ def _check_keys(
         return keys
     name = names[0]
     try:
-        data = _obj(json.loads(content[name]), name)
+        data = _obj(_load(content[name]), name)
         if data.get("format") != KEYS_FORMAT:
             raise Malformed(f"its format is not {KEYS_FORMAT}")
         texts = {
@@ -482,7 +532,7 @@ def _check_signatures(
         report.fail(SIGNATURES, raw)
         return
     try:
-        data = _obj(json.loads(raw), SIGNATURES)
+        data = _obj(_load(raw), SIGNATURES)
         if data.get("format") != SIGNATURES_FORMAT:
             raise Malformed(f"its format is not {SIGNATURES_FORMAT}")
         signed = _hex(data["manifest_sha256"])
@@ -561,7 +611,7 @@ def _check_segment(
     since: dt.date,
     until: dt.date,
 ) -> Segment | None:
-    data = _obj(json.loads(raw), name)
+    data = _obj(_load(raw), name)
     if data.get("format") != SEGMENT_FORMAT:
         raise Malformed(f"its format is not {SEGMENT_FORMAT}")
     site = str(data["site"])
@@ -631,7 +681,7 @@ def _check_segment(
                     "(its inclusion proof fails: the entry or the proof was changed)",
                 )
         try:
-            seg.entries[seq] = _obj(json.loads(payload), "a payload")
+            seg.entries[seq] = _obj(_load(payload), "a payload")
         except ValueError:
             report.fail(name, f"entry {seq} does not hold a JSON payload")
     newest = heads[-1] if heads else None
@@ -740,7 +790,7 @@ def _check_witnesses(
                         f"in {witness}'s signed log",
                     )
                     continue
-                recorded = json.loads(payload)
+                recorded = _load(payload)
                 detail = recorded.get("detail", {}) if isinstance(recorded, dict) else {}
                 if (
                     not payload.startswith(WITNESS_PREFIX)
@@ -792,7 +842,7 @@ def _check_ledger(
         return
     name = names[0]
     try:
-        data = _obj(json.loads(content[name]), name)
+        data = _obj(_load(content[name]), name)
         if data.get("format") != LEDGER_FORMAT:
             raise Malformed(f"its format is not {LEDGER_FORMAT}")
         listed = _list(data["entries"], "entries")
