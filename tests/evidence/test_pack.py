@@ -255,7 +255,8 @@ def test_even_the_signer_cannot_leave_a_transfer_out_or_change_an_entry(
     problems = [f["problem"] for f in report["failures"] if f["member"] == "ledger/transfers.json"]
     assert problems == [
         f"entry {dropped['seq']} of site {dropped['logged_at_site']} is a transfer of the "
-        "period it does not list"
+        "period it does not list",
+        "its totals are not those of the transfers of the proven logs",  # per destination
     ]
     ru = json.loads(original["audit/ru.json"])
     entry = next(e for e in ru["entries"] if '"action":"transfer"' in e["payload"])
@@ -622,3 +623,37 @@ def test_only_the_members_the_manifest_lists_are_read(
     code, report = verify(pack)
     assert code == 1
     assert any("too big" in f["problem"] for f in report["failures"]), report["failures"]
+
+
+LEDGER_EDITS = {
+    "kind": lambda d: d["entries"][0].update(kind="replica"),
+    "from_country": lambda d: d["entries"][0].update(from_country="DE"),
+    "routes": lambda d: d["entries"][0].update(routes=["adequacy"]),
+    "bases": lambda d: d["entries"][0].update(bases=["consent"]),
+    "rules": lambda d: d["entries"][0].update(rules=["ru.none"]),
+    "filings": lambda d: d["entries"][0].update(filings=[]),
+    "purpose": lambda d: d["entries"][0].update(purpose="security"),
+    "categories": lambda d: d["entries"][0].update(categories=[]),
+    "added field": lambda d: d["entries"][0].update(note="approved"),
+    "masks": lambda d: d["masked_disclosures"]["entries"][0].update(masks={}),
+    "by destination": lambda d: d["by_destination"]["US"].update(transfers=1, subjects=1),
+    "masked totals": lambda d: d["masked_disclosures"].update(by_destination={}),
+    "period": lambda d: d["period"].update(since="2020-01-01"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(LEDGER_EDITS))
+def test_even_the_signer_cannot_change_a_field_of_the_ledger(
+    deployment: Path, pack: Path, tmp_path: Path, edit: str
+) -> None:
+    original = members(pack)
+    ledger = json.loads(original["ledger/transfers.json"])
+    before = json.dumps(ledger, sort_keys=True)
+    LEDGER_EDITS[edit](ledger)
+    assert json.dumps(ledger, sort_keys=True) != before
+    bad = tmp_path / "edited-ledger.zip"
+    contents = {**original, "ledger/transfers.json": json.dumps(ledger).encode()}
+    rezip(bad, resign(deployment, contents))
+    code, report = verify(bad)
+    assert code == 1, edit
+    assert named(report) == {"ledger/transfers.json"}, report["failures"]

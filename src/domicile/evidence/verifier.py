@@ -24,7 +24,8 @@ What is checked:
   one hash chain; each entry's inclusion proof (RFC 9162 2.1.3) in the closing head; each
   witness's record of a head, proved in the witness's own signed log;
 - the transfer ledger (``ledger/transfers.json``): each transfer and masked disclosure
-  it lists is that entry of a site's proven log, and every one of the period is listed.
+  it lists is, field for field, the row that entry of a site's proven log makes; every one
+  of the period is listed; its totals are those the entries make.
 
 Members of other kinds (reports) are covered by their hash in the signed manifest.
 """
@@ -815,15 +816,99 @@ def _check_witnesses(
                 summary["witnessed_head"] = {"size": biggest, "by": sorted(by[biggest])}
 
 
-def _is_masked(entry: dict[str, Any]) -> bool:
+def _detail(entry: dict[str, Any]) -> dict[str, Any]:
+    detail = entry.get("detail")
+    return detail if isinstance(detail, dict) else {}
+
+
+def is_masked(entry: dict[str, Any]) -> bool:
+    """A masked disclosure: its own kind, or (written before it had one) a transfer
+    marked masked."""
     if entry.get("action") == "disclose_masked":
         return True
-    detail = entry.get("detail")
-    return (
-        entry.get("action") == "transfer"
-        and isinstance(detail, dict)
-        and bool(detail.get("masked"))
-    )
+    return entry.get("action") == "transfer" and bool(_detail(entry).get("masked"))
+
+
+# The transfer ledger's rows and totals, made from log entries: ``domicile transfers``
+# lists them so, and the verifier rebuilds them from the proven entries to compare whole.
+
+
+def transfer_row(site: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """A transfer's row of the ledger (without its record token)."""
+    detail = _detail(entry)
+    return {
+        "at": entry.get("at"),
+        "logged_at_site": site,
+        "seq": seq,
+        "kind": detail.get("kind", "access"),
+        "from_country": detail.get("from_country"),
+        "to_country": detail.get("to_country", "?"),
+        "record": entry.get("record"),
+        "categories": entry.get("categories", []),
+        "routes": detail.get("routes", []),
+        "rules": entry.get("rules", []),
+        "bases": detail.get("bases", []),
+        "filings": detail.get("filings", []),
+        "purpose": entry.get("purpose"),
+        "requester": entry.get("requester"),
+        "client": entry.get("client"),
+    }
+
+
+def masked_row(site: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """A masked disclosure's row of the ledger (without its record token)."""
+    detail = _detail(entry)
+    return {
+        "at": entry.get("at"),
+        "logged_at_site": site,
+        "seq": seq,
+        "from_country": detail.get("from_country"),
+        "to_country": detail.get("to_country"),
+        "record": entry.get("record"),
+        "fields": entry.get("fields", []),
+        "masks": detail.get("masks", {}),
+        "withheld": detail.get("withheld", []),
+        "rules": entry.get("rules", []),
+        "purpose": entry.get("purpose"),
+        "requester": entry.get("requester"),
+        "client": entry.get("client"),
+    }
+
+
+def ledger_totals(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ledger's totals over log entries of transfers and masked disclosures: per
+    destination, transfers, distinct subjects, kinds, routes and filings relied on;
+    masked disclosures counted apart."""
+    total, masked_total = 0, 0
+    by: dict[str, dict[str, Any]] = {}
+    masked_by: dict[str, int] = {}
+    subjects: dict[str, set[str]] = {}
+    for entry in entries:
+        detail = _detail(entry)
+        dest = detail.get("to_country", "?")
+        if is_masked(entry):
+            masked_total += 1
+            masked_by[dest] = masked_by.get(dest, 0) + 1
+            continue
+        total += 1
+        agg = by.setdefault(
+            dest, {"transfers": 0, "subjects": 0, "kinds": {}, "routes": {}, "filings": []}
+        )
+        agg["transfers"] += 1
+        kind = detail.get("kind", "access")
+        agg["kinds"][kind] = agg["kinds"].get(kind, 0) + 1
+        for route in detail.get("routes", []):
+            agg["routes"][route] = agg["routes"].get(route, 0) + 1
+        agg["filings"] = sorted(set(agg["filings"]) | set(detail.get("filings", [])))
+        if entry.get("subject"):
+            subjects.setdefault(dest, set()).add(entry["subject"])
+    for dest, agg in by.items():
+        agg["subjects"] = len(subjects.get(dest, ()))
+    return {
+        "total": total,
+        "by_destination": by,
+        "masked_disclosures": {"total": masked_total, "by_destination": masked_by},
+    }
 
 
 def _check_ledger(
@@ -834,8 +919,9 @@ def _check_ledger(
     since: dt.date,
     until: dt.date,
 ) -> None:
-    """The ledger lists exactly the transfers (and masked disclosures) of the period that
-    the proven segments hold, each as its entry says."""
+    """The ledger is exactly what the proven segments' transfers (and masked disclosures)
+    of the period make: every row rebuilt from its entry and compared whole, and the
+    totals recounted from the entries."""
     names = _member(content, kinds, "ledger")
     if not names:
         report.fail("ledger/transfers.json", "the pack has no readable transfer ledger")
@@ -846,36 +932,33 @@ def _check_ledger(
         if data.get("format") != LEDGER_FORMAT:
             raise Malformed(f"its format is not {LEDGER_FORMAT}")
         listed = _list(data["entries"], "entries")
-        masked = _list(_obj(data["masked_disclosures"], "masked_disclosures")["entries"], "entries")
-        total = _int(data["total"])
-        masked_total = _int(data["masked_disclosures"]["total"])
+        masked_part = _obj(data["masked_disclosures"], "masked_disclosures")
+        masked = _list(masked_part["entries"], "entries")
     except (ValueError, KeyError, TypeError) as exc:
         report.fail(name, f"cannot be read ({_why(exc)})")
         return
-    expected: dict[tuple[str, int], bool] = {}  # (site, seq) -> masked
+    expected: dict[tuple[str, int], dict[str, Any]] = {}  # (site, seq) -> its entry
     for site, seg in segments.items():
         for seq, entry in seg.entries.items():
             if entry.get("action") in ("transfer", "disclose_masked"):
                 try:
                     if since <= _day(entry.get("at")) <= until:
-                        expected[(site, seq)] = _is_masked(entry)
+                        expected[(site, seq)] = entry
                 except Malformed:
                     continue
     seen: set[tuple[str, int]] = set()
-    for is_masked, rows in ((False, listed), (True, masked)):
+    for masked_rows, rows in ((False, listed), (True, masked)):
         for raw in rows:
             try:
                 row = _obj(raw, "a ledger entry")
                 where = (str(row["logged_at_site"]), _int(row["seq"]))
-                got = segments[where[0]].entries.get(where[1]) if where[0] in segments else None
-                entry = got or {}
-                detail = entry.get("detail", {})
+                got = expected.get(where)
+                make = masked_row if masked_rows else transfer_row
                 if (
                     got is None
-                    or expected.get(where) is not is_masked
-                    or row.get("at") != entry.get("at")
-                    or row.get("record") != entry.get("record")
-                    or row.get("to_country") != detail.get("to_country")
+                    or is_masked(got) is not masked_rows
+                    or where in seen
+                    or row != make(where[0], where[1], got)
                 ):
                     report.fail(
                         name,
@@ -892,8 +975,19 @@ def _check_ledger(
         )
     if len(missing) > 20:
         report.fail(name, f"and {len(missing) - 20} more transfers of the period it does not list")
-    if total != len(listed) or masked_total != len(masked):
-        report.fail(name, "its totals do not count its entries")
+    totals = ledger_totals([expected[k] for k in sorted(expected)])
+    stated = {
+        "total": data.get("total"),
+        "by_destination": data.get("by_destination"),
+        "masked_disclosures": {k: v for k, v in masked_part.items() if k != "entries"},
+    }
+    if stated != totals:
+        report.fail(name, "its totals are not those of the transfers of the proven logs")
+    if data.get("period") != report.info.get("period"):
+        report.fail(name, "its period is not the one of the signed manifest")
+    extra = sorted(set(data) - {"format", "period", *stated, "entries"})
+    if extra:
+        report.fail(name, f"it holds what no log entry shows: {', '.join(extra)}")
     report.info["ledger"] = {"transfers": len(listed), "masked_disclosures": len(masked)}
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from domicile.evidence.verifier import is_masked, ledger_totals, masked_row, transfer_row
 from domicile.stores.base import SiteUnavailable
 from domicile.vault.service import Domicile
 
@@ -47,12 +47,6 @@ class TransferSummary:
         }
 
 
-def _is_masked(entry: dict[str, Any]) -> bool:
-    if entry.get("action") == "disclose_masked":
-        return True
-    return entry.get("action") == "transfer" and bool(entry.get("detail", {}).get("masked"))
-
-
 def summarize(
     vault: Domicile,
     *,
@@ -69,7 +63,7 @@ def summarize(
     days (UTC), both included; ``upto``: per site, the last entry to read (an evidence
     pack's ledger ends where its proven audit segments end)."""
     out = TransferSummary(masked_entries=[] if masked else None)
-    subjects: dict[str, set[str]] = defaultdict(set)
+    found: list[dict[str, Any]] = []  # the entries the totals count
     for site in vault.config.sites:
         try:
             rows = list(vault.store(site.id).audit())
@@ -84,62 +78,35 @@ def summarize(
             entry = json.loads(row.payload)
             if entry.get("action") not in ("transfer", "disclose_masked"):
                 continue
-            detail = entry.get("detail", {})
-            dest = detail.get("to_country", "?")
-            if to_country and dest != to_country:
+            if to_country and entry.get("detail", {}).get("to_country", "?") != to_country:
                 continue
             if (since or until) and not _within(entry["at"], since, until):
                 continue
-            if _is_masked(entry):
-                out.masked_total += 1
-                out.masked_by_destination[dest] = out.masked_by_destination.get(dest, 0) + 1
+            found.append(entry)
+            if is_masked(entry):
                 if out.masked_entries is not None and len(out.masked_entries) < limit:
-                    out.masked_entries.append(_masked_entry(vault, site.id, row.seq, entry))
-                continue
-            out.total += 1
-            agg = out.by_destination.setdefault(
-                dest, {"transfers": 0, "subjects": 0, "kinds": {}, "routes": {}, "filings": []}
-            )
-            agg["transfers"] += 1
-            kind = detail.get("kind", "access")
-            agg["kinds"][kind] = agg["kinds"].get(kind, 0) + 1
-            for route in detail.get("routes", []):
-                agg["routes"][route] = agg["routes"].get(route, 0) + 1
-            agg["filings"] = sorted(set(agg["filings"]) | set(detail.get("filings", [])))
-            if entry.get("subject"):
-                subjects[dest].add(entry["subject"])
-            if len(out.entries) < limit:
-                out.entries.append(
-                    {
-                        "at": entry["at"],
-                        "logged_at_site": site.id,
-                        "seq": row.seq,
-                        "kind": kind,
-                        "from_country": detail.get("from_country"),
-                        "to_country": dest,
-                        "record": entry.get("record"),
-                        "token": vault.tokens.issue(
-                            entry.get("requester", site.id) if kind == "replica" else site.id,
-                            entry["record"],
-                        )
-                        if entry.get("record")
-                        else None,
-                        "categories": entry.get("categories", []),
-                        "routes": detail.get("routes", []),
-                        "rules": entry.get("rules", []),
-                        "bases": detail.get("bases", []),
-                        "filings": detail.get("filings", []),
-                        "purpose": entry.get("purpose"),
-                        "requester": entry.get("requester"),
-                        "client": entry.get("client"),
-                    }
+                    listed = masked_row(site.id, row.seq, entry)
+                    listed["token"] = _token(vault, site.id, entry)
+                    out.masked_entries.append(listed)
+            elif len(out.entries) < limit:
+                listed = transfer_row(site.id, row.seq, entry)
+                requester = entry.get("requester", site.id)
+                listed["token"] = _token(
+                    vault, requester if listed["kind"] == "replica" else site.id, entry
                 )
-    for dest, agg in out.by_destination.items():
-        agg["subjects"] = len(subjects[dest])
+                out.entries.append(listed)
+    totals = ledger_totals(found)
+    out.total, out.by_destination = totals["total"], totals["by_destination"]
+    out.masked_total = totals["masked_disclosures"]["total"]
+    out.masked_by_destination = totals["masked_disclosures"]["by_destination"]
     out.entries.sort(key=lambda e: e["at"])
     if out.masked_entries is not None:
         out.masked_entries.sort(key=lambda e: e["at"])
     return out
+
+
+def _token(vault: Domicile, site_id: str, entry: dict[str, Any]) -> str | None:
+    return vault.tokens.issue(site_id, entry["record"]) if entry.get("record") else None
 
 
 def _within(at: str, since: dt.date | None, until: dt.date | None) -> bool:
@@ -147,23 +114,3 @@ def _within(at: str, since: dt.date | None, until: dt.date | None) -> bool:
     moment = dt.datetime.fromisoformat(at)
     day = (moment.astimezone(dt.UTC) if moment.tzinfo else moment).date()
     return (since is None or day >= since) and (until is None or day <= until)
-
-
-def _masked_entry(vault: Domicile, site_id: str, seq: int, entry: dict[str, Any]) -> dict[str, Any]:
-    detail = entry.get("detail", {})
-    return {
-        "at": entry["at"],
-        "logged_at_site": site_id,
-        "seq": seq,
-        "from_country": detail.get("from_country"),
-        "to_country": detail.get("to_country"),
-        "record": entry.get("record"),
-        "token": vault.tokens.issue(site_id, entry["record"]) if entry.get("record") else None,
-        "fields": entry.get("fields", []),
-        "masks": detail.get("masks", {}),
-        "withheld": detail.get("withheld", []),
-        "rules": entry.get("rules", []),
-        "purpose": entry.get("purpose"),
-        "requester": entry.get("requester"),
-        "client": entry.get("client"),
-    }
