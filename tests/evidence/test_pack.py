@@ -657,3 +657,65 @@ def test_even_the_signer_cannot_change_a_field_of_the_ledger(
     code, report = verify(bad)
     assert code == 1, edit
     assert named(report) == {"ledger/transfers.json"}, report["failures"]
+
+
+@pytest.fixture
+def own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A deployment of its own, for tests that need a log of a particular shape."""
+    folder = tmp_path / "own"
+    assert run("init", str(folder))[0] == 0
+    monkeypatch.setenv("DOMICILE_CONFIG", str(folder / "domicile.yaml"))
+    return folder
+
+
+def test_an_entry_with_a_skewed_time_cannot_hide_a_cut(own: Path, tmp_path: Path) -> None:
+    """Entries whose own times are out of order (a clock set back): the signer ships the
+    log from such an entry on, leaving out the entries of the period before it."""
+    put("anna")
+    vault = Domicile.open(own / "domicile.yaml")
+    try:
+        vault.clock = lambda: dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # type: ignore[method-assign]
+        vault.put(
+            "profiles", subject={"citizenship": "RU"}, fields={"full_name": "X Y"}, purpose="signup"
+        )
+    finally:
+        vault.close(checkpoint=False)
+    assert run("audit", "witness")[0] == 0
+    out = tmp_path / "p.zip"
+    assert run("evidence", "export", "--since", UNTIL, str(out))[0] == 0
+    assert verify(out)[0] == 0
+    original = members(out)
+    ru = json.loads(original["audit/ru.json"])
+    skewed = next(i for i, e in enumerate(ru["entries"]) if '"at":"2020-' in e["payload"])
+    assert skewed > 0
+    ru["entries"] = ru["entries"][skewed:]
+    bad = tmp_path / "cut.zip"
+    rezip(bad, resign(own, {**original, "audit/ru.json": json.dumps(ru).encode()}))
+    code, report = verify(bad)
+    assert code == 1
+    assert any(
+        f["member"] == "audit/ru.json"
+        and "the start of the period may have been cut" in f["problem"]
+        for f in report["failures"]
+    ), report["failures"]
+
+
+def test_a_pinned_head_older_than_the_pack_is_compared_or_fails(own: Path, tmp_path: Path) -> None:
+    put("anna")
+    assert run("audit", "witness")[0] == 0
+    held = tmp_path / "held.json"
+    assert run("audit", "heads", "--out", str(held))[0] == 0
+    put("boris")
+    assert run("audit", "witness")[0] == 0
+    later = (TODAY + dt.timedelta(days=1)).isoformat()  # every head is before this period
+    out = tmp_path / "p.zip"
+    assert run("evidence", "export", "--since", later, "--until", later, str(out))[0] == 0
+    code, report = verify(out, "--keys", str(held))
+    assert code == 1
+    assert any("cannot be compared" in f["problem"] for f in report["failures"]), report
+    out = tmp_path / "q.zip"
+    args = ("--since", later, "--until", later, "--pinned", str(held), str(out))
+    assert run("evidence", "export", *args)[0] == 0
+    code, report = verify(out, "--keys", str(held))
+    assert code == 0, report["failures"]
+    assert all("matches_pinned_head" in s for s in report["sites"].values())

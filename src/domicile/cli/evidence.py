@@ -25,6 +25,12 @@ def export(
     until: str | None = typer.Option(
         None, "--until", help="YYYY-MM-DD: the period's last day (UTC; default today)."
     ),
+    pinned: str | None = typer.Option(
+        None,
+        "--pinned",
+        help="A heads file the inspector holds (`audit heads --out`): the pack ships this "
+        "deployment's head of each size it names, so `verify --keys` can compare them.",
+    ),
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -47,7 +53,7 @@ def export(
             )
     with vault(config, as_json, read_only=True) as d, errors(as_json):
         if as_json or not err_console.is_terminal:
-            result = export_pack(d, out, since=first, until=last)
+            result = export_pack(d, out, since=first, until=last, pinned=pinned)
         else:
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), console=err_console,
@@ -58,7 +64,7 @@ def export(
                 def tell(step: str) -> None:
                     progress.update(task, description=f"evidence pack: {step}")
 
-                result = export_pack(d, out, since=first, until=last, tell=tell)
+                result = export_pack(d, out, since=first, until=last, tell=tell, pinned=pinned)
     if as_json:
         emit_json(result)
         return

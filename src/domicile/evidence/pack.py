@@ -61,6 +61,7 @@ class Export:
     exported_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     summary: dict[str, Any] = field(default_factory=dict)  # per site, for the command
     proven_upto: dict[str, int] = field(default_factory=dict)  # per site: the last entry shipped
+    pinned: dict[str, set[int]] = field(default_factory=dict)  # per site: head sizes to ship
 
     @property
     def period(self) -> dict[str, str]:
@@ -122,7 +123,7 @@ def audit_members(ex: Export) -> list[Member]:
     out = []
     for sid, store in stores.items():
         chosen, closing, entries, left_out = _choose_heads(
-            heads[sid], _period_entries(store, ex.since, ex.until), ex.since, ex.until
+            heads[sid], store, ex.since, ex.until, ex.pinned.get(sid, set())
         )
         ex.proven_upto[sid] = entries[-1].seq if entries else 0
         tree = trees[sid]
@@ -237,9 +238,12 @@ def export_pack(
     since: dt.date,
     until: dt.date,
     tell: Callable[[str], None] | None = None,
+    pinned: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the evidence pack of ``since``..``until`` (both days included, UTC) to
-    ``out``, a new file; read-only towards the deployment. Returns what was written."""
+    ``out``, a new file; read-only towards the deployment. ``pinned``: a heads file an
+    inspector holds; the pack then ships the deployment's own head of each size it names,
+    proved consistent with the others. Returns what was written."""
     if since > until:
         raise BadInput("--since is after --until", hint="the period runs from --since to --until")
     target = Path(out)
@@ -250,6 +254,14 @@ def export_pack(
     if not target.parent.is_dir():
         raise BadInput(f"there is no folder {target.parent} to write {target.name} in")
     ex = Export(vault, since, until)
+    if pinned is not None:
+        try:
+            held = verifier.load_pinned(Path(pinned))
+        except verifier.PackUnreadable as exc:
+            raise BadInput(
+                str(exc), hint="give a heads file from `domicile audit heads --out`"
+            ) from None
+        ex.pinned = {site: {head.size} for site, head in held.heads.items()}
     members: list[Member] = []
     for make in MEMBERS:
         if tell is not None:
@@ -349,30 +361,19 @@ def _day(payload: str) -> dt.date:
     return (at.astimezone(dt.UTC) if at.tzinfo else at).date()
 
 
-def _period_entries(store: SiteStore, since: dt.date, until: dt.date) -> list[AuditRow]:
-    """The entries from the first of the period to the last of it (by their own times),
-    every entry between, and one more at each end where there is one: the entry before the
-    first shows that the period starts there, the entry after the last that it ends there.
-    A period without entries gets the entries around it, which show that too."""
-    first = last = after = None
-    total = 0
-    for row in store.audit(1):  # one streamed pass for the bounds
-        total = row.seq
-        day = _day(row.payload)
-        if since <= day <= until:
-            first = first or row.seq
-            last = row.seq
-        elif day > until and after is None:
-            after = row.seq
-    if total == 0:
-        return []
-    if first is not None and last is not None:
-        lo, hi = max(first - 1, 1), min(last + 1, total)
-    elif after is not None:
-        lo, hi = max(after - 1, 1), after
-    else:
-        lo = hi = total
-    rows = []
+def _bounds(heads: list[TreeHead], since: dt.date, until: dt.date) -> tuple[int, int]:
+    """The entries a pack ships, cut at signed heads (never at the entries' own times,
+    which a skewed clock can put out of order): from the one after the newest head signed
+    before the period (all before it were logged before that head was signed) to the first
+    head signed after the period, or the newest head. ``verifier.segment_bounds`` is the
+    same rule on the pack's side."""
+    return verifier.segment_bounds([(h.size, h.signed_at) for h in heads], since, until)
+
+
+def _segment_entries(store: SiteStore, lo: int, hi: int) -> list[AuditRow]:
+    rows: list[AuditRow] = []
+    if lo > hi:
+        return rows
     for row in store.audit(lo):
         if row.seq > hi:
             break
@@ -385,31 +386,30 @@ def _in_period(row: AuditRow, since: dt.date, until: dt.date) -> bool:
 
 
 def _choose_heads(
-    heads: list[TreeHead], entries: list[AuditRow], since: dt.date, until: dt.date
+    heads: list[TreeHead], store: SiteStore, since: dt.date, until: dt.date, pinned: set[int]
 ) -> tuple[list[TreeHead], TreeHead | None, list[AuditRow], int]:
-    """The heads to ship: the newest before the period, those signed in it, the first that
-    covers the last entry shipped (the closing head, which the inclusion proofs are
-    against), and the newest. Entries after the newest head cannot be proved yet: they
-    are left out, and those of the period that are operations (not a witness's records of
+    """The entries to ship (``_bounds``) and the heads: the newest before the period, those
+    signed in it, the first after it (the closing head, which the inclusion proofs are
+    against), the newest, and those of the sizes in ``pinned`` (the heads an inspector
+    holds, so that the verifier can compare them). Entries after the newest head cannot
+    be proved yet: those of the period that are operations (not a witness's records of
     other sites' heads, which every round leaves) are counted, so the export can say so."""
     newest = heads[-1].size if heads else 0
     left_out = sum(
         1
-        for r in entries
-        if r.seq > newest and not is_witness_record(r.payload) and _in_period(r, since, until)
+        for r in store.audit(newest + 1)
+        if not is_witness_record(r.payload) and _in_period(r, since, until)
     )
-    entries = [r for r in entries if r.seq <= newest]
     if not heads:
-        return [], None, entries, left_out
-    chosen = {h.size: h for h in heads if since <= _signed_day(h) <= until}
-    before = [h for h in heads if _signed_day(h) < since]
-    if before:
-        chosen[before[-1].size] = before[-1]
+        return [], None, [], left_out
+    lo, hi = _bounds(heads, since, until)
+    entries = _segment_entries(store, lo, hi)
+    chosen = {h.size: h for h in heads if since <= _signed_day(h) <= until or h.size in pinned}
+    for h in heads:
+        if h.size == lo - 1 or h.size == hi:
+            chosen[h.size] = h
     chosen[heads[-1].size] = heads[-1]
-    closing = None
-    if entries:
-        closing = next(h for h in heads if h.size >= entries[-1].seq)
-        chosen[closing.size] = closing
+    closing = chosen[hi] if entries else None
     return [chosen[s] for s in sorted(chosen)], closing, entries, left_out
 
 

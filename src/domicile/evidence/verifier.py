@@ -279,6 +279,21 @@ class Head:
             return False
 
 
+def segment_bounds(
+    heads: Sequence[tuple[int, str]], since: dt.date, until: dt.date
+) -> tuple[int, int]:
+    """The first and last entry of a site's log that a pack of ``since``..``until`` holds,
+    from its signed heads (``(size, signed_at)``): the entry after the newest head signed
+    before the period (every entry up to that head was logged before it was signed), to
+    the first head signed after the period (every later entry was logged after it), or the
+    newest head. Cut so, entries whose own times are out of order cannot trim the ends."""
+    if not heads:
+        return 1, 0
+    before = [size for size, at in heads if _day(at) < since]
+    after = [size for size, at in heads if _day(at) > until]
+    return (max(before) + 1 if before else 1), (min(after) if after else max(s for s, _ in heads))
+
+
 # --- the pack --------------------------------------------------------------------------
 
 
@@ -686,24 +701,23 @@ def _check_segment(
         except ValueError:
             report.fail(name, f"entry {seq} does not hold a JSON payload")
     newest = heads[-1] if heads else None
-    if entries:
-        # The ends: the entry before the period (or the log's first) and the entry after it
-        # (or the newest signed one), so that no entry of the period was cut off either end.
-        first, last = seg.entries.get(_int(entries[0]["seq"])), seg.entries.get(prev_seq or 0)
-        if first is not None and _int(entries[0]["seq"]) > 1 and _day(first.get("at")) >= since:
-            report.fail(
-                name, "its first entry is of the period but the one before it is not in the pack: "
-                "the start of the period may have been cut",
-            )  # fmt: skip
-        if (
-            last is not None
-            and _day(last.get("at")) <= until
-            and (newest is None or (prev_seq or 0) < newest.size)
-        ):
-            report.fail(
-                name, "its last entry is of the period but the one after it is not in the pack: "
-                "the end of the period may have been cut",
-            )  # fmt: skip
+    # The ends: cut at signed heads, so that no entry of the period was left out either end.
+    lo, hi = segment_bounds([(h.size, h.signed_at) for h in seg.heads.values()], since, until)
+    if entries and _int(entries[0]["seq"]) != lo:
+        report.fail(
+            name, f"its first entry is {_int(entries[0]['seq'])}, not {lo}, the one after the "
+            "newest head signed before the period: the start of the period may have been cut",
+        )  # fmt: skip
+    if entries and prev_seq != hi:
+        report.fail(
+            name, f"its last entry is {prev_seq}, not {hi}, the size of the first head signed "
+            "after the period (or the newest): the end of the period may have been cut",
+        )  # fmt: skip
+    if not entries and lo <= hi:
+        report.fail(
+            name, f"it holds no entries, though its heads show entries {lo}-{hi} around the "
+            "period: the period may have been cut",
+        )  # fmt: skip
     seg.witnessed = [
         _obj(w, "a witness record") for w in _list(data.get("witnessed", []), "witnessed")
     ]
@@ -728,20 +742,33 @@ def _check_segment(
 
 
 def _check_pinned_heads(report: Report, segments: dict[str, Segment], pinned: Pinned) -> None:
-    """A head of the keys file that the pack also holds (same size) must be the same head:
-    two different signed roots for one size are a forked log."""
+    """A head of the keys file must be in the pack, the same signed head: two different
+    signed roots for one size are a forked log. A pinned head no larger than the pack's
+    newest that the pack does not hold cannot be compared, and fails too (``domicile
+    evidence export --pinned FILE`` ships the deployment's head of each size of a heads
+    file); a pinned head newer than the pack's newest is only noted."""
     for site, head in sorted(pinned.heads.items()):
         seg = segments.get(site)
-        if seg is None or head.size not in seg.heads:
-            continue
-        if seg.heads[head.size] != head:
+        if seg is None:
+            continue  # a site of the keys file missing from the pack fails in _check_keys
+        newest = max(seg.heads, default=0)
+        if head.size in seg.heads and seg.heads[head.size] != head:
             report.fail(
                 seg.member,
                 f"its head of size {head.size} is not the one in the keys file: the log was "
                 "forked or rewritten",
             )
+        elif head.size in seg.heads:
+            if site in report.sites:
+                report.sites[site]["matches_pinned_head"] = head.size
+        elif head.size <= newest:
+            report.fail(
+                seg.member,
+                f"it holds no head of size {head.size}, the head of the keys file, so the two "
+                "cannot be compared (export the pack with --pinned KEYS_FILE)",
+            )
         elif site in report.sites:
-            report.sites[site]["matches_pinned_head"] = head.size
+            report.sites[site]["pinned_head_newer"] = head.size
 
 
 def _safe_day(entry: dict[str, Any]) -> dt.date | None:
