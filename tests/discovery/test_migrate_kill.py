@@ -142,7 +142,10 @@ def campaign(url: str, tmp: Path) -> None:
                     break
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 0.12))
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended first: its status says how
             status = server.status()
             if status == "exit 0":
                 break  # it finished first
