@@ -5,6 +5,7 @@ per backend, and a time limit for the whole campaign."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -142,10 +143,8 @@ def campaign(url: str, tmp: Path) -> None:
                     break
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 0.12))
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended first: its status says how
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it ended first: its status says how
             status = server.status()
             if status == "exit 0":
                 break  # it finished first

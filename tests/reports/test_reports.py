@@ -174,6 +174,7 @@ def test_the_compliance_report_counts_what_the_audit_holds(known: Known) -> None
                 for s, h in sorted(heads.heads.items())
             },
         },
+        "discovery": {"scans": [], "findings": 0},
         "figures": {
             "holdings": {"title": "Records and subjects by site", "entries": {"ru": "1-2"}, "count": 2,
                          "query": "writes naming a rule of ru or written at a site in RU, copies of those"
@@ -505,3 +506,38 @@ def test_a_blank_site_address_is_refused_with_its_line(tmp_path: Path) -> None:
     assert (
         "domicile.yaml:7: sites[0].location.address: String should have at least 1 character" in err
     )
+
+
+def test_scan_findings_join_the_compliance_report_as_counts(known: Known, tmp_path: Path) -> None:
+    """A scan of a database outside domicile (its JSON report) joins the report of the law
+    it found against, counted, without the scan's row or subject references."""
+    scan = {
+        "source": "postgresql crm.internal/crm", "located_in": "US", "date": "2026-12-01",
+        "findings": [
+            {"rule": "ru.localization.2025", "pack": "ru", "jurisdiction": "RU",
+             "title": "Art. 18(5)", "outcome": "deny", "severity": "high", "subjects": 12,
+             "rows": 72, "uncertain_subjects": 2, "subject_refs": ["customers:SECRET-KEY-1"],
+             "row_refs": {"customers": ["SECRET-KEY-1"]}},
+            {"rule": "cn.localization", "pack": "cn", "jurisdiction": "CN", "title": "x",
+             "outcome": "deny", "severity": "high", "subjects": 3, "rows": 3},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "scan.json"
+    path.write_text(json.dumps(scan))
+    since, until = (known.today - dt.timedelta(days=3)).isoformat(), known.today.isoformat()
+    args = ["report", "compliance", "--jurisdiction", "RU", "--since", since, "--until", until,
+            "--config", str(known.folder), "--findings", str(path)]  # fmt: skip
+    code, out, err = run(*args, "--json")
+    assert code == 0, out + err
+    disc = json.loads(out)["discovery"]
+    assert disc["findings"] == 1  # the Chinese finding belongs to another report
+    [found] = disc["scans"][0]["findings"]
+    assert (found["rule"], found["subjects"], found["rows"]) == ("ru.localization.2025", 12, 72)
+    code, html, _ = run(*args, "--format", "html")
+    assert code == 0
+    assert "ru.localization.2025" in html
+    assert "SECRET-KEY-1" not in out + html
+    path.write_text("[]")
+    code, _, err = run(*args)
+    assert code == 2
+    assert "not a scan report" in err

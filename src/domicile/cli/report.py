@@ -155,6 +155,10 @@ def compliance_cmd(
     until: str = typer.Option(..., "--until", help="YYYY-MM-DD: the period's last day."),
     fmt: str | None = FormatOpt,
     out: Path | None = OutOpt,
+    findings: list[Path] = typer.Option(
+        [], "--findings", metavar="SCAN.json",
+        help="A `domicile scan --json` report whose findings under this law join the report; repeatable.",
+    ),
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:  # fmt: skip
@@ -171,7 +175,9 @@ def compliance_cmd(
         require_extra(fmt or "json")
         first, last = parse_date(since, "--since"), parse_date(until, "--until")
         with vault(config, as_json, read_only=True) as d, _status(as_json):
-            model = compliance(d, jurisdiction=jurisdiction, since=first, until=last)
+            model = compliance(
+                d, jurisdiction=jurisdiction, since=first, until=last, scans=_scans(findings)
+            )
         if _emit(model, fmt, out, as_json):
             return
     p = model["period"]
@@ -212,3 +218,33 @@ def compliance_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")
+
+
+def _scans(paths: list[Path]) -> list[dict[str, Any]]:
+    """The scan reports given with --findings, each checked to be one."""
+    import json
+
+    from domicile.errors import BadInput
+
+    out = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BadInput(f"--findings {path}: {exc.strerror}") from None
+        except ValueError:
+            raise BadInput(
+                f"--findings {path}: not JSON",
+                hint="give the file `domicile scan --json --out` wrote",
+            ) from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("findings"), list)
+            or "located_in" not in data
+        ):
+            raise BadInput(
+                f"--findings {path}: not a scan report",
+                hint="give the file `domicile scan --json --out` wrote",
+            )
+        out.append(data)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domicile.errors import BadInput
@@ -59,9 +60,11 @@ def compliance(
     until: dt.date,
     today: dt.date | None = None,
     view: AuditView | None = None,
+    scans: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The compliance report of ``jurisdiction`` (a pack's jurisdiction code or pack id)
-    for the days ``since`` to ``until``, both included, as a JSON-ready model."""
+    for the days ``since`` to ``until``, both included, as a JSON-ready model. ``scans``:
+    reports of ``domicile scan --json`` whose findings under this law join the report."""
     if until < since:
         raise BadInput("--until is before --since", hint="the period runs from --since to --until")
     if (until - since).days > 3660:
@@ -210,6 +213,7 @@ def compliance(
         ),
         "parity": _parity(vault),
         "audit": _audit(vault),
+        "discovery": _discovery(scans, ids),
         "figures": figures,
     }  # fmt: skip
     duties = duties_for(vault)
@@ -222,6 +226,32 @@ def compliance(
             }  # fmt: skip
             break
     return model
+
+
+def _discovery(scans: Sequence[Mapping[str, Any]], packs: Sequence[str]) -> dict[str, Any]:
+    """What scans of databases domicile does not manage found against this law: per
+    source, each finding's rule, severity and counts (never its row or subject references:
+    the scan report holds those for whoever fixes them)."""
+    out: list[dict[str, Any]] = []
+    for scan in scans:
+        found: list[dict[str, Any]] = [
+            {
+                "rule": str(f.get("rule")), "outcome": str(f.get("outcome")),
+                "severity": str(f.get("severity")), "title": str(f.get("title", "")),
+                "subjects": int(f.get("subjects", 0)), "rows": int(f.get("rows", 0)),
+                "uncertain_subjects": int(f.get("uncertain_subjects", 0)),
+            }
+            for f in scan.get("findings", [])
+            if isinstance(f, Mapping) and f.get("pack") in packs
+        ]  # fmt: skip
+        out.append(
+            {
+                "source": str(scan.get("source")), "located_in": str(scan.get("located_in")),
+                "date": str(scan.get("date")), "findings": found,
+                "subjects": sum(f["subjects"] for f in found),
+            }
+        )  # fmt: skip
+    return {"scans": out, "findings": sum(len(s["findings"]) for s in out)}
 
 
 def _masked(e: Entry) -> dict[str, Any]:
