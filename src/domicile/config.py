@@ -74,6 +74,43 @@ class Site(_Model):
         return value
 
 
+# A retention period: a number and a unit (d days, w weeks, m months, y years), e.g. 30d, 5y.
+def _period(value: str) -> str:
+    if not re.fullmatch(r"\d{1,5}[dwmy]", value):
+        raise ValueError("a period is a number and a unit (d, w, m or y), e.g. 30d or 5y")
+    return value
+
+
+Period = Annotated[str, AfterValidator(_period)]
+
+
+class Hold(_Model):
+    """A legal hold: a statute that obliges keeping some fields (e.g. accounting records)
+    overrides their erasure for ``keep`` (measured as the retention is), or for as long
+    as the hold is configured when no period is given."""
+
+    statute: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    fields: list[str] = Field(min_length=1)
+    keep: Period | None = None
+
+
+class Retention(_Model):
+    """How long data is kept: ``keep`` after the record was collected (``created_at``), after
+    its purpose ended (its last change, ``updated_at``) or after its last access (its last
+    read in the audit, else its last change)."""
+
+    after: Literal["purpose_end", "collected", "last_access"]
+    keep: Period
+    hold: list[Hold] = []
+
+
+class FieldRetention(_Model):
+    """A field kept for less time than its record: removed from the record when due."""
+
+    after: Literal["purpose_end", "collected", "last_access"]
+    keep: Period
+
+
 class FieldSpec(_Model):
     category: str  # a data-category key, checked against the taxonomy when the vault opens
     type: Literal["string", "integer", "boolean", "date"] = "string"
@@ -85,11 +122,16 @@ class FieldSpec(_Model):
     # A deterministic token for this field's value, the same at every site, so the global
     # application can join and deduplicate without the data.
     join_token: bool = False
+    retention: FieldRetention | None = None  # removed from the record when this is due
 
     @model_validator(mode="after")
     def _identifiers_are_searchable(self) -> FieldSpec:
         if self.identifies and not self.searchable:
             raise ValueError("a field that identifies the subject must also be searchable")
+        if self.required and self.retention is not None:
+            raise ValueError(
+                "a required field cannot have a retention of its own (the record's applies)"
+            )
         return self
 
 
@@ -106,6 +148,7 @@ class Collection(_Model):
         min_length=1
     )
     replicate: list[ReplicaTarget] = []
+    retention: Retention | None = None
 
 
 class ClientSpec(_Model):
@@ -293,6 +336,14 @@ def parse_config(text: str, name: str, base: Path) -> Config:
                     raise source.error(
                         ("collections", cname, "replicate", i, "fields", j),
                         f"collection {cname!r} has no field {fname!r}",
+                    )
+        for i, hold in enumerate(coll.retention.hold if coll.retention else []):
+            for j, fname in enumerate(hold.fields):
+                if fname not in coll.fields:
+                    raise source.error(
+                        ("collections", cname, "retention", "hold", i, "fields", j),
+                        f"collection {cname!r} has no field {fname!r}",
+                        hint=f"a hold names fields of its collection: {', '.join(coll.fields)}",
                     )
     for key in ("default_site", "local_site"):
         value = getattr(model, key)

@@ -23,6 +23,7 @@ from domicile.cli.bench import bench_app
 from domicile.cli.evidence import evidence_app
 from domicile.cli.migrate import migrate_app
 from domicile.cli.policy import policy_app, residency_app
+from domicile.cli.retention import retention_app
 from domicile.cli.rights import rights_app
 
 app = typer.Typer(
@@ -85,6 +86,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(rights_app, name="rights")
+app.add_typer(retention_app, name="retention")
 app.add_typer(attest_app, name="attest")
 vault_cli.register(app)
 service_cli.register(app)

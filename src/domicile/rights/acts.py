@@ -39,7 +39,11 @@ def destruction_act(
     log_extract: list[dict[str, Any]],
     *,
     performed_by: str | None,
+    reason: str | None = None,
+    method: str = METHOD,
 ) -> dict[str, Any]:
+    """The signed act; ``reason`` and ``method`` default to a subject's request's (a
+    retention run gives its own)."""
     sites = {s.id: s for s in vault.config.sites}
     deadline = req.get("deadline") or {}
     body = {
@@ -49,11 +53,12 @@ def destruction_act(
         "request": req["id"],
         "request_kind": req["kind"],
         "request_received": req["received"],
-        "reason": (
+        "reason": reason
+        or (
             f"the subject's {req['kind']} request {req['id']}"
             + (f" ({deadline['law']}: {deadline['rule']})" if deadline else "")
         ),
-        "method": METHOD,
+        "method": method,
         "performed_by": performed_by,
         "performed_at": vault.clock().isoformat(),
         # When the sites were searched for the subject's records and copies.
@@ -68,19 +73,22 @@ def destruction_act(
         ],
         "totals": {
             "records": sum(d["records"] for d in destroyed),
-            "sites": len(destroyed),
+            "sites": len({d["site"] for d in destroyed}),
             "keys_destroyed": sum(1 for d in destroyed if d["key_destroyed"]),
         },
         "log_extract": log_extract,
     }
     message = _canonical(body)
     signatures = []
-    for d in destroyed or [{"site": vault.config.local_site or vault.config.model.default_site}]:
-        key = vault.keys.signing_key(d["site"])
+    signers = sorted({d["site"] for d in destroyed}) or [
+        vault.config.local_site or vault.config.model.default_site
+    ]
+    for site_id in signers:  # each site that destroyed signs once
+        key = vault.keys.signing_key(site_id)
         public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         signatures.append(
             {
-                "site": d["site"],
+                "site": site_id,
                 "algorithm": "Ed25519",
                 "public_key": base64.b64encode(public).decode(),
                 "signature": base64.b64encode(sign(key, message)).decode(),
