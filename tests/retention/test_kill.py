@@ -1,0 +1,125 @@
+"""``retention run`` killed with SIGKILL at random points, then run again: in the end
+every record that was due is destroyed exactly once (one audit entry each), every field
+removal happened once, every destruction is in exactly one act, and the audit verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from domicile.retention import plan
+from domicile.retention.service import acts
+from domicile.rights.acts import verify_act
+from domicile.vault import Domicile
+from domicile.vault.replication import Replicator
+
+from .conftest import World
+
+KILLS = 5
+BUDGET = 30.0  # seconds for the whole campaign
+DOMICILE = str(Path(sys.executable).parent / "domicile")
+
+
+def _fill(world: World) -> None:
+    people = [f"p{i}@example.com" for i in range(160)]
+    world.vault.put_many(
+        "profiles",
+        [
+            {"subject": {"citizenship": "US"}, "fields": {"full_name": "P", "email": e}}
+            for e in people
+        ],
+        purpose="signup",
+    )
+    world.vault.put_many(  # every third person also has an invoice: a hold keeps it in part
+        "invoices",
+        [
+            {"subject": {"citizenship": "US"}, "fields": {"payer": "P", "email": e, "amount": 1}}
+            for e in people[::3]
+        ],
+        purpose="billing",
+    )
+    world.vault.put_many(
+        "profiles",
+        [
+            {
+                "subject": {"citizenship": "RU"},
+                "fields": {"full_name": "R", "email": f"r{i}@example.ru"},
+            }
+            for i in range(40)
+        ],
+        purpose="signup",
+    )
+    Replicator(world.vault).run_once(reconcile=False)
+
+
+def _retention_entries(vault: Domicile) -> list[tuple[str, int, dict]]:
+    out = []
+    for site in vault.config.sites:
+        for row in vault.store(site.id).audit():
+            entry = json.loads(row.payload)
+            if entry.get("action") == "erase" and "retention" in entry.get("detail", {}):
+                out.append((site.id, row.seq, entry))
+    return out
+
+
+def test_killed_and_rerun(world: World, tmp_path: Path) -> None:
+    _fill(world)
+    world.vault.close()
+    rng = random.Random(12)
+    cmd = [DOMICILE, "retention", "run", "--json", "--config", str(tmp_path / "domicile.yaml")]
+    env = {**os.environ, "NO_COLOR": "1"}
+    started = time.monotonic()
+    kills = 0
+    progress = [0]  # retention entries in the audit after each kill
+    while kills < KILLS and time.monotonic() - started < BUDGET:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        # The command starts in about a second, then destroys for a second or two.
+        time.sleep(rng.uniform(0.9, 2.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        with Domicile.open(tmp_path / "domicile.yaml", read_only=True) as peek:
+            progress.append(len(_retention_entries(peek)))
+    assert kills == KILLS, f"only {kills} kills in {BUDGET} s"
+    # Some kills landed in the middle of the destruction (not only before or after it).
+    print("entries after each kill:", progress)
+    assert any(0 < n < 254 for n in progress), progress
+    final = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert final.returncode == 0, final.stderr
+
+    vault = Domicile.open(tmp_path / "domicile.yaml", read_only=True)
+    try:
+        due = plan(vault)
+        assert all(r["due"]["erase"] == 0 and r["due"]["strip"] == 0 for r in due["collections"])
+        entries = _retention_entries(vault)
+        erased = Counter(e["record"] for _, _, e in entries if e["detail"]["records"] == 1)
+        stripped = Counter(
+            (e["record"], f)
+            for _, _, e in entries
+            if e["detail"]["records"] == 0
+            for f in e["fields"]
+        )
+        assert len(erased) == 200  # every profile, once
+        assert set(erased.values()) == {1}
+        assert len(stripped) == 54  # every invoice lost its e-mail address, once
+        assert set(stripped.values()) == {1}
+        for site in ("us", "ru"):
+            assert vault.store(site).count() == (54 if site == "us" else 0)
+        # Every destruction in exactly one act, every act signed and checkable.
+        found = acts(vault.config)
+        covered = Counter((x["site"], x["seq"]) for a in found for x in a["act"]["log_extract"])
+        assert set(covered.values()) == {1}
+        assert set(covered) == {(s, seq) for s, seq, _ in entries}
+        for a in found:
+            assert all(c["valid"] for c in verify_act(vault, a))
+        assert all(r.ok for r in vault.verify_audit())
+    finally:
+        vault.close(checkpoint=False)
