@@ -111,3 +111,23 @@ def test_bad_as_of(world: World, tmp_path: Path) -> None:
     code, _, err = cli("retention", "plan", "--as-of", "soon", "--config", str(tmp_path))
     assert code == 2
     assert "YYYY-MM-DD" in err
+
+
+def test_a_site_down_is_done_later(world: World, tmp_path: Path) -> None:
+    _fill(world)
+    cfg = str(tmp_path / "domicile.yaml")
+    ru = tmp_path / "data" / "ru.sqlite"
+    ru.rename(tmp_path / "ru.away")
+    code, out, err = cli("retention", "run", "--config", cfg, "--json")
+    assert code == 4, err
+    done = json.loads(out)
+    assert done["unavailable"] == ["ru"]
+    assert [s["site"] for s in done["sites"]] == ["us"]
+    (tmp_path / "ru.away").rename(ru)
+    code, out, err = cli("retention", "run", "--config", cfg, "--json")
+    assert code == 0, err
+    again = {s["site"]: s["records_erased"] for s in json.loads(out)["sites"]}
+    assert again == {"ru": 1, "us": 0}  # us: the invoice a hold keeps, nothing more to do
+    code, out, _ = cli("retention", "acts", "--config", cfg, "--json")
+    found = json.loads(out)["acts"]
+    assert [sorted(s["site"] for s in a["signatures"]) for a in found] == [["us"], ["ru"]]

@@ -55,7 +55,8 @@ def test_plan_then_run_with_a_hold(world: World) -> None:
     done = run(world.vault)
     assert done["sites"] == [
         {"site": "us", "country": "US", "records_erased": 0, "keys_destroyed": 0,
-         "records_stripped": 2, "fields_removed": 2, "records_held": 1},
+         "records_stripped": 2, "fields_removed": 2, "records_held": 1,
+         "records_changed_meanwhile": 0},
     ]  # fmt: skip
     assert world.vault.get(inv, purpose="audit").fields == {"payer": "John Miller", "amount": 40}
     assert world.vault.get(prof, purpose="view").fields == {

@@ -52,6 +52,7 @@ def plan_cmd(
         out = plan(d, now=when)
     if as_json:
         emit_json(out)
+        _unavailable(out)
         return
     console.print(f"retention as of {out['as_of'][:10]}")
     for row in out["collections"]:
@@ -78,6 +79,7 @@ def plan_cmd(
         console.print("no records under a retention period")
     if out["without_retention"]:
         console.print(f"without retention: {', '.join(out['without_retention'])}")
+    _unavailable(out)
 
 
 @retention_app.command("run")
@@ -113,6 +115,7 @@ def run_cmd(
         out = run(d, dry_run=dry_run, progress=progress)
     if as_json:
         emit_json(out)
+        _unavailable(out)
         return
     would = "would be " if dry_run else ""
     for s in out["sites"]:
@@ -123,10 +126,23 @@ def run_cmd(
             " records kept in part by a legal hold",
             soft_wrap=True,
         )
-    if not out["sites"]:
+    if not out["sites"] and not out["unavailable"]:
         console.print("nothing is due")
     if out["act"]:
         console.print(f"act of destruction: {out['act']} (see `domicile retention acts`)")
+    _unavailable(out)
+
+
+def _unavailable(out: dict[str, Any]) -> None:
+    """Exit 4 when a site could not be reached (after saying so; the others were done)."""
+    from domicile.errors import ExitCode
+
+    if out["unavailable"]:
+        err_console.print(
+            f"unavailable: {', '.join(out['unavailable'])}; run again when they are back",
+            soft_wrap=True,
+        )
+        raise typer.Exit(ExitCode.UNAVAILABLE)
 
 
 @retention_app.command("acts")

@@ -40,9 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 from domicile.audit import AuditEvent
 from domicile.config import Collection
+from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import DomicileError, ExitCode
 from domicile.files import lock_file, write_private_json
 from domicile.stores import IndexEntry, StoredRecord
+from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault.core import residency_text
 from domicile.vault.sealing import seal_body
 
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 
 PURPOSE = "retention"
 PAGE = 500
-BATCH = 200
+BATCH = 25  # records per transaction: a stopped run redoes at most this many
 FORMAT = 1
 METHOD = (
     "crypto-shredding: a subject left with nothing at a site lost its data key first, then"
@@ -216,9 +218,16 @@ def plan(vault: Domicile, *, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or vault.clock()
     governed = _governed(vault.config)
     rows = []
+    unavailable = []
     for site in vault.config.sites:
         per: dict[str, dict[str, Any]] = {}
-        for rec, v in _walk(vault, site, governed, now):
+        try:
+            walked = list(_walk(vault, site, governed, now))
+        except SiteUnavailable:
+            vault._drop(site.id)
+            unavailable.append(site.id)
+            continue
+        for rec, v in walked:
             row = per.setdefault(rec.collection, _plan_row(rec.collection, site, governed))
             row["records"] += 1
             if v.action == "erase":
@@ -245,6 +254,7 @@ def plan(vault: Domicile, *, now: dt.datetime | None = None) -> dict[str, Any]:
         "as_of": now.isoformat(),
         "collections": rows,
         "without_retention": sorted(set(vault.config.model.collections) - set(governed)),
+        "unavailable": unavailable,
     }
 
 
@@ -376,58 +386,97 @@ def _run(
     progress: Progress | None,
 ) -> dict[str, Any]:
     sites = []
+    unavailable = []
     for site in vault.config.sites:
-        erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]] = defaultdict(list)
-        strips: list[tuple[StoredRecord, Verdict]] = []
-        held = 0
-        for rec, v in _walk(vault, site, governed, now):
-            if v.action == "erase":
-                cats = tuple(sorted(set(vault._field_categories(rec).values())))
-                erase[(rec.collection, cats)].append(rec)
-            elif v.action == "strip":
-                strips.append((rec, v))
-            if v.held_by:
-                held += 1
-        n_erase = sum(len(r) for r in erase.values())
-        keys = 0
-        done = 0
-        if dry_run:
-            store = vault.store(site.id)
-            going = {r.record_id for rs in erase.values() for r in rs}
-            subjects = {r.subject_id for rs in erase.values() for r in rs}
-            keys = sum(
-                all(o.record_id in going for o in store.subject_records(s)) for s in subjects
-            )
-        else:
-            for (cname, cats), records in erase.items():
-                detail = {"retention": _rule(governed[cname]), "categories": list(cats)}
-                for i in range(0, len(records), BATCH):
-                    result = vault.erase_records(
-                        site.id, records[i : i + BATCH], purpose=PURPOSE,
-                        client=vault.operator.client, detail=detail,
-                    )  # fmt: skip
-                    keys += result["keys_destroyed"]
-                    done += len(records[i : i + BATCH])
-                    if progress:
-                        progress(site.id, done)
-            for rec, v in strips:
-                _strip(vault, site, rec, v, governed[rec.collection])
-                done += 1
+        try:
+            summary = _run_site(vault, site, governed, now, dry_run=dry_run, progress=progress)
+        except SiteUnavailable:
+            vault._drop(site.id)
+            unavailable.append(site.id)
+            continue
+        if summary is not None:
+            sites.append(summary)
+    return {
+        "dry_run": dry_run,
+        "as_of": now.isoformat(),
+        "sites": sites,
+        "unavailable": unavailable,
+        "act": None,
+    }
+
+
+def _run_site(
+    vault: Domicile,
+    site: Site,
+    governed: dict[str, Collection],
+    now: dt.datetime,
+    *,
+    dry_run: bool,
+    progress: Progress | None,
+) -> dict[str, Any] | None:
+    erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]] = defaultdict(list)
+    strips: list[tuple[StoredRecord, Verdict]] = []
+    held = 0
+    for rec, v in _walk(vault, site, governed, now):
+        if v.action == "erase":
+            cats = tuple(sorted(set(vault._field_categories(rec).values())))
+            erase[(rec.collection, cats)].append(rec)
+        elif v.action == "strip":
+            strips.append((rec, v))
+        if v.held_by:
+            held += 1
+    n_erase = sum(len(r) for r in erase.values())
+    keys = done = skipped = unreadable = 0
+    removed = sum(len(v.fields) for _, v in strips) if dry_run else 0
+    if dry_run:
+        store = vault.store(site.id)
+        going = {r.record_id for rs in erase.values() for r in rs}
+        subjects = {r.subject_id for rs in erase.values() for r in rs}
+        keys = sum(all(o.record_id in going for o in store.subject_records(s)) for s in subjects)
+    else:
+        for (cname, cats), records in erase.items():
+            detail = {"retention": _rule(governed[cname]), "categories": list(cats)}
+            for i in range(0, len(records), BATCH):
+                result = vault.erase_records(
+                    site.id, records[i : i + BATCH], purpose=PURPOSE,
+                    client=vault.operator.client, detail=detail,
+                )  # fmt: skip
+                keys += result["keys_destroyed"]
+                done += len(records[i : i + BATCH])
                 if progress:
                     progress(site.id, done)
-        if n_erase or strips or held:
-            sites.append(
-                {
-                    "site": site.id,
-                    "country": site.country,
-                    "records_erased": n_erase,
-                    "keys_destroyed": keys,
-                    "records_stripped": len(strips),
-                    "fields_removed": sum(len(v.fields) for _, v in strips),
-                    "records_held": held,
-                }
-            )
-    return {"dry_run": dry_run, "as_of": now.isoformat(), "sites": sites, "act": None}
+        for rec, v in strips:
+            coll = governed[rec.collection]
+            try:
+                _strip(vault, site, rec, v, coll)
+                removed += len(v.fields)
+            except VersionConflict:
+                skipped += 1  # changed meanwhile: the next run looks at it again
+            except KeyDestroyed:
+                # Its subject's key went in a run stopped before it deleted the rows
+                # (and a hold was configured since): nothing of it can be read, so the
+                # rows go too, said so in the audit.
+                vault.erase_records(
+                    site.id, [rec], purpose=PURPOSE, client=vault.operator.client,
+                    detail={"retention": _rule(coll), "unreadable": True,
+                            "categories": sorted(set(vault._field_categories(rec).values()))},
+                )  # fmt: skip
+                unreadable += 1
+            done += 1
+            if progress:
+                progress(site.id, done)
+    if not (n_erase or strips or held):
+        return None
+    return {
+        "site": site.id,
+        "country": site.country,
+        "records_erased": n_erase + unreadable,
+        "keys_destroyed": keys,
+        "records_stripped": len(strips) - skipped - unreadable,
+        "fields_removed": removed,
+        "records_held": held,
+        "records_changed_meanwhile": skipped,
+    }
 
 
 def _make_act(vault: Domicile, path: Path, now: dt.datetime) -> dict[str, Any] | None:
@@ -439,13 +488,21 @@ def _make_act(vault: Domicile, path: Path, now: dt.datetime) -> dict[str, Any] |
     marks = dict(state["marks"])
     found: list[tuple[str, Any, dict[str, Any]]] = []
     for site in vault.config.sites:
-        for row in vault.store(site.id).audit(int(marks.get(site.id, 0)) + 1):
-            marks[site.id] = row.seq
-            if '"retention"' not in row.payload:
-                continue
-            entry = json.loads(row.payload)
-            if entry.get("action") == "erase" and "retention" in (entry.get("detail") or {}):
-                found.append((site.id, row, entry))
+        seen: list[tuple[str, Any, dict[str, Any]]] = []
+        last = int(marks.get(site.id, 0))
+        try:
+            for row in vault.store(site.id).audit(last + 1):
+                last = row.seq
+                if '"retention"' not in row.payload:
+                    continue
+                entry = json.loads(row.payload)
+                if entry.get("action") == "erase" and "retention" in (entry.get("detail") or {}):
+                    seen.append((site.id, row, entry))
+        except SiteUnavailable:  # its entries go into the act of a later run
+            vault._drop(site.id)
+            continue
+        marks[site.id] = last
+        found += seen
     if not found:
         return None
     sites = {s.id: s for s in vault.config.sites}
