@@ -169,9 +169,25 @@ def _governed(config: Config) -> dict[str, Collection]:
     }
 
 
-def _last_reads(vault: Domicile, site_id: str) -> dict[str, dt.datetime]:
-    """Each record's last read at the site, from its audit log."""
+def _last_reads(vault: Domicile, governed: dict[str, Collection]) -> dict[str, dt.datetime]:
+    """Each record's last read, from the audit logs of every site that answers (a read of
+    a copy names the record too); nothing when no period runs from the last access."""
     out: dict[str, dt.datetime] = {}
+    if not any(
+        (c.retention is not None and c.retention.after == "last_access")
+        or any(f.retention and f.retention.after == "last_access" for f in c.fields.values())
+        for c in governed.values()
+    ):
+        return out
+    for site in vault.config.sites:
+        try:
+            _reads_at(vault, site.id, out)
+        except SiteUnavailable:
+            vault._drop(site.id)
+    return out
+
+
+def _reads_at(vault: Domicile, site_id: str, out: dict[str, dt.datetime]) -> None:
     for row in vault.store(site_id).audit():
         if '"action":"read"' not in row.payload and "disclose_masked" not in row.payload:
             continue
@@ -182,19 +198,16 @@ def _last_reads(vault: Domicile, site_id: str) -> dict[str, dt.datetime]:
         for rid in [entry.get("record"), *entry.get("records", ())]:
             if rid and (rid not in out or out[rid] < at):
                 out[rid] = at
-    return out
 
 
 def _walk(
-    vault: Domicile, site: Site, governed: dict[str, Collection], now: dt.datetime
+    vault: Domicile,
+    site: Site,
+    governed: dict[str, Collection],
+    now: dt.datetime,
+    last_read: dict[str, dt.datetime],
 ) -> Iterator[tuple[StoredRecord, Verdict]]:
     """Every primary record of a governed collection at the site, with its verdict."""
-    uses_reads = any(
-        (c.retention is not None and c.retention.after == "last_access")
-        or any(f.retention and f.retention.after == "last_access" for f in c.fields.values())
-        for c in governed.values()
-    )
-    last_read = _last_reads(vault, site.id) if uses_reads else {}
     store = vault.store(site.id)
     after = ""
     while True:
@@ -219,10 +232,11 @@ def plan(vault: Domicile, *, now: dt.datetime | None = None) -> dict[str, Any]:
     governed = _governed(vault.config)
     rows = []
     unavailable = []
+    last_read = _last_reads(vault, governed)
     for site in vault.config.sites:
         per: dict[str, dict[str, Any]] = {}
         try:
-            walked = list(_walk(vault, site, governed, now))
+            walked = list(_walk(vault, site, governed, now, last_read))
         except SiteUnavailable:
             vault._drop(site.id)
             unavailable.append(site.id)
@@ -387,9 +401,12 @@ def _run(
 ) -> dict[str, Any]:
     sites = []
     unavailable = []
+    last_read = _last_reads(vault, governed)
     for site in vault.config.sites:
         try:
-            summary = _run_site(vault, site, governed, now, dry_run=dry_run, progress=progress)
+            summary = _run_site(
+                vault, site, governed, now, last_read, dry_run=dry_run, progress=progress
+            )
         except SiteUnavailable:
             vault._drop(site.id)
             unavailable.append(site.id)
@@ -410,6 +427,7 @@ def _run_site(
     site: Site,
     governed: dict[str, Collection],
     now: dt.datetime,
+    last_read: dict[str, dt.datetime],
     *,
     dry_run: bool,
     progress: Progress | None,
@@ -417,7 +435,7 @@ def _run_site(
     erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]] = defaultdict(list)
     strips: list[tuple[StoredRecord, Verdict]] = []
     held = 0
-    for rec, v in _walk(vault, site, governed, now):
+    for rec, v in _walk(vault, site, governed, now, last_read):
         if v.action == "erase":
             cats = tuple(sorted(set(vault._field_categories(rec).values())))
             erase[(rec.collection, cats)].append(rec)
