@@ -558,7 +558,13 @@ def _make_act(vault: Domicile, path: Path, now: dt.datetime) -> dict[str, Any] |
     run_id = "rt_" + secrets.token_hex(6)
     act = destruction_act(
         vault,
-        {"id": run_id, "kind": "retention", "received": now.date().isoformat()},
+        {
+            "id": run_id,
+            "kind": "retention",
+            "received": now.date().isoformat(),
+            # When the sites were searched: the audit entries were read just now.
+            "subject": {"searched_at": vault.clock().isoformat()},
+        },
         destroyed,
         extract,
         performed_by=vault.operator.client,
