@@ -93,7 +93,9 @@ def test_killed_and_rerun(world: World, tmp_path: Path) -> None:
         # Wait for the destruction to begin (a key deleted, a site's database written),
         # then kill at a random point of it.
         while proc.poll() is None and stamp() == before:
-            assert time.monotonic() - started < BUDGET + 30, "the run neither wrote nor ended"
+            if time.monotonic() - started > BUDGET + 30:
+                proc.kill()
+                raise AssertionError("the run neither wrote nor ended")
             time.sleep(0.005)
         time.sleep(rng.uniform(0.05, 0.5))
         if proc.poll() is None:
