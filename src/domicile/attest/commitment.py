@@ -53,6 +53,7 @@ MIN_SIZE = 16
 _HEAD_TAG = b"domicile/attest-head/v1"
 _SUBJECT_TAG = b"domicile/attest/subject/v1"
 _ROLE_TAG = b"domicile/attest/role/v1"
+_NEWEST_TAG = b"domicile/attest-newest/v1"
 
 
 def attest_key(token_key: bytes) -> bytes:
@@ -176,6 +177,20 @@ def sign_commitment(key: Ed25519PrivateKey, tree: SubjectTree) -> CommitmentHead
     at = dt.datetime.now(dt.UTC).isoformat()
     signature = sign(key, commitment_message(tree.site, tree.size, tree.root, at))
     return CommitmentHead(tree.site, tree.size, tree.root, at, signature)
+
+
+def newest_message(
+    site: str, audit_size: int, audit_root: bytes, seq: int, commitment_root: bytes
+) -> bytes:
+    """What a site signs when it proves: "up to my audit tree head of this size and root,
+    my newest commitment is the ``attest`` entry ``seq``, with this root". An older
+    commitment cannot stand for the newest without the site signing a false statement
+    about a log that the witnesses and the heads file pin (an auditor with the log checks
+    it: ``attest status``)."""
+    return b"\x00".join(
+        (_NEWEST_TAG, site.encode(), str(audit_size).encode(), audit_root, str(seq).encode(),
+         commitment_root)
+    )  # fmt: skip
 
 
 # --- checking a membership or an absence ------------------------------------------------

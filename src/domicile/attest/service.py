@@ -26,6 +26,7 @@ from domicile.attest.commitment import (
     Role,
     SubjectTree,
     attest_key,
+    newest_message,
     sign_commitment,
     subject_key,
     subjects_of,
@@ -33,6 +34,7 @@ from domicile.attest.commitment import (
 from domicile.audit.heads import public_key_text
 from domicile.audit.ledger import AuditEvent, LogTree
 from domicile.audit.merkle import inclusion_proof
+from domicile.crypto.signing import sign
 from domicile.errors import BadInput, Conflict, ExitCode, NotFound
 from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable, entry_hash
 
@@ -286,6 +288,10 @@ def prove(
             "entry": {"seq": row.seq, "payload": row.payload, "prev_hash": row.prev_hash.hex()},
             "audit_head": audit_head.to_dict(),
             "audit_path": _entry_path(store, row.seq, audit_head.size),
+            "newest": sign(
+                vault.keys.signing_key(s.id),
+                newest_message(s.id, audit_head.size, audit_head.root, row.seq, head.root),
+            ).hex(),
             "public_key": public_key_text(vault.keys.verify_key(s.id)),
         }
         known = (since or {}).get(s.id)

@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domicile.attest.commitment import CommitmentHead, check_absent, check_member, unhex
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from domicile.attest.commitment import (
+    CommitmentHead,
+    check_absent,
+    check_member,
+    newest_message,
+    unhex,
+)
 from domicile.attest.service import FORMAT
 from domicile.audit.heads import HeadsFile, TreeHead, parse_public_key
 from domicile.audit.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_inclusion
+from domicile.crypto.signing import verify
 from domicile.errors import BadInput
 from domicile.stores.base import entry_hash
 
@@ -175,6 +184,7 @@ def _check_site(
         ok = False
     if not ok:
         raise BadInput(f"audit entry {seq} does not record this commitment")
+    _check_newest(site, section.get("newest"), audit_head, seq, commitment, key)
     if "member" in section:
         role = check_member(commitment, subject, section["member"])
         result.holds = role
@@ -191,6 +201,32 @@ def _check_site(
         result.holds = "nothing"
     else:
         raise BadInput("the proof shows neither the subject's leaf nor its absence")
+
+
+def _check_newest(
+    site: str,
+    signature: Any,
+    audit_head: TreeHead,
+    seq: int,
+    commitment: CommitmentHead,
+    key: Ed25519PublicKey,
+) -> None:
+    """The site's signed word that entry ``seq`` is its newest commitment up to the signed
+    audit head: without it an older commitment (made before a copy arrived) could stand for
+    the newest one."""
+    try:
+        raw = unhex(signature, 64)
+    except ValueError:
+        raise BadInput(
+            f"the proof does not show that entry {seq} is the site's newest commitment "
+            "(no signed statement 'newest'); ask for a new proof"
+        ) from None
+    message = newest_message(site, audit_head.size, audit_head.root, seq, commitment.root)
+    if not verify(key, message, raw):
+        raise BadInput(
+            f"the site did not sign that entry {seq} is its newest commitment up to its audit "
+            f"tree head of size {audit_head.size} (an older commitment, or an altered proof)"
+        )
 
 
 def _check_extends(consistency: Any, pinned: TreeHead, head: TreeHead) -> None:

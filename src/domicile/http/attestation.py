@@ -102,6 +102,11 @@ class SiteAttestation(BaseModel):
     entry: AuditEntry
     audit_head: SignedHead
     audit_path: list[Hex32]
+    newest: Hex64 = Field(
+        description="The site's Ed25519 signature over 'domicile/attest-newest/v1' 0x00 site "
+        "0x00 audit size 0x00 audit root 0x00 entry seq 0x00 commitment root: the entry is "
+        "its newest commitment up to audit_head."
+    )
     consistency: Consistency | None = None
     public_key: str = Field(pattern=r"^ed25519:")
     holds: Literal["primary", "copy", "nothing"]
