@@ -102,3 +102,35 @@ def test_an_old_commitment_cannot_stand_for_the_newest(dep: dict[str, Any]) -> N
     assert "FAILED de:" in out
     assert "newest commitment" in out
     assert "attestation verified" not in out
+
+
+def test_an_entry_that_is_no_transfer_cannot_stand_for_one(dep: dict[str, Any]) -> None:
+    from domicile.attest.service import ATTEST_PREFIX
+    from domicile.audit.ledger import LogTree
+    from domicile.audit.merkle import inclusion_proof
+    from domicile.stores.base import entry_hash
+    from domicile.vault import Domicile
+
+    doc = json.loads(json.dumps(dep["doc"]))
+    vault = Domicile.open(dep["config"], read_only=True)
+    try:
+        store = vault.store("de")
+        size = doc["sites"]["de"]["audit_head"]["size"]
+        row = next(r for r in store.audit(1) if r.payload.startswith(ATTEST_PREFIX))
+        t = doc["sites"]["de"]["transfers"][0]
+        t.update(
+            seq=row.seq,
+            entry_hash=entry_hash(row.prev_hash, row.seq, row.payload).hex(),
+            audit_path=[h.hex() for h in inclusion_proof(row.seq - 1, size, LogTree(store).subtree)],
+            rules=["eu.gdpr.art45_adequacy"], to_country="DE", from_country="US",
+            decision="allow", collection="profiles",
+        )  # fmt: skip
+        if "payload" in t:  # the real entry's payload, over the attest entry's place
+            t["prev_hash"] = row.prev_hash.hex()
+    finally:
+        vault.close(checkpoint=False)
+    code, out = verify(dep, doc)
+    assert code == 1, out
+    assert "FAILED de:" in out
+    assert "transfer entry" in out
+    assert "attestation verified" not in out

@@ -36,7 +36,7 @@ from domicile.audit.ledger import AuditEvent, LogTree
 from domicile.audit.merkle import inclusion_proof
 from domicile.crypto.signing import sign
 from domicile.errors import BadInput, Conflict, ExitCode, NotFound
-from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable, entry_hash
+from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable
 
 if TYPE_CHECKING:
     from domicile.access import Access
@@ -332,8 +332,10 @@ def _entry_path(store: SiteStore, seq: int, size: int) -> list[str]:
 
 def _transfers(store: SiteStore, subject: str, size: int) -> list[dict[str, Any]]:
     """The transfer entries that brought this subject's copies to the site (under the
-    signed head): their place, hash and inclusion proof, and what they decided; never
-    the payload, which names the subject and its records."""
+    signed head), each whole (place, previous hash, payload and inclusion proof), so that
+    the verifier rebuilds the entry's hash from what it checks. The payload names the
+    subject's internal random id and the ids of its copied records (never a value, a token
+    or anyone else): the price of a transfer that can be checked (docs/attestation.md)."""
     out = []
     tree = LogTree(store)
     for row in store.audit(1):
@@ -342,25 +344,14 @@ def _transfers(store: SiteStore, subject: str, size: int) -> list[dict[str, Any]
         if not row.payload.startswith(TRANSFER_PREFIX):
             continue
         data = json.loads(row.payload)
-        if data.get("subject") != subject:
+        if data.get("subject") != subject or (data.get("detail") or {}).get("kind") != "replica":
             continue
-        detail = data.get("detail") or {}
         out.append(
             {
                 "seq": row.seq,
-                "entry_hash": entry_hash(row.prev_hash, row.seq, row.payload).hex(),
+                "prev_hash": row.prev_hash.hex(),
+                "payload": row.payload,
                 "audit_path": [h.hex() for h in inclusion_proof(row.seq - 1, size, tree.subtree)],
-                "from_site": data.get("requester"),
-                "collection": data.get("collection"),
-                "rules": data.get("rules", []),
-                "categories": data.get("categories", []),
-                "at": data.get("at"),
-                "decision": data.get("decision"),
-                "from_country": detail.get("from_country"),
-                "to_country": detail.get("to_country"),
-                "routes": detail.get("routes", []),
-                "bases": detail.get("bases", []),
-                "filings": detail.get("filings", []),
             }
         )
     return out

@@ -193,7 +193,7 @@ def _check_site(
         if site != home and role == "primary":
             raise BadInput(f"the site holds primary records, but the proof names {home!r} as home")
         if role == "copy":
-            _check_transfers(site, section.get("transfers"), audit_head, result)
+            _check_transfers(site, subject, section.get("transfers"), audit_head, result)
     elif "absence" in section:
         if site == home:
             raise BadInput("the home site does not hold the subject")
@@ -255,13 +255,12 @@ def _check_extends(consistency: Any, pinned: TreeHead, head: TreeHead) -> None:
         )
 
 
-_SUMMARY = (
-    "seq", "from_site", "collection", "decision", "from_country", "to_country", "rules",
-    "routes", "bases", "filings", "categories", "at",
-)  # fmt: skip
-
-
-def _check_transfers(site: str, transfers: Any, head: TreeHead, result: SiteResult) -> None:
+def _check_transfers(
+    site: str, subject: bytes, transfers: Any, head: TreeHead, result: SiteResult
+) -> None:
+    """Each transfer entry is rebuilt from its payload, proven in the site's signed log, and
+    read: a copy (``replica``) of this subject (its keyed hash) to this site, from another
+    site, allowed. What the report shows comes from the payload, never from the proof."""
     if not isinstance(transfers, list) or not transfers:
         raise BadInput(
             "the site holds a copy, but the proof shows no transfer entry that allowed it"
@@ -269,13 +268,55 @@ def _check_transfers(site: str, transfers: Any, head: TreeHead, result: SiteResu
     for t in transfers:
         try:
             seq = int(t["seq"])
-            digest = unhex(t["entry_hash"], HASH_SIZE)
+            prev = unhex(t["prev_hash"], None)
+            payload = str(t["payload"])
             path = [unhex(h, HASH_SIZE) for h in t["audit_path"]]
         except (KeyError, TypeError, ValueError):
-            raise BadInput("a transfer needs seq, entry_hash and audit_path") from None
-        if not verify_inclusion(leaf_hash(digest), seq - 1, head.size, path, head.root):
+            raise BadInput("a transfer needs seq, prev_hash, payload and audit_path") from None
+        digest = entry_hash(prev, seq, payload)
+        if not 1 <= seq <= head.size or not verify_inclusion(
+            leaf_hash(digest), seq - 1, head.size, path, head.root
+        ):
             raise BadInput(f"transfer entry {seq} is not in the signed tree of site {site!r}")
-        result.transfers.append({k: t.get(k) for k in _SUMMARY})
+        try:
+            data = json.loads(payload)
+            detail = data.get("detail") or {}
+            if not isinstance(detail, Mapping):
+                raise ValueError
+        except (ValueError, AttributeError):
+            raise BadInput(f"transfer entry {seq} is not an audit entry") from None
+        if data.get("action") != "transfer" or detail.get("kind") != "replica":
+            raise BadInput(f"transfer entry {seq} records no copy (it is a {data.get('action')!r})")
+        if data.get("site") != site:
+            raise BadInput(f"transfer entry {seq} copied to site {data.get('site')!r}, not here")
+        if data.get("decision") != "allow":
+            raise BadInput(
+                f"transfer entry {seq} did not allow the copy ({data.get('decision')!r})"
+            )
+        if not isinstance(data.get("requester"), str) or data["requester"] == site:
+            raise BadInput(f"transfer entry {seq} names no other site the copy came from")
+        if "subject_key" not in detail:
+            raise BadInput(
+                f"transfer entry {seq} was written before transfer entries named the subject's "
+                "keyed hash: it cannot be bound to this subject (not checked, so not passed)"
+            )
+        if detail.get("subject_key") != subject.hex():
+            raise BadInput(f"transfer entry {seq} copied another subject")
+        result.transfers.append(
+            {
+                "seq": seq,
+                "from_site": data.get("requester"),
+                "collection": data.get("collection"),
+                "decision": data.get("decision"),
+                "rules": data.get("rules", []),
+                "categories": data.get("categories", []),
+                "at": data.get("at"),
+                **{
+                    k: detail.get(k, [])
+                    for k in ("from_country", "to_country", "routes", "bases", "filings")
+                },
+            }
+        )
 
 
 def render(report: Report) -> str:

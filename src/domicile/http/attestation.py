@@ -70,23 +70,15 @@ class Absence(BaseModel):
 
 
 class TransferRef(BaseModel):
-    """A transfer entry that brought a copy: where it is in the site's log, its hash and
-    inclusion proof, and what it decided (its payload stays in the log)."""
+    """A transfer entry that brought a copy, whole: the verifier rebuilds its hash from
+    ``prev_hash``, ``seq`` and ``payload``, proves it in the site's signed log and reads
+    the decision, the sites and the subject's keyed hash from the payload. The payload
+    names the subject's internal random id and its copied records' ids, never a value."""
 
     seq: int = Field(ge=1)
-    entry_hash: Hex32
+    prev_hash: str = Field(pattern=r"^([0-9a-f]{64})?$")
+    payload: str
     audit_path: list[Hex32]
-    from_site: str | None = None
-    collection: str | None = None
-    decision: str | None = None
-    from_country: str | None = None
-    to_country: str | None = None
-    rules: list[str] = []
-    routes: list[str] = []
-    bases: list[str] = []
-    filings: list[str] = []
-    categories: list[str] = []
-    at: str | None = None
 
 
 class Consistency(BaseModel):

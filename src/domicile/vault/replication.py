@@ -95,6 +95,16 @@ class Replicator:
         self.sites = {s.id: s for s in vault.config.sites}
         self._templates: dict[tuple[Any, ...], tuple[Decision, PayloadTemplate, bool]] = {}
         self._categories: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self._attest_key: bytes | None = None
+
+    def _subject_key(self, subject: str) -> str:
+        """The subject's keyed hash (as attestation names it), recorded in each transfer
+        entry of a copy so that a proof can bind the entry to the subject without its id."""
+        from domicile.attest.commitment import attest_key, subject_key
+
+        if self._attest_key is None:
+            self._attest_key = attest_key(self.vault.keys.token_key())
+        return subject_key(self._attest_key, subject).hex()
 
     # --- the outbox -------------------------------------------------------------------------
 
@@ -283,7 +293,11 @@ class Replicator:
             )
             # The entry of ``transfer_detail`` over the transfer event, from a template.
             payload = template.render(
-                primary.record_id, primary.subject_id, _utcnow().isoformat(), primary.version
+                primary.record_id,
+                primary.subject_id,
+                _utcnow().isoformat(),
+                primary.version,
+                self._subject_key(primary.subject_id),
             )
             copies.append((copy, payload, sensitive))
         removals = [r for r in store.get_many(list(plan.remove)).values() if r.is_replica]
@@ -342,7 +356,8 @@ class Replicator:
             primary.version,
         )  # fmt: skip
         template = PayloadTemplate(
-            replace(event, **detail), ("record", "subject", "at", "detail.version")
+            replace(event, **detail),
+            ("record", "subject", "at", "detail.version", "detail.subject_key"),
         )
         sensitive = any(is_sensitive(c) for c in categories)
         if len(self._templates) >= 4096:
