@@ -268,8 +268,10 @@ def test_the_api_gives_a_subject_its_own_proof(dep: dict[str, Any]) -> None:
     try:
         application = create_app(vault)
         clients = application.state.service.clients
-        _, key = clients.add(
-            "subject-app", ["subjects:attest", "site:ru", "collection:profiles"], api_key=True
+        app_client, key = clients.add(
+            "subject-app",
+            ["subjects:attest", "site:ru", "collection:profiles", "purpose:attestation"],
+            api_key=True,
         )
         _, weak = clients.add(
             "reader", ["records:read", "site:ru", "collection:profiles"], api_key=True
@@ -282,11 +284,43 @@ def test_the_api_gives_a_subject_its_own_proof(dep: dict[str, Any]) -> None:
             assert r.status_code == 200, r.text
             code, report = verify(dep, r.json())
             assert code == 0, problems(report)
+            # The disclosure is audited at the home site, as a read is, naming the client.
+            last = json.loads(list(vault.store("ru").audit(1))[-1].payload)
+            assert last["action"] == "read"
+            assert last["detail"] == {"operation": "subjects:attest"}
+            assert last["purpose"] == "attestation"
+            assert last["client"] == app_client.id
             r = http.post(
                 "/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {weak}"}
             )
             assert r.status_code == 403
             assert "subjects:attest" in r.text
+            # A client of site us asks about Anna, at home in Russia: decided as a read from
+            # us would be, refused (audited at ru), never answered.
+            _, abroad = clients.add(
+                "us-app",
+                ["subjects:attest", "site:us", "collection:profiles", "purpose:attestation"],
+                api_key=True,
+            )
+            r = http.post(
+                "/v1/subjects/attestation", json=body, headers={"Authorization": f"Bearer {abroad}"}
+            )
+            assert r.status_code == 403, r.text
+            assert "policy does not let site 'us'" in r.text
+            last = json.loads(list(vault.store("ru").audit(1))[-1].payload)
+            assert (last["action"], last["requester"]) == ("refuse", "us")
+            # A purpose outside the client's purpose scopes is refused.
+            _, narrow = clients.add(
+                "narrow-app",
+                ["subjects:attest", "site:ru", "collection:profiles", "purpose:support"],
+                api_key=True,
+            )
+            r = http.post(
+                "/v1/subjects/attestation",
+                json={**body, "purpose": "marketing"},
+                headers={"Authorization": f"Bearer {narrow}"},
+            )
+            assert r.status_code == 403, r.text
             paths = application.openapi()["paths"]
             assert "/v1/subjects/attestation" in paths
     finally:

@@ -76,9 +76,7 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("GET", "/v1/subjects/export"): Required(
         ("records:export", "records:read"), NATIVE, by_token=True
     ),
-    ("POST", "/v1/subjects/attestation"): Required(
-        ("subjects:attest",), frozenset({SITE, COLLECTION}), by_token=True
-    ),
+    ("POST", "/v1/subjects/attestation"): Required(("subjects:attest",), NATIVE, by_token=True),
     ("GET", "/v1/filings"): Required(("filings:read",)),
     ("POST", "/v1/filings"): Required(("filings:write",)),
     ("DELETE", "/v1/filings/{name}"): Required(("filings:write",)),
@@ -256,7 +254,7 @@ def _native(world: World, method: str, path: str) -> Request:
 
             token = world.profile()
             commit(world.vault)  # a proof needs every site's current commitment
-            return method, path, {"json": {"token": token}, "params": AT}
+            return method, path, {"json": {"token": token, "purpose": P}, "params": AT}
         case ("POST", "/v1/filings"):
             return method, "/v1/filings", {"json": {"name": "eu.scc.US", "date": "2025-01-01"}}
         case ("DELETE", "/v1/filings/{name}"):

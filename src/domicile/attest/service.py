@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from domicile.attest.commitment import (
@@ -40,6 +40,8 @@ from domicile.stores.base import AuditRow, SiteStore, SiteUnavailable
 
 if TYPE_CHECKING:
     from domicile.access import Access
+    from domicile.config import Site
+    from domicile.stores import StoredRecord
     from domicile.vault.service import Domicile
 
 FORMAT = "domicile.attestation/1"
@@ -181,6 +183,9 @@ def status(vault: Domicile) -> list[dict[str, Any]]:
 OPERATION = "subjects:attest"
 
 
+PURPOSE = "attestation"
+
+
 def resolve_subject(
     vault: Domicile,
     *,
@@ -188,25 +193,72 @@ def resolve_subject(
     identity: tuple[str, str] | None = None,
     access: Access | None = None,
     as_site: str | None = None,
-) -> tuple[str, str]:
-    """(home site, subject id) of a token's record, or of an identifying value. A client
-    (``access``) needs ``subjects:attest`` for its site and the record's collection (else
-    the record answers as missing), and names the subject by a token only."""
+    purpose: str = PURPOSE,
+) -> tuple[str, str, AuditEvent | None]:
+    """(home site, subject id) of a token's record, or of an identifying value, and the
+    audit event of the disclosure (a token's only). The one check of every interface: the
+    caller (``access``) needs ``subjects:attest`` for its site, the purpose and the
+    record's collection (else the record answers as missing), names the subject by a
+    token only, and the policy must let its site read the record, as a read from there
+    would be decided (a proof shows where the subject is held, and what was copied where:
+    no less than the record's metadata). A refusal is audited at the home site. The local
+    operator (the CLI, with the keyring) is not decided: it can read the sites anyway."""
+    from domicile.vault.core import check_purpose
+
     if (token is None) == (identity is None):
         raise BadInput("name the subject by --token or by --identity, one of them")
+    check_purpose(purpose)
     access, requester = vault._acting(access, as_site)
-    vault.authorize(access, OPERATION, site=requester.id)
+    vault.authorize(access, OPERATION, site=requester.id, purpose=purpose)
     if token is not None:
         site, record_id = vault._locate(token)
         rec = vault.store(site.id).get(record_id)
         if rec is None or rec.is_replica:
             raise NotFound("no such record", hint="the token's record was deleted or erased")
-        vault.authorize(access, OPERATION, collection=rec.collection, hide=True)
-        return site.id, rec.subject_id
+        vault.authorize(access, OPERATION, collection=rec.collection, hide=True, purpose=purpose)
+        if access.scopes is None:  # the local operator, who holds the keyring: no decision
+            return site.id, rec.subject_id, None
+        return site.id, rec.subject_id, _decide(vault, site, rec, requester, purpose, access)
     if not access.unrestricted:
         raise BadInput("a client names the subject by a token")
     assert identity is not None
-    return _by_identity(vault, *identity)
+    return (*_by_identity(vault, *identity), None)
+
+
+def _decide(
+    vault: Domicile, site: Site, rec: StoredRecord, requester: Site, purpose: str, access: Access
+) -> AuditEvent:
+    """The policy's word on a read of ``rec`` from ``requester``'s site (its residency is
+    opened, nothing else): allowed, the event to audit; else the refusal audited and
+    raised. A masked disclosure is no allowance here (a proof is not maskable)."""
+    from domicile.packs import Outcome
+    from domicile.vault.errors import PolicyRefused
+
+    abroad = requester.country != site.country
+    shape = vault._record_shape(rec)
+    facts = vault.transfer_facts(site, requester.country) if abroad else {}
+    decision = vault._decide_sorted(
+        vault._residency(site, rec), shape.categories, "retrieve", site.country,
+        requester.country if abroad else None, tuple(sorted(facts.items())), vault._stamp(),
+    )  # fmt: skip
+    event = AuditEvent(
+        action="read", site=site.id, purpose=purpose, collection=rec.collection,
+        record=rec.record_id, subject=rec.subject_id, requester=requester.id,
+        client=access.client, decision=decision.outcome.value, rules=decision.rule_ids,
+        categories=shape.categories, detail={"operation": OPERATION},
+    )  # fmt: skip
+    if decision.outcome is Outcome.allow:
+        return event
+    refusal = replace(
+        event, action="refuse", detail={**event.detail, "to_country": requester.country}
+    )
+    vault.audit_read(site.id, refusal.payload())
+    raise PolicyRefused(
+        f"policy does not let site {requester.id!r} ({requester.country}) read this record, "
+        f"so not learn where its subject is held: {decision.outcome.value}",
+        decision=decision.to_dict(),
+        hint="the decision's rules say why",
+    )
 
 
 def _by_identity(vault: Domicile, name: str, value: str) -> tuple[str, str]:
@@ -254,12 +306,16 @@ def prove(
     access: Access | None = None,
     as_site: str | None = None,
     since: Mapping[str, int] | None = None,
+    purpose: str = PURPOSE,
+    audit: bool = False,
 ) -> dict[str, Any]:
-    """The attestation document of one subject (see the module's docstring). Reads only.
-    ``since``: the sizes of the audit heads the verifier holds (its heads file), per site;
-    where the newest head is bigger, the proof carries a consistency proof from it."""
-    home, subject = resolve_subject(
-        vault, token=token, identity=identity, access=access, as_site=as_site
+    """The attestation document of one subject (see the module's docstring). Reads only,
+    unless ``audit`` (a client's request, over the API): then the disclosure is audited at
+    the home site, as a read is, once the proof is made. ``since``: the sizes of the audit
+    heads the verifier holds (its heads file), per site; where the newest head is bigger,
+    the proof carries a consistency proof from it."""
+    home, subject, event = resolve_subject(
+        vault, token=token, identity=identity, access=access, as_site=as_site, purpose=purpose
     )
     key = attest_key(vault.keys.token_key())
     hashed = subject_key(key, subject)
@@ -308,6 +364,8 @@ def prove(
             if role == "copy":
                 section["transfers"] = _transfers(store, subject, audit_head.size)
         sites[s.id] = section
+    if audit and event is not None:
+        vault.audit_read(home, event.payload())
     return {
         "format": FORMAT,
         "environment": vault.config.model.environment_id,

@@ -273,9 +273,8 @@ def _check_transfers(
             path = [unhex(h, HASH_SIZE) for h in t["audit_path"]]
         except (KeyError, TypeError, ValueError):
             raise BadInput("a transfer needs seq, prev_hash, payload and audit_path") from None
-        digest = entry_hash(prev, seq, payload)
         if not 1 <= seq <= head.size or not verify_inclusion(
-            leaf_hash(digest), seq - 1, head.size, path, head.root
+            leaf_hash(entry_hash(prev, seq, payload)), seq - 1, head.size, path, head.root
         ):
             raise BadInput(f"transfer entry {seq} is not in the signed tree of site {site!r}")
         try:

@@ -17,6 +17,12 @@ class AttestBody(BaseModel):
     token: str = Field(
         min_length=1, max_length=200, description="A token of one of the subject's records."
     )
+    purpose: str = Field(
+        default="attestation",
+        pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
+        description="Why the proof is asked for: checked against the client's purpose "
+        "scopes and recorded in the audit entry of the disclosure.",
+    )
     since: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
         default=None,
         description="The size of the audit head the verifier holds, per site (its heads "

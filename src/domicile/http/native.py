@@ -402,12 +402,18 @@ def attestation(
     home site, and at every other site nothing or a copy with the transfer entries that
     allowed it, against each site's signed commitment (``domicile attest verify``). Names
     the subject by a keyed hash only. ``since``: the verifier's heads, to prove the newer
-    ones extend them. Needs ``subjects:attest``; 409 while a site changed since its newest
-    commitment (``domicile attest commit``)."""
+    ones extend them. Needs ``subjects:attest`` for the client's site, the record's
+    collection and the purpose, and the policy must let the client's site read the record
+    (decided as a read from there, 403 with the decision otherwise); the disclosure is
+    audited at the home site. 409 while a site changed since its newest commitment
+    (``domicile attest commit``)."""
     from domicile.attest.service import prove
 
     access = client_access(svc, principal, as_site)
-    return prove(svc.vault, token=body.token, access=access, since=body.since)
+    return prove(
+        svc.vault, token=body.token, access=access, since=body.since, purpose=body.purpose,
+        audit=True,
+    )  # fmt: skip
 
 
 @router.get("/filings", tags=["filings"])
