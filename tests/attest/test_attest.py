@@ -82,6 +82,8 @@ def verify(
 ) -> tuple[int, dict[str, Any]]:
     path = dep["folder"].parent / "proof.json"
     path.write_text(json.dumps(doc))
+    if "--subject" not in extra:  # the hash the subject's application kept
+        extra = (*extra, "--subject", str(doc.get("subject", "")))
     code, out, err = run(
         "attest", "verify", str(path), "--keys", str(heads or dep["heads"]), "--json", *extra
     )
@@ -105,7 +107,9 @@ def test_a_subject_at_home_and_nowhere_else(dep: dict[str, Any]) -> None:
     # Human output too.
     path = dep["folder"].parent / "anna.json"
     path.write_text(json.dumps(doc))
-    code, out, _ = run("attest", "verify", str(path), "--keys", str(dep["heads"]))
+    code, out, _ = run(
+        "attest", "verify", str(path), "--keys", str(dep["heads"]), "--subject", doc["subject"]
+    )
     assert code == 0
     assert "ok ru: holds the primary records" in out
     assert "ok de: does not hold the subject" in out
@@ -246,12 +250,17 @@ def test_the_proof_is_made_without_writing(dep: dict[str, Any], tmp_path: Path) 
 def test_bad_inputs_exit_2(dep: dict[str, Any], tmp_path: Path) -> None:
     junk = tmp_path / "junk.json"
     junk.write_text("{}")
-    code, _, _ = run("attest", "verify", str(junk), "--keys", str(dep["heads"]))
+    pin = ("--subject", "00" * 32)
+    code, _, _ = run("attest", "verify", str(junk), "--keys", str(dep["heads"]), *pin)
     assert code == 2
     code, _, _ = run(
-        "attest", "verify", str(tmp_path / "missing.json"), "--keys", str(dep["heads"])
+        "attest", "verify", str(tmp_path / "missing.json"), "--keys", str(dep["heads"]), *pin
     )
     assert code == 2
+    # No --subject: a proof could be about anyone, so the verifier does not start.
+    code, _, err = run("attest", "verify", str(junk), "--keys", str(dep["heads"]))
+    assert code == 2
+    assert "--subject" in err
     code, _, _ = run("attest", "subject", "--token", "dom1_nonsense", "--json")
     assert code == 2
     code, _, _ = run("attest", "subject", "--json")
@@ -350,7 +359,10 @@ def test_a_broken_proof_is_named_never_a_traceback(dep: dict[str, Any]) -> None:
             walk(v, [*at, k])
 
     walk(doc, [])
-    assert verifier.check(doc, heads).ok
+    assert verifier.check(doc, heads, doc["subject"]).ok
+    unbound = verifier.check(doc, heads)  # a true proof, but about whom?
+    assert not unbound.ok
+    assert "unbound" in unbound.problems[0]
     rng = random.Random(11)
     junk: list[Any] = [None, 1, -1, "x", "", [], {}, "00" * 32, "zz" * 32, 2**70, {"a": 1}]
     for _ in range(300):
@@ -360,7 +372,7 @@ def test_a_broken_proof_is_named_never_a_traceback(dep: dict[str, Any]) -> None:
         for k in at[:-1]:
             node = node[k]
         node[at[-1]] = rng.choice(junk)
-        report = verifier.check(broken, heads)
+        report = verifier.check(broken, heads, doc["subject"])
         assert isinstance(report.ok, bool)
 
 

@@ -93,7 +93,9 @@ def load(path: str | Path) -> Any:
 
 
 def check(document: Any, heads: HeadsFile, expect: str | None = None) -> Report:
-    """Check ``document`` against the pinned ``heads``; every failure is named."""
+    """Check ``document`` against the pinned ``heads`` and the subject hash ``expect``;
+    every failure is named. Without ``expect`` the report fails as unbound: a proof checked
+    against whatever hash it names could be passed off as about someone else."""
     report = Report()
     try:
         subject = unhex(document.get("subject"), HASH_SIZE)
@@ -102,7 +104,12 @@ def check(document: Any, heads: HeadsFile, expect: str | None = None) -> Report:
         return report
     report.subject = subject.hex()
     report.home = str(document.get("home", ""))
-    if expect is not None and expect.lower() != report.subject:
+    if expect is None:
+        report.problems.append(
+            "unbound: the proof was not checked against the subject it must be about "
+            "(--subject HASH); it could be a true proof about someone else"
+        )
+    elif expect.lower() != report.subject:
         report.problems.append(
             f"the proof is for another subject ({report.subject[:16]}..., expected {expect[:16]}...)"
         )

@@ -94,6 +94,12 @@ def subject(
     ),
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="Print only the subject's keyed hash (what `attest verify --subject` checks).",
+    ),
 ) -> None:
     """A proof that the subject's primary records are committed at its home site and that
     every other site holds nothing of it, or a lawful copy with the transfer entries that
@@ -117,6 +123,9 @@ def subject(
         doc = prove(d, token=token, identity=ident, since=since)
         if out is not None:
             _write_private(out, doc)
+    if quiet:
+        console.print(doc["subject"], soft_wrap=True)
+        return
     if as_json and out is None:
         emit_json(doc)
         return
@@ -139,7 +148,9 @@ def subject(
         console.print("the proof itself: --json, or --out FILE")
     else:
         console.print(
-            f"wrote {escape(out)}; check it with: domicile attest verify {escape(out)} --keys HEADS"
+            f"wrote {escape(out)}; check it with: domicile attest verify {escape(out)} --keys HEADS "
+            f"--subject {doc['subject']}",
+            soft_wrap=True,
         )
 
 
@@ -149,13 +160,18 @@ def verify(
     keys: str = typer.Option(
         ..., "--keys", help="A heads file (`domicile audit heads --out`): public keys and heads."
     ),
-    expect: str | None = typer.Option(
-        None, "--subject", help="The subject hash the proof must be about (from an earlier proof)."
+    expect: str = typer.Option(
+        ...,
+        "--subject",
+        help="The subject's keyed hash the proof must be about: the subject's application "
+        "keeps it from the API's first answer (`subject`), an operator prints it with "
+        "`attest subject -q`. Without it a proof could be about anyone.",
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Check a proof offline, with public keys only. Exit 0 good, 1 a check failed (each
-    named: another subject, a stale or forged head), 2 not a proof or not a heads file."""
+    """Check a proof offline, with public keys only, against the subject it must be about.
+    Exit 0 good, 1 a check failed (each named: another subject, a stale or forged head),
+    2 not a proof, not a heads file, or no --subject."""
     from domicile.attest import verifier
     from domicile.audit.heads import HeadsFile
 
