@@ -134,3 +134,47 @@ def test_an_entry_that_is_no_transfer_cannot_stand_for_one(dep: dict[str, Any]) 
     assert "FAILED de:" in out
     assert "transfer entry" in out
     assert "attestation verified" not in out
+
+
+def _one_entry_log(payload: str) -> tuple[Any, dict[str, Any]]:
+    """A signed-looking head over a log of one entry, and that entry as a proof ships it."""
+    from domicile.audit.heads import TreeHead
+    from domicile.audit.merkle import leaf_hash
+    from domicile.stores.base import entry_hash
+
+    root = leaf_hash(entry_hash(b"", 1, payload))
+    head = TreeHead("de", 1, root, "2026-01-01T00:00:00+00:00", b"\x00" * 64)
+    return head, {"seq": 1, "prev_hash": "", "payload": payload, "audit_path": []}
+
+
+def transfer(**detail: Any) -> str:
+    data = {
+        "action": "transfer", "site": "de", "requester": "us", "decision": "allow",
+        "collection": "profiles", "detail": {"kind": "replica", "to_country": "DE", **detail},
+    }  # fmt: skip
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        (transfer(), "written before transfer entries named the subject's keyed hash"),
+        (transfer(subject_key="ab" * 32), "copied another subject"),
+        (transfer(kind="read", subject_key="cd" * 32), "records no copy"),
+        (transfer(subject_key="cd" * 32).replace('"allow"', '"deny"'), "did not allow"),
+        (transfer(subject_key="cd" * 32).replace('"site":"de"', '"site":"ru"'), "not here"),
+    ],
+)
+def test_a_transfer_entry_that_cannot_be_bound_fails_closed(payload: str, named: str) -> None:
+    from domicile.attest.verifier import SiteResult, _check_transfers
+    from domicile.errors import BadInput
+
+    head, entry = _one_entry_log(payload)
+    with pytest.raises(BadInput) as caught:
+        _check_transfers("de", bytes.fromhex("cd" * 32), [entry], head, SiteResult("de"))
+    assert named in caught.value.message
+    # The same entry, naming the subject and allowed, passes; its summary is read from it.
+    head, entry = _one_entry_log(transfer(subject_key="cd" * 32))
+    result = SiteResult("de")
+    _check_transfers("de", bytes.fromhex("cd" * 32), [entry], head, result)
+    assert result.transfers[0]["from_site"] == "us"
