@@ -253,6 +253,31 @@ class ClientRegistry:
             os.replace(tmp, self.path)
         self._stamp = None
 
+    def session_stamp(self, client_id: str) -> str | None:
+        """What a console session of the client is bound to: the client's session
+        generation and its stored secret hash (None for no such client). A session issued
+        under another stamp is over: ``end_sessions`` bumps the generation (sign-out), and
+        a new secret changes the hash."""
+        entry = self._refresh().get(client_id)
+        if entry is None:
+            return None
+        generations = self._data.get("sessions", {})
+        generation = generations.get(client_id, 0) if isinstance(generations, dict) else 0
+        return f"{generation}${entry.get('secret_hash', '')}"
+
+    def end_sessions(self, client_id: str) -> None:
+        """End every console session of the client (kept in the registry's file, under
+        ``sessions``, so every process of the service sees it; works for clients of the
+        configuration too)."""
+
+        def bump(data: dict[str, Any]) -> None:
+            generations = data.get("sessions")
+            if not isinstance(generations, dict):
+                generations = data["sessions"] = {}
+            generations[client_id] = int(generations.get(client_id, 0)) + 1
+
+        self._write(bump)
+
     def by_secret(self, client_id: str, secret: str) -> Client | None:
         entry = self._refresh().get(client_id)
         if entry is None or "secret_hash" not in entry:

@@ -3,6 +3,7 @@ forged, foreign and expired sessions, and the sign-in form's own CSRF token."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from domicile.clients import hash_secret
 from domicile.console.session import COOKIE, Sessions
 from domicile.deploy.starter import init
 from domicile.http.app import create_app
@@ -61,12 +63,16 @@ def test_forged_foreign_and_expired_sessions_are_not_signed_in(
     app: tuple[TestClient, str, str, Sessions], tmp_path: Path
 ) -> None:
     http, client_id, _, sessions = app
+    stamp = http.app.state.service.clients.session_stamp(client_id)  # type: ignore[attr-defined]
+    assert stamp is not None
+    assert sessions.read(sessions.issue(client_id, stamp)) is not None
     other = Sessions(b"\x01" * 32, "default")  # another deployment's key
     for cookie in (
-        other.issue(client_id),
-        sessions.issue(client_id, ttl=-10),
-        sessions.issue(client_id)[:-2] + "AA",
-        sessions.issue("dc_no_such_client"),
+        other.issue(client_id, stamp),
+        sessions.issue(client_id, stamp, ttl=-10),
+        sessions.issue(client_id, stamp)[:-2] + "AA",
+        sessions.issue(client_id, "0$another"),  # bound to another secret or generation
+        sessions.issue("dc_no_such_client", stamp),
         "dcs1.e30.x",
         "garbage",
     ):
@@ -130,3 +136,44 @@ def test_the_audit_page_names_the_first_bad_entry(
         page = http.get("/console/audit").text
     assert "tampered" in page
     assert "entry 2:" in page
+
+
+def _csrf_of(http: TestClient) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', http.get("/console/audit").text)
+    assert found is not None
+    return found.group(1)
+
+
+def _signed_in_with(http: TestClient, cookie: str) -> bool:
+    http.cookies.clear()
+    http.cookies.set(COOKIE, cookie, domain="testserver.local", path="/console")
+    r = http.get("/console/audit", follow_redirects=False)
+    http.cookies.clear()
+    return r.status_code == 200
+
+
+def test_a_cookie_kept_after_sign_out_or_a_secret_change_is_not_signed_in(
+    app: tuple[TestClient, str, str, Sessions], tmp_path: Path
+) -> None:
+    http, client_id, secret, _ = app
+    _sign_in(http, client_id, secret)
+    kept = http.cookies.get(COOKIE)
+    assert kept
+    assert _signed_in_with(http, kept)
+    # Sign out; someone who copied the cookie before keeps it.
+    http.cookies.set(COOKIE, kept, domain="testserver.local", path="/console")
+    r = http.post("/console/signout", data={"csrf": _csrf_of(http)}, follow_redirects=False)
+    assert r.status_code == 303
+    assert not _signed_in_with(http, kept)
+    # Sign in again, then the client's secret changes (as an operator rotates it by hand).
+    _sign_in(http, client_id, secret)
+    kept = http.cookies.get(COOKIE)
+    assert kept
+    assert _signed_in_with(http, kept)
+    clients = tmp_path / "domicile-data" / "clients.json"
+    data = json.loads(clients.read_text())
+    data["clients"][client_id]["secret_hash"] = hash_secret("ds_" + "n" * 43)
+    clients.write_text(json.dumps(data) + " " * 8)  # another size: the registry re-reads it
+    assert not _signed_in_with(http, kept)
+    http.cookies.clear()
+    assert _sign_in(http, client_id, "ds_" + "n" * 43)

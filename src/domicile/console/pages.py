@@ -111,8 +111,11 @@ def _who(request: Request) -> _Who | None:
     session = con.sessions.read(request.cookies.get(COOKIE))
     if session is None:
         return None
+    # Signed out since, or the client's secret changed, or the client was removed.
+    if not con.sessions.current(session, con.svc.clients.session_stamp(session.client_id)):
+        return None
     client = con.svc.clients.get(session.client_id)
-    if client is None:  # removed since it signed in
+    if client is None:
         return None
     return _Who(client, session, con.svc)
 
@@ -270,9 +273,10 @@ async def signin(request: Request) -> Response:
             return _signin_page(request, 429, "too many failed sign-ins; wait a minute and retry")
         return _signin_page(request, 401, "the client id or secret is wrong")
     request.state.client = client.id
+    stamp = svc.clients.session_stamp(client.id) or ""
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(
-        COOKIE, con.sessions.issue(client.id), max_age=SESSION_TTL, path="/console",
+        COOKIE, con.sessions.issue(client.id, stamp), max_age=SESSION_TTL, path="/console",
         httponly=True, samesite="strict", secure=_secure(request),
     )  # fmt: skip
     response.delete_cookie(PRE_COOKIE, path="/console")
@@ -281,9 +285,17 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
+    """Ends every session of the client (``ClientRegistry.end_sessions``), not only this
+    browser's cookie, so a copy of the cookie is of no use afterwards."""
     who = _who(request)
-    if who is not None and await _form(request, who) is None:
-        return _csrf_refused(request, who)
+    if who is not None:
+        if await _form(request, who) is None:
+            return _csrf_refused(request, who)
+        clients = _console(request).svc.clients
+        try:
+            await anyio.to_thread.run_sync(clients.end_sessions, who.client.id)
+        except DomicileError as exc:
+            return _failed(request, who, exc, "signout")
     response = RedirectResponse("/console/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
     return response

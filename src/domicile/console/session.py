@@ -2,9 +2,15 @@
 
 A session is stateless, like the API's access tokens, so any process of a multi-process
 service accepts it: ``dcs1.PAYLOAD.SIGNATURE``, where the payload holds the client id, a
-random session id and an expiry, and the signature is HMAC-SHA256 under a key derived from
-the keyring. The client's scopes are not in it: they are looked up on every request, so a
-change to a client (or its removal) applies at once.
+random session id, an expiry and a binding, and the signature is HMAC-SHA256 under a key
+derived from the keyring. The client's scopes are not in it: they are looked up on every
+request, so a change to a client (or its removal) applies at once.
+
+The binding is an HMAC of the client's session stamp in the client registry
+(``ClientRegistry.session_stamp``: a per-client generation and the stored secret hash),
+checked on every request. Signing out bumps the generation, and a new secret changes the
+hash, so a cookie kept from before either no longer signs anyone in. Signing out ends
+every session of that client, in every browser.
 
 The CSRF token of a session is an HMAC of its session id under another derived key: a
 form carries it in a hidden field and the server recomputes it. A page of another origin
@@ -48,6 +54,7 @@ class Session:
     client_id: str
     sid: str
     expires: int
+    binding: str
 
 
 class Sessions:
@@ -58,15 +65,27 @@ class Sessions:
         self._csrf = _derive(master, b"domicile/console-csrf/v1")
         self.environment = environment
 
-    def issue(self, client_id: str, ttl: int = SESSION_TTL) -> str:
+    def issue(self, client_id: str, stamp: str, ttl: int = SESSION_TTL) -> str:
+        """A cookie for the client, bound to its current ``stamp`` (see the module)."""
         claims = {
             "c": client_id,
             "s": secrets.token_urlsafe(16),
+            "g": self._bind(client_id, stamp),
             "e": self.environment,
             "x": int(time.time()) + ttl,
         }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"dcs1.{payload}.{self._mac(payload)}"
+
+    def _bind(self, client_id: str, stamp: str) -> str:
+        return self._mac(f"bind.{client_id}\0{stamp}")
+
+    def current(self, session: Session, stamp: str | None) -> bool:
+        """Whether a session is still bound to its client's stamp (None: no such client)."""
+        if stamp is None:
+            return False
+        expected = self._bind(session.client_id, stamp)
+        return hmac.compare_digest(expected.encode(), session.binding.encode())
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.digest(self._sign, payload.encode(), hashlib.sha256))
@@ -83,13 +102,14 @@ class Sessions:
         try:
             claims = json.loads(_unb64(parts[1]))
             client, sid, expires = claims["c"], claims["s"], int(claims["x"])
+            binding = claims["g"]
         except (ValueError, TypeError, KeyError):
             return None
-        if not isinstance(client, str) or not isinstance(sid, str):
+        if not all(isinstance(v, str) for v in (client, sid, binding)) or not binding.isascii():
             return None
         if claims.get("e") != self.environment or expires < time.time():
             return None
-        return Session(client, sid, expires)
+        return Session(client, sid, expires, binding)
 
     def csrf(self, sid: str) -> str:
         """The CSRF token of a session (or of a sign-in form's pre-session)."""
