@@ -177,3 +177,27 @@ def test_a_cookie_kept_after_sign_out_or_a_secret_change_is_not_signed_in(
     assert not _signed_in_with(http, kept)
     http.cookies.clear()
     assert _sign_in(http, client_id, "ds_" + "n" * 43)
+
+
+def test_the_menu_lists_a_page_only_with_every_scope_the_page_needs(
+    app: tuple[TestClient, str, str, Sessions],
+) -> None:
+    http, *_ = app
+    clients = http.app.state.service.clients  # type: ignore[attr-defined]
+    for scopes, shown, refused in (
+        (["records:read", "audit:read"], [], ["subjects", "evidence"]),
+        (["records:read", "records:export"], [], ["subjects"]),  # not for the lookup's purpose
+        (["records:read", "records:export", "purpose:subject_access"], ["subjects"], ["evidence"]),
+        (["audit:read", "transfers:read"], ["evidence"], ["subjects"]),
+    ):
+        client, secret = clients.add("limited", scopes)
+        http.cookies.clear()
+        _sign_in(http, client.id, secret)
+        menu = http.get("/console/audit" if "audit:read" in scopes else "/console").text
+        menu = menu.split('<nav aria-label="Pages">')[1].split("</nav>")[0]
+        for page in shown:
+            assert f'href="/console/{page}"' in menu, (scopes, page)
+            assert http.get(f"/console/{page}").status_code == 200, (scopes, page)
+        for page in refused:
+            assert f'href="/console/{page}"' not in menu, (scopes, page)
+            assert http.get(f"/console/{page}").status_code == 403, (scopes, page)

@@ -44,18 +44,23 @@ STATIC = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
 }
-# The pages, in the navigation's order: (path, title, the scope that shows it).
-PAGES = (
-    ("map", "Data map", "sites:read"),
-    ("transfers", "Transfers", "transfers:read"),
-    ("filings", "Obligations and filings", "filings:read"),
-    ("audit", "Audit", "audit:read"),
-    ("policy", "Policy explorer", "policy:read"),
-    ("subjects", "Subject lookup", "records:read"),
-    ("requests", "Subject requests", "rights:read"),
-    ("evidence", "Reports and evidence", "audit:read"),
-)
 LOOKUP_PURPOSE = "subject_access"
+# A subject's page is an export of the subject's data (``export_subject``), for the
+# lookup's purpose; reports and evidence packs hold the audit's and the ledger's contents.
+SUBJECT_SCOPES = ("records:read", "records:export")
+EVIDENCE_SCOPES = ("audit:read", "transfers:read")
+# The pages, in the navigation's order: (path, title, the scopes that show it, the purpose
+# they are used for). The page itself asks the vault's check for exactly these.
+PAGES: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
+    ("map", "Data map", ("sites:read",), None),
+    ("transfers", "Transfers", ("transfers:read",), None),
+    ("filings", "Obligations and filings", ("filings:read",), None),
+    ("audit", "Audit", ("audit:read",), None),
+    ("policy", "Policy explorer", ("policy:read",), None),
+    ("subjects", "Subject lookup", SUBJECT_SCOPES, LOOKUP_PURPOSE),
+    ("requests", "Subject requests", ("rights:read",), None),
+    ("evidence", "Reports and evidence", EVIDENCE_SCOPES, None),
+)
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -105,6 +110,10 @@ class _Who:
     def may(self, scope: str) -> bool:
         return self.access.missing(scope) is None
 
+    def may_see(self, scopes: tuple[str, ...], purpose: str | None) -> bool:
+        """Whether a page needing ``scopes`` (for ``purpose``) is for this client."""
+        return all(self.access.missing(s, purpose=purpose) is None for s in scopes)
+
 
 def _who(request: Request) -> _Who | None:
     con = _console(request)
@@ -128,7 +137,7 @@ def render(
     request: Request, name: str, who: _Who | None, code: int = 200, **context: Any
 ) -> HTMLResponse:
     con = _console(request)
-    nav = [(p, t) for p, t, scope in PAGES if who is not None and who.may(scope)]
+    nav = [(p, t) for p, t, scopes, why in PAGES if who is not None and who.may_see(scopes, why)]
     html = templates.get_template(name).render(
         who=who,
         nav=nav,
@@ -169,10 +178,15 @@ def _failed(request: Request, who: _Who, exc: DomicileError, page: str) -> HTMLR
 
 
 async def _guarded(
-    request: Request, page: str, scopes: tuple[str, ...], build: Callable[[_Who], Response]
+    request: Request,
+    page: str,
+    scopes: tuple[str, ...],
+    build: Callable[[_Who], Response],
+    purpose: str | None = None,
 ) -> Response:
-    """A page: signed in, its scopes checked by the vault's one check (refusals audited),
-    then built on the service's executor; a typed error becomes an error page."""
+    """A page: signed in, its scopes (for its purpose) checked by the vault's one check
+    (refusals audited), then built on the service's executor; a typed error becomes an
+    error page."""
     who = _who(request)
     if who is None:
         return _to_signin(request)
@@ -180,7 +194,7 @@ async def _guarded(
 
     def work() -> Response:
         for scope in scopes:
-            vault.authorize(who.access, scope)
+            vault.authorize(who.access, scope, purpose=purpose)
         return build(who)
 
     try:
@@ -224,8 +238,8 @@ async def home(request: Request) -> Response:
     who = _who(request)
     if who is None:
         return _to_signin(request)
-    for path, _, scope in PAGES:
-        if who.may(scope):
+    for path, _, scopes, why in PAGES:
+        if who.may_see(scopes, why):
             return RedirectResponse(f"/console/{path}", status_code=303)
     return render(request, "home.html", who, page="")
 
@@ -559,7 +573,7 @@ async def _subjects(request: Request, q: Any) -> Response:
             }  # fmt: skip
         return render(request, "subjects.html", who, page="subjects", **out)
 
-    return await _guarded(request, "subjects", ("records:read",), build)
+    return await _guarded(request, "subjects", SUBJECT_SCOPES, build, LOOKUP_PURPOSE)
 
 
 @router.get("/requests")
@@ -641,11 +655,6 @@ async def subject_erase(request: Request) -> Response:
     except DomicileError as exc:
         return _failed(request, who, exc, "subjects")
     return render(request, "erased.html", who, page="subjects", out=out)
-
-
-# Reports and evidence packs hold the audit's and the ledger's contents: a client needs
-# both scopes, as for reading them through the API.
-EVIDENCE_SCOPES = ("audit:read", "transfers:read")
 
 
 @router.get("/evidence")
