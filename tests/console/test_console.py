@@ -259,9 +259,23 @@ def test_docs_work_offline(console: Console, browser: Any) -> None:
             route.abort()
 
     page.route("**/*", only_here)
-    page.goto(console.url + "/docs")
+    blocked: list[str] = []  # what the pages' Content-Security-Policy stopped
+    page.on(
+        "console",
+        lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    response = page.goto(console.url + "/docs")
+    assert response is not None
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
     page.locator(".swagger-ui .info .title").wait_for()
     assert "domicile" in page.locator(".swagger-ui .info .title").inner_text()
     assert page.locator(".opblock").count() > 10
+    response = page.goto(console.url + "/redoc")
+    assert response is not None
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.get_by_role("heading", name="domicile").first.wait_for()
     assert outside == []
+    # Only ReDoc's "powered by" logo from its CDN is stopped (by the policy, as it should be).
+    assert [m for m in blocked if "https://cdn.redoc.ly/" not in m] == []
     page.close()
