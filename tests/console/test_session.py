@@ -201,3 +201,16 @@ def test_the_menu_lists_a_page_only_with_every_scope_the_page_needs(
         for page in refused:
             assert f'href="/console/{page}"' not in menu, (scopes, page)
             assert http.get(f"/console/{page}").status_code == 403, (scopes, page)
+
+
+def test_only_a_signed_in_client_starts_the_warm_up(
+    app: tuple[TestClient, str, str, Sessions],
+) -> None:
+    http, client_id, secret, _ = app
+    state = http.app.state  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert http.get("/console/signin").status_code == 200
+    http.post("/console/signin", data={"client_id": client_id, "client_secret": secret})
+    assert state.console._warmed is False  # no verification of every log for strangers
+    _sign_in(http, client_id, secret)
+    assert state.console._warmed is True

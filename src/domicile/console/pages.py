@@ -80,8 +80,17 @@ class _Console:
         self.svc = svc
         self.sessions = Sessions(svc.vault.keys.token_key(), svc.vault.config.model.environment_id)
         self.ledger = views.LedgerIndex(svc.vault)
-        # Read the logs, verify them and ask the engine its first questions now, while the
-        # first visitor signs in, rather than on the first page.
+        self._warm_lock = threading.Lock()
+        self._warmed = False
+
+    def warm(self) -> None:
+        """Read the logs, verify them and ask the engine its first questions in the
+        background, once, after the first successful sign-in (not for anyone who merely
+        opens the sign-in form), so that the first page comes quicker."""
+        with self._warm_lock:
+            if self._warmed:
+                return
+            self._warmed = True
         threading.Thread(target=self._warm, name="domicile-console-warm", daemon=True).start()
 
     def _warm(self) -> None:
@@ -90,10 +99,16 @@ class _Console:
             views.obligations(self.svc.vault, dt.datetime.now(dt.UTC).date())
 
 
+_MADE = threading.Lock()  # one console per application, even when first asked twice at once
+
+
 def _console(request: Request) -> _Console:
     found: _Console | None = getattr(request.app.state, "console", None)
     if found is None:
-        found = request.app.state.console = _Console(request.app.state.service)
+        with _MADE:
+            found = getattr(request.app.state, "console", None)
+            if found is None:
+                found = request.app.state.console = _Console(request.app.state.service)
     return found
 
 
@@ -287,6 +302,7 @@ async def signin(request: Request) -> Response:
             return _signin_page(request, 429, "too many failed sign-ins; wait a minute and retry")
         return _signin_page(request, 401, "the client id or secret is wrong")
     request.state.client = client.id
+    con.warm()
     stamp = svc.clients.session_stamp(client.id) or ""
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(
