@@ -214,3 +214,14 @@ def test_only_a_signed_in_client_starts_the_warm_up(
     assert state.console._warmed is False  # no verification of every log for strangers
     _sign_in(http, client_id, secret)
     assert state.console._warmed is True
+
+
+def test_the_data_maps_links_carry_the_flows_kind_encoded() -> None:
+    from domicile.console.pages import templates
+
+    flow = {"from": "US", "to": "DE", "kind": "a&to=RU #x", "transfers": 1, "subjects": 1}
+    html = templates.get_template("map.html").render(
+        who=None, nav=[], page="map", csrf="", sites=[], flows=[flow],
+        diagram={"arrows": [], "nodes": []},
+    )  # fmt: skip
+    assert 'href="/console/transfers?to=DE&amp;kind=a%26to%3DRU%20%23x"' in html

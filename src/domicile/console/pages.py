@@ -325,7 +325,7 @@ async def signout(request: Request) -> Response:
         try:
             await anyio.to_thread.run_sync(clients.end_sessions, who.client.id)
         except DomicileError as exc:
-            return _failed(request, who, exc, "signout")
+            return _failed(request, who, exc, "")
     response = RedirectResponse("/console/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
     return response
