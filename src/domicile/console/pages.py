@@ -86,12 +86,14 @@ class _Console:
     def warm(self) -> None:
         """Read the logs, verify them and ask the engine its first questions in the
         background, once, after the first successful sign-in (not for anyone who merely
-        opens the sign-in form), so that the first page comes quicker."""
+        opens the sign-in form), so that the first page comes quicker. On the service's
+        executor, which a stopping service waits for before it closes the stores (a
+        thread of its own could still be reading them: a crash at exit)."""
         with self._warm_lock:
             if self._warmed:
                 return
             self._warmed = True
-        threading.Thread(target=self._warm, name="domicile-console-warm", daemon=True).start()
+        self.svc.executor.submit(self._warm)
 
     def _warm(self) -> None:
         with contextlib.suppress(DomicileError):
