@@ -176,3 +176,15 @@ def test_packs_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DOMICILE_PACKS", str(tmp_path))
     assert "aa" in load_packs().packs
     assert "aa" not in load_packs(env=False).packs
+
+
+def test_a_source_address_must_be_a_web_address(tmp_path: Path) -> None:
+    """Source and regulator addresses become links in reports and the console: a
+    ``javascript:`` or ``data:`` address in a pack is refused when the pack is read."""
+    text = (PACKS / "ru.yaml").read_text(encoding="utf-8")
+    assert 'url: "https://' in text
+    for bad in ("javascript:alert(1)", "data:text/html,x", "/etc/passwd"):
+        path = tmp_path / "ru.yaml"
+        path.write_text(text.replace('url: "https://', f'url: "{bad}#', 1), encoding="utf-8")
+        with pytest.raises(PackError, match="url"):
+            read_pack_file(path)

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -295,17 +296,22 @@ class Predicate(_Model):
 # --- pack parts -----------------------------------------------------------------------------
 
 
+# A source's or regulator's address: shown as a link in reports and the console, so only a
+# web address (never javascript:, data: or a path).
+WebUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+
+
 class Regulator(_Model):
     id: Name
     name: str
-    url: str | None = None
+    url: WebUrl | None = None
 
 
 class Source(_Model):
     id: Name
     kind: SourceKind
     title: str
-    url: str | None = None
+    url: WebUrl | None = None
     date: dt.date | None = None
     binding: bool = False
 
