@@ -230,6 +230,18 @@ async def _form(request: Request, who: _Who) -> FormData | None:
     return form if ok else None
 
 
+async def _posted(request: Request) -> tuple[_Who, FormData] | Response:
+    """Every change's one gate: a signed-in client and the form's CSRF token, or the
+    answer that refuses the request."""
+    who = _who(request)
+    if who is None:
+        return _to_signin(request)
+    form = await _form(request, who)
+    if form is None:
+        return _csrf_refused(request, who)
+    return who, form
+
+
 def _csrf_refused(request: Request, who: _Who | None) -> HTMLResponse:
     return render(
         request, "error.html", who, 403, status=403,
@@ -442,12 +454,10 @@ async def _filings_page(
 
 @router.post("/filings")
 async def filings_change(request: Request) -> Response:
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     vault = _console(request).svc.vault
     action = _text(form, "action")
     name = _text(form, "name")
@@ -539,12 +549,10 @@ async def subjects(request: Request) -> Response:
 async def subjects_found(request: Request) -> Response:
     """By identity: a POST, so that the value (an e-mail address, a phone number) stays
     out of addresses, the browser's history and every proxy's log."""
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    _, form = posted
     return await _subjects(request, form)
 
 
@@ -616,12 +624,10 @@ async def requests(request: Request) -> Response:
 
 @router.post("/subjects/export")
 async def subject_export(request: Request) -> Response:
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     vault = _console(request).svc.vault
     token = _text(form, "token")
 
@@ -649,12 +655,10 @@ async def subject_export(request: Request) -> Response:
 @router.post("/subjects/erase")
 async def subject_erase(request: Request) -> Response:
     """Two steps: without ``confirm=yes`` a page that asks; with it, the erasure."""
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     vault = _console(request).svc.vault
     token = _text(form, "token")
     if _text(form, "confirm") != "yes":
@@ -704,12 +708,10 @@ REPORT_TYPES = {
 async def report(request: Request, kind: str) -> Response:
     """A report (the register of a pack, or a jurisdiction's compliance report for a
     period) rendered as the CLI's ``domicile report`` renders it, downloaded."""
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     vault = _console(request).svc.vault
 
     def work() -> tuple[bytes, str, str]:
@@ -745,12 +747,10 @@ async def report(request: Request, kind: str) -> Response:
 
 @router.post("/evidence")
 async def evidence_export(request: Request) -> Response:
-    who = _who(request)
-    if who is None:
-        return _to_signin(request)
-    form = await _form(request, who)
-    if form is None:
-        return _csrf_refused(request, who)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
     vault = _console(request).svc.vault
 
     def work() -> tuple[bytes, str]:
