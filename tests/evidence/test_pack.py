@@ -152,11 +152,21 @@ def test_the_ledger_is_the_transfer_entries_of_the_period(pack: Path) -> None:
 
 def test_no_plaintext_personal_data_in_the_pack(pack: Path) -> None:
     with zipfile.ZipFile(pack) as zf:
-        blob = b"\n".join(zf.read(n) for n in zf.namelist()).lower()
-    for fields in VALUES.values():
-        for value in fields.values():
-            for part in (value, *value.split(), *value.split("@")[:1]):
-                assert part.lower().encode() not in blob, "a value of a subject is in the pack"
+        contents = {n: zf.read(n).lower() for n in zf.namelist()}
+    # A PDF is compressed binary: a four-letter name turns up in it by chance (a CI run
+    # found "anna" in a font stream). The PDF is rendered from the HTML member, which is
+    # searched for every part; in the PDF's raw bytes, only parts of six letters or more
+    # are searched, where a chance match is out of reach.
+    assert any(n.endswith(".html") for n in contents) == any(n.endswith(".pdf") for n in contents)
+    for name, data in contents.items():
+        shortest = 6 if name.endswith(".pdf") else 1
+        for fields in VALUES.values():
+            for value in fields.values():
+                for part in (value, *value.split(), *value.split("@")[:1]):
+                    if len(part) >= shortest:
+                        assert part.lower().encode() not in data, (
+                            f"a value of a subject is in {name}"
+                        )
 
 
 def members(path: Path) -> dict[str, bytes]:
