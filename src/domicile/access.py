@@ -42,6 +42,28 @@ class Access:
     client: str | None = None  # a client id, or the operator's name ("cli:USER"); audited
     site: str | None = None  # the site it acts from; None: the deployment's local site
     scopes: frozenset[str] | None = None
+    # A caller of another node, relayed by that node over the node channel: the peer's id,
+    # taken from its verified certificate (never from a request's words). It acts from the
+    # peer's site, whatever it asked, with at most the peer's allowed scopes.
+    relayed_by: str | None = None
+
+    @classmethod
+    def relayed(
+        cls, peer: str, client: str | None, claimed: Iterable[str] | None, allowed: Iterable[str]
+    ) -> Access:
+        """The caller a peer node relays: named ``node:PEER/CLIENT`` in the audit, acting
+        from the peer's site, with the scopes it claims cut down to what this node lets
+        peers ask (``allowed``: operations) and never ``admin`` or another site."""
+        ops = set(allowed)
+        if claimed is None:  # the peer's own operator: every operation peers may ask
+            scopes = {*ops, "collection:*", "purpose:*"}
+        else:
+            scopes = {
+                s for s in claimed
+                if s in ops or s.startswith(("collection:", "purpose:"))
+            }  # fmt: skip
+        scopes.add(f"site:{peer}")
+        return cls(f"node:{peer}/{client or 'operator'}", peer, frozenset(scopes), peer)
 
     @classmethod
     def operator(cls, name: str | None = None, site: str | None = None) -> Access:

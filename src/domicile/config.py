@@ -208,6 +208,27 @@ class ServiceSettings(_Model):
     expire_every: float = Field(default=60.0, gt=0, le=86400)
 
 
+# What a node lets its peers ask of it for their callers (``domicile.federation``): every
+# forwarded call is cut down to these, and never carries ``admin``.
+PEER_SCOPES = ("records:read", "records:write", "records:delete", "records:erase")
+
+
+class NodeSpec(_Model):
+    """One node of a federation: the site it holds and where its node channel listens."""
+
+    url: Annotated[str, Field(pattern=r"^https://[^/\s]+$")]  # https://HOST:PORT, mutual TLS
+    keyring: str | None = None  # default: DATA_DIR/federation/nodes/ID/keyring.json
+
+
+class FederationSettings(_Model):
+    """A node in each country (``domicile serve --node ID``); absent: one process holds
+    every site (the embedded default)."""
+
+    nodes: dict[Ident, NodeSpec] = Field(min_length=1)
+    peer_scopes: list[str] = list(PEER_SCOPES)
+    timeout: float = Field(default=10.0, gt=0, le=300)  # seconds per call to a peer
+
+
 class DeploymentConfig(_Model):
     environment_id: str = "default"
     data_dir: str = "domicile-data"
@@ -222,6 +243,7 @@ class DeploymentConfig(_Model):
     clients: list[ClientSpec] = []
     audit: AuditSettings = AuditSettings()
     service: ServiceSettings = ServiceSettings()
+    federation: FederationSettings | None = None
 
 
 class Config:
@@ -255,6 +277,22 @@ class Config:
         return (
             self.path(self.model.keyring) if self.model.keyring else self.data_dir / "keyring.json"
         )
+
+    def node_dir(self, node: str) -> Path:
+        """What a node keeps of its own: its certificate and key, its keyring."""
+        return self.data_dir / "federation" / "nodes" / node
+
+    def as_node(self, node: str) -> Config:
+        """This configuration as node ``node`` runs it: acting from its own site, with its
+        own keyring (which holds only its site's keys)."""
+        spec = self.model.federation.nodes.get(node) if self.model.federation else None
+        keyring = (spec.keyring if spec else None) or str(self.node_dir(node) / "keyring.json")
+        # Subject key stores stay where they are (by default they sit beside the keyring).
+        sites = [s.model_copy(update={"keys": s.keys or self.keys_url(s)}) for s in self.sites]
+        model = self.model.model_copy(
+            update={"local_site": node, "keyring": keyring, "sites": sites}
+        )
+        return Config(model, self.base, self.source)
 
     @property
     def registry_path(self) -> Path:
@@ -350,5 +388,12 @@ def parse_config(text: str, name: str, base: Path) -> Config:
         if value is not None and value not in ids:
             raise source.error(
                 (key,), f"{value!r} is not one of the sites", hint=f"use one of: {', '.join(ids)}"
+            )
+    for node in model.federation.nodes if model.federation else ():
+        if node not in ids:
+            raise source.error(
+                ("federation", "nodes", node),
+                f"node {node!r} is not one of the sites (a node holds one site)",
+                hint=f"name nodes after the sites: {', '.join(ids)}",
             )
     return Config(model, base, name)

@@ -211,6 +211,12 @@ class LocalKeyring:
         self._refresh()
         if site_id in self._data["sites"]:
             return
+        node = self._data.get("node")
+        if node is not None:  # a node's keyring: never keys of another node's site
+            raise KeyringError(
+                f"this is node {node!r}'s keyring: it holds no keys of site {site_id!r}",
+                hint="a site's keys are made and kept at its own node",
+            )
         with self._changing() as data:
             if site_id in data["sites"]:
                 return  # another process made them meanwhile
@@ -291,7 +297,48 @@ class LocalKeyring:
         return Ed25519PrivateKey.from_private_bytes(_unb64(self._site(site_id)["signing_key"]))
 
     def verify_key(self, site_id: str) -> Ed25519PublicKey:
+        peer = self._data.get("peers", {}).get(site_id)
+        if peer is not None and site_id not in self._data["sites"]:
+            return Ed25519PublicKey.from_public_bytes(_unb64(peer))
         return self.signing_key(site_id).public_key()
+
+    def node_copy(self, site_id: str, path: str | os.PathLike[str]) -> LocalKeyring:
+        """A keyring for the node of ``site_id``: that site's keys, the deployment's token
+        and join keys, and only the public verify keys of the other sites (to check their
+        signed tree heads). Written once (0600); refuses to replace an existing file."""
+        from cryptography.hazmat.primitives import serialization
+
+        self._refresh()
+        own = self._site(site_id)
+        peers = {
+            sid: _b64(
+                self.verify_key(sid).public_bytes(
+                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                )
+            )
+            for sid in self._data["sites"]
+            if sid != site_id
+        }
+        target = Path(path)
+        if target.exists():
+            raise KeyringError(
+                f"{target} exists already", hint="a node's keyring is made once; move it away first"
+            )
+        copy = LocalKeyring.__new__(LocalKeyring)
+        copy.path = target
+        copy._lock = threading.Lock()
+        copy._aead, copy._seen, copy._looked = {}, None, 0.0
+        copy._data = {
+            "format": KEYRING_FORMAT,
+            "node": site_id,
+            "token_key": self._data["token_key"],
+            "join_key": _b64(self.join_key()),
+            "sites": {site_id: json.loads(json.dumps(own))},
+            "peers": peers,
+        }
+        with copy._lock, copy._file_lock():
+            copy._save()
+        return copy
 
     def token_key(self) -> bytes:
         return _unb64(self._data["token_key"])

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from domicile.packs.model import Operation, Outcome
+from domicile.packs.model import FlowKind, Operation, Outcome
 from domicile.policy.logic import Flow
 from domicile.residency import Residency
+from domicile.residency.resolver import Finding, TriSet
 
 
 @dataclass(frozen=True)
@@ -195,3 +196,100 @@ class Decision:
             "packs": dict(self.packs),
             "request": self.request.to_dict(),
         }
+
+
+# --- the way back: a decision sent between nodes (``domicile.federation``) ----------------
+
+
+def _tri(d: dict[str, Any]) -> TriSet:
+    return TriSet(frozenset(d["certain"]), frozenset(d["possible"]))
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def decision_to_wire(decision: Decision) -> dict[str, Any]:
+    """``to_dict`` and what it leaves out (which rules permit masked forms when they
+    refuse): everything ``decision_from_dict`` needs to rebuild the same decision."""
+    out = decision.to_dict()
+    out["masked_when_refused"] = [r.id for r in decision.rules if r.masked_when_refused]
+    return out
+
+
+def decision_from_dict(d: dict[str, Any]) -> Decision:
+    """The ``Decision`` that ``decision_to_wire`` (or ``to_dict``) made ``d`` of: how a node
+    rebuilds the decision its peer made under its own packs, so that its callers see the
+    same object a local operation answers. Raises ``KeyError``/``ValueError``/``TypeError``
+    on a malformed document."""
+    masked = frozenset(d.get("masked_when_refused") or ())
+    req, subject = d["request"], d["request"]["subject"]
+    residency = Residency(
+        _tri(subject["citizenship"]),
+        _tri(subject["residence"]),
+        _tri(subject["location_at_collection"]),
+        tuple(
+            Finding(f["kind"], f["country"], f["strength"], tuple(f["supports"]), f["description"])
+            for f in subject["evidence"]
+        ),
+    )
+    request = Request(
+        residency=residency,
+        categories=tuple(req["categories"]),
+        operation=Operation(req["operation"]),
+        site_country=req["site_country"],
+        date=dt.date.fromisoformat(req["date"]),
+        to_country=req["to_country"],
+        filings=tuple((k, dt.date.fromisoformat(v)) for k, v in req["filings"].items()),
+        bases=frozenset(req["bases"]),
+        facts=tuple(req["facts"].items()),
+    )
+
+    def rule(r: dict[str, Any]) -> RuleResult:
+        f = r["flow"]
+        return RuleResult(
+            id=r["id"], pack=r["pack"], kind=r["kind"], title=r["title"],
+            outcome=Outcome(r["outcome"]), reason=r["reason"], says=r["says"],
+            interpretation=r["interpretation"]["status"],
+            interpretation_note=r["interpretation"]["note"],
+            citations=tuple(Citation(**c) for c in r["citations"]),
+            uncertain=r["uncertain"], route=r["route"],
+            flow=Flow(FlowKind(f["kind"]), f["destination"], f["origin"], f["origin_pack"])
+            if f else None,
+            waived_by=r["waived_by"], masked_when_refused=r["id"] in masked,
+            filings_used=tuple(r["filings_used"]),
+        )  # fmt: skip
+
+    return Decision(
+        outcome=Outcome(d["decision"]),
+        request=request,
+        jurisdictions=tuple(
+            JurisdictionResult(
+                j["pack"],
+                j["jurisdiction"],
+                j["name"],
+                j["coverage"],
+                j["territory"],
+                tuple(j["reasons"]),
+            )
+            for j in d["jurisdictions"]
+        ),
+        rules=tuple(rule(r) for r in d["rules"]),
+        obligations=tuple(
+            Obligation(
+                o["id"],
+                o["text"],
+                o["rule"],
+                o["pack"],
+                o["status"],
+                o["due"],
+                _date(o["earliest"]),
+            )
+            for o in d["obligations"]
+        ),
+        explanation=d["explanation"],
+        earliest_allowed=_date(d["earliest_allowed"]),
+        packs=tuple(d["packs"].items()),
+        disclosure=d["disclosure"],
+        masks=tuple(d["masks"].items()),
+    )

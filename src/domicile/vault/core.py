@@ -189,7 +189,20 @@ class VaultCore:
         clock: Callable[[], dt.datetime] = _utcnow,
         operator: str | None = None,
         read_only: bool = False,
+        node: str | None = None,
     ) -> None:
+        # A node of a federation (``domicile.federation``) holds one site: only that site's
+        # stores are opened and only its keys are in its keyring; the other sites are their
+        # own nodes' (None: every site is here, the embedded default).
+        if node is not None:
+            if node not in {s.id for s in config.sites}:
+                raise BadInput(
+                    f"no site {node!r} to be the node of",
+                    hint=f"the sites are: {', '.join(s.id for s in config.sites)}",
+                )
+            if config.model.local_site != node:
+                config = config.as_node(node)
+        self.node = node
         self.config = config
         self.clock = clock
         # The caller of operations that name none: the local operator, with every right,
@@ -281,6 +294,7 @@ class VaultCore:
         with self._lock:
             store = self._stores.get(site_id)
             if store is None:
+                self._here(site_id)
                 site = self._sites[site_id]
                 created = self.deployment.site(site_id)
                 store = open_site_store(
@@ -298,6 +312,7 @@ class VaultCore:
         with self._lock:
             ks = self._keystores.get(site_id)
             if ks is None:
+                self._here(site_id)
                 created = self.deployment.site(site_id)
                 ks = open_key_store(
                     site_id,
@@ -307,6 +322,18 @@ class VaultCore:
                 )
                 self._keystores[site_id] = ks
             return ks
+
+    def is_here(self, site_id: str) -> bool:
+        """Whether the site's data is in this process's reach (always, but on a node)."""
+        return self.node is None or site_id == self.node
+
+    def _here(self, site_id: str) -> None:
+        if not self.is_here(site_id):
+            raise SiteUnavailable(
+                site_id,
+                f"its data is held by its own node, not by node {self.node!r}",
+                hint="ask its node; a node reaches another site only over the node channel",
+            )
 
     def ledger(self, site_id: str) -> AuditLedger:
         return self._ledgers[site_id]
@@ -594,8 +621,16 @@ class VaultCore:
 
     def _acting(self, access: Access | None, as_site: str | None) -> tuple[Access, Site]:
         """The caller (the local operator when none is given) acting from ``as_site``, else
-        from its own site, else from the local site."""
+        from its own site, else from the local site. On a node, a caller acts from the
+        node's own site, or from the site of the peer node that relayed it: no other."""
         access = access or self.operator
+        if access.relayed_by is not None:
+            as_site = access.relayed_by
+        elif self.node is not None and (as_site or access.site or self.node) != self.node:
+            raise BadInput(
+                f"node {self.node!r} acts from its own site only",
+                hint="leave out as_site, or send the request to the node of that site",
+            )
         site = self._requester(as_site or access.site)
         if access.site != site.id:
             access = access.acting_from(site.id)

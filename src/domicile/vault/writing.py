@@ -232,9 +232,8 @@ class Writing(Reading):
         after a crash) derives them from its own keys and looks them up first; a record
         id that exists already fails the write."""
         check_purpose(purpose)
-        access = access or self.operator
         coll = self.collection(collection)
-        acting = self._requester(access.site)
+        access, acting = self._acting(access, None)
         self.authorize(
             access, "records:write", site=acting.id, collection=collection, purpose=purpose
         )
@@ -289,13 +288,27 @@ class Writing(Reading):
         for p in prepared:
             assert p.site is not None
             by_site.setdefault(p.site.id, []).append(p)
+        results = self._write_placed(by_site, items, collection, coll, purpose, access)
+        return [results[i] for i in range(len(prepared))]
+
+    def _write_placed(
+        self,
+        by_site: dict[str, list[_Item]],
+        items: Sequence[Mapping[str, Any]],
+        collection: str,
+        coll: Collection,
+        purpose: str,
+        access: Access,
+    ) -> dict[int, PutResult]:
+        """Write records checked and placed, site by site (a federation's node forwards the
+        groups whose home is another node: ``domicile.federation.node``)."""
         # Fail closed before writing anything: every home site must answer.
         for site_id in by_site:
             self._require(site_id, purpose, collection, "put", access)
         results: dict[int, PutResult] = {}
         for site_id, group in by_site.items():
             results.update(self._write_site(site_id, collection, coll, group, purpose, access))
-        return [results[i] for i in range(len(prepared))]
+        return results
 
     @staticmethod
     def _evidence_residency(raw: Any, cache: dict[Any, Residency]) -> Residency:

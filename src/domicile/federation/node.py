@@ -1,0 +1,459 @@
+"""A node of a federation: one site's data, keys and decisions, in that site's country.
+
+``domicile serve --node ID`` runs a ``FederatedDomicile``: the vault of one site (``node``
+in ``VaultCore``: only that site's stores are opened, only its keys are in its keyring)
+that reaches every other site through that site's own node, over the node channel
+(mutual TLS with certificates from the deployment's CA: ``channel.py``, ``tls.py``).
+
+What crosses a border is decided where the data lives. A node asked by a peer for one of
+its records decides the read under its own packs as a read *from the peer's site* (the
+peer's id comes from its verified certificate, never from the request), audits it in its
+own log, and answers full, masked or refused; the peer audits that it asked and what it
+got (an entry ``request`` with ``detail.forwarded_to``). A peer can never make a node act
+as from the node's own country, and never with more than the node lets peers ask
+(``federation.peer_scopes``; ``admin`` never).
+
+- ``get``, ``update``, ``delete``, ``erase``: the token names the home site; a record at
+  another node is asked of that node.
+- ``put``: placement is decided here (policy only: no keys needed), and the records whose
+  home is another node are sent there, where they are placed again under that node's
+  packs: a node never writes a record whose home it does not agree is its own.
+- ``find``: this node's site, then every other node, each searching its own blind indexes
+  (no value leaves its site to be searched for) and deciding each record it shows.
+
+A forwarded call is never forwarded again, so two nodes that disagree (different pack
+versions, say) refuse instead of sending a record round in circles. Calls that write
+carry an idempotency key; a node answers a repeated key with its first answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from domicile.access import Access, Forbidden
+from domicile.audit import AuditEvent
+from domicile.config import PEER_SCOPES, Collection
+from domicile.crypto.errors import KeyDestroyed
+from domicile.errors import BadInput, Conflict, DomicileError, NotFound
+from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.stores.base import SiteUnavailable, VersionConflict
+from domicile.vault.core import new_ids
+from domicile.vault.errors import InvalidToken, PolicyRefused
+from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
+from domicile.vault.service import Domicile
+
+OPERATIONS = ("get", "put", "find", "update", "delete", "erase")
+
+
+class NodeUnavailable(SiteUnavailable):
+    """A peer node did not answer (after the channel's retries): nothing was done there,
+    and nothing falls back to another site."""
+
+    code = "node_unavailable"
+
+
+class PeerCaller(Protocol):
+    """What a node needs of the channel: one call to one peer, answered as JSON or raised
+    as the typed error the peer answered (``raise_from_wire``), or ``NodeUnavailable``."""
+
+    def call(
+        self, node: str, op: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+# --- the wire: results and errors as JSON, and back ----------------------------------------
+
+
+def read_to_wire(r: ReadResult) -> dict[str, Any]:
+    return {
+        "token": r.token, "site": r.site, "country": r.country, "collection": r.collection,
+        "fields": r.fields, "version": r.version, "decision": decision_to_wire(r.decision),
+        "transfer": r.transfer, "masked": r.masked, "source": r.source, "read_at": r.read_at,
+    }  # fmt: skip
+
+
+def read_from_wire(d: Mapping[str, Any]) -> ReadResult:
+    return ReadResult(
+        d["token"], d["site"], d["country"], d["collection"], dict(d["fields"]), d["version"],
+        decision_from_dict(d["decision"]), d["transfer"], d["masked"], d["source"], d["read_at"],
+    )  # fmt: skip
+
+
+def put_to_wire(r: PutResult) -> dict[str, Any]:
+    return {
+        "token": r.token, "site": r.site, "country": r.country,
+        "decision": decision_to_wire(r.decision), "subject_is_new": r.subject_is_new,
+        "join_tokens": r.join_tokens,
+    }  # fmt: skip
+
+
+def put_from_wire(d: Mapping[str, Any]) -> PutResult:
+    return PutResult(
+        d["token"], d["site"], d["country"], decision_from_dict(d["decision"]),
+        d["subject_is_new"], dict(d["join_tokens"]),
+    )  # fmt: skip
+
+
+# The errors a peer's answer may carry, by code; anything else is raised as a DomicileError
+# with the peer's code (its words, which never hold a value: errors never do).
+_ERRORS: dict[str, type[DomicileError]] = {
+    e.code: e
+    for e in (
+        BadInput, InvalidToken, NotFound, Conflict, Forbidden, PolicyRefused, SiteUnavailable,
+        VersionConflict, KeyDestroyed,
+    )
+}  # fmt: skip
+
+
+def error_to_wire(exc: DomicileError) -> dict[str, Any]:
+    out = exc.to_dict()
+    if isinstance(exc, SiteUnavailable):
+        out["site"] = exc.site
+    return out
+
+
+def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
+    """The typed error a peer answered, to raise here."""
+    code, message, hint = doc.get("code"), str(doc.get("message", "")), doc.get("hint")
+    details = doc.get("details") or {}
+    cls = _ERRORS.get(str(code))
+    if cls is PolicyRefused:
+        return PolicyRefused(message, decision=details.get("decision"), hint=hint)
+    if cls is not None and issubclass(cls, SiteUnavailable):
+        return SiteUnavailable(str(doc.get("site") or node), message, hint=hint)
+    if cls is Forbidden:
+        return Forbidden(message, hint=hint, missing=details.get("missing"))
+    if cls is not None:
+        return cls(message, hint=hint)
+    err = DomicileError(f"node {node!r} answered: {message}", hint=hint)
+    err.code = str(code or "peer_error")
+    return err
+
+
+# --- the node itself -----------------------------------------------------------------------
+
+
+class FederatedDomicile(Domicile):
+    """The vault as node ``node`` runs it (see the module's words)."""
+
+    def __init__(self, config: Any, *, node: str, peers: PeerCaller, **kwargs: Any) -> None:
+        super().__init__(config, node=node, **kwargs)
+        self.peers = peers
+        fed = self.config.model.federation
+        self.peer_scopes = tuple(fed.peer_scopes if fed else PEER_SCOPES)
+
+    # -- the caller a peer relays
+
+    def relayed(self, peer: str, body: Mapping[str, Any]) -> Access:
+        """The caller of a call that ``peer`` (verified by its certificate) relays."""
+        if peer == self.node or peer not in self._sites:
+            raise Forbidden(f"{peer!r} is not a peer node of this deployment")
+        client = body.get("client")
+        scopes = body.get("scopes")
+        if client is not None and not isinstance(client, str):
+            raise BadInput("client: a string")
+        if scopes is not None and not (
+            isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
+        ):
+            raise BadInput("scopes: a list of strings")
+        return Access.relayed(peer, client, scopes, self.peer_scopes)
+
+    def _ask(
+        self,
+        home: str,
+        op: str,
+        body: dict[str, Any],
+        access: Access,
+        purpose: str,
+        *,
+        writes: bool = False,
+    ) -> dict[str, Any]:
+        """Ask the home node, audit here that we asked and how it answered."""
+        if access.relayed_by is not None:  # never forwarded twice
+            raise Conflict(
+                f"node {home!r} holds this, not node {self.node!r}",
+                hint="the nodes disagree about where this belongs: check that they run the same packs",
+            )
+        body = {
+            **body, "purpose": purpose, "client": access.client,
+            "scopes": sorted(access.scopes) if access.scopes is not None else None,
+        }  # fmt: skip
+        key = new_ids(1)[0] if writes else None
+        outcome = "answered"
+        try:
+            answer = self.peers.call(home, op, body, idempotency_key=key)
+            return answer
+        except DomicileError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self._audit_asked(home, op, purpose, access, outcome)
+
+    def _audit_asked(self, home: str, op: str, purpose: str, access: Access, outcome: str) -> None:
+        event = AuditEvent(
+            action="request", site=self.config.local_site, purpose=purpose,
+            requester=access.site or self.config.local_site, client=access.client,
+            detail={"operation": op, "forwarded_to": home, "answer": outcome},
+        )  # fmt: skip
+        try:
+            self._audit(self.config.local_site, [event])
+        except SiteUnavailable:
+            self._drop(self.config.local_site)
+            raise
+
+    # -- reads
+
+    def get(
+        self,
+        token: str,
+        *,
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> ReadResult:
+        site, record_id = self._locate(token)
+        if self.is_here(site.id):
+            return super().get(token, purpose=purpose, as_site=as_site, access=access)
+        from domicile.vault.core import check_purpose
+
+        check_purpose(purpose)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:read", site=requester.id, purpose=purpose)
+        if requester.id in self._copy_sites and access.relayed_by is None:
+            local = self._replica_read(token, site, record_id, requester, purpose, access)
+            if local is not None:
+                return local
+        answer = self._ask(site.id, "get", {"token": token}, access, purpose)
+        return read_from_wire(answer["record"])
+
+    def find(
+        self,
+        collection: str,
+        *,
+        where: Mapping[str, Any],
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> FindResult:
+        result = super().find(
+            collection, where=where, purpose=purpose, as_site=as_site, access=access
+        )
+        access, _ = self._acting(access, as_site)
+        elsewhere = [s for s in result.unavailable if not self.is_here(s)]
+        result.unavailable = [s for s in result.unavailable if self.is_here(s)]
+        if access.relayed_by is not None:
+            return result  # a peer asks each node itself
+        for site_id in elsewhere:
+            try:
+                answer = self._ask(
+                    site_id, "find", {"collection": collection, "where": dict(where)},
+                    access, purpose,
+                )  # fmt: skip
+            except SiteUnavailable:
+                result.unavailable.append(site_id)
+                continue
+            result.records.extend(read_from_wire(r) for r in answer["records"])
+            result.refused.extend(answer["refused"])
+            result.unavailable.extend(answer["unavailable"])
+        return result
+
+    # -- writes
+
+    def _write_placed(
+        self,
+        by_site: dict[str, list[Any]],
+        items: Sequence[Mapping[str, Any]],
+        collection: str,
+        coll: Collection,
+        purpose: str,
+        access: Access,
+    ) -> dict[int, PutResult]:
+        here = {s: g for s, g in by_site.items() if self.is_here(s)}
+        there = {s: g for s, g in by_site.items() if not self.is_here(s)}
+        if there and access.relayed_by is not None:
+            raise Conflict(
+                f"these records belong at {', '.join(sorted(there))} under this node's packs, not here",
+                hint="the nodes disagree about placement: check that they run the same packs",
+            )
+        forwarded: dict[str, list[dict[str, Any]]] = {}
+        for site_id, group in there.items():
+            batch = []
+            for p in group:
+                subject = items[p.index].get("subject")
+                if not isinstance(subject, Mapping) and not (
+                    isinstance(subject, Sequence) and not isinstance(subject, str)
+                ):
+                    raise BadInput(
+                        "a record whose home is another node needs its subject evidence as a mapping or a list",
+                        hint="e.g. subject={'citizenship': 'RU'}",
+                    )
+                batch.append(
+                    {"subject": subject if isinstance(subject, Mapping) else list(subject),
+                     "fields": p.fields}
+                )  # fmt: skip
+            forwarded[site_id] = batch
+        results = (
+            super()._write_placed(here, items, collection, coll, purpose, access) if here else {}
+        )
+        for site_id, batch in forwarded.items():
+            answer = self._ask(
+                site_id, "put", {"collection": collection, "items": batch}, access, purpose,
+                writes=True,
+            )  # fmt: skip
+            for p, r in zip(there[site_id], answer["records"], strict=True):
+                results[p.index] = put_from_wire(r)
+        return results
+
+    def update(
+        self,
+        token: str,
+        *,
+        fields: Mapping[str, Any],
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> ReadResult | WriteResult:
+        site, _ = self._locate(token)
+        if self.is_here(site.id):
+            return super().update(
+                token, fields=fields, purpose=purpose, as_site=as_site, access=access
+            )
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:write", site=requester.id, purpose=purpose)
+        answer = self._ask(
+            site.id, "update", {"token": token, "fields": dict(fields)}, access, purpose,
+            writes=True,
+        )  # fmt: skip
+        if "record" in answer:
+            return read_from_wire(answer["record"])
+        return WriteResult(answer["token"], answer["version"])
+
+    def delete(
+        self,
+        token: str,
+        *,
+        purpose: str,
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
+        site, _ = self._locate(token)
+        if self.is_here(site.id):
+            return super().delete(token, purpose=purpose, as_site=as_site, access=access)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:delete", site=requester.id, purpose=purpose)
+        return self._ask(site.id, "delete", {"token": token}, access, purpose, writes=True)
+
+    def erase(
+        self,
+        token: str,
+        *,
+        purpose: str = "erasure",
+        as_site: str | None = None,
+        access: Access | None = None,
+    ) -> dict[str, Any]:
+        site, _ = self._locate(token)
+        if self.is_here(site.id):
+            return super().erase(token, purpose=purpose, as_site=as_site, access=access)
+        access, requester = self._acting(access, as_site)
+        self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
+        return self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
+
+    # -- answering a peer
+
+    def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Do what ``peer`` (verified by its certificate) asks for its caller, here, as a
+        caller acting from the peer's site; the answer is JSON."""
+        if op not in OPERATIONS:
+            raise NotFound(f"no node operation {op!r}")
+        if not isinstance(body, Mapping):
+            raise BadInput("a node call's body is a JSON object")
+        access = self.relayed(peer, body)
+        purpose = body.get("purpose")
+        if not isinstance(purpose, str):
+            raise BadInput("purpose: a string")
+
+        def text(name: str) -> str:
+            value = body.get(name)
+            if not isinstance(value, str):
+                raise BadInput(f"{name}: a string")
+            return value
+
+        def mapping(name: str) -> dict[str, Any]:
+            value = body.get(name)
+            if not isinstance(value, Mapping):
+                raise BadInput(f"{name}: an object")
+            return dict(value)
+
+        if op in ("get", "update", "delete", "erase"):
+            site, _ = self._locate(text("token"))
+            if not self.is_here(site.id):
+                raise NotFound(
+                    f"node {self.node!r} does not hold that record", hint="ask its home node"
+                )
+        if op == "get":
+            return {"record": read_to_wire(self.get(text("token"), purpose=purpose, access=access))}
+        if op == "update":
+            r = self.update(text("token"), fields=mapping("fields"), purpose=purpose, access=access)
+            return {"record": read_to_wire(r)} if isinstance(r, ReadResult) else r.to_dict()
+        if op == "delete":
+            return self.delete(text("token"), purpose=purpose, access=access)
+        if op == "erase":
+            return self.erase(text("token"), purpose=purpose, access=access)
+        if op == "find":
+            found = self.find(text("collection"), where=mapping("where"), purpose=purpose,
+                              access=access)  # fmt: skip
+            return {
+                "records": [read_to_wire(r) for r in found.records],
+                "refused": found.refused,
+                "unavailable": found.unavailable,
+            }
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise BadInput("items: a list")
+        results = self.put_many(text("collection"), items, purpose=purpose, access=access)
+        return {"records": [put_to_wire(r) for r in results]}
+
+
+class Replies:
+    """A node's first answer to each idempotency key of each peer, kept for a while, so a
+    call the channel repeats (its answer was lost) is answered, not done twice."""
+
+    def __init__(
+        self, keep: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.keep, self.most, self.clock = keep, most, clock
+        self._seen: OrderedDict[tuple[str, str], tuple[float, int, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._busy: dict[tuple[str, str], threading.Lock] = {}
+
+    def once(
+        self, peer: str, key: str | None, work: Callable[[], tuple[int, dict[str, Any]]]
+    ) -> tuple[int, dict[str, Any]]:
+        if key is None:
+            return work()
+        slot = (peer, key)
+        with self._lock:
+            gate = self._busy.setdefault(slot, threading.Lock())
+        try:
+            with gate:  # the same key twice at once: the second waits for the first's answer
+                with self._lock:
+                    now = self.clock()
+                    while self._seen and next(iter(self._seen.values()))[0] < now - self.keep:
+                        self._seen.popitem(last=False)
+                    hit = self._seen.get(slot)
+                if hit is not None:
+                    return hit[1], hit[2]
+                status, answer = work()
+                if status < 500:  # a site that was down may answer a retry
+                    with self._lock:
+                        self._seen[slot] = (self.clock(), status, answer)
+                        while len(self._seen) > self.most:
+                            self._seen.popitem(last=False)
+                return status, answer
+        finally:
+            with self._lock:
+                self._busy.pop(slot, None)

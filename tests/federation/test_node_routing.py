@@ -1,0 +1,224 @@
+"""Node mode's routing and decisions, with the nodes in one process and the channel
+replaced by a direct call that passes every request and answer through JSON (the channel
+itself, mutual TLS and separate processes are tested in test_channel*.py and
+test_federation_processes.py). What is tested here: each node opens only its own site,
+holds only its own keys, and decides what leaves its site as a read from the peer's site."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from domicile.access import Access, Forbidden
+from domicile.cli.app import app
+from domicile.config import load_config
+from domicile.crypto.errors import KeyringError
+from domicile.crypto.keys import LocalKeyring
+from domicile.errors import BadInput, Conflict, DomicileError
+from domicile.federation.node import (
+    FederatedDomicile,
+    NodeUnavailable,
+    error_to_wire,
+    raise_from_wire,
+)
+from domicile.stores.base import SiteUnavailable
+
+RU = {"citizenship": "RU"}
+US = {"citizenship": "US"}
+FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
+
+
+class Direct:
+    """The channel, in one process: the peer answers as it would over the wire (JSON both
+    ways, errors as their documents), or is down."""
+
+    def __init__(self, me: str, nodes: dict[str, FederatedDomicile]) -> None:
+        self.me, self.nodes, self.down = me, nodes, set[str]()
+        self.calls: list[tuple[str, str]] = []
+
+    def call(
+        self, node: str, op: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        self.calls.append((node, op))
+        if node in self.down:
+            raise NodeUnavailable(node, "did not answer")
+        try:
+            answer = self.nodes[node].answer_peer(self.me, op, json.loads(json.dumps(body)))
+        except DomicileError as exc:
+            raise raise_from_wire(json.loads(json.dumps(error_to_wire(exc))), node) from None
+        return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
+    folder = tmp_path / "dep"
+    result = CliRunner().invoke(app, ["init", str(folder)])
+    assert result.exit_code == 0, result.output
+    path = folder / "domicile.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["federation"] = {"nodes": {s["id"]: {"url": f"https://127.0.0.1:{9000 + i}"}
+                                   for i, s in enumerate(doc["sites"])}}  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_config(path)
+    whole = LocalKeyring(cfg.keyring_path)
+    nodes: dict[str, FederatedDomicile] = {}
+    for site in cfg.sites:
+        keys = whole.node_copy(site.id, cfg.as_node(site.id).keyring_path)
+        nodes[site.id] = FederatedDomicile(
+            cfg, node=site.id, peers=Direct(site.id, nodes), keys=keys
+        )
+    yield nodes
+    for n in nodes.values():
+        n.close(checkpoint=False)
+
+
+def test_a_node_opens_only_its_own_site_and_holds_only_its_keys(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us = federation["us"]
+    with pytest.raises(SiteUnavailable, match="held by its own node"):
+        us.store("ru")
+    with pytest.raises(SiteUnavailable):
+        us.keystore("ru")
+    with pytest.raises(KeyringError, match="no keys for site 'ru'"):
+        us.keys.index_key("ru")
+    with pytest.raises(KeyringError, match="node 'us'"):
+        us.keys.ensure_site("ru")
+    # ... but it can check the RU node's signatures: the public key is there.
+    assert us.keys.verify_key("ru") is not None
+    raw = us.keys.path.read_text()  # type: ignore[attr-defined]
+    ru_keys = json.loads(federation["ru"].keys.path.read_text())["sites"]["ru"]  # type: ignore[attr-defined]
+    assert ru_keys["index_key"] not in raw
+    assert ru_keys["signing_key"] not in raw
+    assert all(k not in raw for k in ru_keys["keks"].values())
+
+
+def test_a_write_at_a_foreign_node_lands_at_the_home_node(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    assert put.site == "ru"
+    # Read at home: full, a local read.
+    home = ru.get(put.token, purpose="view")
+    assert home.fields["email"] == FIELDS["email"]
+    assert not home.transfer
+    # The US node asked; the RU node decided (before the Art. 12 notice: masked).
+    seen = us.get(put.token, purpose="view")
+    assert seen.masked
+    assert seen.fields["email"] != FIELDS["email"]
+    assert seen.decision.request.to_country == "US"
+    ru_log = [json.loads(r.payload) for r in ru.store("ru").audit()]
+    us_log = [json.loads(r.payload) for r in us.store("us").audit()]
+    assert any(e["action"] == "disclose_masked" and e.get("requester") == "us" for e in ru_log)
+    asked = [e for e in us_log if e["action"] == "request"]
+    assert [e["detail"]["operation"] for e in asked] == ["put", "get"]
+    assert all(e["detail"]["forwarded_to"] == "ru" for e in asked)
+
+
+def test_a_find_asks_every_node_and_each_decides(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us = federation["us"]
+    us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    us.put("profiles", subject=US, fields={**FIELDS, "full_name": "Ann V"}, purpose="signup")
+    found = us.find("profiles", where={"email": FIELDS["email"]}, purpose="view")
+    by_site = {r.site: r for r in found.records}
+    assert len(found.records) == 2
+    assert set(by_site) == {"ru", "us"}
+    assert by_site["ru"].masked
+    assert by_site["ru"].fields["email"] != FIELDS["email"]
+    assert by_site["us"].fields["full_name"] == "Ann V"
+    assert not by_site["us"].masked
+    assert found.unavailable == []
+    us.peers.down.add("ru")  # type: ignore[attr-defined]
+    found = us.find("profiles", where={"email": FIELDS["email"]}, purpose="view")
+    assert [r.site for r in found.records] == ["us"]
+    assert found.unavailable == ["ru"]
+
+
+def test_a_peer_cannot_act_from_the_home_country_or_beyond_peer_scopes(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    ru = federation["ru"]
+    put = ru.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    # The peer claims its caller acts from Russia, with admin: the RU node reads it as from
+    # the US all the same, and admin is gone.
+    body = {"token": put.token, "purpose": "view", "client": "x", "scopes": ["admin", "site:ru",
+            "records:read", "collection:*", "purpose:*"], "as_site": "ru"}  # fmt: skip
+    answer = ru.answer_peer("us", "get", body)
+    assert answer["record"]["masked"] is True
+    access = ru.relayed("us", body)
+    assert "admin" not in access.scopes
+    assert "site:ru" not in access.scopes
+    assert access.site == "us"
+    assert access.client == "node:us/x"
+    # A node is not its own peer, and a name outside the deployment is no peer.
+    with pytest.raises(Forbidden):
+        ru.answer_peer("ru", "get", body)
+    with pytest.raises(Forbidden):
+        ru.answer_peer("xx", "get", body)
+    # Operations peers may not ask (here: not erase) are refused, audited.
+    fed = ru.config.model.federation
+    assert fed is not None
+    ru.peer_scopes = ("records:read",)
+    with pytest.raises(Forbidden):
+        ru.answer_peer("us", "erase", {**body, "scopes": None})
+
+
+def test_a_forwarded_call_is_never_forwarded_again(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, de = federation["us"], federation["de"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    # The DE node is asked by the US for a record it does not hold: no forwarding to RU.
+    with pytest.raises(DomicileError) as caught:
+        de.answer_peer("us", "get", {"token": put.token, "purpose": "view", "client": "x"})
+    assert caught.value.code == "not_found"
+    # ... and a write it would place elsewhere is refused, not sent on.
+    with pytest.raises(Conflict):
+        de.answer_peer("us", "put", {"collection": "profiles", "purpose": "signup",
+                                     "items": [{"subject": RU, "fields": FIELDS}]})  # fmt: skip
+
+
+def test_a_node_acts_from_its_own_site_only(federation: dict[str, FederatedDomicile]) -> None:
+    us = federation["us"]
+    with pytest.raises(BadInput, match="acts from its own site"):
+        us.put("profiles", subject=RU, fields=FIELDS, purpose="signup",
+               access=Access.operator("x", site="ru"))  # fmt: skip
+
+
+def test_an_unavailable_home_node_fails_closed(federation: dict[str, FederatedDomicile]) -> None:
+    us = federation["us"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    us.peers.down.add("ru")  # type: ignore[attr-defined]
+    with pytest.raises(NodeUnavailable) as caught:
+        us.get(put.token, purpose="view")
+    assert caught.value.exit_code == 4
+    with pytest.raises(NodeUnavailable):
+        us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    log = [json.loads(r.payload) for r in us.store("us").audit()]
+    assert log[-1]["detail"] == {
+        "operation": "put",
+        "forwarded_to": "ru",
+        "answer": "node_unavailable",
+    }
+
+
+def test_updates_deletes_and_erasure_are_done_at_home(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    us.update(put.token, fields={"full_name": "Anna V. Volkova"}, purpose="fix")
+    assert ru.get(put.token, purpose="view").fields["full_name"] == "Anna V. Volkova"
+    erased = us.erase(put.token, purpose="erasure")
+    assert erased
+    with pytest.raises(DomicileError):
+        ru.get(put.token, purpose="view")
