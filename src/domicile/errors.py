@@ -166,3 +166,49 @@ class SourceUnavailable(DomicileError):
 
     code = "source_unavailable"
     exit_code = ExitCode.UNAVAILABLE
+
+
+class PeerRefused(DomicileError):
+    """A node channel peer was refused at the TLS handshake: its certificate is not one
+    of this deployment's node certificates, or not the node the caller meant to reach.
+    ``reason`` is one of ``domicile.federation.tls.REASONS``; ``node`` is the node id the
+    certificate claims, when it claims one (never proven: it is what was refused)."""
+
+    code = "peer_refused"
+    exit_code = ExitCode.REFUSED
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        node: str | None = None,
+        serial: str | None = None,
+        fingerprint: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        details = {"reason": reason}
+        details.update(
+            {
+                k: v
+                for k, v in (("node", node), ("serial", serial), ("fingerprint", fingerprint))
+                if v
+            }
+        )
+        super().__init__(message, hint=hint, **details)
+        self.reason = reason
+        self.node = node
+        self.serial = serial
+        self.fingerprint = fingerprint
+
+
+class NodeUnavailable(DomicileError):
+    """Another node did not answer (connection failures or 502/503/504 after bounded
+    retries, or a timeout). Nothing was decided there; fail closed (HTTP 503)."""
+
+    code = "node_unavailable"
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, node=node)
+        self.node = node

@@ -24,6 +24,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "reports": ("jinja2", "matplotlib", "weasyprint"),
     # the web console (`serve`, /console) and the offline Swagger UI of /docs
     "console": ("jinja2", "fastapi_offline"),
+    # nodes over mutual TLS: the node channel (httpx over HTTP/2) and the node server
+    "federation": ("httpx", "h2", "hypercorn"),
 }
 
 
