@@ -20,13 +20,8 @@ from domicile.cli.app import app
 from domicile.config import load_config
 from domicile.crypto.errors import KeyringError
 from domicile.crypto.keys import LocalKeyring
-from domicile.errors import BadInput, Conflict, DomicileError
-from domicile.federation.node import (
-    FederatedDomicile,
-    NodeUnavailable,
-    error_to_wire,
-    raise_from_wire,
-)
+from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
+from domicile.federation.node import FederatedDomicile, error_to_wire, raise_from_wire
 from domicile.stores.base import SiteUnavailable
 
 RU = {"citizenship": "RU"}

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, errors
 from domicile.config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
-from domicile.errors import ExitCode
+from domicile.errors import BadInput, ExitCode
 from domicile.files import write_private
 
 SERVING = "serving.json"  # in the data folder while `serve` runs
@@ -174,6 +174,11 @@ def register(app: typer.Typer) -> None:
             None, "--workers", min=1, max=256,
             help="Processes serving the deployment together (default: the number of cores).",
         ),
+        node: str | None = typer.Option(
+            None, "--node", metavar="SITE",
+            help="Run the federation node of SITE: its own site's data and keys only, its "
+            "peers over the node channel (federation.nodes in the configuration).",
+        ),
     ) -> None:  # fmt: skip
         """Run the HTTP service. With no configuration, the embedded default: three SQLite
         sites in ./domicile-service and a demo client, whose credentials are printed."""
@@ -202,7 +207,21 @@ def register(app: typer.Typer) -> None:
             else:
                 cfg = load_config(config)
             settings = _settings(cfg, {k: v for k, v in overrides.items() if v is not None})
-            vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
+            vault: Domicile
+            if node is not None:
+                from domicile.federation.serving import node_spec, open_node
+
+                if workers not in (None, 1) or sample or settings.metrics_address:
+                    raise BadInput(
+                        "a node runs as one process, without --sample or a metrics address",
+                        hint="leave out --workers, --sample and --metrics-address with --node",
+                    )
+                workers = 1
+                _require_free(*node_spec(cfg, node), "federation.nodes." + node)
+                vault = open_node(cfg, node, operator=cli_operator())
+                cfg = vault.config
+            else:
+                vault = Domicile(cfg, operator=cli_operator())  # who loads a sample
             if sample and not any(s.records for s in vault.sites()):
                 from domicile.tour.vault import load_sample
 
@@ -235,6 +254,8 @@ def register(app: typer.Typer) -> None:
                 f"demo client: client_id={creds['client_id']} (its secret is in "
                 f"{EMBEDDED / 'demo-client.json'}, readable by you only)"
             )
+        if node is not None:
+            say(f"node: {node}; node channel (mutual TLS): {cfg.model.federation.nodes[node].url}")  # type: ignore[union-attr]
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         with _announced(cfg, base, processes):
             _run(vault, cfg, settings, processes, host, port)
@@ -260,6 +281,13 @@ def _run(vault: Any, cfg: Config, settings: Any, processes: int, host: str, port
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None, **SERVER,
             )
         )  # fmt: skip
+    if getattr(vault, "node", None) is not None:  # a federation node: its channel too
+        from domicile.federation.serving import serve_node
+
+        asyncio.run(serve_node(vault, api))
+        if not api.started:
+            raise typer.Exit(ExitCode.ENVIRONMENT)
+        return
     if not settings.metrics_address:
         api.run()
         if not api.started:  # it could not listen (taken since the check)

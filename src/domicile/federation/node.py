@@ -38,7 +38,7 @@ from domicile.access import Access, Forbidden
 from domicile.audit import AuditEvent
 from domicile.config import PEER_SCOPES, Collection
 from domicile.crypto.errors import KeyDestroyed
-from domicile.errors import BadInput, Conflict, DomicileError, NotFound
+from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault.core import new_ids
@@ -47,13 +47,6 @@ from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResul
 from domicile.vault.service import Domicile
 
 OPERATIONS = ("get", "put", "find", "update", "delete", "erase")
-
-
-class NodeUnavailable(SiteUnavailable):
-    """A peer node did not answer (after the channel's retries): nothing was done there,
-    and nothing falls back to another site."""
-
-    code = "node_unavailable"
 
 
 class PeerCaller(Protocol):
@@ -132,6 +125,30 @@ def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
     err = DomicileError(f"node {node!r} answered: {message}", hint=hint)
     err.code = str(code or "peer_error")
     return err
+
+
+class ChannelCaller:
+    """``PeerCaller`` over the node channel (``channel.NodeChannel``): a POST to the peer's
+    ``/v1/node/OP``, its JSON answer, or the typed error it answered."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def call(
+        self, node: str, op: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        response = self.channel.request(
+            node, "POST", f"/v1/node/{op}", json=dict(body), idempotency_key=idempotency_key
+        )
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise NodeUnavailable(node, f"node {node} answered something that is not a node answer")
+        if response.status_code == 200:
+            return doc
+        raise raise_from_wire(doc, node)
 
 
 # --- the node itself -----------------------------------------------------------------------
@@ -253,7 +270,7 @@ class FederatedDomicile(Domicile):
                     site_id, "find", {"collection": collection, "where": dict(where)},
                     access, purpose,
                 )  # fmt: skip
-            except SiteUnavailable:
+            except (SiteUnavailable, NodeUnavailable):
                 result.unavailable.append(site_id)
                 continue
             result.records.extend(read_from_wire(r) for r in answer["records"])

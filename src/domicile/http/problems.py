@@ -17,7 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from domicile.crypto.errors import DecryptionFailed, KeyDestroyed
-from domicile.errors import BadInput, Conflict, DomicileError, TooLarge
+from domicile.errors import (
+    BadInput,
+    Conflict,
+    DomicileError,
+    NodeUnavailable,
+    PeerRefused,
+    TooLarge,
+)
 from domicile.http import oauth
 from domicile.http.observe import log_event, route_template
 from domicile.http.security import Forbidden, RateLimited, Unauthorized
@@ -63,7 +70,7 @@ def status_of(exc: DomicileError) -> int:
         return 401
     if isinstance(exc, RateLimited):
         return 429
-    if isinstance(exc, Forbidden | PolicyRefused):
+    if isinstance(exc, Forbidden | PolicyRefused | PeerRefused):
         return 403
     if isinstance(exc, NotFound | InvalidToken):  # a token that is not ours names no record
         return 404
@@ -75,7 +82,7 @@ def status_of(exc: DomicileError) -> int:
         return 409
     if isinstance(exc, BadInput):
         return 400
-    if isinstance(exc, SiteUnavailable):
+    if isinstance(exc, SiteUnavailable | NodeUnavailable):
         return 503
     if isinstance(exc, VersionConflict):
         return 409
