@@ -57,6 +57,9 @@ def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
     assert result.exit_code == 0, result.output
     path = folder / "domicile.yaml"
     doc = yaml.safe_load(path.read_text())
+    doc["collections"]["profiles"]["replicate"] = [
+        {"to": "de", "fields": ["full_name", "headline", "city"]}
+    ]
     doc["federation"] = {"nodes": {s["id"]: {"url": f"https://127.0.0.1:{9000 + i}"}
                                    for i, s in enumerate(doc["sites"])}}  # fmt: skip
     path.write_text(yaml.safe_dump(doc))
@@ -217,3 +220,62 @@ def test_updates_deletes_and_erasure_are_done_at_home(
     assert erased
     with pytest.raises(DomicileError):
         ru.get(put.token, purpose="view")
+
+
+def test_replication_crosses_to_the_target_node_and_is_sealed_there(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    from domicile.federation.replication import NodeReplicator
+
+    us, de = federation["us"], federation["de"]
+    put = us.put("profiles", subject=US, fields={**FIELDS, "city": "Boston"}, purpose="signup")
+    assert put.site == "us"
+    report = NodeReplicator(us).run_once()
+    assert report.delivered == 1, report.to_dict()
+    assert report.unavailable == []
+    copies = de.store("de").replicas("", 10)
+    assert [c.primary_site for c in copies] == ["us"]
+    # Sealed under the DE site's key for the subject: the DE node opens it, alone.
+    assert set(copies[0].field_names) == {"full_name", "city"}
+    seen = de.get(put.token, purpose="view")
+    assert seen.source == "replica"
+    assert seen.fields == {
+        "full_name": FIELDS["full_name"],
+        "city": "Boston",
+    }
+    de_log = [json.loads(r.payload) for r in de.store("de").audit()]
+    assert [e["action"] for e in de_log if e.get("requester") == "us"] == ["transfer"]
+    # Delivered once: a second round changes and logs nothing.
+    assert NodeReplicator(us).run_once().delivered == 0
+    assert len(list(de.store("de").audit())) == len(de_log)
+    # The erasure reaches the copy through the outbox.
+    us.erase(put.token, purpose="erasure")
+    NodeReplicator(us).run_once()
+    assert de.store("de").replicas("", 10) == []
+
+
+def test_a_peer_may_touch_only_copies_of_its_own_primaries(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    from domicile.federation.replication import NodeReplicator
+
+    us, de = federation["us"], federation["de"]
+    us.put("profiles", subject=US, fields={**FIELDS, "city": "Boston"}, purpose="signup")
+    NodeReplicator(us).run_once()
+    copy = de.store("de").replicas("", 10)[0]
+    # RU claims to be the home of a batch: refused (the home is the verified peer).
+    with pytest.raises(Forbidden):
+        de.answer_peer("ru", "replica", {"home": "us", "copies": [], "remove": {}, "erase": []})
+    # RU, as itself, cannot remove or erase US's copies.
+    with pytest.raises(Forbidden):
+        de.answer_peer("ru", "replica", {"home": "ru", "copies": [], "remove": {},
+                                         "erase": [copy.subject_id]})  # fmt: skip
+    de.answer_peer("ru", "replica", {"home": "ru", "copies": [], "erase": [],
+                                     "remove": {copy.record_id: "gone"}})  # fmt: skip
+    assert [c.record_id for c in de.store("de").replicas("", 10)] == [copy.record_id]
+    # Nor send fields the collection does not copy there.
+    with pytest.raises(Forbidden):
+        de.answer_peer("ru", "replica", {"home": "ru", "remove": {}, "erase": [], "copies": [{
+            "record_id": "a" * 32, "subject_id": "b" * 32, "collection": "profiles",
+            "version": 1, "created_at": "x", "updated_at": "x", "fields": {"email": "e@x.ru"},
+            "residency": "{}", "decision": {}}]})  # fmt: skip

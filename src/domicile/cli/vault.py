@@ -42,15 +42,25 @@ filings_app = typer.Typer(
 
 
 @contextmanager
-def vault(config: str | None, as_json: bool, *, read_only: bool = False) -> Iterator[Any]:
+def vault(
+    config: str | None, as_json: bool, *, read_only: bool = False, node: str | None = None
+) -> Iterator[Any]:
     """The vault of the configuration; ``read_only``: a command that must write nothing
-    (its stores opened read-only, and no witness round when it closes)."""
+    (its stores opened read-only, and no witness round when it closes); ``node``: as that
+    federation node runs it (its own site here, the others through their nodes)."""
     from domicile.access import cli_operator
     from domicile.vault import Domicile
 
     with errors(as_json):
         # Every operation of the CLI is the local operator's, named in the audit.
-        d = Domicile.open(config, operator=cli_operator(), read_only=read_only)
+        d: Domicile
+        if node is not None:
+            from domicile.config import load_config
+            from domicile.federation.serving import open_node
+
+            d = open_node(load_config(config), node, operator=cli_operator())
+        else:
+            d = Domicile.open(config, operator=cli_operator(), read_only=read_only)
         try:
             yield d
         finally:
@@ -655,9 +665,13 @@ def register(app: typer.Typer) -> None:
     def replicate(
         follow: bool = typer.Option(False, "--follow", help="Keep running until SIGINT/SIGTERM."),
         interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between rounds."),
+        node: str | None = typer.Option(
+            None, "--node", metavar="SITE",
+            help="As federation node SITE: its own site's outbox, delivered to the targets' nodes.",
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Deliver the replication outbox: copies where the law permits them, removals
         where it no longer does."""
         import signal
@@ -674,8 +688,13 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
-        with vault(config, as_json) as d, errors(as_json):
-            worker = Replicator(d)
+        with vault(config, as_json, node=node) as d, errors(as_json):
+            if node is not None:
+                from domicile.federation.replication import NodeReplicator
+
+                worker: Replicator = NodeReplicator(d)
+            else:
+                worker = Replicator(d)
             if follow:
 
                 def tell(report: Any) -> None:

@@ -46,7 +46,7 @@ from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
 
-OPERATIONS = ("get", "put", "find", "update", "delete", "erase")
+OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica")
 
 
 class PeerCaller(Protocol):
@@ -388,6 +388,12 @@ class FederatedDomicile(Domicile):
             raise NotFound(f"no node operation {op!r}")
         if not isinstance(body, Mapping):
             raise BadInput("a node call's body is a JSON object")
+        if op == "replica":  # the peer's replication worker, not a caller of it
+            from domicile.federation.replication import receive
+
+            if peer == self.node or peer not in self._sites:
+                raise Forbidden(f"{peer!r} is not a peer node of this deployment")
+            return receive(self, peer, body)
         access = self.relayed(peer, body)
         purpose = body.get("purpose")
         if not isinstance(purpose, str):

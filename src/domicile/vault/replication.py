@@ -108,9 +108,14 @@ class Replicator:
 
     # --- the outbox -------------------------------------------------------------------------
 
+    def _here(self) -> list[Site]:
+        """The sites whose outboxes and copies this worker tends: every site, but on a
+        federation's node, where each node tends its own (``domicile.federation``)."""
+        return [s for s in self.vault.config.sites if self.vault.is_here(s.id)]
+
     def pending(self) -> int:
         total = 0
-        for s in self.vault.config.sites:
+        for s in self._here():
             try:
                 total += len(self.vault.store(s.id).outbox(1_000_000))
             except SiteUnavailable:
@@ -126,7 +131,7 @@ class Replicator:
     ) -> ReplicationReport:
         """Drain every home site's outbox, then (by default) re-check existing copies."""
         report = ReplicationReport()
-        for home in self.vault.config.sites:
+        for home in self._here():
             while not (stop and stop.is_set()):
                 try:
                     items = self.vault.store(home.id).outbox(self.batch)
@@ -493,7 +498,7 @@ class Replicator:
     def reconcile(self, report: ReplicationReport | None = None) -> ReplicationReport:
         """Re-check every copy: delete those the law no longer permits."""
         report = report or ReplicationReport()
-        for target in self.vault.config.sites:
+        for target in self._here():
             after = ""
             while True:
                 try:
