@@ -279,3 +279,28 @@ def test_a_peer_may_touch_only_copies_of_its_own_primaries(
             "record_id": "a" * 32, "subject_id": "b" * 32, "collection": "profiles",
             "version": 1, "created_at": "x", "updated_at": "x", "fields": {"email": "e@x.ru"},
             "residency": "{}", "decision": {}}]})  # fmt: skip
+
+
+def test_each_node_witnesses_the_others_heads_over_the_channel(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru, de = federation["us"], federation["ru"], federation["de"]
+    us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    rounds = {n: federation[n].witness() for n in ("ru", "us")}
+    assert {(r.witness, r.outcome) for r in rounds["ru"].results} == {
+        ("de", "recorded"),
+        ("us", "recorded"),
+    }
+    assert {r.witness for r in rounds["us"].results} == {"de", "ru"}
+    # More activity, a second round: the witnesses check consistency (asking the home).
+    us.put("profiles", subject=RU, fields={**FIELDS, "email": "b@example.ru"}, purpose="signup")
+    again = ru.witness()
+    assert {r.outcome for r in again.results} == {"recorded"}
+    assert [h.site for h in de.store("de").witnessed("ru")][-1:] == ["ru"]
+    # A peer cannot pass off a head of another site, nor one it did not sign.
+    head = again.heads["ru"].to_dict()
+    with pytest.raises(Forbidden):
+        de.answer_peer("us", "witness", {"head": head})
+    forged = {**head, "size": head["size"] + 1}
+    answer = de.answer_peer("ru", "witness", {"head": forged})
+    assert answer["outcome"] == "refused"

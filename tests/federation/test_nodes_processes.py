@@ -119,6 +119,18 @@ def test_each_node_audits_its_side_and_every_log_verifies(nodes: dict[str, Serve
     decided = [e for e in logs["ru"] if e.get("requester") == "us"]
     assert any(e["action"] == "disclose_masked" for e in decided)
     assert all(e["client"].startswith("node:us/") for e in decided)
+    # Each node's head, witnessed by the others over the channel (a CLI process acting
+    # as the node, with its certificate).
+    for node in ("ru", "us"):
+        done = cli(
+            "audit", "witness", "--node", node, "--json", "--config", str(folder / "domicile.yaml")
+        )
+        assert done.code == 0, done.out + done.err
+        assert {r["witness"] for r in done.json()["witnessed"] if r["outcome"] != "refused"} == (
+            {"ru", "de", "us"} - {node}
+        )
+    logs = {s.id: sqlite_audit(Path(cfg.backend_url(s.backend).removeprefix("sqlite:")))
+            for s in cfg.sites}  # fmt: skip
     # The DE node saw nothing of it.
     assert not [e for e in logs["de"] if e["action"] in ("write", "read", "disclose_masked")]
     done = cli("audit", "verify", "--json", "--config", str(folder / "domicile.yaml"))

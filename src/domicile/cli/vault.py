@@ -474,10 +474,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @audit_app.command("witness")
-    def audit_witness(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    def audit_witness(
+        node: str | None = typer.Option(
+            None, "--node", metavar="SITE",
+            help="As federation node SITE: sign its own log, witnessed by its peers over the node channel.",
+        ),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:  # fmt: skip
         """Sign each site's audit log where it changed, and have every other site witness
         the new head (after checking that it extends the last one it holds)."""
-        with vault(config, as_json) as d, errors(as_json):
+        with vault(config, as_json, node=node) as d, errors(as_json):
             done = d.witness()
         data = done.to_dict()
 

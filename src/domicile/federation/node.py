@@ -46,7 +46,7 @@ from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
 
-OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica")
+OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove")
 
 
 class PeerCaller(Protocol):
@@ -379,6 +379,88 @@ class FederatedDomicile(Domicile):
         self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
         return self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
 
+    # -- witnesses: each node records the others' signed heads
+
+    def witness(self, sites: Sequence[str] | None = None) -> Any:
+        """Sign this node's log where it changed, and have every peer witness its newest
+        head over the node channel (each peer checks the signature with this site's
+        public key and the head's consistency with the last one it recorded, asking this
+        node for the proof). ``sites`` is accepted for the SDK's signature; a node signs
+        and sends only its own."""
+        from domicile.audit.ledger import WitnessResult
+        from domicile.vault.auditing import WitnessRound, one_round_at_a_time
+
+        node = self.node
+        assert node is not None
+        out = WitnessRound()
+        with one_round_at_a_time(self):
+            try:
+                store = self.store(node)
+                ledger = self.ledger(node)
+                head = ledger.sign_head(store, only_after_activity=True) or ledger.latest_head(
+                    store
+                )
+            except SiteUnavailable:
+                self.forget_store(node)
+                out.unavailable.append(node)
+                return out
+            if head is None:
+                return out
+            out.heads[node] = head
+            for peer in self._sites:
+                if peer == node:
+                    continue
+                try:
+                    answer = self.peers.call(peer, "witness", {"head": head.to_dict()})
+                except (NodeUnavailable, SiteUnavailable):
+                    out.unavailable.append(peer)
+                    continue
+                out.results.append(
+                    WitnessResult(
+                        str(answer["witness"]),
+                        str(answer["site"]),
+                        int(answer["size"]),
+                        answer["outcome"],
+                        answer.get("reason"),
+                    )
+                )
+        return out
+
+    def _witness_peer(self, peer: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Record ``peer``'s signed head in this node's log (or the refusal of it)."""
+        from domicile.audit.heads import TreeHead
+        from domicile.audit.ledger import witness_head
+
+        head = TreeHead.from_dict(body.get("head"), f"node {peer}'s head")
+        if head.site != peer:
+            raise Forbidden(f"node {peer!r} may send only its own site's heads to witness")
+
+        def prove(size1: int, size2: int) -> list[bytes]:
+            answer = self.peers.call(peer, "prove", {"from": size1, "to": size2})
+            return [bytes.fromhex(h) for h in answer["proof"]]
+
+        node = self.node
+        assert node is not None
+        result = witness_head(
+            self.ledger(node), self.store(node), head, self.keys.verify_key(peer), prove,
+            refusals_seen=self.witness_refusals,
+        )  # fmt: skip
+        return result.to_dict()
+
+    def _prove(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A consistency proof between two sizes of this node's log (asked by a witness)."""
+        size1, size2 = body.get("from"), body.get("to")
+        if not (isinstance(size1, int) and isinstance(size2, int) and 0 < size1 <= size2):
+            raise BadInput("from and to: sizes of the log, 0 < from <= to")
+        node = self.node
+        assert node is not None
+        store = self.store(node)
+        newest = self.ledger(node).latest_head(store)
+        if newest is None or size2 > newest.size:  # proofs only up to a head it signed
+            raise BadInput("to: larger than this node's newest signed head")
+        proof = self.ledger(node).consistency(store, size1, size2, use_nodes=False)
+        return {"proof": [h.hex() for h in proof]}
+
     # -- answering a peer
 
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -388,12 +470,16 @@ class FederatedDomicile(Domicile):
             raise NotFound(f"no node operation {op!r}")
         if not isinstance(body, Mapping):
             raise BadInput("a node call's body is a JSON object")
-        if op == "replica":  # the peer's replication worker, not a caller of it
-            from domicile.federation.replication import receive
-
+        if op in ("replica", "witness", "prove"):  # the peer node itself, for no caller
             if peer == self.node or peer not in self._sites:
                 raise Forbidden(f"{peer!r} is not a peer node of this deployment")
-            return receive(self, peer, body)
+            if op == "replica":
+                from domicile.federation.replication import receive
+
+                return receive(self, peer, body)
+            if op == "witness":
+                return self._witness_peer(peer, body)
+            return self._prove(body)
         access = self.relayed(peer, body)
         purpose = body.get("purpose")
         if not isinstance(purpose, str):
