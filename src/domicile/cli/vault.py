@@ -511,7 +511,7 @@ def register(app: typer.Typer) -> None:
     @audit_app.command("checkpoint", hidden=True)
     def audit_checkpoint(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
         """The name `audit witness` had before witnesses."""
-        audit_witness(config, as_json)
+        audit_witness(None, config, as_json)
 
     @audit_app.command("heads")
     def audit_heads(
