@@ -304,3 +304,25 @@ def test_each_node_witnesses_the_others_heads_over_the_channel(
     forged = {**head, "size": head["size"] + 1}
     answer = de.answer_peer("ru", "witness", {"head": forged})
     assert answer["outcome"] == "refused"
+
+
+def test_a_forwarded_put_repeated_after_its_answer_was_lost_is_not_written_twice(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    sent: list[dict[str, Any]] = []
+    direct = us.peers
+
+    class Recording:
+        def call(self, node: str, op: str, body: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+            sent.append(json.loads(json.dumps(body)))
+            return direct.call(node, op, body, **kw)  # type: ignore[no-any-return]
+
+    us.peers = Recording()
+    us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    before = sum(1 for _ in ru.store("ru").audit())
+    # The same call again (as after a restart of the RU node: no reply kept): refused.
+    with pytest.raises(DomicileError):
+        ru.answer_peer("us", "put", sent[0])
+    writes = [json.loads(r.payload) for r in ru.store("ru").audit()][before:]
+    assert not [e for e in writes if e["action"] == "write"]

@@ -317,9 +317,12 @@ class FederatedDomicile(Domicile):
             super()._write_placed(here, items, collection, coll, purpose, access) if here else {}
         )
         for site_id, batch in forwarded.items():
+            # The record ids are chosen here: a call repeated after the home restarted (its
+            # first answer lost) is refused there as existing, never written twice.
             answer = self._ask(
-                site_id, "put", {"collection": collection, "items": batch}, access, purpose,
-                writes=True,
+                site_id, "put",
+                {"collection": collection, "items": batch, "record_ids": new_ids(len(batch))},
+                access, purpose, writes=True,
             )  # fmt: skip
             for p, r in zip(there[site_id], answer["records"], strict=True):
                 results[p.index] = put_from_wire(r)
@@ -523,7 +526,12 @@ class FederatedDomicile(Domicile):
         items = body.get("items")
         if not isinstance(items, list):
             raise BadInput("items: a list")
-        results = self.put_many(text("collection"), items, purpose=purpose, access=access)
+        ids = body.get("record_ids")
+        if ids is not None and not isinstance(ids, list):
+            raise BadInput("record_ids: a list")
+        results = self.put_many(
+            text("collection"), items, purpose=purpose, access=access, record_ids=ids
+        )
         return {"records": [put_to_wire(r) for r in results]}
 
 

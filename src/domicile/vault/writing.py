@@ -33,7 +33,7 @@ from domicile.crypto.envelope import (
     new_data_key,
 )
 from domicile.crypto.errors import KeyDestroyed
-from domicile.errors import BadInput
+from domicile.errors import BadInput, Conflict
 from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
@@ -302,9 +302,16 @@ class Writing(Reading):
     ) -> dict[int, PutResult]:
         """Write records checked and placed, site by site (a federation's node forwards the
         groups whose home is another node: ``domicile.federation.node``)."""
-        # Fail closed before writing anything: every home site must answer.
-        for site_id in by_site:
+        # Fail closed before writing anything: every home site must answer, and records
+        # named by the caller must not exist yet (a write repeated is refused, not doubled).
+        for site_id, group in by_site.items():
             self._require(site_id, purpose, collection, "put", access)
+            named = [p.record_id for p in group if p.record_id is not None]
+            if named and self.store(site_id).get_many(named):
+                raise Conflict(
+                    "a record with one of these ids exists already",
+                    hint="it was written before: look it up instead of writing it again",
+                )
         results: dict[int, PutResult] = {}
         for site_id, group in by_site.items():
             results.update(self._write_site(site_id, collection, coll, group, purpose, access))
