@@ -1,6 +1,6 @@
 """Deadlines for subjects' requests from the packs, against dates checked by hand on the
-countries' calendars (Russia's production calendar, with its transferred days off and
-working Saturday; weekends for the EU's month periods)."""
+countries' calendars (Russia's and Belarus's production calendars, with their transferred days
+off and working Saturdays; weekends for the EU's month periods)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import domicile.packs
 from domicile.errors import PackError
 from domicile.packs import load_packs, read_pack
-from domicile.rights.deadlines import add_months, deadlines
+from domicile.packs.changes import law_calendar
+from domicile.rights.deadlines import KINDS, add_months, deadlines
 
 PACKS = load_packs(env=False)
 DATA = Path(domicile.packs.__file__).parent / "data"
@@ -124,3 +125,96 @@ def test_a_deadline_citing_an_unknown_source_or_extension_without_terms_is_refus
     lonely = _WITHDRAWAL.replace("{days: 3}", "{days: 3}\n    extension: {days: 5}")
     with pytest.raises(PackError, match="extension_needs"):
         read_pack(eu + lonely, "mine.yaml")
+
+
+# --- the deadlines researched for by, id, sa and vn (Dec 2026) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("received", "expected"),
+    [
+        # Thu 24 Apr 2025: Fri 25, Sat 26 (a working Saturday), 28 and 29 Apr off (the day
+        # moved from the 26th, Radunitsa), Wed 30, 1 May off, Fri 2 May, Mon 5 May.
+        ("2025-04-24", "2025-05-05"),
+        # Tue 8 Jul 2025: 9, 10, 11, Sat 12 Jul (worked for the 4th), Mon 14.
+        ("2025-07-08", "2025-07-14"),
+        # Wed 2 Jul 2025: 3 Jul (Independence Day) and 4 Jul (moved) off; 7-11 Jul.
+        ("2025-07-02", "2025-07-11"),
+    ],
+)
+def test_belarus_information_counts_working_days_of_its_calendar(
+    received: str, expected: str
+) -> None:
+    assert due("by", "access", received) == (
+        "by.information",
+        dt.date.fromisoformat(expected),
+        None,
+    )
+
+
+def test_belarus_changes_deletion_and_withdrawal_are_fifteen_days_from_november_2021() -> None:
+    for kind, rule in (
+        ("rectification", "by.changes"),
+        ("erasure", "by.stop_and_delete"),
+        ("withdrawal", "by.withdrawal"),
+    ):
+        assert due("by", kind, "2026-12-04") == (rule, dt.date(2026, 12, 19), None)
+    assert deadlines(PACKS, ["by"], "access", dt.date(2021, 11, 14)) == []  # before 99-Z
+    assert deadlines(PACKS, ["by"], "restriction", dt.date(2026, 12, 4)) == []  # no such right
+
+
+def test_indonesia_counts_three_times_24_hours_from_october_2024() -> None:
+    # 72 hours end on the third calendar day; holidays (Eid, 21-22 Mar 2026) do not stop them.
+    for kind in ("access", "rectification", "restriction", "withdrawal"):
+        rule, day, ext = due("id", kind, "2026-03-18")
+        assert (rule, day, ext) == (f"id.{kind}", dt.date(2026, 3, 21), None)
+    assert deadlines(PACKS, ["id"], "access", dt.date(2024, 10, 16)) == []  # in transition
+    assert due("id", "access", "2024-10-17")[1] == dt.date(2024, 10, 20)
+    assert deadlines(PACKS, ["id"], "erasure", dt.date(2026, 3, 18)) == []  # no period in law
+
+
+def test_saudi_arabia_gives_thirty_days_and_thirty_more_with_notice() -> None:
+    assert due("sa", "access", "2026-12-04") == (
+        "sa.ir_art3", dt.date(2027, 1, 3), dt.date(2027, 2, 2),
+    )  # fmt: skip
+    [d] = deadlines(PACKS, ["sa"], "erasure", dt.date(2026, 12, 4))
+    assert d.extension == "30 days"
+    assert "in advance" in (d.extension_needs or "")
+    assert any("Art. 3(1)(a)" in c for c in d.citations)
+    assert deadlines(PACKS, ["sa"], "access", dt.date(2023, 9, 13)) == []  # before the PDPL
+    assert (
+        deadlines(PACKS, ["sa"], "withdrawal", dt.date(2026, 12, 4)) == []
+    )  # "without undue delay"
+
+
+def test_vietnam_72_hours_under_decree_13_then_decree_356() -> None:
+    assert due("vn", "access", "2025-12-30") == ("vn.decree13_requests", dt.date(2026, 1, 2), None)
+    assert due("vn", "withdrawal", "2025-12-31")[:2] == ("vn.decree13_stop", dt.date(2026, 1, 3))
+    # From 1 Jan 2026: 15 days for a withdrawal or restriction, once extendable by 15.
+    assert due("vn", "restriction", "2026-01-05") == (
+        "vn.decree356_stop", dt.date(2026, 1, 20), dt.date(2026, 2, 4),
+    )  # fmt: skip
+    # Decree 356's periods for access and erasure were not read: no deadline rather than a guess.
+    assert deadlines(PACKS, ["vn"], "access", dt.date(2026, 1, 5)) == []
+    assert deadlines(PACKS, ["vn"], "access", dt.date(2023, 6, 30)) == []  # before Decree 13
+
+
+def test_packs_without_a_deadline_say_why_in_their_notes() -> None:
+    day = dt.date(2026, 12, 4)
+    for pack in ("cn", "in", "kz", "ng", "uz"):
+        lp = PACKS.packs[pack]
+        assert lp.pack.rights == []
+        assert all(deadlines(PACKS, [pack], kind, day) == [] for kind in KINDS)
+        notes = [q for q in lp.pack.pack.open_questions if q.startswith("Subjects' requests")]
+        assert len(notes) == 1, pack
+        assert "no deadline is recorded" in notes[0], pack
+
+
+def test_the_calendar_shows_vietnam_changing_its_deadlines_on_1_january_2026() -> None:
+    day = dt.date(2026, 1, 1)
+    changes = law_calendar(PACKS, since=day, until=day, only=["vn"])
+    got = {(c.kind, c.rule, c.replaces) for c in changes if c.kind.startswith("deadline")}
+    assert got == {
+        ("deadline_changes", "vn.decree356_stop", "vn.decree13_stop"),
+        ("deadline_ends", "vn.decree13_requests", None),
+    }
