@@ -13,6 +13,7 @@ fail closed, nothing is decided elsewhere.
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from domicile.errors import BadInput, NodeUnavailable, PeerRefused
 from domicile.extras import require
 from domicile.federation.ca import check_node_id
-from domicile.federation.tls import HandshakeRefused, Refusal, client_context
+from domicile.federation.tls import HandshakeRefused, Refusal, client_context, refusal_of
 
 if TYPE_CHECKING:
     import httpx
@@ -42,6 +43,8 @@ def _refusal_in(exc: BaseException) -> PeerRefused | None:
             return e.refusal
         if isinstance(e, PeerRefused):
             return e
+        if isinstance(e, ssl.SSLCertVerificationError):  # OpenSSL refused the server first
+            return refusal_of(e)
         e = e.__cause__ or e.__context__
     return None
 
