@@ -21,6 +21,7 @@ from domicile.cli._output import console, emit_json, errors, last_word
 from domicile.cli.attest import attest_app
 from domicile.cli.bench import bench_app
 from domicile.cli.evidence import evidence_app
+from domicile.cli.federation import federation_app
 from domicile.cli.migrate import migrate_app
 from domicile.cli.policy import policy_app, residency_app
 from domicile.cli.retention import retention_app
@@ -88,6 +89,7 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(rights_app, name="rights")
 app.add_typer(retention_app, name="retention")
 app.add_typer(attest_app, name="attest")
+app.add_typer(federation_app, name="federation")
 vault_cli.register(app)
 service_cli.register(app)
 scan_cli.register(app)

@@ -116,6 +116,31 @@ def _write_private(path: str, data: Any) -> None:
         fh.write("\n")
 
 
+def _site_hosts(values: list[str] | None, federated: bool, directory: str) -> dict[str, list[str]]:
+    """``--host SITE=HOST`` options of ``init --federated``, checked before anything is
+    written (the sites are the starter configuration's)."""
+    if values and not federated:
+        raise BadInput("--host is for the nodes of `init --federated`", hint="add --federated")
+    if not federated:
+        return {}
+    from domicile.config import parse_config
+    from domicile.deploy.starter import STARTER
+    from domicile.federation.setup import check_hosts, refuse_existing_ca
+
+    hosts: dict[str, list[str]] = {}
+    for raw in values or []:
+        site, sep, name = raw.partition("=")
+        if not sep or not site.strip() or not name.strip():
+            raise BadInput(
+                f"--host {raw!r} is not SITE=HOST", hint="write e.g. --host ru=node-ru.example.com"
+            )
+        hosts.setdefault(site.strip(), []).append(name.strip())
+    starter = parse_config(STARTER, "starter", Path(directory).resolve())
+    check_hosts(hosts, [s.id for s in starter.sites])
+    refuse_existing_ca(starter.data_dir)
+    return hosts
+
+
 def _fields(values: list[str] | None) -> dict[str, str]:
     return pairs(values, "--field")
 
@@ -137,23 +162,51 @@ def register(app: typer.Typer) -> None:
     def init(
         directory: str = typer.Argument(".", help="Folder for domicile.yaml and its data."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing domicile.yaml."),
+        federated: bool = typer.Option(
+            False,
+            "--federated",
+            help="Also create the deployment CA and a node certificate per site (preview).",
+        ),
+        host: list[str] | None = typer.Option(
+            None, "--host", help="With --federated: SITE=HOST, a host of a site's node; repeatable."
+        ),
         as_json: bool = JsonOpt,
     ) -> None:
         """Write a commented starter configuration: three SQLite sites (RU, DE, US) and a
         sample `profiles` collection; create the keyring and each site's database and key
-        store (the only command besides `sites create` that creates them)."""
+        store (the only command besides `sites create` that creates them). With
+        --federated, also the deployment CA and each site's node bundle under
+        DATA_DIR/federation/."""
         from domicile.deploy.starter import init as write
 
         with errors(as_json):
+            hosts = _site_hosts(host, federated, directory)
             cfg = write(directory, force=force)
-        out = {
+            fed = None
+            if federated:
+                from domicile.federation.setup import init_federation
+
+                fed = init_federation(cfg, hosts)
+        out: dict[str, Any] = {
             "config": cfg.source,
             "data_dir": str(cfg.data_dir),
             "sites": [s.id for s in cfg.sites],
         }
-        _show(out, as_json, lambda: console.print(
-            f"wrote {escape(cfg.source)} and set up sites {', '.join(out['sites'])}; keyring at {escape(str(cfg.keyring_path))}"
-        ))  # fmt: skip
+        if fed is not None:
+            out["federation"] = fed
+
+        def human() -> None:
+            console.print(
+                f"wrote {escape(cfg.source)} and set up sites {', '.join(out['sites'])}; keyring at {escape(str(cfg.keyring_path))}",
+                soft_wrap=True,
+            )
+            if fed is not None:
+                console.print(
+                    f"federation CA in {escape(fed['ca'])}; node bundles for {', '.join(fed['nodes'])} beside it",
+                    soft_wrap=True,
+                )
+
+        _show(out, as_json, human)
 
     @app.command()
     def put(

@@ -117,7 +117,7 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _host_names(hosts: list[str]) -> list[x509.GeneralName]:
+def host_names(hosts: list[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -252,7 +252,7 @@ def issue_node(
     if not 1 <= days <= MAX_NODE_DAYS:
         raise BadInput(f"a node certificate lives 1 to {MAX_NODE_DAYS} days, not {days}")
     hosts = list(dict.fromkeys(hosts or []))
-    host_names = _host_names(hosts)
+    sans = host_names(hosts)
     ca_folder = Path(ca_folder)
     with lock_file(ca_folder / ".lock"):
         ca = CA.load(ca_folder)
@@ -298,7 +298,7 @@ def issue_node(
             )
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(node_uri(node_id)), *host_names]
+                    [x509.UniformResourceIdentifier(node_uri(node_id)), *sans]
                 ),
                 critical=False,
             )

@@ -1,0 +1,124 @@
+"""``domicile federation issue|remove|list``: the deployment CA's node certificates.
+
+The CA is made by ``domicile init DIR --federated``. Exit codes: the one table
+(``domicile.errors.ExitCode``); a node or CA that does not exist is bad input (2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from domicile.cli._output import console, emit_json, errors
+from domicile.cli.vault import ConfigOpt, JsonOpt
+from domicile.errors import BadInput
+
+federation_app = typer.Typer(
+    help="Federation (preview): the deployment CA's node certificates for mutual TLS.",
+    no_args_is_help=True,
+)
+
+HostOpt = typer.Option(
+    None, "--host", help="A DNS name or IP address of the node's host; repeatable."
+)
+
+
+def _ca(config: str | None) -> tuple[Path, list[str]]:
+    from domicile.config import load_config
+    from domicile.federation.ca import ca_dir
+
+    cfg = load_config(config)
+    return ca_dir(cfg.data_dir), [s.id for s in cfg.sites]
+
+
+@federation_app.command("issue")
+def issue(
+    node: str = typer.Argument(..., help="The node: a site id of the configuration, e.g. ru."),
+    host: list[str] | None = HostOpt,
+    days: int = typer.Option(90, "--days", help="Lifetime of the certificate, in days."),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Issue NODE a new certificate and write its bundle (node.pem, node.key, ca.pem,
+    crl.pem) to DATA_DIR/federation/nodes/NODE/, to copy to the node's host. Earlier
+    certificates of the node stay valid until they expire or the node is removed."""
+    from cryptography import x509
+
+    from domicile.federation.ca import NODE_CERT, issue_node, list_nodes
+
+    with errors(as_json):
+        folder, sites = _ca(config)
+        if node not in sites:
+            raise BadInput(
+                f"the configuration has no site {node!r}",
+                hint=f"a node serves one site: {', '.join(sites)}",
+            )
+        out = issue_node(folder, node, host or [], days)
+        serial = format(
+            x509.load_pem_x509_certificate((out / NODE_CERT).read_bytes()).serial_number, "x"
+        )
+        newest = next(e for e in list_nodes(folder) if e["serial"] == serial)
+    data = {
+        "node": node,
+        "bundle": str(out),
+        **{k: newest[k] for k in ("serial", "not_after", "hosts")},
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        console.print(
+            f"issued node {node} certificate {data['serial']} (valid until {data['not_after']}); "
+            f"bundle in {escape(str(out))}/",
+            soft_wrap=True,
+        )
+
+
+@federation_app.command("remove")
+def remove(
+    node: str = typer.Argument(..., help="The node to remove."),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Revoke every certificate NODE was issued and rewrite the CRL (in the CA folder and
+    in every node bundle here); delete NODE's bundle. Copy the new crl.pem to the other
+    nodes' hosts: they reread it on each new connection."""
+    from domicile.federation.ca import remove_node
+
+    with errors(as_json):
+        folder, _ = _ca(config)
+        revoked = remove_node(folder, node)
+    data = {"node": node, "revoked": revoked, "crl": str(folder / "crl.pem")}
+    if as_json:
+        emit_json(data)
+    else:
+        what = ", ".join(revoked) if revoked else "none (all were revoked before)"
+        console.print(f"removed node {node}; certificates revoked now: {what}", soft_wrap=True)
+
+
+@federation_app.command("list")
+def list_(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
+    """Every node certificate the CA issued: node, serial, hosts, expiry, state (valid,
+    expired, revoked). Writes nothing."""
+    from domicile.federation.ca import deployment_name, list_nodes
+
+    with errors(as_json):
+        folder, _ = _ca(config)
+        rows = list_nodes(folder)
+    if as_json:
+        emit_json({"ca": str(folder), "deployment": deployment_name(folder), "certificates": rows})
+        return
+    table = Table(title=f"Node certificates of {escape(str(folder))}")
+    for col in ("node", "serial", "hosts", "expires", "state"):
+        table.add_column(col)
+    colour = {"valid": "green", "expired": "yellow", "revoked": "red"}
+    for r in rows:
+        state: Any = r["state"]
+        table.add_row(
+            r["node"], r["serial"], escape(", ".join(r["hosts"]) or "-"), r["not_after"],
+            f"[{colour[state]}]{state}[/]",
+        )  # fmt: skip
+    console.print(table)
