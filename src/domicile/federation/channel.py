@@ -44,7 +44,7 @@ def _refusal_in(exc: BaseException) -> PeerRefused | None:
         if isinstance(e, PeerRefused):
             return e
         if isinstance(e, ssl.SSLCertVerificationError):  # OpenSSL refused the server first
-            return refusal_of(e)
+            return refusal_of(e)  # never None for a verification error
         e = e.__cause__ or e.__context__
     return None
 

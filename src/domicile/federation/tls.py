@@ -53,7 +53,6 @@ REASONS = {
     "no_node_identity": "the certificate names no node, or more than one",
     "wrong_node": "the certificate is another node's than the one asked for",
     "crl_unusable": "this node's CRL cannot be read or is not signed by the CA",
-    "handshake": "the TLS handshake failed",
 }
 
 
@@ -184,23 +183,28 @@ def verify_peer(
     return node
 
 
-# OpenSSL's verification codes (X509_V_ERR_*) for what it refuses before verify_peer runs.
+# OpenSSL's verification codes (X509_V_ERR_*) for what it refuses before verify_peer runs;
+# any other code (no issuer, bad signature, a chain that does not end at the CA) is
+# "unknown_ca".
 _OPENSSL_REASONS = {
     9: "not_yet_valid",  # CERT_NOT_YET_VALID
     10: "expired",  # CERT_HAS_EXPIRED
     23: "revoked",  # CERT_REVOKED
+    26: "not_a_node",  # INVALID_PURPOSE: the extended key usage does not fit
 }
 
 
-def refusal_of(exc: ssl.SSLError) -> PeerRefused:
-    """The ``PeerRefused`` for a handshake that OpenSSL itself failed."""
+def refusal_of(exc: ssl.SSLError) -> PeerRefused | None:
+    """The ``PeerRefused`` for a handshake that failed over the peer's certificate; None
+    for any other failure (a peer that hung up, spoke something else than TLS 1.3): that is
+    a connection that did not happen, not a refused peer."""
     if isinstance(exc, HandshakeRefused):
         return exc.refusal
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _refused(_OPENSSL_REASONS.get(exc.verify_code, "unknown_ca"))
     if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in str(exc.reason):
         return _refused("no_certificate")
-    return _refused("handshake")
+    return None
 
 
 class HandshakeRefused(ssl.SSLError):
@@ -229,7 +233,11 @@ def _after_handshake(conn: ssl.SSLObject | ssl.SSLSocket, handshake: Callable[[]
     except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
         raise
     except ssl.SSLError as exc:
-        _tell(ctx, refusal_of(exc))
+        refusal = refusal_of(exc)
+        if refusal is not None:
+            _tell(ctx, refusal)
+        else:
+            log.debug("node channel: a TLS handshake failed (%s)", exc.reason)
         raise
     try:
         node = verify_peer(
