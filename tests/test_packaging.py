@@ -292,6 +292,11 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
             ["report", "compliance", "--jurisdiction", "RU", "--since", "2026-01-01", "--until",
              "2026-12-31", "--config", deploy, "--out", str(work / "c.html"), "--json"]
         )  # fmt: skip
+    if extra == "federation":  # on a federated deployment of its own (init needs no extra)
+        federated = work / "federated"
+        if not federated.exists():
+            _ok(_run([dom, "init", str(federated), "--federated", "--json"], cwd=work))
+        commands.append(["federation", "check", "--config", str(federated), "--json"])
     assert commands, f"no command walked for the extra {extra!r}: add them to this test"
     for argv in commands:
         done = _run([dom, *argv], cwd=work)

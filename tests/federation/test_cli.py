@@ -115,3 +115,33 @@ def test_init_refuses_bad_hosts_before_writing_anything(tmp_path: Path) -> None:
         assert code == 2, err
         assert not (tmp_path / "d").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_check_proves_the_bundles_work_together_and_flags_a_bad_one(
+    federated: Path, tmp_path: Path
+) -> None:
+    code, out, err = run("federation", "check", "--config", str(federated), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [n["node"] for n in report["nodes"]] == ["de", "ru", "us"]
+    assert {(c["from"], c["peer_seen"], c["http_version"]) for c in report["handshakes"]} == {
+        ("de", "de", "HTTP/2"), ("ru", "ru", "HTTP/2"), ("us", "us", "HTTP/2"),
+    }  # fmt: skip
+    fed = federated.parent / "domicile-data" / "federation"
+    kept = tmp_path / "us-kept"
+    kept.mkdir()
+    for name in ("node.pem", "node.key", "ca.pem"):
+        (kept / name).write_bytes((fed / "nodes" / "us" / name).read_bytes())
+    assert run("federation", "remove", "us", "--config", str(federated))[0] == 0
+    (kept / "crl.pem").write_bytes((fed / "ca" / "crl.pem").read_bytes())
+    before = _tree(fed)
+    code, out, _ = run("federation", "check", "--bundle", str(fed / "nodes" / "ru"),
+                       "--bundle", str(kept), "--json")  # fmt: skip
+    assert code == 1
+    report = json.loads(out)
+    assert [(n["ok"], n.get("problem")) for n in report["nodes"]] == [
+        (True, None),
+        (False, "revoked"),
+    ]
+    assert [c["from"] for c in report["handshakes"]] == ["ru"]
+    assert _tree(fed) == before

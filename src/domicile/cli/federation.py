@@ -15,7 +15,7 @@ from rich.table import Table
 
 from domicile.cli._output import console, emit_json, errors
 from domicile.cli.vault import ConfigOpt, JsonOpt
-from domicile.errors import BadInput
+from domicile.errors import BadInput, ExitCode
 
 federation_app = typer.Typer(
     help="Federation (preview): the deployment CA's node certificates for mutual TLS.",
@@ -122,3 +122,60 @@ def list_(config: str | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
             f"[{colour[state]}]{state}[/]",
         )  # fmt: skip
     console.print(table)
+
+
+@federation_app.command("check")
+def check(
+    bundle: list[str] | None = typer.Option(
+        None,
+        "--bundle",
+        help="A node folder to check (default: every one of the deployment's); repeatable.",
+    ),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check node bundles: each certificate as its peers will see it (CA, validity, CRL,
+    node name), then a request over mutual TLS from each bundle to a loopback node served
+    with the first. Exits 1 if anything fails. Writes nothing."""
+    from domicile.extras import require
+    from domicile.federation.check import check_bundles
+
+    with errors(as_json):
+        require("federation", "`domicile federation check`")
+        if bundle:
+            folders = [Path(b) for b in bundle]
+        else:
+            folder, _ = _ca(config)
+            nodes = folder.parent / "nodes"
+            folders = sorted(p for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+            if not folders:
+                raise BadInput(
+                    f"no node bundles in {nodes}",
+                    hint="issue one with `domicile federation issue NODE`",
+                )
+        out = check_bundles(folders)
+    if as_json:
+        emit_json(out)
+    else:
+        for n in out["nodes"]:
+            if n["ok"]:
+                console.print(
+                    f"[green]ok[/]  node {n['node']}: certificate {n['serial']}, {n['days_left']} days left",
+                    soft_wrap=True,
+                )
+            else:
+                console.print(
+                    f"[red]BAD[/] {escape(n['bundle'])}: {escape(n['problem'])}", soft_wrap=True
+                )
+        for c in out["handshakes"]:
+            if c["ok"]:
+                console.print(
+                    f"[green]ok[/]  {c['from']} -> {c['to']} over mutual TLS ({c['http_version']})"
+                )
+            else:
+                why = c.get("problem") or f"the server saw {c.get('peer_seen')}"
+                console.print(
+                    f"[red]BAD[/] {c['from']} -> {c['to']}: {escape(why)}", soft_wrap=True
+                )
+    if not out["ok"]:
+        raise typer.Exit(ExitCode.CHECK_FAILED)

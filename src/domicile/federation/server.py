@@ -65,7 +65,7 @@ async def serve_node_app(
     on_refusal: Refusal | None = None,
     sock: socket.socket | None = None,
     ready: Callable[[tuple[str, int]], None] | None = None,
-    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     handshake_timeout: float = 10.0,
     graceful_timeout: float = 5.0,
 ) -> None:
