@@ -101,3 +101,11 @@ def test_setup_mistakes_are_clear_errors_that_change_nothing(tmp_path: Path) -> 
         remove_node(ca, "de")
     assert not (tmp_path / "federation" / "nodes").exists()
     assert list_nodes(ca) == []
+
+
+def test_a_ca_about_to_expire_issues_nothing(tmp_path: Path) -> None:
+    ca = tmp_path / "federation" / "ca"
+    create_ca(ca, "short", days=1)
+    with pytest.raises(BadInput, match="can issue no more"):
+        issue_node(ca, "ru", [])
+    assert list_nodes(ca) == []

@@ -259,6 +259,11 @@ def issue_node(
         register = _register(ca_folder)
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
+        if ca.cert.not_valid_after_utc <= now + dt.timedelta(days=1):
+            raise BadInput(
+                f"the CA in {ca_folder} expires on {_iso(ca.cert.not_valid_after_utc)}: it can issue no more",
+                hint="set up a new federated deployment CA and issue every node from it",
+            )
         not_after = min(now + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
         cert = (
             x509.CertificateBuilder()
