@@ -68,11 +68,15 @@ def test_removing_a_node_revokes_all_its_certificates_in_every_bundles_crl(
 ) -> None:
     first = _cert(deployment.nodes["us"] / "node.pem").serial_number
     second = _cert(issue_node(deployment.ca, "us", []) / "node.pem").serial_number
+    (deployment.nodes["us"] / "keyring.json").write_text("{}")  # a node keeps its keyring here
     revoked = remove_node(deployment.ca, "us")
     assert sorted(revoked) == sorted([format(first, "x"), format(second, "x")])
-    assert not deployment.nodes["us"].exists()
+    assert sorted(p.name for p in deployment.nodes["us"].iterdir()) == [
+        "ca.pem", "crl.pem", "keyring.json",
+    ]  # fmt: skip
     ca = _cert(deployment.ca / "ca.pem")
-    for crl_path in (deployment.ca / "crl.pem", deployment.nodes["ru"] / "crl.pem"):
+    for crl_path in (deployment.ca / "crl.pem", deployment.nodes["ru"] / "crl.pem",
+                     deployment.nodes["us"] / "crl.pem"):  # fmt: skip
         crl = x509.load_pem_x509_crl(crl_path.read_bytes())
         assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
         assert {r.serial_number for r in crl} == {first, second}

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.security.domicile_process import Served, cli, free_port, sqlite_audit
 
 from domicile.config import load_config
 from domicile.federation.ca import ca_dir, create_ca, issue_node
 from domicile.federation.serving import make_node_keyrings
+from tests.security.domicile_process import Served, cli, free_port, sqlite_audit
 
 SCOPES = ["records:read", "records:write", "records:erase", "collection:*", "purpose:*"]
 FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}

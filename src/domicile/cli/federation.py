@@ -84,8 +84,8 @@ def remove(
     as_json: bool = JsonOpt,
 ) -> None:
     """Revoke every certificate NODE was issued and rewrite the CRL (in the CA folder and
-    in every node bundle here); delete NODE's bundle. Copy the new crl.pem to the other
-    nodes' hosts: they reread it on each new connection."""
+    in every node bundle here); delete NODE's node.pem and node.key here. Copy the new
+    crl.pem to the other nodes' hosts: they reread it on each new connection."""
     from domicile.federation.ca import remove_node
 
     with errors(as_json):
@@ -147,7 +147,8 @@ def check(
         else:
             folder, _ = _ca(config)
             nodes = folder.parent / "nodes"
-            folders = sorted(p for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+            found = sorted(nodes.iterdir()) if nodes.is_dir() else []
+            folders = [p for p in found if (p / "node.pem").is_file()]  # removed nodes have none
             if not folders:
                 raise BadInput(
                     f"no node bundles in {nodes}",

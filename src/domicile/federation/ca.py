@@ -15,8 +15,9 @@ On disk, under ``DATA_DIR/federation/``::
     ca/ca.pem  ca/ca.key  ca/crl.pem  ca/issued.json     the CA (stays on the CA's machine)
     nodes/<id>/node.pem  node.key  ca.pem  crl.pem      what node <id> needs, copied to its host
 
-Removing a node revokes every certificate it was ever issued and rewrites the CRL, signed
-by the CA, in ``ca/`` and in every node folder here; nodes elsewhere need the new
+Removing a node revokes every certificate it was ever issued, deletes its ``node.pem`` and
+``node.key`` here and rewrites the CRL, signed by the CA, in ``ca/`` and in every node
+folder here; nodes elsewhere need the new
 ``crl.pem`` copied to them (they reread it on every new connection).
 """
 
@@ -337,7 +338,8 @@ def issue_node(
 
 def remove_node(ca_folder: Path, node_id: str) -> list[str]:
     """Revoke every certificate node ``node_id`` was issued, rewrite the CRL (in the CA
-    folder and in every node bundle beside it) and delete the node's own bundle. Returns
+    folder and in every node bundle beside it) and delete the node's certificate and key
+    from its folder here (a keyring kept there stays). Returns
     the serials revoked now (none if they were all revoked before)."""
     check_node_id(node_id)
     ca_folder = Path(ca_folder)
@@ -358,9 +360,10 @@ def remove_node(ca_folder: Path, node_id: str) -> list[str]:
                 revoked.append(entry["serial"])
         write_private_json(ca_folder / ISSUED, register)
         _write_crl(ca, register["certificates"])
+        # The node's credentials go; anything else kept in its folder (its keyring) stays.
         bundle = node_dir(ca_folder, node_id)
-        if bundle.is_dir():
-            shutil.rmtree(bundle)
+        for name in (NODE_KEY, NODE_CERT):
+            (bundle / name).unlink(missing_ok=True)
     return revoked
 
 
@@ -392,7 +395,7 @@ def _write_crl(ca: CA, certificates: list[dict[str, Any]]) -> None:
     nodes = ca.folder.parent / "nodes"
     if nodes.is_dir():
         for bundle in sorted(nodes.iterdir()):
-            if (bundle / NODE_CERT).is_file():
+            if (bundle / NODE_CERT).is_file() or (bundle / CRL).is_file():
                 write_private(bundle / CRL, text)
 
 
