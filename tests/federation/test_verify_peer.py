@@ -101,3 +101,16 @@ def test_a_crl_not_signed_by_the_ca_refuses_everyone(deployment: Deployment, tmp
     _refused(_der(deployment.nodes["de"] / "node.pem"), trust, "crl_unusable", role="client")
     (node / "crl.pem").unlink()
     _refused(_der(deployment.nodes["de"] / "node.pem"), trust, "crl_unusable", role="client")
+
+
+def test_a_bundle_without_its_crl_makes_no_context(deployment: Deployment, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from domicile.errors import BadInput
+    from domicile.federation import client_context, server_context
+
+    node = tmp_path / "ru-copy"
+    shutil.copytree(deployment.nodes["ru"], node)
+    (node / "crl.pem").unlink()
+    with pytest.raises(BadInput, match=r"crl\.pem"):
+        server_context(node)
+    with pytest.raises(BadInput, match=r"crl\.pem"):
+        client_context(node, "de")

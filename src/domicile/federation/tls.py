@@ -296,7 +296,13 @@ def _context(
 ) -> NodeContext:
     node_dir = Path(node_dir)
     trust = Trust.of_node(node_dir)
-    trust.revoked_serials()  # a node without a usable CRL does not start
+    try:
+        trust.revoked_serials()  # a node without a usable CRL does not start
+    except PeerRefused:
+        raise BadInput(
+            f"{node_dir / CRL} is missing or not signed by the bundle's CA",
+            hint="copy crl.pem from the deployment's federation/ca/ folder",
+        ) from None
     ctx = NodeContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
