@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.security.domicile_process import cli, sqlite_audit
 
 from domicile.config import load_config
 from domicile.federation.ca import ca_dir, create_ca, issue_node
 from domicile.federation.serving import make_node_keyrings
+from tests.security.domicile_process import cli, sqlite_audit
 
 DOMICILE = Path(sys.executable).with_name("domicile")
 NODES = {"ru": 1, "de": 2, "us": 3}  # the last byte of each host's address
