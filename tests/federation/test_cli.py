@@ -11,6 +11,7 @@ from cryptography import x509
 from typer.testing import CliRunner
 
 from domicile.cli.app import app
+from domicile.config import load_config
 
 runner = CliRunner()
 
@@ -46,8 +47,20 @@ def test_init_federated_makes_the_ca_and_a_bundle_per_site(federated: Path) -> N
     ]  # fmt: skip
     for node in ("ru", "de", "us"):
         assert sorted(p.name for p in (fed / "nodes" / node).iterdir()) == [
-            "ca.pem", "crl.pem", "node.key", "node.pem",
+            "ca.pem", "crl.pem", "keyring.json", "keyring.json.lock", "node.key", "node.pem",
         ]  # fmt: skip
+        # Each node's keyring holds its own site's keys, and only public keys of the others.
+        keyring = json.loads((fed / "nodes" / node / "keyring.json").read_text())
+        assert list(keyring["sites"]) == [node]
+        assert sorted(keyring["peers"]) == sorted({"ru", "de", "us"} - {node})
+        assert (fed / "nodes" / node / "keyring.json").stat().st_mode & 0o077 == 0
+    # ... and the configuration says where each node's channel listens.
+    cfg = load_config(federated)
+    assert cfg.model.federation is not None
+    assert {n: s.url for n, s in cfg.model.federation.nodes.items()} == {
+        "ru": "https://127.0.0.1:8701", "de": "https://127.0.0.1:8702",
+        "us": "https://127.0.0.1:8703",
+    }  # fmt: skip
     cert = x509.load_pem_x509_certificate((fed / "nodes" / "ru" / "node.pem").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["domicile-node:ru"]

@@ -83,7 +83,7 @@ def open_node(cfg: Config, node: str, *, operator: str | None = None) -> Federat
     if not mine.keyring_path.exists():
         raise KeyringError(
             f"node {node!r} has no keyring at {mine.keyring_path}",
-            hint="make the nodes' keyrings with `domicile federation keyrings` (init --federated does)",
+            hint="init --federated makes each node's keyring; copy the node's folder from where it was made",
         )
     keys = LocalKeyring(mine.keyring_path)
     holder: list[FederatedDomicile] = []

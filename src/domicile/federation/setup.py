@@ -44,6 +44,40 @@ def init_federation(config: Config, hosts: dict[str, list[str]]) -> dict[str, An
     folder = ca_dir(config.data_dir)
     create_ca(folder, Path(config.source).resolve().parent.name or "domicile")
     nodes = {site: str(issue_node(folder, site, hosts.get(site, []))) for site in site_ids}
-    # PER-NODE KEYRING SPLIT (issue 14, part 4) goes here: with every node bundle made,
-    # give each node a keyring holding only its own site's keys, beside its bundle.
-    return {"ca": str(folder), "nodes": nodes}
+    # Each node's keyring, beside its bundle: only its own site's keys.
+    from domicile.federation.serving import make_node_keyrings
+
+    keyrings = make_node_keyrings(config)
+    urls = {
+        site: f"https://{_url_host((hosts.get(site) or ['127.0.0.1'])[0])}:{CHANNEL_PORT + i}"
+        for i, site in enumerate(site_ids)
+    }
+    _add_nodes_to_config(Path(config.source), urls)
+    return {
+        "ca": str(folder), "nodes": nodes,
+        "keyrings": {k: str(v) for k, v in keyrings.items()}, "urls": urls,
+    }  # fmt: skip
+
+
+CHANNEL_PORT = 8701  # the first node's channel; the others' follow, so all fit on one machine
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _add_nodes_to_config(path: Path, urls: dict[str, str]) -> None:
+    """Append ``federation.nodes`` to the configuration ``init`` just wrote."""
+    from domicile.files import write_private
+
+    lines = [
+        "",
+        "# A node in each country (`domicile serve --node SITE`): where each node's channel",
+        "# listens (mutual TLS with the certificates under DATA_DIR/federation). Change the",
+        "# addresses to the nodes' hosts; docs/federation.md says what runs where.",
+        "federation:",
+        "  nodes:",
+        *(f'    {site}: {{url: "{url}"}}' for site, url in urls.items()),
+        "",
+    ]
+    write_private(path, path.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines))
