@@ -40,7 +40,7 @@ import datetime as dt
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, LiteralString, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -58,6 +58,7 @@ from domicile.stores.base import (
     HeadRow,
     IndexEntry,
     NoSchema,
+    OutboxClaim,
     OutboxItem,
     SiteStore,
     SiteUnavailable,
@@ -982,6 +983,19 @@ PUT_REPLICAS: LiteralString = (
 )
 
 
+# A worker's claim: the oldest items no other worker holds, locked until its transaction ends.
+CLAIM_OUTBOX_SQL: LiteralString = (
+    "SELECT seq, record_id, subject_id, target_site, op, created_at FROM outbox"
+    " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+# The earliest item of each claimed subject that the claim does not hold (another worker's,
+# or not yet taken): the claim's later items of that subject wait for it.
+EARLIER_OUTBOX_SQL: LiteralString = (
+    "SELECT subject_id, min(seq) FROM outbox WHERE subject_id = ANY(%s) AND seq < %s"
+    " AND NOT (seq = ANY(%s)) GROUP BY subject_id"
+)
+
+
 READ_AUDIT_COMMIT = "read_audit_commit"
 READERS = "readers"
 # Parameters of a site's URL that are domicile's own, not libpq's.
@@ -1032,7 +1046,10 @@ class PostgresSiteStore(SiteStore):
         super().__init__(site_id, url)
         base, self._options = split_options(url)
         self.read_audit_commit = self._options.get(READ_AUDIT_COMMIT, "sync")
+        self._base = base
         self._db = _Database(site_id, base, "its database")
+        # The connection of replication workers' outbox claims (made when first used).
+        self._claims: _Database | None = None
         # Rows added since the statistics were last brought up to date, and the size then.
         self._added = 0
         self._analyzed_at = 0
@@ -1083,6 +1100,8 @@ class PostgresSiteStore(SiteStore):
         self._db.close()
         if self._reads is not None:
             self._reads.close()
+        if self._claims is not None:
+            self._claims.close()
 
     def ping(self) -> bool:
         try:
@@ -1254,6 +1273,70 @@ class PostgresSiteStore(SiteStore):
         return [
             OutboxItem(int(s), str(r), str(sub), str(t), op, str(c)) for s, r, sub, t, op, c in rows
         ]
+
+    def _claim_db(self) -> _Database:
+        """The connection that holds a worker's claim: its transaction stays open while the
+        worker delivers the items, so it is not the connection of writes (the process's
+        other writes to the site go on meanwhile)."""
+        with self._db.lock:
+            if self._claims is None:
+                db = _Database(self.site_id, self._base, "its database")
+                db.read_only = self._db.read_only
+                conn = db.open()
+                db.identity = self._db.identity
+                try:
+                    db._check_identity(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                db.adopt(conn)
+                self._claims = db
+            return self._claims
+
+    @contextmanager
+    def claim_outbox(self, limit: int) -> Iterator[OutboxClaim]:
+        """Several workers, in as many processes or hosts, share one outbox: each takes the
+        oldest items no other worker holds (``FOR UPDATE SKIP LOCKED``) in a transaction
+        that lasts until the items are delivered and dequeued. A worker killed meanwhile
+        loses its connection; the server rolls the transaction back and the items are free
+        for the next worker (delivery is idempotent at the target).
+
+        A subject's items keep their order: an item is delivered only if no earlier item of
+        its subject is still in the outbox outside this claim (held by another worker, or
+        left by a worker that died). Such items are deferred, still held until this claim
+        ends so no one else takes them out of turn either."""
+        db = self._claim_db()
+        with db.lock:
+            conn = db.begin("cannot take outbox items")
+            try:
+                try:
+                    rows = conn.execute(CLAIM_OUTBOX_SQL, (limit,)).fetchall()
+                    items = [
+                        OutboxItem(int(s), str(r), str(sub), str(t), op, str(c))
+                        for s, r, sub, t, op, c in rows
+                    ]
+                    earlier: dict[str, int] = {}
+                    if items:
+                        earlier = {
+                            str(sub): int(seq)
+                            for sub, seq in conn.execute(
+                                EARLIER_OUTBOX_SQL,
+                                (
+                                    list({i.subject_id for i in items}),
+                                    items[-1].seq,
+                                    [i.seq for i in items],
+                                ),
+                            ).fetchall()
+                        }
+                except psycopg.Error as exc:
+                    raise db.unavailable("cannot take outbox items", exc) from None
+                ready = [i for i in items if earlier.get(i.subject_id, i.seq + 1) > i.seq]
+                tx = _Tx(db, conn)
+                yield OutboxClaim(ready, lambda: nullcontext(tx), len(items) - len(ready))
+            except BaseException:
+                db.rollback(conn)
+                raise
+            db.commit(conn, "clearing the outbox did not commit")
 
     def replicas(self, after: str, limit: int) -> list[StoredRecord]:
         rows = self._read(
