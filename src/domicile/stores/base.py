@@ -552,6 +552,15 @@ class SiteStore(ABC):
         """The oldest outbox items, in order."""
 
     @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Keep other processes' blocks that hold ``name`` on this site waiting until this
+        block ends: for a read followed by a write that depends on what was read (an
+        upsert), when several processes serve one site. The default holds nothing: a
+        SQLite site is served by one host, whose processes each serialize such blocks
+        with their own lock, but not against each other (see docs/scale.md)."""
+        yield
+
+    @contextmanager
     def claim_outbox(self, limit: int) -> Iterator[OutboxClaim]:
         """Take up to ``limit`` of the oldest outbox items for one worker (see
         ``OutboxClaim``). This default suits a single writer (SQLite): the items are read

@@ -607,6 +607,8 @@ def _open(
 
 # The first key of the advisory locks that keep a subject's erasure and writes apart.
 ERASE_LOCK = 0x646F6D  # "dom"
+# The first key of the advisory locks of ``PostgresSiteStore.hold``.
+HOLD_LOCK = 0x686F6C  # "hol"
 
 
 class _Tx(StoreTransaction):
@@ -1048,8 +1050,9 @@ class PostgresSiteStore(SiteStore):
         self.read_audit_commit = self._options.get(READ_AUDIT_COMMIT, "sync")
         self._base = base
         self._db = _Database(site_id, base, "its database")
-        # The connection of replication workers' outbox claims (made when first used).
-        self._claims: _Database | None = None
+        # Connections of long transactions (outbox claims, holds), made when first used.
+        self._aside: dict[str, _Database] = {}
+        self._holding: Conn | None = None  # the transaction of the hold under way
         # Rows added since the statistics were last brought up to date, and the size then.
         self._added = 0
         self._analyzed_at = 0
@@ -1100,8 +1103,10 @@ class PostgresSiteStore(SiteStore):
         self._db.close()
         if self._reads is not None:
             self._reads.close()
-        if self._claims is not None:
-            self._claims.close()
+        with self._db.lock:
+            aside, self._aside = self._aside, {}
+        for db in aside.values():
+            db.close()
 
     def ping(self) -> bool:
         try:
@@ -1274,12 +1279,14 @@ class PostgresSiteStore(SiteStore):
             OutboxItem(int(s), str(r), str(sub), str(t), op, str(c)) for s, r, sub, t, op, c in rows
         ]
 
-    def _claim_db(self) -> _Database:
-        """The connection that holds a worker's claim: its transaction stays open while the
-        worker delivers the items, so it is not the connection of writes (the process's
-        other writes to the site go on meanwhile)."""
+    def _apart(self, purpose: str) -> _Database:
+        """A connection of its own for ``purpose`` (made when first used), for a
+        transaction that stays open while the caller works elsewhere: an outbox claim held
+        while the items are delivered, a hold while an upsert reads and writes. The
+        connection of writes stays free for the process's other writes meanwhile."""
         with self._db.lock:
-            if self._claims is None:
+            db = self._aside.get(purpose)
+            if db is None:
                 db = _Database(self.site_id, self._base, "its database")
                 db.read_only = self._db.read_only
                 conn = db.open()
@@ -1290,8 +1297,36 @@ class PostgresSiteStore(SiteStore):
                     conn.close()
                     raise
                 db.adopt(conn)
-                self._claims = db
-            return self._claims
+                self._aside[purpose] = db
+            return db
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """A transaction-level advisory lock on ``name`` (``HOLD_LOCK``, ``hashtext``), in a
+        transaction of its own that lasts as long as the block: every process and host
+        serving the site waits for it. A process that dies releases it with its
+        connection."""
+        db = self._apart("hold")
+        with db.lock:  # re-entrant: a hold inside a hold joins the outer transaction
+            outer = self._holding
+            conn = outer if outer is not None else db.begin("cannot hold the site")
+            self._holding = conn
+            try:
+                try:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (HOLD_LOCK, name)
+                    )
+                except psycopg.Error as exc:
+                    raise db.unavailable("cannot hold the site", exc) from None
+                yield
+            except BaseException:
+                if outer is None:
+                    db.rollback(conn)
+                raise
+            finally:
+                self._holding = outer
+            if outer is None:
+                db.commit(conn, "cannot release the site")
 
     @contextmanager
     def claim_outbox(self, limit: int) -> Iterator[OutboxClaim]:
@@ -1305,7 +1340,7 @@ class PostgresSiteStore(SiteStore):
         its subject is still in the outbox outside this claim (held by another worker, or
         left by a worker that died). Such items are deferred, still held until this claim
         ends so no one else takes them out of turn either."""
-        db = self._claim_db()
+        db = self._apart("claim")
         with db.lock:
             conn = db.begin("cannot take outbox items")
             try:
