@@ -154,3 +154,18 @@ def test_read_only_vaults_read_the_replica_and_every_write_goes_to_the_primary(
             down.close(checkpoint=False)
     finally:
         standby.destroy()
+
+
+def test_a_replica_must_be_a_postgresql_url(tmp_path: Path) -> None:
+    """A SQLite "replica" (or any other URL) is refused when the configuration loads, with
+    what to write instead: a read-only vault never opens something that is not a replica."""
+    from domicile.errors import ConfigError
+    from tests.vault.conftest import CONFIG, sqlite_urls
+
+    text = CONFIG.format(**sqlite_urls()).replace(
+        'backend: "sqlite:data/us.sqlite",',
+        'backend: "sqlite:data/us.sqlite", replica: "sqlite:data/elsewhere.sqlite",',
+    )
+    assert "replica:" in text
+    with pytest.raises(ConfigError, match="replica must be postgresql://"):
+        parse_config(text, str(tmp_path / "domicile.yaml"), tmp_path)
