@@ -137,9 +137,11 @@ class Replicator:
                     with self.vault.store(home.id).claim_outbox(self.batch) as claim:
                         items = claim.items
                         done = self._process_batch(home, claim, report) if items else 0
-                except SiteUnavailable:
-                    self.vault._drop(home.id)
-                    report.unavailable.append(home.id)
+                except SiteUnavailable as exc:
+                    # The home site (its claim, its primaries, its keys) did not answer; the
+                    # claim rolled back and its items stay queued, in order.
+                    self.vault._drop(exc.site)
+                    report.unavailable.append(exc.site)
                     break
                 if progress and done:
                     progress(done)
