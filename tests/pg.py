@@ -331,6 +331,29 @@ class PgCluster:
     def __repr__(self) -> str:
         return f"PgCluster(port={self.port}, root={str(self.root)!r})"
 
+    def standby(self, timeout: float = 120) -> PgCluster:
+        """A streaming replica of this server, started: ``pg_basebackup -R`` (which writes
+        ``standby.signal`` and the primary's ``primary_conninfo``) into a new directory,
+        on a port of its own. It answers reads and refuses writes; ``destroy()`` it."""
+        replica = PgCluster(_new_root("standby-"), free_port())
+        try:
+            replica._run(  # -c fast: checkpoint at once (a spread one takes minutes)
+                [
+                    str(PG_BIN / "pg_basebackup"),
+                    "-h", self.host, "-p", str(self.port), "-U", OS_USER,
+                    "-D", str(replica.data), "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                ],
+                timeout=timeout,
+            )  # fmt: skip
+            conf = replica.data / "postgresql.auto.conf"
+            with conf.open("a") as f:  # later lines win over the primary's copied settings
+                f.write(f"port = {replica.port}\nunix_socket_directories = '{replica.root}'\n")
+            replica.start()
+        except BaseException:
+            replica.destroy()
+            raise
+        return replica
+
     # -- helpers ----------------------------------------------------------------------------
 
     @staticmethod

@@ -58,6 +58,18 @@ class Site(_Model):
     location: Location
     backend: str  # sqlite:PATH or postgresql://...
     keys: str | None = None  # where subject keys live; default beside the keyring
+    # A read-only streaming replica of the backend (PostgreSQL): read-only vaults read here.
+    replica: str | None = None
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "replica must be postgresql://USER@HOST:PORT/DATABASE (a streaming replica of"
+                " a PostgreSQL backend; a SQLite site has none)"
+            )
+        return value
 
     @field_validator("country", mode="before")
     @classmethod

@@ -15,8 +15,8 @@ import hashlib
 import secrets
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,6 +199,23 @@ class OutboxItem:
     target_site: str
     op: Literal["upsert", "delete", "erase"]
     created_at: str
+
+
+@dataclass
+class OutboxClaim:
+    """Outbox items one worker took, and how it clears them once delivered.
+
+    ``transaction()`` opens the transaction that counts the transfers, records refusals
+    and dequeues the items. Where several workers may run at once (PostgreSQL) it is the
+    transaction that holds the items (``SELECT ... FOR UPDATE SKIP LOCKED``) from the
+    moment they were taken, committed when the claim ends; a worker that dies before
+    then releases them, and another takes them again. ``deferred``: items taken but left
+    for later because an earlier item of the same subject is held by another worker (a
+    subject's items are delivered in order)."""
+
+    items: list[OutboxItem]
+    transaction: Callable[[], AbstractContextManager[StoreTransaction]]
+    deferred: int = 0
 
 
 @dataclass(frozen=True)
@@ -533,6 +550,23 @@ class SiteStore(ABC):
     @abstractmethod
     def outbox(self, limit: int) -> list[OutboxItem]:
         """The oldest outbox items, in order."""
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Keep other processes' blocks that hold ``name`` on this site waiting until this
+        block ends: for a read followed by a write that depends on what was read (an
+        upsert), when several processes serve one site. The default holds nothing: a
+        SQLite site is served by one host, whose processes each serialize such blocks
+        with their own lock, but not against each other (see docs/scale.md)."""
+        yield
+
+    @contextmanager
+    def claim_outbox(self, limit: int) -> Iterator[OutboxClaim]:
+        """Take up to ``limit`` of the oldest outbox items for one worker (see
+        ``OutboxClaim``). This default suits a single writer (SQLite): the items are read
+        now and cleared later in a transaction of their own, so only one worker may run
+        against the site at a time."""
+        yield OutboxClaim(self.outbox(limit), self.transaction)
 
     @abstractmethod
     def replicas(self, after: str, limit: int) -> list[StoredRecord]:

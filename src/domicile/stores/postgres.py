@@ -40,7 +40,7 @@ import datetime as dt
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, LiteralString, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -58,6 +58,7 @@ from domicile.stores.base import (
     HeadRow,
     IndexEntry,
     NoSchema,
+    OutboxClaim,
     OutboxItem,
     SiteStore,
     SiteUnavailable,
@@ -606,6 +607,8 @@ def _open(
 
 # The first key of the advisory locks that keep a subject's erasure and writes apart.
 ERASE_LOCK = 0x646F6D  # "dom"
+# The first key of the advisory locks of ``PostgresSiteStore.hold``.
+HOLD_LOCK = 0x686F6C  # "hol"
 
 
 class _Tx(StoreTransaction):
@@ -982,6 +985,19 @@ PUT_REPLICAS: LiteralString = (
 )
 
 
+# A worker's claim: the oldest items no other worker holds, locked until its transaction ends.
+CLAIM_OUTBOX_SQL: LiteralString = (
+    "SELECT seq, record_id, subject_id, target_site, op, created_at FROM outbox"
+    " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+# The earliest item of each claimed subject that the claim does not hold (another worker's,
+# or not yet taken): the claim's later items of that subject wait for it.
+EARLIER_OUTBOX_SQL: LiteralString = (
+    "SELECT subject_id, min(seq) FROM outbox WHERE subject_id = ANY(%s) AND seq < %s"
+    " AND NOT (seq = ANY(%s)) GROUP BY subject_id"
+)
+
+
 READ_AUDIT_COMMIT = "read_audit_commit"
 READERS = "readers"
 # Parameters of a site's URL that are domicile's own, not libpq's.
@@ -1032,7 +1048,11 @@ class PostgresSiteStore(SiteStore):
         super().__init__(site_id, url)
         base, self._options = split_options(url)
         self.read_audit_commit = self._options.get(READ_AUDIT_COMMIT, "sync")
+        self._base = base
         self._db = _Database(site_id, base, "its database")
+        # Connections of long transactions (outbox claims, holds), made when first used.
+        self._aside: dict[str, _Database] = {}
+        self._holding: Conn | None = None  # the transaction of the hold under way
         # Rows added since the statistics were last brought up to date, and the size then.
         self._added = 0
         self._analyzed_at = 0
@@ -1083,6 +1103,10 @@ class PostgresSiteStore(SiteStore):
         self._db.close()
         if self._reads is not None:
             self._reads.close()
+        with self._db.lock:
+            aside, self._aside = self._aside, {}
+        for db in aside.values():
+            db.close()
 
     def ping(self) -> bool:
         try:
@@ -1254,6 +1278,100 @@ class PostgresSiteStore(SiteStore):
         return [
             OutboxItem(int(s), str(r), str(sub), str(t), op, str(c)) for s, r, sub, t, op, c in rows
         ]
+
+    def _apart(self, purpose: str) -> _Database:
+        """A connection of its own for ``purpose`` (made when first used), for a
+        transaction that stays open while the caller works elsewhere: an outbox claim held
+        while the items are delivered, a hold while an upsert reads and writes. The
+        connection of writes stays free for the process's other writes meanwhile."""
+        with self._db.lock:
+            db = self._aside.get(purpose)
+            if db is None:
+                db = _Database(self.site_id, self._base, "its database")
+                db.read_only = self._db.read_only
+                conn = db.open()
+                db.identity = self._db.identity
+                try:
+                    db._check_identity(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                db.adopt(conn)
+                self._aside[purpose] = db
+            return db
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """A transaction-level advisory lock on ``name`` (``HOLD_LOCK``, ``hashtext``), in a
+        transaction of its own that lasts as long as the block: every process and host
+        serving the site waits for it. A process that dies releases it with its
+        connection."""
+        db = self._apart("hold")
+        with db.lock:  # re-entrant: a hold inside a hold joins the outer transaction
+            outer = self._holding
+            conn = outer if outer is not None else db.begin("cannot hold the site")
+            self._holding = conn
+            try:
+                try:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (HOLD_LOCK, name)
+                    )
+                except psycopg.Error as exc:
+                    raise db.unavailable("cannot hold the site", exc) from None
+                yield
+            except BaseException:
+                if outer is None:
+                    db.rollback(conn)
+                raise
+            finally:
+                self._holding = outer
+            if outer is None:
+                db.commit(conn, "cannot release the site")
+
+    @contextmanager
+    def claim_outbox(self, limit: int) -> Iterator[OutboxClaim]:
+        """Several workers, in as many processes or hosts, share one outbox: each takes the
+        oldest items no other worker holds (``FOR UPDATE SKIP LOCKED``) in a transaction
+        that lasts until the items are delivered and dequeued. A worker killed meanwhile
+        loses its connection; the server rolls the transaction back and the items are free
+        for the next worker (delivery is idempotent at the target).
+
+        A subject's items keep their order: an item is delivered only if no earlier item of
+        its subject is still in the outbox outside this claim (held by another worker, or
+        left by a worker that died). Such items are deferred, still held until this claim
+        ends so no one else takes them out of turn either."""
+        db = self._apart("claim")
+        with db.lock:
+            conn = db.begin("cannot take outbox items")
+            try:
+                try:
+                    rows = conn.execute(CLAIM_OUTBOX_SQL, (limit,)).fetchall()
+                    items = [
+                        OutboxItem(int(s), str(r), str(sub), str(t), op, str(c))
+                        for s, r, sub, t, op, c in rows
+                    ]
+                    earlier: dict[str, int] = {}
+                    if items:
+                        earlier = {
+                            str(sub): int(seq)
+                            for sub, seq in conn.execute(
+                                EARLIER_OUTBOX_SQL,
+                                (
+                                    list({i.subject_id for i in items}),
+                                    items[-1].seq,
+                                    [i.seq for i in items],
+                                ),
+                            ).fetchall()
+                        }
+                except psycopg.Error as exc:
+                    raise db.unavailable("cannot take outbox items", exc) from None
+                ready = [i for i in items if earlier.get(i.subject_id, i.seq + 1) > i.seq]
+                tx = _Tx(db, conn)
+                yield OutboxClaim(ready, lambda: nullcontext(tx), len(items) - len(ready))
+            except BaseException:
+                db.rollback(conn)
+                raise
+            db.commit(conn, "clearing the outbox did not commit")
 
     def replicas(self, after: str, limit: int) -> list[StoredRecord]:
         rows = self._read(

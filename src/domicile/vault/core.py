@@ -190,6 +190,7 @@ class VaultCore:
         operator: str | None = None,
         read_only: bool = False,
         node: str | None = None,
+        replicas: bool | None = None,
     ) -> None:
         # A node of a federation (``domicile.federation``) holds one site: only that site's
         # stores are opened and only its keys are in its keyring; the other sites are their
@@ -211,6 +212,12 @@ class VaultCore:
         # Every store opened read-only: nothing migrated, nothing written (a write fails as
         # an unavailable site). For commands that must only read, such as `audit verify`.
         self.read_only = read_only
+        # Read-only vaults read a site's streaming replica where one is configured (its
+        # ``replica`` URL), sparing the primary; a replica may lag, so a caller that must
+        # see a write just made passes ``replicas=False`` (or reads through a read-write
+        # vault, which always uses the primary). Writes, and the audit entries of reads,
+        # only ever go to the primary.
+        self.replicas = read_only if replicas is None else (replicas and read_only)
         self.keys: KeyProvider = keys or self._keyring(config)
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
         # Sites, their stores and their keys are made only by setup (domicile.setup); the
@@ -297,9 +304,10 @@ class VaultCore:
                 self._here(site_id)
                 site = self._sites[site_id]
                 created = self.deployment.site(site_id)
+                url = site.replica if self.replicas and site.replica else site.backend
                 store = open_site_store(
                     site_id,
-                    self.config.backend_url(site.backend),
+                    self.config.backend_url(url),
                     creation_id=created.store,
                     read_only=self.read_only,
                 )

@@ -119,6 +119,8 @@ COLLECTION = "@incountry"
 FILES = "@incountry.file"
 CATEGORY = "user"  # an opaque body may hold any personal data
 PURPOSE = "incountry"
+# What its changes hold at a site, against every process serving it (``SiteStore.hold``).
+HOLD = "incountry"
 ALL = "@all"
 
 BODY_KEYS = ("body", "precommit_body")
@@ -444,6 +446,18 @@ class InCountryStorage:
             self.vault._drop(site.id)
             raise
 
+    @contextlib.contextmanager
+    def _writing(self, site: Site, operation: str, caller: Caller) -> Iterator[SiteStore]:
+        """``_site`` for a change that reads before it writes (an upsert replaces the
+        version it read): one at a time per site, among this process's threads (its lock)
+        and among every process serving the site (the store's hold)."""
+        with (
+            self._locks[site.id],
+            self._site(site, operation, caller) as store,
+            store.hold(HOLD),
+        ):
+            yield store
+
     def _ensure_keys(self, site_id: str, subjects: Sequence[str]) -> None:
         """A data key for every subject that has none yet, committed before any data
         sealed with it (as the vault does)."""
@@ -622,7 +636,7 @@ class InCountryStorage:
         checked = [rec for i, rec in enumerate(sent) if last[rec["record_key"]] == i]
         _check_not_expired(sent, self.vault.clock(), batch=batch)
         residency = self._home_residency(site)
-        with self._locks[site.id], self._site(site, operation, caller) as store:
+        with self._writing(site, operation, caller) as store:
             drafts = [
                 _Draft(rec, self._rid(site.id, rec["record_key"]), self._subject(site.id, rec))
                 for rec in checked
@@ -837,7 +851,7 @@ class InCountryStorage:
         """Delete records and their attachments; one missing record is a ``NotFound``, while
         a batch deletes those that exist."""
         operation = "batch_delete" if batch else "delete"
-        with self._locks[site.id], self._site(site, operation, caller) as store:
+        with self._writing(site, operation, caller) as store:
             rids = list(dict.fromkeys(self._rid(site.id, k) for k in record_keys))
             recs = list(self._load(store, rids).values())
             if not batch and not recs:
@@ -894,7 +908,7 @@ class InCountryStorage:
         no record at the site is erased whole, its data key first (crypto-shredding). Each
         record destroyed gets an ``erase`` entry in the site's audit. Reads every record's
         sealed ``expires_at`` (the scale limit of an unnarrowed find)."""
-        with self._locks[site.id], self._site(site, "expire", caller) as store:
+        with self._writing(site, "expire", caller) as store:
             now = self.vault.clock()
             ids = sorted(store.lookup(self._digest(site.id, ALL, "")))
             expired: list[StoredRecord] = []
@@ -1018,7 +1032,7 @@ class InCountryStorage:
         if upload.sealer is None:
             raise BadInput("the upload has no file", hint="send one multipart part named file")
         site, rec = upload.site, upload.rec
-        with self._locks[site.id], self._site(site, upload.operation, upload.caller) as store:
+        with self._writing(site, upload.operation, upload.caller) as store:
             now = iso(self.vault.clock())
             same = upload.same
             meta = {
@@ -1084,7 +1098,7 @@ class InCountryStorage:
     ) -> dict[str, Any]:
         operation = "update_attachment_meta"
         checked = check_meta(changes)
-        with self._locks[site.id], self._site(site, operation, caller) as store:
+        with self._writing(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             view, metas = self._attachments(site, rec)
@@ -1103,7 +1117,7 @@ class InCountryStorage:
 
     def delete_attachment(self, site: Site, record_key: str, file_id: str, caller: Caller) -> None:
         operation = "delete_attachment"
-        with self._locks[site.id], self._site(site, operation, caller) as store:
+        with self._writing(site, operation, caller) as store:
             rec = self._get(site, store, record_key)
             (decision,) = self._allow_records(site, caller, operation, "update", [rec])
             _, metas = self._attachments(site, rec)

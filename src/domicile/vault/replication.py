@@ -43,7 +43,7 @@ from domicile.packs import Outcome
 from domicile.policy import Decision
 from domicile.residency import Residency
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
-from domicile.stores.base import OutboxItem, SiteUnavailable
+from domicile.stores.base import OutboxClaim, OutboxItem, SiteUnavailable
 from domicile.vault.core import DEK_CACHE, VaultCore, _utcnow, is_sensitive, residency_text
 from domicile.vault.reading import transfer_detail
 from domicile.vault.sealing import seal_body
@@ -134,18 +134,21 @@ class Replicator:
         for home in self._here():
             while not (stop and stop.is_set()):
                 try:
-                    items = self.vault.store(home.id).outbox(self.batch)
-                except SiteUnavailable:
-                    self.vault._drop(home.id)
-                    report.unavailable.append(home.id)
+                    with self.vault.store(home.id).claim_outbox(self.batch) as claim:
+                        items = claim.items
+                        done = self._process_batch(home, claim, report) if items else 0
+                except SiteUnavailable as exc:
+                    # The home site (its claim, its primaries, its keys) did not answer; the
+                    # claim rolled back and its items stay queued, in order.
+                    self.vault._drop(exc.site)
+                    report.unavailable.append(exc.site)
                     break
-                if not items:
-                    break
-                done = self._process_batch(home, items, report)
                 if progress and done:
                     progress(done)
-                if done < len(items):
-                    break  # a target did not answer: keep the rest queued, in order
+                if not items or done < len(items):
+                    # Nothing to take (or only items that wait for another worker's), or a
+                    # target did not answer: the rest stays queued, in order.
+                    break
         if reconcile and not (stop and stop.is_set()):
             self.reconcile(report)
         return report
@@ -169,11 +172,12 @@ class Replicator:
 
     # --- a batch of items -------------------------------------------------------------------
 
-    def _process_batch(self, home: Site, items: list[OutboxItem], report: ReplicationReport) -> int:
-        """Deliver ``items`` (in order) with one transaction per target site, then clear
-        them (with their transfer counts and refusals) in one transaction at home. Returns
-        how many were handled; the rest stay queued for the next round."""
+    def _process_batch(self, home: Site, claim: OutboxClaim, report: ReplicationReport) -> int:
+        """Deliver the claim's items (in order) with one transaction per target site, then
+        clear them (with their transfer counts and refusals) in the claim's transaction at
+        home. Returns how many were handled; the rest stay queued for the next round."""
         vault = self.vault
+        items = claim.items
         primaries = vault.store(home.id).get_many([i.record_id for i in items if i.op == "upsert"])
         plans: dict[str, _TargetPlan] = {}
         refusals: list[AuditEvent] = []
@@ -205,7 +209,7 @@ class Replicator:
                 failed.add(plan.target.id)
         year = vault._today().year
         done = [i for i in handled if i.target_site not in failed]
-        with vault.store(home.id).transaction() as tx:
+        with claim.transaction() as tx:
             tx.count_transfers(
                 [
                     TransferCount(year, plan.target.country, subject, sensitive)
@@ -320,8 +324,9 @@ class Replicator:
                     report.delivered += 1
                 else:
                     report.unchanged += 1
-            if removals:
-                tx.delete([r.record_id for r in removals])
+            # Only the copies this transaction removed are logged: another worker (its
+            # reconcile) may have removed one first.
+            removals = [r for r in removals if tx.delete([r.record_id])]
             events = self._removal_events(target, removals, plan)
             events += [
                 _erasure_event(target, subject, count, self.client)
@@ -489,11 +494,13 @@ class Replicator:
         copies = [r for r in store.get_many(record_ids).values() if r.is_replica]
         if not copies:
             return 0
-        events = [_removal_event(target, c, reason, decision, self.client) for c in copies]
         with store.transaction() as tx:
-            tx.delete([c.record_id for c in copies])
-            self.vault._ledgers[target.id].append(tx, events)
-        return len(copies)
+            # Each copy logged only if this transaction removed it (another worker may run).
+            removed = [c for c in copies if tx.delete([c.record_id])]
+            events = [_removal_event(target, c, reason, decision, self.client) for c in removed]
+            if events:
+                self.vault._ledgers[target.id].append(tx, events)
+        return len(removed)
 
     def reconcile(self, report: ReplicationReport | None = None) -> ReplicationReport:
         """Re-check every copy: delete those the law no longer permits."""
