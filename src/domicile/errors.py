@@ -202,6 +202,20 @@ class PeerRefused(DomicileError):
         self.fingerprint = fingerprint
 
 
+class BenchFailed(DomicileError):
+    """A benchmark's operation did not answer as it should (an error status, or an answer
+    that is not what the benchmark measures): no figures are reported for such a run. A
+    503 (a site or node that cannot be reached) exits 4, anything else 1."""
+
+    code = "bench_failed"
+    exit_code = ExitCode.CHECK_FAILED
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint, **({"status": status} if status else {}))
+        if status == 503:
+            self.exit_code = ExitCode.UNAVAILABLE
+
+
 class NodeUnavailable(DomicileError):
     """Another node did not answer (connection failures or 502/503/504 after bounded
     retries, or a timeout). Nothing was decided there; fail closed (HTTP 503)."""

@@ -36,13 +36,15 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from domicile.errors import BenchFailed, EnvironmentProblem
+
 # Subjects whose reads from the US are local (the same work over HTTP and in-process).
 SUBJECTS = [{"citizenship": "US", "residence": "US"}, {"citizenship": "US"}]
 PUT = "/v1/collections/profiles/records"
 TARGETS = {"http_put_vs_sdk": 0.6, "http_get_vs_sdk": 0.5}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -56,7 +58,9 @@ def _body(i: int) -> dict[str, Any]:
     }
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path | None = None) -> None:
+    """Return once the service on ``port`` answers ``/healthz``; ``EnvironmentProblem`` if
+    it exits or has not answered within a minute (``log``: where it wrote why)."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -67,7 +71,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the service did not start")
+            raise EnvironmentProblem(
+                f"the service on port {port} did not start",
+                hint=f"see its log, {log}" if log else None,
+            )
         time.sleep(0.1)
 
 
@@ -76,7 +83,7 @@ def _process(argv: list[str], log: Path, port: int) -> Iterator[None]:
     with open(log, "wb") as sink:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink)
         try:
-            _wait_ready(proc, port)
+            wait_ready(proc, port, log)
             yield
         finally:
             proc.terminate()  # a clean stop: signs each site's audit head
@@ -99,7 +106,7 @@ def _bare(folder: Path, port: int, workers: int) -> contextlib.AbstractContextMa
     return _process(argv, folder / "bare.log", port)
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     if not ordered:
         return {"p50": 0.0, "p99": 0.0}
@@ -109,7 +116,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-class _Connection:
+class Connection:
     """One keep-alive HTTP/1.1 connection: a request, then its whole response."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, auth: str):
@@ -124,7 +131,12 @@ class _Connection:
         self.writer.write(head.encode() + b"\r\n" + (body or b""))
         status = (await self.reader.readline()).split(b" ", 2)
         if len(status) < 2 or not status[1].startswith(b"2"):
-            raise RuntimeError(f"{method} {target.partition('?')[0]}: {status[1:2]!r}")
+            code = int(status[1]) if len(status) > 1 and status[1].isdigit() else None
+            raise BenchFailed(
+                f"{method} {target.partition('?')[0]} answered {code or 'nothing'}",
+                status=code,
+                hint="see the service's log",
+            )
         length = 0
         chunked = False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
@@ -143,20 +155,20 @@ class _Connection:
         return out
 
 
-async def _connect(port: int, auth: str, n: int) -> list[_Connection]:
+async def _connect(port: int, auth: str, n: int) -> list[Connection]:
     conns = []
     for _ in range(n):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        conns.append(_Connection(reader, writer, auth))
+        conns.append(Connection(reader, writer, auth))
     return conns
 
 
-async def _phase(conns: list[_Connection], seconds: float, one: Any) -> list[float]:
+async def _phase(conns: list[Connection], seconds: float, one: Any) -> list[float]:
     """Each connection sends ``one(conn, k)`` requests back to back for ``seconds``."""
     latencies: list[float] = []
     until = time.monotonic() + seconds
 
-    async def loop(conn: _Connection, k: int) -> None:
+    async def loop(conn: Connection, k: int) -> None:
         while time.monotonic() < until:
             start = time.perf_counter()
             await one(conn, k)
@@ -173,7 +185,7 @@ async def _drive(
     numbers = count()
     tokens: list[str] = []
 
-    async def put(conn: _Connection, k: int) -> None:
+    async def put(conn: Connection, k: int) -> None:
         data = await conn.request("POST", PUT, json.dumps(_body(next(numbers))).encode())
         if not bare:
             tokens.append(json.loads(data)["token"])
@@ -183,17 +195,17 @@ async def _drive(
     def token() -> str:
         return tokens[next(reads) % len(tokens)] if tokens else "dom1_" + "A" * 43
 
-    async def get(conn: _Connection, k: int) -> None:
+    async def get(conn: Connection, k: int) -> None:
         await conn.request("GET", f"/v1/records/{token()}?purpose=benchmark")
 
-    async def put_batch(conn: _Connection, k: int) -> None:
+    async def put_batch(conn: Connection, k: int) -> None:
         items = [_body(next(numbers)) for _ in range(batch)]
         for item in items:
             del item["purpose"]
         body = {"records": items, "purpose": "benchmark"}
         await conn.request("POST", PUT + "/batch", json.dumps(body).encode())
 
-    async def get_batch(conn: _Connection, k: int) -> None:
+    async def get_batch(conn: Connection, k: int) -> None:
         body = {"tokens": [token() for _ in range(batch)], "purpose": "benchmark"}
         await conn.request("POST", "/v1/read", json.dumps(body).encode())
 
@@ -203,7 +215,7 @@ async def _drive(
             latencies = await _phase(conns, seconds, one)
             per = batch if name.endswith("batch") else 1
             out[name] = len(latencies) * per / seconds
-            out[name + "_latency"] = _percentiles(latencies)
+            out[name + "_latency"] = percentiles(latencies)
         return out
     finally:
         for c in conns:
@@ -237,11 +249,11 @@ def _sdk(config: Path, seconds: float) -> dict[str, Any]:
     vault.close()
     return {
         "put": len(puts) / seconds, "get": len(gets) / seconds,
-        "put_latency": _percentiles(puts), "get_latency": _percentiles(gets),
+        "put_latency": percentiles(puts), "get_latency": percentiles(gets),
     }  # fmt: skip
 
 
-def _loop_run(coro: Any) -> Any:
+def loop_run(coro: Any) -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
@@ -266,12 +278,12 @@ def run(
         )  # fmt: skip
         auth = f"Bearer {key}"
         config = Path(cfg.source)
-        port = _free_port()
+        port = free_port()
         with _server(config, port, workers):
-            http = _loop_run(_drive(port, auth, seconds, concurrency, batch))
-        port = _free_port()
+            http = loop_run(_drive(port, auth, seconds, concurrency, batch))
+        port = free_port()
         with _bare(Path(tmp), port, workers):
-            bare = _loop_run(_drive(port, auth, seconds, concurrency, batch, bare=True))
+            bare = loop_run(_drive(port, auth, seconds, concurrency, batch, bare=True))
         sdk = _sdk(config, seconds)
     ratios = {
         "http_put_vs_sdk": round(http["put"] / sdk["put"], 3),

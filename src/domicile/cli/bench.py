@@ -244,3 +244,50 @@ def bench_scan(
         console.print(
             "targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in met.items())
         )
+
+
+@bench_app.command("federation")
+def bench_federation(
+    records: int = typer.Option(
+        1_000, "--records", min=10, help="Requests of each kind (writes, then reads)."
+    ),
+    connections: int = typer.Option(
+        4, "--connections", min=1, max=256, help="Concurrent HTTP connections to a node."
+    ),
+    max_seconds: float = typer.Option(
+        120.0,
+        "--max-seconds",
+        min=1.0,
+        help="Most time for each kind; a kind cut short counts what it did.",
+    ),
+    keep: Path | None = typer.Option(
+        None,
+        "--keep",
+        metavar="FOLDER",
+        help="Make the scratch federation in this new folder and leave it there (nodes stopped).",
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Writes and reads across nodes against the same inside one node, through the US
+    node's API: three `domicile serve --node` processes over mutual TLS. Needs the
+    federation extra."""
+    from domicile.bench.federation import run
+
+    with errors(as_json):
+        result = run(
+            records, connections=connections, max_seconds=max_seconds, keep=keep,
+            progress=Console(stderr=True),
+        )  # fmt: skip
+    _show(
+        result,
+        f"domicile bench federation ({records:,} records, {connections} connections, at the US node)",
+        as_json,
+        latency=True,
+    )
+    if not as_json:
+        console.print(
+            "cross-node reads are full transfers (the Art. 12 notice is on record); local_read"
+            " asks the RU node itself"
+        )
+        if "deployment" in result:
+            console.print(f"deployment kept in {result['deployment']}")
