@@ -254,6 +254,7 @@ BENCH: list[tuple[str | None, list[str]]] = [
     (None, ["scale", "--records", "1000"]),
     (None, ["http", "--seconds", "0.5", "--concurrency", "1", "--workers", "1", "--batch", "1"]),
     ("scan", ["scan", "--subjects", "50", "--sample", "10"]),
+    ("federation", ["federation", "--records", "10", "--connections", "1"]),
 ]
 
 
