@@ -45,11 +45,15 @@ from rich.progress import Progress
 
 from domicile.bench.http import Connection, free_port, loop_run, percentiles, wait_ready
 from domicile.bench.vault import _progress
-from domicile.errors import BadInput, BenchFailed
+from domicile.errors import BadInput, BenchFailed, DomicileError
 
 NODES = ("ru", "de", "us")
 ENTRY = "us"  # the node the application talks to
-HOMES = {"in_node": ("us", {"citizenship": "US", "residence": "US"}), "cross_node": ("ru", {"citizenship": "RU"})}  # fmt: skip
+# Whose records each kind writes and reads: the home node, and the subject's evidence.
+HOMES = {
+    "in_node": ("us", {"citizenship": "US", "residence": "US"}),
+    "cross_node": ("ru", {"citizenship": "RU"}),
+}
 SCOPES = ["records:write", "records:read", "collection:*", "purpose:*"]
 ART12_NOTICE = "2025-01-15"  # on record: reads from the US are full transfers
 PUT = "/v1/collections/profiles/records"
@@ -87,17 +91,20 @@ def _prepare(folder: Path) -> dict[str, str]:
     clients = ClientRegistry(cfg.data_dir / "clients.json")
     keys = {}
     for node in (ENTRY, "ru"):
-        _, keys[node] = clients.add(
-            f"bench-{node}", [*SCOPES, f"site:{node}"], api_key=True
-        )  # fmt: skip
+        _, keys[node] = clients.add(f"bench-{node}", [*SCOPES, f"site:{node}"], api_key=True)
     return keys
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # a clean stop: the node signs its audit head
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each (a clean stop: a node signs its audit head), then a minute for
+    them all to end; SIGKILL to any still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 60
+    for proc in procs:
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -123,12 +130,10 @@ def _nodes(config: Path) -> Iterator[dict[str, int]]:
             wait_ready(procs[node], ports[node], logs[node])
         yield ports
     finally:
-        # Stopped in turn, whatever happens to one; a second Ctrl-C meanwhile is ignored.
+        # A second Ctrl-C while they stop is ignored: it would leave them running.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            for proc in procs.values():
-                with contextlib.suppress(Exception):
-                    _stop(proc)
+            _stop(list(procs.values()))
         finally:
             signal.signal(signal.SIGINT, previous)
 
@@ -270,8 +275,13 @@ def run(
     with _kept(keep) as tmp:
         folder = Path(tmp) / "deployment"
         keys = _prepare(folder)
-        with _progress(progress) as bars, _nodes(folder / "domicile.yaml") as ports:
-            measured = loop_run(_drive(ports, keys, records, connections, max_seconds, bars))
+        try:
+            with _progress(progress) as bars, _nodes(folder / "domicile.yaml") as ports:
+                measured = loop_run(_drive(ports, keys, records, connections, max_seconds, bars))
+        except DomicileError as exc:
+            if keep is None:  # the nodes' logs go with the scratch folder
+                exc.hint = "run again with --keep FOLDER to keep each node's log (node-SITE.log)"
+            raise
     rate = {
         n: round(m["done"] / m["seconds"], 1) if m["seconds"] else 0.0 for n, m in measured.items()
     }
