@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from tests.security.domicile_process import cli, sqlite_audit
 
@@ -165,3 +166,24 @@ def test_keep_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert json.loads(done.stdout)["error"]["code"] == "bad_input"
     assert (tmp_path / "something").read_text() == "x"
+
+
+def test_a_node_that_does_not_start_fails_the_run_and_the_others_are_stopped(
+    tmp_path: Path,
+) -> None:
+    from domicile.bench.federation import _nodes, _prepare
+    from domicile.errors import EnvironmentProblem
+
+    folder = tmp_path / "deployment"
+    _prepare(folder)
+    config = folder / "domicile.yaml"
+    # The RU node's keyring is gone: that node refuses to start.
+    (folder / "domicile-data" / "federation" / "nodes" / "ru" / "keyring.json").unlink()
+    started = []
+    with pytest.raises(EnvironmentProblem) as failed, _nodes(config):
+        started.append(True)
+    assert "did not start" in failed.value.message
+    assert "node-ru.log" in (failed.value.hint or "")
+    assert started == []
+    assert _running_with(config) == []
+    assert all(_closed(p) for p in _channel_ports(config))
