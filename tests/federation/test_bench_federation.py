@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.security.domicile_process import cli, sqlite_audit
 
 DOMICILE = Path(sys.executable).with_name("domicile")
