@@ -6,7 +6,9 @@ the US node gets of it is what the RU node's packs let a reader in the US have."
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -158,3 +160,71 @@ def test_the_us_node_holds_no_ru_key_material(nodes: dict[str, Served]) -> None:
         if path.is_file():
             text = path.read_text(errors="replace")
             assert not any(s in text for s in secrets), path
+
+
+def test_a_node_impersonated_is_refused_and_the_refusal_audited(
+    nodes: dict[str, Served], tmp_path: Path
+) -> None:
+    """A forged certificate for "us" (a CA of the same name), an expired one from the real
+    CA, and the certificate of a removed node: the RU node refuses each at the handshake,
+    before any request, and writes each refusal in its own log. Last in this module: it
+    removes a node."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from domicile.errors import DomicileError
+    from domicile.federation.ca import remove_node
+    from domicile.federation.channel import NodeChannel
+
+    from .conftest import bundle, forged_ca, mint
+
+    folder = nodes["ru"].folder / "dep"
+    cfg = load_config(folder / "domicile.yaml")
+    fed = cfg.model.federation
+    assert fed is not None
+    ru_url = fed.nodes["ru"].url
+    real = cfg.node_dir("us")
+    ca_cert = x509.load_pem_x509_certificate((ca_dir(cfg.data_dir) / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (ca_dir(cfg.data_dir) / "ca.key").read_bytes(), None
+    )
+    fake_ca, fake_key = forged_ca(ca_cert)
+    now = dt.datetime.now(dt.UTC)
+    attempts = {
+        "unknown_ca": bundle(tmp_path / "forged", real, *mint(fake_ca, fake_key, nodes=["us"])),
+        "expired": bundle(tmp_path / "expired", real, *mint(
+            ca_cert, ca_key, nodes=["us"],  # type: ignore[arg-type]
+            not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1))),
+    }  # fmt: skip
+    before = len(audit_of(cfg, "ru"))
+
+    def knock(folder: Path) -> None:
+        with (
+            NodeChannel(folder, {"ru": ru_url}, attempts=1, timeout=5) as channel,
+            pytest.raises(DomicileError),
+        ):
+            channel.request("ru", "GET", "/v1/node/ping")
+
+    for folder_ in attempts.values():
+        knock(folder_)
+    # A removed node: its own, once valid, certificate.
+    removed = tmp_path / "removed"
+    shutil.copytree(cfg.node_dir("de"), removed)
+    remove_node(ca_dir(cfg.data_dir), "de")
+    knock(removed)
+    reasons = {"unknown_ca", "expired", "revoked"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        refused = [e for e in audit_of(cfg, "ru")[before:] if e["action"] == "refuse"]
+        seen = {e["detail"].get("refused_because") for e in refused}
+        if reasons <= seen:
+            break
+        time.sleep(0.2)
+    assert reasons <= seen, refused
+    assert all(e["detail"]["operation"] == "node_channel" for e in refused)
+
+
+def audit_of(cfg: Any, site: str) -> list[dict[str, Any]]:
+    return sqlite_audit(Path(cfg.backend_url(cfg.site(site).backend).removeprefix("sqlite:")))
