@@ -54,7 +54,7 @@ class Access:
         """The caller a peer node relays: named ``node:PEER/CLIENT`` in the audit, acting
         from the peer's site, with the scopes it claims cut down to what this node lets
         peers ask (``allowed``: operations) and never ``admin`` or another site."""
-        ops = set(allowed)
+        ops = set(allowed) - {"admin"}  # whatever the configuration says
         if claimed is None:  # the peer's own operator: every operation peers may ask
             scopes = {*ops, "collection:*", "purpose:*"}
         else:

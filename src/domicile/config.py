@@ -240,6 +240,17 @@ class FederationSettings(_Model):
     peer_scopes: list[str] = list(PEER_SCOPES)
     timeout: float = Field(default=10.0, gt=0, le=300)  # seconds per call to a peer
 
+    @field_validator("peer_scopes")
+    @classmethod
+    def _record_operations_only(cls, v: list[str]) -> list[str]:
+        wrong = [s for s in v if s not in PEER_SCOPES]
+        if wrong:
+            raise ValueError(
+                f"peer_scopes may name only record operations ({', '.join(PEER_SCOPES)}), "
+                f"not {', '.join(map(repr, wrong))}"
+            )
+        return v
+
 
 class DeploymentConfig(_Model):
     environment_id: str = "default"

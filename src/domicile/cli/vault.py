@@ -58,7 +58,7 @@ def vault(
             from domicile.config import load_config
             from domicile.federation.serving import open_node
 
-            d = open_node(load_config(config), node, operator=cli_operator())
+            d = open_node(load_config(config), node, operator=cli_operator(), read_only=read_only)
         else:
             d = Domicile.open(config, operator=cli_operator(), read_only=read_only)
         try:

@@ -535,24 +535,38 @@ class FederatedDomicile(Domicile):
         return {"records": [put_to_wire(r) for r in results]}
 
 
+# The calls that change something: only these are answered again from memory (a read is
+# safe to do twice, and its answer, which holds values, is not kept).
+WRITES = frozenset({"put", "update", "delete", "erase", "replica"})
+
+
 class Replies:
-    """A node's first answer to each idempotency key of each peer, kept for a while, so a
-    call the channel repeats (its answer was lost) is answered, not done twice."""
+    """A node's first answer to each idempotency key of each peer's writing call, kept for
+    a while, so a call the channel repeats (its answer was lost) is answered, not done
+    twice. An answer is kept for the peer and the operation that made it: another peer's
+    call, or another operation, with the same key is its own call. (The body is not part
+    of it: a replication batch repeated after a lost answer may be planned afresh.)"""
 
     def __init__(
         self, keep: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.keep, self.most, self.clock = keep, most, clock
-        self._seen: OrderedDict[tuple[str, str], tuple[float, int, dict[str, Any]]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str], tuple[float, int, dict[str, Any]]]
+        self._seen = OrderedDict()
         self._lock = threading.Lock()
-        self._busy: dict[tuple[str, str], threading.Lock] = {}
+        self._busy: dict[tuple[str, str, str], threading.Lock] = {}
 
     def once(
-        self, peer: str, key: str | None, work: Callable[[], tuple[int, dict[str, Any]]]
+        self,
+        peer: str,
+        key: str | None,
+        work: Callable[[], tuple[int, dict[str, Any]]],
+        *,
+        op: str,
     ) -> tuple[int, dict[str, Any]]:
-        if key is None:
+        if key is None or op not in WRITES:
             return work()
-        slot = (peer, key)
+        slot = (peer, op, key)
         with self._lock:
             gate = self._busy.setdefault(slot, threading.Lock())
         try:

@@ -19,15 +19,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from domicile.access import Forbidden
+from domicile.audit import AuditEvent
 from domicile.config import Site
 from domicile.errors import BadInput, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
+from domicile.packs import Outcome
+from domicile.policy import Decision
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.residency import Residency
 from domicile.stores import StoredRecord
-from domicile.stores.base import SiteUnavailable
+from domicile.stores.base import SiteStore, SiteUnavailable
 from domicile.vault.core import _residency_from_json, residency_text
-from domicile.vault.replication import ReplicationReport, Replicator, _TargetPlan
+from domicile.vault.replication import PURPOSE, ReplicationReport, Replicator, _TargetPlan
 
 
 def plan_to_wire(home: Site, plan: _TargetPlan) -> dict[str, Any]:
@@ -73,11 +76,19 @@ class NodeReplicator(Replicator):
         report.delivered += int(answer["delivered"])
         report.unchanged += int(answer["unchanged"])
         report.removed += int(answer["removed"])
+        report.refused += int(answer.get("refused", 0))
         plan.counted.extend((str(s), bool(x)) for s, x in answer["counted"])
 
 
 def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply, at this node, a batch of peer ``peer``'s outbox meant for this node's site."""
+    """Apply, at this node, a batch of peer ``peer``'s outbox meant for this node's site.
+
+    Everything the batch names is checked before anything is written. It may touch only
+    what is the peer's here: a copy whose record id is a local primary or another peer's
+    copy, or whose subject (or a subject to erase) has records here that are not the peer's
+    copies, refuses the whole batch. And each copy is decided again here, under this node's
+    packs: the decision the peer sent is not taken on its word; a copy this node would not
+    keep (``reconcile`` would remove it) is not written, and its refusal is audited."""
     here = vault.node
     assert here is not None
     if body.get("home") != peer:
@@ -87,62 +98,124 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
     if home is None:
         raise Forbidden(f"{peer!r} is not a site of this deployment")
     copies, remove, erase = body.get("copies"), body.get("remove"), body.get("erase")
+    decisions = body.get("decisions") or {}
     if (
         not isinstance(copies, list)
         or not isinstance(remove, Mapping)
         or not isinstance(erase, list)
+        or not isinstance(decisions, Mapping)
     ):
         raise BadInput("a replica batch has copies (a list), remove (an object) and erase (a list)")
+    try:
+        parsed = [_copy(vault, here, c) for c in copies]
+        erase_ids = [_text(s, "erase") for s in erase]
+        removals = {_text(k, "remove"): _text(v, "remove") for k, v in remove.items()}
+        # Only the reasons of removals: rule ids for their evidence, as the home gave them.
+        said = {
+            str(k): decision_from_dict(v) if v is not None else None for k, v in decisions.items()
+        }
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise BadInput(
+            "a replica batch is malformed",
+            hint="each copy has record_id, subject_id, collection, version, created_at, "
+            "updated_at, fields and residency; remove maps record ids to reasons",
+        ) from None
+    store = vault.store(here)
+    _only_theirs(store, peer, [p for p, _, _ in parsed], erase_ids)
     worker = Replicator(vault, client=f"node:{peer}/replication")
     plan = _TargetPlan(target)
-    for c in copies:
-        coll = vault.collection(str(c["collection"]))
-        spec = next((t for t in coll.replicate if t.to == here), None)
-        allowed = set(spec.fields or coll.fields) if spec else set()
-        fields = dict(c["fields"])
-        if spec is None or not set(fields) <= allowed:
-            raise Forbidden(
-                f"collection {c['collection']!r} does not copy those fields to site {here!r}"
+    refusals: list[AuditEvent] = []
+    stamp = vault._stamp()
+    for primary, fields, residency in parsed:
+        names = list(fields)
+        try:
+            decision = worker.permission(
+                home, target, primary, names, stamp=stamp, residency=residency
             )
-        primary = StoredRecord(
-            str(c["record_id"]), str(c["subject_id"]), str(c["collection"]), int(c["version"]),
-            str(c["created_at"]), str(c["updated_at"]), b"",
-        )  # fmt: skip
-        residency: Residency = _residency_from_json(_loads(c["residency"]))
-        decision = decision_from_dict(c["decision"])
-        plan.copies[primary.record_id] = (
-            home,
-            primary,
-            list(fields),
-            decision,
-            (residency, fields),
-        )
-    # Removals and erasures reach only what the peer's own primaries put here.
-    store = vault.store(here)
+        except SiteUnavailable:  # the home's own counts decide (volume thresholds): not here
+            decision = None
+        if decision is None or decision.outcome is not Outcome.allow:
+            removals[primary.record_id] = f"policy at {here} does not permit a copy here"
+            said[primary.record_id] = decision
+            refusals.append(_refusal(target, peer, primary, decision, worker.client))
+            continue
+        removals.pop(primary.record_id, None)
+        plan.copies[primary.record_id] = (home, primary, names, decision, (residency, fields))
     theirs = {
-        rid for rid, r in store.get_many([str(k) for k in remove]).items()
+        rid for rid, r in store.get_many(list(removals)).items()
         if r.is_replica and r.primary_site == peer
     }  # fmt: skip
-    plan.remove = {str(k): str(v) for k, v in remove.items() if str(k) in theirs}
-    decisions = body.get("decisions") or {}
-    plan.decisions = {
-        str(k): decision_from_dict(v) if v is not None else None
-        for k, v in decisions.items()
-        if str(k) in theirs
-    }
-    for subject in (str(s) for s in erase):
-        held = store.subject_records(subject)
-        if any(not r.is_replica or r.primary_site != peer for r in held):
-            raise Forbidden(f"node {peer!r} may erase only the copies of its own subjects")
-        plan.erase.append(subject)
+    plan.remove = {k: v for k, v in removals.items() if k in theirs}
+    plan.decisions = {k: v for k, v in said.items() if k in theirs}
+    plan.erase = erase_ids
     report = ReplicationReport()
     worker._apply(home, plan, report)
+    if refusals:
+        vault._audit(here, refusals)
     return {
         "delivered": report.delivered,
         "unchanged": report.unchanged,
         "removed": report.removed,
+        "refused": len(refusals),
         "counted": [list(x) for x in plan.counted],
     }
+
+
+def _only_theirs(
+    store: SiteStore, peer: str, copies: list[StoredRecord], subjects: list[str]
+) -> None:
+    """Refuse a batch that names anything here that is not ``peer``'s: a record id held by
+    a local primary or another peer's copy, a subject with such records."""
+
+    def theirs(r: StoredRecord) -> bool:
+        return r.is_replica and r.primary_site == peer
+
+    held = store.get_many([c.record_id for c in copies])
+    if not all(theirs(r) for r in held.values()):
+        raise Forbidden(f"node {peer!r} may write only copies of its own records")
+    for subject in dict.fromkeys([c.subject_id for c in copies] + subjects):
+        if not all(theirs(r) for r in store.subject_records(subject)):
+            raise Forbidden(f"node {peer!r} may write or erase only copies of its own subjects")
+
+
+def _refusal(
+    target: Site, peer: str, primary: StoredRecord, decision: Decision | None, client: str | None
+) -> AuditEvent:
+    return AuditEvent(
+        action="refuse", site=target.id, purpose=PURPOSE, collection=primary.collection,
+        record=primary.record_id, subject=primary.subject_id, requester=peer, client=client,
+        decision=decision.outcome.value if decision else None,
+        rules=decision.rule_ids if decision else (),
+        detail={"operation": "replicate", "from_site": peer, "to_site": target.id},
+    )  # fmt: skip
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(name)
+    return value
+
+
+def _copy(
+    vault: FederatedDomicile, here: str, c: Any
+) -> tuple[StoredRecord, dict[str, Any], Residency]:
+    """One copy of a batch: its record (no body yet), its fields and its residency."""
+    name = _text(c["collection"], "collection")
+    coll = vault.collection(name)
+    spec = next((t for t in coll.replicate if t.to == here), None)
+    allowed = set(spec.fields or coll.fields) if spec else set()
+    fields = dict(c["fields"])
+    if spec is None or not set(fields) <= allowed:
+        raise Forbidden(f"collection {name!r} does not copy those fields to site {here!r}")
+    version = c["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError("version")
+    primary = StoredRecord(
+        _text(c["record_id"], "record_id"), _text(c["subject_id"], "subject_id"), name,
+        version, _text(c["created_at"], "created_at"), _text(c["updated_at"], "updated_at"),
+        b"",
+    )  # fmt: skip
+    return primary, fields, _residency_from_json(_loads(c["residency"]))
 
 
 def _loads(text: Any) -> dict[str, Any]:

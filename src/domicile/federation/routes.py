@@ -87,7 +87,9 @@ def node_app(vault: FederatedDomicile) -> FastAPI:
                     log_event("site unavailable", logging.WARNING, site=exc.site)
                 return status_of(exc), error_to_wire(exc)
 
-        status, answer = await anyio.to_thread.run_sync(lambda: replies.once(peer, key, work))
+        status, answer = await anyio.to_thread.run_sync(
+            lambda: replies.once(peer, key, work, op=op)
+        )
         return _json(status, answer)
 
     return app

@@ -72,8 +72,11 @@ def _audit_refusal(vault: FederatedDomicile, refusal: PeerRefused) -> None:
         vault.forget_store(vault.config.local_site)
 
 
-def open_node(cfg: Config, node: str, *, operator: str | None = None) -> FederatedDomicile:
-    """The vault of node ``node``, its channel to every peer attached."""
+def open_node(
+    cfg: Config, node: str, *, operator: str | None = None, read_only: bool = False
+) -> FederatedDomicile:
+    """The vault of node ``node``, its channel to every peer attached (``read_only``: its
+    stores opened read-only, for commands that must write nothing)."""
     from domicile.federation.channel import NodeChannel
 
     node_spec(cfg, node)
@@ -99,7 +102,12 @@ def open_node(cfg: Config, node: str, *, operator: str | None = None) -> Federat
         on_refusal=refused,
     )
     vault = FederatedDomicile(
-        mine, node=node, peers=ChannelCaller(channel), keys=keys, operator=operator
+        mine,
+        node=node,
+        peers=ChannelCaller(channel),
+        keys=keys,
+        operator=operator,
+        read_only=read_only,
     )
     holder.append(vault)
     return vault

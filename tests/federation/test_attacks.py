@@ -1,0 +1,330 @@
+"""A compromised peer: a node with a valid certificate that sends whatever it likes over
+the node channel. Each attack goes over the real channel (mutual TLS with the deployment
+CA's certificates, HTTP/2, the node app served as `serve --node` serves it), from a
+``NodeChannel`` holding the attacker's own certificate: the node answering knows the
+attacker only by that certificate, and must give it no more than what is its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.federation.test_nodes_processes import federate
+
+from domicile.access import Access
+from domicile.config import Config, load_config
+from domicile.errors import ConfigError
+from domicile.federation.channel import NodeChannel
+from domicile.federation.node import WRITES, FederatedDomicile, Replies
+from domicile.federation.replication import NodeReplicator
+from domicile.federation.serving import node_spec, open_node
+from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.vault.core import residency_text
+
+RU = {"citizenship": "RU"}
+US = {"citizenship": "US"}
+DE = {"citizenship": "DE"}
+FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru", "city": "Kazan"}
+
+
+class Federation:
+    """Three nodes in this process, each node's channel served over mutual TLS on its
+    configured port, and each node's vault reaching its peers through the real channel."""
+
+    def __init__(self, cfg: Config, own: dict[str, Config]) -> None:
+        self.cfg = cfg
+        self.own = own  # a node's own configuration, where it differs
+        self.vaults: dict[str, FederatedDomicile] = {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.stop = asyncio.Event()
+        self.served: list[Any] = []
+        self.channels: list[NodeChannel] = []
+
+    def start(self) -> Federation:
+        from domicile.federation.routes import node_app
+        from domicile.federation.server import serve_node_app
+
+        self.thread.start()
+        for node in ("ru", "de", "us"):
+            vault = self.vaults[node] = open_node(
+                self.own.get(node, self.cfg), node, operator="test"
+            )
+            host, port = node_spec(self.cfg, node)
+            ready = threading.Event()
+            self.served.append(
+                asyncio.run_coroutine_threadsafe(
+                    serve_node_app(
+                        node_app(vault), self.cfg.node_dir(node), host, port,
+                        ready=lambda _addr, ready=ready: ready.set(),
+                        shutdown_trigger=self.stop.wait,
+                    ),
+                    self.loop,
+                )
+            )  # fmt: skip
+            assert ready.wait(30), f"node {node}'s channel did not start"
+        return self
+
+    def close(self) -> None:
+        for channel in self.channels:  # the clients first: no connection left open
+            channel.close()
+        for vault in self.vaults.values():
+            vault.peers.channel.close()  # type: ignore[attr-defined]
+        self.loop.call_soon_threadsafe(self.stop.set)
+        for served in self.served:
+            served.result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+        for vault in self.vaults.values():
+            vault.close(checkpoint=False)
+
+    def attacker(self, node: str) -> NodeChannel:
+        """A channel holding node ``node``'s own certificate and key, to send anything."""
+        fed = self.cfg.model.federation
+        assert fed is not None
+        channel = NodeChannel(
+            self.cfg.node_dir(node),
+            {n: s.url for n, s in fed.nodes.items() if n != node},
+            attempts=1,
+        )
+        self.channels.append(channel)
+        return channel
+
+    def audit(self, node: str) -> list[dict[str, Any]]:
+        return [json.loads(r.payload) for r in self.vaults[node].store(node).audit()]
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Federation]:
+    folder = tmp_path / "dep"
+    federate(folder)
+    path = folder / "domicile.yaml"
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    doc["collections"]["profiles"]["replicate"] = [
+        {"to": "de", "fields": ["full_name", "headline", "city"]}
+    ]
+    path.write_text(yaml.safe_dump(doc))
+    # The DE node places records of subjects no law localizes at its own site, so that it
+    # has primaries of its own beside the copies its peers send it.
+    (folder / "de.yaml").write_text(yaml.safe_dump({**doc, "default_site": "de"}))
+    own = {"de": load_config(folder / "de.yaml")}
+    federation = Federation(load_config(path), own).start()
+    try:
+        yield federation
+    finally:
+        federation.close()
+
+
+def post(channel: NodeChannel, node: str, op: str, body: Any, key: str | None = None) -> Any:
+    reply = channel.request(node, "POST", f"/v1/node/{op}", json=body, idempotency_key=key)
+    return reply.status_code, reply.json()
+
+
+def a_us_copy_at_de(fed: Federation) -> tuple[Any, dict[str, Any]]:
+    """A US subject's record, copied to DE by the US node's worker over the channel; the
+    copy at DE, and a copy document like the ones a replica batch carries."""
+    us, de = fed.vaults["us"], fed.vaults["de"]
+    us.put("profiles", subject=US, fields={**FIELDS, "city": "Boston"}, purpose="signup")
+    assert NodeReplicator(us).run_once().delivered == 1
+    (copy,) = de.store("de").replicas("", 10)
+    residency, _ = de._open_record(de._sites["de"], copy)
+    primary = us.store("us").get(copy.record_id)
+    assert primary is not None
+    # What a sender attaches: a decision that allows the copy (the US node's own).
+    allowed = NodeReplicator(us).permission(us._sites["us"], us._sites["de"], primary, ["city"])
+    assert allowed is not None
+    assert allowed.outcome.value == "allow"
+    doc = {
+        "record_id": copy.record_id, "subject_id": copy.subject_id, "collection": "profiles",
+        "version": copy.version + 5, "created_at": copy.created_at,
+        "updated_at": copy.updated_at, "fields": {"full_name": "Mallory"},
+        "residency": residency_text(residency), "decision": decision_to_wire(allowed),
+    }  # fmt: skip
+    return copy, doc
+
+
+def batch(home: str, *copies: dict[str, Any], erase: list[str] | None = None) -> dict[str, Any]:
+    return {"home": home, "copies": list(copies), "remove": {}, "decisions": {},
+            "erase": erase or []}  # fmt: skip
+
+
+def test_a_peer_cannot_overwrite_another_peers_copy_by_its_record_id(fed: Federation) -> None:
+    de = fed.vaults["de"]
+    copy, doc = a_us_copy_at_de(fed)
+    before = len(fed.audit("de"))
+    status, answer = post(fed.attacker("ru"), "de", "replica", batch("ru", doc))
+    assert status == 403, answer
+    assert answer["code"] == "forbidden"
+    after = de.store("de").get(copy.record_id)
+    assert after is not None
+    assert (after.version, after.primary_site) == (copy.version, "us")
+    assert (
+        de.get(de.tokens.issue("us", copy.record_id), purpose="view").fields["full_name"]
+        == (FIELDS["full_name"])
+    )
+    assert not [e for e in fed.audit("de")[before:] if e["action"] == "transfer"]
+
+
+def test_a_peer_cannot_attach_a_copy_to_a_subject_that_is_not_its_own(fed: Federation) -> None:
+    de = fed.vaults["de"]
+    copy, doc = a_us_copy_at_de(fed)
+    mine = de.put("profiles", subject=DE, purpose="signup",
+                  fields={"full_name": "Erika Muster", "email": "erika@example.de"})  # fmt: skip
+    assert mine.site == "de", mine
+    _, local_id = de._locate(mine.token)
+    local = de.store("de").get(local_id)
+    assert local is not None
+    ru = fed.attacker("ru")
+    # The US subject's id (which every node holding its copies knows), a new record id.
+    status, answer = post(ru, "de", "replica", batch("ru", {**doc, "record_id": "c" * 32}))
+    assert status == 403, answer
+    # A DE subject: its id, or its record's id.
+    for forged in ({**doc, "record_id": "d" * 32, "subject_id": local.subject_id},
+                   {**doc, "record_id": local.record_id, "subject_id": "e" * 32}):  # fmt: skip
+        status, answer = post(ru, "de", "replica", batch("ru", forged))
+        assert status == 403, answer
+    # Nor erase either subject.
+    for subject in (copy.subject_id, local.subject_id):
+        status, answer = post(ru, "de", "replica", batch("ru", erase=[subject]))
+        assert status == 403, answer
+    assert {r.record_id for r in de.store("de").subject_records(local.subject_id)} == {local_id}
+    assert [r.record_id for r in de.store("de").subject_records(copy.subject_id)] == [
+        copy.record_id
+    ]
+    assert de.store("de").get("c" * 32) is None
+    assert de.store("de").get("d" * 32) is None
+
+
+def test_a_copy_is_decided_at_the_target_not_taken_on_the_senders_word(fed: Federation) -> None:
+    """The RU node sends a copy of a RU subject's record that its own pack would not let
+    go to Germany (before the Art. 12 notice): the DE node decides again, keeps nothing,
+    and audits the refusal; the decision the sender attached counts for nothing."""
+    ru_vault, de = fed.vaults["ru"], fed.vaults["de"]
+    put = ru_vault.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    _, rid = ru_vault._locate(put.token)
+    primary = ru_vault.store("ru").get(rid)
+    assert primary is not None
+    residency, _ = ru_vault._open_record(ru_vault._sites["ru"], primary)
+    permitted = NodeReplicator(ru_vault).permission(
+        ru_vault._sites["ru"], ru_vault._sites["de"], primary, ["full_name"]
+    )
+    assert permitted is not None
+    assert permitted.outcome.value != "allow"
+    # ... and the sender attaches the decision of a copy that was allowed.
+    _, other = a_us_copy_at_de(fed)
+    decision = decision_from_dict(other["decision"])
+    doc = {
+        "record_id": rid, "subject_id": primary.subject_id, "collection": "profiles",
+        "version": 1, "created_at": primary.created_at, "updated_at": primary.updated_at,
+        "fields": {"full_name": FIELDS["full_name"]}, "residency": residency_text(residency),
+        "decision": decision_to_wire(decision),
+    }  # fmt: skip
+    before = len(fed.audit("de"))
+    status, answer = post(fed.attacker("ru"), "de", "replica", batch("ru", doc))
+    assert status == 200, answer
+    assert (answer["delivered"], answer["refused"]) == (0, 1)
+    assert de.store("de").get(rid) is None
+    assert [r.primary_site for r in de.store("de").replicas("", 10)] == ["us"]
+    entries = fed.audit("de")[before:]
+    assert [(e["action"], e.get("requester")) for e in entries] == [("refuse", "ru")]
+
+
+def test_a_malformed_replica_batch_is_bad_input_not_a_crash(fed: Federation) -> None:
+    _, doc = a_us_copy_at_de(fed)
+    us = fed.attacker("us")
+    for broken in ({k: v for k, v in doc.items() if k != "version"},
+                   {**doc, "version": "2"}, {**doc, "fields": ["full_name"]},
+                   {**doc, "residency": "not json"}):  # fmt: skip
+        status, answer = post(us, "de", "replica", batch("us", broken))
+        assert status == 400, answer
+        assert answer["code"] == "bad_input"
+        assert "Mallory" not in json.dumps(answer)
+
+
+def test_a_peer_claiming_another_identity_in_the_body_reads_as_itself(fed: Federation) -> None:
+    ru_vault = fed.vaults["ru"]
+    put = ru_vault.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    before = len(fed.audit("ru"))
+    body = {
+        "token": put.token,
+        "purpose": "view",
+        "client": "operator",
+        "as_site": "ru",
+        "site": "ru",
+        "home": "ru",
+        "scopes": ["admin", "site:ru", "records:read", "collection:*", "purpose:*"],
+    }
+    status, answer = post(fed.attacker("us"), "ru", "get", body)
+    assert status == 200, answer
+    record = answer["record"]
+    assert record["masked"] is True
+    assert record["fields"]["email"] != FIELDS["email"]
+    assert record["decision"]["request"]["to_country"] == "US"
+    seen = [e for e in fed.audit("ru")[before:] if e["action"].startswith("disclose")]
+    assert [(e["requester"], e["client"]) for e in seen] == [("us", "node:us/operator")]
+
+
+def test_an_idempotency_key_answers_only_the_call_it_was_made_for(fed: Federation) -> None:
+    """The same key, first on a put, then on a delete: the delete is done, not answered
+    with the put's answer; and another peer's call with the same key is its own call."""
+    us, de = fed.attacker("us"), fed.attacker("de")
+    key = "k" * 32
+    put = {"collection": "profiles", "items": [{"subject": RU, "fields": FIELDS}],
+           "purpose": "signup", "client": "app"}  # fmt: skip
+    status, first = post(us, "ru", "put", put, key)
+    assert status == 200, first
+    token = first["records"][0]["token"]
+    status, again = post(us, "ru", "put", put, key)  # the channel's retry: the first answer
+    assert (status, again) == (200, first)
+    status, gone = post(us, "ru", "delete", {"token": token, "purpose": "cleanup"}, key)
+    assert status == 200, gone
+    assert gone["deleted"] is True
+    assert fed.vaults["ru"].store("ru").get(fed.vaults["ru"]._locate(token)[1]) is None
+    status, other = post(de, "ru", "put", put, key)
+    assert status == 200, other
+    assert other["records"][0]["token"] != token
+
+
+def test_peers_never_get_admin_whatever_the_configuration_says(tmp_path: Path) -> None:
+    relayed = Access.relayed("us", "app", ["admin", "records:read"], ["records:read", "admin"])
+    assert relayed.scopes is not None
+    assert "admin" not in relayed.scopes
+    assert not relayed.unrestricted
+    assert relayed.missing("records:read", site="ru") == "site:ru"
+    folder = tmp_path / "dep"
+    federate(folder)
+    path = folder / "domicile.yaml"
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    doc["federation"]["peer_scopes"] = ["records:read", "admin"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="peer_scopes"):
+        load_config(path)
+
+
+def test_a_node_keeps_no_answer_to_a_read_it_was_asked_for() -> None:
+    """Answers are kept for repeated writes only: a read's answer (values) is never kept,
+    and never given for a later call."""
+    replies = Replies()
+    done: list[str] = []
+
+    def work(what: str) -> Any:
+        return lambda: (done.append(what), (200, {"answer": what}))[1]
+
+    assert replies.once("us", "k", work("get"), op="get") == (200, {"answer": "get"})
+    assert replies.once("us", "k", work("find"), op="find") == (200, {"answer": "find"})
+    assert replies.once("us", "k", work("put"), op="put") == (200, {"answer": "put"})
+    assert replies.once("us", "k", work("put2"), op="put") == (200, {"answer": "put"})
+    assert replies.once("de", "k", work("de"), op="put") == (200, {"answer": "de"})
+    assert replies.once("us", "k", work("erase"), op="erase") == (200, {"answer": "erase"})
+    assert done == ["get", "find", "put", "de", "erase"]
+    assert all(slot[1] in WRITES for slot in replies._seen)
