@@ -18,7 +18,7 @@ from tests.federation.test_nodes_processes import federate
 
 from domicile.access import Access
 from domicile.config import Config, load_config
-from domicile.errors import ConfigError
+from domicile.errors import ConfigError, NodeUnavailable
 from domicile.federation.channel import NodeChannel
 from domicile.federation.node import WRITES, FederatedDomicile, Replies
 from domicile.federation.replication import NodeReplicator
@@ -328,3 +328,32 @@ def test_a_node_keeps_no_answer_to_a_read_it_was_asked_for() -> None:
     assert replies.once("us", "k", work("erase"), op="erase") == (200, {"answer": "erase"})
     assert done == ["get", "find", "put", "de", "erase"]
     assert all(slot[1] in WRITES for slot in replies._seen)
+
+
+def test_a_peers_answer_about_other_sites_or_malformed_is_no_answer(fed: Federation) -> None:
+    """A compromised RU node answers the US node with lies: a record it says is DE's, a
+    find result that is not one, a witness result in DE's name. The US node passes none of
+    it on: each is an unavailable node (503, exit 4), never a crash or another site's word."""
+    us, ru = fed.vaults["us"], fed.vaults["ru"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    honest = ru.answer_peer
+
+    def lie(peer: str, op: str, body: Any) -> dict[str, Any]:
+        answer = honest(peer, op, body)
+        if op == "get":
+            answer["record"]["site"] = "de"
+        elif op == "find":
+            answer["records"] = [{"token": put.token}]
+        elif op == "witness":
+            answer["witness"] = "de"
+        return answer
+
+    ru.answer_peer = lie  # type: ignore[method-assign]
+    with pytest.raises(NodeUnavailable):
+        us.get(put.token, purpose="view")
+    found = us.find("profiles", where={"email": FIELDS["email"]}, purpose="view")
+    assert found.records == []
+    assert "ru" in found.unavailable
+    done = us.witness()
+    assert [r.witness for r in done.results] == ["de"]
+    assert done.unavailable == ["ru"]

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from domicile.access import Access, Forbidden
 from domicile.audit import AuditEvent
@@ -45,6 +45,8 @@ from domicile.vault.core import new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
+
+T = TypeVar("T")
 
 OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove")
 
@@ -89,6 +91,27 @@ def put_from_wire(d: Mapping[str, Any]) -> PutResult:
         d["token"], d["site"], d["country"], decision_from_dict(d["decision"]),
         d["subject_is_new"], dict(d["join_tokens"]),
     )  # fmt: skip
+
+
+def parsed(
+    node: str, doc: Mapping[str, Any], key: str, read: Callable[[Any], T], *, one: bool = False
+) -> list[T]:
+    """``read`` of each item of ``doc[key]`` (of ``doc[key]`` itself with ``one``), in node
+    ``node``'s answer: results of that node's own site only. A malformed answer, or one
+    about another site's records (a node answers only for its own), is no answer
+    (``NodeUnavailable``), never a crash or a result passed on as another site's."""
+    bad = NodeUnavailable(node, f"node {node} answered something that is not a node answer")
+    try:
+        raw = [doc[key]] if one else doc[key]
+        if not isinstance(raw, list):
+            raise bad
+        out = [read(item) for item in raw]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise bad from None
+    for item in out:
+        if (item.get("site") if isinstance(item, dict) else getattr(item, "site", None)) != node:
+            raise bad
+    return out
 
 
 # The errors a peer's answer may carry, by code; anything else is raised as a DomicileError
@@ -245,7 +268,7 @@ class FederatedDomicile(Domicile):
             if local is not None:
                 return local
         answer = self._ask(site.id, "get", {"token": token}, access, purpose)
-        return read_from_wire(answer["record"])
+        return parsed(site.id, answer, "record", read_from_wire, one=True)[0]
 
     def find(
         self,
@@ -270,12 +293,15 @@ class FederatedDomicile(Domicile):
                     site_id, "find", {"collection": collection, "where": dict(where)},
                     access, purpose,
                 )  # fmt: skip
+                records = parsed(site_id, answer, "records", read_from_wire)
+                refused = parsed(site_id, answer, "refused", dict)
             except (SiteUnavailable, NodeUnavailable):
                 result.unavailable.append(site_id)
                 continue
-            result.records.extend(read_from_wire(r) for r in answer["records"])
-            result.refused.extend(answer["refused"])
-            result.unavailable.extend(answer["unavailable"])
+            result.records.extend(records)
+            result.refused.extend(refused)
+            if site_id in answer.get("unavailable", ()):  # its own site only
+                result.unavailable.append(site_id)
         return result
 
     # -- writes
@@ -324,8 +350,11 @@ class FederatedDomicile(Domicile):
                 {"collection": collection, "items": batch, "record_ids": new_ids(len(batch))},
                 access, purpose, writes=True,
             )  # fmt: skip
-            for p, r in zip(there[site_id], answer["records"], strict=True):
-                results[p.index] = put_from_wire(r)
+            put = parsed(site_id, answer, "records", put_from_wire)
+            if len(put) != len(there[site_id]):
+                raise NodeUnavailable(site_id, f"node {site_id} answered for other records")
+            for p, r in zip(there[site_id], put, strict=True):
+                results[p.index] = r
         return results
 
     def update(
@@ -349,8 +378,12 @@ class FederatedDomicile(Domicile):
             writes=True,
         )  # fmt: skip
         if "record" in answer:
-            return read_from_wire(answer["record"])
-        return WriteResult(answer["token"], answer["version"])
+            return parsed(site.id, answer, "record", read_from_wire, one=True)[0]
+        if answer.get("token") != token or not isinstance(answer.get("version"), int):
+            raise NodeUnavailable(
+                site.id, f"node {site.id} answered something that is not a node answer"
+            )
+        return WriteResult(token, answer["version"])
 
     def delete(
         self,
@@ -418,15 +451,17 @@ class FederatedDomicile(Domicile):
                 except (NodeUnavailable, SiteUnavailable):
                     out.unavailable.append(peer)
                     continue
-                out.results.append(
-                    WitnessResult(
-                        str(answer["witness"]),
-                        str(answer["site"]),
-                        int(answer["size"]),
-                        answer["outcome"],
-                        answer.get("reason"),
-                    )
-                )
+                outcome, reason = answer.get("outcome"), answer.get("reason")
+                if (
+                    answer.get("witness") != peer  # a witness speaks for itself only,
+                    or answer.get("site") != node  # of this node's head only
+                    or answer.get("size") != head.size
+                    or outcome not in ("recorded", "refused")
+                    or not isinstance(reason, str | None)
+                ):
+                    out.unavailable.append(peer)
+                    continue
+                out.results.append(WitnessResult(peer, node, head.size, outcome, reason))
         return out
 
     def _witness_peer(self, peer: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -440,7 +475,15 @@ class FederatedDomicile(Domicile):
 
         def prove(size1: int, size2: int) -> list[bytes]:
             answer = self.peers.call(peer, "prove", {"from": size1, "to": size2})
-            return [bytes.fromhex(h) for h in answer["proof"]]
+            proof = answer.get("proof")
+            if not isinstance(proof, list) or not all(isinstance(h, str) for h in proof):
+                raise NodeUnavailable(peer, f"node {peer} answered something that is not a proof")
+            try:
+                return [bytes.fromhex(h) for h in proof]
+            except ValueError:
+                raise NodeUnavailable(
+                    peer, f"node {peer} answered something that is not a proof"
+                ) from None
 
         node = self.node
         assert node is not None
