@@ -84,11 +84,12 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
     """Apply, at this node, a batch of peer ``peer``'s outbox meant for this node's site.
 
     Everything the batch names is checked before anything is written. It may touch only
-    what is the peer's here: a copy whose record id is a local primary or another peer's
-    copy, or whose subject (or a subject to erase) has records here that are not the peer's
-    copies, refuses the whole batch. And each copy is decided again here, under this node's
-    packs: the decision the peer sent is not taken on its word; a copy this node would not
-    keep (``reconcile`` would remove it) is not written, and its refusal is audited."""
+    what is the peer's here (``_not_theirs``): a copy whose record id is a local primary or
+    another peer's copy, or whose subject has records here that are not the peer's copies,
+    is refused; a subject to erase that has such records refuses the whole batch. And each
+    copy is decided again here, under this node's packs: the decision the peer sent is not
+    taken on its word; a copy this node would not keep (``reconcile`` would remove it) is
+    not written. Each refused copy is audited here and counted in the answer."""
     here = vault.node
     assert here is not None
     if body.get("home") != peer:
@@ -121,12 +122,15 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
             "updated_at, fields and residency; remove maps record ids to reasons",
         ) from None
     store = vault.store(here)
-    _only_theirs(store, peer, [p for p, _, _ in parsed], erase_ids)
+    foreign = _not_theirs(store, peer, [p for p, _, _ in parsed], erase_ids)
     worker = Replicator(vault, client=f"node:{peer}/replication")
     plan = _TargetPlan(target)
     refusals: list[AuditEvent] = []
     stamp = vault._stamp()
     for primary, fields, residency in parsed:
+        if primary.record_id in foreign:
+            refusals.append(_refusal(target, peer, primary, None, worker.client, "not_its_own"))
+            continue
         names = list(fields)
         try:
             decision = worker.permission(
@@ -137,7 +141,7 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
         if decision is None or decision.outcome is not Outcome.allow:
             removals[primary.record_id] = f"policy at {here} does not permit a copy here"
             said[primary.record_id] = decision
-            refusals.append(_refusal(target, peer, primary, decision, worker.client))
+            refusals.append(_refusal(target, peer, primary, decision, worker.client, "policy"))
             continue
         removals.pop(primary.record_id, None)
         plan.copies[primary.record_id] = (home, primary, names, decision, (residency, fields))
@@ -161,32 +165,41 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
     }
 
 
-def _only_theirs(
-    store: SiteStore, peer: str, copies: list[StoredRecord], subjects: list[str]
-) -> None:
-    """Refuse a batch that names anything here that is not ``peer``'s: a record id held by
-    a local primary or another peer's copy, a subject with such records."""
+def _not_theirs(
+    store: SiteStore, peer: str, copies: list[StoredRecord], erase: list[str]
+) -> set[str]:
+    """The copies of a batch that would touch what is not ``peer``'s here: a record id held
+    by a local primary or another peer's copy, or a subject with such records. They are
+    refused one by one (a record id can collide by another's doing: a peer names the ids of
+    the records it forwards), so the rest of the sender's outbox is not held up. A subject
+    to erase with records here that are not the sender's copies refuses the whole batch."""
 
     def theirs(r: StoredRecord) -> bool:
         return r.is_replica and r.primary_site == peer
 
-    held = store.get_many([c.record_id for c in copies])
-    if not all(theirs(r) for r in held.values()):
-        raise Forbidden(f"node {peer!r} may write only copies of its own records")
-    for subject in dict.fromkeys([c.subject_id for c in copies] + subjects):
+    for subject in dict.fromkeys(erase):
         if not all(theirs(r) for r in store.subject_records(subject)):
-            raise Forbidden(f"node {peer!r} may write or erase only copies of its own subjects")
+            raise Forbidden(f"node {peer!r} may erase only the copies of its own subjects")
+    held = store.get_many([c.record_id for c in copies])
+    foreign = {rid for rid, r in held.items() if not theirs(r)}
+    subjects = {
+        subject for subject in dict.fromkeys(c.subject_id for c in copies)
+        if not all(theirs(r) for r in store.subject_records(subject))
+    }  # fmt: skip
+    return foreign | {c.record_id for c in copies if c.subject_id in subjects}
 
 
 def _refusal(
-    target: Site, peer: str, primary: StoredRecord, decision: Decision | None, client: str | None
-) -> AuditEvent:
+    target: Site, peer: str, primary: StoredRecord, decision: Decision | None,
+    client: str | None, reason: str,
+) -> AuditEvent:  # fmt: skip
     return AuditEvent(
         action="refuse", site=target.id, purpose=PURPOSE, collection=primary.collection,
         record=primary.record_id, subject=primary.subject_id, requester=peer, client=client,
         decision=decision.outcome.value if decision else None,
         rules=decision.rule_ids if decision else (),
-        detail={"operation": "replicate", "from_site": peer, "to_site": target.id},
+        detail={"operation": "replicate", "from_site": peer, "to_site": target.id,
+                "reason": reason},
     )  # fmt: skip
 
 
