@@ -285,6 +285,12 @@ def test_a_peer_claiming_another_identity_in_the_body_reads_as_itself(fed: Feder
     assert record["decision"]["request"]["to_country"] == "US"
     seen = [e for e in fed.audit("ru")[before:] if e["action"].startswith("disclose")]
     assert [(e["requester"], e["client"]) for e in seen] == [("us", "node:us/operator")]
+    # The caller's name goes into the RU node's audit: a name, never room for a value.
+    for client in ("Anna Volkova", "x" * 129, 7):
+        status, answer = post(fed.attacker("us"), "ru", "get", {**body, "client": client})
+        assert status == 400, answer
+        assert "Anna" not in json.dumps(answer)
+    assert not [e for e in fed.audit("ru") if "Anna" in json.dumps(e)]
 
 
 def test_an_idempotency_key_answers_only_the_call_it_was_made_for(fed: Federation) -> None:

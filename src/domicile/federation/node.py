@@ -28,6 +28,7 @@ carry an idempotency key; a node answers a repeated key with its first answer.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +48,7 @@ from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResul
 from domicile.vault.service import Domicile
 
 T = TypeVar("T")
+_CLIENT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 
 OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove")
 
@@ -194,8 +196,11 @@ class FederatedDomicile(Domicile):
             raise Forbidden(f"{peer!r} is not a peer node of this deployment")
         client = body.get("client")
         scopes = body.get("scopes")
-        if client is not None and not isinstance(client, str):
-            raise BadInput("client: a string")
+        if client is not None and not (isinstance(client, str) and _CLIENT.fullmatch(client)):
+            # It goes into this node's audit: a caller's name, never room for anything else.
+            raise BadInput(
+                "client: a client id or operator name (1-128 of A-Z a-z 0-9 _ . : @ + -)"
+            )
         if scopes is not None and not (
             isinstance(scopes, list) and all(isinstance(s, str) for s in scopes)
         ):
