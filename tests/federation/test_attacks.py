@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.federation.test_nodes_processes import federate
 
 from domicile.access import Access
 from domicile.config import Config, load_config
@@ -25,6 +24,7 @@ from domicile.federation.replication import NodeReplicator
 from domicile.federation.serving import node_spec, open_node
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.vault.core import residency_text
+from tests.federation.test_nodes_processes import federate
 
 RU = {"citizenship": "RU"}
 US = {"citizenship": "US"}
