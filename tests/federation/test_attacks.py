@@ -21,6 +21,7 @@ from domicile.errors import ConfigError, NodeUnavailable
 from domicile.federation.channel import NodeChannel
 from domicile.federation.node import WRITES, FederatedDomicile, Replies
 from domicile.federation.replication import NodeReplicator
+from domicile.federation.routes import MAX_BODY, MAX_KEY
 from domicile.federation.serving import node_spec, open_node
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.vault.core import residency_text
@@ -378,3 +379,16 @@ def test_a_peers_answer_about_other_sites_or_malformed_is_no_answer(fed: Federat
     done = us.witness()
     assert [r.witness for r in done.results] == ["de"]
     assert done.unavailable == ["ru"]
+
+
+def test_an_oversized_call_or_key_is_refused_and_the_node_answers_on(fed: Federation) -> None:
+    us = fed.attacker("us")
+    huge = {"collection": "profiles", "purpose": "signup", "items": ["x" * MAX_BODY]}
+    status, answer = post(us, "ru", "put", huge)
+    assert status == 400, answer
+    assert "too large" in answer["message"]
+    status, answer = post(us, "ru", "put", {"items": []}, key="k" * (MAX_KEY + 1))
+    assert status == 400, answer
+    status, answer = post(us, "ru", "find", {"collection": "profiles", "purpose": "view",
+                                             "where": {"email": FIELDS["email"]}})  # fmt: skip
+    assert status == 200, answer

@@ -31,6 +31,7 @@ from domicile.stores.base import SiteUnavailable
 
 PEER_SCOPE_KEY = "domicile.peer"  # set by the mutual-TLS server from the verified certificate
 MAX_BODY = 8 * 1024 * 1024  # a batch of records forwarded at once
+MAX_KEY = 256  # an idempotency key, kept in memory with its answer
 
 
 def _json(status: int, data: Any) -> Response:
@@ -70,13 +71,20 @@ def node_app(vault: FederatedDomicile) -> FastAPI:
         peer = request.scope.get(PEER_SCOPE_KEY)
         if not isinstance(peer, str):
             return refuse_unverified(request)
-        raw = await request.body()
         key = request.headers.get("idempotency-key")
+        # Read at most MAX_BODY: a larger body is refused as it arrives, never held whole.
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                too_large = BadInput("the node call's body is too large")
+                return _json(status_of(too_large), error_to_wire(too_large))
+        if key is not None and len(key) > MAX_KEY:
+            long_key = BadInput(f"the idempotency key is longer than {MAX_KEY} characters")
+            return _json(status_of(long_key), error_to_wire(long_key))
 
         def work() -> tuple[int, dict[str, Any]]:
             try:
-                if len(raw) > MAX_BODY:
-                    raise BadInput("the node call's body is too large")
                 try:
                     body = orjson.loads(raw)
                 except orjson.JSONDecodeError:
