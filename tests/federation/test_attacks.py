@@ -392,3 +392,36 @@ def test_an_oversized_call_or_key_is_refused_and_the_node_answers_on(fed: Federa
     status, answer = post(us, "ru", "find", {"collection": "profiles", "purpose": "view",
                                              "where": {"email": FIELDS["email"]}})  # fmt: skip
     assert status == 200, answer
+
+
+def test_a_peer_asks_only_what_peer_scopes_allow_whatever_it_claims(fed: Federation) -> None:
+    """The RU node lets peers only read. The US node, claiming every scope for its caller
+    (or none: its own operator), may not write, update, delete or erase there; each refusal
+    is audited at RU. (replica, witness and prove are the peer node's own calls, for no
+    caller: they are bounded by what is the peer's own, tested above.)"""
+    ru_vault = fed.vaults["ru"]
+    put = ru_vault.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    ru_vault.peer_scopes = ("records:read",)
+    us = fed.attacker("us")
+    everything = ["admin", "records:read", "records:write", "records:delete",
+                  "records:erase", "collection:*", "purpose:*", "site:ru"]  # fmt: skip
+    before = len(fed.audit("ru"))
+    calls = {
+        "put": {"collection": "profiles", "items": [{"subject": RU, "fields": FIELDS}]},
+        "update": {"token": put.token, "fields": {"city": "Omsk"}},
+        "delete": {"token": put.token},
+        "erase": {"token": put.token},
+    }
+    for scopes in (everything, None):
+        for op, body in calls.items():
+            status, answer = post(us, "ru", op, {**body, "purpose": "signup", "scopes": scopes},
+                                  key=f"{op}-{scopes is None}")  # fmt: skip
+            assert status == 403, (op, answer)
+            assert answer["code"] == "forbidden"
+        status, answer = post(us, "ru", "get", {"token": put.token, "purpose": "view",
+                                                "scopes": scopes})  # fmt: skip
+        assert status == 200, answer
+    refused = [e for e in fed.audit("ru")[before:] if e["action"] == "refuse"]
+    assert len(refused) == 8
+    assert {e["requester"] for e in refused} == {"us"}
+    assert ru_vault.get(put.token, purpose="view").fields == FIELDS
