@@ -425,3 +425,40 @@ def test_a_peer_asks_only_what_peer_scopes_allow_whatever_it_claims(fed: Federat
     assert len(refused) == 8
     assert {e["requester"] for e in refused} == {"us"}
     assert ru_vault.get(put.token, purpose="view").fields == FIELDS
+
+
+def test_a_public_api_client_at_a_node_reaches_no_node_route_and_acts_from_it_only(
+    fed: Federation,
+) -> None:
+    """The public API a node serves to applications has no /v1/node route (those are on
+    the mutual-TLS listener only), and a client there, even an admin, acts from the node's
+    own site: asking as from Russia at the US node is refused, not decided as a local read."""
+    from fastapi.testclient import TestClient
+
+    from domicile.http.app import create_app
+
+    us, ru = fed.vaults["us"], fed.vaults["ru"]
+    token = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup").token
+    app = create_app(us)
+    with TestClient(app) as http:
+        _, key = app.state.service.clients.add("admin", ["admin"], api_key=True)
+        auth = {"Authorization": f"Bearer {key}"}
+        for path in ("/v1/node/get", "/v1/node/replica", "/node/get"):
+            reply = http.post(path, json={"token": token, "purpose": "view"},
+                              headers={**auth, "domicile.peer": "ru"})  # fmt: skip
+            assert reply.status_code == 404, (path, reply.text)
+        assert http.get("/v1/node/ping", headers=auth).status_code == 404
+        before = len(fed.audit("ru"))
+        reply = http.get(f"/v1/records/{token}", params={"purpose": "view", "as_site": "ru"},
+                         headers=auth)  # fmt: skip
+        assert reply.status_code == 400, reply.text
+        assert "acts from its own site only" in reply.json()["detail"]
+        _, key = app.state.service.clients.add(
+            "ru-app", ["records:read", "collection:*", "purpose:*", "site:ru"], api_key=True
+        )
+        reply = http.get(f"/v1/records/{token}", params={"purpose": "view"},
+                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert reply.status_code == 400, reply.text
+        assert FIELDS["email"] not in reply.text
+    assert not [e for e in fed.audit("ru")[before:] if e["action"].startswith("disclose")]
+    assert ru.get(token, purpose="view").fields == FIELDS
