@@ -161,6 +161,15 @@ def test_a_peer_cannot_overwrite_another_peers_copy_by_its_record_id(fed: Federa
     de = fed.vaults["de"]
     copy, doc = a_us_copy_at_de(fed)
     before = len(fed.audit("de"))
+    # In the US node's name: refused (the sender is the verified certificate's node).
+    status, answer = post(fed.attacker("ru"), "de", "replica", batch("us", doc))
+    assert status == 403, answer
+    refused = fed.audit("de")[before:]
+    assert [(e["action"], e["requester"], e["detail"]["operation"]) for e in refused] == [
+        ("refuse", "ru", "node_replica")
+    ]
+    before = len(fed.audit("de"))
+    # In its own name: that copy is refused, and audited.
     status, answer = post(fed.attacker("ru"), "de", "replica", batch("ru", doc))
     assert status == 200, answer
     assert (answer["delivered"], answer["unchanged"], answer["refused"]) == (0, 0, 1)

@@ -514,6 +514,17 @@ class FederatedDomicile(Domicile):
 
     # -- answering a peer
 
+    def _node_call(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if peer == self.node or peer not in self._sites:
+            raise Forbidden(f"{peer!r} is not a peer node of this deployment")
+        if op == "replica":
+            from domicile.federation.replication import receive
+
+            return receive(self, peer, body)
+        if op == "witness":
+            return self._witness_peer(peer, body)
+        return self._prove(body)
+
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Do what ``peer`` (verified by its certificate) asks for its caller, here, as a
         caller acting from the peer's site; the answer is JSON."""
@@ -522,15 +533,18 @@ class FederatedDomicile(Domicile):
         if not isinstance(body, Mapping):
             raise BadInput("a node call's body is a JSON object")
         if op in ("replica", "witness", "prove"):  # the peer node itself, for no caller
-            if peer == self.node or peer not in self._sites:
-                raise Forbidden(f"{peer!r} is not a peer node of this deployment")
-            if op == "replica":
-                from domicile.federation.replication import receive
-
-                return receive(self, peer, body)
-            if op == "witness":
-                return self._witness_peer(peer, body)
-            return self._prove(body)
+            try:
+                return self._node_call(peer, op, body)
+            except Forbidden as exc:  # what is not the peer's: audited here, as a caller's is
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", requester=peer if peer in self._sites else None,
+                        client=f"node:{peer}",
+                        detail={"operation": f"node_{op}", "reason": "not_its_own",
+                                "refused_because": exc.message},
+                    )
+                )  # fmt: skip
+                raise
         access = self.relayed(peer, body)
         purpose = body.get("purpose")
         if not isinstance(purpose, str):
