@@ -471,3 +471,22 @@ def test_a_public_api_client_at_a_node_reaches_no_node_route_and_acts_from_it_on
         assert FIELDS["email"] not in reply.text
     assert not [e for e in fed.audit("ru")[before:] if e["action"].startswith("disclose")]
     assert ru.get(token, purpose="view").fields == FIELDS
+
+
+def test_a_put_naming_one_record_id_twice_is_bad_input(fed: Federation) -> None:
+    """A peer names the ids of the records it forwards: the same id twice is refused
+    before anything is written, as bad input (never a database error)."""
+    ru = fed.vaults["ru"]
+    before = len(fed.audit("ru"))
+    items = [
+        {"subject": RU, "fields": FIELDS},
+        {"subject": RU, "fields": {**FIELDS, "city": "Ufa"}},
+    ]
+    status, answer = post(fed.attacker("us"), "ru", "put", {
+        "collection": "profiles", "items": items, "purpose": "signup",
+        "record_ids": ["f" * 32, "f" * 32],
+    }, key="twice")  # fmt: skip
+    assert status == 400, answer
+    assert answer["code"] == "bad_input"
+    assert ru.store("ru").get("f" * 32) is None
+    assert not [e for e in fed.audit("ru")[before:] if e["action"] == "write"]

@@ -241,10 +241,16 @@ class Writing(Reading):
             raise BadInput("nothing to write", hint="give at least one record")
         if record_ids is not None:
             record_ids = list(record_ids)
-            if len(record_ids) != len(items) or not all(
-                isinstance(r, str) and len(r) == 32 and _HEX.fullmatch(r) for r in record_ids
+            if (
+                len(record_ids) != len(items)
+                or not all(
+                    isinstance(r, str) and len(r) == 32 and _HEX.fullmatch(r) for r in record_ids
+                )
+                or len(set(record_ids)) != len(record_ids)
             ):
-                raise BadInput("record ids: one per record, 32 lower-case hex digits each")
+                raise BadInput(
+                    "record ids: one per record, each different, 32 lower-case hex digits each"
+                )
         prepared: list[_Item] = []
         evidence_cache: dict[Any, Residency] = {}
         for i, item in enumerate(items):
