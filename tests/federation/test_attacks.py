@@ -490,3 +490,27 @@ def test_a_put_naming_one_record_id_twice_is_bad_input(fed: Federation) -> None:
     assert answer["code"] == "bad_input"
     assert ru.store("ru").get("f" * 32) is None
     assert not [e for e in fed.audit("ru")[before:] if e["action"] == "write"]
+
+
+def test_the_node_app_served_without_a_verified_peer_refuses_every_call(fed: Federation) -> None:
+    """Served without the mutual-TLS server (so no verified peer in the request's scope),
+    the node app refuses every call, whatever the headers claim, and audits it."""
+    from fastapi.testclient import TestClient
+
+    from domicile.federation.routes import node_app
+
+    ru = fed.vaults["ru"]
+    token = ru.put("profiles", subject=RU, fields=FIELDS, purpose="signup").token
+    before = len(fed.audit("ru"))
+    with TestClient(node_app(ru)) as http:
+        claims = {"domicile.peer": "us", "x-domicile-peer": "us", "x-ssl-client-s-dn": "CN=us"}
+        reply = http.post("/v1/node/get", json={"token": token, "purpose": "view"},
+                          headers=claims)  # fmt: skip
+        assert reply.status_code == 403, reply.text
+        assert FIELDS["email"] not in reply.text
+        assert http.get("/v1/node/ping", headers=claims).status_code == 403
+    refused = fed.audit("ru")[before:]
+    assert [(e["action"], e["detail"]["reason"]) for e in refused] == [
+        ("refuse", "no_verified_peer"),
+        ("refuse", "no_verified_peer"),
+    ]
