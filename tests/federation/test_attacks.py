@@ -514,3 +514,16 @@ def test_the_node_app_served_without_a_verified_peer_refuses_every_call(fed: Fed
         ("refuse", "no_verified_peer"),
         ("refuse", "no_verified_peer"),
     ]
+
+
+def test_a_call_from_a_peer_is_never_forwarded_again(fed: Federation) -> None:
+    """The US node asks the RU node to write a US subject's record (its home is the US
+    site): RU refuses (409), rather than send it on, and asks no node anything."""
+    before = {n: len(fed.audit(n)) for n in ("ru", "de", "us")}
+    body = {"collection": "profiles", "items": [{"subject": US, "fields": FIELDS}],
+            "purpose": "signup", "client": "app"}  # fmt: skip
+    status, answer = post(fed.attacker("us"), "ru", "put", body, key="loop")
+    assert status == 409, answer
+    assert not [e for e in fed.audit("ru")[before["ru"] :] if e["action"] in ("request", "write")]
+    assert len(fed.audit("us")) == before["us"]
+    assert len(fed.audit("de")) == before["de"]
