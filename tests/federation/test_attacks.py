@@ -527,3 +527,45 @@ def test_a_call_from_a_peer_is_never_forwarded_again(fed: Federation) -> None:
     assert not [e for e in fed.audit("ru")[before["ru"] :] if e["action"] in ("request", "write")]
     assert len(fed.audit("us")) == before["us"]
     assert len(fed.audit("de")) == before["de"]
+
+
+def test_a_replica_batch_answer_lost_then_a_longer_batch_delivers_every_copy(
+    fed: Federation,
+) -> None:
+    """The US node's batch reaches DE, which applies it, but the answer is lost; by the next
+    round more items are queued, so the next batch starts with the same items and has more.
+    DE must apply that batch, not answer it with the first one's answer (which would
+    dequeue the new items at home undelivered: copies lost for good)."""
+    us, de = fed.vaults["us"], fed.vaults["de"]
+
+    def people(start: int, n: int) -> list[dict[str, Any]]:
+        return [{"subject": US, "fields": {"full_name": f"P {i}", "email": f"p{i}@example.com",
+                                           "city": "Boston"}}
+                for i in range(start, start + n)]  # fmt: skip
+
+    us.put_many("profiles", people(0, 80), purpose="signup")
+    channel = us.peers
+
+    class LosesTheFirstAnswer:
+        lost = False
+
+        def call(self, node: str, op: str, body: Any, **kw: Any) -> dict[str, Any]:
+            answer: dict[str, Any] = channel.call(node, op, body, **kw)
+            if op == "replica" and not self.lost:
+                self.lost = True
+                raise NodeUnavailable(node, "the answer was lost")
+            return answer
+
+    us.peers = LosesTheFirstAnswer()
+    try:
+        first = NodeReplicator(us).run_once(reconcile=False)
+    finally:
+        us.peers = channel
+    assert first.unavailable == ["de"]
+    assert len(de.store("de").replicas("", 500)) == 80  # applied there, answer lost
+    us.put_many("profiles", people(80, 20), purpose="signup")
+    second = NodeReplicator(us).run_once(reconcile=False)
+    assert second.unavailable == []
+    assert (second.unchanged, second.delivered) == (80, 20)
+    assert len(de.store("de").replicas("", 500)) == 100
+    assert NodeReplicator(us).pending() == 0

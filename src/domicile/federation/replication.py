@@ -15,6 +15,7 @@ verified certificate's), only of collections that copy to it, and only the field
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +56,12 @@ def plan_to_wire(home: Site, plan: _TargetPlan) -> dict[str, Any]:
     }
 
 
+def replica_key(home: str, seqs: list[int]) -> str:
+    """The idempotency key of a batch of ``home``'s outbox items: a digest of all of them."""
+    text = home + ":" + ",".join(str(s) for s in seqs)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class NodeReplicator(Replicator):
     """The replication worker of a node: its own site's outbox, to every target's node."""
 
@@ -65,8 +72,11 @@ class NodeReplicator(Replicator):
         if self.vault.is_here(target.id):
             super()._apply(home, plan, report)
             return
-        # One key per batch content: a batch the channel repeats is applied once there.
-        key = "replica-" + ",".join(str(i.seq) for i in plan.items)[:200]
+        # One key per batch content: a batch the channel repeats is applied once there. The
+        # key names every item (a digest of them all): a later batch that starts with the
+        # same items and has more must never be answered with this one's answer, which
+        # would dequeue its other items undelivered.
+        key = "replica-" + replica_key(home.id, [i.seq for i in plan.items])
         try:
             answer = self.vault.peers.call(
                 target.id, "replica", plan_to_wire(home, plan), idempotency_key=key
