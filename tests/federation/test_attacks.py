@@ -17,13 +17,14 @@ import pytest
 
 from domicile.access import Access
 from domicile.config import Config, load_config
-from domicile.errors import ConfigError, NodeUnavailable
+from domicile.errors import ConfigError, DomicileError, NodeUnavailable
 from domicile.federation.channel import NodeChannel
 from domicile.federation.node import WRITES, FederatedDomicile, Replies
 from domicile.federation.replication import NodeReplicator
 from domicile.federation.routes import MAX_BODY, MAX_KEY
 from domicile.federation.serving import node_spec, open_node
 from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.stores.base import SiteUnavailable
 from domicile.vault.core import residency_text
 from tests.federation.test_nodes_processes import federate
 
@@ -370,6 +371,12 @@ def test_a_peers_answer_about_other_sites_or_malformed_is_no_answer(fed: Federat
     honest = ru.answer_peer
 
     def lie(peer: str, op: str, body: Any) -> dict[str, Any]:
+        if op == "delete":  # an error whose code would carry a value into US's audit
+            err = DomicileError("no")
+            err.code = "Anna Volkova 1990-01-01"
+            raise err
+        if op == "erase":  # the unavailability of another site
+            raise SiteUnavailable("us", "down")
         answer = honest(peer, op, body)
         if op == "get":
             answer["record"]["site"] = "de"
@@ -388,6 +395,15 @@ def test_a_peers_answer_about_other_sites_or_malformed_is_no_answer(fed: Federat
     done = us.witness()
     assert [r.witness for r in done.results] == ["de"]
     assert done.unavailable == ["ru"]
+    with pytest.raises(DomicileError) as raised:
+        us.delete(put.token, purpose="cleanup")
+    assert raised.value.code == "peer_error"
+    with pytest.raises(NodeUnavailable) as down:  # 503: retried, then no answer from RU
+        us.erase(put.token, purpose="erasure")
+    assert down.value.node == "ru"
+    asked = [e for e in fed.audit("us") if e["action"] == "request"]
+    assert [e["detail"]["answer"] for e in asked[-2:]] == ["peer_error", "node_unavailable"]
+    assert not [e for e in fed.audit("us") if "Anna" in json.dumps(e)]
 
 
 def test_an_oversized_call_or_key_is_refused_and_the_node_answers_on(fed: Federation) -> None:

@@ -49,6 +49,7 @@ from domicile.vault.service import Domicile
 
 T = TypeVar("T")
 _CLIENT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove")
 
@@ -142,13 +143,14 @@ def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
     if cls is PolicyRefused:
         return PolicyRefused(message, decision=details.get("decision"), hint=hint)
     if cls is not None and issubclass(cls, SiteUnavailable):
-        return SiteUnavailable(str(doc.get("site") or node), message, hint=hint)
+        return SiteUnavailable(node, message, hint=hint)  # a node speaks for its own site
     if cls is Forbidden:
         return Forbidden(message, hint=hint, missing=details.get("missing"))
     if cls is not None:
         return cls(message, hint=hint)
-    err = DomicileError(f"node {node!r} answered: {message}", hint=hint)
-    err.code = str(code or "peer_error")
+    err = DomicileError(f"node {node!r} answered: {message[:500]}", hint=hint)
+    # The code goes into this node's audit (the answer a request got): a code, nothing else.
+    err.code = code if isinstance(code, str) and _CODE.fullmatch(code) else "peer_error"
     return err
 
 
