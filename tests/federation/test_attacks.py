@@ -585,3 +585,22 @@ def test_a_replica_batch_answer_lost_then_a_longer_batch_delivers_every_copy(
     assert (second.unchanged, second.delivered) == (80, 20)
     assert len(de.store("de").replicas("", 500)) == 100
     assert NodeReplicator(us).pending() == 0
+
+
+def test_a_removal_reason_from_a_peer_leaves_no_room_for_a_value(fed: Federation) -> None:
+    """A peer removes its own copy, giving as the reason text that holds a value: the
+    removal happens (the copy is the peer's), but DE's evidence of it carries no such text."""
+    de = fed.vaults["de"]
+    copy, _ = a_us_copy_at_de(fed)
+    before = len(fed.audit("de"))
+    reason = "Anna Volkova, passport 4510 123456"
+    body = {"home": "us", "copies": [], "erase": [], "decisions": {},
+            "remove": {copy.record_id: reason}}  # fmt: skip
+    status, answer = post(fed.attacker("us"), "de", "replica", body)
+    assert status == 200, answer
+    assert answer["removed"] == 1
+    assert de.store("de").get(copy.record_id) is None
+    entries = fed.audit("de")[before:]
+    assert [e["action"] for e in entries] == ["delete"]
+    assert entries[0]["detail"]["reason"] == "its home node removed it"
+    assert "Anna" not in json.dumps(fed.audit("de"))

@@ -16,6 +16,7 @@ verified certificate's), only of collections that copy to it, and only the field
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -120,7 +121,7 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
     try:
         parsed = [_copy(vault, here, c) for c in copies]
         erase_ids = [_text(s, "erase") for s in erase]
-        removals = {_text(k, "remove"): _text(v, "remove") for k, v in remove.items()}
+        removals = {_text(k, "remove"): _reason(_text(v, "remove")) for k, v in remove.items()}
         # Only the reasons of removals: rule ids for their evidence, as the home gave them.
         said = {
             str(k): decision_from_dict(v) if v is not None else None for k, v in decisions.items()
@@ -211,6 +212,18 @@ def _refusal(
         detail={"operation": "replicate", "from_site": peer, "to_site": target.id,
                 "reason": reason},
     )  # fmt: skip
+
+
+# The reasons a home gives for removing a copy (``vault.replication``): they go into this
+# node's audit as the evidence of the removal, so nothing else is written there.
+_REASONS = re.compile(
+    r"the primary was deleted|no replication to this site is configured any more"
+    r"|policy does not permit a copy at [a-z][a-z0-9_]{0,31}: [a-z_ ]{1,40}"
+)
+
+
+def _reason(text: str) -> str:
+    return text if _REASONS.fullmatch(text) else "its home node removed it"
 
 
 def _text(value: Any, name: str) -> str:
