@@ -588,13 +588,22 @@ def test_a_replica_batch_answer_lost_then_a_longer_batch_delivers_every_copy(
 
 
 def test_a_removal_reason_from_a_peer_leaves_no_room_for_a_value(fed: Federation) -> None:
-    """A peer removes its own copy, giving as the reason text that holds a value: the
-    removal happens (the copy is the peer's), but DE's evidence of it carries no such text."""
+    """A peer removes its own copy, giving as the reason (and as its decision's rule id)
+    text that holds a value: the removal happens (the copy is the peer's), but DE's evidence
+    of it carries no such text."""
     de = fed.vaults["de"]
     copy, _ = a_us_copy_at_de(fed)
-    before = len(fed.audit("de"))
     reason = "Anna Volkova, passport 4510 123456"
-    body = {"home": "us", "copies": [], "erase": [], "decisions": {},
+    ru = fed.vaults["ru"]
+    _, rid = ru._locate(ru.put("profiles", subject=RU, fields=FIELDS, purpose="signup").token)
+    primary = ru.store("ru").get(rid)
+    assert primary is not None
+    ruled = NodeReplicator(ru).permission(ru._sites["ru"], ru._sites["de"], primary, ["city"])
+    assert ruled is not None
+    (rule, *_) = ruled.rule_ids
+    forged = json.loads(json.dumps(decision_to_wire(ruled)).replace(rule, reason))
+    before = len(fed.audit("de"))
+    body = {"home": "us", "copies": [], "erase": [], "decisions": {copy.record_id: forged},
             "remove": {copy.record_id: reason}}  # fmt: skip
     status, answer = post(fed.attacker("us"), "de", "replica", body)
     assert status == 200, answer
@@ -603,4 +612,5 @@ def test_a_removal_reason_from_a_peer_leaves_no_room_for_a_value(fed: Federation
     entries = fed.audit("de")[before:]
     assert [e["action"] for e in entries] == ["delete"]
     assert entries[0]["detail"]["reason"] == "its home node removed it"
+    assert not entries[0].get("rules")
     assert "Anna" not in json.dumps(fed.audit("de"))

@@ -27,7 +27,7 @@ from domicile.errors import BadInput, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
 from domicile.packs import Outcome
 from domicile.policy import Decision
-from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.policy.decision import decision_to_wire
 from domicile.residency import Residency
 from domicile.stores import StoredRecord
 from domicile.stores.base import SiteStore, SiteUnavailable
@@ -122,16 +122,16 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
         parsed = [_copy(vault, here, c) for c in copies]
         erase_ids = [_text(s, "erase") for s in erase]
         removals = {_text(k, "remove"): _reason(_text(v, "remove")) for k, v in remove.items()}
-        # Only the reasons of removals: rule ids for their evidence, as the home gave them.
-        said = {
-            str(k): decision_from_dict(v) if v is not None else None for k, v in decisions.items()
-        }
     except (KeyError, ValueError, TypeError, AttributeError):
         raise BadInput(
             "a replica batch is malformed",
             hint="each copy has record_id, subject_id, collection, version, created_at, "
             "updated_at, fields and residency; remove maps record ids to reasons",
         ) from None
+    # The decisions the home attached to its removals are not taken into this node's audit
+    # (their rule ids would be the peer's words there): the home's own log records them
+    # with its refusals; the evidence here is the removal and its reason.
+    said: dict[str, Decision | None] = {}
     store = vault.store(here)
     foreign = _not_theirs(store, peer, [p for p, _, _ in parsed], erase_ids)
     worker = Replicator(vault, client=f"node:{peer}/replication")
