@@ -268,11 +268,16 @@ def test_a_malformed_replica_batch_is_bad_input_not_a_crash(fed: Federation) -> 
     us = fed.attacker("us")
     for broken in ({k: v for k, v in doc.items() if k != "version"},
                    {**doc, "version": "2"}, {**doc, "fields": ["full_name"]},
-                   {**doc, "residency": "not json"}):  # fmt: skip
+                   {**doc, "residency": "not json"},
+                   {**doc, "created_at": "Anna Volkova 1990-01-01"},
+                   {**doc, "subject_id": "anna.volkova@example.ru"}):  # fmt: skip
         status, answer = post(us, "de", "replica", batch("us", broken))
         assert status == 400, answer
         assert answer["code"] == "bad_input"
         assert "Mallory" not in json.dumps(answer)
+        assert "Anna" not in json.dumps(answer)
+    stored = fed.vaults["de"].store("de").replicas("", 10)
+    assert not [r for r in stored if "nna" in r.subject_id + r.created_at + r.updated_at]
 
 
 def test_a_peer_claiming_another_identity_in_the_body_reads_as_itself(fed: Federation) -> None:

@@ -226,6 +226,15 @@ def _reason(text: str) -> str:
     return text if _REASONS.fullmatch(text) else "its home node removed it"
 
 
+_PLAIN = re.compile(r"[0-9A-Za-z:.+_-]{1,64}")
+
+
+def _plain(value: Any) -> str:
+    if not isinstance(value, str) or not _PLAIN.fullmatch(value):
+        raise ValueError("an id or a time")
+    return value
+
+
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(name)
@@ -246,10 +255,11 @@ def _copy(
     version = c["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError("version")
+    # Ids and times are stored as they come (not sealed): a short plain token each, never
+    # room for a value.
     primary = StoredRecord(
-        _text(c["record_id"], "record_id"), _text(c["subject_id"], "subject_id"), name,
-        version, _text(c["created_at"], "created_at"), _text(c["updated_at"], "updated_at"),
-        b"",
+        _plain(c["record_id"]), _plain(c["subject_id"]), name, version,
+        _plain(c["created_at"]), _plain(c["updated_at"]), b"",
     )  # fmt: skip
     return primary, fields, _residency_from_json(_loads(c["residency"]))
 
