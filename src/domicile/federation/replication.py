@@ -120,8 +120,8 @@ def receive(vault: FederatedDomicile, peer: str, body: Mapping[str, Any]) -> dic
         raise BadInput("a replica batch has copies (a list), remove (an object) and erase (a list)")
     try:
         parsed = [_copy(vault, here, c) for c in copies]
-        erase_ids = [_text(s, "erase") for s in erase]
-        removals = {_text(k, "remove"): _reason(_text(v, "remove")) for k, v in remove.items()}
+        erase_ids = [_plain(s) for s in erase]
+        removals = {_plain(k): _reason(_text(v, "remove")) for k, v in remove.items()}
     except (KeyError, ValueError, TypeError, AttributeError):
         raise BadInput(
             "a replica batch is malformed",
