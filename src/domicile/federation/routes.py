@@ -72,13 +72,20 @@ def node_app(vault: FederatedDomicile) -> FastAPI:
         if not isinstance(peer, str):
             return refuse_unverified(request)
         key = request.headers.get("idempotency-key")
-        # Read at most MAX_BODY: a larger body is refused as it arrives, never held whole.
+        # Keep at most MAX_BODY: the rest of a larger body is read and dropped as it arrives
+        # (so the peer gets its answer, not a reset stream), never held; past four times
+        # that, the answer goes at once.
         raw = bytearray()
+        seen = 0
         async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                too_large = BadInput("the node call's body is too large")
-                return _json(status_of(too_large), error_to_wire(too_large))
+            seen += len(chunk)
+            if seen <= MAX_BODY:
+                raw += chunk
+            elif seen > 4 * MAX_BODY:
+                break
+        if seen > MAX_BODY:
+            too_large = BadInput("the node call's body is too large")
+            return _json(status_of(too_large), error_to_wire(too_large))
         if key is not None and len(key) > MAX_KEY:
             long_key = BadInput(f"the idempotency key is longer than {MAX_KEY} characters")
             return _json(status_of(long_key), error_to_wire(long_key))
