@@ -520,11 +520,18 @@ class Replicator:
                 for copy in copies:
                     home = self.sites.get(copy.primary_site or "")
                     fields = list(copy.field_names)
-                    decision = (
-                        self.permission(home, target, copy, fields, residency_site=target)
-                        if home is not None
-                        else None
-                    )
+                    try:
+                        decision = (
+                            self.permission(home, target, copy, fields, residency_site=target)
+                            if home is not None
+                            else None
+                        )
+                    except SiteUnavailable as exc:
+                        # The decision needs the home's figures (a volume threshold) and the
+                        # home did not answer (or, on a node, is another node's): the copy
+                        # stays until it can be decided; never removed on a guess.
+                        report.unavailable.append(exc.site)
+                        continue
                     if decision is None or decision.outcome is not Outcome.allow:
                         why = (
                             "the law no longer permits this copy"
