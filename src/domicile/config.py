@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from domicile.countries import country
+from domicile.crypto.specs import KeyProviderSpec
 from domicile.errors import ConfigError, EnvironmentProblem
 from domicile.yamlfile import YamlSource
 
@@ -58,6 +59,9 @@ class Site(_Model):
     location: Location
     backend: str  # sqlite:PATH or postgresql://...
     keys: str | None = None  # where subject keys live; default beside the keyring
+    # Where the site's key-encryption, index and signing keys live (docs/keys.md); default:
+    # the deployment's keyring file.
+    key_provider: KeyProviderSpec | None = None
     # A read-only streaming replica of the backend (PostgreSQL): read-only vaults read here.
     replica: str | None = None
 

@@ -26,6 +26,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "console": ("jinja2", "fastapi_offline"),
     # nodes over mutual TLS: the node channel (httpx over HTTP/2) and the node server
     "federation": ("httpx", "h2", "hypercorn"),
+    # a site's keys in a PKCS#11 token (an HSM): key_provider kind pkcs11
+    "hsm": ("pkcs11",),
+    # a site's keys in HashiCorp Vault Transit: key_provider kind transit
+    "kms": ("hvac",),
 }
 
 

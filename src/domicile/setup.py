@@ -24,6 +24,7 @@ from domicile.audit.ledger import AuditEvent, AuditLedger
 from domicile.config import Config, Site
 from domicile.crypto.errors import KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.crypto.providers import key_provider
 from domicile.deployment import DeploymentRegistry, SiteRecord, now
 from domicile.errors import DomicileError, ExitCode
 from domicile.files import private_dir, tighten
@@ -107,7 +108,7 @@ def create_site(
                 f"site {site.id!r} is set up already (since {sites[site.id].created_at})",
                 hint="nothing to do; `domicile sites` shows its health",
             )
-        provider = keys or _keyring(config, sites, adopt=adopt)
+        provider = keys or key_provider(config, _keyring(config, sites, adopt=adopt))
         site_url = config.backend_url(site.backend)
         keys_url = config.keys_url(site)
         found = {

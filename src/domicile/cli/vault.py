@@ -879,6 +879,45 @@ def register(app: typer.Typer) -> None:
             + (", ".join(f"v{v}" for v in out["retired"]) or "none yet (in use)")
         ))  # fmt: skip
 
+    @keys_app.command("status")
+    def keys_status(
+        site: str | None = typer.Option(None, "--site", help="One site (default: every site)."),
+        config: str | None = ConfigOpt,
+        as_json: bool = JsonOpt,
+    ) -> None:
+        """Each site's key provider (keyring file, PKCS#11 token, Vault Transit), whether it
+        answers, its current key-encryption key version and the versions that still unwrap.
+        Reads only. Exits 4 if a site's provider does not answer."""
+        from domicile.crypto.providers import site_status
+
+        with vault(config, as_json, read_only=True) as d, errors(as_json):
+            sites = [s.id for s in d.config.sites]
+            if site is not None:
+                if site not in sites:
+                    raise BadInput(
+                        "no site of that name", hint=f"the sites are: {', '.join(sites)}"
+                    )
+                sites = [site]
+            rows = [site_status(d.keys, s) for s in sites]
+        out = {"sites": rows, "ok": all(r["answers"] for r in rows)}
+
+        def human() -> None:
+            for r in rows:
+                if r["answers"]:
+                    console.print(
+                        f"[green]ok[/]    {r['site']}: {escape(r['where'])}; current v{r['current_version']}"
+                        f" (unwraps: {', '.join(f'v{v}' for v in r['versions'])})"
+                    )
+                else:
+                    console.print(
+                        f"[red]DOWN[/]  {r['site']}: {escape(r['where'])}: {escape(r['error']['message'])}"
+                        + (f" ({escape(r['error']['hint'])})" if r["error"].get("hint") else "")
+                    )
+
+        _show(out, as_json, human)
+        if not out["ok"]:
+            raise typer.Exit(ExitCode.UNAVAILABLE)
+
 
 @filings_app.command("add")
 def filings_add(

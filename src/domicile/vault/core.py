@@ -34,6 +34,7 @@ from domicile.crypto.envelope import (
 )
 from domicile.crypto.errors import KeyDestroyed, KeyringError
 from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.crypto.providers import key_provider
 from domicile.deployment import DeploymentRegistry
 from domicile.errors import BadInput, DomicileError
 from domicile.filings import FilingsRegistry
@@ -218,7 +219,9 @@ class VaultCore:
         # vault, which always uses the primary). Writes, and the audit entries of reads,
         # only ever go to the primary.
         self.replicas = read_only if replicas is None else (replicas and read_only)
-        self.keys: KeyProvider = keys or self._keyring(config)
+        # Each site's keys from the provider its configuration names (the keyring file by
+        # default; crypto/providers.py).
+        self.keys: KeyProvider = keys or key_provider(config, self._keyring(config))
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
         # Sites, their stores and their keys are made only by setup (domicile.setup); the
         # registry says which stores are the sites' own (their creation ids).

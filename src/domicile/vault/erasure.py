@@ -4,7 +4,7 @@ at every site that may hold copies) and the online rotation of a site's key-encr
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from domicile.access import Access
@@ -198,12 +198,14 @@ class Erasure(VaultCore):
             time.sleep(grace)
         rewrapped += rewrap_stale()
         retired = []
+        versions: Callable[[str], list[int]] = getattr(self.keys, "versions", lambda _s: [])
         for v in range(1, new):
-            if v in getattr(self.keys, "versions", lambda _s: [])(
-                site_id
-            ) and not ks.versions().get(v):
+            if v in versions(site_id) and not ks.versions().get(v):
                 self.keys.retire(site_id, v)
-                retired.append(v)
+                # A provider may keep a version it cannot retire yet (Vault Transit
+                # retires oldest first): only what is gone is reported retired.
+                if v not in versions(site_id):
+                    retired.append(v)
         self._audit(
             site_id,
             [
