@@ -273,6 +273,40 @@ def _scan_source(work: Path) -> Path:
     return source
 
 
+# A site's key provider of each custody extra, pointing where nothing answers: the walk
+# shows the extra is needed (exit 2 without it) and, with it, that the provider loads and
+# reports its site unavailable (exit 4). tests/keys drives real ones.
+CUSTODY = {
+    "hsm": "{kind: pkcs11, module: /nonexistent/libpkcs11.so, token: t, pin_env: DOMICILE_PKCS11_PIN}",
+    "kms": '{kind: transit, url: "https://127.0.0.1:9", token_env: DOMICILE_TEST_VAULT_TOKEN, timeout: 5}',
+}
+
+
+def _custody_deployment(venv: Path, work: Path, extra: str) -> Path:
+    """A deployment whose RU site keeps its keys with the extra's provider; only the US
+    site (on the keyring file) is set up."""
+    folder = work / f"custody-{extra}"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "domicile.yaml").write_text(
+            "default_site: us\nsites:\n"
+            '  - {id: ru, country: RU, backend: "sqlite:data/ru.sqlite", key_provider: '
+            + CUSTODY[extra]
+            + ",\n"
+            '     location: {provider: P, city: Moscow, address: "1 Street"}}\n'
+            '  - {id: us, country: US, backend: "sqlite:data/us.sqlite",\n'
+            '     location: {provider: P, city: Ashburn, address: "3 Way"}}\n'
+            "collections:\n  profiles:\n    fields:\n      full_name: {category: user.name}\n"
+        )
+        _ok(
+            _run(
+                [venv / "bin" / "domicile", "sites", "create", "us", "--config", str(folder)],
+                cwd=work,
+            )
+        )
+    return folder
+
+
 def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
     """The commands of one extra (None: the core's bench commands): with the extra
     installed they work; without it, one line naming it, exit 2."""
@@ -298,9 +332,20 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
         if not federated.exists():
             _ok(_run([dom, "init", str(federated), "--federated", "--json"], cwd=work))
         commands.append(["federation", "check", "--config", str(federated), "--json"])
+    expect_down = extra in CUSTODY  # a provider that loads, then does not answer (exit 4)
+    if expect_down:
+        commands.append(
+            ["keys", "status", "--config", str(_custody_deployment(venv, work, extra)), "--json"]
+        )
     assert commands, f"no command walked for the extra {extra!r}: add them to this test"
     for argv in commands:
         done = _run([dom, *argv], cwd=work)
+        if installed and expect_down:
+            assert done.returncode == 4, f"{argv}: {done.returncode}\n{done.stderr[-2000:]}"
+            rows = {r["site"]: r for r in json.loads(done.stdout)["sites"]}
+            assert rows["ru"]["error"]["code"] == "key_provider_unavailable"
+            assert rows["us"]["answers"] is True
+            continue
         if installed:
             assert isinstance(json.loads(_ok(done)), dict)
             continue

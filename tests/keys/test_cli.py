@@ -107,7 +107,9 @@ def test_a_wrong_pin_makes_the_site_unavailable_and_the_others_work(hsm_config: 
     assert code == 0, err
     code, _, err = run(hsm_config, "keys", "rotate", "--site", "ru", "--grace", "0", env=wrong)
     assert code == 4
-    code, out, _ = run(hsm_config, "keys", "rotate", "--site", "ru", "--json", env={"DOMICILE_PKCS11_PIN": ""})
+    code, out, _ = run(
+        hsm_config, "keys", "rotate", "--site", "ru", "--json", env={"DOMICILE_PKCS11_PIN": ""}
+    )
     assert code == 4
     assert json.loads(out)["error"]["code"] == "key_provider_unavailable"
 
@@ -132,7 +134,9 @@ def test_status_and_rotation_through_vault_transit(tmp_path: Path, transit: Tran
     code, sites = status(config, env=env)
     assert code == 0
     assert (sites["ru"]["provider"], sites["ru"]["current_version"]) == ("transit", 1)
-    code, out, err = run(config, "keys", "rotate", "--site", "ru", "--grace", "0", "--json", env=env)
+    code, out, err = run(
+        config, "keys", "rotate", "--site", "ru", "--grace", "0", "--json", env=env
+    )
     assert code == 0, err
     assert json.loads(out)["retired"] == [1]
     assert transit.keys["domicile-ru"].min_decryption_version == 2

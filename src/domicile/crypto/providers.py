@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from domicile.crypto.custody import CustodyProvider, KeyProviderUnavailable
 from domicile.crypto.keys import KeyProvider, LocalKeyring
 from domicile.crypto.specs import KeyProviderSpec, KeyringSpec, Pkcs11Spec, TransitSpec
-from domicile.errors import DomicileError
+from domicile.errors import DomicileError, MissingExtra
 
 if TYPE_CHECKING:
     from domicile.config import Config
@@ -190,6 +190,8 @@ def site_status(keys: KeyProvider, site_id: str) -> dict[str, Any]:
         out["versions"] = versions(site_id) if versions else [out["current_version"]]
         keys.index_key(site_id)  # the sealed secrets open too
         out["answers"] = True
+    except MissingExtra:
+        raise  # usage, not an outage: install the extra (exit 2)
     except DomicileError as exc:
         out["answers"] = False
         out["error"] = {"code": exc.code, "message": exc.message, "exit_code": exc.exit_code}
