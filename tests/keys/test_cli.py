@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,27 @@ def test_status_and_rotation_through_vault_transit(tmp_path: Path, transit: Tran
     assert code == 4
     assert sites["ru"]["answers"] is False
     assert sites["de"]["answers"] is True
+
+
+def test_a_rotation_by_another_process_takes_effect_here(hsm_config: Path) -> None:
+    """A server keeps running while `keys rotate` runs beside it: its next wrap uses the
+    new token key, and what it read before is still read."""
+    from domicile.crypto.envelope import key_context
+    from domicile.vault import Domicile
+
+    with Domicile.open(hsm_config) as d:
+        put = d.put("profiles", subject={"citizenship": "RU"}, fields={"full_name": "Anna"},
+                    purpose="account_signup")  # fmt: skip
+        assert d.keys.current_version("ru") == 1
+        code, _, err = run(hsm_config, "keys", "rotate", "--site", "ru", "--grace", "0")
+        assert code == 0, err
+        deadline = 50  # REFRESH is 50 ms; a loaded machine may take longer to look
+        while d.keys.current_version("ru") != 2 and deadline:
+            time.sleep(0.1)
+            deadline -= 1
+        assert d.keys.wrap("ru", b"k" * 32, key_context("ru", "new"))[0] == 2
+        assert d.keys.versions("ru") == [2]  # type: ignore[attr-defined]
+        d.close()  # forget cached data keys: the read unwraps with the token's new key
+        assert d.get(put.token, purpose="profile_view", as_site="ru").fields == {
+            "full_name": "Anna"
+        }
