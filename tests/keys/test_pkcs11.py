@@ -208,6 +208,10 @@ def test_a_provider_that_does_not_answer_makes_its_site_unavailable_and_only_it(
         # The other sites work.
         put = d.put("profiles", subject=US, fields=ANNA, purpose="account_signup")
         assert d.get(put.token, purpose="profile_view", as_site="us").fields == ANNA
+        health = {s.id: s for s in d.sites()}  # `domicile status`, `sites`, /readyz
+        assert health["ru"].healthy is False
+        assert words in (health["ru"].error or "")
+        assert health["us"].healthy is True
         status = site_status(d.keys, "ru")
         assert status["answers"] is False
         assert status["error"]["code"] == "key_provider_unavailable"

@@ -137,7 +137,7 @@ class Pkcs11Provider(CustodyProvider):
         self._keys: dict[int, Any] = {}  # version -> key object (a handle in the session)
         self._current = 0
         self._looked = -1.0
-        self._session, self._slock = _session(spec, site_id)  # opens now: fails loudly
+        _session(spec, site_id)  # opens the token now: one that does not answer fails here
         if sealed_path.exists():
             self.open_secrets()
 
@@ -147,20 +147,23 @@ class Pkcs11Provider(CustodyProvider):
     # --- token calls --------------------------------------------------------------------
 
     def _call(self, what: str, fn: Any) -> Any:
-        """``fn(session)`` under the token's lock; the token gone is an unavailable site."""
+        """``fn(session)`` under the token's lock; the token gone is an unavailable site
+        (its session is dropped, so the next call opens the token again)."""
         from pkcs11 import exceptions as p11
 
-        with self._slock:
+        session, lock = _session(self.spec, self.site_id)
+        with lock:
             try:
-                return fn(self._session)
+                return fn(session)
             except p11.PKCS11Error as exc:
                 if type(exc).__name__ in _GONE:
                     _forget(self.spec)
-                    self._keys.clear()
+                    self._keys.clear()  # their handles belonged to that session
+                    self._looked = -1.0
                     raise KeyProviderUnavailable(
                         self.site_id,
                         f"the {self.describe()} stopped answering while it {what} ({type(exc).__name__})",
-                        hint="check the token; the next call opens it again",
+                        hint="check the token; the next call tries to open it again",
                     ) from None
                 raise
 

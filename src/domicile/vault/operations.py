@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from domicile.access import Access
 from domicile.audit import AuditEvent, VerifyReport
 from domicile.audit.heads import HeadsFile
+from domicile.crypto.providers import SiteKeyRouter
 from domicile.errors import DomicileError
 from domicile.filings import FilingEntry
 from domicile.stores.base import SiteUnavailable
@@ -67,6 +68,8 @@ class Operations(VaultCore):
             try:
                 store = self.store(s.id)
                 healthy = store.ping() and self.keystore(s.id).ping()
+                if isinstance(self.keys, SiteKeyRouter) and self.keys.kind(s.id) != "keyring":
+                    self.keys.index_key(s.id)  # its token or KMS answers (opened, unsealed)
                 out.append(
                     SiteStatus(
                         s.id,
