@@ -52,6 +52,19 @@ def test_deployment_wide_secrets_stay_in_the_keyring_file(tmp_path: Path, token:
     assert {"de", "us"} <= set(keyring._data["sites"])
 
 
+def test_a_node_routes_only_its_own_site(tmp_path: Path, token: str) -> None:
+    """A federation's node holds only its own site's keys: another site's provider is
+    never opened there (of that site it keeps public keys only)."""
+    config = load_config(
+        write(tmp_path / "deploy", pkcs11_provider(token), pkcs11_provider("de-token"))
+    )
+    keyring = LocalKeyring(config.keyring_path, create=True)
+    on_ru = key_provider(config, keyring, node="ru")
+    assert isinstance(on_ru, SiteKeyRouter)
+    assert (on_ru.kind("ru"), on_ru.kind("de")) == ("pkcs11", "keyring")
+    assert key_provider(config, keyring, node="us") is keyring
+
+
 def test_a_refused_pin_is_not_tried_again_by_the_same_process(
     tmp_path: Path, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

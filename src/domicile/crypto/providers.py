@@ -158,11 +158,15 @@ class SiteKeyRouter:
         return self.keyring.join_key()
 
 
-def key_provider(config: Config, keyring: LocalKeyring) -> KeyProvider:
+def key_provider(config: Config, keyring: LocalKeyring, *, node: str | None = None) -> KeyProvider:
     """The deployment's key provider: the keyring when every site keeps its keys there
-    (the embedded default, unchanged), else a router over each site's provider."""
+    (the embedded default, unchanged), else a router over each site's provider. On a
+    federation's ``node`` only that node's own site is routed: of the other sites it
+    holds public keys only, in its keyring."""
     routes: dict[str, tuple[Pkcs11Spec | TransitSpec, Path]] = {}
     for site in config.sites:
+        if node is not None and site.id != node:
+            continue
         spec: KeyProviderSpec | None = site.key_provider
         if isinstance(spec, Pkcs11Spec | TransitSpec):
             routes[site.id] = (spec, sealed_path(config, site.id, spec))

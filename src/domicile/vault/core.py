@@ -221,7 +221,7 @@ class VaultCore:
         self.replicas = read_only if replicas is None else (replicas and read_only)
         # Each site's keys from the provider its configuration names (the keyring file by
         # default; crypto/providers.py).
-        self.keys: KeyProvider = keys or key_provider(config, self._keyring(config))
+        self.keys: KeyProvider = keys or key_provider(config, self._keyring(config), node=node)
         self.engine = engine or PolicyEngine(load_packs(config.pack_paths))
         # Sites, their stores and their keys are made only by setup (domicile.setup); the
         # registry says which stores are the sites' own (their creation ids).
