@@ -146,9 +146,11 @@ class Pkcs11Provider(CustodyProvider):
 
     # --- token calls --------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Any) -> Any:
-        """``fn(session)`` under the token's lock; the token gone is an unavailable site
-        (its session is dropped, so the next call opens the token again)."""
+    def _call(self, what: str, fn: Any, expect: tuple[type[Exception], ...] = ()) -> Any:
+        """``fn(session)`` under the token's lock. The token gone is an unavailable site
+        (its session is dropped, so the next call opens the token again); an error the
+        caller ``expect``s is its to interpret; any other refusal is an unavailable site
+        too, never a traceback."""
         from pkcs11 import exceptions as p11
 
         session, lock = _session(self.spec, self.site_id)
@@ -156,16 +158,23 @@ class Pkcs11Provider(CustodyProvider):
             try:
                 return fn(session)
             except p11.PKCS11Error as exc:
-                if type(exc).__name__ in _GONE:
+                name = type(exc).__name__
+                if name in _GONE:
                     _forget(self.spec)
                     self._keys.clear()  # their handles belonged to that session
                     self._looked = -1.0
                     raise KeyProviderUnavailable(
                         self.site_id,
-                        f"the {self.describe()} stopped answering while it {what} ({type(exc).__name__})",
+                        f"the {self.describe()} stopped answering while it {what} ({name})",
                         hint="check the token; the next call tries to open it again",
                     ) from None
-                raise
+                if isinstance(exc, expect):
+                    raise
+                raise KeyProviderUnavailable(
+                    self.site_id,
+                    f"the {self.describe()} refused what it was asked when it {what} ({name})",
+                    hint="check the token's state and its log; nothing was written",
+                ) from None
 
     def _find(self) -> dict[int, Any]:
         from pkcs11 import Attribute, ObjectClass
@@ -226,7 +235,9 @@ class Pkcs11Provider(CustodyProvider):
             return session.get_key(object_class=ObjectClass.SECRET_KEY, label=self._seal_label)
 
         try:
-            return self._call("looked for its sealing key", get)
+            return self._call(
+                "looked for its sealing key", get, (p11.NoSuchKey, p11.MultipleObjectsReturned)
+            )
         except p11.NoSuchKey:
             raise KeyringError(
                 f"the {self.describe()} holds no sealing key of site {self.site_id!r}",
@@ -239,7 +250,10 @@ class Pkcs11Provider(CustodyProvider):
             ) from None
 
     def _gcm(self, key: Any, op: str, data: bytes, nonce: bytes, ad: bytes) -> bytes:
+        """AES-GCM in the token. A decryption's errors other than the token going away
+        are the caller's to interpret (a wrong tag, a retired key)."""
         from pkcs11 import Mechanism
+        from pkcs11 import exceptions as p11
         from pkcs11.mechanisms import GCMParams
 
         param = GCMParams(nonce, ad, 128)
@@ -247,6 +261,7 @@ class Pkcs11Provider(CustodyProvider):
         out: bytes = self._call(
             "wrapped a key" if op == "encrypt" else "unwrapped a key",
             lambda _s: fn(data, mechanism=Mechanism.AES_GCM, mechanism_param=param),
+            (p11.PKCS11Error,) if op == "decrypt" else (),
         )
         return out
 
