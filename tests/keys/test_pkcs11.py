@@ -227,3 +227,37 @@ def test_a_missing_hsm_extra_says_which_to_install(
         d.put("profiles", subject=RU, fields=ANNA, purpose="account_signup")
     assert info.value.hint == "pip install 'domicile[hsm]'"
     assert info.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_a_session_the_token_dropped_is_opened_again(hsm_vault: Domicile, token: str) -> None:
+    """The token closes the session under the vault (as a reset does): that call finds the
+    site unavailable, the next one logs in again and works."""
+    from domicile.crypto import pkcs11 as provider
+
+    put = hsm_vault.put("profiles", subject=RU, fields=ANNA, purpose="account_signup")
+    ctx = key_context("ru", "after-reset")
+    session = provider._sessions[(MODULE, token)][0]
+    session.close()  # C_CloseSession: the handles the provider holds are dead now
+    with pytest.raises(KeyProviderUnavailable, match="stopped answering"):
+        hsm_vault.keys.wrap("ru", b"r" * 32, ctx)
+    version, wrapped = hsm_vault.keys.wrap("ru", b"r" * 32, ctx)
+    assert hsm_vault.keys.unwrap("ru", version, wrapped, ctx) == b"r" * 32
+    assert provider._sessions[(MODULE, token)][0] is not session
+    hsm_vault.close()
+    assert hsm_vault.get(put.token, purpose="profile_view", as_site="ru").fields == ANNA
+
+
+def test_two_sites_share_one_token_and_keep_their_keys_apart(tmp_path: Path, token: str) -> None:
+    config = deploy(tmp_path / "deploy", pkcs11_provider(token), pkcs11_provider(token))
+    assert set(token_objects(token)) == {
+        "domicile/ru/kek/1", "domicile/ru/seal", "domicile/de/kek/1", "domicile/de/seal",
+    }  # fmt: skip
+    with Domicile(config) as d:
+        ru = d.put("profiles", subject=RU, fields=ANNA, purpose="account_signup")
+        assert d.get(ru.token, purpose="profile_view", as_site="ru").fields == ANNA
+        assert d.keys.index_key("ru") != d.keys.index_key("de")
+        version, wrapped = d.keys.wrap("ru", b"x" * 32, key_context("ru", "s"))
+        with pytest.raises(DecryptionFailed):  # de's key does not open ru's wrapping
+            d.keys.unwrap("de", version, wrapped, key_context("ru", "s"))
+        d.rotate_key("de", grace=0)
+        assert (d.keys.current_version("ru"), d.keys.current_version("de")) == (1, 2)

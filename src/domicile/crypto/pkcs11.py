@@ -99,13 +99,16 @@ def _session(spec: Pkcs11Spec, site_id: str) -> tuple[Any, threading.RLock]:
         return found
 
 
-def _forget(spec: Pkcs11Spec) -> None:
-    """Drop a session that failed, so the next call opens the token again."""
+def _forget(spec: Pkcs11Spec, session: Any) -> None:
+    """Drop a session that failed, so the next call opens the token again (unless another
+    site of the same token has opened a new one meanwhile)."""
     with _open_lock:
-        found = _sessions.pop((spec.module, spec.token), None)
-    if found is not None:
-        with contextlib.suppress(Exception):  # a session that is gone is closed already
-            found[0].close()
+        found = _sessions.get((spec.module, spec.token))
+        if found is None or found[0] is not session:
+            return
+        del _sessions[(spec.module, spec.token)]
+    with contextlib.suppress(Exception):  # a session that is gone is closed already
+        session.close()
 
 
 # Errors meaning the token or its session is gone, not that a ciphertext is wrong.
@@ -135,6 +138,7 @@ class Pkcs11Provider(CustodyProvider):
         self._kek_prefix = f"domicile/{site_id}/kek/"
         self._seal_label = f"domicile/{site_id}/seal"
         self._keys: dict[int, Any] = {}  # version -> key object (a handle in the session)
+        self._keys_session: Any = None  # the session those handles belong to
         self._current = 0
         self._looked = -1.0
         _session(spec, site_id)  # opens the token now: one that does not answer fails here
@@ -160,7 +164,7 @@ class Pkcs11Provider(CustodyProvider):
             except p11.PKCS11Error as exc:
                 name = type(exc).__name__
                 if name in _GONE:
-                    _forget(self.spec)
+                    _forget(self.spec, session)
                     self._keys.clear()  # their handles belonged to that session
                     self._looked = -1.0
                     raise KeyProviderUnavailable(
@@ -196,9 +200,11 @@ class Pkcs11Provider(CustodyProvider):
         now = time.monotonic()
         if now - self._looked < at_most_every:
             return
+        session = _session(self.spec, self.site_id)[0]
         found = self._find()
         with self._lock:
             self._keys = found
+            self._keys_session = session
             self._current = max(found, default=0)
             self._looked = now
 
@@ -290,6 +296,8 @@ class Pkcs11Provider(CustodyProvider):
             raise DecryptionFailed("sealed keys do not open") from None
 
     def _kek(self, version: int) -> Any:
+        if self._keys_session is not _session(self.spec, self.site_id)[0]:
+            self._refresh()  # the token was opened again: its objects have new handles
         key = self._keys.get(version)
         if key is None:
             self._refresh()  # perhaps made by another process
