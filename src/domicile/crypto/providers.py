@@ -8,7 +8,7 @@ PKCS#11 token, HashiCorp Vault Transit), and the deployment-wide secrets (``toke
 
 A site's provider is opened when the site is first used. One that does not answer makes
 that site unavailable (``KeyProviderUnavailable``, exit 4 / HTTP 503) while the other sites
-work; the next use tries again after ``RETRY`` seconds, except after a refused PIN or
+work; the next use tries again after ``RETRY`` seconds, except after a refused or unset PIN or
 token, which is not tried again in this process (a token may lock its PIN after a few
 wrong tries; the environment that holds the PIN cannot change under a running process).
 """
