@@ -79,7 +79,6 @@ class TransitProvider(CustodyProvider):
     def _call(self, what: str, fn: Any) -> Any:
         """One Transit call; Vault down or refusing the token is an unavailable site."""
         import hvac.exceptions as hx
-        import requests
 
         try:
             return fn(self._client.secrets.transit)
@@ -95,7 +94,7 @@ class TransitProvider(CustodyProvider):
             raise KeyProviderUnavailable(
                 self.site_id, f"{self.describe()} is not serving ({what})"
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except OSError as exc:  # requests' errors (refused, timed out, TLS) are OSErrors
             raise KeyProviderUnavailable(
                 self.site_id,
                 f"{self.describe()} does not answer ({what}: {type(exc).__name__})",
