@@ -28,7 +28,6 @@ import yaml
 
 from domicile.config import load_config
 from domicile.federation.ca import ca_dir, create_ca, issue_node
-from domicile.federation.serving import make_node_keyrings
 from tests.security.domicile_process import cli, sqlite_audit
 
 DOMICILE = Path(sys.executable).with_name("domicile")
@@ -38,8 +37,40 @@ API, CHANNEL = 8700, 8701
 SCOPES = ["records:read", "records:write", "records:erase", "collection:*", "purpose:*"]
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+HSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+HSM_PIN = "netns-4711"
+ENV: dict[str, str] = {}  # SoftHSM2's configuration and the PIN, for every domicile process
+SETUP = """
+import sys
+from domicile.config import load_config
+from domicile.federation.serving import make_node_keyrings
+from domicile.setup import create_deployment
+config = load_config(sys.argv[1])
+create_deployment(config)
+make_node_keyrings(config)
+"""
+
+
+RU_SECRETS = """
+import json, sys
+from cryptography.hazmat.primitives import serialization as s
+from domicile.config import load_config
+from domicile.vault import Domicile
+vault = Domicile.open(load_config(sys.argv[1]), read_only=True)
+signing = vault.keys.signing_key("ru").private_bytes(
+    s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption())
+assert vault.keys.kind("ru") == "pkcs11"
+print(json.dumps([vault.keys.index_key("ru").hex(), signing.hex()]))
+"""
+
+
+def sh(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        list(args), capture_output=True, text=True, timeout=120,
+        env={**os.environ, **env} if env else None,
+    )  # fmt: skip
     if check and done.returncode != 0:
         pytest.fail(f"{' '.join(args)}: {done.stderr.strip()}", pytrace=False)
     return done
@@ -102,7 +133,7 @@ class Node:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", hosts.ns[node], str(DOMICILE), "serve", "--node", node,
                  "--host", hosts.addr(node), "--port", str(API), "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
             )  # fmt: skip
         self.headers: dict[str, str] = {}
 
@@ -148,10 +179,25 @@ def hosts(
     nodes: dict[str, Node] = {}
     try:
         net.up()
-        done = cli("init", str(folder))
+        # The RU site's keys in a SoftHSM2 token of this test's own (its KEK made in the
+        # token, its index and signing keys sealed under a key there); the others' in
+        # their node keyrings.
+        if shutil.which("softhsm2-util") is None or not Path(HSM_MODULE).exists():
+            pytest.fail("SoftHSM2 is not installed: run scripts/hsm-deps", pytrace=False)
+        tokens = folder.parent / "softhsm"
+        (tokens / "tokens").mkdir(parents=True)
+        (tokens / "softhsm2.conf").write_text(
+            f"directories.tokendir = {tokens / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        )
+        ENV.update(SOFTHSM2_CONF=str(tokens / "softhsm2.conf"), DOMICILE_PKCS11_PIN=HSM_PIN)
+        sh("softhsm2-util", "--init-token", "--free", "--label", "netns-ru",
+           "--so-pin", "0000-so", "--pin", HSM_PIN, env=ENV)  # fmt: skip
+        starter = folder.parent / "starter"
+        done = cli("init", str(starter))
         assert done.code == 0, done.err
-        path = folder / "domicile.yaml"
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load((starter / "domicile.yaml").read_text())
+        ru = next(s for s in doc["sites"] if s["id"] == "ru")
+        ru["key_provider"] = {"kind": "pkcs11", "module": HSM_MODULE, "token": "netns-ru"}
         doc["collections"]["profiles"]["replicate"] = [
             {"to": "de", "fields": ["full_name", "city"]}
         ]
@@ -159,18 +205,22 @@ def hosts(
             "timeout": 2.0,
             "nodes": {n: {"url": f"https://{net.addr(n)}:{CHANNEL}"} for n in NODES},
         }
+        folder.mkdir(mode=0o700)
+        path = folder / "domicile.yaml"
         path.write_text(yaml.safe_dump(doc))
         cfg = load_config(path)
         create_ca(ca_dir(cfg.data_dir), "netns test")
         for n in NODES:
             issue_node(ca_dir(cfg.data_dir), n, [net.addr(n)])
-        make_node_keyrings(cfg)
+        # Setup touches the token: in a process of its own, which loads SoftHSM2 with this
+        # test's configuration (a process loads it once).
+        sh(sys.executable, "-c", SETUP, str(path), env=ENV)
         for n in NODES:
             nodes[n] = Node(net, n, path, folder.parent / f"{n}.log")
         for n, node in nodes.items():
             node.wait()
             done = cli("clients", "add", f"app-{n}", *(f"--scope={s}" for s in SCOPES),
-                       f"--scope=site:{n}", "--api-key", "--json", "--config", str(path))  # fmt: skip
+                       f"--scope=site:{n}", "--api-key", "--json", "--config", str(path), env=ENV)  # fmt: skip
             assert done.code == 0, done.err
             node.headers = {"Authorization": f"Bearer {done.json()['api_key']}"}
         yield net, nodes, path
@@ -232,7 +282,7 @@ def test_a_cut_mid_replication_loses_and_duplicates_nothing(
     worker = subprocess.Popen(
         ["ip", "netns", "exec", net.ns["us"], str(DOMICILE), "replicate", "--node", "us",
          "--json", "--config", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV},
     )  # fmt: skip
     de_store = Path(
         str(load_config(path).backend_url(load_config(path).site("de").backend)).removeprefix(
@@ -260,7 +310,7 @@ def test_a_cut_mid_replication_loses_and_duplicates_nothing(
     done = subprocess.run(
         ["ip", "netns", "exec", net.ns["us"], str(DOMICILE), "replicate", "--node", "us",
          "--json", "--config", str(path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env={**os.environ, **ENV},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     transfers = [e for e in audit(path, "de") if e["action"] == "transfer"]
@@ -277,10 +327,10 @@ def test_every_log_verifies_after_the_cuts(hosts: tuple[Hosts, dict[str, Node], 
         done = subprocess.run(
             ["ip", "netns", "exec", hosts[0].ns[node], str(DOMICILE), "audit", "witness",
              "--node", node, "--json", "--config", str(path)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=120, env={**os.environ, **ENV},
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-    done = cli("audit", "verify", "--json", "--config", str(path))
+    done = cli("audit", "verify", "--json", "--config", str(path), env=ENV)
     assert done.code == 0, done.out + done.err
 
 
@@ -310,10 +360,14 @@ def test_the_us_hosts_memory_holds_no_ru_key_and_no_untransferred_ru_value(
         # The dump is the node's memory: its own site's index key is in it.
         own = json.loads((cfg.node_dir("us") / "keyring.json").read_text())["sites"]["us"]
         assert base64.b64decode(own["index_key"]) in core
-        keys = json.loads((cfg.node_dir("ru") / "keyring.json").read_text())["sites"]["ru"]
-        for text in (keys["index_key"], keys["signing_key"], *keys["keks"].values()):
-            assert base64.b64decode(text) not in core
-            assert text.encode() not in core
+        # The RU site's keys are in its token: its KEK cannot leave it; its index and
+        # signing keys, unsealed by the token inside the RU node, are not in the US node.
+        assert "ru" not in json.loads((cfg.node_dir("ru") / "keyring.json").read_text())["sites"]
+        done = sh(sys.executable, "-c", RU_SECRETS, str(path), env=ENV)
+        for secret_key in json.loads(done.stdout):
+            raw = bytes.fromhex(secret_key)
+            assert raw not in core
+            assert base64.b64encode(raw) not in core
         for value in secret.values():
             assert value.encode() not in core
             assert value.encode("utf-16-le") not in core

@@ -302,21 +302,28 @@ class LocalKeyring:
             return Ed25519PublicKey.from_public_bytes(_unb64(peer))
         return self.signing_key(site_id).public_key()
 
-    def node_copy(self, site_id: str, path: str | os.PathLike[str]) -> LocalKeyring:
-        """A keyring for the node of ``site_id``: that site's keys, the deployment's token
-        and join keys, and only the public verify keys of the other sites (to check their
-        signed tree heads). Written once (0600); refuses to replace an existing file."""
+    def node_copy(
+        self,
+        site_id: str,
+        path: str | os.PathLike[str],
+        *,
+        verify_keys: dict[str, Ed25519PublicKey] | None = None,
+    ) -> LocalKeyring:
+        """A keyring for the node of ``site_id``: that site's keys (none when its keys are
+        in a token or a KMS: ``verify_keys`` then gives the public keys this keyring does
+        not hold), the deployment's token and join keys, and only the public verify keys
+        of the other sites (to check their signed tree heads). Written once (0600);
+        refuses to replace an existing file."""
         from cryptography.hazmat.primitives import serialization
 
         self._refresh()
-        own = self._site(site_id)
+        publics = dict(verify_keys or {})
+        for sid in self._data["sites"]:
+            publics.setdefault(sid, self.verify_key(sid))
+        own = self._data["sites"].get(site_id)
         peers = {
-            sid: _b64(
-                self.verify_key(sid).public_bytes(
-                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
-                )
-            )
-            for sid in self._data["sites"]
+            sid: _b64(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+            for sid, key in publics.items()
             if sid != site_id
         }
         target = Path(path)
@@ -333,7 +340,7 @@ class LocalKeyring:
             "node": site_id,
             "token_key": self._data["token_key"],
             "join_key": _b64(self.join_key()),
-            "sites": {site_id: json.loads(json.dumps(own))},
+            "sites": {site_id: json.loads(json.dumps(own))} if own is not None else {},
             "peers": peers,
         }
         with copy._lock, copy._file_lock():

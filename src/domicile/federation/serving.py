@@ -46,14 +46,20 @@ def make_node_keyrings(cfg: Config, nodes: list[str] | None = None) -> dict[str,
     """One keyring per node, each holding only its own site's keys (setup: never made
     implicitly). The deployment's whole keyring stays where it was: keep it offline, as
     the CA's key, once the nodes have theirs."""
+    from domicile.crypto.providers import key_provider
+    from domicile.crypto.specs import KeyringSpec
+
     whole = LocalKeyring(cfg.keyring_path)
+    keys = key_provider(cfg, whole)  # sites whose keys are in a token or a KMS: through it
+    publics = {s.id: keys.verify_key(s.id) for s in cfg.sites}
     made = {}
     for site in cfg.sites:
         if nodes is not None and site.id not in nodes:
             continue
-        whole.ensure_site(site.id)
+        if site.key_provider is None or isinstance(site.key_provider, KeyringSpec):
+            whole.ensure_site(site.id)
         path = cfg.as_node(site.id).keyring_path
-        whole.node_copy(site.id, path)
+        whole.node_copy(site.id, path, verify_keys=publics)
         made[site.id] = path
     return made
 
@@ -88,7 +94,6 @@ def open_node(
             f"node {node!r} has no keyring at {mine.keyring_path}",
             hint="init --federated makes each node's keyring; copy the node's folder from where it was made",
         )
-    keys = LocalKeyring(mine.keyring_path)
     holder: list[FederatedDomicile] = []
 
     def refused(refusal: PeerRefused) -> None:  # a server that was not the node we called
@@ -104,8 +109,7 @@ def open_node(
     vault = FederatedDomicile(
         mine,
         node=node,
-        peers=ChannelCaller(channel),
-        keys=keys,
+        peers=ChannelCaller(channel),  # its keys: its keyring, and its site's token or KMS
         operator=operator,
         read_only=read_only,
     )
