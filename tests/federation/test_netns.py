@@ -330,6 +330,16 @@ def test_every_log_verifies_after_the_cuts(hosts: tuple[Hosts, dict[str, Node], 
             capture_output=True, text=True, timeout=120, env={**os.environ, **ENV},
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
+    # Parity at the DE host: its copies against the primaries the US node describes.
+    done = subprocess.run(
+        ["ip", "netns", "exec", hosts[0].ns["de"], str(DOMICILE), "parity", "--node", "de",
+         "--json", "--config", str(path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **ENV},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    parity = json.loads(done.stdout)
+    assert parity["ok"] is True
+    assert parity["copies"] >= 1000
     done = cli("audit", "verify", "--json", "--config", str(path), env=ENV)
     assert done.code == 0, done.out + done.err
 

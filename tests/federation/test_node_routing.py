@@ -326,3 +326,34 @@ def test_a_forwarded_put_repeated_after_its_answer_was_lost_is_not_written_twice
         ru.answer_peer("us", "put", sent[0])
     writes = [json.loads(r.payload) for r in ru.store("ru").audit()][before:]
     assert not [e for e in writes if e["action"] == "write"]
+
+
+def test_parity_at_a_node_compares_its_copies_with_primaries_its_peers_describe(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    from domicile.federation.replication import NodeReplicator
+    from domicile.vault.parity import check_parity
+
+    us, de = federation["us"], federation["de"]
+    put = us.put("profiles", subject=US, fields={**FIELDS, "city": "Boston"}, purpose="signup")
+    NodeReplicator(us).run_once()
+    report = check_parity(de)
+    assert report.ok, report.to_dict()
+    assert report.copies == 1
+    assert report.lagging == 0
+    us.update(put.token, fields={"city": "Austin"}, purpose="fix")  # the copy lags
+    assert check_parity(de).lagging == 1
+    NodeReplicator(us).run_once()
+    assert check_parity(de).to_dict()["lagging"] == 0
+    # The US node holds no copies; DE's are DE's to check.
+    assert check_parity(us).copies == 0
+    assert check_parity(us, "de").unavailable == ["de"]
+    # A peer learns versions and field names only, and only of collections copied to it.
+    answer = us.answer_peer(
+        "ru", "primaries", {"records": [r.record_id for r in de.store("de").replicas("", 10)]}
+    )
+    assert answer == {"primaries": {}}
+    answer = us.answer_peer(
+        "de", "primaries", {"records": [r.record_id for r in de.store("de").replicas("", 10)]}
+    )
+    assert [set(m) for m in answer["primaries"].values()] == [{"version", "fields"}]

@@ -833,13 +833,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def parity(
         site: str | None = typer.Option(None, "--site", help="Only the copies held at this site."),
+        node: str | None = typer.Option(
+            None, "--node", metavar="SITE",
+            help="As federation node SITE: its copies, against primaries its peers describe.",
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Prove that every primary holds at least what its foreign copies hold."""
         from domicile.vault.parity import check_parity
 
-        with vault(config, as_json, read_only=True) as d, errors(as_json):
+        with vault(config, as_json, read_only=True, node=node) as d, errors(as_json):
             if site is not None:
                 d._requester(site)  # a clear error for an unknown site
             report = check_parity(d, site)

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from domicile.access import Access, Forbidden
@@ -51,7 +52,10 @@ T = TypeVar("T")
 _CLIENT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
-OPERATIONS = ("get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove")
+OPERATIONS = (
+    "get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove", "primaries",
+)  # fmt: skip
+NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
 
 
 class PeerCaller(Protocol):
@@ -152,6 +156,15 @@ def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
     # The code goes into this node's audit (the answer a request got): a code, nothing else.
     err.code = code if isinstance(code, str) and _CODE.fullmatch(code) else "peer_error"
     return err
+
+
+@dataclass(frozen=True)
+class PrimaryMeta:
+    """A primary as a parity check sees it: its version and field names, no values."""
+
+    version: int
+    field_names: tuple[str, ...]
+    is_replica: bool = False
 
 
 class ChannelCaller:
@@ -514,6 +527,47 @@ class FederatedDomicile(Domicile):
         proof = self.ledger(node).consistency(store, size1, size2, use_nodes=False)
         return {"proof": [h.hex() for h in proof]}
 
+    # -- parity: a copy's primary, described without its values
+
+    def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
+        if self.is_here(home):
+            return super().primary_meta(home, record_ids)
+        try:
+            answer = self.peers.call(home, "primaries", {"records": list(record_ids)})
+        except NodeUnavailable as exc:
+            raise SiteUnavailable(home, exc.message) from None
+        out: dict[str, Any] = {}
+        for rid, meta in (answer.get("primaries") or {}).items():
+            if rid in record_ids and isinstance(meta, Mapping):
+                out[rid] = PrimaryMeta(int(meta["version"]), tuple(map(str, meta["fields"])))
+        return out
+
+    def _primaries_for(self, peer: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The version and field names (never values) of this node's primaries among
+        ``records``, of collections that copy to the peer's site: what its parity check
+        compares its copies with."""
+        ids = body.get("records")
+        if (
+            not isinstance(ids, list)
+            or len(ids) > 1000
+            or not all(isinstance(r, str) and len(r) == 32 for r in ids)
+        ):
+            raise BadInput("records: at most 1000 record ids")
+        node = self.node
+        assert node is not None
+        copied_to_peer = {
+            name for name, coll in self.config.model.collections.items()
+            if any(t.to == peer for t in coll.replicate)
+        }  # fmt: skip
+        found = self.store(node).get_many(ids)
+        return {
+            "primaries": {
+                rid: {"version": r.version, "fields": list(r.field_names)}
+                for rid, r in found.items()
+                if not r.is_replica and r.collection in copied_to_peer
+            }
+        }
+
     # -- answering a peer
 
     def _node_call(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -525,6 +579,8 @@ class FederatedDomicile(Domicile):
             return receive(self, peer, body)
         if op == "witness":
             return self._witness_peer(peer, body)
+        if op == "primaries":
+            return self._primaries_for(peer, body)
         return self._prove(body)
 
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -534,7 +590,7 @@ class FederatedDomicile(Domicile):
             raise NotFound(f"no node operation {op!r}")
         if not isinstance(body, Mapping):
             raise BadInput("a node call's body is a JSON object")
-        if op in ("replica", "witness", "prove"):  # the peer node itself, for no caller
+        if op in NODE_OPERATIONS:  # the peer node itself, for no caller
             try:
                 return self._node_call(peer, op, body)
             except Forbidden as exc:  # what is not the peer's: audited here, as a caller's is

@@ -338,6 +338,11 @@ class VaultCore:
         """Whether the site's data is in this process's reach (always, but on a node)."""
         return self.node is None or site_id == self.node
 
+    def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
+        """The stored records among ``record_ids`` at ``home`` (what a parity check
+        compares copies with: versions and field names; a node asks the home's node)."""
+        return dict(self.store(home).get_many(list(record_ids)))
+
     def _here(self, site_id: str) -> None:
         if not self.is_here(site_id):
             raise SiteUnavailable(

@@ -50,7 +50,13 @@ class ParityReport:
 def check_parity(vault: Domicile, site: str | None = None, *, page: int = PAGE) -> ParityReport:
     """Compare the copies held at ``site`` (default: every site) with their primaries."""
     report = ParityReport()
-    targets = [s for s in vault.config.sites if site is None or s.id == site]
+    # Each copy is checked where it is: on a federation's node, the copies its own site
+    # holds, against primaries its peers describe (versions and field names, no values).
+    targets = [
+        s for s in vault.config.sites if (site is None or s.id == site) and vault.is_here(s.id)
+    ]
+    if site is not None and not targets and vault.node is not None:
+        report.unavailable.append(site)  # another node's copies: ask that node
     for target in targets:
         after = ""
         while True:
@@ -69,7 +75,7 @@ def check_parity(vault: Domicile, site: str | None = None, *, page: int = PAGE) 
             primaries = {}
             for home, ids in by_home.items():
                 try:
-                    primaries.update(vault.store(home).get_many(ids))
+                    primaries.update(vault.primary_meta(home, ids))
                 except (SiteUnavailable, KeyError):
                     report.unavailable.append(home)
             for c in copies:
