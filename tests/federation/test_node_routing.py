@@ -248,10 +248,11 @@ def test_replication_crosses_to_the_target_node_and_is_sealed_there(
     # Delivered once: a second round changes and logs nothing.
     assert NodeReplicator(us).run_once().delivered == 0
     assert len(list(de.store("de").audit())) == len(de_log)
-    # The erasure reaches the copy through the outbox.
-    us.erase(put.token, purpose="erasure")
-    NodeReplicator(us).run_once()
+    # The erasure reaches the copy at once, through the DE node.
+    erased = us.erase(put.token, purpose="erasure")
+    assert erased["copies"] == {"deleted": ["de"], "pending": []}
     assert de.store("de").replicas("", 10) == []
+    assert us.store("us").outbox(10) == []  # nothing left for the worker
 
 
 def test_a_peer_may_touch_only_copies_of_its_own_primaries(

@@ -527,6 +527,16 @@ class FederatedDomicile(Domicile):
         proof = self.ledger(node).consistency(store, size1, size2, use_nodes=False)
         return {"proof": [h.hex() for h in proof]}
 
+    # -- an erasure reaches the copies at once, where their nodes answer
+
+    def erase_copies_at(self, site_id: str, subject: str) -> None:
+        """Have ``site_id``'s node erase this node's subject's copies there (as a
+        replication batch of one erasure; the outbox item stays if it does not answer)."""
+        if self.is_here(site_id):
+            return
+        body: dict[str, Any] = {"home": self.node, "copies": [], "remove": {}, "erase": [subject]}
+        self.peers.call(site_id, "replica", body, idempotency_key=f"erase-{subject}")
+
     # -- parity: a copy's primary, described without its values
 
     def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:

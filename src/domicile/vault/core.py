@@ -338,6 +338,11 @@ class VaultCore:
         """Whether the site's data is in this process's reach (always, but on a node)."""
         return self.node is None or site_id == self.node
 
+    def erase_copies_at(self, site_id: str, subject: str) -> None:
+        """Erase a subject's copies at a site whose data is not here (a federation's node
+        asks that site's node; in one process every site is here)."""
+        self._here(site_id)
+
     def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
         """The stored records among ``record_ids`` at ``home`` (what a parity check
         compares copies with: versions and field names; a node asks the home's node)."""
