@@ -28,13 +28,32 @@ def shoot(page: Any, tmp_path: Path, name: str) -> None:
 
 def sign_in(page: Any, console: Console, who: tuple[str, str]) -> None:
     """By keyboard: the id field has focus; Tab to the secret; Enter submits."""
+    from playwright.sync_api import expect
+
     page.goto(console.url + "/console")
     assert page.url.endswith("/console/signin")
+    # The id field has focus once the page has settled (autofocus): typing before that,
+    # on a loaded machine, typed into nothing and the sign-in was refused.
+    expect(page.locator("#client_id")).to_be_focused()
     page.keyboard.type(who[0])
     page.keyboard.press("Tab")
     page.keyboard.type(who[1])
+    expect(page.locator("#client_id")).to_have_value(who[0])
     page.keyboard.press("Enter")
     page.wait_for_url("**/console/map")
+
+
+def go(page: Any, name: str) -> None:
+    """Follow a link of the menu, and wait until its page is the one shown (a click only
+    starts the navigation: on a loaded machine, reading at once read the page before)."""
+    from playwright.sync_api import expect
+
+    link = page.get_by_role("navigation").get_by_role("link", name=name)
+    link.click()
+    expect(page.get_by_role("navigation").get_by_role("link", name=name)).to_have_attribute(
+        "aria-current", "page"
+    )
+    page.wait_for_load_state()
 
 
 @pytest.fixture
@@ -104,7 +123,7 @@ def test_every_page_renders_with_the_deployments_data(
     assert page.locator("svg path.flow").count() >= 1
     shoot(page, tmp_path, "map")
     # Transfers: the ledger, filtered, and one entry opened to its rules.
-    page.get_by_role("link", name="Transfers").click()
+    go(page, "Transfers")
     assert "transfer(s)" in page.locator("main").inner_text()
     page.get_by_label("Destination").select_option("US")
     page.wait_for_url("**to=US**")
@@ -116,14 +135,14 @@ def test_every_page_renders_with_the_deployments_data(
     assert "ru.art12_notice" in page.locator("main").inner_text()
     shoot(page, tmp_path, "transfer")
     # Audit: every site verified against its signed heads.
-    page.get_by_role("link", name="Audit").click()
+    go(page, "Audit")
     statuses = page.locator("tbody").first.locator("tr td:nth-child(2)").all_inner_texts()
     assert len(statuses) == 3
     assert "tampered" not in statuses
     assert page.locator("code.hash").count() >= 3
     shoot(page, tmp_path, "audit")
     # Policy explorer: a question and its decision, rules and citations.
-    page.get_by_role("link", name="Policy explorer").click()
+    go(page, "Policy explorer")
     page.get_by_label("Subject's citizenship").fill("RU")
     page.get_by_label("Where the data is").fill("RU")
     page.get_by_label("Where it goes").fill("US")
@@ -134,12 +153,12 @@ def test_every_page_renders_with_the_deployments_data(
     assert page.locator("ul.cites li").count() >= 1
     shoot(page, tmp_path, "policy")
     # Subject requests: the one on record, with its legal deadline.
-    page.get_by_role("link", name="Subject requests").click()
+    go(page, "Subject requests")
     row = page.locator("tbody tr").first.inner_text()
     assert "access" in row
     assert "ru.access_2022" in row
     # Reports and evidence: the register, a compliance report and a pack, downloaded.
-    page.get_by_role("link", name="Reports and evidence").click()
+    go(page, "Reports and evidence")
     with page.expect_download() as got:
         page.get_by_role("button", name="Download the register").click()
     assert got.value.suggested_filename == "register-ru.html"
@@ -160,7 +179,7 @@ def test_every_page_renders_with_the_deployments_data(
 
 def test_a_filing_is_added_and_withdrawn(console: Console, officer: Any, tmp_path: Path) -> None:
     page = officer
-    page.get_by_role("link", name="Obligations and filings").click()
+    go(page, "Obligations and filings")
     assert "ru.art12_notice" in page.locator("main").inner_text()
     page.get_by_label("Filing", exact=True).fill("eu.scc.US")
     page.get_by_label("Date it took effect").fill("2026-01-15")
@@ -182,7 +201,7 @@ def test_a_subject_is_looked_up_by_identity_and_erased(
     console: Console, officer: Any, tmp_path: Path
 ) -> None:
     page = officer
-    page.get_by_role("link", name="Subject lookup").click()
+    go(page, "Subject lookup")
     page.get_by_label("Field").select_option("email")
     page.get_by_label("Value").fill("person.de@example.org")
     page.get_by_role("button", name="Find").click()
