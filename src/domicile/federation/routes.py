@@ -47,10 +47,7 @@ def node_app(vault: FederatedDomicile) -> FastAPI:
             action="refuse", site=vault.config.local_site,
             detail={"operation": "node_call", "reason": "no_verified_peer"},
         )  # fmt: skip
-        try:
-            vault._audit(vault.config.local_site, [event])
-        except SiteUnavailable:
-            vault.forget_store(vault.config.local_site)
+        vault._audit_refusal(event)
         log_event("node call without a verified peer", logging.WARNING)
         return JSONResponse(
             {

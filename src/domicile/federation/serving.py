@@ -24,7 +24,6 @@ from domicile.crypto.errors import KeyringError
 from domicile.crypto.keys import LocalKeyring
 from domicile.errors import BadInput, PeerRefused
 from domicile.federation.node import ChannelCaller, FederatedDomicile
-from domicile.stores.base import SiteUnavailable
 
 
 def node_spec(cfg: Config, node: str) -> tuple[str, int]:
@@ -72,10 +71,7 @@ def _audit_refusal(vault: FederatedDomicile, refusal: PeerRefused) -> None:
                 **({"claimed_node": refusal.node} if refusal.node else {}),
                 **({"serial": refusal.serial} if refusal.serial else {})},
     )  # fmt: skip
-    try:
-        vault._audit(vault.config.local_site, [event])
-    except SiteUnavailable:
-        vault.forget_store(vault.config.local_site)
+    vault._audit_refusal(event)
 
 
 def open_node(
