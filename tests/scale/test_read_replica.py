@@ -29,7 +29,10 @@ US = {"citizenship": "US", "residence": "US"}
 
 def _caught_up(primary: PgCluster, standby: PgCluster, timeout: float = 120) -> None:
     with psycopg.connect(primary.admin_url, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        # The insert position, not the write position: the test clusters commit with
+        # synchronous_commit off, so a commit record may still sit in the WAL buffers,
+        # past pg_current_wal_lsn(), and "caught up" to that would miss it.
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
     assert row is not None
     deadline = time.monotonic() + timeout
     with psycopg.connect(standby.admin_url, autocommit=True) as conn:
