@@ -534,6 +534,45 @@ class SiteStoreContract(Backend):
         assert [r.record_id for r in store.replicas("r2", 2)] == ["r3"]
         assert set(store.get_many(["r1", "p1", "nope"])) == {"r1", "p1"}
 
+    def test_subject_roles_match_the_walk_over_the_records(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("p1", "both"), record("p2", "only-primary"), record("p3", "both")])
+            for rid, sid in (("c1", "both"), ("c2", "only-copies"), ("c3", "only-copies")):
+                tx.put_replica(replace(record(rid, sid), primary_site="ru"))
+        expected = {"both": False, "only-primary": False, "only-copies": True}
+        assert store.subject_roles() == expected
+        assert SiteStore.subject_roles(store) == expected  # the reference walk agrees
+
+    def test_tagged_audit_rows_are_the_walks_matches(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            head = tx.audit_head()
+        rows, prev = [], head[1]
+        payloads = [
+            '{"action":"attest","n":1}', '{"action":"transfer","subject":"s-1"}',
+            '{"action":"attest","n":2}', '{"action":"transfer","subject":"s-2"}',
+            '{"action":"read","note":"{\\"action\\":\\"attest\\""}', '{"action":"attest","n":3}',
+        ]  # fmt: skip
+        for i, payload in enumerate(payloads, start=head[0] + 1):
+            digest = link(prev, i, payload)
+            rows.append(AuditRow(i, payload, prev, digest))
+            prev = digest
+        with store.transaction() as tx:
+            tx.append_audit(rows)
+        top = rows[-1].seq
+        cases: list[tuple[str, int, str | None, bool]] = [
+            ('{"action":"attest"', top, None, True), ('{"action":"attest"', top - 1, None, True),
+            ('{"action":"attest"', top, None, False), ('{"action":"transfer"', top, "s-2", False),
+            ('{"action":"transfer"', top, "s-9", False), ('{"action":"erase"', top, None, True),
+        ]  # fmt: skip
+        for prefix, upto, containing, newest in cases:
+            got = store.audit_tagged(prefix, upto, containing=containing, newest=newest)
+            walked = SiteStore.audit_tagged(
+                store, prefix, upto, containing=containing, newest=newest
+            )
+            assert got == walked, (prefix, upto, containing, newest)
+        newest = store.audit_tagged('{"action":"attest"', top - 1, newest=True)
+        assert [r.payload for r in newest] == ['{"action":"attest","n":2}']
+
     def test_transfer_counts_are_per_year_destination_and_subject(self, store: SiteStore) -> None:
         with store.transaction() as tx:
             tx.count_transfer(2025, "US", "s1", False)

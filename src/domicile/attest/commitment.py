@@ -40,7 +40,7 @@ from domicile.audit.merkle import (
     HASH_SIZE,
     inclusion_proof,
     leaf_hash,
-    list_subtree,
+    node_hash,
     root_of,
     verify_inclusion,
 )
@@ -121,15 +121,28 @@ class SubjectTree:
         self.leaves = leaves
         self.keys = [leaf.key for leaf in leaves]
         self.hashes = [leaf.hash for leaf in leaves]
-        self.root = root_of(self.hashes)
+        # Every level of the tree, kept: the size is a power of two, so each subtree a
+        # proof needs is a whole node of some level, read here instead of recomputed.
+        self._levels = [self.hashes]
+        while len(self._levels[-1]) > 1:
+            low = self._levels[-1]
+            self._levels.append([node_hash(low[i], low[i + 1]) for i in range(0, len(low), 2)])
+        self.root = self._levels[-1][0]
         self.subjects = len(subjects)
+
+    def _subtree(self, lo: int, hi: int) -> bytes:
+        width = hi - lo
+        level = width.bit_length() - 1
+        if width == 1 << level and lo % width == 0:
+            return self._levels[level][lo >> level]
+        return root_of(self.hashes[lo:hi])  # not a whole node: never asked of a padded tree
 
     @property
     def size(self) -> int:
         return len(self.leaves)
 
     def _path(self, index: int) -> list[str]:
-        return [h.hex() for h in inclusion_proof(index, self.size, list_subtree(self.hashes))]
+        return [h.hex() for h in inclusion_proof(index, self.size, self._subtree)]
 
     def prove(self, leaf_key: bytes, role: Role | None) -> dict[str, Any]:
         """Membership (with the role and its salt) when ``role`` is given, else

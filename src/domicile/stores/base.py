@@ -577,6 +577,35 @@ class SiteStore(ABC):
         """Every record held here (primaries and replicas), in record-id order after
         ``after`` (keyset paging: for a walk over the whole site)."""
 
+    def subject_roles(self) -> dict[str, bool]:
+        """``{subject id: whether only copies of it are held here}`` for every subject the
+        site holds (what an attestation tree is built from). The stores answer it in one
+        grouped query; this walk over the records is the reference."""
+        out: dict[str, bool] = {}
+        after = ""
+        while True:
+            page = self.records_after(after, 1000)
+            if not page:
+                return out
+            for r in page:
+                out[r.subject_id] = out.get(r.subject_id, True) and r.is_replica
+            after = page[-1].record_id
+
+    def audit_tagged(
+        self, prefix: str, upto: int, *, containing: str | None = None, newest: bool = False
+    ) -> list[AuditRow]:
+        """Audit rows up to sequence ``upto`` whose payload starts with ``prefix`` (and
+        holds ``containing``, if given), in sequence order; only the last of them when
+        ``newest``. A filter for callers that then check each row themselves: the stores
+        run it inside the database, so a search of a long log reads only what matches."""
+        found: list[AuditRow] = []
+        for row in self.audit(1):
+            if row.seq > upto:
+                break
+            if row.payload.startswith(prefix) and (containing is None or containing in row.payload):
+                found.append(row)
+        return found[-1:] if newest else found
+
     @abstractmethod
     def count_replicas(self) -> int: ...
 

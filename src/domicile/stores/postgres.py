@@ -1389,6 +1389,27 @@ class PostgresSiteStore(SiteStore):
         )
         return [_record(r) for r in rows]
 
+    def subject_roles(self) -> dict[str, bool]:
+        rows = self._read(
+            "SELECT subject_id, bool_and(primary_site IS NOT NULL) FROM records GROUP BY subject_id"
+        )
+        return {str(sid): bool(only_copies) for sid, only_copies in rows}
+
+    def audit_tagged(
+        self, prefix: str, upto: int, *, containing: str | None = None, newest: bool = False
+    ) -> list[AuditRow]:
+        sql = (
+            "SELECT seq, payload, prev_hash, hash FROM audit"
+            " WHERE seq <= %s AND left(payload, %s) = %s"
+        )
+        args: tuple[object, ...] = (upto, len(prefix), prefix)
+        if containing is not None:
+            sql += " AND strpos(payload, %s) > 0"
+            args += (containing,)
+        sql += " ORDER BY seq DESC LIMIT 1" if newest else " ORDER BY seq"
+        rows = self._read(sql, args)
+        return [AuditRow(int(q), str(p), bytes(v), bytes(h)) for q, p, v, h in rows]
+
     def count_replicas(self) -> int:
         return int(self._read("SELECT count(*) FROM records WHERE primary_site IS NOT NULL")[0][0])
 

@@ -638,6 +638,26 @@ class SqliteSiteStore(SiteStore):
         )
         return [_record(r) for r in rows]
 
+    def subject_roles(self) -> dict[str, bool]:
+        # One pass over the table, grouped here: SQLite would group through the subject
+        # index, a random read of the table per record (several times slower).
+        out: dict[str, bool] = {}
+        for sid, is_copy in self._read("SELECT subject_id, primary_site IS NOT NULL FROM records"):
+            out[sid] = out.get(sid, True) and bool(is_copy)
+        return out
+
+    def audit_tagged(
+        self, prefix: str, upto: int, *, containing: str | None = None, newest: bool = False
+    ) -> list[AuditRow]:
+        sql = "SELECT seq, payload, prev_hash, hash FROM audit WHERE seq <= ? AND substr(payload, 1, ?) = ?"
+        args: tuple[object, ...] = (upto, len(prefix), prefix)
+        if containing is not None:
+            sql += " AND instr(payload, ?) > 0"
+            args += (containing,)
+        sql += " ORDER BY seq DESC LIMIT 1" if newest else " ORDER BY seq"
+        rows = self._read(sql, args)
+        return [AuditRow(int(q), str(p), bytes(v), bytes(h)) for q, p, v, h in rows]
+
     def count_replicas(self) -> int:
         value = self._read("SELECT count(*) FROM records WHERE primary_site IS NOT NULL")[0][0]
         assert isinstance(value, int)
