@@ -1,12 +1,13 @@
 """The console end to end, in Debian's Chromium: sign in by keyboard, every page with the
 deployment's known contents, a filing added and withdrawn, a subject looked up by identity
-and erased, a scope-limited client, CSRF refusals, the cookie's flags, and /docs offline.
+and erased, a subject's request opened, extended, fulfilled and closed, a scope-limited client, CSRF refusals, the cookie's flags, and /docs offline.
 
 Screenshots of the main pages go to the test's folder, and to ``DOMICILE_CONSOLE_SHOTS``
 when it names one (``docs/console`` for the README's pictures)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from domicile.rights import list_requests, show
 from tests.console.conftest import Console
 
 SHOTS = os.environ.get("DOMICILE_CONSOLE_SHOTS")
@@ -223,6 +225,62 @@ def test_a_subject_is_looked_up_by_identity_and_erased(
     assert page.get_by_role("alert").is_visible()
 
 
+def test_a_subject_request_is_opened_extended_fulfilled_and_closed(
+    console: Console, officer: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = officer
+    go(page, "Subject requests")
+    page.get_by_label("Kind").select_option("access")
+    page.get_by_label("Identifying field").select_option("email")
+    page.get_by_label("Its value").fill("person.ru@example.org")
+    page.get_by_label("How the identity was checked").select_option("account_login")
+    page.get_by_label("Checked by").fill("dpo.kim")
+    page.get_by_role("button", name="Open request").click()
+    status = page.get_by_role("status").inner_text()
+    assert "found at ru" in status
+    request_id = status.split()[1]
+    main = page.locator("main").inner_text()
+    assert "The law that sets the deadline" in main
+    assert "ru.access_2022" in main
+    assert "person.ru@example.org" not in page.content()  # the value is not kept or shown
+    shoot(page, tmp_path, "request")
+    page.get_by_label("Reason given to the subject").fill("the records are being gathered")
+    page.get_by_role("button", name="Extend").click()
+    expect(page.get_by_role("status")).to_contain_text("extended: now due")
+    assert page.get_by_role("button", name="Extend").count() == 0  # once only
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Fulfil access").click()
+    assert got.value.suggested_filename == f"{request_id}.json"
+    body = json.loads(Path(got.value.path()).read_text())
+    assert body["request"] == request_id
+    assert body["result"]  # the subject's records, as this client may read them
+    page.goto(f"{console.url}/console/requests/{request_id}")
+    page.get_by_label("Outcome").select_option("fulfilled")
+    page.get_by_role("button", name="Close request").click()
+    expect(page.get_by_role("status")).to_contain_text("closed: fulfilled")
+    assert page.get_by_role("button", name="Close request").count() == 0
+    steps = [h["step"] for h in show(console.vault.config, request_id)["history"]]
+    assert (steps[0], steps[-1]) == ("open", "close")
+    assert "extend" in steps
+    # A value that identifies nobody: the request is still opened (it is answered "no
+    # data"), and the page says that nothing was found.
+    go(page, "Subject requests")
+    page.get_by_label("Its value").fill("nobody@example.org")
+    page.get_by_label("Checked by").fill("dpo.kim")
+    page.get_by_role("button", name="Open request").click()
+    expect(page.get_by_role("status")).to_contain_text("no data found")
+    # A malformed name of the checker: refused on the form's page, nothing opened.
+    before = list_requests(console.vault.config)
+    go(page, "Subject requests")
+    page.get_by_label("Its value").fill("person.us@example.org")
+    page.get_by_label("Checked by").fill("not a valid name!")
+    page.get_by_role("button", name="Open request").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    assert list_requests(console.vault.config) == before
+
+
 def test_a_scope_limited_client_sees_only_what_it_may(console: Console, browser: Any) -> None:
     context = browser.new_context()
     page = context.new_page()
@@ -245,6 +303,14 @@ def test_a_scope_limited_client_sees_only_what_it_may(console: Console, browser:
     )
     assert r.status == 403
     assert "eu.scc.US" not in console.vault.filings.current()
+    before = list_requests(console.vault.config)
+    r = page.request.post(
+        console.url + "/console/requests",
+        form={"csrf": token, "kind": "erasure", "field": "email",
+              "value": "person.us@example.org", "checked_by": "x", "verified_how": "other"},
+    )  # fmt: skip
+    assert r.status == 403
+    assert list_requests(console.vault.config) == before
     context.close()
 
 

@@ -604,22 +604,172 @@ async def _subjects(request: Request, q: Any) -> Response:
 
 @router.get("/requests")
 async def requests(request: Request) -> Response:
-    """Subjects' requests on record (``domicile rights``), soonest due first: read only;
-    they are opened, fulfilled and closed through the CLI or the API."""
+    """Subjects' requests on record (``domicile rights``), soonest due first, and (with
+    ``rights:write``) the form that opens one."""
+    return await _requests_page(request)
+
+
+async def _requests_page(
+    request: Request, status: int = 200, problem: str | None = None, form: Any = None
+) -> Response:
     vault = _console(request).svc.vault
-    status = request.query_params.get("status", "").strip() or None
+    wanted = request.query_params.get("status", "").strip() or None
 
     def build(who: _Who) -> Response:
         from domicile.rights import list_requests
+        from domicile.rights.deadlines import KINDS
+        from domicile.rights.service import CHANNELS, VERIFIED_HOW
 
         rows = list_requests(  # only those about the client's sites, as the API lists them
-            vault.config, status=status, today=vault.clock().date(), access=who.access
+            vault.config, status=wanted, today=vault.clock().date(), access=who.access
+        )
+        identifying = sorted(
+            {
+                name
+                for c in vault.config.model.collections.values()
+                for name, spec in c.fields.items()
+                if spec.identifies
+            }
         )
         return render(
-            request, "requests.html", who, page="requests", rows=rows, status=status or ""
-        )
+            request, "requests.html", who, status, page="requests", rows=rows,
+            status=wanted or "", can_write=who.may("rights:write"), kinds=KINDS,
+            channels=CHANNELS, verified=VERIFIED_HOW, identifying=identifying, problem=problem,
+            form={k: _text(form, k) for k in ("kind", "field", "via", "verified_how",
+                                              "checked_by")},
+        )  # fmt: skip
 
     return await _guarded(request, "requests", ("rights:read",), build)
+
+
+@router.post("/requests")
+async def request_open(request: Request) -> Response:
+    """Open a request. A POST: the identifying value stays out of addresses and logs; it
+    is used to find the subject through the blind indexes and is not kept."""
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
+    vault = _console(request).svc.vault
+
+    def work() -> dict[str, Any]:
+        from domicile.rights import open_request
+
+        field, value = _text(form, "field"), _text(form, "value")
+        if not field or not value:
+            raise BadInput("name the identifying field and its value", hint="fill in both")
+        return open_request(
+            vault, _text(form, "kind"), {field: value}, checked_by=_text(form, "checked_by"),
+            verified_how=_text(form, "verified_how"), via=_text(form, "via") or "email",
+            received=_text(form, "received") or None, access=who.access,
+        )  # fmt: skip
+
+    try:
+        req = await _run(request, work)
+    except Forbidden as exc:
+        return _failed(request, who, exc, "requests")
+    except DomicileError as exc:
+        return await _requests_page(request, status_of(exc), _problem(exc), form)
+    found = "found at " + ", ".join(h["site"] for h in req["subject"]["holdings"])
+    return await _request_page(
+        request, req["id"],
+        done=f"opened {req['id']} ({req['kind']}; "
+        f"{found if req['subject']['found'] else 'no data found'}; due {req['due'] or 'no date'})",
+    )  # fmt: skip
+
+
+def _problem(exc: DomicileError) -> str:
+    return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+
+
+@router.get("/requests/{request_id}")
+async def request_detail(request: Request, request_id: str) -> Response:
+    return await _request_page(request, request_id)
+
+
+async def _request_page(
+    request: Request,
+    request_id: str,
+    status: int = 200,
+    done: str | None = None,
+    problem: str | None = None,
+) -> Response:
+    vault = _console(request).svc.vault
+
+    def build(who: _Who) -> Response:
+        from domicile.rights import show
+        from domicile.rights.service import OUTCOMES
+
+        req = show(
+            vault.config, request_id, today=vault.clock().date(), vault=vault, access=who.access
+        )
+        return render(
+            request, "request.html", who, status, page="requests", req=req,
+            can_write=who.may("rights:write") and req["status"] != "closed",
+            outcomes=OUTCOMES, done=done, problem=problem,
+        )  # fmt: skip
+
+    return await _guarded(request, "requests", ("rights:read",), build)
+
+
+@router.post("/requests/{request_id}")
+async def request_step(request: Request, request_id: str) -> Response:
+    """A step of a request: fulfil, extend or close, as ``domicile rights`` does. The
+    fulfilment of an access or portability request downloads the subject's data."""
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
+    vault = _console(request).svc.vault
+    action = _text(form, "action")
+
+    def work() -> tuple[str, bytes | None]:
+        from domicile.rights import close, extend, fulfil
+
+        if action == "extend":
+            req = extend(vault, request_id, reason=_text(form, "reason"), access=who.access)
+            return f"extended: now due {req['due']}", None
+        if action == "close":
+            req = close(
+                vault, request_id, outcome=_text(form, "outcome"),
+                reason=_text(form, "reason") or None, access=who.access,
+            )  # fmt: skip
+            closed = req["outcome"]
+            return (
+                f"closed: {closed['outcome']} ({'on' if closed['on_time'] else 'past'} time)",
+                None,
+            )
+        if action != "fulfil":
+            raise BadInput("unknown step", hint="fulfil, extend or close")
+        fields: dict[str, str] = {}
+        for line in _text(form, "fields").splitlines():
+            if line.strip():
+                name, sep, value = line.partition("=")
+                if not sep or not name.strip():
+                    raise BadInput("write each corrected field as NAME=VALUE, one a line")
+                fields[name.strip()] = value.strip()
+        req, result = fulfil(
+            vault, request_id, fields=fields, erase=_text(form, "erase") == "yes",
+            access=who.access,
+        )  # fmt: skip
+        if req["kind"] in ("access", "portability"):
+            body = {"request": req["id"], "result": result}
+            return "", json.dumps(body, indent=2, ensure_ascii=False, default=str).encode()
+        return f"fulfilled: {req['history'][-1]['step']} done", None
+
+    try:
+        done, data = await _run(request, work)
+    except Forbidden as exc:
+        return _failed(request, who, exc, "requests")
+    except DomicileError as exc:
+        return await _request_page(request, request_id, status_of(exc), problem=_problem(exc))
+    if data is not None:
+        return Response(
+            data, media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{request_id}.json"',
+                     **_NO_STORE},
+        )  # fmt: skip
+    return await _request_page(request, request_id, done=done)
 
 
 @router.post("/subjects/export")
