@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from domicile.attest.service import commit
 from domicile.rights import list_requests, show
 from tests.console.conftest import Console
 
@@ -215,6 +216,21 @@ def test_a_subject_is_looked_up_by_identity_and_erased(
     with page.expect_download() as got:
         page.get_by_role("button", name="Export (JSON)").click()
     assert got.value.suggested_filename == "subject-export.json"
+    # Its attestation: refused (a page that says what to run) until the sites commit.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Attestation (JSON)").click()
+    assert "no witnessed commitment" in page.get_by_role("alert").inner_text()
+    assert "domicile attest commit" in page.locator("main").inner_text()
+    page.go_back()
+    commit(console.vault)
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Attestation (JSON)").click()
+    proof = json.loads(Path(got.value.path()).read_text())
+    home = console.vault.tokens.read(console.tokens["DE"])[0]
+    assert proof["home"] == home
+    assert {s: v["holds"] for s, v in proof["sites"].items()} == {
+        s: "primary" if s == home else "nothing" for s in ("de", "ru", "us")
+    }
     page.get_by_role("button", name="Erase…").click()
     assert page.get_by_role("heading", name="Erase this subject?").is_visible()
     page.get_by_role("button", name="Yes, erase the subject").click()

@@ -596,6 +596,7 @@ async def _subjects(request: Request, q: Any) -> Response:
                 "token": token, "records": records, "refused": ex.refused,
                 "withheld": ex.withheld, "transfers": moves,
                 "can_export": who.may("records:export"), "can_erase": who.may("records:erase"),
+                "can_attest": who.may("subjects:attest"),
             }  # fmt: skip
         return render(request, "subjects.html", who, page="subjects", **out)
 
@@ -799,6 +800,34 @@ async def subject_export(request: Request) -> Response:
     return Response(
         data, media_type="application/json",
         headers={"Content-Disposition": 'attachment; filename="subject-export.json"', **_NO_STORE},
+    )  # fmt: skip
+
+
+@router.post("/subjects/attestation")
+async def subject_attestation(request: Request) -> Response:
+    """The subject's attestation (``POST /v1/subjects/attestation``, ``domicile attest
+    subject``): where its data is held and nowhere else, against each site's signed
+    commitment, downloaded to check offline with ``domicile attest verify``."""
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    who, form = posted
+    vault = _console(request).svc.vault
+    token = _text(form, "token")
+
+    def work() -> bytes:
+        from domicile.attest.service import prove
+
+        proof = prove(vault, token=token, access=who.access, audit=True)
+        return json.dumps(proof, indent=2, ensure_ascii=False).encode()
+
+    try:
+        data = await _run(request, work)
+    except DomicileError as exc:
+        return _failed(request, who, exc, "subjects")
+    return Response(
+        data, media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="attestation.json"', **_NO_STORE},
     )  # fmt: skip
 
 
