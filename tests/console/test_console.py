@@ -171,8 +171,10 @@ def test_every_page_renders_with_the_deployments_data(
     assert got.value.suggested_filename.startswith("compliance-ru-")
     assert got.value.suggested_filename.endswith(".json")
     shoot(page, tmp_path, "evidence")
-    with page.expect_download() as got:
-        page.get_by_role("button", name="Generate and download").click()
+    # An evidence pack is made while the browser waits (reports, segments, proofs): on a
+    # loaded machine that takes longer than a click's usual 30 s.
+    with page.expect_download(timeout=180_000) as got:
+        page.get_by_role("button", name="Generate and download").click(timeout=180_000)
     pack = got.value
     assert pack.suggested_filename.startswith("evidence-")
     saved = tmp_path / "pack.zip"
