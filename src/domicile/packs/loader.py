@@ -7,6 +7,7 @@ pack whose ``pack.id`` equals a built-in one replaces it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -294,6 +295,14 @@ def env_pack_paths() -> list[str]:
     return [p for p in raw.split(os.pathsep) if p]
 
 
+# Packs already validated in this process, by origin and the digest of their text: a
+# process that opens several deployments or vaults (serve's workers, federation nodes, the
+# test suite) parses each text once. A changed text is a new key, so it is read afresh;
+# validation errors are never kept. The packs are read-only once loaded.
+_PARSED: dict[tuple[str, bytes], Pack] = {}
+_PARSED_MOST = 256
+
+
 def load_packs(
     extra: Sequence[str | os.PathLike[str]] = (), *, builtin: bool = True, env: bool = True
 ) -> PackSet:
@@ -311,7 +320,13 @@ def load_packs(
     packs: dict[str, LoadedPack] = {}
     parsed: list[tuple[str, Pack]] = []
     for origin, text in entries:
-        pack, _ = read_pack(text, origin, taxonomy)
+        key = (origin, hashlib.sha256(text.encode()).digest())
+        pack = _PARSED.get(key)
+        if pack is None:
+            pack, _ = read_pack(text, origin, taxonomy)
+            if len(_PARSED) >= _PARSED_MOST:
+                _PARSED.clear()
+            _PARSED[key] = pack
         parsed.append((origin, pack))
     for origin, pack in parsed:
         previous = packs.get(pack.pack.id)
