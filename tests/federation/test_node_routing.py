@@ -36,6 +36,7 @@ class Direct:
     def __init__(self, me: str, nodes: dict[str, FederatedDomicile]) -> None:
         self.me, self.nodes, self.down = me, nodes, set[str]()
         self.calls: list[tuple[str, str]] = []
+        self.sent: list[tuple[str, str, str]] = []  # (node, op, the body as it went)
 
     def call(
         self, node: str, op: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
@@ -43,8 +44,10 @@ class Direct:
         self.calls.append((node, op))
         if node in self.down:
             raise NodeUnavailable(node, "did not answer")
+        wire = json.dumps(body)
+        self.sent.append((node, op, wire))
         try:
-            answer = self.nodes[node].answer_peer(self.me, op, json.loads(json.dumps(body)))
+            answer = self.nodes[node].answer_peer(self.me, op, json.loads(wire))
         except DomicileError as exc:
             raise raise_from_wire(json.loads(json.dumps(error_to_wire(exc))), node) from None
         return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
@@ -139,6 +142,45 @@ def test_a_find_asks_every_node_and_each_decides(
     found = us.find("profiles", where={"email": FIELDS["email"]}, purpose="view")
     assert [r.site for r in found.records] == ["us"]
     assert found.unavailable == ["ru"]
+
+
+def test_a_find_sends_other_nodes_search_digests_never_the_values(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    sent: list[tuple[str, str, str]] = us.peers.sent  # type: ignore[attr-defined]
+    sent.clear()
+    # Searched for as typed by a person (the index normalises e-mail addresses).
+    typed = "Anna.Volkova@Example.RU"
+    found = us.find("profiles", where={"email": typed}, purpose="view")
+    record = ru._locate(put.token)[1]
+    assert [(r.site, ru._locate(r.token)[1], r.masked) for r in found.records] == [
+        ("ru", record, True)
+    ]
+    finds = [wire for _, op, wire in sent if op == "find"]
+    assert len(finds) == 2  # the DE node and the RU node were each asked
+    for wire in finds:
+        for form in (FIELDS["email"], typed.strip(), "anna.volkova", "example.ru"):
+            assert form.lower() not in wire.lower()
+        assert set(json.loads(wire)["search"]) == {"email"}
+    # What a peer sends is all the home node needs: a find by the digest, the same record.
+    body = json.loads(next(wire for node, op, wire in sent if (node, op) == ("ru", "find")))
+    answer = ru.answer_peer("us", "find", body)
+    assert [ru._locate(r["token"])[1] for r in answer["records"]] == [record]
+    # A value that is not there is found nowhere; two fields must both match.
+    assert us.find("profiles", where={"email": "other@example.ru"}, purpose="view").records == []
+    both = us.find("profiles", where={"email": typed, "phone": "+7 495 123 45 67"}, purpose="view")
+    assert both.records == []
+    # A peer that sends values instead of digests is refused, as is a field that is not
+    # searchable (nothing is searched for it).
+    for bad in (
+        {**body, "search": {"email": FIELDS["email"]}},
+        {**body, "search": None, "where": {"email": FIELDS["email"]}},
+        {**body, "search": {"full_name": body["search"]["email"]}},
+    ):
+        with pytest.raises(BadInput):
+            ru.answer_peer("us", "find", bad)
 
 
 def test_a_peer_cannot_act_from_the_home_country_or_beyond_peer_scopes(

@@ -19,7 +19,8 @@ as from the node's own country, and never with more than the node lets peers ask
   home is another node are sent there, where they are placed again under that node's
   packs: a node never writes a record whose home it does not agree is its own.
 - ``find``: this node's site, then every other node, each searching its own blind indexes
-  (no value leaves its site to be searched for) and deciding each record it shows.
+  by the search digests this node sends (``crypto/blind.py``: the values searched for
+  never leave this node) and deciding each record it shows.
 
 A forwarded call is never forwarded again, so two nodes that disagree (different pack
 versions, say) refuse instead of sending a record round in circles. Calls that write
@@ -39,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 from domicile.access import Access, Forbidden
 from domicile.audit import AuditEvent
 from domicile.config import PEER_SCOPES, Collection
+from domicile.crypto.blind import SEARCH_BYTES, search_digest
 from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.policy.decision import decision_from_dict, decision_to_wire
@@ -51,6 +53,7 @@ from domicile.vault.service import Domicile
 T = TypeVar("T")
 _CLIENT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+_HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
     "get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove", "primaries",
@@ -307,10 +310,18 @@ class FederatedDomicile(Domicile):
         result.unavailable = [s for s in result.unavailable if self.is_here(s)]
         if access.relayed_by is not None:
             return result  # a peer asks each node itself
+        if not elsewhere:
+            return result
+        # What crosses is the search digest of each value (crypto/blind.py), never the value.
+        searched = self._searched(collection, self.collection(collection), where)
+        search = {
+            fname: search_digest(self._search_key, collection, fname, norm).hex()
+            for fname, norm in searched.items()
+        }
         for site_id in elsewhere:
             try:
                 answer = self._ask(
-                    site_id, "find", {"collection": collection, "where": dict(where)},
+                    site_id, "find", {"collection": collection, "search": search},
                     access, purpose,
                 )  # fmt: skip
                 records = parsed(site_id, answer, "records", read_from_wire)
@@ -322,6 +333,36 @@ class FederatedDomicile(Domicile):
             result.refused.extend(refused)
             if site_id in answer.get("unavailable", ()):  # its own site only
                 result.unavailable.append(site_id)
+        return result
+
+    def find_searched(
+        self, collection: str, search: Mapping[str, bytes], *, purpose: str, access: Access
+    ) -> FindResult:
+        """``find`` at this node's own site for a peer, by search digests (field name to
+        ``search_digest``): the values are never here. Each record found is decided for
+        the caller as a read from the peer's site, as ``find`` decides it."""
+        from domicile.vault.core import check_purpose
+
+        check_purpose(purpose)
+        coll = self.collection(collection)
+        access, requester = self._acting(access, None)
+        self.authorize(
+            access, "records:read", site=requester.id, collection=collection, purpose=purpose
+        )
+        for fname in search:
+            spec = coll.fields.get(fname)
+            if spec is None or not spec.searchable:
+                raise BadInput(f"search: {fname!r} is not a searchable field of {collection!r}")
+        node = self.node
+        assert node is not None
+        result = FindResult()
+        try:
+            indexer = self._indexers[node]
+            rows = [indexer.of_search(d) for d in search.values()]
+            self._find_at(self._sites[node], collection, rows, requester, purpose, access, result)
+        except SiteUnavailable:
+            self._drop(node)
+            result.unavailable.append(node)
         return result
 
     # -- writes
@@ -646,8 +687,10 @@ class FederatedDomicile(Domicile):
         if op == "erase":
             return self.erase(text("token"), purpose=purpose, access=access)
         if op == "find":
-            found = self.find(text("collection"), where=mapping("where"), purpose=purpose,
-                              access=access)  # fmt: skip
+            found = self.find_searched(
+                text("collection"), _search_digests(body.get("search")), purpose=purpose,
+                access=access,
+            )  # fmt: skip
             return {
                 "records": [read_to_wire(r) for r in found.records],
                 "refused": found.refused,
@@ -663,6 +706,24 @@ class FederatedDomicile(Domicile):
             text("collection"), items, purpose=purpose, access=access, record_ids=ids
         )
         return {"records": [put_to_wire(r) for r in results]}
+
+
+def _search_digests(raw: Any) -> dict[str, bytes]:
+    """A peer's ``search``: field name to a search digest in hex (never a value)."""
+    want = 2 * SEARCH_BYTES
+    if not (
+        isinstance(raw, Mapping)
+        and 0 < len(raw) <= 64
+        and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == want and _HEX.fullmatch(v)
+            for k, v in raw.items()
+        )
+    ):
+        raise BadInput(
+            f"search: field names to search digests ({want} lower-case hex digits each)",
+            hint="a node sends search digests, never the values searched for",
+        )
+    return {k: bytes.fromhex(v) for k, v in raw.items()}
 
 
 # The calls that change something: only these are answered again from memory (a read is

@@ -26,7 +26,7 @@ from domicile.audit.group import Group, GroupCommit
 from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
-from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.blind import BlindIndexer, search_key
 from domicile.crypto.envelope import (
     FieldCipher,
     key_context,
@@ -229,6 +229,10 @@ class VaultCore:
         self.tokens = TokenCodec(self.keys.token_key())
         self.filings = FilingsRegistry(config, self.engine)
         self._join_key = self.keys.join_key()
+        # A federated deployment also indexes each searchable value by its search digest
+        # (crypto/blind.py), so that a node can search another's site without the value.
+        self._search_key = search_key(self._join_key)
+        self.federated = config.model.federation is not None
         self._sites = {s.id: s for s in config.sites}
         self._stores: dict[str, SiteStore] = {}
         self._keystores: dict[str, KeyStore] = {}
