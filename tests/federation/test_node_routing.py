@@ -400,3 +400,92 @@ def test_parity_at_a_node_compares_its_copies_with_primaries_its_peers_describe(
         "de", "primaries", {"records": [r.record_id for r in de.store("de").replicas("", 10)]}
     )
     assert [set(m) for m in answer["primaries"].values()] == [{"version", "fields"}]
+
+
+def test_a_subjects_request_at_one_node_reaches_the_subject_at_its_home_node(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    """Access and erasure asked at the US node for a Russian subject: the RU node finds
+    the subject by search digests, lists its records, decides each read as from the US,
+    erases there, and records each step of the request in its own log."""
+    from domicile.rights.fulfil import fulfil
+    from domicile.rights.service import open_request
+
+    us, ru = federation["us"], federation["ru"]
+    us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    us.put("profiles", subject=US, fields={**FIELDS, "email": "ann@example.com"}, purpose="signup")
+    sent: list[tuple[str, str, str]] = us.peers.sent  # type: ignore[attr-defined]
+    sent.clear()
+    who = {"checked_by": "dpo.kim", "verified_how": "account_login"}
+    req = open_request(us, "access", {"email": FIELDS["email"]}, **who)
+    [h] = req["subject"]["holdings"]
+    assert (h["site"], h["records"], h["copies"]) == ("ru", 1, 0)
+    assert req["deadline"]["rule"] == "ru.access_2022"  # the RU node said whose law covers
+    _, package = fulfil(us, req["id"])
+    assert package is not None
+    [rec] = package["records"]
+    assert (rec["site"], rec["masked"]) == ("ru", True)  # decided at RU, as read from the US
+    assert rec["fields"]["email"] != FIELDS["email"]
+    assert {node for node, op, _ in sent if op == "subject"} == {"ru", "de"}
+    for _, _, wire in sent:  # the identity never crossed, only its search digest
+        assert "anna" not in wire.lower()
+        assert "volkova" not in wire.lower()
+
+    def ru_log() -> list[dict[str, Any]]:
+        return [json.loads(r.payload) for r in ru.store("ru").audit()]
+
+    steps = [e for e in ru_log() if e["action"] == "request"]
+    assert [e["detail"]["step"] for e in steps] == ["open", "fulfil"]
+    assert all(e["client"].startswith("node:us/") and e["requester"] == "us" for e in steps)
+    assert all(e["subject"] == h["subject"] for e in steps)
+    shown = [e for e in ru_log() if e["action"] == "disclose_masked"]
+    assert [(e["purpose"], e["requester"]) for e in shown] == [("subject_access", "us")]
+    us_log = [json.loads(r.payload) for r in us.store("us").audit()]
+    asked = [
+        e["detail"]
+        for e in us_log
+        if e["action"] == "request" and "forwarded_to" in e.get("detail", {})
+    ]
+    assert {(d["operation"], d["forwarded_to"]) for d in asked} >= {
+        ("subject", "ru"),
+        ("get", "ru"),
+    }
+
+    # Erasure, asked at the US node: the RU node erases its subject, key first.
+    req = open_request(us, "erasure", {"email": FIELDS["email"]}, **who)
+    _, act = fulfil(us, req["id"])
+    assert act is not None
+    [d] = act["act"]["destroyed"]
+    assert (d["site"], d["subject"], d["records"], d["key_destroyed"]) == (
+        "ru",
+        h["subject"],
+        1,
+        True,
+    )
+    assert d["categories"] == ["user.contact.email", "user.name"]
+    assert ru.store("ru").subject_records(h["subject"]) == []
+    assert [e["detail"]["step"] for e in ru_log() if e["action"] == "request"][-2:] == [
+        "open",
+        "fulfil",
+    ]
+    assert [e for e in ru_log() if e["action"] == "erase" and e["subject"] == h["subject"]]
+    assert [s["site"] for s in act["signatures"]] == ["us"]  # RU's part: its own log
+    assert not open_request(us, "access", {"email": FIELDS["email"]}, **who)["subject"]["found"]
+    # The US subject with the same name is untouched.
+    assert us.find("profiles", where={"email": "ann@example.com"}, purpose="view").records
+
+
+def test_a_peers_request_step_carries_no_room_for_a_value(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    ru = federation["ru"]
+    base = {"purpose": "subject_access", "client": "x", "step": "record", "subject": None}
+    for detail in ({"name": "Anna Volkova"}, {"x": "a" * 200}, {"Bad": 1}, {"l": [{"a": 1}]}):
+        with pytest.raises(BadInput):
+            ru.answer_peer("us", "subject", {**base, "detail": detail})
+    with pytest.raises(BadInput, match="purpose"):
+        ru.answer_peer("us", "subject", {**base, "purpose": "view", "detail": {}})
+    with pytest.raises(BadInput, match="search"):  # identities as values: refused
+        ru.answer_peer("us", "subject", {**base, "step": "holdings", "subjects": [],
+                                         "identity": {"user.contact.email": FIELDS["email"]}})  # fmt: skip
+    assert not [r for r in ru.store("ru").audit() if "Anna" in r.payload or "aaaa" in r.payload]

@@ -22,6 +22,10 @@ as from the node's own country, and never with more than the node lets peers ask
   by the search digests this node sends (``crypto/blind.py``: the values searched for
   never leave this node) and deciding each record it shows.
 
+- ``subject``: a step of a subject's request (``rights``) at the home node: the subject
+  found by the search digests of its identities, its records listed (ids, collections,
+  categories), the laws that cover it there, and each step recorded in the home's log.
+
 A forwarded call is never forwarded again, so two nodes that disagree (different pack
 versions, say) refuse instead of sending a record round in circles. Calls that write
 carry an idempotency key; a node answers a repeated key with its first answer.
@@ -45,7 +49,7 @@ from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.stores.base import SiteUnavailable, VersionConflict
-from domicile.vault.core import new_ids
+from domicile.vault.core import IDENTITY, new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
@@ -56,8 +60,18 @@ _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
-    "get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove", "primaries",
+    "get", "put", "find", "update", "delete", "erase", "subject", "replica", "witness", "prove",
+    "primaries",
 )  # fmt: skip
+# A subject's request (rights/): the record operation each kind's purpose stands for, which
+# is what a peer's caller needs at the subject's home node.
+RIGHTS_OPERATION = {
+    "subject_access": "records:read", "subject_portability": "records:read",
+    "subject_rectification": "records:write", "subject_erasure": "records:erase",
+    "subject_withdrawal": "records:erase", "subject_restriction": "records:read",
+}  # fmt: skip
+_WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
+_KEY = re.compile(r"[a-z][a-z_]{0,31}")
 NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
 
 
@@ -364,6 +378,127 @@ class FederatedDomicile(Domicile):
             self._drop(node)
             result.unavailable.append(node)
         return result
+
+    # -- subjects' requests: each home node finds, lists and audits its own part
+
+    def subject_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        identity: Sequence[tuple[str, str]] | None = None,
+        subjects: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """The subject's holdings at ``site_id``, as its node answers: found there by the
+        search digests of its identities (category, normalised value; never the values)
+        and by the subject ids given. Each holding lists its primaries (record id,
+        collection, categories) and the laws that cover the subject there."""
+        body: dict[str, Any] = {"step": "holdings", "subjects": list(subjects)}
+        if identity is not None:
+            body["identity"] = {
+                category: search_digest(self._search_key, IDENTITY, category, norm).hex()
+                for category, norm in identity
+            }
+        answer = self._ask(site_id, "subject", body, access, purpose)
+        return parsed(site_id, answer, "holdings", _holding_from_wire)
+
+    def request_step_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str | None,
+        detail: Mapping[str, Any],
+    ) -> int:
+        """Have ``site_id``'s node record a step of a subject's request in its own log
+        (an entry ``request``, as each site holding the subject records it); its number."""
+        body = {"step": "record", "subject": subject, "detail": dict(detail)}
+        answer = self._ask(site_id, "subject", body, access, purpose, writes=True)
+        seq = answer.get("seq")
+        if answer.get("site") != site_id or not isinstance(seq, int) or isinstance(seq, bool):
+            raise NodeUnavailable(
+                site_id, f"node {site_id} answered something that is not a node answer"
+            )
+        return seq
+
+    def _subject_for(self, body: Mapping[str, Any], purpose: str, access: Access) -> dict[str, Any]:
+        """A peer's step of a subject's request, at this node's site only."""
+        operation = RIGHTS_OPERATION.get(purpose)
+        if operation is None:
+            raise BadInput(
+                "purpose: the purpose of a subject's request",
+                hint=f"one of: {', '.join(RIGHTS_OPERATION)}",
+            )
+        access, requester = self._acting(access, None)
+        self.authorize(access, operation, site=requester.id, purpose=purpose)
+        node = self.node
+        assert node is not None
+        site = self._sites[node]
+        store = self.store(node)
+        step = body.get("step")
+        if step == "record":
+            subject = body.get("subject")
+            if subject is not None and not (
+                isinstance(subject, str) and _CLIENT.fullmatch(subject)
+            ):
+                raise BadInput("subject: a subject id of this site")
+            event = AuditEvent(
+                action="request", site=node, purpose=purpose, subject=subject,
+                requester=requester.id, client=access.client,
+                detail=_plain_detail(body.get("detail")), at=self.clock().isoformat(),
+            )  # fmt: skip
+            rows = self.ledger(node).append_now(store, [event])
+            return {"site": node, "seq": rows[0].seq}
+        if step != "holdings":
+            raise BadInput("step: holdings or record")
+        subjects = body.get("subjects")
+        if not (
+            isinstance(subjects, list)
+            and len(subjects) <= 100
+            and all(isinstance(s, str) and _CLIENT.fullmatch(s) for s in subjects)
+        ):
+            raise BadInput("subjects: at most 100 subject ids")
+        wanted = set(subjects)
+        if body.get("identity") is not None:
+            indexer = self._indexers[node]
+            matched: set[str] | None = None
+            for digest in _search_digests(body.get("identity")).values():
+                found = store.get_many(store.lookup(indexer.of_search(digest)))
+                mine = {r.subject_id for r in found.values() if not r.is_replica}
+                matched = mine if matched is None else matched & mine
+            if matched is not None and len(matched) == 1:  # every identity, one person
+                wanted |= matched
+        colls = self.config.model.collections
+        out = []
+        for subject in sorted(wanted):
+            records = store.subject_records(subject)
+            if not records:
+                continue
+            primaries = [r for r in records if not r.is_replica and r.collection in colls]
+            laws: list[list[str]] = []
+            if primaries:
+                residency = self._residency(site, primaries[0])
+                laws = [
+                    [j.pack, j.coverage]
+                    for j in self.engine.jurisdictions(residency)
+                    if j.coverage != "none"
+                ]
+            out.append(
+                {
+                    "site": node, "country": site.country, "subject": subject,
+                    "records": sum(1 for r in records if not r.is_replica),
+                    "copies": sum(1 for r in records if r.is_replica),
+                    "primaries": [
+                        {"record": r.record_id, "collection": r.collection,
+                         "categories": sorted(set(self._field_categories(r).values()))}
+                        for r in primaries
+                    ],
+                    "laws": laws,
+                }
+            )  # fmt: skip
+        return {"holdings": out}
 
     # -- writes
 
@@ -686,6 +821,8 @@ class FederatedDomicile(Domicile):
             return self.delete(text("token"), purpose=purpose, access=access)
         if op == "erase":
             return self.erase(text("token"), purpose=purpose, access=access)
+        if op == "subject":
+            return self._subject_for(body, purpose, access)
         if op == "find":
             found = self.find_searched(
                 text("collection"), _search_digests(body.get("search")), purpose=purpose,
@@ -726,9 +863,63 @@ def _search_digests(raw: Any) -> dict[str, bytes]:
     return {k: bytes.fromhex(v) for k, v in raw.items()}
 
 
+def _holding_from_wire(d: Any) -> dict[str, Any]:
+    """A peer's holding of a subject, checked field by field (nothing else is kept)."""
+    words = (str,)
+    primaries = [
+        {
+            "record": p["record"] if isinstance(p["record"], words) else _bad(),
+            "collection": p["collection"] if isinstance(p["collection"], words) else _bad(),
+            "categories": [c if isinstance(c, words) else _bad() for c in p["categories"]],
+        }
+        for p in d["primaries"]
+    ]
+    laws = [[str(pack), str(coverage)] for pack, coverage in d["laws"]]
+    counts = [d["records"], d["copies"]]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        _bad()
+    if not (isinstance(d["subject"], str) and isinstance(d["country"], str)):
+        _bad()
+    return {
+        "site": d["site"], "country": d["country"], "subject": d["subject"],
+        "records": d["records"], "copies": d["copies"], "primaries": primaries, "laws": laws,
+    }  # fmt: skip
+
+
+def _bad() -> Any:
+    raise ValueError("not a node answer")
+
+
+def _plain_detail(raw: Any) -> dict[str, Any]:
+    """The detail of a peer's request step, for this node's audit: names, numbers and
+    short words (ids, dates, site and field names), never room for a value."""
+
+    def plain(v: Any) -> bool:
+        return (
+            v is None
+            or isinstance(v, bool | int)
+            or (isinstance(v, str) and bool(_WORD.fullmatch(v)))
+        )
+
+    if not (
+        isinstance(raw, Mapping)
+        and len(raw) <= 32
+        and all(
+            isinstance(k, str)
+            and _KEY.fullmatch(k)
+            and (plain(v) or (isinstance(v, list) and len(v) <= 64 and all(map(plain, v))))
+            for k, v in raw.items()
+        )
+    ):
+        raise BadInput(
+            "detail: names, numbers and short words only (ids, dates, site and field names)"
+        )
+    return dict(raw)
+
+
 # The calls that change something: only these are answered again from memory (a read is
 # safe to do twice, and its answer, which holds values, is not kept).
-WRITES = frozenset({"put", "update", "delete", "erase", "replica"})
+WRITES = frozenset({"put", "update", "delete", "erase", "subject", "replica"})
 
 
 class Replies:

@@ -347,6 +347,35 @@ class VaultCore:
         asks that site's node; in one process every site is here)."""
         self._here(site_id)
 
+    def subject_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        identity: Sequence[tuple[str, str]] | None = None,
+        subjects: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """A subject's holdings at a site whose data is not here (a federation's node asks
+        that site's node: ``FederatedDomicile.subject_at``; in one process every site is
+        here, and ``rights`` reads it directly)."""
+        self._here(site_id)
+        return []
+
+    def request_step_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str | None,
+        detail: Mapping[str, Any],
+    ) -> int:
+        """Record a step of a subject's request in the log of a site whose data is not
+        here (a federation's node asks that site's node)."""
+        self._here(site_id)
+        return 0
+
     def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
         """The stored records among ``record_ids`` at ``home`` (what a parity check
         compares copies with: versions and field names; a node asks the home's node)."""
