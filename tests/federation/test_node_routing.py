@@ -7,6 +7,7 @@ holds only its own keys, and decides what leaves its site as a read from the pee
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,68 @@ def test_a_peers_request_step_carries_no_room_for_a_value(
         ru.answer_peer("us", "subject", {**base, "step": "holdings", "subjects": [],
                                          "identity": {"user.contact.email": FIELDS["email"]}})  # fmt: skip
     assert not [r for r in ru.store("ru").audit() if "Anna" in r.payload or "aaaa" in r.payload]
+
+
+def test_a_writes_answer_survives_a_restart_of_the_node_without_values_at_rest(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    """The RU node answers a put and an update, then restarts (a new node app: its
+    answers in memory are gone); the US node's retries with the same keys are answered
+    from the RU site's store, and nothing is done twice. What the store keeps holds no
+    value; it expires; it is the peer's and the operation's only."""
+    from starlette.testclient import TestClient
+
+    from domicile.federation.node import StoredReplies
+    from domicile.federation.routes import node_app
+    from domicile.federation.server import PEER_SCOPE_KEY
+
+    ru = federation["ru"]
+
+    def client(peer: str = "us") -> TestClient:
+        app = node_app(ru)  # a node app of its own: what a restarted node has
+
+        async def as_peer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await app({**scope, PEER_SCOPE_KEY: peer}, receive, send)
+
+        return TestClient(as_peer)
+
+    put = {"collection": "profiles", "purpose": "signup", "client": "app",
+           "items": [{"subject": RU, "fields": FIELDS}]}  # fmt: skip
+    first = client().post("/v1/node/put", json=put, headers={"Idempotency-Key": "k-put"})
+    assert first.status_code == 200, first.text
+    token = first.json()["records"][0]["token"]
+    before = ru.store("ru").count()
+    again = client().post("/v1/node/put", json=put, headers={"Idempotency-Key": "k-put"})
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert ru.store("ru").count() == before  # not written twice, not refused as existing
+
+    update = {"token": token, "purpose": "fix", "client": "app", "fields": {"city": "Kazan"}}
+    done = client().post("/v1/node/update", json=update, headers={"Idempotency-Key": "k-up"})
+    assert done.status_code == 200, done.text
+    assert done.json()["record"]["version"] == 2
+    replay = client().post("/v1/node/update", json=update, headers={"Idempotency-Key": "k-up"})
+    assert replay.json() == {"token": token, "version": 2}  # the version, no values at rest
+    assert ru.get(token, purpose="view").version == 2  # updated once
+    # Another peer, or another operation, with the same key is a call of its own.
+    other = client("de").post("/v1/node/update", json=update, headers={"Idempotency-Key": "k-up"})
+    assert other.json()["record"]["version"] == 3
+    kept = StoredReplies(ru)
+    assert kept.get("us", "delete", "k-up") is None
+    # Nothing of the values is in the store's kept answers; keys are kept as digests.
+    import sqlite3
+
+    path = ru.store("ru").url.removeprefix("sqlite:")  # type: ignore[attr-defined]
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT peer, op, key_digest, answer FROM node_replies").fetchall()
+    assert {(p, o) for p, o, _, _ in rows} == {("us", "put"), ("us", "update"), ("de", "update")}
+    for _, _, key, answer in rows:
+        assert key not in (b"k-put", b"k-up")
+        assert len(key) == 32
+        for value in (*FIELDS.values(), "Kazan", "anna"):
+            assert value.lower() not in answer.lower()
+    # Expired answers are not answered, and are dropped with the next one kept.
+    later = StoredReplies(ru, clock=lambda: time.time() + 601)
+    assert later.get("us", "put", "k-put") is None
+    later.put("us", "erase", "k-new", 200, {"records": 1})
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT op FROM node_replies").fetchall() == [("erase",)]

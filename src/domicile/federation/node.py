@@ -33,6 +33,7 @@ carry an idempotency key; a node answers a repeated key with its first answer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -40,6 +41,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+import orjson
 
 from domicile.access import Access, Forbidden
 from domicile.audit import AuditEvent
@@ -917,22 +920,28 @@ def _plain_detail(raw: Any) -> dict[str, Any]:
     return dict(raw)
 
 
-# The calls that change something: only these are answered again from memory (a read is
-# safe to do twice, and its answer, which holds values, is not kept).
+# The calls that change something: only these are answered again from what was kept (a
+# read is safe to do twice, and its answer, which holds values, is not kept).
 WRITES = frozenset({"put", "update", "delete", "erase", "subject", "replica"})
 
 
 class Replies:
     """A node's first answer to each idempotency key of each peer's writing call, kept for
-    a while, so a call the channel repeats (its answer was lost) is answered, not done
-    twice. An answer is kept for the peer and the operation that made it: another peer's
+    a while (in memory, and with ``persist`` in the node's site store as well), so a call
+    the channel repeats (its answer was lost) is answered, not done twice. An answer is kept for the peer and the operation that made it: another peer's
     call, or another operation, with the same key is its own call. (The body is not part
     of it: a replication batch repeated after a lost answer may be planned afresh.)"""
 
     def __init__(
-        self, keep: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        keep: float = 600.0,
+        most: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        persist: StoredReplies | None = None,
     ) -> None:
         self.keep, self.most, self.clock = keep, most, clock
+        self.persist = persist  # the answers kept in the node's site store as well
         self._seen: OrderedDict[tuple[str, str, str], tuple[float, int, dict[str, Any]]]
         self._seen = OrderedDict()
         self._lock = threading.Lock()
@@ -960,13 +969,78 @@ class Replies:
                     hit = self._seen.get(slot)
                 if hit is not None:
                     return hit[1], hit[2]
+                if self.persist is not None:  # answered before this process started?
+                    kept = self.persist.get(peer, op, key)
+                    if kept is not None:
+                        return kept
                 status, answer = work()
                 if status < 500:  # a site that was down may answer a retry
                     with self._lock:
                         self._seen[slot] = (self.clock(), status, answer)
                         while len(self._seen) > self.most:
                             self._seen.popitem(last=False)
+                    if self.persist is not None:
+                        self.persist.put(peer, op, key, status, answer)
                 return status, answer
         finally:
             with self._lock:
                 self._busy.pop(slot, None)
+
+
+class StoredReplies:
+    """``Replies``' answers kept in the node's own site store too (the table
+    ``node_replies``, made by the store's schema upgrade like any other), for ``keep``
+    seconds of wall-clock time: a node restarted between doing a peer's write and the
+    peer's retry answers the retry, rather than doing the write again.
+
+    What is kept: the SHA-256 of the idempotency key, the peer, the operation, the status
+    and the answer with no value in it. put, delete, erase, replica and subject answers hold
+    none (tokens, decisions, counts, opaque ids; a put's join tokens are keyed tokens);
+    an update's read-back (the record as its caller may read it) is kept as its token and
+    version only, so a retry answered from the store gets the version, as a caller
+    without ``records:read`` does. Error answers never hold values. A store that does not
+    answer keeps nothing (the answer in memory still serves retries)."""
+
+    def __init__(
+        self, vault: FederatedDomicile, keep: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.vault, self.keep, self.clock = vault, keep, clock
+
+    @staticmethod
+    def _digest(key: str) -> bytes:
+        return hashlib.sha256(key.encode()).digest()
+
+    def get(self, peer: str, op: str, key: str) -> tuple[int, dict[str, Any]] | None:
+        node = self.vault.node
+        assert node is not None
+        try:
+            row = self.vault.store(node).reply(peer, op, self._digest(key), self.clock())
+        except SiteUnavailable:
+            self.vault.forget_store(node)
+            return None
+        if row is None:
+            return None
+        return row[0], orjson.loads(row[1])
+
+    def put(self, peer: str, op: str, key: str, status: int, answer: dict[str, Any]) -> None:
+        node = self.vault.node
+        assert node is not None
+        kept = without_values(op, answer)
+        now = self.clock()
+        try:
+            with self.vault.store(node).transaction() as tx:
+                tx.keep_reply(
+                    peer, op, self._digest(key), status, orjson.dumps(kept).decode(),
+                    now + self.keep, now,
+                )  # fmt: skip
+        except SiteUnavailable:
+            self.vault.forget_store(node)
+
+
+def without_values(op: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """A node's answer as it may be kept at rest: an update's read-back reduced to the
+    token and version (``WriteResult``); every other answer as it is (it holds no value)."""
+    record = answer.get("record") if op == "update" else None
+    if isinstance(record, Mapping):
+        return {"token": record.get("token"), "version": record.get("version")}
+    return answer

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from domicile.audit import AuditEvent
 from domicile.errors import BadInput, DomicileError
-from domicile.federation.node import FederatedDomicile, Replies, error_to_wire
+from domicile.federation.node import FederatedDomicile, Replies, StoredReplies, error_to_wire
 from domicile.http.observe import log_event
 from domicile.http.problems import status_of
 from domicile.stores.base import SiteUnavailable
@@ -41,7 +41,7 @@ def _json(status: int, data: Any) -> Response:
 
 def node_app(vault: FederatedDomicile) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    replies = Replies()
+    replies = Replies(persist=StoredReplies(vault))
 
     def refuse_unverified(request: Request) -> Response:
         event = AuditEvent(
