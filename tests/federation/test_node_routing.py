@@ -555,3 +555,45 @@ def test_a_writes_answer_survives_a_restart_of_the_node_without_values_at_rest(
     later.put("us", "erase", "k-new", 200, {"records": 1})
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT op FROM node_replies").fetchall() == [("erase",)]
+
+
+def test_a_peer_cannot_flood_a_nodes_log_with_heads_to_witness(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    """The RU node records at most 3 heads of the US node per minute (here): the rest are
+    refused (429; the US node counts RU as unavailable for that round, DE still witnesses),
+    with one audited refusal per minute however many come; the next minute, on again."""
+    us, ru = federation["us"], federation["ru"]
+    now = [0.0]
+    ru.witness_limit, ru.witness_interval, ru.witness_clock = 3, 60.0, lambda: now[0]
+
+    def round_with_activity(n: int) -> Any:
+        us.put("profiles", subject=US, fields={**FIELDS, "email": f"u{n}@example.com"},
+               purpose="signup")  # fmt: skip
+        return us.witness()
+
+    def ru_log() -> list[dict[str, Any]]:
+        return [json.loads(r.payload) for r in ru.store("ru").audit()]
+
+    for n in range(3):
+        assert round_with_activity(n).unavailable == []
+    before = len(ru_log())
+    for n in range(3, 8):
+        done = round_with_activity(n)
+        assert done.unavailable == ["ru"]
+        assert [(r.witness, r.outcome) for r in done.results] == [("de", "recorded")]
+    new = ru_log()[before:]
+    assert [(e["action"], e["detail"]["reason"]) for e in new] == [("refuse", "rate_limited")]
+    assert new[0]["client"] == "node:us"
+    with pytest.raises(DomicileError) as caught:  # straight to the node: the same answer
+        ru.answer_peer("us", "witness", {"head": {}})
+    assert caught.value.code == "rate_limited"
+    # Another peer has its own allowance.
+    by_de = federation["de"].witness()
+    assert ("ru", "recorded") in {(r.witness, r.outcome) for r in by_de.results}
+    now[0] = 61.0  # the next interval
+    assert round_with_activity(8).unavailable == []
+    for n in range(9, 12):
+        round_with_activity(n)
+    refused = [e for e in ru_log() if e["action"] == "refuse"]
+    assert len(refused) == 2  # one per interval

@@ -34,6 +34,7 @@ carry an idempotency key; a node answers a repeated key with its first answer.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
 import time
@@ -50,6 +51,7 @@ from domicile.config import PEER_SCOPES, Collection
 from domicile.crypto.blind import SEARCH_BYTES, search_digest
 from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
+from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault.core import IDENTITY, new_ids
@@ -76,6 +78,22 @@ RIGHTS_OPERATION = {
 _WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
 NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
+
+
+WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s on average)
+WITNESS_INTERVAL = 600.0  # seconds
+
+
+class WitnessRateLimited(RateLimited):
+    """A peer sent more heads to witness than a node records in an interval."""
+
+    def __init__(self, peer: str, limit: int, interval: float, wait: float) -> None:
+        DomicileError.__init__(
+            self,
+            f"node {peer!r} sent more than {limit} heads to witness in {interval:g} s",
+            hint="sign and send heads less often; they are witnessed again in the next interval",
+        )
+        self.retry_after = max(1, math.ceil(wait))
 
 
 class PeerCaller(Protocol):
@@ -222,6 +240,14 @@ class FederatedDomicile(Domicile):
         self.peers = peers
         fed = self.config.model.federation
         self.peer_scopes = tuple(fed.peer_scopes if fed else PEER_SCOPES)
+        # Heads a peer may send to witness (each a witness entry in this node's log): at
+        # most ``witness_limit`` per ``witness_interval`` seconds per peer; the refusals of
+        # an interval are audited once.
+        self.witness_limit = WITNESS_LIMIT
+        self.witness_interval = WITNESS_INTERVAL
+        self.witness_clock: Callable[[], float] = time.monotonic
+        self._witness_windows: dict[str, list[Any]] = {}  # peer: [start, count, audited]
+        self._witness_lock = threading.Lock()
 
     # -- the caller a peer relays
 
@@ -650,6 +676,11 @@ class FederatedDomicile(Domicile):
                 except (NodeUnavailable, SiteUnavailable):
                     out.unavailable.append(peer)
                     continue
+                except DomicileError as exc:
+                    if exc.code != WitnessRateLimited.code:
+                        raise
+                    out.unavailable.append(peer)  # it witnesses again in its next interval
+                    continue
                 outcome, reason = answer.get("outcome"), answer.get("reason")
                 if (
                     answer.get("witness") != peer  # a witness speaks for itself only,
@@ -668,6 +699,7 @@ class FederatedDomicile(Domicile):
         from domicile.audit.heads import TreeHead
         from domicile.audit.ledger import witness_head
 
+        self._witness_allowance(peer)
         head = TreeHead.from_dict(body.get("head"), f"node {peer}'s head")
         if head.site != peer:
             raise Forbidden(f"node {peer!r} may send only its own site's heads to witness")
@@ -691,6 +723,30 @@ class FederatedDomicile(Domicile):
             refusals_seen=self.witness_refusals,
         )  # fmt: skip
         return result.to_dict()
+
+    def _witness_allowance(self, peer: str) -> None:
+        """Count one head from ``peer`` in its current interval, or refuse it
+        (``WitnessRateLimited``, 429) when the interval's allowance is spent; the first
+        refusal of an interval is audited, the others only counted."""
+        with self._witness_lock:
+            now = self.witness_clock()
+            window = self._witness_windows.get(peer)
+            if window is None or now - window[0] >= self.witness_interval:
+                window = self._witness_windows[peer] = [now, 0, False]
+            if window[1] < self.witness_limit:
+                window[1] += 1
+                return
+            audit, window[2] = not window[2], True
+            wait = window[0] + self.witness_interval - now
+        if audit:
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", requester=peer, client=f"node:{peer}",
+                    detail={"operation": "node_witness", "reason": "rate_limited",
+                            "limit": self.witness_limit, "interval": self.witness_interval},
+                )
+            )  # fmt: skip
+        raise WitnessRateLimited(peer, self.witness_limit, self.witness_interval, wait)
 
     def _prove(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A consistency proof between two sizes of this node's log (asked by a witness)."""
