@@ -452,6 +452,20 @@ def test_a_subjects_request_at_one_node_reaches_the_subject_at_its_home_node(
         ("get", "ru"),
     }
 
+    # An API client with the rights scopes only: rights:write stands for the read at RU too.
+    app = Access.of_client(
+        "dpo-app", {"rights:write", "rights:read", "site:us", "site:ru", "site:de",
+                    "collection:*", "purpose:subject_access"}, "us",
+    )  # fmt: skip
+    by_app = open_request(us, "access", {"email": FIELDS["email"]}, access=app, **who)
+    _, package = fulfil(us, by_app["id"], access=app)
+    assert package is not None
+    assert [(r["site"], r["masked"]) for r in package["records"]] == [("ru", True)]
+    assert [e["client"] for e in ru_log() if e["action"] == "request"][-2:] == [
+        "node:us/dpo-app",
+        "node:us/dpo-app",
+    ]
+
     # Erasure, asked at the US node: the RU node erases its subject, key first.
     req = open_request(us, "erasure", {"email": FIELDS["email"]}, **who)
     _, act = fulfil(us, req["id"])

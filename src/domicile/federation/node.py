@@ -53,6 +53,7 @@ from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.rights.service import RECORD_OPERATION
 from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault.core import IDENTITY, new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
@@ -70,11 +71,7 @@ OPERATIONS = (
 )  # fmt: skip
 # A subject's request (rights/): the record operation each kind's purpose stands for, which
 # is what a peer's caller needs at the subject's home node.
-RIGHTS_OPERATION = {
-    "subject_access": "records:read", "subject_portability": "records:read",
-    "subject_rectification": "records:write", "subject_erasure": "records:erase",
-    "subject_withdrawal": "records:erase", "subject_restriction": "records:read",
-}  # fmt: skip
+RIGHTS_OPERATION = RECORD_OPERATION
 _WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
 NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller

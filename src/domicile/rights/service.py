@@ -23,6 +23,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
@@ -55,6 +56,22 @@ PURPOSE = {
     "restriction": "subject_restriction", "withdrawal": "subject_withdrawal",
 }  # fmt: skip
 MAX_REASON = 500
+# The record operation each kind's purpose stands for (``rights:write`` allows it for the
+# request's own steps): what the caller needs at a subject's home node in a federation.
+RECORD_OPERATION = {
+    "subject_access": "records:read", "subject_portability": "records:read",
+    "subject_rectification": "records:write", "subject_erasure": "records:erase",
+    "subject_withdrawal": "records:erase", "subject_restriction": "records:read",
+}  # fmt: skip
+
+
+def for_home_nodes(access: Access, purpose: str) -> Access:
+    """The caller as it asks other nodes for a request's steps: a client (already allowed
+    ``rights:write`` here) with the record operation its request's purpose stands for;
+    each home node cuts it down to what it lets peers ask, and checks it again."""
+    if access.scopes is None:
+        return access
+    return replace(access, scopes=access.scopes | {RECORD_OPERATION[purpose]})
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -129,7 +146,7 @@ def locate(
     (``SiteUnavailable``): a request must not miss a site. On a node, another site is
     searched by its own node (``subject_at``: search digests only, for ``access``)."""
     wanted = _digest_inputs(vault.config, identity)
-    access = access or vault.operator
+    access = for_home_nodes(access or vault.operator, purpose)
 
     def unavailable(site_id: str) -> SiteUnavailable:
         vault._drop(site_id)
@@ -214,7 +231,8 @@ def relocate(
         if not subjects:
             break
         try:
-            found += _holdings_at(vault, site, subjects, access or vault.operator, purpose)
+            who = for_home_nodes(access or vault.operator, purpose)
+            found += _holdings_at(vault, site, subjects, who, purpose)
         except (SiteUnavailable, NodeUnavailable):
             vault._drop(site.id)
             raise SiteUnavailable(
@@ -263,8 +281,9 @@ def _laws(
             ]
         else:
             answer = vault.subject_at(
-                site.id, purpose=purpose, access=access, subjects=[h["subject"]]
-            )
+                site.id, purpose=purpose, access=for_home_nodes(access, purpose),
+                subjects=[h["subject"]],
+            )  # fmt: skip
             laws = [(p, c) for a in answer for p, c in a["laws"] if c != "none"]
         for pack, coverage in laws:
             if pack not in packs:
@@ -333,8 +352,10 @@ def _event(
     for site_id, subject in targets:
         if not vault.is_here(site_id):
             try:
+                purpose = PURPOSE[req["kind"]]
                 seq = vault.request_step_at(
-                    site_id, purpose=PURPOSE[req["kind"]], access=access or vault.operator,
+                    site_id, purpose=purpose,
+                    access=for_home_nodes(access or vault.operator, purpose),
                     subject=subject,
                     detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
                 )  # fmt: skip
