@@ -611,3 +611,25 @@ def test_a_peer_cannot_flood_a_nodes_log_with_heads_to_witness(
         round_with_activity(n)
     refused = [e for e in ru_log() if e["action"] == "refuse"]
     assert len(refused) == 2  # one per interval
+
+
+def test_an_erasure_answer_about_another_site_or_malformed_is_no_answer(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    honest = ru.answer_peer
+    lies = iter([{"site": "de"}, {"records": "all"}, {"copies": None}])
+
+    shape = {"erased": True, "site": "ru", "country": "RU", "records": 1,
+             "key_destroyed": True, "copies": {"deleted": [], "pending": []}}  # fmt: skip
+
+    def lie(peer: str, op: str, body: Any) -> dict[str, Any]:
+        return {**shape, **next(lies)} if op == "erase" else honest(peer, op, body)
+
+    ru.answer_peer = lie  # type: ignore[method-assign]
+    for _ in range(3):
+        with pytest.raises(NodeUnavailable):
+            us.erase(put.token, purpose="erasure")
+    ru.answer_peer = honest  # type: ignore[method-assign]
+    assert us.erase(put.token, purpose="erasure")["records"] == 1

@@ -635,7 +635,22 @@ class FederatedDomicile(Domicile):
             return super().erase(token, purpose=purpose, as_site=as_site, access=access)
         access, requester = self._acting(access, as_site)
         self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
-        return self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
+        answer = self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
+        copies = answer.get("copies")
+        if not (
+            answer.get("site") == site.id  # about its own site only
+            and isinstance(answer.get("records"), int)
+            and isinstance(answer.get("key_destroyed"), bool)
+            and isinstance(copies, Mapping)
+            and all(
+                isinstance(copies.get(k), list) and all(isinstance(x, str) for x in copies[k])
+                for k in ("deleted", "pending")
+            )
+        ):
+            raise NodeUnavailable(
+                site.id, f"node {site.id} answered something that is not a node answer"
+            )
+        return answer
 
     # -- witnesses: each node records the others' signed heads
 
