@@ -484,7 +484,12 @@ def test_a_subjects_request_at_one_node_reaches_the_subject_at_its_home_node(
         "fulfil",
     ]
     assert [e for e in ru_log() if e["action"] == "erase" and e["subject"] == h["subject"]]
-    assert [s["site"] for s in act["signatures"]] == ["us"]  # RU's part: its own log
+    assert [s["site"] for s in act["signatures"]] == ["us"]  # RU's part: its own log,
+    [entry] = act["act"]["log_extract"]  # whose entry the RU node names
+    assert (entry["site"], entry["action"], entry["records"]) == ("ru", "erase", 1)
+    row = next(iter(ru.store("ru").audit(entry["seq"])))
+    assert (row.seq, row.hash.hex()) == (entry["seq"], entry["hash"])
+    assert json.loads(row.payload)["subject"] == h["subject"]
     assert not open_request(us, "access", {"email": FIELDS["email"]}, **who)["subject"]["found"]
     # The US subject with the same name is untouched.
     assert us.find("profiles", where={"email": "ann@example.com"}, purpose="view").records
@@ -633,3 +638,33 @@ def test_an_erasure_answer_about_another_site_or_malformed_is_no_answer(
             us.erase(put.token, purpose="erasure")
     ru.answer_peer = honest  # type: ignore[method-assign]
     assert us.erase(put.token, purpose="erasure")["records"] == 1
+
+
+def test_an_erasure_asked_where_copies_are_reaches_the_home_and_lists_both_logs(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    """A US subject with a copy at DE; the erasure is asked at the DE node: the US node
+    erases the subject (and has DE erase the copy), and the act's extract names the
+    erase entry in each log."""
+    from domicile.federation.replication import NodeReplicator
+    from domicile.rights.fulfil import fulfil
+    from domicile.rights.service import open_request
+
+    us, de = federation["us"], federation["de"]
+    us.put("profiles", subject=US, fields={**FIELDS, "email": "ann@example.com"}, purpose="signup")
+    assert NodeReplicator(us).run_once().delivered == 1
+    req = open_request(de, "erasure", {"email": "ann@example.com"}, checked_by="dpo.kim",
+                       verified_how="account_login")  # fmt: skip
+    assert [(h["site"], h["records"], h["copies"]) for h in req["subject"]["holdings"]] == [
+        ("de", 0, 1),
+        ("us", 1, 0),
+    ]
+    _, act = fulfil(de, req["id"])
+    assert act is not None
+    assert [(d["site"], d["key_destroyed"]) for d in act["act"]["destroyed"]] == [("us", True)]
+    assert sorted((e["site"], e["action"]) for e in act["act"]["log_extract"]) == [
+        ("de", "erase"),
+        ("us", "erase"),
+    ]
+    assert de.store("de").replicas("", 10) == []
+    assert [s["site"] for s in act["signatures"]] == ["de"]

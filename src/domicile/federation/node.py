@@ -34,6 +34,7 @@ carry an idempotency key; a node answers a repeated key with its first answer.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import threading
@@ -449,6 +450,16 @@ class FederatedDomicile(Domicile):
             )
         return seq
 
+    def erased_at(
+        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The entries of ``site_id``'s log that erased these subjects' data there (their
+        key destroyed), as its node lists them: site, number, hash, time; no values."""
+        answer = self._ask(
+            site_id, "subject", {"step": "erased", "subjects": list(subjects)}, access, purpose
+        )
+        return parsed(site_id, answer, "entries", _entry_from_wire)
+
     def _subject_for(self, body: Mapping[str, Any], purpose: str, access: Access) -> dict[str, Any]:
         """A peer's step of a subject's request, at this node's site only."""
         operation = RIGHTS_OPERATION.get(purpose)
@@ -477,8 +488,8 @@ class FederatedDomicile(Domicile):
             )  # fmt: skip
             rows = self.ledger(node).append_now(store, [event])
             return {"site": node, "seq": rows[0].seq}
-        if step != "holdings":
-            raise BadInput("step: holdings or record")
+        if step not in ("holdings", "erased"):
+            raise BadInput("step: holdings, erased or record")
         subjects = body.get("subjects")
         if not (
             isinstance(subjects, list)
@@ -486,6 +497,8 @@ class FederatedDomicile(Domicile):
             and all(isinstance(s, str) and _CLIENT.fullmatch(s) for s in subjects)
         ):
             raise BadInput("subjects: at most 100 subject ids")
+        if step == "erased":
+            return {"entries": _erasure_entries(store, node, subjects)}
         wanted = set(subjects)
         if body.get("identity") is not None:
             indexer = self._indexers[node]
@@ -955,6 +968,43 @@ def _holding_from_wire(d: Any) -> dict[str, Any]:
         "site": d["site"], "country": d["country"], "subject": d["subject"],
         "records": d["records"], "copies": d["copies"], "primaries": primaries, "laws": laws,
     }  # fmt: skip
+
+
+def _erasure_entries(store: Any, site: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
+    """The entries of this site's log that erased these subjects (an erasure of the
+    subject or of its copies: its key destroyed), as a destruction act lists them."""
+    out = []
+    for subject in subjects:
+        for row in store.audit_tagged('{"action":"erase"', 2**62, containing=subject):
+            entry = json.loads(row.payload)
+            detail = entry.get("detail") or {}
+            if entry.get("subject") == subject and detail.get("key_destroyed") is True:
+                out.append(
+                    {
+                        "site": site, "seq": row.seq, "hash": row.hash.hex(), "action": "erase",
+                        "at": entry.get("at"),
+                        "records": detail.get("records", detail.get("copies")),
+                    }
+                )  # fmt: skip
+    return out
+
+
+def _entry_from_wire(d: Any) -> dict[str, Any]:
+    """A peer's log entry in a destruction act's extract, checked field by field."""
+    seq, digest, at, records = d["seq"], d["hash"], d["at"], d["records"]
+    if not (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq > 0
+        and isinstance(digest, str)
+        and len(digest) == 64
+        and _HEX.fullmatch(digest)
+        and (at is None or (isinstance(at, str) and _WORD.fullmatch(at)))
+        and (records is None or (isinstance(records, int) and not isinstance(records, bool)))
+    ):
+        _bad()
+    return {"site": d["site"], "seq": seq, "hash": digest, "action": "erase", "at": at,
+            "records": records}  # fmt: skip
 
 
 def _bad() -> Any:

@@ -300,6 +300,12 @@ def _erase(
         )
     subjects = {d["subject"] for d in destroyed}
     extract = _log_extract(vault, marks, subjects)
+    for h in req["subject"]["holdings"]:  # on a node: each other node lists its own entries
+        if not vault.is_here(h["site"]) and h["subject"] in subjects:
+            who = actor(h["site"])
+            extract += vault.erased_at(
+                h["site"], purpose=PURPOSE["erasure"], access=who, subjects=[h["subject"]]
+            )
     by = actor(vault.config.local_site or vault.config.model.default_site).client
     act = destruction_act(vault, req, destroyed, extract, performed_by=by)
     detail = {

@@ -362,6 +362,14 @@ class VaultCore:
         self._here(site_id)
         return []
 
+    def erased_at(
+        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The erasure entries of these subjects in the log of a site whose data is not
+        here (a federation's node asks that site's node)."""
+        self._here(site_id)
+        return []
+
     def request_step_at(
         self,
         site_id: str,
