@@ -502,9 +502,11 @@ def test_a_peers_request_step_carries_no_room_for_a_value(
     base = {"purpose": "subject_access", "client": "x", "step": "record", "subject": None}
     for detail in ({"name": "Anna Volkova"}, {"x": "a" * 200}, {"Bad": 1}, {"l": [{"a": 1}]}):
         with pytest.raises(BadInput):
-            ru.answer_peer("us", "subject", {**base, "detail": detail})
+            ru.answer_peer("us", "request_step", {**base, "detail": detail})
     with pytest.raises(BadInput, match="purpose"):
-        ru.answer_peer("us", "subject", {**base, "purpose": "view", "detail": {}})
+        ru.answer_peer("us", "request_step", {**base, "purpose": "view", "detail": {}})
+    with pytest.raises(BadInput, match="step"):  # a write only through the call that writes
+        ru.answer_peer("us", "subject", {**base, "detail": {}})
     with pytest.raises(BadInput, match="search"):  # identities as values: refused
         ru.answer_peer("us", "subject", {**base, "step": "holdings", "subjects": [],
                                          "identity": {"user.contact.email": FIELDS["email"]}})  # fmt: skip

@@ -22,9 +22,10 @@ as from the node's own country, and never with more than the node lets peers ask
   by the search digests this node sends (``crypto/blind.py``: the values searched for
   never leave this node) and deciding each record it shows.
 
-- ``subject``: a step of a subject's request (``rights``) at the home node: the subject
-  found by the search digests of its identities, its records listed (ids, collections,
-  categories), the laws that cover it there, and each step recorded in the home's log.
+- ``subject``, ``request_step``: a subject's request (``rights``) at the home node: the
+  subject found by the search digests of its identities, its records listed (ids,
+  collections, categories), the laws that cover it there, its erasure entries; and each
+  step of the request recorded in the home's log (``request_step``, the one that writes).
 
 A forwarded call is never forwarded again, so two nodes that disagree (different pack
 versions, say) refuse instead of sending a record round in circles. Calls that write
@@ -67,8 +68,8 @@ _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
-    "get", "put", "find", "update", "delete", "erase", "subject", "replica", "witness", "prove",
-    "primaries",
+    "get", "put", "find", "update", "delete", "erase", "subject", "request_step", "replica",
+    "witness", "prove", "primaries",
 )  # fmt: skip
 # A subject's request (rights/): the record operation each kind's purpose stands for, which
 # is what a peer's caller needs at the subject's home node.
@@ -442,7 +443,7 @@ class FederatedDomicile(Domicile):
         """Have ``site_id``'s node record a step of a subject's request in its own log
         (an entry ``request``, as each site holding the subject records it); its number."""
         body = {"step": "record", "subject": subject, "detail": dict(detail)}
-        answer = self._ask(site_id, "subject", body, access, purpose, writes=True)
+        answer = self._ask(site_id, "request_step", body, access, purpose, writes=True)
         seq = answer.get("seq")
         if answer.get("site") != site_id or not isinstance(seq, int) or isinstance(seq, bool):
             raise NodeUnavailable(
@@ -460,8 +461,11 @@ class FederatedDomicile(Domicile):
         )
         return parsed(site_id, answer, "entries", _entry_from_wire)
 
-    def _subject_for(self, body: Mapping[str, Any], purpose: str, access: Access) -> dict[str, Any]:
-        """A peer's step of a subject's request, at this node's site only."""
+    def _subject_for(
+        self, body: Mapping[str, Any], purpose: str, access: Access, *, writes: bool
+    ) -> dict[str, Any]:
+        """A peer's step of a subject's request, at this node's site only: ``subject``
+        reads (holdings, erased), ``request_step`` records a step (record), nothing else."""
         operation = RIGHTS_OPERATION.get(purpose)
         if operation is None:
             raise BadInput(
@@ -475,6 +479,8 @@ class FederatedDomicile(Domicile):
         site = self._sites[node]
         store = self.store(node)
         step = body.get("step")
+        if writes != (step == "record"):
+            raise BadInput("step: holdings or erased (subject), record (request_step)")
         if step == "record":
             subject = body.get("subject")
             if subject is not None and not (
@@ -905,8 +911,8 @@ class FederatedDomicile(Domicile):
             return self.delete(text("token"), purpose=purpose, access=access)
         if op == "erase":
             return self.erase(text("token"), purpose=purpose, access=access)
-        if op == "subject":
-            return self._subject_for(body, purpose, access)
+        if op in ("subject", "request_step"):
+            return self._subject_for(body, purpose, access, writes=op == "request_step")
         if op == "find":
             found = self.find_searched(
                 text("collection"), _search_digests(body.get("search")), purpose=purpose,
@@ -1040,7 +1046,7 @@ def _plain_detail(raw: Any) -> dict[str, Any]:
 
 # The calls that change something: only these are answered again from what was kept (a
 # read is safe to do twice, and its answer, which holds values, is not kept).
-WRITES = frozenset({"put", "update", "delete", "erase", "subject", "replica"})
+WRITES = frozenset({"put", "update", "delete", "erase", "request_step", "replica"})
 
 
 class Replies:
