@@ -420,8 +420,13 @@ def test_an_oversized_call_or_key_is_refused_and_the_node_answers_on(fed: Federa
     status, answer = post(us, "ru", "put", {"items": []}, key="k" * (MAX_KEY + 1))
     assert status == 400, answer
     status, answer = post(us, "ru", "find", {"collection": "profiles", "purpose": "view",
-                                             "where": {"email": FIELDS["email"]}})  # fmt: skip
+                                             "search": {"email": "0" * 64}})  # fmt: skip
     assert status == 200, answer
+    # A find by the value itself is not a node call: peers send search digests only.
+    status, answer = post(us, "ru", "find", {"collection": "profiles", "purpose": "view",
+                                             "where": {"email": FIELDS["email"]}})  # fmt: skip
+    assert status == 400, answer
+    assert FIELDS["email"] not in json.dumps(answer)
 
 
 def test_a_peer_asks_only_what_peer_scopes_allow_whatever_it_claims(fed: Federation) -> None:

@@ -670,6 +670,23 @@ class SiteStoreContract(Backend):
         assert store.witnessed("de") == [rows[2], rows[1]]
         assert store.witnessed("cn") == []
 
+    def test_a_nodes_kept_answers_are_first_come_per_peer_and_operation_until_expiry(
+        self, store: SiteStore
+    ) -> None:
+        key = b"k" * 32
+        with store.transaction() as tx:
+            tx.keep_reply("us", "put", key, 200, '{"a": 1}', 100.0, 10.0)
+            tx.keep_reply("us", "put", key, 409, '{"a": 2}', 200.0, 10.0)  # the first stays
+            tx.keep_reply("de", "put", key, 201, '{"b": 1}', 300.0, 10.0)
+        assert store.reply("us", "put", key, 50.0) == (200, '{"a": 1}')
+        assert store.reply("de", "put", key, 50.0) == (201, '{"b": 1}')
+        assert store.reply("us", "update", key, 50.0) is None
+        assert store.reply("us", "put", key, 100.5) is None  # expired
+        with store.transaction() as tx:  # keeping one drops the expired
+            tx.keep_reply("us", "erase", key, 200, "{}", 400.0, 150.0)
+        assert store.reply("us", "put", key, 0.0) is None
+        assert store.reply("de", "put", key, 0.0) == (201, '{"b": 1}')
+
     def test_audit_rows_are_read_inside_the_transaction(self, store: SiteStore) -> None:
         rows = append(store, 3)
         with store.transaction() as tx:

@@ -25,6 +25,10 @@ rights_app = typer.Typer(
 )
 
 _KIND_HELP = "access, rectification, erasure, restriction, withdrawal or portability."
+NodeOpt = typer.Option(
+    None, "--node", metavar="SITE",
+    help="As federation node SITE: other sites' parts are done by their own nodes, over the node channel.",
+)  # fmt: skip
 
 
 def _config(config: str | None) -> Any:
@@ -117,6 +121,7 @@ def open_(
     ),
     via: str = typer.Option("email", "--via", help="email, post, web, phone, in_person, api or other."),
     received: str | None = typer.Option(None, "--received", help="YYYY-MM-DD (default today)."),
+    node: str | None = NodeOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:  # fmt: skip
@@ -127,7 +132,7 @@ def open_(
 
     with errors(as_json):
         ident = pairs(identity, "--identity")
-    with vault(config, as_json) as d, errors(as_json):
+    with vault(config, as_json, node=node) as d, errors(as_json):
         req = open_request(
             d, kind, ident, checked_by=checked_by, verified_how=verified_how, via=via,
             received=received,
@@ -200,6 +205,7 @@ def fulfil_(
     ),
     act: str | None = typer.Option(None, "--act", help="Erasure: the signed act as JSON (a new file)."),
     erase: bool = typer.Option(False, "--erase", help="Withdrawal of consent: erase the data too."),
+    node: str | None = NodeOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:  # fmt: skip
@@ -216,7 +222,7 @@ def fulfil_(
         if len({str(p) for p in paths if p is not None}) < sum(p is not None for p in paths):
             raise BadInput("give a different file for each output")
         out_p, html_p, act_p = paths
-    with vault(config, as_json) as d, errors(as_json):
+    with vault(config, as_json, node=node) as d, errors(as_json):
         from domicile.rights import show
 
         kind = show(d.config, request_id)["kind"]
@@ -252,6 +258,7 @@ def fulfil_(
 def extend_(
     request_id: str = typer.Argument(...),
     reason: str = typer.Option(..., "--reason", help="Why (sent to the subject); no personal data."),
+    node: str | None = NodeOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:  # fmt: skip
@@ -259,7 +266,7 @@ def extend_(
     notice to the subject."""
     from domicile.rights import extend
 
-    with vault(config, as_json) as d, errors(as_json):
+    with vault(config, as_json, node=node) as d, errors(as_json):
         req = extend(d, request_id, reason=reason)
     if as_json:
         emit_json(req)
@@ -279,13 +286,14 @@ def close_(
         help="fulfilled, partly_fulfilled, refused, no_data or withdrawn_by_subject.",
     ),
     reason: str | None = typer.Option(None, "--reason", help="Required for refused."),
+    node: str | None = NodeOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:  # fmt: skip
     """Close a request with its outcome; it records whether the answer was on time."""
     from domicile.rights import close
 
-    with vault(config, as_json) as d, errors(as_json):
+    with vault(config, as_json, node=node) as d, errors(as_json):
         req = close(d, request_id, outcome=outcome, reason=reason)
     if as_json:
         emit_json(req)

@@ -19,7 +19,13 @@ as from the node's own country, and never with more than the node lets peers ask
   home is another node are sent there, where they are placed again under that node's
   packs: a node never writes a record whose home it does not agree is its own.
 - ``find``: this node's site, then every other node, each searching its own blind indexes
-  (no value leaves its site to be searched for) and deciding each record it shows.
+  by the search digests this node sends (``crypto/blind.py``: the values searched for
+  never leave this node) and deciding each record it shows.
+
+- ``subject``, ``request_step``: a subject's request (``rights``) at the home node: the
+  subject found by the search digests of its identities, its records listed (ids,
+  collections, categories), the laws that cover it there, its erasure entries; and each
+  step of the request recorded in the home's log (``request_step``, the one that writes).
 
 A forwarded call is never forwarded again, so two nodes that disagree (different pack
 versions, say) refuse instead of sending a record round in circles. Calls that write
@@ -28,6 +34,9 @@ carry an idempotency key; a node answers a repeated key with its first answer.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 import threading
 import time
@@ -36,14 +45,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from domicile.access import Access, Forbidden
 from domicile.audit import AuditEvent
 from domicile.config import PEER_SCOPES, Collection
+from domicile.crypto.blind import SEARCH_BYTES, search_digest
 from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
+from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.rights.service import RECORD_OPERATION
 from domicile.stores.base import SiteUnavailable, VersionConflict
-from domicile.vault.core import new_ids
+from domicile.vault.core import IDENTITY, new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
@@ -51,11 +65,34 @@ from domicile.vault.service import Domicile
 T = TypeVar("T")
 _CLIENT = re.compile(r"[A-Za-z0-9_.:@+-]{1,128}")
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+_HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
-    "get", "put", "find", "update", "delete", "erase", "replica", "witness", "prove", "primaries",
+    "get", "put", "find", "update", "delete", "erase", "subject", "request_step", "replica",
+    "witness", "prove", "primaries",
 )  # fmt: skip
+# A subject's request (rights/): the record operation each kind's purpose stands for, which
+# is what a peer's caller needs at the subject's home node.
+RIGHTS_OPERATION = RECORD_OPERATION
+_WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
+_KEY = re.compile(r"[a-z][a-z_]{0,31}")
 NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
+
+
+WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s on average)
+WITNESS_INTERVAL = 600.0  # seconds
+
+
+class WitnessRateLimited(RateLimited):
+    """A peer sent more heads to witness than a node records in an interval."""
+
+    def __init__(self, peer: str, limit: int, interval: float, wait: float) -> None:
+        DomicileError.__init__(
+            self,
+            f"node {peer!r} sent more than {limit} heads to witness in {interval:g} s",
+            hint="sign and send heads less often; they are witnessed again in the next interval",
+        )
+        self.retry_after = max(1, math.ceil(wait))
 
 
 class PeerCaller(Protocol):
@@ -202,6 +239,14 @@ class FederatedDomicile(Domicile):
         self.peers = peers
         fed = self.config.model.federation
         self.peer_scopes = tuple(fed.peer_scopes if fed else PEER_SCOPES)
+        # Heads a peer may send to witness (each a witness entry in this node's log): at
+        # most ``witness_limit`` per ``witness_interval`` seconds per peer; the refusals of
+        # an interval are audited once.
+        self.witness_limit = WITNESS_LIMIT
+        self.witness_interval = WITNESS_INTERVAL
+        self.witness_clock: Callable[[], float] = time.monotonic
+        self._witness_windows: dict[str, list[Any]] = {}  # peer: [start, count, audited]
+        self._witness_lock = threading.Lock()
 
     # -- the caller a peer relays
 
@@ -307,10 +352,18 @@ class FederatedDomicile(Domicile):
         result.unavailable = [s for s in result.unavailable if self.is_here(s)]
         if access.relayed_by is not None:
             return result  # a peer asks each node itself
+        if not elsewhere:
+            return result
+        # What crosses is the search digest of each value (crypto/blind.py), never the value.
+        searched = self._searched(collection, self.collection(collection), where)
+        search = {
+            fname: search_digest(self._search_key, collection, fname, norm).hex()
+            for fname, norm in searched.items()
+        }
         for site_id in elsewhere:
             try:
                 answer = self._ask(
-                    site_id, "find", {"collection": collection, "where": dict(where)},
+                    site_id, "find", {"collection": collection, "search": search},
                     access, purpose,
                 )  # fmt: skip
                 records = parsed(site_id, answer, "records", read_from_wire)
@@ -323,6 +376,174 @@ class FederatedDomicile(Domicile):
             if site_id in answer.get("unavailable", ()):  # its own site only
                 result.unavailable.append(site_id)
         return result
+
+    def find_searched(
+        self, collection: str, search: Mapping[str, bytes], *, purpose: str, access: Access
+    ) -> FindResult:
+        """``find`` at this node's own site for a peer, by search digests (field name to
+        ``search_digest``): the values are never here. Each record found is decided for
+        the caller as a read from the peer's site, as ``find`` decides it."""
+        from domicile.vault.core import check_purpose
+
+        check_purpose(purpose)
+        coll = self.collection(collection)
+        access, requester = self._acting(access, None)
+        self.authorize(
+            access, "records:read", site=requester.id, collection=collection, purpose=purpose
+        )
+        for fname in search:
+            spec = coll.fields.get(fname)
+            if spec is None or not spec.searchable:
+                raise BadInput(f"search: {fname!r} is not a searchable field of {collection!r}")
+        node = self.node
+        assert node is not None
+        result = FindResult()
+        try:
+            indexer = self._indexers[node]
+            rows = [indexer.of_search(d) for d in search.values()]
+            self._find_at(self._sites[node], collection, rows, requester, purpose, access, result)
+        except SiteUnavailable:
+            self._drop(node)
+            result.unavailable.append(node)
+        return result
+
+    # -- subjects' requests: each home node finds, lists and audits its own part
+
+    def subject_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        identity: Sequence[tuple[str, str]] | None = None,
+        subjects: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """The subject's holdings at ``site_id``, as its node answers: found there by the
+        search digests of its identities (category, normalised value; never the values)
+        and by the subject ids given. Each holding lists its primaries (record id,
+        collection, categories) and the laws that cover the subject there."""
+        body: dict[str, Any] = {"step": "holdings", "subjects": list(subjects)}
+        if identity is not None:
+            body["identity"] = {
+                category: search_digest(self._search_key, IDENTITY, category, norm).hex()
+                for category, norm in identity
+            }
+        answer = self._ask(site_id, "subject", body, access, purpose)
+        return parsed(site_id, answer, "holdings", _holding_from_wire)
+
+    def request_step_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str | None,
+        detail: Mapping[str, Any],
+    ) -> int:
+        """Have ``site_id``'s node record a step of a subject's request in its own log
+        (an entry ``request``, as each site holding the subject records it); its number."""
+        body = {"step": "record", "subject": subject, "detail": dict(detail)}
+        answer = self._ask(site_id, "request_step", body, access, purpose, writes=True)
+        seq = answer.get("seq")
+        if answer.get("site") != site_id or not isinstance(seq, int) or isinstance(seq, bool):
+            raise NodeUnavailable(
+                site_id, f"node {site_id} answered something that is not a node answer"
+            )
+        return seq
+
+    def erased_at(
+        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The entries of ``site_id``'s log that erased these subjects' data there (their
+        key destroyed), as its node lists them: site, number, hash, time; no values."""
+        answer = self._ask(
+            site_id, "subject", {"step": "erased", "subjects": list(subjects)}, access, purpose
+        )
+        return parsed(site_id, answer, "entries", _entry_from_wire)
+
+    def _subject_for(
+        self, body: Mapping[str, Any], purpose: str, access: Access, *, writes: bool
+    ) -> dict[str, Any]:
+        """A peer's step of a subject's request, at this node's site only: ``subject``
+        reads (holdings, erased), ``request_step`` records a step (record), nothing else."""
+        operation = RIGHTS_OPERATION.get(purpose)
+        if operation is None:
+            raise BadInput(
+                "purpose: the purpose of a subject's request",
+                hint=f"one of: {', '.join(RIGHTS_OPERATION)}",
+            )
+        access, requester = self._acting(access, None)
+        self.authorize(access, operation, site=requester.id, purpose=purpose)
+        node = self.node
+        assert node is not None
+        site = self._sites[node]
+        store = self.store(node)
+        step = body.get("step")
+        if writes != (step == "record"):
+            raise BadInput("step: holdings or erased (subject), record (request_step)")
+        if step == "record":
+            subject = body.get("subject")
+            if subject is not None and not (
+                isinstance(subject, str) and _CLIENT.fullmatch(subject)
+            ):
+                raise BadInput("subject: a subject id of this site")
+            event = AuditEvent(
+                action="request", site=node, purpose=purpose, subject=subject,
+                requester=requester.id, client=access.client,
+                detail=_plain_detail(body.get("detail")), at=self.clock().isoformat(),
+            )  # fmt: skip
+            rows = self.ledger(node).append_now(store, [event])
+            return {"site": node, "seq": rows[0].seq}
+        if step not in ("holdings", "erased"):
+            raise BadInput("step: holdings, erased or record")
+        subjects = body.get("subjects")
+        if not (
+            isinstance(subjects, list)
+            and len(subjects) <= 100
+            and all(isinstance(s, str) and _CLIENT.fullmatch(s) for s in subjects)
+        ):
+            raise BadInput("subjects: at most 100 subject ids")
+        if step == "erased":
+            return {"entries": _erasure_entries(store, node, subjects)}
+        wanted = set(subjects)
+        if body.get("identity") is not None:
+            indexer = self._indexers[node]
+            matched: set[str] | None = None
+            for digest in _search_digests(body.get("identity")).values():
+                found = store.get_many(store.lookup(indexer.of_search(digest)))
+                mine = {r.subject_id for r in found.values() if not r.is_replica}
+                matched = mine if matched is None else matched & mine
+            if matched is not None and len(matched) == 1:  # every identity, one person
+                wanted |= matched
+        colls = self.config.model.collections
+        out = []
+        for subject in sorted(wanted):
+            records = store.subject_records(subject)
+            if not records:
+                continue
+            primaries = [r for r in records if not r.is_replica and r.collection in colls]
+            laws: list[list[str]] = []
+            if primaries:
+                residency = self._residency(site, primaries[0])
+                laws = [
+                    [j.pack, j.coverage]
+                    for j in self.engine.jurisdictions(residency)
+                    if j.coverage != "none"
+                ]
+            out.append(
+                {
+                    "site": node, "country": site.country, "subject": subject,
+                    "records": sum(1 for r in records if not r.is_replica),
+                    "copies": sum(1 for r in records if r.is_replica),
+                    "primaries": [
+                        {"record": r.record_id, "collection": r.collection,
+                         "categories": sorted(set(self._field_categories(r).values()))}
+                        for r in primaries
+                    ],
+                    "laws": laws,
+                }
+            )  # fmt: skip
+        return {"holdings": out}
 
     # -- writes
 
@@ -433,7 +654,22 @@ class FederatedDomicile(Domicile):
             return super().erase(token, purpose=purpose, as_site=as_site, access=access)
         access, requester = self._acting(access, as_site)
         self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
-        return self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
+        answer = self._ask(site.id, "erase", {"token": token}, access, purpose, writes=True)
+        copies = answer.get("copies")
+        if not (
+            answer.get("site") == site.id  # about its own site only
+            and isinstance(answer.get("records"), int)
+            and isinstance(answer.get("key_destroyed"), bool)
+            and isinstance(copies, Mapping)
+            and all(
+                isinstance(copies.get(k), list) and all(isinstance(x, str) for x in copies[k])
+                for k in ("deleted", "pending")
+            )
+        ):
+            raise NodeUnavailable(
+                site.id, f"node {site.id} answered something that is not a node answer"
+            )
+        return answer
 
     # -- witnesses: each node records the others' signed heads
 
@@ -471,6 +707,11 @@ class FederatedDomicile(Domicile):
                 except (NodeUnavailable, SiteUnavailable):
                     out.unavailable.append(peer)
                     continue
+                except DomicileError as exc:
+                    if exc.code != WitnessRateLimited.code:
+                        raise
+                    out.unavailable.append(peer)  # it witnesses again in its next interval
+                    continue
                 outcome, reason = answer.get("outcome"), answer.get("reason")
                 if (
                     answer.get("witness") != peer  # a witness speaks for itself only,
@@ -489,6 +730,7 @@ class FederatedDomicile(Domicile):
         from domicile.audit.heads import TreeHead
         from domicile.audit.ledger import witness_head
 
+        self._witness_allowance(peer)
         head = TreeHead.from_dict(body.get("head"), f"node {peer}'s head")
         if head.site != peer:
             raise Forbidden(f"node {peer!r} may send only its own site's heads to witness")
@@ -512,6 +754,30 @@ class FederatedDomicile(Domicile):
             refusals_seen=self.witness_refusals,
         )  # fmt: skip
         return result.to_dict()
+
+    def _witness_allowance(self, peer: str) -> None:
+        """Count one head from ``peer`` in its current interval, or refuse it
+        (``WitnessRateLimited``, 429) when the interval's allowance is spent; the first
+        refusal of an interval is audited, the others only counted."""
+        with self._witness_lock:
+            now = self.witness_clock()
+            window = self._witness_windows.get(peer)
+            if window is None or now - window[0] >= self.witness_interval:
+                window = self._witness_windows[peer] = [now, 0, False]
+            if window[1] < self.witness_limit:
+                window[1] += 1
+                return
+            audit, window[2] = not window[2], True
+            wait = window[0] + self.witness_interval - now
+        if audit:
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", requester=peer, client=f"node:{peer}",
+                    detail={"operation": "node_witness", "reason": "rate_limited",
+                            "limit": self.witness_limit, "interval": self.witness_interval},
+                )
+            )  # fmt: skip
+        raise WitnessRateLimited(peer, self.witness_limit, self.witness_interval, wait)
 
     def _prove(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A consistency proof between two sizes of this node's log (asked by a witness)."""
@@ -645,9 +911,13 @@ class FederatedDomicile(Domicile):
             return self.delete(text("token"), purpose=purpose, access=access)
         if op == "erase":
             return self.erase(text("token"), purpose=purpose, access=access)
+        if op in ("subject", "request_step"):
+            return self._subject_for(body, purpose, access, writes=op == "request_step")
         if op == "find":
-            found = self.find(text("collection"), where=mapping("where"), purpose=purpose,
-                              access=access)  # fmt: skip
+            found = self.find_searched(
+                text("collection"), _search_digests(body.get("search")), purpose=purpose,
+                access=access,
+            )  # fmt: skip
             return {
                 "records": [read_to_wire(r) for r in found.records],
                 "refused": found.refused,
@@ -665,22 +935,137 @@ class FederatedDomicile(Domicile):
         return {"records": [put_to_wire(r) for r in results]}
 
 
-# The calls that change something: only these are answered again from memory (a read is
-# safe to do twice, and its answer, which holds values, is not kept).
-WRITES = frozenset({"put", "update", "delete", "erase", "replica"})
+def _search_digests(raw: Any) -> dict[str, bytes]:
+    """A peer's ``search``: field name to a search digest in hex (never a value)."""
+    want = 2 * SEARCH_BYTES
+    if not (
+        isinstance(raw, Mapping)
+        and 0 < len(raw) <= 64
+        and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == want and _HEX.fullmatch(v)
+            for k, v in raw.items()
+        )
+    ):
+        raise BadInput(
+            f"search: field names to search digests ({want} lower-case hex digits each)",
+            hint="a node sends search digests, never the values searched for",
+        )
+    return {k: bytes.fromhex(v) for k, v in raw.items()}
+
+
+def _holding_from_wire(d: Any) -> dict[str, Any]:
+    """A peer's holding of a subject, checked field by field (nothing else is kept)."""
+    words = (str,)
+    primaries = [
+        {
+            "record": p["record"] if isinstance(p["record"], words) else _bad(),
+            "collection": p["collection"] if isinstance(p["collection"], words) else _bad(),
+            "categories": [c if isinstance(c, words) else _bad() for c in p["categories"]],
+        }
+        for p in d["primaries"]
+    ]
+    laws = [[str(pack), str(coverage)] for pack, coverage in d["laws"]]
+    counts = [d["records"], d["copies"]]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        _bad()
+    if not (isinstance(d["subject"], str) and isinstance(d["country"], str)):
+        _bad()
+    return {
+        "site": d["site"], "country": d["country"], "subject": d["subject"],
+        "records": d["records"], "copies": d["copies"], "primaries": primaries, "laws": laws,
+    }  # fmt: skip
+
+
+def _erasure_entries(store: Any, site: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
+    """The entries of this site's log that erased these subjects (an erasure of the
+    subject or of its copies: its key destroyed), as a destruction act lists them."""
+    out = []
+    for subject in subjects:
+        for row in store.audit_tagged('{"action":"erase"', 2**62, containing=subject):
+            entry = json.loads(row.payload)
+            detail = entry.get("detail") or {}
+            if entry.get("subject") == subject and detail.get("key_destroyed") is True:
+                out.append(
+                    {
+                        "site": site, "seq": row.seq, "hash": row.hash.hex(), "action": "erase",
+                        "at": entry.get("at"),
+                        "records": detail.get("records", detail.get("copies")),
+                    }
+                )  # fmt: skip
+    return out
+
+
+def _entry_from_wire(d: Any) -> dict[str, Any]:
+    """A peer's log entry in a destruction act's extract, checked field by field."""
+    seq, digest, at, records = d["seq"], d["hash"], d["at"], d["records"]
+    if not (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq > 0
+        and isinstance(digest, str)
+        and len(digest) == 64
+        and _HEX.fullmatch(digest)
+        and (at is None or (isinstance(at, str) and _WORD.fullmatch(at)))
+        and (records is None or (isinstance(records, int) and not isinstance(records, bool)))
+    ):
+        _bad()
+    return {"site": d["site"], "seq": seq, "hash": digest, "action": "erase", "at": at,
+            "records": records}  # fmt: skip
+
+
+def _bad() -> Any:
+    raise ValueError("not a node answer")
+
+
+def _plain_detail(raw: Any) -> dict[str, Any]:
+    """The detail of a peer's request step, for this node's audit: names, numbers and
+    short words (ids, dates, site and field names), never room for a value."""
+
+    def plain(v: Any) -> bool:
+        return (
+            v is None
+            or isinstance(v, bool | int)
+            or (isinstance(v, str) and bool(_WORD.fullmatch(v)))
+        )
+
+    if not (
+        isinstance(raw, Mapping)
+        and len(raw) <= 32
+        and all(
+            isinstance(k, str)
+            and _KEY.fullmatch(k)
+            and (plain(v) or (isinstance(v, list) and len(v) <= 64 and all(map(plain, v))))
+            for k, v in raw.items()
+        )
+    ):
+        raise BadInput(
+            "detail: names, numbers and short words only (ids, dates, site and field names)"
+        )
+    return dict(raw)
+
+
+# The calls that change something: only these are answered again from what was kept (a
+# read is safe to do twice, and its answer, which holds values, is not kept).
+WRITES = frozenset({"put", "update", "delete", "erase", "request_step", "replica"})
 
 
 class Replies:
     """A node's first answer to each idempotency key of each peer's writing call, kept for
-    a while, so a call the channel repeats (its answer was lost) is answered, not done
-    twice. An answer is kept for the peer and the operation that made it: another peer's
+    a while (in memory, and with ``persist`` in the node's site store as well), so a call
+    the channel repeats (its answer was lost) is answered, not done twice. An answer is kept for the peer and the operation that made it: another peer's
     call, or another operation, with the same key is its own call. (The body is not part
     of it: a replication batch repeated after a lost answer may be planned afresh.)"""
 
     def __init__(
-        self, keep: float = 600.0, most: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        keep: float = 600.0,
+        most: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        persist: StoredReplies | None = None,
     ) -> None:
         self.keep, self.most, self.clock = keep, most, clock
+        self.persist = persist  # the answers kept in the node's site store as well
         self._seen: OrderedDict[tuple[str, str, str], tuple[float, int, dict[str, Any]]]
         self._seen = OrderedDict()
         self._lock = threading.Lock()
@@ -708,13 +1093,78 @@ class Replies:
                     hit = self._seen.get(slot)
                 if hit is not None:
                     return hit[1], hit[2]
+                if self.persist is not None:  # answered before this process started?
+                    kept = self.persist.get(peer, op, key)
+                    if kept is not None:
+                        return kept
                 status, answer = work()
                 if status < 500:  # a site that was down may answer a retry
                     with self._lock:
                         self._seen[slot] = (self.clock(), status, answer)
                         while len(self._seen) > self.most:
                             self._seen.popitem(last=False)
+                    if self.persist is not None:
+                        self.persist.put(peer, op, key, status, answer)
                 return status, answer
         finally:
             with self._lock:
                 self._busy.pop(slot, None)
+
+
+class StoredReplies:
+    """``Replies``' answers kept in the node's own site store too (the table
+    ``node_replies``, made by the store's schema upgrade like any other), for ``keep``
+    seconds of wall-clock time: a node restarted between doing a peer's write and the
+    peer's retry answers the retry, rather than doing the write again.
+
+    What is kept: the SHA-256 of the idempotency key, the peer, the operation, the status
+    and the answer with no value in it. put, delete, erase, replica and subject answers hold
+    none (tokens, decisions, counts, opaque ids; a put's join tokens are keyed tokens);
+    an update's read-back (the record as its caller may read it) is kept as its token and
+    version only, so a retry answered from the store gets the version, as a caller
+    without ``records:read`` does. Error answers never hold values. A store that does not
+    answer keeps nothing (the answer in memory still serves retries)."""
+
+    def __init__(
+        self, vault: FederatedDomicile, keep: float = 600.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.vault, self.keep, self.clock = vault, keep, clock
+
+    @staticmethod
+    def _digest(key: str) -> bytes:
+        return hashlib.sha256(key.encode()).digest()
+
+    def get(self, peer: str, op: str, key: str) -> tuple[int, dict[str, Any]] | None:
+        node = self.vault.node
+        assert node is not None
+        try:
+            row = self.vault.store(node).reply(peer, op, self._digest(key), self.clock())
+        except SiteUnavailable:
+            self.vault.forget_store(node)
+            return None
+        if row is None:
+            return None
+        return row[0], orjson.loads(row[1])
+
+    def put(self, peer: str, op: str, key: str, status: int, answer: dict[str, Any]) -> None:
+        node = self.vault.node
+        assert node is not None
+        kept = without_values(op, answer)
+        now = self.clock()
+        try:
+            with self.vault.store(node).transaction() as tx:
+                tx.keep_reply(
+                    peer, op, self._digest(key), status, orjson.dumps(kept).decode(),
+                    now + self.keep, now,
+                )  # fmt: skip
+        except SiteUnavailable:
+            self.vault.forget_store(node)
+
+
+def without_values(op: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """A node's answer as it may be kept at rest: an update's read-back reduced to the
+    token and version (``WriteResult``); every other answer as it is (it holds no value)."""
+    record = answer.get("record") if op == "update" else None
+    if isinstance(record, Mapping):
+        return {"token": record.get("token"), "version": record.get("version")}
+    return answer

@@ -7,7 +7,8 @@ certificate the TLS handshake verified (``PEER_SCOPE_KEY``); a request without o
 refused and audited, whatever its headers say.
 
 - ``POST /v1/node/{op}``: ``FederatedDomicile.answer_peer`` (get, put, find, update,
-  delete, erase); errors are the typed error documents ``raise_from_wire`` reads back.
+  delete, erase, subject and request_step: a subject's request; and the peer node's own
+  replica, witness, prove, primaries); errors are the typed error documents ``raise_from_wire`` reads back.
 - ``GET /v1/node/ping``: which node this is (the channel checks it reached the node it
   meant to, and a node checks its peers answer before it writes anything).
 """
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 
 from domicile.audit import AuditEvent
 from domicile.errors import BadInput, DomicileError
-from domicile.federation.node import FederatedDomicile, Replies, error_to_wire
+from domicile.federation.node import FederatedDomicile, Replies, StoredReplies, error_to_wire
 from domicile.http.observe import log_event
 from domicile.http.problems import status_of
 from domicile.stores.base import SiteUnavailable
@@ -40,7 +41,7 @@ def _json(status: int, data: Any) -> Response:
 
 def node_app(vault: FederatedDomicile) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    replies = Replies()
+    replies = Replies(persist=StoredReplies(vault))
 
     def refuse_unverified(request: Request) -> Response:
         event = AuditEvent(

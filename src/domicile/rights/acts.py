@@ -80,10 +80,12 @@ def destruction_act(
     }
     message = _canonical(body)
     signatures = []
-    signers = sorted({d["site"] for d in destroyed}) or [
+    # Each site that destroyed signs once, where its signing key is (on a node: its own
+    # site; another node's part is evidenced by the erase and request entries in its log).
+    signers = sorted({d["site"] for d in destroyed if vault.is_here(d["site"])}) or [
         vault.config.local_site or vault.config.model.default_site
     ]
-    for site_id in signers:  # each site that destroyed signs once
+    for site_id in signers:
         key = vault.keys.signing_key(site_id)
         public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         signatures.append(

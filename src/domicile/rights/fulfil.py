@@ -28,11 +28,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
-from domicile.errors import Conflict
+from domicile.errors import Conflict, NodeUnavailable
 from domicile.rights.service import PURPOSE, _event, authorize_request, changing, relocate
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
@@ -43,11 +43,41 @@ if TYPE_CHECKING:
     from domicile.vault import Domicile
 
 
-def _home_records(vault: Domicile, holding: Mapping[str, Any]) -> list[Any]:
+@dataclass(frozen=True)
+class _Primary:
+    """One of the subject's records at its home site, as a step needs it: no values."""
+
+    record_id: str
+    collection: str
+    categories: tuple[str, ...]
+
+
+def _home_records(
+    vault: Domicile, holding: Mapping[str, Any], access: Access, purpose: str
+) -> list[_Primary]:
+    """The subject's primaries at the holding's site: read there, or (on a node, at
+    another site) as listed by that site's node, which keeps the records."""
+    site_id = holding["site"]
+    if not vault.is_here(site_id):
+        try:
+            answer = vault.subject_at(
+                site_id, purpose=purpose, access=access, subjects=[holding["subject"]]
+            )
+        except NodeUnavailable as exc:
+            raise SiteUnavailable(
+                site_id, exc.message,
+                hint="nothing more was done: fulfil the request again once the node is back",
+            ) from None  # fmt: skip
+        return [
+            _Primary(p["record"], p["collection"], tuple(p["categories"]))
+            for a in answer
+            if a["subject"] == holding["subject"]
+            for p in a["primaries"]
+        ]
     colls = vault.config.model.collections
     return [
-        r
-        for r in vault.store(holding["site"]).subject_records(holding["subject"])
+        _Primary(r.record_id, r.collection, tuple(sorted(set(vault._field_categories(r).values()))))
+        for r in vault.store(site_id).subject_records(holding["subject"])
         if not r.is_replica and r.collection in colls
     ]
 
@@ -64,8 +94,11 @@ def _actor(vault: Domicile, access: Access, operation: str) -> Actor:
     """Who performs the steps on a record of a given site. The local operator (every
     right): at that site, by name. A client: from its own site, with its own scopes, and
     ``operation`` (the record operation of the step, which ``rights:write`` allows)."""
-    if access.scopes is None:
-        return lambda site_id: access.acting_from(site_id)
+    if access.scopes is None:  # on a node: from its own site, wherever the record is
+        node = vault.node
+        return lambda site_id: access.acting_from(
+            site_id if node is None or vault.is_here(site_id) else node
+        )
     caller, _ = vault._acting(access, None)
     assert caller.scopes is not None
     acting = replace(caller, scopes=caller.scopes | {operation})
@@ -77,7 +110,7 @@ def _check_records(vault: Domicile, req: dict[str, Any], actor: Actor, purpose: 
     the caller's site, each record's collection and the step's purpose."""
     for h in req["subject"]["holdings"]:
         who = actor(h["site"])
-        for rec in _home_records(vault, h):
+        for rec in _home_records(vault, h, who, purpose):
             vault.authorize(
                 who, "rights:write", site=who.site, collection=rec.collection, purpose=purpose
             )
@@ -115,7 +148,9 @@ def _fulfil(
         raise Conflict("the request was fulfilled already", hint="close it with its outcome")
     # Where the subject is now: its ids looked up again at every site (copies made since
     # the request was opened); the caller must be allowed at every site found.
-    req["subject"]["holdings"] = relocate(vault, req["subject"]["holdings"])
+    req["subject"]["holdings"] = relocate(
+        vault, req["subject"]["holdings"], access=access, purpose=PURPOSE[kind]
+    )
     req["subject"]["searched_at"] = vault.clock().isoformat()
     authorize_request(vault, access, "rights:write", req)
     operation = STEP_OPERATION.get(kind if kind != "withdrawal" or erase else "")
@@ -131,7 +166,7 @@ def _fulfil(
         package, detail = _erase(vault, req, actor)
     else:
         package, detail = None, {"recorded": kind, "vault_block": False}
-    _event(vault, req, "fulfil", access.client, **detail)
+    _event(vault, req, "fulfil", access.client, access=access, **detail)
     return package
 
 
@@ -144,7 +179,7 @@ def _access(
     copies = []
     for h in req["subject"]["holdings"]:
         site = vault.config.site(h["site"])
-        for rec in _home_records(vault, h):
+        for rec in _home_records(vault, h, actor(site.id), purpose):
             token = vault.tokens.issue(site.id, rec.record_id)
             try:  # the read path of GET /v1/records: decided as from the caller's site
                 r = vault.get(token, purpose=purpose, access=actor(site.id))
@@ -204,7 +239,7 @@ def _rectify(
     plan = []
     known: set[str] = set()
     for h in req["subject"]["holdings"]:
-        for rec in _home_records(vault, h):
+        for rec in _home_records(vault, h, actor(h["site"]), PURPOSE["rectification"]):
             coll = vault.collection(rec.collection)
             mine = {k: v for k, v in fields.items() if k in coll.fields}
             known.update(mine)
@@ -242,10 +277,10 @@ def _erase(
     destroyed = []
     marks = _audit_marks(vault)
     for h in req["subject"]["holdings"]:
-        records = _home_records(vault, h)
+        records = _home_records(vault, h, actor(h["site"]), PURPOSE["erasure"])
         if not records:
             continue
-        categories = sorted({c for r in records for c in vault._field_categories(r).values()})
+        categories = sorted({c for r in records for c in r.categories})
         collections = sorted({r.collection for r in records})
         token = vault.tokens.issue(h["site"], records[0].record_id)
         result = vault.erase(token, purpose=PURPOSE["erasure"], access=actor(h["site"]))
@@ -265,6 +300,12 @@ def _erase(
         )
     subjects = {d["subject"] for d in destroyed}
     extract = _log_extract(vault, marks, subjects)
+    for h in req["subject"]["holdings"]:  # on a node: each other node lists its own entries
+        if not vault.is_here(h["site"]) and h["subject"] in subjects:
+            who = actor(h["site"])
+            extract += vault.erased_at(
+                h["site"], purpose=PURPOSE["erasure"], access=who, subjects=[h["subject"]]
+            )
     by = actor(vault.config.local_site or vault.config.model.default_site).client
     act = destruction_act(vault, req, destroyed, extract, performed_by=by)
     detail = {
@@ -282,6 +323,8 @@ def _audit_marks(vault: Domicile) -> dict[str, int]:
     """Each answering site's last audit entry number, before the erasure."""
     marks = {}
     for site in vault.config.sites:
+        if not vault.is_here(site.id):
+            continue  # another node's log: its own entries are its evidence
         try:
             with vault.store(site.id).transaction() as tx:
                 marks[site.id] = tx.audit_head()[0]

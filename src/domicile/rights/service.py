@@ -23,12 +23,13 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.config import FieldSpec
-from domicile.errors import BadInput, Conflict, NotFound
+from domicile.errors import BadInput, Conflict, NodeUnavailable, NotFound
 from domicile.policy import parse_date
 from domicile.rights.deadlines import KINDS, deadlines
 from domicile.rights.registry import RequestsFile, new_id
@@ -55,6 +56,22 @@ PURPOSE = {
     "restriction": "subject_restriction", "withdrawal": "subject_withdrawal",
 }  # fmt: skip
 MAX_REASON = 500
+# The record operation each kind's purpose stands for (``rights:write`` allows it for the
+# request's own steps): what the caller needs at a subject's home node in a federation.
+RECORD_OPERATION = {
+    "subject_access": "records:read", "subject_portability": "records:read",
+    "subject_rectification": "records:write", "subject_erasure": "records:erase",
+    "subject_withdrawal": "records:erase", "subject_restriction": "records:read",
+}  # fmt: skip
+
+
+def for_home_nodes(access: Access, purpose: str) -> Access:
+    """The caller as it asks other nodes for a request's steps: a client (already allowed
+    ``rights:write`` here) with the record operation its request's purpose stands for;
+    each home node cuts it down to what it lets peers ask, and checks it again."""
+    if access.scopes is None:
+        return access
+    return replace(access, scopes=access.scopes | {RECORD_OPERATION[purpose]})
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -116,12 +133,20 @@ def _digest_inputs(config: Config, identity: Mapping[str, str]) -> list[tuple[st
     return out
 
 
-def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]:
+def locate(
+    vault: Domicile,
+    identity: Mapping[str, str],
+    *,
+    access: Access | None = None,
+    purpose: str = "subject_access",
+) -> list[dict[str, Any]]:
     """At each site, the subject whose identity digests match every given value: its id
     there and how many records of it the site holds; then, by that opaque id, the copies
     other sites keep of them. A site that does not answer stops the search
-    (``SiteUnavailable``): a request must not miss a site."""
+    (``SiteUnavailable``): a request must not miss a site. On a node, another site is
+    searched by its own node (``subject_at``: search digests only, for ``access``)."""
     wanted = _digest_inputs(vault.config, identity)
+    access = for_home_nodes(access or vault.operator, purpose)
 
     def unavailable(site_id: str) -> SiteUnavailable:
         vault._drop(site_id)
@@ -132,6 +157,13 @@ def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]
 
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for site in vault.config.sites:
+        if not vault.is_here(site.id):
+            try:
+                for h in vault.subject_at(site.id, purpose=purpose, access=access, identity=wanted):
+                    found[(site.id, h["subject"])] = holding_of(h)
+            except (SiteUnavailable, NodeUnavailable):
+                raise unavailable(site.id) from None
+            continue
         try:
             store = vault.store(site.id)
             indexer = vault._indexers[site.id]
@@ -147,40 +179,67 @@ def locate(vault: Domicile, identity: Mapping[str, str]) -> list[dict[str, Any]]
             raise unavailable(site.id) from None
         if records:
             found[(site.id, subject)] = _holding(site, subject, records)
-    for _, subject in list(found):
-        for site in vault.config.sites:
-            if (site.id, subject) in found:
-                continue
-            try:
-                copies = vault.store(site.id).subject_records(subject)
-            except SiteUnavailable:
-                raise unavailable(site.id) from None
-            if copies:
-                found[(site.id, subject)] = _holding(site, subject, copies)
+    ids = sorted({subject_id for _, subject_id in found})
+    for site in vault.config.sites:
+        missing = [s for s in ids if (site.id, s) not in found]
+        if not missing:
+            continue
+        try:
+            for h in _holdings_at(vault, site, missing, access, purpose):
+                found[(site.id, h["subject"])] = h
+        except (SiteUnavailable, NodeUnavailable):
+            raise unavailable(site.id) from None
     return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
 
 
-def relocate(vault: Domicile, holdings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def holding_of(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A request's holding, of a node's answer (``subject_at``): what a request keeps."""
+    return {k: answer[k] for k in ("site", "country", "subject", "records", "copies")}
+
+
+def _holdings_at(
+    vault: Domicile, site: Any, subjects: list[str], access: Access, purpose: str
+) -> list[dict[str, Any]]:
+    """The holdings of these subject ids at one site: read there, or (on a node, for
+    another site) as that site's node answers."""
+    if not vault.is_here(site.id):
+        answer = vault.subject_at(site.id, purpose=purpose, access=access, subjects=subjects)
+        return [holding_of(h) for h in answer if h["subject"] in subjects]
+    out = []
+    for subject in subjects:
+        records = vault.store(site.id).subject_records(subject)
+        if records:
+            out.append(_holding(site, subject, records))
+    return out
+
+
+def relocate(
+    vault: Domicile,
+    holdings: list[dict[str, Any]],
+    *,
+    access: Access | None = None,
+    purpose: str = "subject_access",
+) -> list[dict[str, Any]]:
     """The holdings again, for the subject ids a request found, at every site as they are
     now: copies made since the request was opened are found, records erased since are
     gone. (A subject's records at a site where it was not found when the request was
     opened carry another id there: only its identity, which is not kept, finds them.) A
     site that does not answer stops the step."""
     subjects = sorted({h["subject"] for h in holdings})
-    found: dict[tuple[str, str], dict[str, Any]] = {}
+    found: list[dict[str, Any]] = []
     for site in vault.config.sites:
-        for subject in subjects:
-            try:
-                records = vault.store(site.id).subject_records(subject)
-            except SiteUnavailable:
-                vault._drop(site.id)
-                raise SiteUnavailable(
-                    site.id, "it does not answer",
-                    hint="nothing was done: fulfil the request again once every site answers",
-                ) from None  # fmt: skip
-            if records:
-                found[(site.id, subject)] = _holding(site, subject, records)
-    return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
+        if not subjects:
+            break
+        try:
+            who = for_home_nodes(access or vault.operator, purpose)
+            found += _holdings_at(vault, site, subjects, who, purpose)
+        except (SiteUnavailable, NodeUnavailable):
+            vault._drop(site.id)
+            raise SiteUnavailable(
+                site.id, "it does not answer",
+                hint="nothing was done: fulfil the request again once every site answers",
+            ) from None  # fmt: skip
+    return sorted(found, key=lambda h: (h["site"], h["subject"]))
 
 
 def _holding(site: Any, subject: str, records: list[Any]) -> dict[str, Any]:
@@ -193,8 +252,11 @@ def _holding(site: Any, subject: str, records: list[Any]) -> dict[str, Any]:
     }
 
 
-def _laws(vault: Domicile, holdings: list[dict[str, Any]]) -> tuple[set[str], list[str]]:
-    """The packs whose deadlines count for a subject, and why each one does."""
+def _laws(
+    vault: Domicile, holdings: list[dict[str, Any]], access: Access, purpose: str
+) -> tuple[set[str], list[str]]:
+    """The packs whose deadlines count for a subject, and why each one does (at another
+    node's site, as that node answers: the subject's residency stays there)."""
     packs: set[str] = set()
     why: list[str] = []
     countries = {h["country"] for h in holdings} or {s.country for s in vault.config.sites}
@@ -208,14 +270,26 @@ def _laws(vault: Domicile, holdings: list[dict[str, Any]]) -> tuple[set[str], li
         if not h["records"]:
             continue
         site = vault.config.site(h["site"])
-        store = vault.store(site.id)
-        rec = next(r for r in store.subject_records(h["subject"]) if not r.is_replica)
-        residency = vault._residency(site, rec)
-        for j in vault.engine.jurisdictions(residency):
-            if j.coverage != "none" and j.pack not in packs:
-                packs.add(j.pack)
+        if vault.is_here(site.id):
+            store = vault.store(site.id)
+            rec = next(r for r in store.subject_records(h["subject"]) if not r.is_replica)
+            residency = vault._residency(site, rec)
+            laws = [
+                (j.pack, j.coverage)
+                for j in vault.engine.jurisdictions(residency)
+                if j.coverage != "none"
+            ]
+        else:
+            answer = vault.subject_at(
+                site.id, purpose=purpose, access=for_home_nodes(access, purpose),
+                subjects=[h["subject"]],
+            )  # fmt: skip
+            laws = [(p, c) for a in answer for p, c in a["laws"] if c != "none"]
+        for pack, coverage in laws:
+            if pack not in packs:
+                packs.add(pack)
                 why.append(
-                    f"{j.pack}: the law {'covers' if j.coverage == 'covered' else 'may cover'} the subject"
+                    f"{pack}: the law {'covers' if coverage == 'covered' else 'may cover'} the subject"
                 )
     return packs, why
 
@@ -258,15 +332,40 @@ def authorize_request(
 # --- the request's life -------------------------------------------------------------------
 
 
-def _event(vault: Domicile, req: dict[str, Any], step: str, by: str | None, **detail: Any) -> None:
+def _event(
+    vault: Domicile,
+    req: dict[str, Any],
+    step: str,
+    by: str | None,
+    *,
+    access: Access | None = None,
+    **detail: Any,
+) -> None:
     """One ``request`` audit entry at each site holding the subject (or the local site
-    when none does), and the same step in the request's history, naming those entries."""
+    when none does), and the same step in the request's history, naming those entries.
+    On a node, another site's entry is written by its own node (for ``access``)."""
     at = vault.clock().isoformat()
     targets = [(h["site"], h["subject"]) for h in req["subject"]["holdings"]] or [
         (vault.config.local_site or vault.config.model.default_site, None)
     ]
     entries = []
     for site_id, subject in targets:
+        if not vault.is_here(site_id):
+            try:
+                purpose = PURPOSE[req["kind"]]
+                seq = vault.request_step_at(
+                    site_id, purpose=purpose,
+                    access=for_home_nodes(access or vault.operator, purpose),
+                    subject=subject,
+                    detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
+                )  # fmt: skip
+            except (SiteUnavailable, NodeUnavailable):
+                raise SiteUnavailable(
+                    site_id, "its node does not answer",
+                    hint=f"the step {step!r} was not recorded: run it again once the node is back",
+                ) from None  # fmt: skip
+            entries.append({"site": site_id, "seq": seq})
+            continue
         event = AuditEvent(
             action="request", site=site_id, purpose=PURPOSE[req["kind"]], subject=subject,
             client=by, detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
@@ -315,8 +414,8 @@ def open_request(
         raise Conflict(
             "a request cannot have arrived after today", hint="give --received YYYY-MM-DD"
         )
-    holdings = locate(vault, identity)
-    pack_ids, why = _laws(vault, holdings)
+    holdings = locate(vault, identity, access=access, purpose=PURPOSE[kind])
+    pack_ids, why = _laws(vault, holdings, access, PURPOSE[kind])
     found = deadlines(vault.engine.packs, pack_ids, kind, day)
     binding = found[0] if found else None
     req: dict[str, Any] = {
@@ -344,7 +443,7 @@ def open_request(
     # The file is read (and checked) first: a request that cannot be kept is not audited.
     with RequestsFile(vault.config).changing() as all_requests:
         _event(
-            vault, req, "open", access.client, sites=len(holdings),
+            vault, req, "open", access.client, access=access, sites=len(holdings),
             due=req["due"], rule=binding.rule if binding else None,
         )  # fmt: skip
         all_requests[req["id"]] = req
@@ -404,7 +503,9 @@ def _extend(vault: Domicile, req: dict[str, Any], reason: str, access: Access) -
     }
     req["due"] = deadline["extended_due"]
     req["status"] = "extended"
-    _event(vault, req, "extend", access.client, due=req["due"], rule=deadline["rule"])
+    _event(
+        vault, req, "extend", access.client, access=access, due=req["due"], rule=deadline["rule"]
+    )
 
 
 def close(
@@ -442,7 +543,7 @@ def _close(
         "at": vault.clock().isoformat(),
         "on_time": on_time,
     }
-    _event(vault, req, "close", access.client, outcome=outcome, on_time=on_time)
+    _event(vault, req, "close", access.client, access=access, outcome=outcome, on_time=on_time)
 
 
 # --- reading (never writes) ---------------------------------------------------------------

@@ -424,6 +424,14 @@ class StoreTransaction(ABC):
         """Record another site's head as witnessed (with the entry that records it)."""
 
     @abstractmethod
+    def keep_reply(
+        self, peer: str, op: str, key: bytes, status: int, answer: str, expires: float, now: float
+    ) -> None:
+        """Keep a node's first answer to a peer's call (its idempotency key's digest
+        ``key``; an answer that holds no value) until ``expires`` (seconds since the
+        epoch), unless one is kept already; and drop the answers expired by ``now``."""
+
+    @abstractmethod
     def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
         """Outbox items as (record_id, subject_id, target_site, op), in order."""
 
@@ -543,6 +551,11 @@ class SiteStore(ABC):
 
     @abstractmethod
     def subject_records(self, subject_id: str) -> list[StoredRecord]: ...
+
+    @abstractmethod
+    def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
+        """The answer kept for a peer's call (``StoreTransaction.keep_reply``), if it has
+        not expired by ``now``: its status and its JSON."""
 
     @abstractmethod
     def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]: ...

@@ -903,6 +903,16 @@ class _Tx(StoreTransaction):
                 (row.site, row.size, row.root, row.signed_at, row.signature, row.seq),
             )
 
+    def keep_reply(
+        self, peer: str, op: str, key: bytes, status: int, answer: str, expires: float, now: float
+    ) -> None:
+        with self._errors("cannot keep a node's answer"):
+            self.c.execute("DELETE FROM node_replies WHERE expires < %s", (now,))
+            self.c.execute(
+                "INSERT INTO node_replies VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (peer, op, key, status, answer, expires),
+            )
+
 
 # The payloads travel as a binary text[] (%b): the text form of an array would escape
 # every quote of every JSON payload on the client, which costs more than the append.
@@ -1223,6 +1233,14 @@ class PostgresSiteStore(SiteStore):
             "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = %s", (record_id,)
         )
         return _record(rows[0]) if rows else None
+
+    def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
+        rows = self._read(
+            "SELECT status, answer FROM node_replies"
+            " WHERE peer = %s AND op = %s AND key_digest = %s AND expires >= %s",
+            (peer, op, key, now),
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def lookup(self, digest: bytes) -> list[str]:
         rows = self._read("SELECT record_id FROM digests WHERE digest = %s", (digest,))

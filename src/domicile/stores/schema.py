@@ -76,6 +76,16 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             "INSERT OR IGNORE INTO digests SELECT digest, record_id FROM blind_index",
             "DROP TABLE blind_index",
         ],
+        # A federation node's first answers to its peers' writing calls, by the digest of
+        # each call's idempotency key, kept until they expire (no values: see
+        # federation.node.StoredReplies), so a node restarted between a write and its
+        # peer's retry answers the retry instead of doing the write again.
+        8: [
+            "CREATE TABLE node_replies (peer TEXT NOT NULL, op TEXT NOT NULL,"
+            " key_digest BLOB NOT NULL, status INTEGER NOT NULL, answer TEXT NOT NULL,"
+            " expires REAL NOT NULL, PRIMARY KEY (peer, op, key_digest)) WITHOUT ROWID",
+            "CREATE INDEX node_replies_expires ON node_replies (expires)",
+        ],
     },
     "postgresql": {
         1: [
@@ -160,6 +170,12 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             "CREATE INDEX digests_record ON digests (record_id)",
             "INSERT INTO digests SELECT DISTINCT digest, record_id FROM blind_index",
             "DROP TABLE blind_index",
+        ],
+        8: [
+            "CREATE TABLE node_replies (peer TEXT NOT NULL, op TEXT NOT NULL,"
+            " key_digest BYTEA NOT NULL, status INTEGER NOT NULL, answer TEXT NOT NULL,"
+            " expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (peer, op, key_digest))",
+            "CREATE INDEX node_replies_expires ON node_replies (expires)",
         ],
     },
 }

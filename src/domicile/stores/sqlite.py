@@ -343,6 +343,15 @@ class _Tx(StoreTransaction):
             (row.site, row.size, row.root, row.signed_at, row.signature, row.seq),
         )
 
+    def keep_reply(
+        self, peer: str, op: str, key: bytes, status: int, answer: str, expires: float, now: float
+    ) -> None:
+        self.c.execute("DELETE FROM node_replies WHERE expires < ?", (now,))
+        self.c.execute(
+            "INSERT INTO node_replies VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (peer, op, key, status, answer, expires),
+        )
+
 
 PUT_REPLICA = (
     f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -600,6 +609,14 @@ class SqliteSiteStore(SiteStore):
     def get(self, record_id: str) -> StoredRecord | None:
         rows = self._read(f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,))
         return _record(rows[0]) if rows else None
+
+    def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
+        rows = self._read(
+            "SELECT status, answer FROM node_replies"
+            " WHERE peer = ? AND op = ? AND key_digest = ? AND expires >= ?",
+            (peer, op, key, now),
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
     def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]:
         out: dict[str, StoredRecord] = {}

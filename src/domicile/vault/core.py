@@ -26,7 +26,7 @@ from domicile.audit.group import Group, GroupCommit
 from domicile.audit.ledger import Action, PayloadTemplate
 from domicile.categories import is_under
 from domicile.config import Collection, Config, Site, load_config
-from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.blind import BlindIndexer, search_key
 from domicile.crypto.envelope import (
     FieldCipher,
     key_context,
@@ -229,6 +229,10 @@ class VaultCore:
         self.tokens = TokenCodec(self.keys.token_key())
         self.filings = FilingsRegistry(config, self.engine)
         self._join_key = self.keys.join_key()
+        # A federated deployment also indexes each searchable value by its search digest
+        # (crypto/blind.py), so that a node can search another's site without the value.
+        self._search_key = search_key(self._join_key)
+        self.federated = config.model.federation is not None
         self._sites = {s.id: s for s in config.sites}
         self._stores: dict[str, SiteStore] = {}
         self._keystores: dict[str, KeyStore] = {}
@@ -342,6 +346,43 @@ class VaultCore:
         """Erase a subject's copies at a site whose data is not here (a federation's node
         asks that site's node; in one process every site is here)."""
         self._here(site_id)
+
+    def subject_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        identity: Sequence[tuple[str, str]] | None = None,
+        subjects: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """A subject's holdings at a site whose data is not here (a federation's node asks
+        that site's node: ``FederatedDomicile.subject_at``; in one process every site is
+        here, and ``rights`` reads it directly)."""
+        self._here(site_id)
+        return []
+
+    def erased_at(
+        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The erasure entries of these subjects in the log of a site whose data is not
+        here (a federation's node asks that site's node)."""
+        self._here(site_id)
+        return []
+
+    def request_step_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str | None,
+        detail: Mapping[str, Any],
+    ) -> int:
+        """Record a step of a subject's request in the log of a site whose data is not
+        here (a federation's node asks that site's node)."""
+        self._here(site_id)
+        return 0
 
     def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
         """The stored records among ``record_ids`` at ``home`` (what a parity check

@@ -6,14 +6,14 @@ pack permits only masked forms); audit the read, or the refusal; then answer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import PayloadTemplate
-from domicile.config import Site
+from domicile.config import Collection, Site
 from domicile.errors import BadInput
 from domicile.packs import Outcome
 from domicile.policy import Decision
@@ -370,6 +370,23 @@ class Reading(VaultCore):
         self.authorize(
             access, "records:read", site=requester.id, collection=collection, purpose=purpose
         )
+        searched = self._searched(collection, coll, where)
+        result = FindResult()
+        for site in self.config.sites:
+            try:
+                indexer = self._indexers[site.id]
+                digests = [indexer.digest(collection, f, norm) for f, norm in searched.items()]
+                self._find_at(site, collection, digests, requester, purpose, access, result)
+            except SiteUnavailable:
+                self._drop(site.id)
+                result.unavailable.append(site.id)
+        return result
+
+    def _searched(
+        self, collection: str, coll: Collection, where: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """The fields searched for and each value's normalised form (checked: searchable
+        fields of the collection only)."""
         if not where:
             raise BadInput("give at least one field to search by", hint="e.g. --field email=...")
         checked = values.check_fields(collection, coll, where, partial=True)
@@ -379,32 +396,34 @@ class Reading(VaultCore):
                     f"field {fname!r} is not searchable",
                     hint=f"searchable fields: {', '.join(n for n, s in coll.fields.items() if s.searchable)}",
                 )
-        result = FindResult()
-        for site in self.config.sites:
+        return {
+            fname: values.normalize(fname, coll.fields[fname], value)
+            for fname, value in checked.items()
+        }
+
+    def _find_at(
+        self,
+        site: Site,
+        collection: str,
+        digests: Sequence[bytes],
+        requester: Site,
+        purpose: str,
+        access: Access,
+        result: FindResult,
+    ) -> None:
+        """Add to ``result`` the primaries of ``collection`` at ``site`` that every one of
+        ``digests`` (the site's index entries) finds, each read as decided for the caller."""
+        store = self.store(site.id)
+        ids: set[str] | None = None
+        for digest in digests:
+            found = set(store.lookup(digest))
+            ids = found if ids is None else ids & found
+        for rid in sorted(ids or ()):
+            rec = store.get(rid)
+            if rec is None or rec.is_replica or rec.collection != collection:
+                continue
+            token = self.tokens.issue(site.id, rid)
             try:
-                store = self.store(site.id)
-                indexer = self._indexers[site.id]
-                ids: set[str] | None = None
-                for fname, value in checked.items():
-                    digest = indexer.digest(
-                        collection, fname, values.normalize(fname, coll.fields[fname], value)
-                    )
-                    found = set(store.lookup(digest))
-                    ids = found if ids is None else ids & found
-                for rid in sorted(ids or ()):
-                    rec = store.get(rid)
-                    if rec is None or rec.is_replica or rec.collection != collection:
-                        continue
-                    token = self.tokens.issue(site.id, rid)
-                    try:
-                        result.records.append(
-                            self._read(token, site, rec, requester, purpose, access)
-                        )
-                    except PolicyRefused as exc:
-                        result.refused.append(
-                            {"token": token, "site": site.id, "reason": exc.message}
-                        )
-            except SiteUnavailable:
-                self._drop(site.id)
-                result.unavailable.append(site.id)
-        return result
+                result.records.append(self._read(token, site, rec, requester, purpose, access))
+            except PolicyRefused as exc:
+                result.refused.append({"token": token, "site": site.id, "reason": exc.message})

@@ -25,7 +25,7 @@ from domicile.audit import AuditEvent
 from domicile.audit.group import Group
 from domicile.audit.ledger import AuditLedger
 from domicile.config import Collection, Site
-from domicile.crypto.blind import BlindIndexer
+from domicile.crypto.blind import BlindIndexer, search_digest
 from domicile.crypto.envelope import (
     NONCE,
     FieldCipher,
@@ -524,6 +524,11 @@ class Writing(Reading):
             own.append(indexer.digest(collection, name, norm))
             if identity is not None:
                 idents.append(indexer.digest(IDENTITY, identity, norm))
+            if self.federated:  # the same values, found by search digests from other nodes
+                key = self._search_key
+                own.append(indexer.of_search(search_digest(key, collection, name, norm)))
+                if identity is not None:
+                    own.append(indexer.of_search(search_digest(key, IDENTITY, identity, norm)))
         return own, idents
 
     def _join_tokens(
