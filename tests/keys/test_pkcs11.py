@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import sys
@@ -229,6 +230,12 @@ def test_a_missing_hsm_extra_says_which_to_install(
     assert info.value.exit_code == ExitCode.BAD_INPUT
 
 
+# python-pkcs11 marks a search active before the token accepts it; a search refused by a
+# dead session is left active, and its finalizer then fails on the dead handle when it is
+# collected ("Exception ignored in ... __del__"). Harmless, and python-pkcs11's own; it is
+# collected inside this test (below), so that it is not reported in whichever test the
+# garbage collector happens to run in.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_session_the_token_dropped_is_opened_again(hsm_vault: Domicile, token: str) -> None:
     """The token closes the session under the vault (as a reset does): that call finds the
     site unavailable, the next one logs in again and works."""
@@ -240,6 +247,7 @@ def test_a_session_the_token_dropped_is_opened_again(hsm_vault: Domicile, token:
     session.close()  # C_CloseSession: the handles the provider holds are dead now
     with pytest.raises(KeyProviderUnavailable, match="stopped answering"):
         hsm_vault.keys.wrap("ru", b"r" * 32, ctx)
+    gc.collect()  # the search the dead session refused is finalized here (see above)
     version, wrapped = hsm_vault.keys.wrap("ru", b"r" * 32, ctx)
     assert hsm_vault.keys.unwrap("ru", version, wrapped, ctx) == b"r" * 32
     assert provider._sessions[(MODULE, token)][0] is not session
