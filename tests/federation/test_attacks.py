@@ -411,6 +411,27 @@ def test_a_peers_answer_about_other_sites_or_malformed_is_no_answer(fed: Federat
     assert not [e for e in fed.audit("us") if "Anna" in json.dumps(e)]
 
 
+def test_a_delete_answer_carrying_anything_else_is_no_answer(fed: Federation) -> None:
+    """A compromised RU node answers a delete with more than a delete answers (a value, or
+    another site's name): the US node passes none of it on."""
+    us, ru = fed.vaults["us"], fed.vaults["ru"]
+    honest = ru.answer_peer
+    lies = iter([{"name": "Anna Volkova"}, {"site": "de"}])
+
+    def lie(peer: str, op: str, body: Any) -> dict[str, Any]:
+        answer = honest(peer, op, body)
+        return {**answer, **next(lies)} if op == "delete" else answer
+
+    ru.answer_peer = lie  # type: ignore[method-assign]
+    for _ in range(2):
+        put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+        with pytest.raises(NodeUnavailable):
+            us.delete(put.token, purpose="cleanup")
+    ru.answer_peer = honest  # type: ignore[method-assign]
+    put = us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    assert us.delete(put.token, purpose="cleanup") == {"deleted": True, "site": "ru", "records": 1}
+
+
 def test_an_oversized_call_or_key_is_refused_and_the_node_answers_on(fed: Federation) -> None:
     us = fed.attacker("us")
     huge = {"collection": "profiles", "purpose": "signup", "items": ["x" * MAX_BODY]}

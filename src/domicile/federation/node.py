@@ -639,7 +639,13 @@ class FederatedDomicile(Domicile):
             return super().delete(token, purpose=purpose, as_site=as_site, access=access)
         access, requester = self._acting(access, as_site)
         self.authorize(access, "records:delete", site=requester.id, purpose=purpose)
-        return self._ask(site.id, "delete", {"token": token}, access, purpose, writes=True)
+        answer = self._ask(site.id, "delete", {"token": token}, access, purpose, writes=True)
+        # Checked like an erasure's answer: only what a delete answers, about its own site.
+        if answer != {"deleted": True, "site": site.id, "records": 1}:
+            raise NodeUnavailable(
+                site.id, f"node {site.id} answered something that is not a node answer"
+            )
+        return {"deleted": True, "site": site.id, "records": 1}
 
     def erase(
         self,
