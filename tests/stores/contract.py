@@ -504,6 +504,54 @@ class SiteStoreContract(Backend):
             failing_write()
         assert store.outbox(10) == []
 
+    def test_a_written_batch_holds_its_records_index_outbox_and_chained_entries(
+        self, store: SiteStore
+    ) -> None:
+        append(store, 1, "before")
+        with store.transaction() as tx:
+            rows = tx.write_batch(
+                [record("r1"), record("r2", "subj-2")],
+                [IndexEntry(digest("a"), "r1"), IndexEntry(digest("a"), "r2")],
+                [("r1", "subj-1", "de", "upsert"), ("r2", "subj-2", "us", "upsert")],
+                ['{"action":"write","n":1}', '{"action":"write","n":2}'],
+            )
+        assert store.get("r2") == record("r2", "subj-2")
+        assert sorted(store.lookup(digest("a"))) == ["r1", "r2"]
+        items = store.outbox(10)
+        assert [(i.record_id, i.target_site) for i in items] == [("r1", "de"), ("r2", "us")]
+        assert items[0].seq < items[1].seq
+        stored = list(store.audit())
+        assert rows == stored[1:]
+        assert [r.seq for r in rows] == [2, 3]
+        for row, prev in zip(rows, stored, strict=False):
+            assert row.prev_hash == prev.hash
+            assert row.hash == entry_hash(prev.hash, row.seq, row.payload)
+
+    def test_a_written_batch_with_a_duplicate_id_leaves_nothing(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+
+        def write_a_duplicate() -> None:
+            with store.transaction() as tx:
+                tx.write_batch(
+                    [record("r2"), record("r1", "someone-else")],
+                    [IndexEntry(digest("b"), "r2")],
+                    [("r2", "subj-1", "de", "upsert")],
+                    ['{"action":"write"}'],
+                )
+
+        with pytest.raises(self.duplicate_error):
+            write_a_duplicate()
+        assert store.get("r2") is None
+        assert store.get("r1") == record("r1")
+        assert store.lookup(digest("b")) == []
+        assert store.outbox(10) == []
+        assert list(store.audit()) == []
+        with store.transaction() as tx:  # the store goes on as before
+            tx.write_batch([record("r3")], [], [], ['{"action":"write"}'])
+        assert store.count() == 2
+        assert [r.seq for r in store.audit()] == [1]
+
     def test_a_replica_only_moves_forward(self, store: SiteStore) -> None:
         v2 = replace(record("r1", version=2), primary_site="ru")
         with store.transaction() as tx:

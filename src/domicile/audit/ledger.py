@@ -335,10 +335,17 @@ class AuditLedger:
         head whenever the log crosses a multiple of ``HEAD_EVERY``."""
         return self.append_payloads(tx, [ev.payload() for ev in events])
 
-    def append_payloads(self, tx: StoreTransaction, payloads: Sequence[str]) -> list[AuditRow]:
+    def append_payloads(
+        self,
+        tx: StoreTransaction,
+        payloads: Sequence[str],
+        *,
+        chain: Callable[[Sequence[str]], list[AuditRow]] | None = None,
+    ) -> list[AuditRow]:
         """``append`` for payloads already encoded (``AuditEvent.payload`` or a
-        ``PayloadTemplate``)."""
-        rows = tx.chain(payloads)
+        ``PayloadTemplate``). ``chain``: what appends them in ``tx`` (``tx.chain`` unless
+        given; ``StoreTransaction.write_batch`` sends them with the rows they name)."""
+        rows = (chain or tx.chain)(payloads)
         self.appended = True
         if self._crosses(rows):
             self._sign(tx)

@@ -394,6 +394,23 @@ class StoreTransaction(ABC):
         self.append_audit(rows)
         return rows
 
+    def write_batch(
+        self,
+        records: Sequence[StoredRecord],
+        entries: Iterable[IndexEntry],
+        outbox: Sequence[tuple[str, str, str, str]],
+        payloads: Sequence[str],
+    ) -> list[AuditRow]:
+        """A batch of new records with their index entries (entries of these records
+        only) and outbox items, and the audit entries that name them chained after the
+        head, in this transaction; returns the new audit rows. The same as ``insert``,
+        ``index``, ``enqueue`` and ``chain`` one after another; a backend may write them its
+        own cheaper way."""
+        self.insert(records)
+        self.index(entries)
+        self.enqueue(outbox)
+        return self.chain(payloads)
+
     @abstractmethod
     def add_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 

@@ -76,10 +76,16 @@ class _Write:
     def run(self, tx: StoreTransaction, ledger: AuditLedger) -> None:
         if self.held and tx.hold_subjects(sorted(self.held)):
             raise _SubjectErased
-        tx.insert(self.records)
-        tx.index(self.entries)
-        tx.enqueue(self.outbox)  # replication: in the same transaction as the primary
-        ledger.append(tx, self.events)
+        # Records, index entries, outbox items (replication: in the same transaction as
+        # the primary) and the audit entries naming them, sent together where the backend
+        # can (``StoreTransaction.write_batch``).
+        ledger.append_payloads(
+            tx,
+            [ev.payload() for ev in self.events],
+            chain=lambda payloads: tx.write_batch(
+                self.records, self.entries, self.outbox, payloads
+            ),
+        )
 
 
 def _commit_writes(
