@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 import threading
 import time
@@ -20,7 +21,7 @@ from domicile.stores.base import SiteUnavailable
 from domicile.stores.keystore import WrappedKey
 from domicile.vault import Domicile, NotFound, PolicyRefused
 
-from .conftest import IVAN, Deployment, open_vault
+from .conftest import IVAN, Deployment, open_vault, sqlite_urls
 
 RU = {"citizenship": "RU"}
 
@@ -316,6 +317,37 @@ def test_batch_put_groups_by_site(vault: Domicile) -> None:
     results = vault.put_many("profiles", items, purpose="import")
     assert [r.site for r in results] == ["ru"] * 5 + ["us"] * 3
     assert {s.id: s.records for s in vault.sites()} == {"ru": 5, "de": 0, "us": 3}
+
+
+def test_a_batch_whose_one_home_fails_leaves_each_site_whole(tmp_path: Path) -> None:
+    """The homes of a batch are written side by side: one failing (here a trigger an
+    operator left on Russia's records) fails the call with its error, writes nothing of
+    its records, and every other home keeps its records with their audit entry."""
+    deployment = Deployment("sqlite", tmp_path, sqlite_urls(), None)
+    deployment.execute(
+        "ru",
+        "CREATE TRIGGER refuse BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    vault = deployment.open()
+    try:
+        items = [{"subject": RU, "fields": {"full_name": f"R{i}"}} for i in range(4)]
+        items += [
+            {"subject": {"citizenship": "US"}, "fields": {"full_name": f"U{i}"}} for i in range(3)
+        ]
+        with pytest.raises(sqlite3.IntegrityError, match="refused"):
+            vault.put_many("profiles", items, purpose="import")
+        assert {s.id: s.records for s in vault.sites()} == {"ru": 0, "de": 0, "us": 3}
+        written = [
+            json.loads(p)
+            for (p,) in deployment.execute("us", "SELECT payload FROM audit")
+            if json.loads(p)["action"] == "write"
+        ]
+        assert len(written) == 1
+        assert len(written[0]["records"]) == 3
+        assert deployment.execute("ru", "SELECT count(*) FROM audit")[0][0] == 0
+        assert deployment.execute("ru", "SELECT count(*) FROM digests")[0][0] == 0
+    finally:
+        vault.close()
 
 
 @pytest.mark.parametrize("purpose", ["", "Has Spaces", "x" * 65, "ivan@example.ru"])

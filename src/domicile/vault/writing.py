@@ -15,6 +15,7 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -325,8 +326,28 @@ class Writing(Reading):
                     hint="it was written before: look it up instead of writing it again",
                 )
         results: dict[int, PutResult] = {}
-        for site_id, group in by_site.items():
-            results.update(self._write_site(site_id, collection, coll, group, purpose, access))
+        if len(by_site) == 1:
+            for site_id, group in by_site.items():
+                results.update(self._write_site(site_id, collection, coll, group, purpose, access))
+            return results
+        # Several home sites: each written on a thread of its own, so one site's sealing
+        # runs while another's database inserts and commits (its wait releases the
+        # interpreter). Each site's write is its own transaction, as it was one after
+        # another; the first failure, in site order, is raised once all have finished.
+        with ThreadPoolExecutor(max_workers=len(by_site), thread_name_prefix="put") as pool:
+            futures = [
+                pool.submit(self._write_site, site_id, collection, coll, group, purpose, access)
+                for site_id, group in by_site.items()
+            ]
+        failure: BaseException | None = None
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                failure = failure or error
+            else:
+                results.update(future.result())
+        if failure is not None:
+            raise failure
         return results
 
     @staticmethod
