@@ -40,6 +40,7 @@ from domicile.deployment import DeploymentRegistry
 from domicile.errors import BadInput, DomicileError
 from domicile.filings import FilingsRegistry
 from domicile.packs import load_packs
+from domicile.packs.vocabulary import CONSENT_BASES
 from domicile.policy import Decision, PolicyEngine
 from domicile.residency import Residency, TriSet
 from domicile.stores import (
@@ -49,7 +50,6 @@ from domicile.stores import (
     open_key_store,
     open_site_store,
 )
-from domicile.packs.vocabulary import CONSENT_BASES
 from domicile.stores.base import AuditRow, SiteUnavailable, SubjectBlock, TransferCount
 from domicile.vault import values
 from domicile.vault.errors import NotFound, SubjectBlocked
