@@ -146,6 +146,9 @@ def test_a_restricted_subject_is_refused_on_every_route_and_allowed_uses_are_aud
     headers = world.headers(*READER)
     r = world.http.get(f"/v1/records/{token}", params={"purpose": "profile_view"}, headers=headers)
     assert (r.status_code, r.json()["code"]) == (403, "subject_blocked")
+    assert r.json()["block"] == {
+        "kind": "restriction", "request": req["id"], "since": req["block"]["since"], "site": "us",
+    }  # fmt: skip
     assert "John" not in r.text
     r = world.http.post(
         "/v1/read", json={"tokens": [token], "purpose": "profile_view"}, headers=headers
@@ -278,6 +281,8 @@ def test_withdrawal_stops_consent_purposes_only_and_outlives_its_request(world: 
     assert {e["detail"]["basis"] for e in refusals} == {"consent"}
     # Consent stays withdrawn after the request is closed, until the operator lifts it.
     close(world.vault, req["id"], outcome="fulfilled")
+    shown = CliRunner().invoke(cli, ["rights", "show", req["id"], "--config", world.cfg]).stdout
+    assert "block: consent withdrawn since 2026-12-04T12:00:00 at ru" in shown
     with pytest.raises(SubjectBlocked):
         world.vault.get(token, purpose="newsletter", as_site="ru")
     code, out = _cli(world, "rights", "lift", req["id"], "--reason", "consent given again")
