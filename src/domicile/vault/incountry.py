@@ -47,6 +47,11 @@ whether it may ``delete`` it. Reads are local to the site (clients need the site
 ``site:`` scope to use it), so no read here is a transfer. Refusals, writes, reads and
 deletes go into the site's hash-chained audit with ids and field names, never a value;
 if the site is down the call fails closed (``SiteUnavailable``) and nothing is written.
+A subject's blocks (a restriction of processing, a withdrawal of consent:
+``Domicile.check_blocks``) are checked for every record read, found, changed or deleted
+here, and for the first records of a subject (stopped only by a withdrawal of consent, when
+the configuration says the purpose ``incountry`` rests on consent); a find leaves blocked
+records out. Expiry still destroys a blocked subject's expired records.
 
 Finding: a filter is narrowed with the blind indexes where it has equality conditions
 (values or lists on string keys, range keys or version; ``$or`` branches that all narrow);
