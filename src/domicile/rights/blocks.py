@@ -39,12 +39,12 @@ BLOCKING = ("restriction", "withdrawal")
 
 
 def allowed_bases(
-    vault: Domicile, holdings: list[dict[str, Any]]
+    vault: Domicile, holdings: list[dict[str, Any]], access: Access
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The legal bases a restriction still lets the subject's data be used for, and the
     pack rules that say so: the bases every covering pack with a rule in force today
     allows (none when no pack has one: only storage and the subject's own requests)."""
-    packs, _ = _laws(vault, holdings)
+    packs, _ = _laws(vault, holdings, access, PURPOSE["restriction"])
     today = vault.clock().date()
     sets: list[set[str]] = []
     rules: list[str] = []
@@ -92,14 +92,29 @@ def _change_site(
     return seq, result
 
 
-def place(vault: Domicile, req: dict[str, Any], by: str | None) -> dict[str, Any]:
+def _here_only(vault: Domicile, sites: list[str]) -> None:
+    """Blocks are placed and lifted by the process holding the sites: on a federation's
+    node, a subject held at another node's site is refused before anything is done."""
+    elsewhere = sorted(s for s in sites if not vault.is_here(s))
+    if elsewhere:
+        raise Conflict(
+            f"the subject is also held at {', '.join(elsewhere)}, another node's site:"
+            " a block is placed (and lifted) only where every site is in reach",
+            hint="run the step from a process that holds every site (the CLI on the"
+            " deployment); blocks through the node channel are not built yet",
+        )
+
+
+def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any]:
     """Block the subject at every site holding it now (the request's holdings, looked up
     again by ``fulfil``); a site blocked already by this request is left as it is. Returns
     the step's detail for the request's history."""
     kind = req["kind"]
     assert kind in BLOCKING
+    by = access.client
     holdings = req["subject"]["holdings"]
-    allows, rules = allowed_bases(vault, holdings) if kind == "restriction" else ((), ())
+    _here_only(vault, [h["site"] for h in holdings])
+    allows, rules = allowed_bases(vault, holdings, access) if kind == "restriction" else ((), ())
     now = vault.clock().isoformat()
     earlier = req.get("block") or {}
     since = earlier.get("since") if earlier.get("state") == "in_force" else None
@@ -159,6 +174,7 @@ def lift_block(
             "this request has no block in force",
             hint="a restriction or a withdrawal of consent places one when it is fulfilled",
         )
+    _here_only(vault, [at["site"] for at in block["at"]])
     now = vault.clock().isoformat()
     entries = []
     requeued = 0

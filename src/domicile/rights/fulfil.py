@@ -172,7 +172,7 @@ def _fulfil(
         elif kind == "erasure" or (kind == "withdrawal" and erase):
             package, detail = _erase(vault, req, actor)
         else:
-            package, detail = None, place(vault, req, access.client)
+            package, detail = None, place(vault, req, access)
     _event(vault, req, "fulfil", access.client, access=access, **detail)
     return package
 
