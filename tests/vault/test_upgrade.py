@@ -176,6 +176,7 @@ def test_a_schema6_index_moves_to_the_compact_index_on_open(deployment: Deployme
         + " NOT NULL, record_id TEXT NOT NULL)",
         "INSERT INTO blind_index SELECT 'c', 'f', digest, record_id FROM digests",
         "DROP TABLE digests",
+        "DROP TABLE node_replies",  # (schema 8)
         "DROP TABLE subject_blocks",  # (schema 9)
         "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
     )
