@@ -167,6 +167,17 @@ class Collection(_Model):
     retention: Retention | None = None
 
 
+class PurposeSpec(_Model):
+    """A purpose the application names in its calls, with the legal basis it rests on (a
+    basis the packs know: ``consent``, ``contract``, ``legal_claims``, ...). The vault uses
+    it for subjects' blocks: a purpose resting on consent stops for a subject who withdrew
+    consent, and a restricted subject's data may be read only for purposes resting on a
+    basis the law still allows (``restriction:`` in the packs)."""
+
+    basis: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")]
+    title: str | None = None
+
+
 class ClientSpec(_Model):
     """A client of the HTTP service, defined in the configuration (with hashes only)."""
 
@@ -266,6 +277,9 @@ class DeploymentConfig(_Model):
     collections: dict[Ident, Collection] = Field(min_length=1)
     filings: dict[str, dt.date] = {}  # facts on record, e.g. ru.art22_notice: 2025-01-15
     facts: dict[str, bool | int | str] = {}  # facts about the controller, e.g. controller.ciio
+    # The legal basis of each purpose (see ``PurposeSpec``); a purpose not listed has none
+    # on record, and is stopped by a restriction but not by a withdrawal of consent.
+    purposes: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")], PurposeSpec] = {}
     packs: list[str] = []
     clients: list[ClientSpec] = []
     audit: AuditSettings = AuditSettings()

@@ -56,7 +56,7 @@ def test_plan_then_run_with_a_hold(world: World) -> None:
     assert done["sites"] == [
         {"site": "us", "country": "US", "records_erased": 0, "keys_destroyed": 0,
          "records_stripped": 2, "fields_removed": 2, "records_held": 1,
-         "records_changed_meanwhile": 0},
+         "records_changed_meanwhile": 0, "records_restricted": 0},
     ]  # fmt: skip
     assert world.vault.get(inv, purpose="audit").fields == {"payer": "John Miller", "amount": 40}
     assert world.vault.get(prof, purpose="view").fields == {
@@ -127,3 +127,22 @@ def test_a_russian_subject_at_its_site(world: World) -> None:
     [act] = acts(world.config)
     assert [s["site"] for s in act["signatures"]] == ["ru"]
     assert "Moscow" in act["act"]["destroyed"][0]["location"]
+
+
+def test_a_restricted_subject_is_kept_until_the_restriction_is_lifted(world: World) -> None:
+    from domicile.rights import fulfil, lift, open_request
+
+    prof = world.put("profiles", "US", JOHN)
+    req = open_request(
+        world.vault, "restriction", {"email": JOHN["email"]},
+        checked_by="dpo.kim", verified_how="account_login",
+    )  # fmt: skip
+    fulfil(world.vault, req["id"])
+    world.at(500)  # the profile's year since its last access is over
+    [site] = run(world.vault)["sites"]
+    assert (site["records_erased"], site["records_restricted"]) == (0, 1)
+    assert world.record(prof) is not None
+    lift(world.vault, req["id"], reason="the claim was settled")
+    [site] = run(world.vault)["sites"]
+    assert (site["records_erased"], site["records_restricted"]) == (1, 0)
+    assert world.record(prof) is None

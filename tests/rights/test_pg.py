@@ -46,3 +46,20 @@ def test_rectify_then_erase_on_postgresql(pg_world: World) -> None:
     }  # fmt: skip
     assert all(c["valid"] for c in verify_act(world.vault, act))
     assert all(r.ok for r in world.vault.verify_audit())
+
+
+def test_a_restriction_blocks_and_lifts_on_postgresql(pg_world: World) -> None:
+    from domicile.vault.errors import SubjectBlocked
+
+    world = pg_world
+    token = world.put("US", JOHN)
+    req = open_request(world.vault, "restriction", {"email": JOHN["email"]}, **WHO)
+    done, _ = fulfil(world.vault, req["id"])
+    assert done["history"][-1]["sites"] == ["de", "us"]
+    with pytest.raises(SubjectBlocked):
+        world.vault.get(token, purpose="profile_view")
+    with pytest.raises(SubjectBlocked):
+        world.vault.get(token, purpose="profile_view", as_site="de")
+    close(world.vault, req["id"], outcome="fulfilled")
+    assert world.vault.get(token, purpose="profile_view").fields["city"] == JOHN["city"]
+    assert all(r.ok for r in world.vault.verify_audit())

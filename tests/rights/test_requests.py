@@ -151,7 +151,7 @@ def test_withdrawal_and_restriction_are_recorded_and_withdrawal_may_erase(world:
     assert restriction["deadline"]["rule"] == "ru.restriction"
     done, nothing = fulfil(world.vault, restriction["id"])
     assert nothing is None
-    assert done["history"][-1]["vault_block"] is False
+    assert done["history"][-1]["vault_block"] is True
     withdrawal = open_request(world.vault, "withdrawal", {"email": OLGA["email"]}, **WHO)
     assert (withdrawal["deadline"]["rule"], withdrawal["due"]) == ("ru.withdrawal", "2027-01-03")
     with pytest.raises(Conflict):

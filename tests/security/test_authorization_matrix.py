@@ -102,6 +102,9 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("POST", "/v1/rights/{request_id}/close"): Required(
         ("rights:write",), RIGHTS, purpose="subject_access", hidden=True
     ),
+    ("POST", "/v1/rights/{request_id}/lift"): Required(
+        ("rights:write",), RIGHTS, purpose="subject_restriction", hidden=True
+    ),
     ("POST", V2): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/batchWrite"): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/find"): Required(("records:read",), INCOUNTRY),
@@ -189,6 +192,19 @@ class World:
         return open_request(
             self.vault, "access", {"email": email}, checked_by="dpo", verified_how="other"
         )["id"]
+
+    def restriction(self) -> str:
+        """A fresh restriction of a fresh Russian subject, fulfilled (its block in force):
+        its id."""
+        from domicile.rights import fulfil, open_request
+
+        self.profile()
+        email = f"s{self.unique() - 1}@example.ru"
+        rid: str = open_request(
+            self.vault, "restriction", {"email": email}, checked_by="dpo", verified_how="other"
+        )["id"]
+        fulfil(self.vault, rid)
+        return rid
 
     def incountry(self) -> tuple[str, str]:
         """A fresh InCountry record at the Russian site with one attachment: its record
@@ -279,6 +295,9 @@ def _native(world: World, method: str, path: str) -> Request:
         case ("POST", "/v1/rights/{request_id}/close"):
             return method, f"/v1/rights/{world.rights_request()}/close", {
                 "json": {"outcome": "no_data"}}  # fmt: skip
+        case ("POST", "/v1/rights/{request_id}/lift"):
+            return method, f"/v1/rights/{world.restriction()}/lift", {
+                "json": {"reason": "accuracy checked"}}  # fmt: skip
         case ("GET", "/v1/audit/proof"):
             world.profile()
             world.vault.witness()  # entry 1 under a signed head

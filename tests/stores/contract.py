@@ -43,6 +43,7 @@ from domicile.stores.base import (
     SchemaTooNew,
     SiteUnavailable,
     StoreMismatch,
+    SubjectBlock,
     VersionConflict,
     WitnessRow,
     entry_hash,
@@ -241,6 +242,37 @@ class SiteStoreContract(Backend):
         with store.transaction() as tx:
             assert tx.hold_subjects(["subj-1", "subj-2", "subj-1"]) == {"subj-1"}
             assert tx.erase_subject("subj-1", T0) == 0  # erasing twice is harmless
+
+    def test_blocks_are_kept_per_request_listed_by_subject_lifted_and_erased(
+        self, store: SiteStore
+    ) -> None:
+        first = SubjectBlock(
+            "subj-1",
+            "restriction",
+            "rq_000000000001",
+            T0,
+            "dpo",
+            ("legal_claims",),
+            ("eu.art18_2",),
+        )
+        later = SubjectBlock(
+            "subj-1", "withdrawal", "rq_000000000002", "2025-07-02T10:00:00+00:00", None
+        )
+        other = SubjectBlock("subj-2", "restriction", "rq_000000000003", T0, "dpo")
+        with store.transaction() as tx:
+            assert tx.block(first)
+            assert tx.block(later)
+            assert tx.block(other)
+            assert not tx.block(replace(first, since="2030-01-01"))  # kept as it was
+        assert store.blocks(["subj-1"]) == [first, later]
+        assert store.blocks(["subj-1", "subj-2", "nobody"]) == [first, other, later]
+        assert store.blocks([]) == []
+        with store.transaction() as tx:
+            assert tx.unblock("subj-2", "restriction", "rq_000000000003")
+            assert not tx.unblock("subj-2", "restriction", "rq_000000000003")
+            tx.insert([record("a", "subj-1")])
+            tx.erase_subject("subj-1", T0)  # nothing of an erased subject stays
+        assert store.blocks(["subj-1", "subj-2"]) == []
 
     def test_an_erasure_waits_for_a_write_holding_the_subject_and_takes_its_records(
         self, store: SiteStore, second: SiteStore

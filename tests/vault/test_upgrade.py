@@ -13,6 +13,7 @@ import pytest
 
 from domicile.crypto.envelope import record_context
 from domicile.stores.base import StoredRecord, pack_fields
+from domicile.stores.schema import SITE_SCHEMA_VERSION
 from domicile.vault import Domicile, values
 from domicile.vault.replication import Replicator
 from domicile.vault.sealing import RESIDENCY_FIELD, open_body
@@ -175,12 +176,14 @@ def test_a_schema6_index_moves_to_the_compact_index_on_open(deployment: Deployme
         + " NOT NULL, record_id TEXT NOT NULL)",
         "INSERT INTO blind_index SELECT 'c', 'f', digest, record_id FROM digests",
         "DROP TABLE digests",
+        "DROP TABLE node_replies",  # (schema 8)
+        "DROP TABLE subject_blocks",  # (schema 9)
         "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
     )
     vault = deployment.open()
     found = vault.find("profiles", where={"email": IVAN["email"]}, purpose="lookup", as_site="ru")
     assert [r.fields["full_name"] for r in found.records] == [IVAN["full_name"]]
     assert deployment.execute("ru", "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        ("7",)
+        (str(SITE_SCHEMA_VERSION),)
     ]
     vault.close()

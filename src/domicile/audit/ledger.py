@@ -96,6 +96,11 @@ class AuditEvent:
         }
         return _CANONICAL.encode(data)
 
+    @staticmethod
+    def canonical(data: dict[str, Any]) -> str:
+        """A payload's JSON text from its decoded form (as ``payload`` encodes it)."""
+        return _CANONICAL.encode(data)
+
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent))
 _SLOT = "\x00domicile-slot-{}\x00"

@@ -93,6 +93,11 @@ def _print_request(req: dict[str, Any]) -> None:
         console.print(f"  laws considered: {escape('; '.join(req['laws']))}", soft_wrap=True)
     for other in req["deadlines"][1:]:
         console.print(f"    also {other['law']} ({other['rule']}): {other['due']}", soft_wrap=True)
+    from domicile.rights.blocks import block_state
+
+    state = block_state(req)
+    if state:
+        console.print(f"  {escape(state)}", soft_wrap=True)
     if req.get("overdue"):
         console.print("  [red]overdue[/]")
     for h in req["history"]:
@@ -304,6 +309,36 @@ def close_(
             f" (due {req['due'] or 'none'})",
             soft_wrap=True,
         )
+
+
+@rights_app.command("lift")
+def lift_(
+    request_id: str = typer.Argument(...),
+    reason: str = typer.Option(
+        ...,
+        "--reason",
+        help="Why the block ends (no personal data), e.g. the accuracy was checked.",
+    ),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Lift the block a restriction or a withdrawal of consent placed, at every site that
+    holds it (audited there). Closing a restriction request lifts its block too; a
+    withdrawal of consent stays until it is lifted (the subject consented again)."""
+    from domicile.rights import lift
+
+    with vault(config, as_json) as d, errors(as_json):
+        req = lift(d, request_id, reason=reason)
+    if as_json:
+        emit_json(req)
+        return
+    step = req["history"][-1]
+    console.print(
+        f"{req['id']}: {req['block']['kind']} lifted at {', '.join(step['sites']) or 'no site'}",
+        soft_wrap=True,
+    )
+    if step["requeued"]:
+        console.print(f"  {step['requeued']} copies queued again for replication", soft_wrap=True)
 
 
 @rights_app.command("act")

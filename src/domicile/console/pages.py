@@ -704,9 +704,14 @@ async def _request_page(
         req = show(
             vault.config, request_id, today=vault.clock().date(), vault=vault, access=who.access
         )
+        from domicile.rights.blocks import block_state
+
+        block = req.get("block") or {}
         return render(
             request, "request.html", who, status, page="requests", req=req,
             can_write=who.may("rights:write") and req["status"] != "closed",
+            block_text=block_state(req),
+            can_lift=who.may("rights:write") and block.get("state") == "in_force",
             outcomes=OUTCOMES, done=done, problem=problem,
         )  # fmt: skip
 
@@ -715,8 +720,8 @@ async def _request_page(
 
 @router.post("/requests/{request_id}")
 async def request_step(request: Request, request_id: str) -> Response:
-    """A step of a request: fulfil, extend or close, as ``domicile rights`` does. The
-    fulfilment of an access or portability request downloads the subject's data."""
+    """A step of a request: fulfil, extend, lift its block or close, as ``domicile rights``
+    does. The fulfilment of an access or portability request downloads the subject's data."""
     posted = await _posted(request)
     if isinstance(posted, Response):
         return posted
@@ -740,8 +745,13 @@ async def request_step(request: Request, request_id: str) -> Response:
                 f"closed: {closed['outcome']} ({'on' if closed['on_time'] else 'past'} time)",
                 None,
             )
+        if action == "lift":
+            from domicile.rights import lift
+
+            req = lift(vault, request_id, reason=_text(form, "reason"), access=who.access)
+            return f"block lifted at {', '.join(req['history'][-1]['sites']) or 'no site'}", None
         if action != "fulfil":
-            raise BadInput("unknown step", hint="fulfil, extend or close")
+            raise BadInput("unknown step", hint="fulfil, extend, lift or close")
         fields: dict[str, str] = {}
         for line in _text(form, "fields").splitlines():
             if line.strip():

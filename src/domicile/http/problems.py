@@ -30,7 +30,7 @@ from domicile.http.observe import log_event, route_template
 from domicile.http.security import Forbidden, RateLimited, Unauthorized
 from domicile.stores.base import SiteUnavailable, VersionConflict
 from domicile.vault import NotFound, PolicyRefused
-from domicile.vault.errors import InvalidToken
+from domicile.vault.errors import InvalidToken, SubjectBlocked
 
 MEDIA = "application/problem+json"
 
@@ -178,7 +178,9 @@ def install(app: FastAPI) -> None:
             return problem(500, "internal_error", "internal error", detail="see the service log")
         extra: dict[str, Any] = {"detail": exc.message, "hint": exc.hint}
         headers: dict[str, str] = {}
-        if isinstance(exc, PolicyRefused):
+        if isinstance(exc, SubjectBlocked):
+            extra["block"] = exc.block  # its kind, request, since and site: no subject
+        elif isinstance(exc, PolicyRefused):
             extra["decision"] = public_decision(exc.decision)
         if isinstance(exc, SiteUnavailable):
             # Why a site is down names its database (a path, a host, a port, a database

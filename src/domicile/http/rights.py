@@ -1,7 +1,7 @@
 """Subjects' requests over HTTP, under ``/v1/rights`` (the CLI's ``domicile rights``).
 
-``rights:read`` lists and shows requests; ``rights:write`` opens, fulfils, extends and
-closes them (and so reads, corrects and erases a subject's data: a scope for the
+``rights:read`` lists and shows requests; ``rights:write`` opens, fulfils, extends,
+lifts the block of, and closes them (and so reads, corrects and erases a subject's data: a scope for the
 data-protection office's tools). The client acts as itself, within its scopes: a request
 concerns the sites holding its subject (every site, to open one), and the client needs
 the scope of each (``site:ID``) to see it or act on it; steps need the purpose of the
@@ -58,6 +58,10 @@ class RightsFulfilBody(_Body):
 
 
 class RightsExtendBody(_Body):
+    reason: Reason
+
+
+class RightsLiftBody(_Body):
     reason: Reason
 
 
@@ -140,6 +144,17 @@ def extend(
 ) -> dict[str, Any]:
     """Extend the deadline as the binding law allows (once), with a reasoned notice."""
     from domicile.rights import extend as run
+
+    return run(svc.vault, request_id, reason=body.reason, access=client_access(svc, principal))
+
+
+@router.post("/rights/{request_id}/lift", tags=["rights"])
+def lift(
+    request_id: RequestId, body: RightsLiftBody, svc: ServiceDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Lift the block a restriction or a withdrawal of consent placed, at every site that
+    holds it. (Closing a restriction request lifts it too; a withdrawal stays until lifted.)"""
+    from domicile.rights import lift as run
 
     return run(svc.vault, request_id, reason=body.reason, access=client_access(svc, principal))
 

@@ -98,6 +98,8 @@ def _cites(pack: Pack) -> Iterator[tuple[Cite, Loc]]:
         yield from each(pen.cite, ("penalties", i))
     for i, deadline in enumerate(pack.rights):
         yield from each(deadline.cite, ("rights", i))
+    for i, restricts in enumerate(pack.restriction):
+        yield from each(restricts.cite, ("restriction", i))
 
 
 def filing_matches(pattern: str, name: str) -> bool:
@@ -178,6 +180,13 @@ def _check_references(source: YamlSource, pack: Pack, base: Taxonomy) -> Taxonom
 
     bases = set(CORE_BASES) | set(pack.bases)
     facts = set(CORE_FACTS) | set(pack.facts)
+    for i, restriction in enumerate(pack.restriction):
+        for j, basis in enumerate(restriction.allows):
+            if basis not in bases:
+                raise fail(
+                    ("restriction", i, "allows", j), f"unknown basis {basis!r}",
+                    "declare it under `bases`",
+                )  # fmt: skip
     for pred, loc in _predicates(pack):
         atom = pred.atom
         if atom == "coverage" and pred.coverage not in pack.coverage:

@@ -442,6 +442,21 @@ class RightsDeadline(_Model):
         return self
 
 
+class RestrictionRule(_Model):
+    """What a restriction of processing still lets a controller do with the subject's data
+    under this law, besides storing it and answering the subject's own requests: the legal
+    bases (``allows``) a purpose may rest on to use the data while it is restricted (the
+    GDPR's Art. 18(2): legal claims, the rights of another person, important public
+    interest). An empty list: nothing but storage. The first rule effective on a day
+    applies."""
+
+    id: Name
+    allows: list[Name] = []
+    effective: Effective = Effective()
+    says: Prose
+    cite: list[Cite] = Field(min_length=1)
+
+
 class Filing(_Model):
     """A fact on record that the law cares about. A name may hold ``{country}``."""
 
@@ -705,6 +720,7 @@ class Pack(_Model):
     precedents: list[Precedent] = []
     masks: dict[str, MaskMethod] = {}  # category (or group) -> how to mask it
     rights: list[RightsDeadline] = []  # deadlines for answering subjects' requests
+    restriction: list[RestrictionRule] = []  # what a restriction still allows
     tests: list[Fixture] = []
 
     @model_validator(mode="after")

@@ -16,7 +16,11 @@ CORE_BASES: dict[str, Basis] = {
     "legal_obligation": Basis(title="required by a law the controller is subject to"),
     "public_interest": Basis(title="important reasons of public interest"),
     "legal_claims": Basis(title="establishing, exercising or defending legal claims"),
+    "rights_of_others": Basis(title="protecting the rights of another natural or legal person"),
 }
+# The bases that are the subject's consent: a purpose resting on one of them stops for a
+# subject who withdrew consent.
+CONSENT_BASES = frozenset({"consent", "explicit_consent"})
 
 CORE_FACTS: dict[str, FactDecl] = {
     "replica": FactDecl(

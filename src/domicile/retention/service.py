@@ -443,6 +443,21 @@ def _run_site(
             strips.append((rec, v))
         if v.held_by:
             held += 1
+    restricted = _restricted(vault, site, erase, strips)
+    kept_back = 0
+    if restricted:
+        # A restricted subject's data is kept as it is until the restriction ends (the
+        # GDPR's Art. 18(1)(c): the subject may need it for a claim); the next run after
+        # that destroys what is due.
+        for key in list(erase):
+            kept = [r for r in erase[key] if r.subject_id not in restricted]
+            kept_back += len(erase[key]) - len(kept)
+            if kept:
+                erase[key] = kept
+            else:
+                del erase[key]
+        kept_back += sum(1 for r, _ in strips if r.subject_id in restricted)
+        strips = [(r, v) for r, v in strips if r.subject_id not in restricted]
     n_erase = sum(len(r) for r in erase.values())
     keys = done = skipped = unreadable = 0
     removed = sum(len(v.fields) for _, v in strips) if dry_run else 0
@@ -483,7 +498,7 @@ def _run_site(
             done += 1
             if progress:
                 progress(site.id, done)
-    if not (n_erase or strips or held):
+    if not (n_erase or strips or held or kept_back):
         return None
     return {
         "site": site.id,
@@ -494,6 +509,27 @@ def _run_site(
         "fields_removed": removed,
         "records_held": held,
         "records_changed_meanwhile": skipped,
+        "records_restricted": kept_back,
+    }
+
+
+def _restricted(
+    vault: Domicile,
+    site: Site,
+    erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]],
+    strips: list[tuple[StoredRecord, Verdict]],
+) -> set[str]:
+    """The subjects, among those with something due, whose processing is restricted at the
+    site (``domicile.rights``): their data stays until the restriction is lifted."""
+    subjects = {r.subject_id for rs in erase.values() for r in rs} | {
+        r.subject_id for r, _ in strips
+    }
+    if not subjects:
+        return set()
+    return {
+        b.subject_id
+        for b in vault.store(site.id).blocks(sorted(subjects))
+        if b.kind == "restriction"
     }
 
 

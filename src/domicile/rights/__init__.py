@@ -1,6 +1,7 @@
 """Subjects' requests (access, rectification, erasure, restriction, withdrawal of consent,
 portability) with the deadlines the packs set, fulfilled at every site."""
 
+from domicile.rights.blocks import lift
 from domicile.rights.deadlines import KINDS, Deadline, deadlines
 from domicile.rights.fulfil import fulfil
 from domicile.rights.service import (
@@ -24,6 +25,7 @@ __all__ = [
     "deadlines",
     "extend",
     "fulfil",
+    "lift",
     "list_requests",
     "open_request",
     "show",

@@ -16,8 +16,12 @@ read from its site (a transfer the law permits, a masked disclosure, or a refusa
   could not be);
 - erasure (and withdrawal with ``erase``): the subject erased at every site holding it,
   its keys destroyed first, its copies with it; a signed destruction act is the answer;
-- restriction, withdrawal: the vault has no processing block yet; the step records that
-  the operator restricted (or stopped) the processing in the application.
+- restriction, withdrawal (without ``erase``): the subject is blocked at every site that
+  holds it (``blocks.py``): the vault itself then refuses what the block stops, in the
+  one check of every route and command (``Domicile.check_blocks``).
+
+The record operations of a step run as a step of this request (``rights_step``): a
+subject's blocks never stop its own requests, and the operations' audit entries say so.
 
 Each step is audited at every site it touched and recorded in the request's history
 (counts, sites and audit entry numbers, never a value).
@@ -33,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.errors import Conflict, NodeUnavailable
+from domicile.rights.blocks import place
 from domicile.rights.service import PURPOSE, _event, authorize_request, changing, relocate
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
+from domicile.vault.core import rights_step
 from domicile.vault.errors import PolicyRefused
 from domicile.vault.replication import Replicator
 
@@ -155,17 +161,18 @@ def _fulfil(
     authorize_request(vault, access, "rights:write", req)
     operation = STEP_OPERATION.get(kind if kind != "withdrawal" or erase else "")
     actor = _actor(vault, access, operation or "rights:write")
+    purpose = PURPOSE["erasure" if operation == "records:erase" else kind]
     if operation is not None:
-        purpose = PURPOSE["erasure" if operation == "records:erase" else kind]
         _check_records(vault, req, actor, purpose)
-    if kind in ("access", "portability"):
-        package, detail = _access(vault, req, actor)
-    elif kind == "rectification":
-        package, detail = None, _rectify(vault, req, dict(fields or {}), actor)
-    elif kind == "erasure" or (kind == "withdrawal" and erase):
-        package, detail = _erase(vault, req, actor)
-    else:
-        package, detail = None, {"recorded": kind, "vault_block": False}
+    with rights_step(req["id"], kind, purpose):
+        if kind in ("access", "portability"):
+            package, detail = _access(vault, req, actor)
+        elif kind == "rectification":
+            package, detail = None, _rectify(vault, req, dict(fields or {}), actor)
+        elif kind == "erasure" or (kind == "withdrawal" and erase):
+            package, detail = _erase(vault, req, actor)
+        else:
+            package, detail = None, place(vault, req, access)
     _event(vault, req, "fulfil", access.client, access=access, **detail)
     return package
 

@@ -536,6 +536,13 @@ def _close(
         )
     today = vault.clock().date()
     on_time = req["due"] is None or today <= dt.date.fromisoformat(req["due"])
+    block = req.get("block")
+    if req["kind"] == "restriction" and block and block["state"] == "in_force":
+        # A restriction lasts as long as its request: closing it lifts it (a withdrawal
+        # of consent stays: see ``blocks.py``).
+        from domicile.rights.blocks import lift_block
+
+        lift_block(vault, req, access.client, f"the request was closed ({outcome})")
     req["status"] = "closed"
     req["outcome"] = {
         "outcome": outcome,
@@ -609,4 +616,6 @@ def show(
         assert vault is not None, "a caller's refusal is audited by the vault"
         authorize_request(vault, access, "rights:read", req)
     req["overdue"] = summary(req, today or dt.datetime.now(dt.UTC).date())["overdue"]
+    if req["kind"] in ("restriction", "withdrawal"):
+        req.setdefault("block", None)
     return req

@@ -271,6 +271,49 @@ class WitnessRow:
 
 
 @dataclass(frozen=True)
+class SubjectBlock:
+    """A block on the processing of one subject's data at a site: a restriction of
+    processing (``restriction``) or a withdrawal of consent (``withdrawal``), placed by a
+    subject's request (``request_id``) at ``since`` by ``by`` (a client id or the
+    operator). ``allows``: the legal bases a restriction still lets the data be used for
+    (from the packs, ``rules``). Opaque ids and names only: no personal data."""
+
+    subject_id: str
+    kind: Literal["restriction", "withdrawal"]
+    request_id: str
+    since: str
+    by: str | None
+    allows: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+    def row(self) -> tuple[str, str, str, str, str | None, str, str]:
+        """The ``subject_blocks`` columns, in the order of ``BLOCK_COLUMNS``."""
+        return (
+            self.subject_id, self.kind, self.request_id, self.since, self.by,
+            ",".join(self.allows), ",".join(self.rules),
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Sequence[object]) -> SubjectBlock:
+        sid, kind, rid, since, by, allows, rules = row
+        return cls(
+            str(sid), "withdrawal" if kind == "withdrawal" else "restriction", str(rid),
+            str(since), None if by is None else str(by),
+            tuple(a for a in str(allows).split(",") if a),
+            tuple(r for r in str(rules).split(",") if r),
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "request": self.request_id, "since": self.since, "by": self.by,
+            "allows": list(self.allows), "rules": list(self.rules),
+        }  # fmt: skip
+
+
+BLOCK_COLUMNS = "subject_id, kind, request_id, since, by_client, allows, rules"
+
+
+@dataclass(frozen=True)
 class TransferCount:
     """A subject's data went to a country this year (the year-to-date counters)."""
 
@@ -470,6 +513,15 @@ class StoreTransaction(ABC):
         return [self.put_replica(r) for r in records]
 
     @abstractmethod
+    def block(self, block: SubjectBlock) -> bool:
+        """Keep a block on a subject's processing; False if the same request's block of
+        that kind was kept already (it stays as it was)."""
+
+    @abstractmethod
+    def unblock(self, subject_id: str, kind: str, request_id: str) -> bool:
+        """Remove the block a request placed; False if there was none."""
+
+    @abstractmethod
     def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
         """Note that a subject's data went to a country this year (idempotent)."""
 
@@ -573,6 +625,11 @@ class SiteStore(ABC):
     def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
         """The answer kept for a peer's call (``StoreTransaction.keep_reply``), if it has
         not expired by ``now``: its status and its JSON."""
+
+    @abstractmethod
+    def blocks(self, subject_ids: Sequence[str]) -> list[SubjectBlock]:
+        """The blocks kept on these subjects' processing (see ``SubjectBlock``), oldest
+        first."""
 
     @abstractmethod
     def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]: ...

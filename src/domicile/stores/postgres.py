@@ -52,6 +52,7 @@ from psycopg.rows import TupleRow
 
 from domicile.errors import BadInput
 from domicile.stores.base import (
+    BLOCK_COLUMNS,
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
@@ -66,6 +67,7 @@ from domicile.stores.base import (
     StoreMismatch,
     StoreMissing,
     StoreTransaction,
+    SubjectBlock,
     TransferCount,
     VersionConflict,
     WitnessRow,
@@ -733,11 +735,31 @@ class _Tx(StoreTransaction):
                 (subject_id,),
             )
             cur = self.c.execute("DELETE FROM records WHERE subject_id = %s", (subject_id,))
+            count = cur.rowcount
+            self.c.execute("DELETE FROM subject_blocks WHERE subject_id = %s", (subject_id,))
             self.c.execute(
                 "INSERT INTO erased_subjects VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (subject_id, erased_at),
             )
-        return max(cur.rowcount, 0)
+        return max(count, 0)
+
+    def block(self, block: SubjectBlock) -> bool:
+        with self._errors("cannot block a subject"):
+            cur = self.c.execute(
+                "INSERT INTO subject_blocks (" + BLOCK_COLUMNS + ")"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                block.row(),
+            )
+        return cur.rowcount == 1
+
+    def unblock(self, subject_id: str, kind: str, request_id: str) -> bool:
+        with self._errors("cannot lift a block"):
+            cur = self.c.execute(
+                "DELETE FROM subject_blocks WHERE subject_id = %s AND kind = %s"
+                " AND request_id = %s",
+                (subject_id, kind, request_id),
+            )
+        return cur.rowcount == 1
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
         rows = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
@@ -1310,6 +1332,16 @@ class PostgresSiteStore(SiteStore):
             (subject_id,),
         )
         return [_record(r) for r in rows]
+
+    def blocks(self, subject_ids: Sequence[str]) -> list[SubjectBlock]:
+        if not subject_ids:
+            return []
+        rows = self._read(
+            "SELECT " + BLOCK_COLUMNS + " FROM subject_blocks WHERE subject_id = ANY(%s)"
+            " ORDER BY since, request_id",
+            (list(dict.fromkeys(subject_ids)),),
+        )
+        return [SubjectBlock.from_row(r) for r in rows]
 
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM records WHERE primary_site IS NULL")[0][0])

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from domicile.stores.base import NoSchema, SchemaOutdated, SchemaTooNew, StoreMismatch
 
+BLOCKS_SQL = (
+    "CREATE TABLE subject_blocks (subject_id TEXT NOT NULL, kind TEXT NOT NULL,"
+    " request_id TEXT NOT NULL, since TEXT NOT NULL, by_client TEXT, allows TEXT NOT NULL,"
+    " rules TEXT NOT NULL, PRIMARY KEY (subject_id, kind, request_id))"
+)
+
 SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
     "sqlite": {
         1: [
@@ -86,6 +92,11 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " expires REAL NOT NULL, PRIMARY KEY (peer, op, key_digest)) WITHOUT ROWID",
             "CREATE INDEX node_replies_expires ON node_replies (expires)",
         ],
+        # Processing blocks on subjects (a restriction of processing, a withdrawal of
+        # consent), kept at each site that holds the subject: opaque ids, the request that
+        # placed the block, when and by whom, and the legal bases a restriction still lets
+        # the data be used for. No personal data.
+        9: [BLOCKS_SQL],
     },
     "postgresql": {
         1: [
@@ -177,6 +188,7 @@ SITE_MIGRATIONS: dict[str, dict[int, list[str]]] = {
             " expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (peer, op, key_digest))",
             "CREATE INDEX node_replies_expires ON node_replies (expires)",
         ],
+        9: [BLOCKS_SQL],
     },
 }
 

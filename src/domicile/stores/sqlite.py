@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from domicile.files import create_private, private_dir, tighten
 from domicile.stores.base import (
+    BLOCK_COLUMNS,
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
@@ -31,6 +32,7 @@ from domicile.stores.base import (
     StoredRecord,
     StoreMissing,
     StoreTransaction,
+    SubjectBlock,
     TransferCount,
     VersionConflict,
     WitnessRow,
@@ -211,11 +213,28 @@ class _Tx(StoreTransaction):
             (subject_id,),
         )
         cur = self.c.execute("DELETE FROM records WHERE subject_id = ?", (subject_id,))
+        count = cur.rowcount
+        self.c.execute("DELETE FROM subject_blocks WHERE subject_id = ?", (subject_id,))
         self.c.execute(
             "INSERT INTO erased_subjects VALUES (?, ?) ON CONFLICT DO NOTHING",
             (subject_id, erased_at),
         )
-        return max(cur.rowcount, 0)
+        return max(count, 0)
+
+    def block(self, block: SubjectBlock) -> bool:
+        cur = self.c.execute(
+            f"INSERT INTO subject_blocks ({BLOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            block.row(),
+        )
+        return cur.rowcount == 1
+
+    def unblock(self, subject_id: str, kind: str, request_id: str) -> bool:
+        cur = self.c.execute(
+            "DELETE FROM subject_blocks WHERE subject_id = ? AND kind = ? AND request_id = ?",
+            (subject_id, kind, request_id),
+        )
+        return cur.rowcount == 1
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
         self.c.executemany(
@@ -713,6 +732,19 @@ class SqliteSiteStore(SiteStore):
             (subject_id,),
         )
         return [_record(r) for r in rows]
+
+    def blocks(self, subject_ids: Sequence[str]) -> list[SubjectBlock]:
+        ids = list(dict.fromkeys(subject_ids))
+        out: list[SubjectBlock] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self._read(
+                f"SELECT {BLOCK_COLUMNS} FROM subject_blocks"
+                f" WHERE subject_id IN ({','.join('?' * len(chunk))}) ORDER BY since, request_id",
+                tuple(chunk),
+            )
+            out += [SubjectBlock.from_row(r) for r in rows]
+        return out
 
     def count(self) -> int:
         value = self._read("SELECT count(*) FROM records WHERE primary_site IS NULL")[0][0]

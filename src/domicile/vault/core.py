@@ -15,8 +15,9 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -39,6 +40,7 @@ from domicile.deployment import DeploymentRegistry
 from domicile.errors import BadInput, DomicileError
 from domicile.filings import FilingsRegistry
 from domicile.packs import load_packs
+from domicile.packs.vocabulary import CONSENT_BASES
 from domicile.policy import Decision, PolicyEngine
 from domicile.residency import Residency, TriSet
 from domicile.stores import (
@@ -48,9 +50,9 @@ from domicile.stores import (
     open_key_store,
     open_site_store,
 )
-from domicile.stores.base import AuditRow, SiteUnavailable, TransferCount
+from domicile.stores.base import AuditRow, SiteUnavailable, SubjectBlock, TransferCount
 from domicile.vault import values
-from domicile.vault.errors import NotFound
+from domicile.vault.errors import NotFound, SubjectBlocked
 from domicile.vault.sealing import RESIDENCY_FIELD, canonical, open_body
 from domicile.vault.tokens import TokenCodec
 
@@ -160,6 +162,69 @@ def _no_such_record() -> NotFound:
     return NotFound("no such record (it may have been deleted or erased)", hint="check the token")
 
 
+@dataclass(frozen=True)
+class RightsStep:
+    """A step of a subject's request under way in this context (``rights_step``): the
+    vault's operations for that request's purpose pass the subject's blocks."""
+
+    request: str
+    kind: str
+    purpose: str
+
+
+RIGHTS_STEP: ContextVar[RightsStep | None] = ContextVar("domicile_rights_step", default=None)
+
+
+@contextlib.contextmanager
+def rights_step(request: str, kind: str, purpose: str) -> Iterator[None]:
+    """Mark the operations in this block (this thread or task) as a step of a subject's
+    request; only ``domicile.rights`` does this."""
+    token = RIGHTS_STEP.set(RightsStep(request, kind, purpose))
+    try:
+        yield
+    finally:
+        RIGHTS_STEP.reset(token)
+
+
+_OPERATION_WORDS = {
+    "records:read": "read", "records:export": "export", "records:write": "change",
+    "records:delete": "deletion", "records:erase": "erasure", "records:store": "new record",
+}  # fmt: skip
+
+
+def _blocked(
+    block: SubjectBlock, operation: str, purpose: str | None, basis: str | None, site: str
+) -> SubjectBlocked:
+    """The error of an operation a block stops: the block and its request, the operation
+    and purpose (checked names), never the subject."""
+    what = _OPERATION_WORDS.get(operation, operation)
+    info = {"kind": block.kind, "request": block.request_id, "since": block.since, "site": site}
+    if block.kind == "withdrawal":
+        return SubjectBlocked(
+            f"the subject withdrew consent (request {block.request_id}): no {what} for"
+            f" purpose {purpose!r}, which rests on consent",
+            block=info,
+            hint="use a purpose with another legal basis (`purposes:` in the configuration)",
+        )
+    allowed = ", ".join(block.allows) or "none"
+    if operation in ("records:read", "records:export"):
+        hint = (
+            f"while it lasts, the data is read only for the subject's own requests and for"
+            f" purposes resting on an allowed basis ({allowed}); purpose {purpose!r} rests"
+            f" on {basis or 'no basis on record'}"
+        )
+    elif operation == "records:write":
+        hint = "while it lasts, the data changes only by a rectification request"
+    else:
+        hint = "restricted data is kept: it goes only by an erasure request"
+    return SubjectBlocked(
+        f"processing of the subject's data is restricted (request {block.request_id},"
+        f" since {block.since[:10]}): no {what} for purpose {purpose!r}",
+        block=info,
+        hint=hint + "; the restriction ends when it is lifted (`domicile rights lift`)",
+    )
+
+
 class _Indexers(dict[str, BlindIndexer]):
     """Each site's blind indexer, made when first used: a site whose keys are not in the
     keyring (not set up, or a keyring restored from before it) is unavailable, while the
@@ -255,6 +320,13 @@ class VaultCore:
             t.to for c in config.model.collections.values() for t in c.replicate
         )
         self._lock = threading.RLock()
+        bases = self.engine.packs.bases()
+        for name, purpose in config.model.purposes.items():
+            if purpose.basis not in bases:
+                raise BadInput(
+                    f"purpose {name!r}: unknown legal basis {purpose.basis!r}",
+                    hint="use a basis the packs know: " + ", ".join(sorted(bases)),
+                )
         for name, coll in config.model.collections.items():
             for fname, spec in coll.fields.items():
                 try:
@@ -545,17 +617,28 @@ class VaultCore:
         collection: str | None = None,
         purpose: str | None = None,
         hide: bool = False,
-    ) -> None:
+        subject: tuple[str, str] | None = None,
+        record: str | None = None,
+    ) -> list[dict[str, Any]] | None:
         """The one check of a caller's scopes, for every operation of every interface.
 
         A refusal is audited where the request arrived, naming the caller and the missing
         scope (the names given here are configured sites and collections and checked
         purposes, never other request values), and raised as ``Forbidden``; with ``hide``
         (a record's collection, known only once it is loaded) as the ``NotFound`` a
-        missing record gets, so a caller cannot tell the two apart."""
+        missing record gets, so a caller cannot tell the two apart.
+
+        With ``subject`` (the site holding the record, and its subject there), the
+        subject's blocks are checked too, once the scopes pass (``check_blocks``): the
+        answer is then the blocks the operation goes ahead under, for its audit entry."""
         missing = access.missing(operation, site=site, collection=collection, purpose=purpose)
         if missing is None:
-            return
+            if subject is None:
+                return None
+            return self.check_blocks(
+                access, operation, subject[0], subject[1], purpose,
+                collection=collection, record=record,
+            )  # fmt: skip
         self._audit_refusal(
             AuditEvent(
                 action="refuse", site="", purpose=purpose, client=access.client,
@@ -566,6 +649,82 @@ class VaultCore:
         if hide:
             raise _no_such_record()
         raise access.refusal(missing)
+
+    def check_blocks(
+        self,
+        access: Access,
+        operation: str,
+        site_id: str,
+        subject_id: str,
+        purpose: str | None,
+        *,
+        collection: str | None = None,
+        record: str | None = None,
+        blocks: Sequence[SubjectBlock] | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """The subject's blocks at ``site_id`` (a restriction of processing, a withdrawal
+        of consent: ``domicile.rights``) against one operation on its data.
+
+        - A step of a subject's request (``rights_step``, with that request kind's
+          purpose) goes ahead: the subject's own requests are never blocked.
+        - Under a restriction, a read (or export) goes ahead only for a purpose whose
+          legal basis (``purposes:`` in the configuration) is one the block allows (the
+          packs' ``restriction:``, e.g. legal claims); nothing is changed, deleted or
+          erased but by the subject's requests (rectification, erasure). Storing new
+          records continues.
+        - Under a withdrawal of consent, nothing is done for a purpose resting on consent.
+
+        A refusal is audited at the site holding the block (through ``_audit_refusal``)
+        and raised as ``SubjectBlocked``, naming the block's kind and request, never the
+        subject. Returns the blocks the operation goes ahead under (None: no block
+        concerns it), for the operation's audit entry."""
+        if blocks is None:
+            try:
+                blocks = self.store(site_id).blocks([subject_id])
+            except SiteUnavailable:
+                self._drop(site_id)
+                raise
+        if not blocks:
+            return None
+        step = RIGHTS_STEP.get()
+        spec = self.config.model.purposes.get(purpose) if purpose else None
+        basis = spec.basis if spec is not None else None
+        under: list[dict[str, Any]] = []
+        for block in blocks:
+            if step is not None and step.purpose == purpose:
+                under.append(
+                    {"kind": block.kind, "request": block.request_id,
+                     "allowed_as": "subject_request", "step_of": step.request}
+                )  # fmt: skip
+                continue
+            if block.kind == "withdrawal":
+                if basis not in CONSENT_BASES:
+                    continue  # another basis: the withdrawal does not reach it
+                reason = "consent_withdrawn"
+            elif operation == "records:store":
+                continue  # storage goes on under a restriction
+            elif operation in ("records:read", "records:export") and basis in block.allows:
+                under.append({"kind": block.kind, "request": block.request_id, "allowed_as": basis})
+                continue
+            else:
+                reason = "restricted"
+            self._audit_refusal(
+                AuditEvent(
+                    action="refuse", site="", purpose=purpose, collection=collection,
+                    record=record, subject=subject_id, client=access.client,
+                    requester=access.site or self.config.local_site,
+                    detail={"operation": operation, "reason": reason, "block": block.kind,
+                            "request": block.request_id, "basis": basis},
+                ),
+                at=site_id,
+            )  # fmt: skip
+            raise _blocked(block, operation, purpose, basis, site_id)
+        return under or None
+
+    def _rests_on_consent(self, purpose: str | None) -> bool:
+        """Whether the configuration says ``purpose`` rests on the subject's consent."""
+        spec = self.config.model.purposes.get(purpose) if purpose else None
+        return spec is not None and spec.basis in CONSENT_BASES
 
     def _cipher(self, site_id: str, subject_id: str) -> FieldCipher:
         key = (site_id, subject_id)

@@ -49,7 +49,10 @@ class Erasure(VaultCore):
         self.authorize(access, "records:erase", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
         rec = self._load(site, record_id, purpose, "erase", access)
-        self.authorize(access, "records:erase", collection=rec.collection, hide=True)
+        self.authorize(
+            access, "records:erase", collection=rec.collection, purpose=purpose, hide=True,
+            subject=(site.id, rec.subject_id), record=rec.record_id,
+        )  # fmt: skip
         subject = rec.subject_id
         self._require(site.id, purpose, None, "erase", access)
         self.keystore(site.id).delete(subject)

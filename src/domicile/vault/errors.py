@@ -21,5 +21,18 @@ class PolicyRefused(DomicileError):
         self.decision = decision
 
 
+class SubjectBlocked(PolicyRefused):
+    """The subject's data is under a block a subject's request placed (a restriction of
+    processing, or a withdrawal of consent) and the operation is not one the block lets
+    through. Names the block's kind, the request and the site, never the subject."""
+
+    code = "subject_blocked"
+
+    def __init__(self, message: str, *, block: dict[str, Any], hint: str | None = None) -> None:
+        DomicileError.__init__(self, message, hint=hint, block=block)
+        self.decision = None
+        self.block = block
+
+
 class InvalidToken(BadInput):
     code = "invalid_token"

@@ -54,7 +54,13 @@ def export_subject(
             continue
         each = vault.tokens.issue(site.id, rec.record_id)
         try:
-            out.records.append(vault._read(each, site, rec, requester, purpose, access))
+            under = vault.authorize(
+                access, "records:export", collection=rec.collection, purpose=purpose,
+                subject=(site.id, rec.subject_id), record=rec.record_id,
+            )  # fmt: skip
+            out.records.append(
+                vault._read(each, site, rec, requester, purpose, access, under=under)
+            )
         except PolicyRefused as exc:
             out.refused.append({"token": each, "site": site.id, "reason": exc.message})
     return out

@@ -47,6 +47,11 @@ whether it may ``delete`` it. Reads are local to the site (clients need the site
 ``site:`` scope to use it), so no read here is a transfer. Refusals, writes, reads and
 deletes go into the site's hash-chained audit with ids and field names, never a value;
 if the site is down the call fails closed (``SiteUnavailable``) and nothing is written.
+A subject's blocks (a restriction of processing, a withdrawal of consent:
+``Domicile.check_blocks``) are checked for every record read, found, changed or deleted
+here, and for the first records of a subject (stopped only by a withdrawal of consent, when
+the configuration says the purpose ``incountry`` rests on consent); a find leaves blocked
+records out. Expiry still destroys a blocked subject's expired records.
 
 Finding: a filter is narrowed with the blind indexes where it has equality conditions
 (values or lists on string keys, range keys or version; ``$or`` branches that all narrow);
@@ -96,7 +101,7 @@ from domicile.stores import IndexEntry, SiteStore, StoredRecord, WrappedKey
 from domicile.stores.base import SiteUnavailable, pack_fields
 from domicile.vault import values
 from domicile.vault.core import _residency_to_json
-from domicile.vault.errors import NotFound, PolicyRefused
+from domicile.vault.errors import NotFound, PolicyRefused, SubjectBlocked
 from domicile.vault.incountry_filters import (
     DATE_KEYS,
     INT_KEYS,
@@ -143,12 +148,25 @@ MAX_NAME_CHARS = 255
 INT64 = (-(2**63), 2**63 - 1)
 CHUNK = 500
 COUNTRY = re.compile(r"^[a-z]{2}$")
+# The vault's operation, for a subject's blocks, of each policy operation here.
+BLOCK_OPERATIONS = {
+    "retrieve": "records:read", "update": "records:write", "delete": "records:delete",
+    "store": "records:store",
+}  # fmt: skip
 
 
 class NoSite(NotFound):
     """No site of this deployment is in the path's country. Never redirected elsewhere."""
 
     code = "no_site"
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A subject about to get its first record here: what a block check needs of it."""
+
+    subject_id: str
+    record_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -594,7 +612,29 @@ class InCountryStorage:
         recs: Sequence[StoredRecord],
     ) -> list[Decision]:
         items = [(r.record_id, r.subject_id, self.vault._residency(site, r)) for r in recs]
-        return self._allow(site, caller, operation, policy_op, items)
+        decisions = self._allow(site, caller, operation, policy_op, items)
+        self._check_blocks(site, caller, BLOCK_OPERATIONS[policy_op], recs)
+        return decisions
+
+    def _check_blocks(
+        self, site: Site, caller: Caller, operation: str, recs: Iterable[StoredRecord | _Probe]
+    ) -> None:
+        """The subjects' blocks (a restriction, a withdrawal of consent), through the
+        vault's one check (``Domicile.check_blocks``; the caller's scopes were checked by
+        ``Domicile.authorize`` before the call reached here): one query for all of them,
+        and ``SubjectBlocked`` (audited) for the first record a block stops."""
+        recs = list(recs)
+        found = self.vault.store(site.id).blocks([r.subject_id for r in recs]) if recs else []
+        if not found:
+            return
+        who = Access.of_client(caller.client, (), site.id)
+        for rec in recs:
+            mine = [b for b in found if b.subject_id == rec.subject_id]
+            if mine:
+                self.vault.check_blocks(
+                    who, operation, site.id, rec.subject_id, PURPOSE, collection=COLLECTION,
+                    record=rec.record_id, blocks=mine,
+                )  # fmt: skip
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -659,6 +699,14 @@ class InCountryStorage:
                 site, caller, operation, "update",
                 [(d.rid, d.subject, residency) for d in drafts if d.old is not None],
             )  # fmt: skip
+            # A subject's blocks: storing goes on under a restriction (not under a withdrawal
+            # of consent, for a purpose resting on consent); changes stop under either.
+            self._check_blocks(
+                site, caller, "records:store", [_Probe(d.subject) for d in drafts if d.old is None]
+            )
+            self._check_blocks(
+                site, caller, "records:write", [d.old for d in drafts if d.old is not None]
+            )
             new_iter, old_iter = iter(decisions), iter(updates)
             for d in drafts:
                 d.decision = next(new_iter) if d.old is None else next(old_iter)
@@ -794,6 +842,7 @@ class InCountryStorage:
                     expires = view.get("expires_at")
                     if (expires is None or expires > now) and flt.matches(view.get):
                         matched.append(view)
+            matched = self._unblocked(site, caller, matched)
             matched.sort(key=lambda v: (v.rec.created_at, v.rec.record_id))
             for key, descending in reversed(opts.sort):
                 matched.sort(key=_by(key), reverse=descending)
@@ -815,6 +864,22 @@ class InCountryStorage:
             "total": len(matched),
         }
         return {"data": data, "meta": meta}
+
+    def _unblocked(self, site: Site, caller: Caller, matched: list[_View]) -> list[_View]:
+        """The matches a subject's block does not keep from this find (each one it keeps
+        is refused and audited, as a read of it would be)."""
+        recs = [v.rec for v in matched]
+        found = self.vault.store(site.id).blocks([r.subject_id for r in recs]) if recs else []
+        if not found:
+            return matched
+        out = []
+        for view in matched:
+            try:
+                self._check_blocks(site, caller, "records:read", [view.rec])
+            except SubjectBlocked:
+                continue
+            out.append(view)
+        return out
 
     def _narrow(self, site_id: str, store: SiteStore, cond: Cond) -> set[str] | None:
         if cond.eq is None or (cond.key not in STRING_KEYS and cond.key not in INT_KEYS):

@@ -6,6 +6,7 @@ pack permits only masked forms); audit the read, or the refusal; then answer."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,13 @@ class _Disclosure:
     error: PolicyRefused | None = None
 
 
+def with_detail(payload: str, **detail: Any) -> str:
+    """An audit payload with more keys in its ``detail`` (canonical, as ``payload()``)."""
+    data = json.loads(payload)
+    data["detail"] = {**data.get("detail", {}), **detail}
+    return AuditEvent.canonical(data)
+
+
 class Reading(VaultCore):
     """get and find: reads, transfers and masked disclosures, each audited before it answers."""
 
@@ -101,9 +109,12 @@ class Reading(VaultCore):
             if local is not None:
                 return local
         rec = self._load(site, record_id, purpose, "get", access)
-        self.authorize(access, "records:read", collection=rec.collection, hide=True)
+        under = self.authorize(
+            access, "records:read", collection=rec.collection, purpose=purpose, hide=True,
+            subject=(site.id, rec.subject_id), record=rec.record_id,
+        )  # fmt: skip
         try:
-            return self._read(token, site, rec, requester, purpose, access)
+            return self._read(token, site, rec, requester, purpose, access, under=under)
         except SiteUnavailable as exc:  # e.g. its key store went away since it was opened
             self._unavailable(exc, purpose, "get", access)
             raise exc from None
@@ -123,10 +134,11 @@ class Reading(VaultCore):
 
     def _read(
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str,
-        access: Access,
+        access: Access, *, under: list[dict[str, Any]] | None = None,
     ) -> ReadResult:  # fmt: skip
-        """Decide, audit and open a read of ``rec`` (the caller's scopes already checked)."""
-        shown = self._disclose(token, site, rec, requester, purpose, access)
+        """Decide, audit and open a read of ``rec`` (the caller's scopes and the subject's
+        blocks already checked; ``under``: the blocks it goes ahead under)."""
+        shown = self._disclose(token, site, rec, requester, purpose, access, under=under)
         # Committed (with the entries of reads arriving at the same moment) before anything
         # is returned.
         self.audit_read(site.id, shown.payload, shown.count)
@@ -139,6 +151,7 @@ class Reading(VaultCore):
         self, token: str, site: Site, rec: StoredRecord, requester: Site, purpose: str,
         access: Access, *, operation: str = "get",
         opened_record: tuple[Residency, dict[str, Any]] | None = None,
+        under: list[dict[str, Any]] | None = None,
     ) -> _Disclosure:  # fmt: skip
         """What a read of ``rec`` by ``requester`` may show, and the audit payload that
         records it, not yet appended (an update appends it in its own transaction).
@@ -219,6 +232,8 @@ class Reading(VaultCore):
             count = TransferCount(
                 self._today().year, requester.country, rec.subject_id, shape.sensitive
             )
+        if under:  # a read of blocked data, for a reason the block allows: said in its entry
+            payload = with_detail(payload, blocks=under)
         result = ReadResult(
             token, site.id, site.country, rec.collection, opened, rec.version, decision,
             abroad and not masked, masked=masked, read_at=site.id,
@@ -326,7 +341,10 @@ class Reading(VaultCore):
             return None
         if copy is None or copy.primary_site != home.id:
             return None
-        self.authorize(access, "records:read", collection=copy.collection, hide=True)
+        under = self.authorize(
+            access, "records:read", collection=copy.collection, purpose=purpose, hide=True,
+            subject=(requester.id, copy.subject_id), record=copy.record_id,
+        )  # fmt: skip
         residency, opened = self._open_record(requester, copy)
         categories = self._field_categories(copy)
         kept = self._decide(
@@ -346,7 +364,8 @@ class Reading(VaultCore):
             record=copy.record_id, subject=copy.subject_id, requester=requester.id,
             client=access.client, decision="allow", rules=decision.rule_ids,
             fields=tuple(sorted(opened)), categories=tuple(sorted(set(categories.values()))),
-            detail={"source": "replica", "primary_site": home.id},
+            detail={"source": "replica", "primary_site": home.id,
+                    **({"blocks": under} if under else {})},
         )  # fmt: skip
         self.audit_read(requester.id, event.payload())
         return ReadResult(
@@ -424,6 +443,12 @@ class Reading(VaultCore):
                 continue
             token = self.tokens.issue(site.id, rid)
             try:
-                result.records.append(self._read(token, site, rec, requester, purpose, access))
+                under = self.authorize(
+                    access, "records:read", collection=collection, purpose=purpose,
+                    subject=(site.id, rec.subject_id), record=rid,
+                )  # fmt: skip
+                result.records.append(
+                    self._read(token, site, rec, requester, purpose, access, under=under)
+                )
             except PolicyRefused as exc:
                 result.refused.append({"token": token, "site": site.id, "reason": exc.message})

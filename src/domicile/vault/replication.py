@@ -74,6 +74,7 @@ class ReplicationReport:
     unchanged: int = 0  # items whose copy was already current
     refused: int = 0  # items the law did not allow (no copy kept)
     removed: int = 0  # copies deleted (the primary went, or the permission did)
+    paused: int = 0  # new copies of restricted subjects not made (until the restriction ends)
     unavailable: list[str] = field(default_factory=list)  # sites that did not answer
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class ReplicationReport:
             "unchanged": self.unchanged,
             "refused": self.refused,
             "removed": self.removed,
+            "paused": self.paused,
             "unavailable": sorted(set(self.unavailable)),
         }
 
@@ -179,8 +181,10 @@ class Replicator:
         vault = self.vault
         items = claim.items
         primaries = vault.store(home.id).get_many([i.record_id for i in items if i.op == "upsert"])
+        held = self._restricted(home, items)
         plans: dict[str, _TargetPlan] = {}
         refusals: list[AuditEvent] = []
+        paused: list[AuditEvent] = []
         handled: list[OutboxItem] = []
         stamp = vault._stamp()  # the batch is decided on one day, under one set of filings
         for item in items:
@@ -193,6 +197,11 @@ class Replicator:
                 plan.remove[item.record_id] = "the primary was deleted"
             elif item.op == "erase":
                 plan.erase.append(item.subject_id)
+            elif item.record_id in held.get(target.id, ()):
+                # A restricted subject: no new copy while the restriction lasts (copies
+                # that exist still follow rectifications). Lifting it queues the record
+                # again (``domicile.rights``), so the copy is made then, once.
+                paused.append(self._paused_event(home, target, item))
             else:
                 self._plan_upsert(
                     home, target, primaries.get(item.record_id), plan, refusals, stamp
@@ -219,11 +228,48 @@ class Replicator:
                 ]
             )
             kept = [e for e in refusals if e.detail.get("to_site") not in failed]
-            if kept:
-                vault._ledgers[home.id].append(tx, kept)
+            waits = [e for e in paused if e.detail.get("to_site") not in failed]
+            if kept or waits:
+                vault._ledgers[home.id].append(tx, kept + waits)
             tx.dequeue([i.seq for i in done])
         report.refused += len(kept)
+        report.paused += len(waits)
         return len(done)
+
+    def _restricted(self, home: Site, items: Sequence[OutboxItem]) -> dict[str, set[str]]:
+        """For each target site, the records of the batch's ``upsert`` items whose subject
+        is restricted at home and which the target holds no copy of yet (one query at
+        home; at a target only when a restricted subject has items for it). A target this
+        process cannot look into (another node's) counts as holding none."""
+        upserts = [i for i in items if i.op == "upsert"]
+        if not upserts:
+            return {}
+        store = self.vault.store(home.id)
+        restricted = {
+            b.subject_id
+            for b in store.blocks([i.subject_id for i in upserts])
+            if b.kind == "restriction"
+        }
+        wanted: dict[str, set[str]] = {}
+        for i in upserts:
+            if i.subject_id in restricted:
+                wanted.setdefault(i.target_site, set()).add(i.record_id)
+        out: dict[str, set[str]] = {}
+        for target, ids in wanted.items():
+            have: set[str] = set()
+            if target in self.sites and self.vault.is_here(target):
+                have = set(self.vault.store(target).get_many(sorted(ids)))
+            out[target] = ids - have
+        return out
+
+    def _paused_event(self, home: Site, target: Site, item: OutboxItem) -> AuditEvent:
+        """The entry of a copy held back because its subject is restricted."""
+        return AuditEvent(
+            action="refuse", site=home.id, purpose=PURPOSE, record=item.record_id,
+            subject=item.subject_id, requester=home.id, client=self.client,
+            detail={"operation": "replicate", "to_site": target.id, "to_country": target.country,
+                    "reason": "restricted", "paused": True},
+        )  # fmt: skip
 
     def _plan_upsert(
         self,

@@ -15,7 +15,9 @@ Every record operation takes its caller (``access=``, a ``domicile.access.Access
 default the local operator, with every right) and checks its scopes through
 ``Domicile.authorize`` before it decrypts, writes or audits anything as allowed: the
 operation, site and purpose before the record is loaded, and the record's collection once
-it is (a record outside the caller's collections answers exactly as a missing one does).
+it is (a record outside the caller's collections answers exactly as a missing one does),
+with the blocks a subject's request put on its subject (``VaultCore.check_blocks``: a
+restriction of processing, a withdrawal of consent).
 Every audit entry names the caller (``client``) and the site it acted from (``requester``).
 """
 

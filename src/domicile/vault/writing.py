@@ -439,6 +439,14 @@ class Writing(Reading):
                 for d in idents:
                     known.setdefault(d, sid)  # later records of this batch join it too
             item.subject_id = sid
+        if held and self._rests_on_consent(purpose):
+            # Subjects who withdrew consent get no new records for a purpose resting on it.
+            found = store.blocks(sorted(held))
+            for sid in sorted({b.subject_id for b in found}):
+                self.check_blocks(
+                    access, "records:store", site_id, sid, purpose, collection=collection,
+                    blocks=[b for b in found if b.subject_id == sid],
+                )  # fmt: skip
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
             with self._lock:
@@ -598,7 +606,10 @@ class Writing(Reading):
         self.authorize(access, "records:write", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
         rec = self._load(site, record_id, purpose, "update", access)
-        self.authorize(access, "records:write", collection=rec.collection, hide=True)
+        under = self.authorize(
+            access, "records:write", collection=rec.collection, purpose=purpose, hide=True,
+            subject=(site.id, rec.subject_id), record=rec.record_id,
+        )  # fmt: skip
         coll = self.collection(rec.collection)
         checked = values.check_fields(rec.collection, coll, fields, partial=True, clear=True)
         residency, current = self._open_record(site, rec)
@@ -642,7 +653,7 @@ class Writing(Reading):
         ):
             shown = self._disclose(
                 token, site, new, requester, purpose, access, operation="update",
-                opened_record=(residency, merged),
+                opened_record=(residency, merged), under=under,
             )  # fmt: skip
             if shown.error is not None:
                 shown = None  # the law refuses this caller the record: only the version
@@ -661,7 +672,7 @@ class Writing(Reading):
                 tx.index(IndexEntry(d, rec.record_id) for d in (*own, *idents))
             event = self._event(
                 "update", site, rec, purpose, access, decision="allow", rules=decision.rule_ids,
-                fields=tuple(sorted(checked)), at=now,
+                fields=tuple(sorted(checked)), at=now, detail={"blocks": under} if under else {},
             )  # fmt: skip
             payloads = [event.payload()]
             if shown is not None:
@@ -688,7 +699,10 @@ class Writing(Reading):
         self.authorize(access, "records:delete", site=requester.id, purpose=purpose)
         site, record_id = self._locate(token)
         rec = self._load(site, record_id, purpose, "delete", access)
-        self.authorize(access, "records:delete", collection=rec.collection, hide=True)
+        self.authorize(
+            access, "records:delete", collection=rec.collection, purpose=purpose, hide=True,
+            subject=(site.id, rec.subject_id), record=rec.record_id,
+        )  # fmt: skip
         store = self.store(site.id)
         with store.transaction() as tx:
             tx.delete([rec.record_id])

@@ -1,0 +1,233 @@
+"""The blocks a subject's request places on the processing of its data, and their lifting.
+
+- A **restriction** (GDPR Art. 18, 152-FZ's blocking) marks the subject restricted at
+  every site that holds it (its records and its copies), naming the request, when and by
+  whom. While it lasts the vault (``Domicile.check_blocks``, in the one authorization path
+  of every route and command) keeps the data stored but refuses to read it, change it,
+  delete it or copy it anew, except for the subject's own requests and for purposes whose
+  legal basis the laws covering the subject still allow (the packs' ``restriction:``; the
+  strictest of them binds: a basis must be allowed by every pack that has a rule). It ends
+  when it is lifted: explicitly (``lift``), or when the request is closed. Lifting queues
+  the subject's records again for the copies that were held back.
+- A **withdrawal of consent** (without ``erase``) marks the subject the same way; the
+  vault then refuses every operation for a purpose whose basis (``purposes:`` in the
+  configuration) is consent. Closing the request keeps it: consent stays withdrawn until
+  the subject gives it again, which the operator records with ``lift``.
+
+Each site's change is one transaction holding the block (or its removal) and its audit
+entry (``request``, step ``block`` or ``lift``); the request keeps the block's state
+(``block``) and the step in its history. The block rows hold opaque ids, names of bases
+and rules, times and the caller's id: no personal data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from domicile.access import Access
+from domicile.audit import AuditEvent
+from domicile.errors import Conflict, NotFound
+from domicile.rights.registry import RequestsFile
+from domicile.rights.service import PURPOSE, _laws, _reason, authorize_request
+from domicile.stores.base import SiteUnavailable, SubjectBlock
+
+if TYPE_CHECKING:
+    from domicile.vault import Domicile
+
+BLOCKING = ("restriction", "withdrawal")
+
+
+def allowed_bases(
+    vault: Domicile, holdings: list[dict[str, Any]], access: Access
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The legal bases a restriction still lets the subject's data be used for, and the
+    pack rules that say so: the bases every covering pack with a rule in force today
+    allows (none when no pack has one: only storage and the subject's own requests)."""
+    packs, _ = _laws(vault, holdings, access, PURPOSE["restriction"])
+    today = vault.clock().date()
+    sets: list[set[str]] = []
+    rules: list[str] = []
+    for lp in vault.engine.packs:
+        if lp.id not in packs:
+            continue
+        rule = next((r for r in lp.pack.restriction if r.effective.covers(today)), None)
+        if rule is not None:
+            sets.append(set(rule.allows))
+            rules.append(rule.id)
+    allows = set.intersection(*sets) if sets else set()
+    return tuple(sorted(allows)), tuple(sorted(rules))
+
+
+def _change_site(
+    vault: Domicile,
+    site_id: str,
+    subject: str,
+    req: Mapping[str, Any],
+    step: str,
+    by: str | None,
+    change: Any,
+    **detail: Any,
+) -> tuple[int, Any]:
+    """One site's change (``change(tx)``) with its audit entry, in one transaction;
+    returns the entry's number and what ``change`` returned."""
+    event = AuditEvent(
+        action="request", site=site_id, purpose=PURPOSE[req["kind"]], subject=subject,
+        requester=site_id, client=by,
+        detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
+        at=vault.clock().isoformat(),
+    )  # fmt: skip
+    try:
+        with vault.store(site_id).transaction() as tx:
+            result = change(tx)
+            rows = vault.ledger(site_id).append(tx, [event])
+    except SiteUnavailable:
+        vault.forget_store(site_id)
+        raise SiteUnavailable(
+            site_id, "it does not answer",
+            hint=f"the {step} is not complete: run it again once the site is back (a site"
+            " done already is left as it is)",
+        ) from None  # fmt: skip
+    seq = rows[0].seq if rows else 0
+    return seq, result
+
+
+def _here_only(vault: Domicile, sites: list[str]) -> None:
+    """Blocks are placed and lifted by the process holding the sites: on a federation's
+    node, a subject held at another node's site is refused before anything is done."""
+    elsewhere = sorted(s for s in sites if not vault.is_here(s))
+    if elsewhere:
+        raise Conflict(
+            f"the subject is also held at {', '.join(elsewhere)}, another node's site:"
+            " a block is placed (and lifted) only where every site is in reach",
+            hint="run the step from a process that holds every site (the CLI on the"
+            " deployment); blocks through the node channel are not built yet",
+        )
+
+
+def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any]:
+    """Block the subject at every site holding it now (the request's holdings, looked up
+    again by ``fulfil``); a site blocked already by this request is left as it is. Returns
+    the step's detail for the request's history."""
+    kind = req["kind"]
+    assert kind in BLOCKING
+    by = access.client
+    holdings = req["subject"]["holdings"]
+    _here_only(vault, [h["site"] for h in holdings])
+    allows, rules = allowed_bases(vault, holdings, access) if kind == "restriction" else ((), ())
+    now = vault.clock().isoformat()
+    earlier = req.get("block") or {}
+    since = earlier.get("since") if earlier.get("state") == "in_force" else None
+    since = since or now
+    placed = []
+    for h in holdings:
+        block = SubjectBlock(h["subject"], kind, req["id"], since, by, allows, rules)
+        seq, _ = _change_site(
+            vault, h["site"], h["subject"], req, "block", by, lambda tx, b=block: tx.block(b),
+            block=kind, allows=list(allows), rules=list(rules),
+        )  # fmt: skip
+        placed.append({"site": h["site"], "subject": h["subject"], "seq": seq})
+    req["block"] = {
+        "kind": kind,
+        "state": "in_force",
+        "since": since,
+        "by": by,
+        "allows": list(allows),
+        "rules": list(rules),
+        "at": [{"site": p["site"], "subject": p["subject"]} for p in placed],
+        "lifted": None,
+    }
+    return {
+        "vault_block": True,
+        "block": kind,
+        "sites": [p["site"] for p in placed],
+        "allows": list(allows),
+        "rules": list(rules),
+        "block_audit": [{"site": p["site"], "seq": p["seq"]} for p in placed],
+    }
+
+
+def _requeue(vault: Domicile, tx: Any, site_id: str, subject: str) -> int:
+    """Queue the subject's records at ``site_id`` again for every site its collections copy
+    to: the copies held back while it was restricted are made now (delivery is
+    idempotent: a copy that exists and is current changes nothing and logs nothing)."""
+    colls = vault.config.model.collections
+    items = [
+        (r.record_id, subject, t, "upsert")
+        for r in vault.store(site_id).subject_records(subject)
+        if not r.is_replica and r.collection in colls
+        for t in vault._replica_targets(colls[r.collection], site_id)
+    ]
+    if items:
+        tx.enqueue(items)
+    return len(items)
+
+
+def lift_block(
+    vault: Domicile, req: dict[str, Any], by: str | None, reason: str, step: str = "lift"
+) -> None:
+    """Lift the request's block at every site it was placed, audited there, and record it
+    in the request (its state and a ``lift`` step in its history)."""
+    block = req.get("block")
+    if not block or block.get("state") != "in_force":
+        raise Conflict(
+            "this request has no block in force",
+            hint="a restriction or a withdrawal of consent places one when it is fulfilled",
+        )
+    _here_only(vault, [at["site"] for at in block["at"]])
+    now = vault.clock().isoformat()
+    entries = []
+    requeued = 0
+    for at in block["at"]:
+        site_id, subject = at["site"], at["subject"]
+
+        def change(tx: Any, site_id: str = site_id, subject: str = subject) -> int:
+            tx.unblock(subject, block["kind"], req["id"])
+            return _requeue(vault, tx, site_id, subject) if block["kind"] == "restriction" else 0
+
+        seq, n = _change_site(vault, site_id, subject, req, step, by, change, block=block["kind"])
+        requeued += n
+        entries.append({"site": site_id, "seq": seq})
+    block["state"] = "lifted"
+    block["lifted"] = {"at": now, "by": by, "reason": reason}
+    req["history"].append(
+        {"at": now, "step": step, "by": by, "audit": entries, "block": block["kind"],
+         "sites": [e["site"] for e in entries], "requeued": requeued}
+    )  # fmt: skip
+
+
+def lift(
+    vault: Domicile, request_id: str, *, reason: str, access: Access | None = None
+) -> dict[str, Any]:
+    """Lift the block a request placed (a closed request too: a withdrawal of consent
+    outlives its request until the subject consents again). ``reason``: why, in a few
+    words, without personal data."""
+    access = access or vault.operator
+    vault.authorize(access, "rights:write")
+    text = _reason(reason, "the reason for lifting the block (--reason)", required=True)
+    assert text is not None
+    with RequestsFile(vault.config).changing() as all_requests:
+        req: dict[str, Any] | None = all_requests.get(request_id)
+        if req is None:
+            raise NotFound("no request of that id", hint="see `domicile rights list`")
+        authorize_request(vault, access, "rights:write", req)
+        lift_block(vault, req, access.client, text)
+    return req
+
+
+def block_state(req: Mapping[str, Any]) -> str:
+    """The block in plain words, for ``rights show``."""
+    block = req.get("block")
+    if not block:
+        if req["kind"] in BLOCKING:
+            return "no block placed yet (fulfil the request to place it)"
+        return ""
+    sites = ", ".join(a["site"] for a in block["at"]) or "no site"
+    what = "restricted" if block["kind"] == "restriction" else "consent withdrawn"
+    if block["state"] == "in_force":
+        line = f"block: {what} since {block['since'][:19]} at {sites}"
+        if block["kind"] == "restriction":
+            line += f"; still allowed for: {', '.join(block['allows']) or 'nothing but storage'}"
+        return line
+    lifted = block["lifted"] or {}
+    return f"block: {what} from {block['since'][:19]}, lifted {str(lifted.get('at'))[:19]} ({lifted.get('reason')})"
