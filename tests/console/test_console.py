@@ -17,6 +17,7 @@ import pytest
 
 from domicile.attest.service import commit
 from domicile.rights import list_requests, show
+from domicile.vault.errors import SubjectBlocked
 from tests.console.conftest import Console
 
 SHOTS = os.environ.get("DOMICILE_CONSOLE_SHOTS")
@@ -297,6 +298,29 @@ def test_a_subject_request_is_opened_extended_fulfilled_and_closed(
     page.get_by_role("button", name="Open request").click()
     expect(page.get_by_role("alert")).to_be_visible()
     assert list_requests(console.vault.config) == before
+
+
+def test_a_restriction_blocks_reads_until_it_is_lifted_in_the_console(
+    console: Console, officer: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page, token = officer, console.tokens["US"]
+    go(page, "Subject requests")
+    page.get_by_label("Kind").select_option("restriction")
+    page.get_by_label("Identifying field").select_option("email")
+    page.get_by_label("Its value").fill("person.us@example.org")
+    page.get_by_label("Checked by").fill("dpo.kim")
+    page.get_by_role("button", name="Open request").click()
+    expect(page.get_by_role("status")).to_contain_text("found at us")
+    page.get_by_role("button", name="Fulfil restriction").click()
+    expect(page.get_by_role("heading", name="Processing block")).to_be_visible()
+    with pytest.raises(SubjectBlocked):
+        console.vault.get(token, purpose="support", as_site="us")
+    page.get_by_label("Why the block ends").fill("the accuracy check is done")
+    page.get_by_role("button", name="Lift the block").click()
+    expect(page.get_by_role("status")).to_contain_text("block lifted at us")
+    assert console.vault.get(token, purpose="support", as_site="us").fields
 
 
 def test_a_scope_limited_client_sees_only_what_it_may(console: Console, browser: Any) -> None:
