@@ -9,6 +9,7 @@ import pytest
 
 from domicile.discovery import decide, kinds_of, tally
 from domicile.discovery.evidence import EvidenceBook, countries_of
+from domicile.discovery.recognizers import national_phone_country
 from domicile.discovery.synthetic import kz_iin, ru_inn
 
 # (kind, valid, fails its validator, decoy of a similar shape)
@@ -184,3 +185,83 @@ def test_tallies_of_arrow_batches_merge_to_the_tally_of_the_whole() -> None:
     assert merged is not None
     assert (merged.values, merged.kinds) == (whole.values, whole.kinds)
     assert decide("fld", merged) == decide("fld", whole)
+
+
+# --- phone numbers without a country code --------------------------------------------------
+
+# (value, regions the context fixes, the country it is evidence of or None)
+NATIONAL = [
+    ("8 912 345-67-89", ["RU"], "RU"),  # a Russian mobile with its trunk prefix
+    ("9123456789", ["RU"], "RU"),  # Russian numbers all have ten digits: 8 may be left out
+    ("(0)30 1234567", ["DE"], "DE"),
+    ("030 1234567", ["US", "DE"], "DE"),  # invalid in the US, valid in Germany
+    ("(212) 555-0123", ["US"], "US"),
+    ("8 701 234 5678", ["RU"], "KZ"),  # +7 is shared: the plan names Kazakhstan
+    ("8 912 345-67-89", [], None),  # no region: a bare number names no country
+    ("8 000 000-00-00", ["RU"], None),  # not a valid Russian number
+    ("(0)30 12", ["DE"], None),  # too short
+    ("8 912 345-67-89", ["DE"], None),  # German numbers start with 0
+    ("30 1234567", ["DE"], None),  # German numbering needs its 0: most digits pass without
+    ("06 12 34 56 78", ["FR"], "FR"),
+    ("06 12 34 56 78", ["DE", "FR"], None),  # valid in both: ambiguous, no evidence
+    ("9123456789", ["RU", "US"], None),  # valid in both
+    ("79123456789", ["RU"], None),  # a country code without a plus, or an order number
+    ("2025-03-01", ["DE"], None),  # a date German numbering would accept
+    ("1234.56", ["US", "DE", "RU"], None),
+]
+
+
+@pytest.mark.parametrize(("value", "regions", "country"), NATIONAL)
+def test_national_numbers_are_read_only_under_a_fixed_region(
+    value: str, regions: list[str], country: str | None
+) -> None:
+    assert national_phone_country(value, regions) == country
+    assert "phone" not in kinds_of(value)  # never alone
+    piece = EvidenceBook().national_phone(value, regions)
+    assert piece == (None if country is None else ("phone", country))
+
+
+def _ru_national(rng: random.Random, n: int) -> list[str]:
+    return [
+        f"8 912 {rng.randint(0, 999):03d}-{rng.randint(0, 99):02d}-{rng.randint(0, 99):02d}"
+        for _ in range(n)
+    ]
+
+
+def test_a_column_of_national_numbers_is_a_phone_column_under_its_region_only() -> None:
+    values = _ru_national(random.Random(12), 200)
+    assert decide("fld", tally({"fld": values})["fld"]).kind is None
+    assert decide("fld", tally({"fld": values}, ["US"])["fld"]).kind is None
+    verdict = decide("fld", tally({"fld": values}, ["RU"])["fld"])
+    assert verdict.kind == "phone"
+    assert verdict.national == verdict.matched
+    assert "without a country code, valid in RU" in verdict.evidence
+
+
+def test_a_column_mostly_of_one_countrys_numbers_reads_the_rest_under_it() -> None:
+    rng = random.Random(13)
+    international = [f"+7 912 345 {rng.randint(10, 99)} {rng.randint(10, 99)}" for _ in range(70)]
+    values = international + _ru_national(rng, 30)
+    verdict = decide("fld", tally({"fld": values}, ["US"])["fld"])
+    assert (verdict.kind, verdict.region, verdict.national) == ("phone", "RU", 30)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "region", "column"),
+    [("8", "RU", "order_no"), ("8", "RU", "phone"), ("0", "DE", "phone"), ("", "US", "tel")],
+)
+def test_order_numbers_shaped_like_national_numbers_stay_none(
+    prefix: str, region: str, column: str
+) -> None:
+    """Bare digits count only where the column's name says phone, and random ones are not
+    valid numbers often enough even there (Germany's permissive plan included)."""
+    rng = random.Random(14)
+    orders = [prefix + "".join(rng.choice("0123456789") for _ in range(10)) for _ in range(400)]
+    assert decide(column, tally({column: orders}, [region])[column]).kind is None
+
+
+def test_bare_valid_numbers_count_where_the_name_says_phone() -> None:
+    rng = random.Random(15)
+    bare = [f"89{rng.randint(0, 10**9 - 1):09d}" for _ in range(200)]
+    assert decide("fld", tally({"fld": bare}, ["RU"])["fld"]).kind is None
+    assert decide("mobile", tally({"mobile": bare}, ["RU"])["mobile"]).kind == "phone"

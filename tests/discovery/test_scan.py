@@ -372,3 +372,62 @@ def test_file_keys_prefer_the_tables_own_id(tmp_path: Path) -> None:
         }
     ]
     assert report["subjects"]["customers:7"] == ["DE"]
+
+
+def test_national_numbers_are_evidence_only_where_something_fixes_their_country(
+    tmp_path: Path,
+) -> None:
+    """Numbers without a country code, read under the country the column's other numbers,
+    the subject's documents, or --located-in fix; never alone; order numbers stay none."""
+    import random
+
+    from domicile.discovery.synthetic import de_tax_id
+
+    rng = random.Random(21)
+    db = tmp_path / "crm.db"
+    phones = [f"+7 912 {rng.randint(100, 999)} {rng.randint(10, 99)} {rng.randint(10, 99)}" for _ in range(60)]  # fmt: skip
+    phones += [
+        "8 912 345-67-89",  # 61: the column's numbers are Russian -> RU
+        "(0)30 1234567",  # 62: a German tax id fixes Germany -> DE
+        "(0)30 1234567",  # 63: nothing fixes Germany -> nothing
+        "8 000 000-00-00",  # 64: no valid number anywhere -> nothing
+        "06 12 34 56 78",  # 65: a German tax id; valid in Germany (not Russia, not the US)
+    ]
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE clients (id INTEGER PRIMARY KEY, tel TEXT, order_no TEXT)")
+        conn.execute(
+            "CREATE TABLE kyc (kid INTEGER PRIMARY KEY, client INTEGER REFERENCES clients(id), tax TEXT)"
+        )
+        for i, tel in enumerate(phones, 1):
+            order = "8" + "".join(rng.choice("0123456789") for _ in range(10))
+            conn.execute("INSERT INTO clients VALUES (?, ?, ?)", (i, tel, order))
+        for kid, client in enumerate((62, 65, 1, 2, 3), 1):
+            conn.execute("INSERT INTO kyc VALUES (?, ?, ?)", (kid, client, de_tax_id(rng)))
+    report = scan_json(f"sqlite:///{db}")
+    assert report["columns"]["clients.tel"]["category"] == "user.contact.phone_number"
+    assert report["columns"]["clients.order_no"]["category"] is None
+    subjects = report["subjects"]
+    assert subjects["clients:61"] == ["RU"]
+    assert subjects["clients:62"] == ["DE"]
+    assert subjects["clients:63"] == []
+    assert subjects["clients:64"] == []
+    assert subjects["clients:65"] == ["DE"]
+    assert subjects["clients:1"] == ["DE", "RU"]
+
+    # A column of Russian national numbers alone: a phone column where the source is in
+    # Russia (and its people Russian); in Germany nothing fixes Russia, and it is none.
+    only = tmp_path / "only.db"
+    with sqlite3.connect(only) as conn:
+        conn.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, tel TEXT)")
+        for i in range(1, 31):
+            conn.execute("INSERT INTO people VALUES (?, ?)", (i, f"8 912 345-{i:02d}-{i:02d}"))
+    code, out, err = scan(f"sqlite:///{only}", "--located-in", "RU", "--json")
+    assert code == 0, out + err
+    in_russia = json.loads(out)
+    # (A few of these numbers also pass an 11-digit checksum and are not counted.)
+    assert in_russia["columns"]["people.tel"]["category"] == "user.contact.phone_number"
+    assert in_russia["columns"]["people.tel"]["national"] >= 27
+    assert set(map(tuple, in_russia["subjects"].values())) == {("RU",)}
+    code, out, err = scan(f"sqlite:///{only}", "--located-in", "DE", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["columns"]["people.tel"]["category"] is None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import iptocc
+import phonenumbers
 
 from domicile.countries import country_name
 from domicile.discovery.recognizers import (
@@ -26,6 +27,8 @@ from domicile.discovery.recognizers import (
     email_domain,
     iban_country,
     ip_address,
+    national_phone,
+    national_phone_country,
     phone_country,
 )
 from domicile.errors import BadInput
@@ -33,6 +36,7 @@ from domicile.residency import Finding, Residency, SubjectEvidence, TriSet, reso
 
 Piece = tuple[str, ...]
 
+_FIXING = ("document", "address", "bank_account")
 _EMPTY = Residency(TriSet(), TriSet(), TriSet(), ())
 
 
@@ -131,6 +135,33 @@ class EvidenceBook:
                 _weak("address", found, f"address in {found} ({country_name(found)})"),
             )
         return None
+
+    def national_phone(self, value: str, regions: Iterable[str]) -> Piece | None:
+        """The piece a phone number written without its country code gives, read under
+        the ``regions`` the context fixes (``recognizers.national_phone_country``): none
+        when it is valid under none of them or under several."""
+        regions = sorted(regions)
+        cc = national_phone_country(value, regions)
+        if cc is None:
+            return None
+        key: Piece = ("phone", cc)
+        if key not in self._pieces:
+            for region in regions:
+                parsed = national_phone(value, region)
+                if parsed is not None:
+                    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                    self._pieces[key] = resolve(SubjectEvidence(phone=number))
+                    break
+        return key
+
+    def fixing(self, pieces: Iterable[Piece]) -> set[str]:
+        """The countries a subject's documents, addresses and bank accounts name: the
+        context that fixes how its numbers without a country code are read."""
+        out: set[str] = set()
+        for p in pieces:
+            if p[0] in _FIXING:
+                out |= self._pieces[p].countries
+        return out
 
     def _remember(self, key: Piece, res: Residency) -> Piece:
         self._pieces.setdefault(key, res)

@@ -13,10 +13,11 @@ Nothing here returns or logs a value: a recognizer says yes or no, and a country
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import phonenumbers
@@ -189,6 +190,77 @@ def phone_country(value: str) -> str | None:
         return None
     region = phonenumbers.region_code_for_number(parsed)
     return str(region) if region and region != "001" else None
+
+
+_NATIONAL = re.compile(r"\(?\d[\d\s().-]{4,22}\d")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[.-]\d{1,2}[.-]\d{2,4}|\d{4}\.\d{1,2}\.\d{1,2}")
+_NATIONAL_FORMATTING = frozenset(" -().")
+
+
+def national_shape(value: str) -> str | None:
+    """Whether ``value`` is written like a phone number without its country code:
+    ``"formatted"`` (digits with the spaces, hyphens, dots or parentheses people write
+    them with, as in ``8 912 345-67-89`` or ``(0)30 1234567``), ``"bare"`` (digits only,
+    which order numbers are too), or None (letters, a date, a leading + or 00, or a
+    count of digits no national number has)."""
+    if value.startswith(("+", "00")) or not _NATIONAL.fullmatch(value) or _DATE.fullmatch(value):
+        return None
+    digits = sum(ch.isdigit() for ch in value)
+    if not 6 <= digits <= 15:
+        return None
+    return "formatted" if any(ch in _NATIONAL_FORMATTING for ch in value) else "bare"
+
+
+def national_phone(value: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """``value`` read as a national number of ``region`` (a country fixed by something
+    else than the number: where the source is, the subject's documents, the column's
+    other numbers), if it is a valid number there. The trunk prefix (8 in Russia, 0 in
+    Germany) may be left out only where every number of the plan has one length (Russia,
+    the US, France): a plan of many lengths, such as Germany's, accepts most strings of
+    digits without it. A number that carries a country code without a plus
+    (``79123456789``) is not a national number."""
+    if national_shape(value) is None:
+        return None
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None:
+        return None
+    prefix = meta.national_prefix
+    if prefix and not value.lstrip("(").startswith(prefix) and not _one_length(region):
+        return None
+    try:
+        parsed = phonenumbers.parse(value, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return None
+    if parsed.country_code_source != phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return parsed
+
+
+@functools.cache
+def _one_length(region: str) -> bool:
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or meta.mobile is None or meta.fixed_line is None:
+        return False
+    lengths = {*meta.mobile.possible_length, *meta.fixed_line.possible_length}
+    return len(lengths) == 1
+
+
+def national_phone_country(value: str, regions: Iterable[str]) -> str | None:
+    """The country of a number written without its country code, read under each of
+    ``regions`` (the countries the context fixes): the one country it is a valid number
+    of, or None when it is valid under none or under several (ambiguous). The country is
+    the numbering plan's: under RU, an ``8 7xx`` number is Kazakh (both share +7). A
+    bare number alone never gives a country: the regions come from elsewhere."""
+    found = set()
+    for region in regions:
+        parsed = national_phone(value, region)
+        if parsed is not None:
+            cc = phonenumbers.region_code_for_number(parsed)
+            if cc and cc != "001":
+                found.add(str(cc))
+    return found.pop() if len(found) == 1 else None
 
 
 def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -21,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from domicile.discovery.classify import Tally, Verdict, decide, tally, text
 from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
-from domicile.discovery.recognizers import KINDS
-from domicile.discovery.sources import ForeignKey, Source, TableInfo
+from domicile.discovery.recognizers import KINDS, national_shape
+from domicile.discovery.sources import Batch, ForeignKey, Source, TableInfo
 from domicile.errors import BadInput
 from domicile.packs.model import Outcome
 from domicile.policy import Decision, PolicyEngine
@@ -131,7 +131,7 @@ def scan(
         merged: dict[str, Tally] = {}
         rows: dict[str, list[Any]] = {c: [] for c in info.columns}
         for batch in source.batches(info.name, info.columns, batch_size, limit=sample):
-            for column, tl in tally(batch).items():
+            for column, tl in tally(batch, (located_in,)).items():
                 merged.setdefault(column, Tally()).merge(tl)
             for c in info.columns:
                 rows[c].extend(batch[c])
@@ -183,31 +183,31 @@ def scan(
         return d
 
     order = sorted((n for n in state if roots.get(n) is not None), key=depth)
-    for name in order:
+
+    def rows_of(
+        name: str, columns: Sequence[str], mapping: dict[str, str] | None = None
+    ) -> Iterator[tuple[Batch, int, list[tuple[int, str, str]]]]:
+        """The batches of a table's ``columns`` (with its key and link), each with its
+        rows that belong to a subject: (index, subject id, row reference). ``mapping``
+        receives, for a table between a child and the subjects, its keys' subjects."""
         t = state[name]
         subject_table = roots[name] == name
         link = None if subject_table else parent[name]
-        evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
-        wanted = list(dict.fromkeys([*t.key, *([link.column] if link else []), *evidence_cols]))
+        wanted = list(dict.fromkeys([*t.key, *([link.column] if link else []), *columns]))
         if not wanted:
             wanted = [t.info.columns[0]]
-        # Children of a subjects' table name their subject by its key directly; only
-        # tables in between (orders, between payments and customers) keep a map.
-        keep_map = name in needed_as_parent and not subject_table
-        mapping: dict[str, str] = {}
-        counted = bool(t.personal)
         rowno = 0
         for batch in source.batches(name, wanted, batch_size):
             n = len(batch[wanted[0]])
             keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
             links_col = batch[link.column] if link else None
+            found: list[tuple[int, str, str]] = []
             for i in range(n):
                 rowno += 1
                 ref = _row_key(keys[i]) if keys else f"#{rowno}"
-                if subject_table:
+                if link is None:
                     sid = f"{name}:{ref}"
                 else:
-                    assert link is not None
                     assert links_col is not None
                     target = text(links_col[i])
                     if target is None:
@@ -219,10 +219,27 @@ def scan(
                     if sid_found is None:
                         continue
                     sid = sid_found
-                if keep_map:
+                if mapping is not None:
                     mapping[ref] = sid
-                if not counted:
-                    continue
+                found.append((i, sid, ref))
+            yield batch, n * len(wanted), found
+
+    # Phone numbers without a country code are read once every other piece of evidence
+    # is known: the subject's documents and addresses fix how they are read.
+    national_later: dict[str, list[str]] = {}
+    for name in order:
+        t = state[name]
+        subject_table = roots[name] == name
+        evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
+        # Children of a subjects' table name their subject by its key directly; only
+        # tables in between (orders, between payments and customers) keep a map.
+        keep_map = name in needed_as_parent and not subject_table
+        mapping: dict[str, str] = {}
+        counted = bool(t.personal)
+        for batch, values, found in rows_of(
+            name, list(evidence_cols), mapping if keep_map else None
+        ):
+            for i, sid, ref in found if counted else ():
                 s = subjects.get(sid)
                 if s is None:
                     s = subjects[sid] = _Subject()
@@ -237,13 +254,34 @@ def scan(
                     piece = book.piece(kind, value)
                     if piece is not None:
                         s.pieces.add(piece)
-            stats["values"] += n * len(wanted)
-            t.rows += n
+                    elif kind == "phone" and national_shape(value) is not None:
+                        later = national_later.setdefault(name, [])
+                        if column not in later:
+                            later.append(column)
+            stats["values"] += values
+            t.rows += len(next(iter(batch.values()), ()))
             if progress:
-                progress(name, n)
+                progress(name, len(next(iter(batch.values()), ())))
         stats["rows"] += t.rows
         if keep_map:
             owner[name] = mapping
+    for name, columns in national_later.items():
+        for batch, _, found in rows_of(name, columns):
+            for i, sid, _ref in found:
+                s = subjects[sid]
+                fixed: set[str] | None = None
+                for column in columns:
+                    value = text(batch[column][i])
+                    if value is None or national_shape(value) is None:
+                        continue
+                    if fixed is None:
+                        fixed = book.fixing(s.pieces)
+                    regions = {located_in, *fixed}
+                    if state[name].verdicts[column].region:
+                        regions.add(state[name].verdicts[column].region or "")
+                    piece = book.national_phone(value, regions)
+                    if piece is not None:
+                        s.pieces.add(piece)
 
     # 4. decide
     findings: dict[str, dict[str, Any]] = {}
