@@ -431,3 +431,93 @@ def test_national_numbers_are_evidence_only_where_something_fixes_their_country(
     code, out, err = scan(f"sqlite:///{only}", "--located-in", "DE", "--json")
     assert code == 0, out + err
     assert json.loads(out)["columns"]["people.tel"]["category"] is None
+
+
+# --- composite keys --------------------------------------------------------------------------
+
+
+def composite_source() -> tuple[dict[str, list[list[Any]]], dict[str, list[str]]]:
+    """Accounts keyed by (tenant_id, user_id), user ids repeating in every tenant; orders
+    keyed by (tenant_id, order_id) and linked to them by (tenant_id, user_id); payments
+    linked to orders by (tenant_id, order_id). Each account's e-mail domain says RU or FR;
+    tenant 2's payments come from German bank accounts. Truth: the subjects' countries."""
+    import random
+
+    from domicile.discovery.synthetic import iban
+
+    rng = random.Random(31)
+    rows: dict[str, list[list[Any]]] = {"accounts": [], "orders": [], "payments": []}
+    truth: dict[str, list[str]] = {}
+    pid = 0
+    for tenant in (1, 2, 3):
+        order = 0
+        for user in range(1, 21):
+            cc = "ru" if user % 2 else "fr"
+            rows["accounts"].append([tenant, user, f"u{user}.t{tenant}@firm{user % 5}.{cc}"])
+            countries = {cc.upper()}
+            for _ in range(2):
+                order += 1
+                rows["orders"].append([tenant, order, user, f"{10 * (order % 3)}.00"])
+                pid += 1
+                acct = iban(rng, "DE") if tenant == 2 else None
+                rows["payments"].append([pid, tenant, order, acct])
+                if acct:
+                    countries.add("DE")
+            truth[f"accounts:{tenant}/{user}"] = sorted(countries)
+    return rows, truth
+
+
+COMPOSITE_LINKS = {
+    ("orders.(tenant_id, user_id)", "accounts.(tenant_id, user_id)"),
+    ("payments.(tenant_id, order_id)", "orders.(tenant_id, order_id)"),
+}
+
+
+def test_composite_keys_declared_in_sqlite_carry_residency(tmp_path: Path) -> None:
+    rows, truth = composite_source()
+    db = tmp_path / "tenants.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE accounts (tenant_id INTEGER, user_id INTEGER, email TEXT,
+                PRIMARY KEY (tenant_id, user_id));
+            CREATE TABLE orders (tenant_id INTEGER, order_id INTEGER, user_id INTEGER,
+                total TEXT, PRIMARY KEY (tenant_id, order_id),
+                FOREIGN KEY (user_id, tenant_id) REFERENCES accounts (user_id, tenant_id));
+            CREATE TABLE payments (pid INTEGER PRIMARY KEY, tenant_id INTEGER,
+                order_id INTEGER, acct TEXT,
+                FOREIGN KEY (tenant_id, order_id) REFERENCES orders (tenant_id, order_id));
+            """
+        )
+        for table, values in rows.items():
+            marks = ", ".join("?" * len(values[0]))
+            conn.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+    report = scan_json(f"sqlite:///{db}")
+    assert {(link["from"], link["to"]) for link in report["links"]} == COMPOSITE_LINKS
+    assert all(link["declared"] for link in report["links"])
+    assert report["subject_tables"] == ["accounts"]
+    assert report["subjects"] == truth
+    # Rows are referred to by their composite key.
+    fr = {f["rule"]: f for f in report["findings"]}
+    refs = [r for f in fr.values() for r in f["row_refs"].get("payments", [])]
+    assert all(r.isdigit() for r in refs)
+
+
+def test_composite_keys_inferred_in_csv_files_carry_residency(tmp_path: Path) -> None:
+    rows, truth = composite_source()
+    heads = {
+        "accounts": "tenant_id,user_id,email",
+        "orders": "tenant_id,order_id,user_id,total",
+        "payments": "pid,tenant_id,order_id,acct",
+    }
+    for table, values in rows.items():
+        lines = [",".join("" if v is None else str(v) for v in r) for r in values]
+        (tmp_path / f"{table}.csv").write_text(heads[table] + "\n" + "\n".join(lines) + "\n")
+    report = scan_json(str(tmp_path))
+    links = {(link["from"], link["to"]): link for link in report["links"]}
+    assert set(links) == COMPOSITE_LINKS
+    link = links[("orders.(tenant_id, user_id)", "accounts.(tenant_id, user_id)")]
+    assert (link["columns"], link["to_columns"], link["containment"]) == (
+        ["tenant_id", "user_id"], ["tenant_id", "user_id"], 1.0,
+    )  # fmt: skip
+    assert report["subjects"] == truth

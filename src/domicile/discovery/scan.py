@@ -19,6 +19,7 @@ the rows of the table being read.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -47,22 +48,34 @@ Progress = Callable[[str, int], None]
 
 @dataclass
 class Link:
+    """Rows of ``table`` belong to the row of ``target`` whose key (``target_columns``)
+    equals their ``columns``: one column, or several for a composite key such as
+    (tenant_id, user_id)."""
+
     table: str
-    column: str
+    columns: tuple[str, ...]
     target: str
-    target_column: str
+    target_columns: tuple[str, ...]
     declared: bool
     containment: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "from": f"{self.table}.{self.column}",
-            "to": f"{self.target}.{self.target_column}",
+            "from": _end(self.table, self.columns),
+            "to": _end(self.target, self.target_columns),
             "declared": self.declared,
         }
         if self.containment is not None:
             out["containment"] = round(self.containment, 3)
+        if len(self.columns) > 1:
+            out["columns"] = list(self.columns)
+            out["to_columns"] = list(self.target_columns)
         return out
+
+
+def _end(table: str, columns: tuple[str, ...]) -> str:
+    """``TABLE.COLUMN``, or ``TABLE.(A, B)`` for a composite key."""
+    return f"{table}.{columns[0]}" if len(columns) == 1 else f"{table}.({', '.join(columns)})"
 
 
 @dataclass
@@ -193,14 +206,14 @@ def scan(
         t = state[name]
         subject_table = roots[name] == name
         link = None if subject_table else parent[name]
-        wanted = list(dict.fromkeys([*t.key, *([link.column] if link else []), *columns]))
+        wanted = list(dict.fromkeys([*t.key, *(link.columns if link else ()), *columns]))
         if not wanted:
             wanted = [t.info.columns[0]]
         rowno = 0
         for batch in source.batches(name, wanted, batch_size):
             n = len(batch[wanted[0]])
             keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
-            links_col = batch[link.column] if link else None
+            targets = _link_keys(batch, link.columns, n) if link else None
             found: list[tuple[int, str, str]] = []
             for i in range(n):
                 rowno += 1
@@ -208,8 +221,8 @@ def scan(
                 if link is None:
                     sid = f"{name}:{ref}"
                 else:
-                    assert links_col is not None
-                    target = text(links_col[i])
+                    assert targets is not None
+                    target = targets[i]
                     if target is None:
                         continue
                     up = link.target
@@ -369,6 +382,18 @@ def scan(
     }
 
 
+def _link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]:
+    """The key of the row each row of a batch links to, written as that row's reference
+    (``_row_key``); None where a column of the link is empty."""
+    if len(columns) == 1:
+        return [text(v) for v in batch[columns[0]]]
+    parts = [[text(v) for v in batch[c]] for c in columns]
+    return [
+        None if any(p[i] is None for p in parts) else "/".join(p[i] or "" for p in parts)
+        for i in range(n)
+    ]
+
+
 def _infer_key(t: _Table, rows: dict[str, list[Any]]) -> tuple[str, ...]:
     """A key for a table without a declared one: a column, unique and never empty in the
     sample, that holds no personal data (a key that is an e-mail address would put values
@@ -386,16 +411,36 @@ def _infer_key(t: _Table, rows: dict[str, list[Any]]) -> tuple[str, ...]:
         own = lowered in ("id", "uuid", "key", f"{single}_id", f"{single}id")
         named = lowered.endswith(("id", "key", "_no"))
         candidates.append((not own, not named, t.info.columns.index(column), column))
-    return (min(candidates)[3],) if candidates else ()
+    if candidates:
+        return (min(candidates)[3],)
+    # A composite key, as multi-tenant schemas have ((tenant_id, user_id)): two columns
+    # named like ids, never empty, unique together in the sample, none personal.
+    ids = [
+        c
+        for c in t.info.columns
+        if t.verdicts[c].kind is None
+        and c.lower().endswith(("id", "key", "_no"))
+        and rows[c]
+        and all(text(v) is not None for v in rows[c])
+    ]
+    for a, b in itertools.combinations(ids, 2):
+        pairs = list(zip(map(text, rows[a]), map(text, rows[b]), strict=True))
+        if len(set(pairs)) == len(pairs):
+            return (a, b)
+    return ()
 
 
 def _declared_links(state: dict[str, _Table]) -> list[Link]:
     out = []
     for name, t in state.items():
         for fk in t.info.foreign_keys:
-            # Followed only to the target's key: that is how a row of it is named.
-            if len(fk.columns) == 1 and fk.table in state and fk.target == state[fk.table].key:
-                out.append(Link(name, fk.columns[0], fk.table, fk.target[0], True))
+            # Followed only to the target's key: that is how a row of it is named. The
+            # columns of a composite key are taken in the key's order.
+            key = state[fk.table].key if fk.table in state else ()
+            if not key or sorted(fk.target) != sorted(key) or len(fk.target) != len(key):
+                continue
+            by_target = dict(zip(fk.target, fk.columns, strict=True))
+            out.append(Link(name, tuple(by_target[k] for k in key), fk.table, key, True))
     return out
 
 
@@ -414,56 +459,104 @@ def _inferred_links(
     batch_size: int,
 ) -> list[Link]:
     """Links for sources without declared keys: a column of one table whose sampled values
-    are (nearly) all keys of another table."""
-    keyed = {n: t for n, t in state.items() if len(t.key) == 1}
+    are (nearly) all keys of another table; for a composite key, columns whose sampled
+    tuples are (nearly) all its tuples."""
+    keyed = {n: t for n, t in state.items() if t.key}
     key_sets: dict[str, set[str]] = {}
+    parts: dict[str, list[set[str]]] = {}  # a composite key's values, column by column
     for name, t in keyed.items():
         values: set[str] = set()
-        for batch in source.batches(name, [t.key[0]], batch_size):
-            values.update(v for v in map(text, batch[t.key[0]]) if v is not None)
+        for batch in source.batches(name, list(t.key), batch_size):
+            values.update(
+                v for v in _link_keys(batch, t.key, len(batch[t.key[0]])) if v is not None
+            )
         key_sets[name] = values
+        if len(t.key) > 1:
+            parts[name] = [set() for _ in t.key]
+            for v in values:
+                for j, part in enumerate(v.split("/", len(t.key) - 1)):
+                    parts[name][j].add(part)
     out = []
     declared = {
         (fk_t, c) for fk_t, t in state.items() for fk in t.info.foreign_keys for c in fk.columns
     }
+
+    def sampled(name: str, columns: Sequence[str]) -> set[str]:
+        rows = samples[name]
+        n = len(rows[columns[0]])
+        return {v for v in _link_keys(rows, columns, n) if v is not None}
+
     for name, t in state.items():
-        # Candidates from the sample, then checked on the whole column: sequential integer
-        # keys make a sample of one table's references fit several tables.
-        best: tuple[bool, float, float, str, str] | None = None
-        for column in t.info.columns:
-            if t.verdicts[column].kind is not None or (name, column) in declared:
+        free = [
+            c
+            for c in t.info.columns
+            if t.verdicts[c].kind is None and (name, c) not in declared and t.key != (c,)
+        ]
+        # A part of the table's own composite key is not a link alone: small per-tenant
+        # numbers fit any sequential key.
+        alone = [c for c in free if c not in t.key]
+        # Candidates from the sample, then checked on the whole column(s): sequential
+        # integer keys make a sample of one table's references fit several tables.
+        best: tuple[bool, float, float, tuple[str, ...], str] | None = None
+        full: dict[tuple[str, ...], set[str]] = {}
+        for target, keys in key_sets.items():
+            if target == name or not keys:
                 continue
-            if t.key == (column,):
-                continue
-            distinct = {v for v in map(text, samples[name][column]) if v is not None}
-            if not distinct:
-                continue
-            full: set[str] | None = None
-            for target, keys in key_sets.items():
-                if target == name or not keys:
-                    continue
-                named = _singular(target) in column.lower()
+            key = state[target].key
+            if len(key) == 1:
+                options: list[tuple[str, ...]] = [(c,) for c in alone]
+            else:
+                # Each column fits one part of the key on its own before the tuples are tried.
+                fits = []
+                for j in range(len(key)):
+                    fit = []
+                    for c in free:
+                        distinct = sampled(name, [c])
+                        if (
+                            distinct
+                            and len(distinct & parts[target][j]) / len(distinct) >= CONTAINED_NAMED
+                        ):
+                            fit.append(c)
+                    fits.append(fit)
+                options = [
+                    combo for combo in itertools.product(*fits) if len(set(combo)) == len(combo)
+                ]
+            for columns in options:
+                if len(columns) > 1 and set(columns) == set(t.key):
+                    continue  # the table's own key, as a single key is never a link
+                named = _named(columns, target, key)
                 enough = CONTAINED_NAMED if named else CONTAINED_UNNAMED
-                if len(distinct & keys) / len(distinct) < enough:
+                distinct = sampled(name, columns)
+                if not distinct or len(distinct & keys) / len(distinct) < enough:
                     continue
                 if not named and len(distinct) < MIN_LINK_DISTINCT:
                     continue
-                if full is None:
-                    full = set()
-                    for batch in source.batches(name, [column], batch_size):
-                        full.update(v for v in map(text, batch[column]) if v is not None)
-                found = len(full & keys)
-                share = found / len(full)
+                whole = full.get(columns)
+                if whole is None:
+                    whole = full[columns] = set()
+                    for batch in source.batches(name, list(columns), batch_size):
+                        n = len(batch[columns[0]])
+                        whole.update(v for v in _link_keys(batch, columns, n) if v is not None)
+                found = len(whole & keys)
+                share = found / len(whole)
                 if share < enough:
                     continue
                 # Equal containment: the table whose keys the column covers best.
-                candidate = (named, share, found / len(keys), column, target)
+                candidate = (named, share, found / len(keys), columns, target)
                 if best is None or candidate[:3] > best[:3]:
                     best = candidate
         if best is not None:
-            _, share, _, column, target = best
-            out.append(Link(name, column, target, state[target].key[0], False, share))
+            _, share, _, columns, target = best
+            out.append(Link(name, columns, target, state[target].key, False, share))
     return out
+
+
+def _named(columns: tuple[str, ...], target: str, key: tuple[str, ...]) -> bool:
+    """Whether the names of a link's columns agree with its target: ``customer_id`` for
+    ``customers``; for a composite key, each column named like its part of the key."""
+    if len(columns) == 1:
+        return _singular(target) in columns[0].lower()
+    return all(c.lower().endswith(k.lower()) for c, k in zip(columns, key, strict=True))
 
 
 __all__ = ["ForeignKey", "Link", "scan"]

@@ -383,9 +383,13 @@ def make_plan(
         for f in report["findings"]:
             moving.update(f["subject_refs"])
         parents: dict[str, tuple[str, str, str]] = {}
+        composite: set[str] = set()  # tables linked up by several columns
         for link in report["links"]:
             t, c = link["from"].split(".", 1)
             tt, tk = link["to"].split(".", 1)
+            if "columns" in link:
+                composite.add(t)
+                continue
             parents.setdefault(t, (c, tt, tk))
         roots = set(report["subject_tables"])
         notes: list[str] = []
@@ -404,6 +408,10 @@ def make_plan(
                 via.append(Step(c, tt, tk))
                 cur = tt
             if cur not in roots:
+                if cur in composite and personal:
+                    notes.append(
+                        f"{name}: linked to its subjects through a composite key; its rows stay"
+                    )
                 continue  # linked to no subject
             mapping = _propose(personal, coll)
             for (t, col), fld in overrides.items():
