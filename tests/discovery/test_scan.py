@@ -521,3 +521,41 @@ def test_composite_keys_inferred_in_csv_files_carry_residency(tmp_path: Path) ->
         ["tenant_id", "user_id"], ["tenant_id", "user_id"], 1.0,
     )  # fmt: skip
     assert report["subjects"] == truth
+
+
+# --- the ledger on disk ----------------------------------------------------------------------
+
+
+def test_small_batches_give_the_same_report_and_the_ledger_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each subject's evidence, row counts and first row references are gathered on disk
+    batch by batch: batches of 7 rows (a subject's rows spread over many) give the same
+    report as batches of 5000, and the ledger's folder is gone after the scan."""
+    import tempfile
+
+    from domicile.discovery import run_scan
+    from domicile.policy import PolicyEngine
+
+    db = tmp_path / "crm.db"
+    write_database(dataset(), f"sqlite:///{db}")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    engine = PolicyEngine()
+    reports = []
+    for size in (5000, 7):
+        src = open_source(f"sqlite:///{db}")
+        try:
+            report = run_scan(src, located_in="US", engine=engine, batch_size=size, sample=300)
+        finally:
+            src.close()
+        report["stats"].pop("seconds")
+        reports.append(json.dumps(report, ensure_ascii=False))
+        assert list(scratch.iterdir()) == []
+    assert reports[0] == reports[1]
+    report = json.loads(reports[0])
+    assert report["subjects"] == dataset().subjects
+    ru = next(f for f in report["findings"] if f["rule"] == "ru.localization.2025")
+    # Every Russian's two orders' payments are counted, three references at most each.
+    assert 0 < len(ru["row_refs"]["payments"]) <= 3 * ru["subjects"]

@@ -28,6 +28,7 @@ from typing import Any
 
 from domicile.discovery.classify import Tally, Verdict, decide, tally, text
 from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
+from domicile.discovery.ledger import REFS_PER_SUBJECT, Ledger, Share
 from domicile.discovery.recognizers import KINDS, national_shape
 from domicile.discovery.sources import Batch, ForeignKey, Source, TableInfo
 from domicile.errors import BadInput
@@ -35,8 +36,7 @@ from domicile.packs.model import Outcome
 from domicile.policy import Decision, PolicyEngine
 from domicile.residency import Residency
 
-# Row references kept per subject and table, and listed per finding and table.
-REFS_PER_SUBJECT = 3
+# Row references listed per finding and table (``ledger.REFS_PER_SUBJECT``: per subject).
 REFS_PER_FINDING = 1000
 # Link inference: share of a column's sampled values found among a table's keys.
 CONTAINED_NAMED = 0.9
@@ -93,13 +93,6 @@ class _Table:
     @property
     def categories(self) -> frozenset[str]:
         return frozenset(v.category for v in self.verdicts.values() if v.category)
-
-
-@dataclass
-class _Subject:
-    pieces: set[Piece] = field(default_factory=set)
-    rows: Counter[str] = field(default_factory=Counter)  # table to rows
-    refs: dict[str, list[str]] = field(default_factory=dict)  # table to a few row keys
 
 
 def _row_key(values: Sequence[Any]) -> str:
@@ -183,178 +176,182 @@ def scan(
         root(name)
     del samples  # the full pass holds one batch at a time
 
-    # 3. read in full, parents before children
-    book = EvidenceBook()
-    subjects: dict[str, _Subject] = {}
-    owner: dict[str, dict[str, str]] = {}  # table to (its key value to subject id)
-    needed_as_parent = {link.target for link in parent.values()}
+    # 3. read in full, parents before children; what each subject's rows give is kept in
+    # a ledger on disk (``ledger.py``), so memory holds a batch, not the source.
+    ledger = Ledger()
+    try:
+        book = EvidenceBook()
+        needed_as_parent = {link.target for link in parent.values()}
 
-    def depth(name: str) -> int:
-        d, cur = 0, name
-        while roots.get(cur) not in (None, cur) and cur in parent and d < len(state):
-            cur, d = parent[cur].target, d + 1
-        return d
+        def depth(name: str) -> int:
+            d, cur = 0, name
+            while roots.get(cur) not in (None, cur) and cur in parent and d < len(state):
+                cur, d = parent[cur].target, d + 1
+            return d
 
-    order = sorted((n for n in state if roots.get(n) is not None), key=depth)
+        order = sorted((n for n in state if roots.get(n) is not None), key=depth)
 
-    def rows_of(
-        name: str, columns: Sequence[str], mapping: dict[str, str] | None = None
-    ) -> Iterator[tuple[Batch, int, list[tuple[int, str, str]]]]:
-        """The batches of a table's ``columns`` (with its key and link), each with its
-        rows that belong to a subject: (index, subject id, row reference). ``mapping``
-        receives, for a table between a child and the subjects, its keys' subjects."""
-        t = state[name]
-        subject_table = roots[name] == name
-        link = None if subject_table else parent[name]
-        wanted = list(dict.fromkeys([*t.key, *(link.columns if link else ()), *columns]))
-        if not wanted:
-            wanted = [t.info.columns[0]]
-        rowno = 0
-        for batch in source.batches(name, wanted, batch_size):
-            n = len(batch[wanted[0]])
-            keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
-            targets = _link_keys(batch, link.columns, n) if link else None
-            found: list[tuple[int, str, str]] = []
-            for i in range(n):
-                rowno += 1
-                ref = _row_key(keys[i]) if keys else f"#{rowno}"
-                if link is None:
-                    sid = f"{name}:{ref}"
-                else:
-                    assert targets is not None
-                    target = targets[i]
-                    if target is None:
-                        continue
-                    up = link.target
-                    sid_found = (
-                        f"{up}:{target}" if roots[up] == up else owner.get(up, {}).get(target)
-                    )
-                    if sid_found is None:
-                        continue
-                    sid = sid_found
-                if mapping is not None:
-                    mapping[ref] = sid
-                found.append((i, sid, ref))
-            yield batch, n * len(wanted), found
+        def rows_of(
+            name: str, columns: Sequence[str]
+        ) -> Iterator[tuple[Batch, int, list[tuple[int, str, str]]]]:
+            """The batches of a table's ``columns`` (with its key and link), each with its
+            rows that belong to a subject: (index, subject id, row reference)."""
+            t = state[name]
+            subject_table = roots[name] == name
+            link = None if subject_table else parent[name]
+            wanted = list(dict.fromkeys([*t.key, *(link.columns if link else ()), *columns]))
+            if not wanted:
+                wanted = [t.info.columns[0]]
+            rowno = 0
+            for batch in source.batches(name, wanted, batch_size):
+                n = len(batch[wanted[0]])
+                keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
+                targets = _link_keys(batch, link.columns, n) if link else None
+                up = link.target if link else ""
+                owners = (
+                    ledger.owners(up, (k for k in targets if k is not None))
+                    if link and targets and roots[up] != up
+                    else {}
+                )
+                found: list[tuple[int, str, str]] = []
+                for i in range(n):
+                    rowno += 1
+                    ref = _row_key(keys[i]) if keys else f"#{rowno}"
+                    if link is None:
+                        sid = f"{name}:{ref}"
+                    else:
+                        assert targets is not None
+                        target = targets[i]
+                        if target is None:
+                            continue
+                        sid_found = f"{up}:{target}" if roots[up] == up else owners.get(target)
+                        if sid_found is None:
+                            continue
+                        sid = sid_found
+                    found.append((i, sid, ref))
+                yield batch, n * len(wanted), found
 
-    # Phone numbers without a country code are read once every other piece of evidence
-    # is known: the subject's documents and addresses fix how they are read.
-    national_later: dict[str, list[str]] = {}
-    for name in order:
-        t = state[name]
-        subject_table = roots[name] == name
-        evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
-        # Children of a subjects' table name their subject by its key directly; only
-        # tables in between (orders, between payments and customers) keep a map.
-        keep_map = name in needed_as_parent and not subject_table
-        mapping: dict[str, str] = {}
-        counted = bool(t.personal)
-        for batch, values, found in rows_of(
-            name, list(evidence_cols), mapping if keep_map else None
-        ):
-            for i, sid, ref in found if counted else ():
-                s = subjects.get(sid)
-                if s is None:
-                    s = subjects[sid] = _Subject()
-                s.rows[name] += 1
-                refs = s.refs.setdefault(name, [])
-                if len(refs) < REFS_PER_SUBJECT:
-                    refs.append(ref)
-                for column, kind in evidence_cols.items():
-                    value = text(batch[column][i])
-                    if value is None:
-                        continue
-                    piece = book.piece(kind, value)
-                    if piece is not None:
-                        s.pieces.add(piece)
-                    elif kind == "phone" and national_shape(value) is not None:
-                        later = national_later.setdefault(name, [])
-                        if column not in later:
-                            later.append(column)
-            stats["values"] += values
-            t.rows += len(next(iter(batch.values()), ()))
-            if progress:
-                progress(name, len(next(iter(batch.values()), ())))
-        stats["rows"] += t.rows
-        if keep_map:
-            owner[name] = mapping
-    for name, columns in national_later.items():
-        for batch, _, found in rows_of(name, columns):
-            for i, sid, _ref in found:
-                s = subjects[sid]
-                fixed: set[str] | None = None
-                for column in columns:
-                    value = text(batch[column][i])
-                    if value is None or national_shape(value) is None:
-                        continue
-                    if fixed is None:
-                        fixed = book.fixing(s.pieces)
-                    regions = {located_in, *fixed}
-                    if state[name].verdicts[column].region:
-                        regions.add(state[name].verdicts[column].region or "")
-                    piece = book.national_phone(value, regions)
-                    if piece is not None:
-                        s.pieces.add(piece)
+        # Phone numbers without a country code are read once every other piece of evidence
+        # is known: the subject's documents and addresses fix how they are read.
+        national_later: dict[str, list[str]] = {}
+        for name in order:
+            t = state[name]
+            subject_table = roots[name] == name
+            evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
+            # Children of a subjects' table name their subject by its key directly; only
+            # tables in between (orders, between payments and customers) keep a map.
+            keep_map = name in needed_as_parent and not subject_table
+            counted = bool(t.personal)
+            for batch, values, found in rows_of(name, list(evidence_cols)):
+                if keep_map:
+                    ledger.own(name, ((ref, sid) for _, sid, ref in found))
+                shares: dict[str, Share] = {}
+                for i, sid, ref in found if counted else ():
+                    share = shares.get(sid)
+                    if share is None:
+                        share = shares[sid] = Share()
+                    share.rows += 1
+                    if len(share.refs) < REFS_PER_SUBJECT:
+                        share.refs.append(ref)
+                    for column, kind in evidence_cols.items():
+                        value = text(batch[column][i])
+                        if value is None:
+                            continue
+                        piece = book.piece(kind, value)
+                        if piece is not None:
+                            share.pieces.add(piece)
+                        elif kind == "phone" and national_shape(value) is not None:
+                            later = national_later.setdefault(name, [])
+                            if column not in later:
+                                later.append(column)
+                ledger.add(name, shares)
+                stats["values"] += values
+                t.rows += len(next(iter(batch.values()), ()))
+                if progress:
+                    progress(name, len(next(iter(batch.values()), ())))
+            stats["rows"] += t.rows
+        for name, columns in national_later.items():
+            for batch, _, found in rows_of(name, columns):
+                held = ledger.pieces_of([sid for _, sid, _ in found])
+                more: list[tuple[str, Piece]] = []
+                for i, sid, _ref in found:
+                    fixed: set[str] | None = None
+                    for column in columns:
+                        value = text(batch[column][i])
+                        if value is None or national_shape(value) is None:
+                            continue
+                        if fixed is None:
+                            fixed = book.fixing(held.get(sid, ()))
+                        regions = {located_in, *fixed}
+                        if state[name].verdicts[column].region:
+                            regions.add(state[name].verdicts[column].region or "")
+                        piece = book.national_phone(value, regions)
+                        if piece is not None:
+                            more.append((sid, piece))
+                ledger.add_pieces(more)
 
-    # 4. decide
-    findings: dict[str, dict[str, Any]] = {}
-    subjects_out: dict[str, list[str]] = {}
-    decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
-    for sid, s in subjects.items():
-        residency = book.residency(s.pieces)
-        subjects_out[sid] = countries_of(residency)
-        if residencies is not None:
-            residencies[sid] = residency
-        cats = frozenset().union(*(state[tb].categories for tb in s.rows))
-        if not cats:
-            continue
-        decision = decisions.get((residency, cats))
-        if decision is None:
-            request = engine.request(
-                subject=residency,
-                categories=sorted(cats),
-                operation="store",
-                site_country=located_in,
-                date=day,
-            )
-            decision = decisions[(residency, cats)] = engine.decide(request)
-        if decision.outcome is Outcome.allow:
-            continue
-        jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
-        for rule in decision.rules:
-            if rule.outcome is Outcome.allow:
+        # 4. decide
+        findings: dict[str, dict[str, Any]] = {}
+        subjects_out: dict[str, list[str]] = {}
+        decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
+        for sid, s in ledger.entries():
+            residency = book.residency(s.pieces)
+            subjects_out[sid] = countries_of(residency)
+            if residencies is not None:
+                residencies[sid] = residency
+            cats = frozenset().union(*(state[tb].categories for tb in s.rows))
+            if not cats:
                 continue
-            f = findings.get(rule.id)
-            if f is None:
-                f = findings[rule.id] = {
-                    "rule": rule.id,
-                    "pack": rule.pack,
-                    "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
-                    "title": rule.title,
-                    "outcome": rule.outcome.value,
-                    "severity": "high" if rule.outcome is Outcome.deny else "review",
-                    "reason": rule.reason,
-                    "citations": [c.to_dict() for c in rule.citations],
-                    "subjects": 0,
-                    "rows": 0,
-                    "uncertain_subjects": 0,
-                    "subject_refs": [],
-                    "row_refs": {},
-                    "row_refs_complete": True,
-                }
-            # Escalation is stricter than allowing: a contested case is its own outcome.
-            if rule.outcome is Outcome.deny and f["outcome"] != "deny":
-                f["outcome"], f["severity"] = "deny", "high"
-            f["subjects"] += 1
-            f["uncertain_subjects"] += int(rule.uncertain)
-            f["subject_refs"].append(sid)
-            for tb, count in s.rows.items():
-                f["rows"] += count
-                listed = f["row_refs"].setdefault(tb, [])
-                room = REFS_PER_FINDING - len(listed)
-                listed.extend(s.refs[tb][: max(room, 0)])
-                if count > min(len(s.refs[tb]), max(room, 0)):
-                    f["row_refs_complete"] = False
+            decision = decisions.get((residency, cats))
+            if decision is None:
+                request = engine.request(
+                    subject=residency,
+                    categories=sorted(cats),
+                    operation="store",
+                    site_country=located_in,
+                    date=day,
+                )
+                decision = decisions[(residency, cats)] = engine.decide(request)
+            if decision.outcome is Outcome.allow:
+                continue
+            jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
+            for rule in decision.rules:
+                if rule.outcome is Outcome.allow:
+                    continue
+                f = findings.get(rule.id)
+                if f is None:
+                    f = findings[rule.id] = {
+                        "rule": rule.id,
+                        "pack": rule.pack,
+                        "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
+                        "title": rule.title,
+                        "outcome": rule.outcome.value,
+                        "severity": "high" if rule.outcome is Outcome.deny else "review",
+                        "reason": rule.reason,
+                        "citations": [c.to_dict() for c in rule.citations],
+                        "subjects": 0,
+                        "rows": 0,
+                        "uncertain_subjects": 0,
+                        "subject_refs": [],
+                        "row_refs": {},
+                        "row_refs_complete": True,
+                    }
+                # Escalation is stricter than allowing: a contested case is its own outcome.
+                if rule.outcome is Outcome.deny and f["outcome"] != "deny":
+                    f["outcome"], f["severity"] = "deny", "high"
+                f["subjects"] += 1
+                f["uncertain_subjects"] += int(rule.uncertain)
+                f["subject_refs"].append(sid)
+                for tb, count in s.rows.items():
+                    f["rows"] += count
+                    listed = f["row_refs"].setdefault(tb, [])
+                    room = REFS_PER_FINDING - len(listed)
+                    listed.extend(s.refs[tb][: max(room, 0)])
+                    if count > min(len(s.refs[tb]), max(room, 0)):
+                        f["row_refs_complete"] = False
+
+    finally:
+        ledger.close()
 
     columns_out = {
         f"{name}.{column}": v.to_dict()
