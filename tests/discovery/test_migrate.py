@@ -368,3 +368,44 @@ def test_a_second_run_of_the_same_plan_waits_for_none(tmp_path: Path) -> None:
     finally:
         held.close()
     assert cli("migrate", "run", str(plan_file), "--config", config)[0] == 0
+
+
+def test_mariadb_source_plan_run_verify(tmp_path: Path) -> None:
+    """The whole migration on the machine's MariaDB: plan, run in small batches (every
+    moved row holds tokens of a record with its values), a second run moves nothing,
+    verify is clean."""
+    import pymysql
+
+    try:
+        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=5)
+    except pymysql.Error as exc:
+        pytest.fail(f"MariaDB does not answer at 127.0.0.1:3306: {exc}", pytrace=False)
+    name = f"domicile_migrate_{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    try:
+        data = generate(30, seed=17)
+        url = f"mysql://root@127.0.0.1:3306/{name}"
+        write_database(data, url)
+        config = deployment(tmp_path)
+        plan_file = tmp_path / "plan.yaml"
+        plan = make_plan(url, config, plan_file, "--batch", "9")
+        assert set(plan["tables"]) == {"customers"}
+        done = cli_json("migrate", "run", str(plan_file), "--config", config)
+        assert done["moved"] == sum(plan["destinations"].values()) > 0
+        assert cli_json("migrate", "run", str(plan_file), "--config", config)["moved"] == 0
+        conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", database=name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT * FROM customers")
+                rows = {int(r[0]): tuple(r[1:]) for r in cur.fetchall()}
+        finally:
+            conn.close()
+        assert check_moved(config, data, rows) == done["moved"]
+        report = cli_json("migrate", "verify", str(plan_file), "--config", config)
+        assert report["ok"] is True, report["problems"]
+        assert report["moved"] == done["moved"]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name}")
+        admin.close()
