@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -119,7 +120,7 @@ def _parquet(db: sqlite3.Connection, table: str, columns: list[str], path: Path)
 
 def scan(folder: Path, kind: str) -> dict[str, object]:
     spec = f"sqlite:///{folder / 'source.db'}" if kind == "sqlite" else str(folder / "files")
-    out = folder / f"report-{kind}.json"
+    out = folder / f"report-{kind}-{os.getpid()}.json"
     subprocess.run([sys.executable, "-c", CHILD, spec, str(out)], check=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result = json.loads(out.read_text())

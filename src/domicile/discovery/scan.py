@@ -18,11 +18,13 @@ the rows of the table being read.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import time
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -459,20 +461,18 @@ def _inferred_links(
     are (nearly) all keys of another table; for a composite key, columns whose sampled
     tuples are (nearly) all its tuples."""
     keyed = {n: t for n, t in state.items() if t.key}
-    key_sets: dict[str, set[str]] = {}
-    parts: dict[str, list[set[str]]] = {}  # a composite key's values, column by column
+    key_sets: dict[str, _Keys] = {}
+    parts: dict[str, list[_Keys]] = {}  # a composite key's values, column by column
     for name, t in keyed.items():
-        values: set[str] = set()
+        keys = _Keys()
+        split = [_Keys() for _ in t.key] if len(t.key) > 1 else []
         for batch in source.batches(name, list(t.key), batch_size):
-            values.update(
-                v for v in _link_keys(batch, t.key, len(batch[t.key[0]])) if v is not None
-            )
-        key_sets[name] = values
-        if len(t.key) > 1:
-            parts[name] = [set() for _ in t.key]
-            for v in values:
-                for j, part in enumerate(v.split("/", len(t.key) - 1)):
-                    parts[name][j].add(part)
+            keys.extend(_link_keys(batch, t.key, len(batch[t.key[0]])))
+            for j, part in enumerate(split):
+                part.extend(map(text, batch[t.key[j]]))
+        key_sets[name] = keys.done()
+        if split:
+            parts[name] = [part.done() for part in split]
     out = []
     declared = {
         (fk_t, c) for fk_t, t in state.items() for fk in t.info.foreign_keys for c in fk.columns
@@ -495,7 +495,7 @@ def _inferred_links(
         # Candidates from the sample, then checked on the whole column(s): sequential
         # integer keys make a sample of one table's references fit several tables.
         best: tuple[bool, float, float, tuple[str, ...], str] | None = None
-        full: dict[tuple[str, ...], set[str]] = {}
+        full: dict[tuple[str, ...], _Keys] = {}
         for target, keys in key_sets.items():
             if target == name or not keys:
                 continue
@@ -506,12 +506,12 @@ def _inferred_links(
                 # Each column fits one part of the key on its own before the tuples are tried.
                 fits = []
                 for j in range(len(key)):
-                    fit = []
+                    fit: list[str] = []
                     for c in free:
                         distinct = sampled(name, [c])
                         if (
                             distinct
-                            and len(distinct & parts[target][j]) / len(distinct) >= CONTAINED_NAMED
+                            and parts[target][j].count(distinct) / len(distinct) >= CONTAINED_NAMED
                         ):
                             fit.append(c)
                     fits.append(fit)
@@ -524,17 +524,17 @@ def _inferred_links(
                 named = _named(columns, target, key)
                 enough = CONTAINED_NAMED if named else CONTAINED_UNNAMED
                 distinct = sampled(name, columns)
-                if not distinct or len(distinct & keys) / len(distinct) < enough:
+                if not distinct or keys.count(distinct) / len(distinct) < enough:
                     continue
                 if not named and len(distinct) < MIN_LINK_DISTINCT:
                     continue
                 whole = full.get(columns)
                 if whole is None:
-                    whole = full[columns] = set()
+                    whole = _Keys()
                     for batch in source.batches(name, list(columns), batch_size):
-                        n = len(batch[columns[0]])
-                        whole.update(v for v in _link_keys(batch, columns, n) if v is not None)
-                found = len(whole & keys)
+                        whole.extend(_link_keys(batch, columns, len(batch[columns[0]])))
+                    whole = full[columns] = whole.done()
+                found = keys.overlap(whole)
                 share = found / len(whole)
                 if share < enough:
                     continue
@@ -546,6 +546,46 @@ def _inferred_links(
             _, share, _, columns, target = best
             out.append(Link(name, columns, target, state[target].key, False, share))
     return out
+
+
+class _Keys:
+    """A set of keys (as text), held as the sorted 64-bit hashes of the keys: 8 bytes a
+    key, where a set of strings takes ten times that (link inference reads every key of
+    every table). Two keys whose hashes collide count as one: at a million keys, a chance
+    in some ten million million."""
+
+    def __init__(self) -> None:
+        self._h = array("q")
+
+    def extend(self, values: Iterable[str | None]) -> None:
+        self._h.extend(hash(v) for v in values if v is not None)
+
+    def done(self) -> _Keys:
+        """Sorted, each hash once (after the last ``extend``)."""
+        unique = array("q")
+        last = None
+        for h in sorted(self._h):
+            if h != last:
+                unique.append(h)
+                last = h
+        self._h = unique
+        return self
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def _has(self, h: int) -> bool:
+        i = bisect.bisect_left(self._h, h)
+        return i < len(self._h) and self._h[i] == h
+
+    def count(self, values: Iterable[str]) -> int:
+        """How many of ``values`` (distinct) are keys."""
+        return sum(1 for v in values if self._has(hash(v)))
+
+    def overlap(self, other: _Keys) -> int:
+        """How many keys both hold."""
+        small, large = (self, other) if len(self) <= len(other) else (other, self)
+        return sum(1 for h in small._h if large._has(h))
 
 
 def _named(columns: tuple[str, ...], target: str, key: tuple[str, ...]) -> bool:
