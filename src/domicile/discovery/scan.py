@@ -295,10 +295,16 @@ def scan(
         # 4. decide
         findings: dict[str, dict[str, Any]] = {}
         subjects_out: dict[str, list[str]] = {}
+        shared: dict[Residency, list[str]] = {}
         decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
         for sid, s in ledger.entries():
             residency = book.residency(s.pieces)
-            subjects_out[sid] = countries_of(residency)
+            # One list per distinct residency, shared by its subjects: the report holds
+            # a million subjects' countries without a million lists.
+            countries = shared.get(residency)
+            if countries is None:
+                countries = shared[residency] = countries_of(residency)
+            subjects_out[sid] = countries
             if residencies is not None:
                 residencies[sid] = residency
             cats = frozenset().union(*(state[tb].categories for tb in s.rows))
