@@ -12,8 +12,11 @@ Four steps, each reading only:
    and report every rule that refuses or escalates, with counts and row references by
    primary key (never a value).
 
-Memory grows with the number of subjects and of rows in linked parent tables, never with
-the rows of the table being read.
+What each subject's rows give (pieces of evidence, row counts, a few row keys) and the
+subjects of the keys of tables in between are kept in a ledger on disk (``ledger.py``),
+so memory holds a batch of rows, not the source; what still grows with the subjects is
+the report itself (every subject's id and countries) and, for files, link inference's
+keys at 8 bytes each.
 """
 
 from __future__ import annotations
@@ -568,13 +571,7 @@ class _Keys:
 
     def done(self) -> _Keys:
         """Sorted, each hash once (after the last ``extend``)."""
-        unique = array("q")
-        last = None
-        for h in sorted(self._h):
-            if h != last:
-                unique.append(h)
-                last = h
-        self._h = unique
+        self._h = array("q", sorted(set(self._h)))
         return self
 
     def __len__(self) -> int:
