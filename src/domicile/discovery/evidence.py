@@ -11,7 +11,7 @@ holds only its set of pieces, never a value; its residency is the union of its p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import iptocc
@@ -80,7 +80,7 @@ class EvidenceBook:
             if spec.document is None:
                 doc_cc = "KZ" if kind == "kz_iin" else "DE"
                 title = "Kazakh IIN" if kind == "kz_iin" else "German tax id"
-                return self._remember(("document", kind), _document(doc_cc, title))
+                return self._remember(("document", kind), lambda: _document(doc_cc, title))
             # A Turkish number starting 99 is a foreigner's: the only document whose
             # reading depends on the number, so the only one keyed by it.
             foreign = kind == "tr_identity" and value.lstrip().startswith("99")
@@ -111,20 +111,26 @@ class EvidenceBook:
             return ip_key
         if kind == "email":
             domain = email_domain(value)
-            cc = email_country(domain) if domain else None
-            if cc is None:
+            mail_cc = email_country(domain) if domain else None
+            if mail_cc is None:
                 return None
             return self._remember(
-                ("email", cc),
-                _weak("email", cc, f"e-mail at a {cc} domain that is not free mail"),
+                ("email", mail_cc),
+                lambda: _weak(
+                    "email", mail_cc, f"e-mail at a {mail_cc} domain that is not free mail"
+                ),
             )
         if kind == "iban":
-            cc = iban_country(value)
-            if cc is None:
+            bank_cc = iban_country(value)
+            if bank_cc is None:
                 return None
             return self._remember(
-                ("bank_account", cc),
-                _weak("bank_account", cc, f"bank account (IBAN) held in {cc} ({country_name(cc)})"),
+                ("bank_account", bank_cc),
+                lambda: _weak(
+                    "bank_account",
+                    bank_cc,
+                    f"bank account (IBAN) held in {bank_cc} ({country_name(bank_cc)})",
+                ),
             )
         if kind in ("city", "address"):
             found = city_country(value) if kind == "city" else address_country(value)
@@ -132,7 +138,7 @@ class EvidenceBook:
                 return None
             return self._remember(
                 ("address", found),
-                _weak("address", found, f"address in {found} ({country_name(found)})"),
+                lambda: _weak("address", found, f"address in {found} ({country_name(found)})"),
             )
         return None
 
@@ -163,8 +169,10 @@ class EvidenceBook:
                 out |= self._pieces[p].countries
         return out
 
-    def _remember(self, key: Piece, res: Residency) -> Piece:
-        self._pieces.setdefault(key, res)
+    def _remember(self, key: Piece, make: Callable[[], Residency]) -> Piece:
+        """``key``, its residency made once (the first time it is met)."""
+        if key not in self._pieces:
+            self._pieces[key] = make()
         return key
 
     def residency(self, pieces: Iterable[Piece]) -> Residency:
