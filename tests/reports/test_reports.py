@@ -495,6 +495,37 @@ def test_changes_since_the_notice_and_their_due_dates(tmp_path: Path) -> None:
     assert fresh["notice"]["compared_from"] == "--since-notice"
 
 
+def test_a_database_that_moved_since_the_notice_is_a_change_to_notify(tmp_path: Path) -> None:
+    """The notice's filing keeps where each site was; a site holding the data that has
+    another provider or address now is listed as moved, its notice due by the 15th of the
+    next month (the move's own day is not recorded: it is dated the day it is seen)."""
+    from domicile.config import parse_config
+    from domicile.setup import create_deployment
+
+    from .conftest import CONFIG
+
+    config = parse_config(CONFIG, str(tmp_path / "domicile.yaml"), tmp_path)
+    create_deployment(config)
+    with Domicile(config) as v:
+        v.put("profiles", subject={"citizenship": "RU"}, fields={"full_name": "Ivan"},
+              purpose="signup")  # fmt: skip
+        v.add_filing("ru.art22_notice", dt.date.today().isoformat())
+    with Domicile(config, read_only=True) as v:
+        assert register(v)["changes"] == []
+    moved = CONFIG.replace("Tsvetochnaya 21", "Butlerova 7").replace("Equinix", "Vultr")
+    assert moved != CONFIG
+    config = parse_config(moved, str(tmp_path / "domicile.yaml"), tmp_path)
+    today = dt.datetime.now(dt.UTC).date()
+    m = today.month
+    next_15th = dt.date(today.year + (m == 12), m % 12 + 1, 15).isoformat()
+    with Domicile(config, read_only=True) as v:
+        reg = register(v)
+    assert [(c["site"], c["change"].split(" (")[0], c["on"], c["due"]) for c in reg["changes"]] == [
+        ("ru", "database moved", today.isoformat(), next_15th)
+    ]  # us moved too, but holds no Russian citizen's data
+    assert reg["notice"]["status"] == "change notice due"
+
+
 def test_a_blank_site_address_is_refused_with_its_line(tmp_path: Path) -> None:
     from .conftest import CONFIG
 

@@ -164,6 +164,8 @@ def register(
         then, base_from = Holdings(), "no notice on record"
     rows = _site_rows(vault, now, countries)
     changes = _changes(vault, now, then, baseline_day, duty)
+    if on_record is not None and since_notice is None:
+        changes += _moved(vault, view, duty, {r["site"] for r in rows}, today)
     dues = [c["due"] for c in changes if c["due"]]
     notice: dict[str, Any] = {
         "filing": duty.notice,
@@ -224,6 +226,46 @@ def register(
             "entries": refs(e for h in now.sites.values() for r in h.values() for e in r.sources),
         },
     }
+
+
+def _moved(
+    vault: Domicile, view: AuditView, duty: RegisterDuty, holding: set[str], today: dt.date
+) -> list[dict[str, Any]]:
+    """Sites holding the data whose location (country, provider, city, address) differs
+    from where they were when the notice went on record: the filing's audit entry keeps a
+    digest of each. When the site moved is not recorded, so the change is dated today, the
+    day it is seen; a notice is due by the same rule from the day of the move."""
+    from domicile.vault.operations import location_digests
+
+    added = next(
+        (
+            e
+            for e in reversed(view.entries)
+            if e.action == "filing"
+            and e.detail.get("name") == duty.notice
+            and e.detail.get("change") == "add"
+        ),
+        None,
+    )
+    then = added.detail.get("sites") if added is not None else None
+    if not isinstance(then, dict):
+        return []  # a notice from the configuration, or recorded before digests were kept
+    now = location_digests(vault.config)
+    due = due_after(today, duty.change_due)
+    return [
+        {
+            "site": sid,
+            "change": "database moved (its provider or address differs from the notice's)"
+            if sid in then
+            else "database added (not in the deployment when the notice was filed)",
+            "category": None,
+            "on": today.isoformat(),
+            "entry": added.ref if added is not None else None,
+            "due": due.isoformat() if due else None,
+        }
+        for sid in sorted(holding)
+        if then.get(sid) != now[sid]
+    ]
 
 
 def _changes(

@@ -4,6 +4,7 @@ witness rounds, heads, proofs)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     from domicile.vault.auditing import WitnessRound
 
 from domicile.vault.results import SiteStatus
+
+
+def location_digests(config: Any) -> dict[str, str]:
+    """Per site, a short digest of where it is (country, provider, city, address)."""
+    out = {}
+    for site in config.sites:
+        loc = site.location
+        text = "\x00".join((site.country, loc.provider or "", loc.city or "", loc.address or ""))
+        out[site.id] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return out
 
 
 class Operations(VaultCore):
@@ -54,7 +65,13 @@ class Operations(VaultCore):
         event = AuditEvent(
             action="filing", site=self.config.local_site,
             requester=access.site or self.config.local_site, client=access.client,
-            detail={"change": change, "name": entry.name, "date": entry.date.isoformat()},
+            detail={
+                "change": change, "name": entry.name, "date": entry.date.isoformat(),
+                # Where each site was when the filing went on record (a notice states the
+                # databases' addresses): a digest of each, so that a register can tell a
+                # site that moved since (a data centre's address, no personal data).
+                **({"sites": location_digests(self.config)} if change == "add" else {}),
+            },
         )  # fmt: skip
         try:
             self._audit(self.config.local_site, [event])
