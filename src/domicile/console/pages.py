@@ -37,6 +37,7 @@ from domicile.http.problems import status_of
 from domicile.http.security import Forbidden, Principal
 from domicile.packs.model import Operation
 from domicile.policy import parse_date
+from domicile.vault.service import Domicile
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -783,8 +784,11 @@ async def request_step(request: Request, request_id: str) -> Response:
     return await _request_page(request, request_id, done=done)
 
 
-@router.post("/subjects/export")
-async def subject_export(request: Request) -> Response:
+async def _subject_download(
+    request: Request, filename: str, make: Callable[[Domicile, _Who, str], Any]
+) -> Response:
+    """A posted form naming a subject's token, answered by a JSON download of what
+    ``make`` gives (on the service's executor), or by the error page of the refusal."""
     posted = await _posted(request)
     if isinstance(posted, Response):
         return posted
@@ -793,15 +797,7 @@ async def subject_export(request: Request) -> Response:
     token = _text(form, "token")
 
     def work() -> bytes:
-        from domicile.vault.export import export_subject
-
-        ex = export_subject(vault, token, purpose=LOOKUP_PURPOSE, access=who.access)
-        body = {
-            "records": [r.to_dict() for r in ex.records],
-            "refused": ex.refused,
-            "withheld": ex.withheld,
-        }
-        return json.dumps(body, indent=2, ensure_ascii=False).encode()
+        return json.dumps(make(vault, who, token), indent=2, ensure_ascii=False).encode()
 
     try:
         data = await _run(request, work)
@@ -809,8 +805,23 @@ async def subject_export(request: Request) -> Response:
         return _failed(request, who, exc, "subjects")
     return Response(
         data, media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="subject-export.json"', **_NO_STORE},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **_NO_STORE},
     )  # fmt: skip
+
+
+@router.post("/subjects/export")
+async def subject_export(request: Request) -> Response:
+    def make(vault: Domicile, who: _Who, token: str) -> dict[str, Any]:
+        from domicile.vault.export import export_subject
+
+        ex = export_subject(vault, token, purpose=LOOKUP_PURPOSE, access=who.access)
+        return {
+            "records": [r.to_dict() for r in ex.records],
+            "refused": ex.refused,
+            "withheld": ex.withheld,
+        }
+
+    return await _subject_download(request, "subject-export.json", make)
 
 
 @router.post("/subjects/attestation")
@@ -818,27 +829,13 @@ async def subject_attestation(request: Request) -> Response:
     """The subject's attestation (``POST /v1/subjects/attestation``, ``domicile attest
     subject``): where its data is held and nowhere else, against each site's signed
     commitment, downloaded to check offline with ``domicile attest verify``."""
-    posted = await _posted(request)
-    if isinstance(posted, Response):
-        return posted
-    who, form = posted
-    vault = _console(request).svc.vault
-    token = _text(form, "token")
 
-    def work() -> bytes:
+    def make(vault: Domicile, who: _Who, token: str) -> dict[str, Any]:
         from domicile.attest.service import prove
 
-        proof = prove(vault, token=token, access=who.access, audit=True)
-        return json.dumps(proof, indent=2, ensure_ascii=False).encode()
+        return prove(vault, token=token, access=who.access, audit=True)
 
-    try:
-        data = await _run(request, work)
-    except DomicileError as exc:
-        return _failed(request, who, exc, "subjects")
-    return Response(
-        data, media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="attestation.json"', **_NO_STORE},
-    )  # fmt: skip
+    return await _subject_download(request, "attestation.json", make)
 
 
 @router.post("/subjects/erase")
