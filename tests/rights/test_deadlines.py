@@ -218,3 +218,14 @@ def test_the_calendar_shows_vietnam_changing_its_deadlines_on_1_january_2026() -
         ("deadline_changes", "vn.decree356_stop", "vn.decree13_stop"),
         ("deadline_ends", "vn.decree13_requests", None),
     }
+
+
+def test_a_deadline_says_how_firm_the_reading_behind_it_is() -> None:
+    """Russia's 10 working days are the statute's words; Vietnam's 72 hours under Decree 13
+    come from a law firm's summary, and the request shows it (with the pack's note)."""
+    [ru] = deadlines(PACKS, ["ru"], "access", dt.date(2026, 12, 4))
+    assert ru.to_dict()["reading"] == {"status": "statutory", "note": None}
+    [vn] = deadlines(PACKS, ["vn"], "access", dt.date(2025, 6, 2))
+    reading = vn.to_dict()["reading"]
+    assert reading["status"] == "practitioner"
+    assert "not read" in reading["note"]

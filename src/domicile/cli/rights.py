@@ -66,6 +66,9 @@ def _due_line(req: dict[str, Any]) -> str:
         line += f", extended from {req['extension']['from']}"
     elif d["extension"]:
         line += f"; extendable by {d['extension']} to {d['extended_due']} with a reasoned notice"
+    reading = (d.get("reading") or {}).get("status")
+    if reading and reading != "statutory":  # a period read from less than the statute's text
+        line += f"; the reading behind it is {reading.replace('_', ' ')}"
     return line
 
 

@@ -59,6 +59,10 @@ class Deadline:
     extension: str | None  # e.g. "5 working days"; None when the law allows none
     extension_needs: str | None
     extended_due: dt.date | None  # the latest date an extension can reach
+    # How firm the reading behind the period is (the pack's interpretation status:
+    # statutory, regulation, regulator_guidance, ..., contested, unknown) and its note.
+    reading: str = "statutory"
+    reading_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,7 @@ class Deadline:
             "extension": self.extension,
             "extension_needs": self.extension_needs,
             "extended_due": self.extended_due.isoformat() if self.extended_due else None,
+            "reading": {"status": self.reading, "note": self.reading_note},
         }
 
 
@@ -103,6 +108,8 @@ def pack_deadline(lp: LoadedPack, kind: str, received: dt.date) -> Deadline | No
         extension=str(entry.extension) if entry.extension else None,
         extension_needs=entry.extension_needs,
         extended_due=extended,
+        reading=entry.interpretation.status.value,
+        reading_note=entry.interpretation.note,
     )
 
 
