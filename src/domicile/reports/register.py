@@ -163,24 +163,25 @@ def register(
     else:
         then, base_from = Holdings(), "no notice on record"
     rows = _site_rows(vault, now, countries)
+    # The audit entry that put the notice on record (none for a filing of the configuration).
+    added = next(
+        (
+            e
+            for e in reversed(view.entries)
+            if e.action == "filing"
+            and e.detail.get("name") == duty.notice
+            and e.detail.get("change") == "add"
+        ),
+        None,
+    )
     changes = _changes(vault, now, then, baseline_day, duty)
-    if on_record is not None and since_notice is None:
-        changes += _moved(vault, view, duty, {r["site"] for r in rows}, today)
+    if on_record is not None and since_notice is None and added is not None:
+        changes += _moved(vault, added, duty, {r["site"] for r in rows}, today)
     dues = [c["due"] for c in changes if c["due"]]
     notice: dict[str, Any] = {
         "filing": duty.notice,
         "on_record": on_record.isoformat() if on_record else None,
-        # The audit entry that put it on record (none for a filing of the configuration).
-        "entry": next(
-            (
-                e.ref
-                for e in reversed(view.entries)
-                if e.action == "filing"
-                and e.detail.get("name") == duty.notice
-                and e.detail.get("change") == "add"
-            ),
-            None,
-        ),
+        "entry": added.ref if added is not None else None,
         "compared_with": baseline_day.isoformat() if baseline_day else None,
         "compared_from": base_from,
     }
@@ -229,25 +230,16 @@ def register(
 
 
 def _moved(
-    vault: Domicile, view: AuditView, duty: RegisterDuty, holding: set[str], today: dt.date
+    vault: Domicile, added: Entry, duty: RegisterDuty, holding: set[str], today: dt.date
 ) -> list[dict[str, Any]]:
     """Sites holding the data whose location (country, provider, city, address) differs
-    from where they were when the notice went on record: the filing's audit entry keeps a
-    digest of each. When the site moved is not recorded, so the change is dated today, the
-    day it is seen; a notice is due by the same rule from the day of the move."""
+    from where they were when the notice went on record: ``added``, the filing's audit
+    entry, keeps a digest of each. When the site moved is not recorded, so the change is
+    dated today, the day it is seen; a notice is due by the same rule from the day of the
+    move."""
     from domicile.vault.operations import location_digests
 
-    added = next(
-        (
-            e
-            for e in reversed(view.entries)
-            if e.action == "filing"
-            and e.detail.get("name") == duty.notice
-            and e.detail.get("change") == "add"
-        ),
-        None,
-    )
-    then = added.detail.get("sites") if added is not None else None
+    then = added.detail.get("sites")
     if not isinstance(then, dict):
         return []  # a notice from the configuration, or recorded before digests were kept
     now = location_digests(vault.config)
@@ -260,7 +252,7 @@ def _moved(
             else "database added (not in the deployment when the notice was filed)",
             "category": None,
             "on": today.isoformat(),
-            "entry": added.ref if added is not None else None,
+            "entry": added.ref,
             "due": due.isoformat() if due else None,
         }
         for sid in sorted(holding)
