@@ -5,111 +5,36 @@ with evidence; new copies held back while restricted and made once after."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from domicile.cli.app import app as cli
-from domicile.clients import ClientRegistry
-from domicile.config import parse_config
 from domicile.errors import Conflict
-from domicile.http.app import create_app
 from domicile.rights import close, fulfil, lift, open_request, show
-from domicile.setup import create_deployment
 from domicile.stores.base import SubjectBlock
-from domicile.vault import Domicile
 from domicile.vault.errors import SubjectBlocked
 from domicile.vault.replication import Replicator
-from tests.vault.conftest import CONFIG, sqlite_urls
 
-from .conftest import JOHN, OLGA, WHO, Clock
+from .conftest import JOHN, OLGA, WHO
+from .served import World, cli_json, served_world
 
-PURPOSES = """
-purposes:
-  signup: {basis: contract}
-  profile_view: {basis: contract}
-  newsletter: {basis: consent}
-  legal_defence: {basis: legal_claims}
-"""
 READER = ("records:read", "site:us", "site:de", "site:ru", "collection:profiles", "purpose:*")
-
-
-@dataclass
-class World:
-    folder: Path
-    vault: Domicile
-    clock: Clock
-    clients: ClientRegistry
-    _http: TestClient | None = None
-
-    @property
-    def http(self) -> TestClient:
-        """The service over this vault, started when a test first calls it."""
-        if self._http is None:
-            self._http = TestClient(create_app(self.vault, clients=self.clients))
-            self._http.__enter__()
-        return self._http
-
-    @property
-    def cfg(self) -> str:
-        return str(self.folder / "domicile.yaml")
-
-    def put(self, citizenship: str, fields: dict[str, Any], *, replicate: bool = True) -> str:
-        token = self.vault.put(
-            "profiles", subject={"citizenship": citizenship}, fields=fields, purpose="signup"
-        ).token
-        if replicate:
-            Replicator(self.vault).run_once(reconcile=False)
-        return token
-
-    def headers(self, *scopes: str) -> dict[str, str]:
-        _, key = self.clients.add("app", list(scopes), api_key=True)
-        return {"Authorization": f"Bearer {key}", "x-env-id": "default"}
-
-    def entries(self, site: str, action: str) -> list[dict[str, Any]]:
-        rows = self.vault.store(site).audit()
-        return [e for r in rows if (e := json.loads(r.payload))["action"] == action]
-
-    def subject(self, token: str) -> str:
-        site, rid = self.vault.tokens.read(token)
-        rec = self.vault.store(site).get(rid)
-        assert rec is not None
-        return rec.subject_id
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    text = CONFIG.format(**sqlite_urls()) + PURPOSES
-    (tmp_path / "domicile.yaml").write_text(text, encoding="utf-8")
-    config = parse_config(text, str(tmp_path / "domicile.yaml"), tmp_path)
-    create_deployment(config)
-    clock = Clock()
-    vault = Domicile(config, clock=clock)
-    world = World(tmp_path, vault, clock, ClientRegistry(tmp_path / "clients.json"))
-    try:
-        yield world
-    finally:
-        if world._http is not None:
-            world._http.__exit__(None, None, None)
-        vault.close()
+    yield from served_world(tmp_path)
 
 
 def _restrict(world: World, fields: dict[str, str]) -> dict[str, Any]:
     req = open_request(world.vault, "restriction", {"email": fields["email"]}, **WHO)
     done, _ = fulfil(world.vault, req["id"])
     return done
-
-
-def _cli(world: World, *args: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(cli, [*args, "--config", world.cfg, "--json"])
-    return result.exit_code, json.loads(result.stdout or "{}")
 
 
 def test_a_restricted_subject_is_refused_on_every_route_and_allowed_uses_are_audited(
@@ -158,7 +83,7 @@ def test_a_restricted_subject_is_refused_on_every_route_and_allowed_uses_are_aud
         "subject_blocked",
     )
     # The CLI.
-    code, out = _cli(world, "get", token, "--purpose", "profile_view")
+    code, out = cli_json(world, "get", token, "--purpose", "profile_view")
     assert (code, out["error"]["code"]) == (3, "subject_blocked")
 
     # A purpose resting on a basis the law still allows goes ahead, and says so.
@@ -250,7 +175,7 @@ def test_new_copies_wait_while_restricted_and_are_made_once_when_lifted(world: W
     assert len(world.vault.store("de").subject_records(subject)) == 2
     transfers = [e for e in world.entries("de", "transfer") if e["subject"] == subject]
     assert len(transfers) == 2  # each copy crossed once
-    code, out = _cli(world, "rights", "show", req["id"])
+    code, out = cli_json(world, "rights", "show", req["id"])
     assert code == 0
     assert out["block"]["state"] == "lifted"
 
@@ -285,7 +210,7 @@ def test_withdrawal_stops_consent_purposes_only_and_outlives_its_request(world: 
     assert "block: consent withdrawn since 2026-12-04T12:00:00 at ru" in shown
     with pytest.raises(SubjectBlocked):
         world.vault.get(token, purpose="newsletter", as_site="ru")
-    code, out = _cli(world, "rights", "lift", req["id"], "--reason", "consent given again")
+    code, out = cli_json(world, "rights", "lift", req["id"], "--reason", "consent given again")
     assert code == 0, out
     world.vault.close()  # the CLI changed the site: read it afresh
     assert world.vault.get(token, purpose="newsletter", as_site="ru").fields["city"] == "Perm"

@@ -117,7 +117,8 @@ def _print_request(req: dict[str, Any]) -> None:
 def open_(
     kind: str = typer.Argument(..., help=_KIND_HELP),
     identity: list[str] = typer.Option(
-        None, "--identity", help="K=V: an identifying field (or its category) and its value."
+        None, "--identity", help="K=V: an identifying field (or its category) and its value;"
+        " incountry.profile_key=V finds the InCountry API's records of that profile key."
     ),
     checked_by: str = typer.Option(
         ..., "--identity-checked-by", help="The member of staff who checked the identity."

@@ -43,6 +43,9 @@ from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.core import rights_step
 from domicile.vault.errors import PolicyRefused
+from domicile.vault.incountry import CATEGORY as INCOUNTRY_CATEGORY
+from domicile.vault.incountry import COLLECTION as INCOUNTRY
+from domicile.vault.incountry import Caller, InCountryStorage
 from domicile.vault.replication import Replicator
 
 if TYPE_CHECKING:
@@ -81,11 +84,16 @@ def _home_records(
             for p in a["primaries"]
         ]
     colls = vault.config.model.collections
-    return [
-        _Primary(r.record_id, r.collection, tuple(sorted(set(vault._field_categories(r).values()))))
-        for r in vault.store(site_id).subject_records(holding["subject"])
-        if not r.is_replica and r.collection in colls
-    ]
+    out = []
+    for r in vault.store(site_id).subject_records(holding["subject"]):
+        if r.is_replica:
+            continue
+        if r.collection in colls:
+            categories = tuple(sorted(set(vault._field_categories(r).values())))
+            out.append(_Primary(r.record_id, r.collection, categories))
+        elif r.collection == INCOUNTRY:  # the InCountry API's (its files go with them)
+            out.append(_Primary(r.record_id, r.collection, (INCOUNTRY_CATEGORY,)))
+    return out
 
 
 Actor = Callable[[str], Access]  # the caller, as it acts on a record of this site
@@ -186,7 +194,11 @@ def _access(
     copies = []
     for h in req["subject"]["holdings"]:
         site = vault.config.site(h["site"])
-        for rec in _home_records(vault, h, actor(site.id), purpose):
+        primaries = _home_records(vault, h, actor(site.id), purpose)
+        out += _incountry_data(vault, site, primaries, actor(site.id), purpose, refused)
+        for rec in primaries:
+            if rec.collection == INCOUNTRY:
+                continue
             token = vault.tokens.issue(site.id, rec.record_id)
             try:  # the read path of GET /v1/records: decided as from the caller's site
                 r = vault.get(token, purpose=purpose, access=actor(site.id))
@@ -233,6 +245,39 @@ def _access(
         "refused": len(refused),
     }
     return package, detail
+
+
+def _incountry_data(
+    vault: Domicile,
+    site: Any,
+    primaries: list[_Primary],
+    who: Access,
+    purpose: str,
+    refused: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The subject's records of the InCountry API at a site, as that API renders them
+    (bodies as the application stored them: its own ciphertext, if it encrypts)."""
+    ids = [p.record_id for p in primaries if p.collection == INCOUNTRY]
+    if not ids:
+        return []
+    caller = Caller(who.client or "operator")
+    try:
+        found = InCountryStorage(vault).subject_data(site, ids, caller, purpose)
+    except PolicyRefused as exc:
+        refused.append(
+            {"site": site.id, "country": site.country, "collection": INCOUNTRY,
+             "reason": exc.message}
+        )  # fmt: skip
+        return []
+    out = []
+    for rec in sorted(found, key=lambda r: r["record_key"]):
+        fields = {k: v for k, v in rec.items() if v is not None and v != []}
+        out.append(
+            {"collection": INCOUNTRY, "site": site.id, "country": site.country,
+             "version": rec["version"], "masked": False, "transfer": None, "fields": fields,
+             "categories": dict.fromkeys(fields, INCOUNTRY_CATEGORY)}
+        )  # fmt: skip
+    return out
 
 
 def _rectify(

@@ -36,6 +36,8 @@ from domicile.rights.registry import RequestsFile, new_id
 from domicile.stores.base import SiteUnavailable
 from domicile.vault import values
 from domicile.vault.core import IDENTITY
+from domicile.vault.incountry import FILES as INCOUNTRY_FILES
+from domicile.vault.incountry import profile_subject
 
 if TYPE_CHECKING:
     from domicile.config import Config
@@ -94,6 +96,10 @@ def _reason(text: str | None, what: str, *, required: bool) -> str | None:
 # --- finding the subject ------------------------------------------------------------------
 
 
+# The InCountry API's subject: its records' profile key, as the application sends it.
+PROFILE_KEY = "incountry.profile_key"
+
+
 def identity_keys(config: Config) -> dict[str, tuple[str, str, FieldSpec]]:
     """What ``--identity K=V`` may name: an identifying field (by its name, or by its data
     category), as (category, field name, field spec)."""
@@ -106,31 +112,35 @@ def identity_keys(config: Config) -> dict[str, tuple[str, str, FieldSpec]]:
     return out
 
 
-def _digest_inputs(config: Config, identity: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(category, normalized value) for each identity given; bad input names the key only."""
+def _digest_inputs(
+    config: Config, identity: Mapping[str, str]
+) -> tuple[list[tuple[str, str]], str | None]:
+    """(category, normalized value) for each identity given, and the InCountry API's
+    profile key if one is given; bad input names the key only."""
     if not identity:
         raise BadInput(
             "give at least one identity to find the subject by",
-            hint="e.g. --identity email=anna@example.org",
+            hint=f"e.g. --identity email=anna@example.org (or {PROFILE_KEY}=...)",
         )
     keys = identity_keys(config)
-    if not keys:
-        raise BadInput(
-            "no field of the configuration identifies a subject",
-            hint="mark one `identifies: true` (and `searchable: true`) in a collection",
-        )
     out = []
+    profile = None
     for key, value in identity.items():
+        if key == PROFILE_KEY:
+            if not isinstance(value, str) or not value:
+                raise BadInput(f"{PROFILE_KEY} needs a value", hint="the key the client sends")
+            profile = value
+            continue
         found = keys.get(key)
         if found is None:
             raise BadInput(
                 f"{key!r} is not an identifying field",
-                hint=f"use one of: {', '.join(sorted(keys))}",
+                hint=f"use one of: {', '.join(sorted([*keys, PROFILE_KEY]))}",
             )
         category, name, spec = found
         norm = values.normalize(name, spec, values.coerce(name, spec, value))
         out.append((category, norm))
-    return out
+    return out, profile
 
 
 def locate(
@@ -145,8 +155,14 @@ def locate(
     other sites keep of them. A site that does not answer stops the search
     (``SiteUnavailable``): a request must not miss a site. On a node, another site is
     searched by its own node (``subject_at``: search digests only, for ``access``)."""
-    wanted = _digest_inputs(vault.config, identity)
+    wanted, profile = _digest_inputs(vault.config, identity)
     access = for_home_nodes(access or vault.operator, purpose)
+    if profile is not None and not all(vault.is_here(s.id) for s in vault.config.sites):
+        raise Conflict(
+            f"a request by {PROFILE_KEY} is opened where every site is held: a node holds "
+            "only its own site, and the others' InCountry records are not searched from here",
+            hint="open it with the vault's other identities, or at the embedded deployment",
+        )
 
     def unavailable(site_id: str) -> SiteUnavailable:
         vault._drop(site_id)
@@ -165,20 +181,12 @@ def locate(
                 raise unavailable(site.id) from None
             continue
         try:
-            store = vault.store(site.id)
-            indexer = vault._indexers[site.id]
-            digests = [indexer.digest(IDENTITY, category, norm) for category, norm in wanted]
-            known = store.subjects_for(digests)
-            subjects = {known.get(d) for d in digests}
-            if len(subjects) != 1 or None in subjects:
-                continue  # not every identity matched, or they name different people
-            subject = next(iter(subjects))
-            assert subject is not None
-            records = store.subject_records(subject)
+            for subject in _subjects_here(vault, site.id, wanted, profile):
+                records = vault.store(site.id).subject_records(subject)
+                if records:
+                    found[(site.id, subject)] = _holding(site, subject, records)
         except SiteUnavailable:
             raise unavailable(site.id) from None
-        if records:
-            found[(site.id, subject)] = _holding(site, subject, records)
     ids = sorted({subject_id for _, subject_id in found})
     for site in vault.config.sites:
         missing = [s for s in ids if (site.id, s) not in found]
@@ -190,6 +198,25 @@ def locate(
         except (SiteUnavailable, NodeUnavailable):
             raise unavailable(site.id) from None
     return sorted(found.values(), key=lambda h: (h["site"], h["subject"]))
+
+
+def _subjects_here(
+    vault: Domicile, site_id: str, wanted: list[tuple[str, str]], profile: str | None
+) -> list[str]:
+    """The subject ids at a site this process holds: the vault's subject whose identity
+    digests match every given value (none if they name different people), and the
+    InCountry API's subject of the profile key (its records carry another id)."""
+    out: list[str] = []
+    if wanted:
+        indexer = vault._indexers[site_id]
+        digests = [indexer.digest(IDENTITY, category, norm) for category, norm in wanted]
+        known = vault.store(site_id).subjects_for(digests)
+        subjects = {known.get(d) for d in digests}
+        if len(subjects) == 1:
+            out += [s for s in subjects if s is not None]
+    if profile is not None:
+        out.append(profile_subject(vault, site_id, profile))
+    return out
 
 
 def holding_of(answer: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,7 +299,12 @@ def _laws(
         site = vault.config.site(h["site"])
         if vault.is_here(site.id):
             store = vault.store(site.id)
-            rec = next(r for r in store.subject_records(h["subject"]) if not r.is_replica)
+            # A primary that carries the residency (an InCountry file is sealed alone).
+            rec = next(
+                r
+                for r in store.subject_records(h["subject"])
+                if not r.is_replica and r.collection != INCOUNTRY_FILES
+            )
             residency = vault._residency(site, rec)
             laws = [
                 (j.pack, j.coverage)
@@ -427,7 +459,9 @@ def open_request(
         "opened_at": vault.clock().isoformat(),
         "opened_by": access.client,
         "identity": {
-            "by": sorted(identity_keys(vault.config)[k][0] for k in identity),
+            "by": sorted(
+                k if k == PROFILE_KEY else identity_keys(vault.config)[k][0] for k in identity
+            ),
             "checked_by": checked_by,
             "verified_how": verified_how,
         },

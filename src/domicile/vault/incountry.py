@@ -155,6 +155,13 @@ BLOCK_OPERATIONS = {
 }  # fmt: skip
 
 
+def profile_subject(vault: Domicile, site_id: str, profile_key: str) -> str:
+    """The subject id at ``site_id`` of the records whose ``profile_key`` is this (the
+    value as the application sends it: the SDK's hash unless it sends keys in the clear).
+    A keyed digest under the site's index key: the key itself is never stored."""
+    return vault._indexers[site_id].digest(COLLECTION, "@subject.profile", profile_key).hex()
+
+
 class NoSite(NotFound):
     """No site of this deployment is in the path's country. Never redirected elsewhere."""
 
@@ -449,7 +456,7 @@ class InCountryStorage:
     def _subject(self, site_id: str, fields: Mapping[str, Any]) -> str:
         profile = fields.get("profile_key")
         if profile:
-            return self._digest(site_id, "@subject.profile", profile).hex()
+            return profile_subject(self.vault, site_id, profile)
         return self._digest(site_id, "@subject.record", fields["record_key"]).hex()
 
     @contextlib.contextmanager
@@ -814,6 +821,32 @@ class InCountryStorage:
                 site.id,
                 [self._event("read", site, caller, "read", rid=rec.record_id, subject=rec.subject_id,
                              decision=decision, fields=self._present(rec))],
+            )  # fmt: skip
+        return out
+
+    def subject_data(
+        self, site: Site, record_ids: Sequence[str], caller: Caller, operation: str
+    ) -> list[dict[str, Any]]:
+        """A subject's records as the API renders them, for the subject's own request
+        (access, portability): decided as reads here, blocks checked (a request's step
+        goes ahead), each audited as a read under ``operation``. Attachments are listed
+        by their metadata; a file's contents stay behind the API's download route."""
+        with self._site(site, "read", caller) as store:
+            recs = list(self._load(store, record_ids).values())
+            if not recs:
+                return []
+            decisions = self._allow_records(site, caller, "read", "retrieve", recs)
+            out = []
+            for rec in recs:
+                rendered = self._render(self._view(site, rec).get, caller)
+                for meta in rendered["attachments"]:
+                    meta.pop("download_link", None)
+                out.append(rendered)
+            self.vault._audit(
+                site.id,
+                [self._event("read", site, caller, operation, rid=rec.record_id,
+                             subject=rec.subject_id, decision=d, fields=self._present(rec))
+                 for rec, d in zip(recs, decisions, strict=True)],
             )  # fmt: skip
         return out
 
