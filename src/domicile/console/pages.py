@@ -620,19 +620,18 @@ async def _requests_page(
     def build(who: _Who) -> Response:
         from domicile.rights import list_requests
         from domicile.rights.deadlines import KINDS
-        from domicile.rights.service import CHANNELS, VERIFIED_HOW
+        from domicile.rights.service import CHANNELS, PROFILE_KEY, VERIFIED_HOW
 
         rows = list_requests(  # only those about the client's sites, as the API lists them
             vault.config, status=wanted, today=vault.clock().date(), access=who.access
         )
-        identifying = sorted(
-            {
-                name
-                for c in vault.config.model.collections.values()
-                for name, spec in c.fields.items()
-                if spec.identifies
-            }
-        )
+        named = {
+            name
+            for c in vault.config.model.collections.values()
+            for name, spec in c.fields.items()
+            if spec.identifies
+        }
+        identifying = [*sorted(named), PROFILE_KEY]  # and the InCountry API's subjects
         return render(
             request, "requests.html", who, status, page="requests", rows=rows,
             status=wanted or "", can_write=who.may("rights:write"), kinds=KINDS,
