@@ -6,6 +6,7 @@ subject's key and its files and the act lists them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +116,24 @@ def test_the_cli_takes_the_profile_key_and_names_it_in_the_hint(world: World) ->
     assert PROFILE in (err.value.hint or "")
     with pytest.raises(BadInput, match="needs a value"):
         open_request(world.vault, "access", {PROFILE: ""}, **WHO)
+
+
+def test_expiry_keeps_a_restricted_subjects_records_until_the_lift(world: World) -> None:
+    from domicile.vault.incountry import Caller, InCountryStorage
+
+    _write(world, "a", "p1", expires_at="2026-12-05T00:00:00+00:00")
+    _write(world, "c", "p2", expires_at="2026-12-05T00:00:00+00:00")
+    req = open_request(world.vault, "restriction", {PROFILE: "p1"}, **WHO)
+    [holding] = req["subject"]["holdings"]
+    fulfil(world.vault, req["id"])
+    world.clock.now += dt.timedelta(days=2)
+    storage = InCountryStorage(world.vault)
+    swept = storage.expire_all(Caller("test"), ["us"])
+    assert (swept["records"], swept["restricted"]) == (1, 1)  # p2's went; p1's stays
+    store = world.vault.store("us")
+    assert len(store.subject_records(holding["subject"])) == 1
+    assert world.http.get(f"{BASE}/a", headers=world.headers("admin")).status_code == 404
+    lift(world.vault, req["id"], reason="the claim was settled")
+    swept = storage.expire_all(Caller("test"), ["us"])
+    assert (swept["records"], swept["restricted"]) == (1, 0)
+    assert store.subject_records(holding["subject"]) == []

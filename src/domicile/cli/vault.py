@@ -713,6 +713,11 @@ def register(app: typer.Typer) -> None:
                     line += f", {s['keys_destroyed']} subject keys destroyed"
                 if s["copies"]["pending"]:
                     line += f"; copies pending at {', '.join(s['copies']['pending'])}"
+                if s["restricted"]:
+                    line += (
+                        f"; {s['restricted']} kept while their subjects' processing is"
+                        " restricted (destroyed by the first sweep after the lift)"
+                    )
                 console.print(line)
             for sid in report["unavailable"]:
                 console.print(f"[red]{sid}: unavailable[/]; run again when it is back")

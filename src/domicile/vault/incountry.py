@@ -51,7 +51,8 @@ A subject's blocks (a restriction of processing, a withdrawal of consent:
 ``Domicile.check_blocks``) are checked for every record read, found, changed or deleted
 here, and for the first records of a subject (stopped only by a withdrawal of consent, when
 the configuration says the purpose ``incountry`` rests on consent); a find leaves blocked
-records out. Expiry still destroys a blocked subject's expired records.
+records out. Expiry keeps a restricted subject's expired records (never serving them)
+until the restriction is lifted; under a withdrawal of consent it destroys them.
 
 Finding: a filter is narrowed with the blind indexes where it has equality conditions
 (values or lists on string keys, range keys or version; ``$or`` branches that all narrow);
@@ -693,9 +694,9 @@ class InCountryStorage:
             # starts afresh, without its old files or its old created_at.
             expired = self._expired(site, existing.values(), self.vault.clock())
             if expired:
-                self._erase_expired(site, expired, caller, operation)
-                for rec in expired:
-                    del existing[rec.record_id]
+                gone = self._erase_expired(site, expired, caller, operation)["erased"]
+                for rid in gone:
+                    del existing[rid]
             for d in drafts:
                 d.old = existing.get(d.rid)
             decisions = self._allow(
@@ -1012,7 +1013,9 @@ class InCountryStorage:
             expired: list[StoredRecord] = []
             for i in range(0, len(ids), CHUNK):
                 expired += self._expired(site, self._load(store, ids[i : i + CHUNK]).values(), now)
-            return self._erase_expired(site, expired, caller, "expire")
+            out = self._erase_expired(site, expired, caller, "expire")
+            del out["erased"]  # record ids: the caller needs the counts
+            return out
 
     def expire_all(self, caller: Caller, site_ids: Sequence[str] | None = None) -> dict[str, Any]:
         """``expire`` at these sites (default: every site). A site that does not answer is
@@ -1033,12 +1036,24 @@ class InCountryStorage:
             "sites": swept,
             "records": sum(s["records"] for s in swept),
             "keys_destroyed": sum(s["keys_destroyed"] for s in swept),
+            "restricted": sum(s["restricted"] for s in swept),
             "unavailable": unavailable,
         }
 
     def _erase_expired(
         self, site: Site, recs: Sequence[StoredRecord], caller: Caller, operation: str
     ) -> dict[str, Any]:
+        """Erase these expired records, except a restricted subject's: its data is kept as
+        it is until the restriction is lifted (the GDPR's Art. 18(1)(b) and (c): the subject
+        opposed erasure, or needs the data for a claim), and never served meanwhile; the
+        first sweep after the lift destroys it. (A withdrawal of consent does not keep it.)"""
+        restricted = {
+            b.subject_id
+            for b in self.vault.store(site.id).blocks(sorted({r.subject_id for r in recs}))
+            if b.kind == "restriction"
+        } if recs else set()  # fmt: skip
+        kept = [r for r in recs if r.subject_id in restricted]
+        recs = [r for r in recs if r.subject_id not in restricted]
         files = {
             r.record_id: [m["file_id"] for m in self._view(site, r).get("attachments") or []]
             for r in recs
@@ -1052,6 +1067,8 @@ class InCountryStorage:
             "records": out["records"],
             "keys_destroyed": out["keys_destroyed"],
             "copies": out["copies"],
+            "restricted": len(kept),
+            "erased": [r.record_id for r in recs],
         }
 
     # --- attachments ------------------------------------------------------------------------
