@@ -248,6 +248,11 @@ def verify(
                 console.print(f"  ... and {len(report['problems']) - 50} more (--json lists all)")
         if report["refused"]:
             console.print(f"{report['refused']:,} rows refused by the vault stay in the source")
+        if report["erased"]:
+            console.print(
+                f"{report['erased']:,} moved rows hold tokens of records erased since (the "
+                "audit shows the erasure): they no longer open, as the erasure demands"
+            )
         kept = ", ".join(f"{t}.{c}" for t, cols in report["kept_columns"].items() for c in cols)
         if kept:
             console.print(

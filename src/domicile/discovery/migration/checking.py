@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -107,7 +108,9 @@ def verify(
                     got = vault.store(site).get_many(rids)
                     for rid in rids:
                         rec = got.get(rid)
-                        if rec is None or rec.is_replica:
+                        if rec is None and _erased(vault.store(site), rid):
+                            stats["erased"] += 1  # a subject's erasure or retention took it
+                        elif rec is None or rec.is_replica:
                             problems.append(
                                 f"{table.name} row {expect[rid][0]}: its record is missing at site {site}"
                             )
@@ -167,8 +170,33 @@ def verify(
         "moved": stats["moved"],
         "refused": stats["refused"],
         "not_moved": stats["not moved"],
+        "erased": stats["erased"],
         "sites": dict(sorted(sites.items())),
         "kept_columns": {t.name: t.kept for t in plan.tables.values() if t.kept},
         "kept_values": stats["kept"],
         "problems": problems,
     }
+
+
+_WRITES = '{"action":"write"'
+_ERASES = '{"action":"erase"'
+
+
+def _erased(store: Any, rid: str) -> bool:
+    """Whether the site's audit shows record ``rid`` destroyed after it was written: an
+    ``erase`` entry naming it (retention, expiry), or naming the subject its ``write`` entry
+    gave it (a subject's erasure destroys the subject whole). The log is the evidence, so
+    a record that vanished without an entry is still reported missing."""
+    if store.audit_tagged(_ERASES, 2**62, containing=rid, newest=True):
+        return True
+    for row in store.audit_tagged(_WRITES, 2**62, containing=rid):
+        entry = json.loads(row.payload)
+        records = entry.get("records") or []
+        if rid in records:
+            subject = entry["subjects"][records.index(rid)]
+            if any(
+                json.loads(r.payload).get("subject") == subject
+                for r in store.audit_tagged(_ERASES, 2**62, containing=subject)
+            ):
+                return True
+    return False
