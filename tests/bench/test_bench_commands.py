@@ -98,8 +98,19 @@ def test_bench_transfers_keeps_the_parity_memory_check() -> None:
 def test_bench_scale_reports_tenths_and_memory(backend: list[str]) -> None:
     data = bench("scale", "--records", "1000", "--batch", "50", *backend)
     assert data["benchmark"] == "scale"
-    assert set(data["per_second"]) == {"first_tenth", "last_tenth", "overall"}
+    assert set(data["per_second"]) == {
+        "first_tenth", "last_tenth", "overall", "ceiling_first_tenth", "ceiling_last_tenth",
+    }  # fmt: skip
     assert set(data["ratios"]) == {"last_vs_first"}
+    # The layout's own ratio beside ours, measured in the same run.
+    rates = data["per_second"]
+    allowed = data["ceiling"]["last_vs_first"]
+    assert allowed == pytest.approx(
+        rates["ceiling_last_tenth"] / rates["ceiling_first_tenth"], rel=0.01
+    )
+    assert data["of_ceiling"]["last_vs_first"] == pytest.approx(
+        data["ratios"]["last_vs_first"] / allowed, rel=0.02
+    )
     assert data["target"]["ratios"] == {"last_vs_first": 0.8}
     assert set(data["target"]["met"]) == {"last_vs_first", "memory_flat"}
     memory = data["memory"]

@@ -8,6 +8,14 @@ through the run (at the end of each tenth, and the peak). Memory is flat when th
 after the last tenth holds at most ``MEMORY_GROWTH_LIMIT`` times what it held after the
 first tenth (plus a few MB of allocator slack).
 
+Beside it, the ceiling: the same load through a scratch implementation of exactly the work
+record layout 3 requires (``bench.ceiling.Scratch``: one seal per record, two blind-index
+digests, one audit entry per batch, one transaction per batch), its own last/first ratio
+measured in the same run. Keyed digests are random by construction (a digest must not
+reveal the order of the values it hides), so every store of them inserts at random places
+of an index that outgrows memory: the scratch slows too, and its ratio is what the layout
+allows (``ceiling`` and ``of_ceiling`` in the answer).
+
 The default size is a smoke test; the figure the issue asks for is
 ``domicile bench scale --records 1000000`` (on a 2-core machine, 10 to 20 seconds per
 100,000 records on SQLite and about twice that on PostgreSQL, slower as the site grows).
@@ -41,12 +49,15 @@ def run(
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432",
     batch: int = 500,
     progress: Console | None = None,
+    ceiling: bool = True,
 ) -> dict[str, Any]:
+    from domicile.bench.ceiling import Scratch
     from domicile.setup import create_deployment
     from domicile.vault import Domicile
 
     tenth = max(records // 10, 1)
     spans: list[tuple[int, float]] = []  # (records, seconds) of each batch, in order
+    scratch_spans: list[tuple[int, float]] = []  # the same for the ceiling's load
     by_tenth: list[float] = []
     with tempfile.TemporaryDirectory(prefix="domicile-scale-") as tmp:
         folder = Path(tmp)
@@ -73,6 +84,17 @@ def run(
             finally:
                 sampler.stop()
             vault.close()
+            if ceiling:
+                scratch = Scratch(be.url("ceiling"))
+                try:
+                    with _progress(progress) as bar:
+                        task = bar.add_task(f"ceiling put ({be.name})", total=records)
+                        source = people(records)
+                        while chunk := list(islice(source, batch)):
+                            took = scratch.put(chunk, batch, lambda n: bar.advance(task, n))
+                            scratch_spans.append((len(chunk), took))
+                finally:
+                    scratch.close()
         finally:
             be.cleanup()
     rates = {
@@ -87,7 +109,15 @@ def run(
         "records": records,
         "batch": batch,
     }
+    if scratch_spans:
+        rates["ceiling_first_tenth"] = _rate(scratch_spans, tenth, from_end=False)
+        rates["ceiling_last_tenth"] = _rate(scratch_spans, tenth, from_end=True)
     out.update(summarize([rates], RATIOS))
+    if scratch_spans:
+        allowed = rates["ceiling_last_tenth"] / rates["ceiling_first_tenth"]
+        ours = rates["last_tenth"] / rates["first_tenth"]
+        out["ceiling"] = {"last_vs_first": round(allowed, 3)}
+        out["of_ceiling"] = {"last_vs_first": round(ours / allowed, 3)}
     first, last = by_tenth[0], by_tenth[-1]
     flat = last <= first * MEMORY_GROWTH_LIMIT + MEMORY_SLACK_MB
     out["memory"] = {

@@ -154,16 +154,21 @@ def bench_scale(
     backend: str = BackendOpt,
     postgres_url: str = PostgresOpt,
     batch: int = typer.Option(500, "--batch", min=1, help="Records per batch put."),
+    ceiling: bool = typer.Option(
+        True,
+        "--ceiling/--no-ceiling",
+        help="Also load a scratch store of the layout's required work, for its own ratio.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Put rate over the first and the last tenth of a large load, and resident memory
-    sampled through it."""
+    sampled through it; beside it, the same ratio for the layout's required work alone."""
     from domicile.bench.scale import run
 
     with errors(as_json):
         result = run(
             records, backend=_backend(backend), postgres_url=postgres_url, batch=batch,
-            progress=Console(stderr=True),
+            progress=Console(stderr=True), ceiling=ceiling,
         )  # fmt: skip
     _show(result, f"domicile bench scale ({backend}, {records:,} records)", as_json)
     if not as_json:
