@@ -560,11 +560,34 @@ class Writing(Reading):
             if identity is not None:
                 idents.append(indexer.digest(IDENTITY, identity, norm))
             if self.federated:  # the same values, found by search digests from other nodes
-                key = self._search_key
-                own.append(indexer.of_search(search_digest(key, collection, name, norm)))
-                if identity is not None:
-                    own.append(indexer.of_search(search_digest(key, IDENTITY, identity, norm)))
+                own += self._searched_as(indexer, collection, name, identity, norm)
         return own, idents
+
+    def _searched_as(
+        self, indexer: BlindIndexer, collection: str, name: str, identity: str | None, norm: str
+    ) -> list[bytes]:
+        """The index entries by which other nodes find a value: its search digests
+        (``crypto/blind.py``), keyed again with the site's index key."""
+        key = self._search_key
+        out = [indexer.of_search(search_digest(key, collection, name, norm))]
+        if identity is not None:
+            out.append(indexer.of_search(search_digest(key, IDENTITY, identity, norm)))
+        return out
+
+    def search_entries(self, site_id: str, rec: StoredRecord) -> list[bytes]:
+        """The search entries of a record at ``site_id``, opened with its subject's key,
+        as a write in a federated deployment makes them (``federation reindex`` adds them
+        to records written before). Raises ``KeyDestroyed`` for an erased subject."""
+        collection = rec.collection
+        coll = self.collection(collection)
+        indexer = self._indexers[site_id]
+        _, fields = self._open_record(self._sites[site_id], rec)
+        known = {k: v for k, v in fields.items() if k in coll.fields and v is not None}
+        out: list[bytes] = []
+        for name, spec, identity in self._shape(collection, coll, tuple(known)).indexed:
+            norm = values.normalize(name, spec, known[name])
+            out += self._searched_as(indexer, collection, name, identity, norm)
+        return out
 
     def _join_tokens(
         self, collection: str, coll: Collection, fields: Mapping[str, Any]
