@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from domicile.config import Config
 from domicile.crypto.keys import LocalKeyring
@@ -39,12 +42,25 @@ class Direct:
 
 def in_process_nodes(cfg: Config) -> dict[str, FederatedDomicile]:
     """A node per site of ``cfg`` (which has a federation section), each with a keyring of
-    its own site's keys copied from the deployment's."""
+    its own site's keys copied from the deployment's (the first time: a node restarted
+    opens the one it has)."""
     whole = LocalKeyring(cfg.keyring_path)
     nodes: dict[str, FederatedDomicile] = {}
     for site in cfg.sites:
-        keys = whole.node_copy(site.id, cfg.as_node(site.id).keyring_path)
+        path = cfg.as_node(site.id).keyring_path
+        keys = LocalKeyring(path) if path.exists() else whole.node_copy(site.id, path)
         nodes[site.id] = FederatedDomicile(
             cfg, node=site.id, peers=Direct(site.id, nodes), keys=keys
         )
     return nodes
+
+
+def add_federation(path: Path, base_port: int = 9000) -> None:
+    """Give the configuration at ``path`` a federation section: a node per site (loopback
+    addresses that nothing dials: ``Direct`` stands for the channel)."""
+    doc = yaml.safe_load(path.read_text())
+    doc["federation"] = {
+        "nodes": {s["id"]: {"url": f"https://127.0.0.1:{base_port + i}"}
+                  for i, s in enumerate(doc["sites"])}
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(doc))

@@ -24,7 +24,7 @@ from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
 from domicile.stores.base import SiteUnavailable
 
-from .inprocess import in_process_nodes
+from .inprocess import add_federation, in_process_nodes
 
 RU = {"citizenship": "RU"}
 US = {"citizenship": "US"}
@@ -41,9 +41,8 @@ def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
     doc["collections"]["profiles"]["replicate"] = [
         {"to": "de", "fields": ["full_name", "headline", "city"]}
     ]
-    doc["federation"] = {"nodes": {s["id"]: {"url": f"https://127.0.0.1:{9000 + i}"}
-                                   for i, s in enumerate(doc["sites"])}}  # fmt: skip
     path.write_text(yaml.safe_dump(doc))
+    add_federation(path)
     nodes = in_process_nodes(load_config(path))
     yield nodes
     for n in nodes.values():

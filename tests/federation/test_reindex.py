@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from domicile.cli.app import app
@@ -15,16 +14,9 @@ from domicile.config import load_config
 from domicile.federation.reindex import reindex
 from domicile.vault import Domicile
 
-from .inprocess import in_process_nodes
+from .inprocess import add_federation, in_process_nodes
 
 EMAIL = "anna.volkova@example.ru"
-
-
-def _federate(path: Path) -> None:
-    doc = yaml.safe_load(path.read_text())
-    doc["federation"] = {"nodes": {s["id"]: {"url": f"https://127.0.0.1:{9100 + i}"}
-                                   for i, s in enumerate(doc["sites"])}}  # fmt: skip
-    path.write_text(yaml.safe_dump(doc))
 
 
 def _site_state(path: Path, site: str) -> tuple[int, int]:
@@ -73,7 +65,7 @@ def test_records_written_before_federation_are_found_by_other_nodes_after_a_rein
     assert "no federation section" in refused.output
     assert _site_state(path, "ru") == before
 
-    _federate(path)
+    add_federation(path)
     nodes = in_process_nodes(load_config(path))
     try:
         us, ru = nodes["us"], nodes["ru"]

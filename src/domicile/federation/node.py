@@ -56,8 +56,8 @@ from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, 
 from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.rights.service import RECORD_OPERATION
-from domicile.stores.base import SiteUnavailable, VersionConflict
-from domicile.vault.core import IDENTITY, new_ids
+from domicile.stores.base import SiteUnavailable, StoreTransaction, VersionConflict
+from domicile.vault.core import IDENTITY, PENDING_REPLY, PendingReply, keep_reply, new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
@@ -135,6 +135,18 @@ def put_from_wire(d: Mapping[str, Any]) -> PutResult:
         d["token"], d["site"], d["country"], decision_from_dict(d["decision"]),
         d["subject_is_new"], dict(d["join_tokens"]),
     )  # fmt: skip
+
+
+def answer_of(op: str, result: Any) -> dict[str, Any]:
+    """A call's answer on the wire from the vault's result: as ``answer_peer`` answers
+    it, and as a write keeps it in its own transaction (``Replies``)."""
+    if op == "put":
+        return {"records": [put_to_wire(r) for r in result]}
+    if op == "update":
+        return (
+            {"record": read_to_wire(result)} if isinstance(result, ReadResult) else result.to_dict()
+        )
+    return dict(result)
 
 
 def parsed(
@@ -492,8 +504,11 @@ class FederatedDomicile(Domicile):
                 requester=requester.id, client=access.client,
                 detail=_plain_detail(body.get("detail")), at=self.clock().isoformat(),
             )  # fmt: skip
-            rows = self.ledger(node).append_now(store, [event])
-            return {"site": node, "seq": rows[0].seq}
+            with store.transaction() as tx:
+                rows = self.ledger(node).append(tx, [event])
+                answer = {"site": node, "seq": rows[0].seq}
+                keep_reply(tx, node, answer)
+            return answer
         if step not in ("holdings", "erased"):
             raise BadInput("step: holdings, erased or record")
         subjects = body.get("subjects")
@@ -912,7 +927,7 @@ class FederatedDomicile(Domicile):
             return {"record": read_to_wire(self.get(text("token"), purpose=purpose, access=access))}
         if op == "update":
             r = self.update(text("token"), fields=mapping("fields"), purpose=purpose, access=access)
-            return {"record": read_to_wire(r)} if isinstance(r, ReadResult) else r.to_dict()
+            return answer_of(op, r)
         if op == "delete":
             return self.delete(text("token"), purpose=purpose, access=access)
         if op == "erase":
@@ -938,7 +953,7 @@ class FederatedDomicile(Domicile):
         results = self.put_many(
             text("collection"), items, purpose=purpose, access=access, record_ids=ids
         )
-        return {"records": [put_to_wire(r) for r in results]}
+        return answer_of(op, results)
 
 
 def _search_digests(raw: Any) -> dict[str, bytes]:
@@ -1099,17 +1114,30 @@ class Replies:
                     hit = self._seen.get(slot)
                 if hit is not None:
                     return hit[1], hit[2]
+                pending: PendingReply | None = None
                 if self.persist is not None:  # answered before this process started?
                     kept = self.persist.get(peer, op, key)
                     if kept is not None:
                         return kept
-                status, answer = work()
+                    pending = self.persist.pending(peer, op, key)
+                # The write keeps its answer in its own transaction (``pending``): a crash
+                # after it committed leaves the answer for the retry, never a write without
+                # one.
+                context = PENDING_REPLY.set(pending)
+                try:
+                    status, answer = work()
+                finally:
+                    PENDING_REPLY.reset(context)
                 if status < 500:  # a site that was down may answer a retry
                     with self._lock:
                         self._seen[slot] = (self.clock(), status, answer)
                         while len(self._seen) > self.most:
                             self._seen.popitem(last=False)
-                    if self.persist is not None:
+                    # What wrote nothing (a refusal, an operation that had no write to
+                    # carry its answer) is kept on its own: a crash before it loses nothing.
+                    if self.persist is not None and not (
+                        status == 200 and pending and pending.kept
+                    ):
                         self.persist.put(peer, op, key, status, answer)
                 return status, answer
         finally:
@@ -1152,17 +1180,31 @@ class StoredReplies:
             return None
         return row[0], orjson.loads(row[1])
 
+    def keep_in(
+        self, tx: StoreTransaction, peer: str, op: str, key: str, status: int,
+        answer: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Keep an answer in ``tx``: the write's own transaction, or one of its own."""
+        kept = without_values(op, answer)
+        now = self.clock()
+        tx.keep_reply(
+            peer, op, self._digest(key), status, orjson.dumps(kept).decode(), now + self.keep, now
+        )
+
+    def pending(self, peer: str, op: str, key: str) -> PendingReply:
+        """The answer of this call, for its write to keep in its own transaction."""
+        node = self.vault.node
+        assert node is not None
+        return PendingReply(
+            node, lambda tx, result: self.keep_in(tx, peer, op, key, 200, answer_of(op, result))
+        )
+
     def put(self, peer: str, op: str, key: str, status: int, answer: dict[str, Any]) -> None:
         node = self.vault.node
         assert node is not None
-        kept = without_values(op, answer)
-        now = self.clock()
         try:
             with self.vault.store(node).transaction() as tx:
-                tx.keep_reply(
-                    peer, op, self._digest(key), status, orjson.dumps(kept).decode(),
-                    now + self.keep, now,
-                )  # fmt: skip
+                self.keep_in(tx, peer, op, key, status, answer)
         except SiteUnavailable:
             self.vault.forget_store(node)
 

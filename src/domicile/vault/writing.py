@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,7 +53,9 @@ from domicile.vault.core import (
     IDENTITY,
     _Shape,
     check_purpose,
+    keep_reply,
     new_ids,
+    pending_reply,
     residency_text,
 )
 from domicile.vault.errors import PolicyRefused
@@ -73,6 +75,9 @@ class _Write:
     entries: list[IndexEntry]
     outbox: list[tuple[str, str, str, str]]
     events: list[AuditEvent]
+    # The answer of a peer's call that this write carries out, kept in the same
+    # transaction (``core.PendingReply``): the group commit may run on another thread.
+    reply: Callable[[StoreTransaction], None] | None = None
 
     def run(self, tx: StoreTransaction, ledger: AuditLedger) -> None:
         if self.held and tx.hold_subjects(sorted(self.held)):
@@ -87,6 +92,8 @@ class _Write:
                 self.records, self.entries, self.outbox, payloads
             ),
         )
+        if self.reply is not None:
+            self.reply(tx)
 
 
 def _commit_writes(
@@ -523,8 +530,17 @@ class Writing(Reading):
             )
             for decision, shape, rec_ids, sub_ids in written.values()
         ]  # fmt: skip
+        reply = None
+        pending = pending_reply(site_id)
+        if pending is not None:
+            answer = [results[i] for i in sorted(results)]
+
+            def reply(tx: StoreTransaction) -> None:
+                pending.keep(tx, answer)
+                pending.kept = True
+
         try:
-            self.commit_write(site_id, _Write(held, records, entries, outbox, events))
+            self.commit_write(site_id, _Write(held, records, entries, outbox, events, reply))
         except SiteUnavailable:
             self._drop(site_id)
             raise
@@ -704,9 +720,13 @@ class Writing(Reading):
                     c = shown.count
                     tx.count_transfer(c.year, c.to_country, c.subject_id, c.sensitive)
             self._ledgers[site.id].append_payloads(tx, payloads)
-        if shown is None or shown.result is None:
-            return WriteResult(token, new.version)
-        return shown.result
+            result: ReadResult | WriteResult = (
+                WriteResult(token, new.version)
+                if shown is None or shown.result is None
+                else shown.result
+            )
+            keep_reply(tx, site.id, result)
+        return result
 
     def delete(
         self,
@@ -737,4 +757,6 @@ class Writing(Reading):
                 ]
             )
             self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose, access)])
-        return {"deleted": True, "site": site.id, "records": 1}
+            answer = {"deleted": True, "site": site.id, "records": 1}
+            keep_reply(tx, site.id, answer)
+        return answer
