@@ -69,14 +69,20 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
     "get", "put", "find", "update", "delete", "erase", "subject", "request_step", "replica",
-    "witness", "prove", "primaries",
+    "witness", "prove", "primaries", "verify",
 )  # fmt: skip
 # A subject's request (rights/): the record operation each kind's purpose stands for, which
 # is what a peer's caller needs at the subject's home node.
 RIGHTS_OPERATION = RECORD_OPERATION
 _WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
-NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
+NODE_OPERATIONS = (
+    "replica",
+    "witness",
+    "prove",
+    "primaries",
+    "verify",
+)  # the peer's own, for no caller
 
 
 WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s on average)
@@ -878,6 +884,10 @@ class FederatedDomicile(Domicile):
             return self._witness_peer(peer, body)
         if op == "primaries":
             return self._primaries_for(peer, body)
+        if op == "verify":
+            from domicile.federation.verify import answer
+
+            return answer(self, peer, body)
         return self._prove(body)
 
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
