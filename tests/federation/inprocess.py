@@ -15,6 +15,10 @@ from domicile.crypto.keys import LocalKeyring
 from domicile.errors import DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile, error_to_wire, raise_from_wire
 
+RU = {"citizenship": "RU"}
+US = {"citizenship": "US"}
+FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
+
 
 class Direct:
     """The channel, in one process: the peer answers as it would over the wire (JSON both

@@ -24,11 +24,7 @@ from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
 from domicile.stores.base import SiteUnavailable
 
-from .inprocess import add_federation, in_process_nodes
-
-RU = {"citizenship": "RU"}
-US = {"citizenship": "US"}
-FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
+from .inprocess import FIELDS, RU, US, add_federation, in_process_nodes
 
 
 @pytest.fixture

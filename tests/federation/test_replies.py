@@ -20,10 +20,8 @@ from domicile.cli.app import app
 from domicile.config import load_config
 from domicile.federation.node import FederatedDomicile, Replies, StoredReplies
 
-from .inprocess import add_federation, in_process_nodes
+from .inprocess import FIELDS, RU, add_federation, in_process_nodes
 
-RU = {"citizenship": "RU"}
-FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
 ITEM = {"subject": RU, "fields": FIELDS}
 RECORD_ID = "ab" * 16
 

@@ -18,11 +18,7 @@ from domicile.config import load_config
 from domicile.federation.node import FederatedDomicile
 from domicile.federation.verify import verify_deployment
 
-from .inprocess import Direct, add_federation, in_process_nodes
-
-RU = {"citizenship": "RU"}
-US = {"citizenship": "US"}
-FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
+from .inprocess import FIELDS, RU, US, Direct, add_federation, in_process_nodes
 
 
 @pytest.fixture
