@@ -76,13 +76,8 @@ OPERATIONS = (
 RIGHTS_OPERATION = RECORD_OPERATION
 _WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
-NODE_OPERATIONS = (
-    "replica",
-    "witness",
-    "prove",
-    "primaries",
-    "verify",
-)  # the peer's own, for no caller
+# The peer node's own operations, for no caller.
+NODE_OPERATIONS = ("replica", "witness", "prove", "primaries", "verify")
 
 
 WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s on average)

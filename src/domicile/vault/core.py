@@ -203,6 +203,10 @@ class PendingReply:
     keep: Callable[[StoreTransaction, Any], None]
     kept: bool = False
 
+    def keep_in(self, tx: StoreTransaction, result: Any) -> None:
+        self.keep(tx, result)
+        self.kept = True
+
 
 PENDING_REPLY: ContextVar[PendingReply | None] = ContextVar("domicile_reply", default=None)
 
@@ -218,8 +222,7 @@ def keep_reply(tx: StoreTransaction, site_id: str, result: Any) -> None:
     its write at ``site_id``."""
     pending = pending_reply(site_id)
     if pending is not None:
-        pending.keep(tx, result)
-        pending.kept = True
+        pending.keep_in(tx, result)
 
 
 _OPERATION_WORDS = {

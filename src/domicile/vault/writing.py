@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -532,13 +533,9 @@ class Writing(Reading):
         ]  # fmt: skip
         reply = None
         pending = pending_reply(site_id)
-        if pending is not None:
+        if pending is not None:  # a peer's put: its answer, the results in order
             answer = [results[i] for i in sorted(results)]
-
-            def reply(tx: StoreTransaction) -> None:
-                pending.keep(tx, answer)
-                pending.kept = True
-
+            reply = partial(pending.keep_in, result=answer)
         try:
             self.commit_write(site_id, _Write(held, records, entries, outbox, events, reply))
         except SiteUnavailable:
