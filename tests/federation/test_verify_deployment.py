@@ -93,6 +93,19 @@ def test_every_node_verifies_its_own_log_and_the_asker_checks_each_answer(
     assert not altered.ok
     assert altered.problems == ["node ru's answer is not signed with its key"]
 
+    # Each ask is a walk of the whole log: a node answers a peer a few per interval, and
+    # audits the first refusal of an interval.
+    ru.verify_limit = 0
+    for _ in range(2):
+        limited = {n.node: n for n in verify_deployment(us).nodes}["ru"]
+        assert not limited.ok
+        assert "asks to verify this node's log" in limited.problems[0]
+    refused = [
+        e for e in (json.loads(r.payload) for r in ru.store("ru").audit())
+        if e["action"] == "refuse" and e["detail"].get("operation") == "node_verify"
+    ]  # fmt: skip
+    assert [e["detail"]["reason"] for e in refused] == ["rate_limited"]
+
 
 def test_the_command_names_the_nodes_that_do_not_answer(tmp_path: Path) -> None:
     from .test_nodes_processes import federate

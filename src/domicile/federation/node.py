@@ -84,14 +84,26 @@ WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s
 WITNESS_INTERVAL = 600.0  # seconds
 
 
-class WitnessRateLimited(RateLimited):
-    """A peer sent more heads to witness than a node records in an interval."""
+VERIFY_LIMIT = 10  # verifications of its whole log a peer may ask per interval
+VERIFY_INTERVAL = 600.0  # seconds
 
-    def __init__(self, peer: str, limit: int, interval: float, wait: float) -> None:
+
+class WitnessRateLimited(RateLimited):
+    """A peer sent more heads to witness than a node records in an interval, or asked
+    for more verifications of its log than it answers (``op``)."""
+
+    def __init__(
+        self, peer: str, limit: int, interval: float, wait: float, *, op: str = "witness"
+    ) -> None:
+        if op == "witness":
+            what, hint = (
+                "heads to witness",
+                "sign and send heads less often; they are witnessed again in the next interval",
+            )
+        else:
+            what, hint = "asks to verify this node's log", "ask again in the next interval"
         DomicileError.__init__(
-            self,
-            f"node {peer!r} sent more than {limit} heads to witness in {interval:g} s",
-            hint="sign and send heads less often; they are witnessed again in the next interval",
+            self, f"node {peer!r} sent more than {limit} {what} in {interval:g} s", hint=hint
         )
         self.retry_after = max(1, math.ceil(wait))
 
@@ -258,7 +270,11 @@ class FederatedDomicile(Domicile):
         self.witness_limit = WITNESS_LIMIT
         self.witness_interval = WITNESS_INTERVAL
         self.witness_clock: Callable[[], float] = time.monotonic
-        self._witness_windows: dict[str, list[Any]] = {}  # peer: [start, count, audited]
+        # The same for a peer's asks to verify this node's whole log (a walk of all of it).
+        self.verify_limit = VERIFY_LIMIT
+        self.verify_interval = VERIFY_INTERVAL
+        # (op, peer): [start, count, audited]
+        self._witness_windows: dict[tuple[str, str], list[Any]] = {}
         self._witness_lock = threading.Lock()
 
     # -- the caller a peer relays
@@ -777,29 +793,35 @@ class FederatedDomicile(Domicile):
         )  # fmt: skip
         return result.to_dict()
 
-    def _witness_allowance(self, peer: str) -> None:
-        """Count one head from ``peer`` in its current interval, or refuse it
-        (``WitnessRateLimited``, 429) when the interval's allowance is spent; the first
-        refusal of an interval is audited, the others only counted."""
+    def _witness_allowance(self, peer: str, op: str = "witness") -> None:
+        """Count one head from ``peer`` (``op`` witness; or one ask to verify, ``op``
+        verify) in its current interval, or refuse it (``WitnessRateLimited``, 429) when
+        the interval's allowance is spent; the first refusal of an interval is audited,
+        the others only counted."""
+        limit, interval = (
+            (self.witness_limit, self.witness_interval)
+            if op == "witness"
+            else (self.verify_limit, self.verify_interval)
+        )
         with self._witness_lock:
             now = self.witness_clock()
-            window = self._witness_windows.get(peer)
-            if window is None or now - window[0] >= self.witness_interval:
-                window = self._witness_windows[peer] = [now, 0, False]
-            if window[1] < self.witness_limit:
+            window = self._witness_windows.get((op, peer))
+            if window is None or now - window[0] >= interval:
+                window = self._witness_windows[(op, peer)] = [now, 0, False]
+            if window[1] < limit:
                 window[1] += 1
                 return
             audit, window[2] = not window[2], True
-            wait = window[0] + self.witness_interval - now
+            wait = window[0] + interval - now
         if audit:
             self._audit_refusal(
                 AuditEvent(
                     action="refuse", site="", requester=peer, client=f"node:{peer}",
-                    detail={"operation": "node_witness", "reason": "rate_limited",
-                            "limit": self.witness_limit, "interval": self.witness_interval},
+                    detail={"operation": f"node_{op}", "reason": "rate_limited",
+                            "limit": limit, "interval": interval},
                 )
             )  # fmt: skip
-        raise WitnessRateLimited(peer, self.witness_limit, self.witness_interval, wait)
+        raise WitnessRateLimited(peer, limit, interval, wait, op=op)
 
     def _prove(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A consistency proof between two sizes of this node's log (asked by a witness)."""
@@ -882,6 +904,7 @@ class FederatedDomicile(Domicile):
         if op == "verify":
             from domicile.federation.verify import answer
 
+            self._witness_allowance(peer, "verify")
             return answer(self, peer, body)
         return self._prove(body)
 

@@ -143,6 +143,9 @@ def verify_deployment(vault: FederatedDomicile) -> DeploymentVerification:
         except (NodeUnavailable, SiteUnavailable):
             out.unavailable.append(peer)
             continue
+        except DomicileError as exc:  # refused (asked too often, say): not verified
+            out.nodes.append(NodeVerification(peer, problems=[f"node {peer}: {exc.message}"]))
+            continue
         result, holds = check(vault, peer, nonce, held, got)
         out.nodes.append(result)
         if holds is not None:
