@@ -20,38 +20,11 @@ from domicile.access import Access, Forbidden
 from domicile.cli.app import app
 from domicile.config import load_config
 from domicile.crypto.errors import KeyringError
-from domicile.crypto.keys import LocalKeyring
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
-from domicile.federation.node import FederatedDomicile, error_to_wire, raise_from_wire
+from domicile.federation.node import FederatedDomicile
 from domicile.stores.base import SiteUnavailable
 
-RU = {"citizenship": "RU"}
-US = {"citizenship": "US"}
-FIELDS = {"full_name": "Anna Volkova", "email": "anna.volkova@example.ru"}
-
-
-class Direct:
-    """The channel, in one process: the peer answers as it would over the wire (JSON both
-    ways, errors as their documents), or is down."""
-
-    def __init__(self, me: str, nodes: dict[str, FederatedDomicile]) -> None:
-        self.me, self.nodes, self.down = me, nodes, set[str]()
-        self.calls: list[tuple[str, str]] = []
-        self.sent: list[tuple[str, str, str]] = []  # (node, op, the body as it went)
-
-    def call(
-        self, node: str, op: str, body: Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        self.calls.append((node, op))
-        if node in self.down:
-            raise NodeUnavailable(node, "did not answer")
-        wire = json.dumps(body)
-        self.sent.append((node, op, wire))
-        try:
-            answer = self.nodes[node].answer_peer(self.me, op, json.loads(wire))
-        except DomicileError as exc:
-            raise raise_from_wire(json.loads(json.dumps(error_to_wire(exc))), node) from None
-        return json.loads(json.dumps(answer))  # type: ignore[no-any-return]
+from .inprocess import FIELDS, RU, US, add_federation, in_process_nodes
 
 
 @pytest.fixture
@@ -64,17 +37,9 @@ def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
     doc["collections"]["profiles"]["replicate"] = [
         {"to": "de", "fields": ["full_name", "headline", "city"]}
     ]
-    doc["federation"] = {"nodes": {s["id"]: {"url": f"https://127.0.0.1:{9000 + i}"}
-                                   for i, s in enumerate(doc["sites"])}}  # fmt: skip
     path.write_text(yaml.safe_dump(doc))
-    cfg = load_config(path)
-    whole = LocalKeyring(cfg.keyring_path)
-    nodes: dict[str, FederatedDomicile] = {}
-    for site in cfg.sites:
-        keys = whole.node_copy(site.id, cfg.as_node(site.id).keyring_path)
-        nodes[site.id] = FederatedDomicile(
-            cfg, node=site.id, peers=Direct(site.id, nodes), keys=keys
-        )
+    add_federation(path)
+    nodes = in_process_nodes(load_config(path))
     yield nodes
     for n in nodes.values():
         n.close(checkpoint=False)

@@ -137,6 +137,17 @@ def test_each_node_audits_its_side_and_every_log_verifies(nodes: dict[str, Serve
     assert not [e for e in logs["de"] if e["action"] in ("write", "read", "disclose_masked")]
     done = cli("audit", "verify", "--json", "--config", str(folder / "domicile.yaml"))
     assert done.code == 0, done.out + done.err
+    # The same, asked by the US node of each node over the channel: each verifies its own
+    # log and signs its answer, checked at the US node against the heads it witnessed.
+    done = cli(
+        "audit", "verify", "--deployment", "--node", "us", "--json",
+        "--config", str(folder / "domicile.yaml"),
+    )  # fmt: skip
+    assert done.code == 0, done.out + done.err
+    found = done.json()
+    assert [n["node"] for n in found["nodes"]] == ["us", "de", "ru"]
+    assert all(n["ok"] and n["problems"] == [] for n in found["nodes"])
+    assert "signed with node ru's key" in found["nodes"][2]["checked"]
 
 
 def test_the_node_channel_refuses_a_caller_without_a_node_certificate(

@@ -328,6 +328,11 @@ class SiteStoreContract(Backend):
         assert store.subjects_for([digest("orders.email:a@x"), digest("nope")]) == {
             digest("orders.email:a@x"): "subj-1"
         }
+        assert store.digests_of(["r1", "o1", "missing"]) == {
+            "r1": {digest("users.email:a@x"), digest("users.phone:a@x")},
+            "o1": {digest("orders.email:a@x")},
+        }
+        assert store.digests_of([]) == {}
         assert store.subjects_for([]) == {}
 
     def test_unindex_drops_every_entry_of_one_record(self, store: SiteStore) -> None:

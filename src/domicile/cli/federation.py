@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from domicile.cli._output import console, emit_json, errors
+from domicile.cli._output import console, emit_json, err_console, errors
 from domicile.cli.vault import ConfigOpt, JsonOpt
 from domicile.errors import BadInput, ExitCode
 
@@ -179,4 +179,56 @@ def check(
                     f"[red]BAD[/] {c['from']} -> {c['to']}: {escape(why)}", soft_wrap=True
                 )
     if not out["ok"]:
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+@federation_app.command("reindex")
+def reindex(
+    node: str = typer.Option(
+        ..., "--node", metavar="SITE", help="The node whose own site is walked (run it there)."
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, max=100_000, help="Records per transaction."),
+    config: str | None = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Give the records of node SITE's own site written before the deployment had a
+    federation section the search entries by which other nodes find them (writes since
+    make their own). Audited; safe to stop and run again: what has its entries is passed
+    over, and a run with nothing missing writes nothing. Exit 1 if some records do not
+    open, 4 if the site is unavailable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from domicile.cli.vault import vault
+    from domicile.config import load_config
+    from domicile.federation.reindex import check_federated
+    from domicile.federation.reindex import reindex as run_reindex
+
+    with errors(as_json):
+        check_federated(load_config(config))
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        console=err_console, transient=True, disable=as_json,
+    )  # fmt: skip
+    task: list[Any] = []
+
+    def tell(walked: int, total: int) -> None:
+        if not task:
+            task.append(bar.add_task(f"site {node}", total=total))
+        bar.update(task[0], completed=walked)
+
+    with vault(config, as_json, node=node) as d, errors(as_json), bar:
+        out = run_reindex(d, batch=batch, progress=tell)
+    if as_json:
+        emit_json(out.to_dict())
+    else:
+        console.print(
+            f"{node}: {out.indexed} records given {out.entries} search entries, "
+            f"{out.current} had them already ({out.records} records walked)"
+        )
+        if out.unreadable:
+            console.print(
+                f"[red]{len(out.unreadable)} records do not open[/] (erased meanwhile, or altered)"
+            )
+    if not out.done:
         raise typer.Exit(ExitCode.CHECK_FAILED)

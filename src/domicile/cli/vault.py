@@ -505,11 +505,28 @@ def register(app: typer.Typer) -> None:
             "--require-witnessed",
             help="Fail (exit 1) when some entries are not yet covered by a witnessed head.",
         ),
+        deployment: bool = typer.Option(
+            False,
+            "--deployment",
+            help="Every node's log, each verified by its own node, asked over the node channel (with --node).",
+        ),
+        node: str | None = typer.Option(
+            None,
+            "--node",
+            metavar="SITE",
+            help="With --deployment: the node that asks (this host's).",
+        ),
         config: str | None = ConfigOpt,
         as_json: bool = JsonOpt,
     ) -> None:
         """Verify each site's audit log against its signed heads, its witnesses (the other
-        sites) and a heads file; name what was found and where. Writes nothing."""
+        sites) and a heads file; name what was found and where. Writes nothing. With
+        --deployment --node SITE: node SITE asks every other node to verify its own log
+        and checks each signed answer against the heads it witnessed (exit 4 when a node
+        does not answer, 1 when a log does not verify)."""
+        if deployment or node is not None:
+            _verify_deployment(deployment, node, site, heads, require_witnessed, config, as_json)
+            return
         with vault(config, as_json, read_only=True) as d, errors(as_json):
             reports = d.verify_audit(site, heads=heads)
         ok = all(r.ok for r in reports)
@@ -525,6 +542,63 @@ def register(app: typer.Typer) -> None:
         _show(data, as_json, human)
         if not ok or (require_witnessed and not whole):
             raise typer.Exit(1)
+
+    def _verify_deployment(
+        deployment: bool,
+        node: str | None,
+        site: str | None,
+        heads: str | None,
+        require_witnessed: bool,
+        config: str | None,
+        as_json: bool,
+    ) -> None:
+        from domicile.federation.verify import verify_deployment
+
+        with errors(as_json):
+            if not deployment or node is None:
+                raise BadInput(
+                    "--deployment and --node go together: the node that asks the others",
+                    hint="domicile audit verify --deployment --node SITE",
+                )
+            if site is not None or heads is not None:
+                raise BadInput(
+                    "--site and --heads check logs in one process; --deployment asks the nodes",
+                    hint="leave them out, or leave out --deployment and --node",
+                )
+        with vault(config, as_json, read_only=True, node=node) as d, errors(as_json):
+            out = verify_deployment(d)
+        data = out.to_dict()
+        whole = all(n.report is not None and n.report.get("unwitnessed") == 0 for n in out.nodes)
+
+        def human() -> None:
+            table = Table(title=f"Audit logs of the deployment, as node {out.asked_by} asked")
+            for col in ("node", "result", "entries", "witnessed", "checked here"):
+                table.add_column(col)
+            for n in out.nodes:
+                r = n.report or {}
+                state = "[green]ok[/]" if n.ok else "[red]FAILED[/]"
+                table.add_row(
+                    n.node, f"{state} {r.get('status', '')}", str(r.get("entries", "-")),
+                    str(r.get("witnessed", "-")), escape("; ".join(n.checked)) or "-",
+                )  # fmt: skip
+            for sid in out.unavailable:
+                table.add_row(sid, "[red]unavailable[/]", "-", "-", "did not answer")
+            console.print(table)
+            for n in out.nodes:
+                first = (n.report or {}).get("first_bad")
+                for p in [*n.problems, *([first["problem"]] if first else [])]:
+                    console.print(f"[red]{n.node}[/]: {escape(p)}", soft_wrap=True)
+            if out.unavailable:
+                console.print(
+                    f"[red]not verified[/]: {', '.join(out.unavailable)} did not answer; "
+                    "run again when they are back"
+                )
+
+        _show(data, as_json, human)
+        if out.unavailable:
+            raise typer.Exit(ExitCode.UNAVAILABLE)
+        if not out.ok or (require_witnessed and not whole):
+            raise typer.Exit(ExitCode.CHECK_FAILED)
 
     @audit_app.command("witness")
     def audit_witness(

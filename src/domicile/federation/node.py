@@ -56,8 +56,8 @@ from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, 
 from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
 from domicile.rights.service import RECORD_OPERATION
-from domicile.stores.base import SiteUnavailable, VersionConflict
-from domicile.vault.core import IDENTITY, new_ids
+from domicile.stores.base import SiteUnavailable, StoreTransaction, VersionConflict
+from domicile.vault.core import IDENTITY, PENDING_REPLY, PendingReply, keep_reply, new_ids
 from domicile.vault.errors import InvalidToken, PolicyRefused
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
@@ -69,28 +69,41 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 OPERATIONS = (
     "get", "put", "find", "update", "delete", "erase", "subject", "request_step", "replica",
-    "witness", "prove", "primaries",
+    "witness", "prove", "primaries", "verify",
 )  # fmt: skip
 # A subject's request (rights/): the record operation each kind's purpose stands for, which
 # is what a peer's caller needs at the subject's home node.
 RIGHTS_OPERATION = RECORD_OPERATION
 _WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
-NODE_OPERATIONS = ("replica", "witness", "prove", "primaries")  # the peer's own, for no caller
+# The peer node's own operations, for no caller.
+NODE_OPERATIONS = ("replica", "witness", "prove", "primaries", "verify")
 
 
 WITNESS_LIMIT = 60  # heads a peer may send to witness per interval (one in 10 s on average)
 WITNESS_INTERVAL = 600.0  # seconds
 
 
-class WitnessRateLimited(RateLimited):
-    """A peer sent more heads to witness than a node records in an interval."""
+VERIFY_LIMIT = 10  # verifications of its whole log a peer may ask per interval
+VERIFY_INTERVAL = 600.0  # seconds
 
-    def __init__(self, peer: str, limit: int, interval: float, wait: float) -> None:
+
+class WitnessRateLimited(RateLimited):
+    """A peer sent more heads to witness than a node records in an interval, or asked
+    for more verifications of its log than it answers (``op``)."""
+
+    def __init__(
+        self, peer: str, limit: int, interval: float, wait: float, *, op: str = "witness"
+    ) -> None:
+        if op == "witness":
+            what, hint = (
+                "heads to witness",
+                "sign and send heads less often; they are witnessed again in the next interval",
+            )
+        else:
+            what, hint = "asks to verify this node's log", "ask again in the next interval"
         DomicileError.__init__(
-            self,
-            f"node {peer!r} sent more than {limit} heads to witness in {interval:g} s",
-            hint="sign and send heads less often; they are witnessed again in the next interval",
+            self, f"node {peer!r} sent more than {limit} {what} in {interval:g} s", hint=hint
         )
         self.retry_after = max(1, math.ceil(wait))
 
@@ -135,6 +148,18 @@ def put_from_wire(d: Mapping[str, Any]) -> PutResult:
         d["token"], d["site"], d["country"], decision_from_dict(d["decision"]),
         d["subject_is_new"], dict(d["join_tokens"]),
     )  # fmt: skip
+
+
+def answer_of(op: str, result: Any) -> dict[str, Any]:
+    """A call's answer on the wire from the vault's result: as ``answer_peer`` answers
+    it, and as a write keeps it in its own transaction (``Replies``)."""
+    if op == "put":
+        return {"records": [put_to_wire(r) for r in result]}
+    if op == "update":
+        return (
+            {"record": read_to_wire(result)} if isinstance(result, ReadResult) else result.to_dict()
+        )
+    return dict(result)
 
 
 def parsed(
@@ -245,7 +270,11 @@ class FederatedDomicile(Domicile):
         self.witness_limit = WITNESS_LIMIT
         self.witness_interval = WITNESS_INTERVAL
         self.witness_clock: Callable[[], float] = time.monotonic
-        self._witness_windows: dict[str, list[Any]] = {}  # peer: [start, count, audited]
+        # The same for a peer's asks to verify this node's whole log (a walk of all of it).
+        self.verify_limit = VERIFY_LIMIT
+        self.verify_interval = VERIFY_INTERVAL
+        # (op, peer): [start, count, audited]
+        self._witness_windows: dict[tuple[str, str], list[Any]] = {}
         self._witness_lock = threading.Lock()
 
     # -- the caller a peer relays
@@ -492,8 +521,11 @@ class FederatedDomicile(Domicile):
                 requester=requester.id, client=access.client,
                 detail=_plain_detail(body.get("detail")), at=self.clock().isoformat(),
             )  # fmt: skip
-            rows = self.ledger(node).append_now(store, [event])
-            return {"site": node, "seq": rows[0].seq}
+            with store.transaction() as tx:
+                rows = self.ledger(node).append(tx, [event])
+                answer = {"site": node, "seq": rows[0].seq}
+                keep_reply(tx, node, answer)
+            return answer
         if step not in ("holdings", "erased"):
             raise BadInput("step: holdings, erased or record")
         subjects = body.get("subjects")
@@ -761,29 +793,35 @@ class FederatedDomicile(Domicile):
         )  # fmt: skip
         return result.to_dict()
 
-    def _witness_allowance(self, peer: str) -> None:
-        """Count one head from ``peer`` in its current interval, or refuse it
-        (``WitnessRateLimited``, 429) when the interval's allowance is spent; the first
-        refusal of an interval is audited, the others only counted."""
+    def _witness_allowance(self, peer: str, op: str = "witness") -> None:
+        """Count one head from ``peer`` (``op`` witness; or one ask to verify, ``op``
+        verify) in its current interval, or refuse it (``WitnessRateLimited``, 429) when
+        the interval's allowance is spent; the first refusal of an interval is audited,
+        the others only counted."""
+        limit, interval = (
+            (self.witness_limit, self.witness_interval)
+            if op == "witness"
+            else (self.verify_limit, self.verify_interval)
+        )
         with self._witness_lock:
             now = self.witness_clock()
-            window = self._witness_windows.get(peer)
-            if window is None or now - window[0] >= self.witness_interval:
-                window = self._witness_windows[peer] = [now, 0, False]
-            if window[1] < self.witness_limit:
+            window = self._witness_windows.get((op, peer))
+            if window is None or now - window[0] >= interval:
+                window = self._witness_windows[(op, peer)] = [now, 0, False]
+            if window[1] < limit:
                 window[1] += 1
                 return
             audit, window[2] = not window[2], True
-            wait = window[0] + self.witness_interval - now
+            wait = window[0] + interval - now
         if audit:
             self._audit_refusal(
                 AuditEvent(
                     action="refuse", site="", requester=peer, client=f"node:{peer}",
-                    detail={"operation": "node_witness", "reason": "rate_limited",
-                            "limit": self.witness_limit, "interval": self.witness_interval},
+                    detail={"operation": f"node_{op}", "reason": "rate_limited",
+                            "limit": limit, "interval": interval},
                 )
             )  # fmt: skip
-        raise WitnessRateLimited(peer, self.witness_limit, self.witness_interval, wait)
+        raise WitnessRateLimited(peer, limit, interval, wait, op=op)
 
     def _prove(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """A consistency proof between two sizes of this node's log (asked by a witness)."""
@@ -863,6 +901,11 @@ class FederatedDomicile(Domicile):
             return self._witness_peer(peer, body)
         if op == "primaries":
             return self._primaries_for(peer, body)
+        if op == "verify":
+            from domicile.federation.verify import answer
+
+            self._witness_allowance(peer, "verify")
+            return answer(self, peer, body)
         return self._prove(body)
 
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -912,7 +955,7 @@ class FederatedDomicile(Domicile):
             return {"record": read_to_wire(self.get(text("token"), purpose=purpose, access=access))}
         if op == "update":
             r = self.update(text("token"), fields=mapping("fields"), purpose=purpose, access=access)
-            return {"record": read_to_wire(r)} if isinstance(r, ReadResult) else r.to_dict()
+            return answer_of(op, r)
         if op == "delete":
             return self.delete(text("token"), purpose=purpose, access=access)
         if op == "erase":
@@ -938,7 +981,7 @@ class FederatedDomicile(Domicile):
         results = self.put_many(
             text("collection"), items, purpose=purpose, access=access, record_ids=ids
         )
-        return {"records": [put_to_wire(r) for r in results]}
+        return answer_of(op, results)
 
 
 def _search_digests(raw: Any) -> dict[str, bytes]:
@@ -1099,17 +1142,30 @@ class Replies:
                     hit = self._seen.get(slot)
                 if hit is not None:
                     return hit[1], hit[2]
+                pending: PendingReply | None = None
                 if self.persist is not None:  # answered before this process started?
                     kept = self.persist.get(peer, op, key)
                     if kept is not None:
                         return kept
-                status, answer = work()
+                    pending = self.persist.pending(peer, op, key)
+                # The write keeps its answer in its own transaction (``pending``): a crash
+                # after it committed leaves the answer for the retry, never a write without
+                # one.
+                context = PENDING_REPLY.set(pending)
+                try:
+                    status, answer = work()
+                finally:
+                    PENDING_REPLY.reset(context)
                 if status < 500:  # a site that was down may answer a retry
                     with self._lock:
                         self._seen[slot] = (self.clock(), status, answer)
                         while len(self._seen) > self.most:
                             self._seen.popitem(last=False)
-                    if self.persist is not None:
+                    # What wrote nothing (a refusal, an operation that had no write to
+                    # carry its answer) is kept on its own: a crash before it loses nothing.
+                    if self.persist is not None and not (
+                        status == 200 and pending and pending.kept
+                    ):
                         self.persist.put(peer, op, key, status, answer)
                 return status, answer
         finally:
@@ -1152,17 +1208,31 @@ class StoredReplies:
             return None
         return row[0], orjson.loads(row[1])
 
+    def keep_in(
+        self, tx: StoreTransaction, peer: str, op: str, key: str, status: int,
+        answer: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Keep an answer in ``tx``: the write's own transaction, or one of its own."""
+        kept = without_values(op, answer)
+        now = self.clock()
+        tx.keep_reply(
+            peer, op, self._digest(key), status, orjson.dumps(kept).decode(), now + self.keep, now
+        )
+
+    def pending(self, peer: str, op: str, key: str) -> PendingReply:
+        """The answer of this call, for its write to keep in its own transaction."""
+        node = self.vault.node
+        assert node is not None
+        return PendingReply(
+            node, lambda tx, result: self.keep_in(tx, peer, op, key, 200, answer_of(op, result))
+        )
+
     def put(self, peer: str, op: str, key: str, status: int, answer: dict[str, Any]) -> None:
         node = self.vault.node
         assert node is not None
-        kept = without_values(op, answer)
-        now = self.clock()
         try:
             with self.vault.store(node).transaction() as tx:
-                tx.keep_reply(
-                    peer, op, self._digest(key), status, orjson.dumps(kept).decode(),
-                    now + self.keep, now,
-                )  # fmt: skip
+                self.keep_in(tx, peer, op, key, status, answer)
         except SiteUnavailable:
             self.vault.forget_store(node)
 

@@ -8,7 +8,7 @@ refused and audited, whatever its headers say.
 
 - ``POST /v1/node/{op}``: ``FederatedDomicile.answer_peer`` (get, put, find, update,
   delete, erase, subject and request_step: a subject's request; and the peer node's own
-  replica, witness, prove, primaries); errors are the typed error documents ``raise_from_wire`` reads back.
+  replica, witness, prove, primaries, verify: its own log verified, signed); errors are the typed error documents ``raise_from_wire`` reads back.
 - ``GET /v1/node/ping``: which node this is (the channel checks it reached the node it
   meant to, and a node checks its peers answer before it writes anything).
 """

@@ -606,6 +606,11 @@ class SiteStore(ABC):
     def lookup(self, digest: bytes) -> list[str]:
         """Record ids with an index entry of ``digest``."""
 
+    @abstractmethod
+    def digests_of(self, record_ids: Sequence[str]) -> dict[str, set[bytes]]:
+        """The index entries kept for each of these records (a record with none is left
+        out): what a rebuild of index entries compares with, to add only what is missing."""
+
     def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         """For each digest found in the index, the subject id of a record that carries it.
         Backends override this with one query."""

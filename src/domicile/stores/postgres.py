@@ -1311,6 +1311,18 @@ class PostgresSiteStore(SiteStore):
         rows = self._read("SELECT record_id FROM digests WHERE digest = %s", (digest,))
         return [str(r[0]) for r in rows]
 
+    def digests_of(self, record_ids: Sequence[str]) -> dict[str, set[bytes]]:
+        if not record_ids:
+            return {}
+        rows = self._read(
+            "SELECT record_id, digest FROM digests WHERE record_id = ANY(%s)",
+            (list(dict.fromkeys(record_ids)),),
+        )
+        out: dict[str, set[bytes]] = {}
+        for rid, d in rows:
+            out.setdefault(str(rid), set()).add(bytes(d))
+        return out
+
     def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         if not digests:
             return {}

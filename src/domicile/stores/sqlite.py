@@ -711,6 +711,19 @@ class SqliteSiteStore(SiteStore):
         rows = self._read("SELECT record_id FROM digests WHERE digest = ?", (digest,))
         return [str(r[0]) for r in rows]
 
+    def digests_of(self, record_ids: Sequence[str]) -> dict[str, set[bytes]]:
+        out: dict[str, set[bytes]] = {}
+        unique = list(dict.fromkeys(record_ids))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT record_id, digest FROM digests WHERE record_id IN ({marks})", tuple(chunk)
+            )
+            for rid, d in rows:
+                out.setdefault(str(rid), set()).add(bytes(d))
+        return out
+
     def subjects_for(self, digests: Sequence[bytes]) -> dict[bytes, str]:
         out: dict[bytes, str] = {}
         unique = list(dict.fromkeys(digests))

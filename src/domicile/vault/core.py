@@ -50,7 +50,13 @@ from domicile.stores import (
     open_key_store,
     open_site_store,
 )
-from domicile.stores.base import AuditRow, SiteUnavailable, SubjectBlock, TransferCount
+from domicile.stores.base import (
+    AuditRow,
+    SiteUnavailable,
+    StoreTransaction,
+    SubjectBlock,
+    TransferCount,
+)
 from domicile.vault import values
 from domicile.vault.errors import NotFound, SubjectBlocked
 from domicile.vault.sealing import RESIDENCY_FIELD, canonical, open_body
@@ -184,6 +190,39 @@ def rights_step(request: str, kind: str, purpose: str) -> Iterator[None]:
         yield
     finally:
         RIGHTS_STEP.reset(token)
+
+
+@dataclass
+class PendingReply:
+    """A peer's writing call being answered at node ``site`` (``federation.node.Replies``):
+    the write keeps the call's answer in its own transaction (``keep(tx, result)``, from
+    the operation's result), so a retry after a crash finds either the answer or nothing
+    written. ``kept`` says that a transaction did (it is final once the write returned)."""
+
+    site: str
+    keep: Callable[[StoreTransaction, Any], None]
+    kept: bool = False
+
+    def keep_in(self, tx: StoreTransaction, result: Any) -> None:
+        self.keep(tx, result)
+        self.kept = True
+
+
+PENDING_REPLY: ContextVar[PendingReply | None] = ContextVar("domicile_reply", default=None)
+
+
+def pending_reply(site_id: str) -> PendingReply | None:
+    """The reply a write at ``site_id`` in this context keeps with itself, if any."""
+    pending = PENDING_REPLY.get()
+    return pending if pending is not None and pending.site == site_id else None
+
+
+def keep_reply(tx: StoreTransaction, site_id: str, result: Any) -> None:
+    """Keep the answer of the peer's call under way (if any) in ``tx``, the transaction of
+    its write at ``site_id``."""
+    pending = pending_reply(site_id)
+    if pending is not None:
+        pending.keep_in(tx, result)
 
 
 _OPERATION_WORDS = {

@@ -20,6 +20,7 @@ from domicile.stores import (
 from domicile.vault.core import (
     VaultCore,
     check_purpose,
+    keep_reply,
 )
 
 # Seconds a key rotation waits before its second pass: longer than any writer takes between
@@ -60,6 +61,13 @@ class Erasure(VaultCore):
         store = self.store(site.id)
         # Every site that may hold copies forgets the subject too: its copies and its key.
         copy_sites = sorted(self._copy_sites - {site.id})
+
+        def answer(removed: int, deleted: list[str], pending: list[str]) -> dict[str, Any]:
+            return {
+                "erased": True, "site": site.id, "country": site.country, "records": removed,
+                "key_destroyed": True, "copies": {"deleted": deleted, "pending": pending},
+            }  # fmt: skip
+
         with store.transaction() as tx:
             # After every write already holding the subject; later ones see it erased.
             removed = tx.erase_subject(subject, self.clock().isoformat())
@@ -74,17 +82,13 @@ class Erasure(VaultCore):
                     )
                 ],
             )  # fmt: skip
+            # A peer's retry after a crash gets this answer: every copy site pending (the
+            # outbox items just queued reach them if the erasure below does not).
+            keep_reply(tx, site.id, answer(removed, [], copy_sites))
         from domicile.vault.replication import erase_copies  # the worker's module uses ours
 
         deleted, pending = erase_copies(self, site, subject, copy_sites, access, purpose)
-        return {
-            "erased": True,
-            "site": site.id,
-            "country": site.country,
-            "records": removed,
-            "key_destroyed": True,
-            "copies": {"deleted": deleted, "pending": pending},
-        }
+        return answer(removed, deleted, pending)
 
     def erase_records(
         self,

@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -53,7 +54,9 @@ from domicile.vault.core import (
     IDENTITY,
     _Shape,
     check_purpose,
+    keep_reply,
     new_ids,
+    pending_reply,
     residency_text,
 )
 from domicile.vault.errors import PolicyRefused
@@ -73,6 +76,9 @@ class _Write:
     entries: list[IndexEntry]
     outbox: list[tuple[str, str, str, str]]
     events: list[AuditEvent]
+    # The answer of a peer's call that this write carries out, kept in the same
+    # transaction (``core.PendingReply``): the group commit may run on another thread.
+    reply: Callable[[StoreTransaction], None] | None = None
 
     def run(self, tx: StoreTransaction, ledger: AuditLedger) -> None:
         if self.held and tx.hold_subjects(sorted(self.held)):
@@ -87,6 +93,8 @@ class _Write:
                 self.records, self.entries, self.outbox, payloads
             ),
         )
+        if self.reply is not None:
+            self.reply(tx)
 
 
 def _commit_writes(
@@ -523,8 +531,13 @@ class Writing(Reading):
             )
             for decision, shape, rec_ids, sub_ids in written.values()
         ]  # fmt: skip
+        reply = None
+        pending = pending_reply(site_id)
+        if pending is not None:  # a peer's put: its answer, the results in order
+            answer = [results[i] for i in sorted(results)]
+            reply = partial(pending.keep_in, result=answer)
         try:
-            self.commit_write(site_id, _Write(held, records, entries, outbox, events))
+            self.commit_write(site_id, _Write(held, records, entries, outbox, events, reply))
         except SiteUnavailable:
             self._drop(site_id)
             raise
@@ -560,11 +573,34 @@ class Writing(Reading):
             if identity is not None:
                 idents.append(indexer.digest(IDENTITY, identity, norm))
             if self.federated:  # the same values, found by search digests from other nodes
-                key = self._search_key
-                own.append(indexer.of_search(search_digest(key, collection, name, norm)))
-                if identity is not None:
-                    own.append(indexer.of_search(search_digest(key, IDENTITY, identity, norm)))
+                own += self._searched_as(indexer, collection, name, identity, norm)
         return own, idents
+
+    def _searched_as(
+        self, indexer: BlindIndexer, collection: str, name: str, identity: str | None, norm: str
+    ) -> list[bytes]:
+        """The index entries by which other nodes find a value: its search digests
+        (``crypto/blind.py``), keyed again with the site's index key."""
+        key = self._search_key
+        out = [indexer.of_search(search_digest(key, collection, name, norm))]
+        if identity is not None:
+            out.append(indexer.of_search(search_digest(key, IDENTITY, identity, norm)))
+        return out
+
+    def search_entries(self, site_id: str, rec: StoredRecord) -> list[bytes]:
+        """The search entries of a record at ``site_id``, opened with its subject's key,
+        as a write in a federated deployment makes them (``federation reindex`` adds them
+        to records written before). Raises ``KeyDestroyed`` for an erased subject."""
+        collection = rec.collection
+        coll = self.collection(collection)
+        indexer = self._indexers[site_id]
+        _, fields = self._open_record(self._sites[site_id], rec)
+        known = {k: v for k, v in fields.items() if k in coll.fields and v is not None}
+        out: list[bytes] = []
+        for name, spec, identity in self._shape(collection, coll, tuple(known)).indexed:
+            norm = values.normalize(name, spec, known[name])
+            out += self._searched_as(indexer, collection, name, identity, norm)
+        return out
 
     def _join_tokens(
         self, collection: str, coll: Collection, fields: Mapping[str, Any]
@@ -681,9 +717,13 @@ class Writing(Reading):
                     c = shown.count
                     tx.count_transfer(c.year, c.to_country, c.subject_id, c.sensitive)
             self._ledgers[site.id].append_payloads(tx, payloads)
-        if shown is None or shown.result is None:
-            return WriteResult(token, new.version)
-        return shown.result
+            result: ReadResult | WriteResult = (
+                WriteResult(token, new.version)
+                if shown is None or shown.result is None
+                else shown.result
+            )
+            keep_reply(tx, site.id, result)
+        return result
 
     def delete(
         self,
@@ -714,4 +754,6 @@ class Writing(Reading):
                 ]
             )
             self._ledgers[site.id].append(tx, [self._event("delete", site, rec, purpose, access)])
-        return {"deleted": True, "site": site.id, "records": 1}
+            answer = {"deleted": True, "site": site.id, "records": 1}
+            keep_reply(tx, site.id, answer)
+        return answer
