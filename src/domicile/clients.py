@@ -24,7 +24,10 @@ Scopes:
   ``rights:read``, ``rights:write`` (subjects' requests: ``rights:write`` opens and
   fulfils them, reading, correcting and erasing the subject's data, within the client's
   site, collection and purpose scopes: see ``domicile.rights.service.authorize_request``),
-  ``subjects:attest`` (a proof of where a subject's data is held, ``domicile.attest``);
+  ``subjects:attest`` (a proof of where a subject's data is held, ``domicile.attest``),
+  ``retention:read`` and ``retention:run`` (the retention plan, and the run that
+  destroys what is due, within the client's site, collection and purpose scopes: see
+  ``domicile.retention.service.authorize``);
 - constraints: ``site:ID`` (the sites the client acts from: reads are decided as from that
   site, so a US client reads a Russian subject's data only through a permitted transfer),
   ``collection:NAME`` and ``purpose:NAME`` (``*`` for any);
@@ -58,7 +61,7 @@ OPERATIONS = (
     "records:write", "records:read", "records:delete", "records:erase", "records:export",
     "filings:read", "filings:write", "transfers:read", "parity:read", "audit:read",
     "policy:read", "sites:read", "metrics:read", "rights:read", "rights:write",
-    "subjects:attest",
+    "subjects:attest", "retention:read", "retention:run",
 )  # fmt: skip
 CONSTRAINTS = ("site:", "collection:", "purpose:")
 FORMAT = 1

@@ -41,6 +41,13 @@ def test_plan_and_dry_run_write_nothing_then_run(world: World, tmp_path: Path) -
     assert {(r["collection"], r["site"]): r["due"]["erase"] for r in plan["collections"]} == {
         ("invoices", "us"): 0, ("profiles", "us"): 1, ("profiles", "ru"): 1,
     }  # fmt: skip
+    code, out, err = cli("retention", "plan", "--config", cfg, "--json", "--site", "ru")
+    assert [(r["collection"], r["site"]) for r in json.loads(out)["collections"]] == [
+        ("profiles", "ru")
+    ]
+    code, out, err = cli("retention", "run", "--dry-run", "--config", cfg, "--site", "mars")
+    assert code == 2
+    assert "no configured site is named 'mars'" in err
     code, out, err = cli("retention", "plan", "--config", cfg)
     assert code == 0
     assert HOLD in out

@@ -105,6 +105,12 @@ REQUIRED: dict[tuple[str, str], Required | None] = {
     ("POST", "/v1/rights/{request_id}/lift"): Required(
         ("rights:write",), RIGHTS, purpose="subject_restriction", hidden=True
     ),
+    # The collections with a retention need their scopes too (the deployment here has none:
+    # tests/retention/test_http.py).
+    ("GET", "/v1/retention/plan"): Required(("retention:read",), frozenset({SITE})),
+    ("POST", "/v1/retention/run"): Required(
+        ("retention:run",), frozenset({SITE, PURPOSE}), purpose="retention"
+    ),
     ("POST", V2): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/batchWrite"): Required(("records:write",), INCOUNTRY),
     ("POST", V2 + "/find"): Required(("records:read",), INCOUNTRY),
@@ -298,6 +304,10 @@ def _native(world: World, method: str, path: str) -> Request:
         case ("POST", "/v1/rights/{request_id}/lift"):
             return method, f"/v1/rights/{world.restriction()}/lift", {
                 "json": {"reason": "accuracy checked"}}  # fmt: skip
+        case ("GET", "/v1/retention/plan"):
+            return method, path, {"params": {"site": "ru"}}
+        case ("POST", "/v1/retention/run"):
+            return method, path, {"json": {"sites": ["ru"]}}
         case ("GET", "/v1/audit/proof"):
             world.profile()
             world.vault.witness()  # entry 1 under a signed head

@@ -33,11 +33,17 @@ def _as_of(value: str | None) -> dt.datetime | None:
     return dt.datetime.combine(day, dt.time(), dt.UTC)
 
 
+SiteOpt = typer.Option(
+    None, "--site", help="Only this site (repeat for several; default: every site)."
+)
+
+
 @retention_app.command("plan")
 def plan_cmd(
     as_of: str | None = typer.Option(
         None, "--as-of", help="Plan as of this date (YYYY-MM-DD) instead of now."
     ),
+    site: list[str] | None = SiteOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -49,7 +55,7 @@ def plan_cmd(
     with errors(as_json):
         when = _as_of(as_of)
     with vault(config, as_json, read_only=True) as d, errors(as_json):
-        out = plan(d, now=when)
+        out = plan(d, now=when, sites=site or None)
     if as_json:
         emit_json(out)
         _unavailable(out)
@@ -87,6 +93,7 @@ def run_cmd(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Only say what would be destroyed; write nothing."
     ),
+    site: list[str] | None = SiteOpt,
     config: str | None = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -95,7 +102,7 @@ def run_cmd(
     where a legal hold keeps the rest. Every destruction is audited, and the run ends
     with a signed act of destruction (RKN Order 179), kept in DATA_DIR/retention.json.
     Safe to stop and run again: nothing is destroyed twice, and an act a stopped run did
-    not make is made by the next."""
+    not make is made by the next. With --site, only those sites (and their act)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from domicile.retention import run
@@ -112,7 +119,7 @@ def run_cmd(
         bar.update(tasks[site], description=f"{site}: {done} records destroyed")
 
     with bar, vault(config, as_json, read_only=dry_run) as d, errors(as_json):
-        out = run(d, dry_run=dry_run, progress=progress)
+        out = run(d, dry_run=dry_run, progress=progress, sites=site or None)
     if as_json:
         emit_json(out)
         _unavailable(out)

@@ -521,8 +521,11 @@ def public_site(site: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Subjects' requests (``/v1/rights``) live in their own module; their routes are these
-# routes (added as they are: the gate and the route labels list this router's routes).
+# Subjects' requests (``/v1/rights``) and retention (``/v1/retention``) live in their own
+# modules; their routes are these routes (added as they are: the gate and the route labels
+# list this router's routes).
+from domicile.http.retention import router as _retention  # noqa: E402
 from domicile.http.rights import router as _rights  # noqa: E402
 
 router.routes.extend(_rights.routes)
+router.routes.extend(_retention.routes)

@@ -437,10 +437,13 @@ def harden(
                 elif name == "collection" and where == "path":
                     new = {"type": "string", "enum": sorted(config.model.collections)}
                 elif name in ("as_site", "site") and where == "query":
-                    new = site
+                    # A repeatable site (``?site=ru&site=de``) is a list of them.
+                    old = param.get("schema", {})
+                    kinds = [s.get("type") for s in [old, *old.get("anyOf", [])]]
+                    new = {"type": "array", "items": site} if "array" in kinds else site
                 elif name == "name" and path.startswith("/v1/filings/"):
                     new = filing
-                elif name in ("since", "due_before"):
+                elif name in ("since", "due_before", "as_of"):
                     new = DAY
                 elif name == "to" and path == "/v1/transfers":
                     new = country_schema()
@@ -478,6 +481,10 @@ def harden(
         corrected = fields_schema(config, required=False)
         corrected.pop("minProperties")
         schemas["RightsFulfilBody"]["properties"]["fields"] = corrected
+    if "RetentionRunBody" in schemas:
+        sites = schemas["RetentionRunBody"]["properties"]["sites"]
+        sites["anyOf"][0]["items"] = dict(site)
+        sites["anyOf"][0]["uniqueItems"] = True
     if "FilingBody" in schemas:
         schemas["FilingBody"]["properties"]["name"] = filing
         schemas["FilingBody"]["properties"]["date"] = DAY

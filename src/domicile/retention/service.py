@@ -33,15 +33,16 @@ import datetime as dt
 import json
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.config import Collection
 from domicile.crypto.errors import KeyDestroyed
-from domicile.errors import DomicileError, ExitCode
+from domicile.errors import BadInput, DomicileError, ExitCode
 from domicile.files import lock_file, write_private_json
 from domicile.stores import IndexEntry, StoredRecord
 from domicile.stores.base import SiteUnavailable, VersionConflict
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from domicile.vault import Domicile
 
 PURPOSE = "retention"
+READ, RUN = "retention:read", "retention:run"  # the clients' scopes (``domicile.clients``)
 PAGE = 500
 BATCH = 25  # records per transaction: a stopped run redoes at most this many
 FORMAT = 1
@@ -160,6 +162,38 @@ def assess(
     return Verdict("held" if stopped else "keep", (), tuple(sorted(stopped)), nxt)
 
 
+def authorize(
+    vault: Domicile, access: Access, operation: str, sites: Sequence[str] | None = None
+) -> list[Site]:
+    """The check of a plan (``retention:read``) or a run (``retention:run``) by a caller,
+    through ``Domicile.authorize`` (each refusal audited where the request arrived); the
+    sites it covers, in the configuration's order: ``sites``, or every site.
+
+    The caller needs the operation; the scope of every site covered (``site:ID``: a
+    client limited to some sites names them); the scope of every collection with a
+    retention, since a plan counts them and a run destroys in each; and, to run, the
+    purpose ``retention`` its audit entries carry. The CLI's operator has every right."""
+    vault.authorize(access, operation)
+    chosen = list(vault.config.sites)
+    if sites is not None:
+        known = {s.id for s in chosen}
+        unknown = sorted(set(sites) - known)
+        if unknown or not sites:
+            raise BadInput(
+                f"no configured site is named {unknown[0]!r}" if unknown else "no site named",
+                hint=f"name sites of the configuration ({', '.join(sorted(known))}), or none"
+                " for every site",
+            )
+        chosen = [s for s in chosen if s.id in set(sites)]
+    for site in chosen:
+        vault.authorize(access, operation, site=site.id)
+    for name in sorted(_governed(vault.config)):
+        vault.authorize(access, operation, collection=name)
+    if operation == RUN:
+        vault.authorize(access, operation, purpose=PURPOSE)
+    return chosen
+
+
 def _governed(config: Config) -> dict[str, Collection]:
     """The collections with a retention of their own or of some field."""
     return {
@@ -225,15 +259,23 @@ def _day(at: dt.datetime | None) -> str | None:
     return at.date().isoformat() if at else None
 
 
-def plan(vault: Domicile, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    """What retention destroys now and later, per collection and site: counts and dates,
-    never values. Reads only."""
+def plan(
+    vault: Domicile,
+    *,
+    now: dt.datetime | None = None,
+    sites: Sequence[str] | None = None,
+    access: Access | None = None,
+) -> dict[str, Any]:
+    """What retention destroys now and later, per collection and site (``sites``, else
+    every site), for ``access`` (default: the operator; see ``authorize``): counts and
+    dates, never values. Reads only."""
+    chosen = authorize(vault, access or vault.operator, READ, sites)
     now = now or vault.clock()
     governed = _governed(vault.config)
     rows = []
     unavailable = []
     last_read = _last_reads(vault, governed)
-    for site in vault.config.sites:
+    for site in chosen:
         per: dict[str, dict[str, Any]] = {}
         try:
             walked = list(_walk(vault, site, governed, now, last_read))
@@ -335,7 +377,14 @@ def _rule(coll: Collection, fields: tuple[str, ...] = ()) -> str:
     return f"{ret.keep} after {ret.after}" if ret else "field retention"
 
 
-def _strip(vault: Domicile, site: Site, rec: StoredRecord, v: Verdict, coll: Collection) -> None:
+def _strip(
+    vault: Domicile,
+    site: Site,
+    rec: StoredRecord,
+    v: Verdict,
+    coll: Collection,
+    client: str | None,
+) -> None:
     """Seal the record again without ``v.fields`` (its version moves on, its ``updated_at``
     stays), re-index it and replace its copies; one audit entry, in the same transaction."""
     residency, current = vault._open_record(site, rec)
@@ -351,7 +400,7 @@ def _strip(vault: Domicile, site: Site, rec: StoredRecord, v: Verdict, coll: Col
     event = AuditEvent(
         action="erase", site=site.id, purpose=PURPOSE, collection=rec.collection,
         record=rec.record_id, subject=rec.subject_id, requester=site.id,
-        client=vault.operator.client, fields=v.fields,
+        client=client, fields=v.fields,
         detail={"retention": _rule(coll, v.fields), "records": 0, "key_destroyed": False,
                 "fields_removed": len(v.fields), "categories": categories,
                 "held_by": list(v.held_by)},
@@ -376,37 +425,45 @@ def run(
     now: dt.datetime | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    sites: Sequence[str] | None = None,
+    access: Access | None = None,
 ) -> dict[str, Any]:
-    """Destroy what is due (``dry_run``: only say what would go, writing nothing)."""
-    now = now or vault.clock()
-    governed = _governed(vault.config)
+    """Destroy what is due at ``sites`` (else every site), as ``access`` (default: the
+    operator; see ``authorize``), who is named in every audit entry and in the act
+    (``dry_run``: only say what would go, writing nothing). The CLI and the HTTP API both
+    run it: one path, audited the same way."""
+    caller = access or vault.operator
+    chosen = authorize(vault, caller, RUN, sites)
+    job = _Job(chosen, caller.client, now or vault.clock(), _governed(vault.config))
     path = _state_path(vault.config)
     if dry_run:
-        return _run(vault, governed, now, dry_run=True, progress=progress)
+        return _run(vault, job, dry_run=True, progress=progress)
     with lock_file(path.with_suffix(".lock")):  # one run at a time
         _read_state(path)  # a damaged file stops the run before anything is destroyed
-        out = _run(vault, governed, now, dry_run=False, progress=progress)
-        act = _make_act(vault, path, now)
+        out = _run(vault, job, dry_run=False, progress=progress)
+        act = _make_act(vault, path, job)
     out["act"] = act["act"]["id"] if act else None
     return out
 
 
-def _run(
-    vault: Domicile,
-    governed: dict[str, Collection],
-    now: dt.datetime,
-    *,
-    dry_run: bool,
-    progress: Progress | None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Job:
+    """A run's terms: its sites, the caller named in its audit entries, its time and the
+    collections with a retention."""
+
+    sites: list[Site]
+    client: str | None
+    now: dt.datetime
+    governed: dict[str, Collection]
+
+
+def _run(vault: Domicile, job: _Job, *, dry_run: bool, progress: Progress | None) -> dict[str, Any]:
     sites = []
     unavailable = []
-    last_read = _last_reads(vault, governed)
-    for site in vault.config.sites:
+    last_read = _last_reads(vault, job.governed)
+    for site in job.sites:
         try:
-            summary = _run_site(
-                vault, site, governed, now, last_read, dry_run=dry_run, progress=progress
-            )
+            summary = _run_site(vault, site, job, last_read, dry_run=dry_run, progress=progress)
         except SiteUnavailable:
             vault._drop(site.id)
             unavailable.append(site.id)
@@ -415,7 +472,7 @@ def _run(
             sites.append(summary)
     return {
         "dry_run": dry_run,
-        "as_of": now.isoformat(),
+        "as_of": job.now.isoformat(),
         "sites": sites,
         "unavailable": unavailable,
         "act": None,
@@ -425,17 +482,17 @@ def _run(
 def _run_site(
     vault: Domicile,
     site: Site,
-    governed: dict[str, Collection],
-    now: dt.datetime,
+    job: _Job,
     last_read: dict[str, dt.datetime],
     *,
     dry_run: bool,
     progress: Progress | None,
 ) -> dict[str, Any] | None:
+    governed = job.governed
     erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]] = defaultdict(list)
     strips: list[tuple[StoredRecord, Verdict]] = []
     held = 0
-    for rec, v in _walk(vault, site, governed, now, last_read):
+    for rec, v in _walk(vault, site, governed, job.now, last_read):
         if v.action == "erase":
             cats = tuple(sorted(set(vault._field_categories(rec).values())))
             erase[(rec.collection, cats)].append(rec)
@@ -472,7 +529,7 @@ def _run_site(
             for i in range(0, len(records), BATCH):
                 result = vault.erase_records(
                     site.id, records[i : i + BATCH], purpose=PURPOSE,
-                    client=vault.operator.client, detail=detail,
+                    client=job.client, detail=detail,
                 )  # fmt: skip
                 keys += result["keys_destroyed"]
                 done += len(records[i : i + BATCH])
@@ -481,7 +538,7 @@ def _run_site(
         for rec, v in strips:
             coll = governed[rec.collection]
             try:
-                _strip(vault, site, rec, v, coll)
+                _strip(vault, site, rec, v, coll, job.client)
                 removed += len(v.fields)
             except VersionConflict:
                 skipped += 1  # changed meanwhile: the next run looks at it again
@@ -490,7 +547,7 @@ def _run_site(
                 # (and a hold was configured since): nothing of it can be read, so the
                 # rows go too, said so in the audit.
                 vault.erase_records(
-                    site.id, [rec], purpose=PURPOSE, client=vault.operator.client,
+                    site.id, [rec], purpose=PURPOSE, client=job.client,
                     detail={"retention": _rule(coll), "unreadable": True,
                             "categories": sorted(set(vault._field_categories(rec).values()))},
                 )  # fmt: skip
@@ -533,15 +590,16 @@ def _restricted(
     }
 
 
-def _make_act(vault: Domicile, path: Path, now: dt.datetime) -> dict[str, Any] | None:
-    """One act for every retention entry of the audit not yet in an act (this run's, and
-    those of a run killed before it made its own), saved with the new marks at once."""
+def _make_act(vault: Domicile, path: Path, job: _Job) -> dict[str, Any] | None:
+    """One act for every retention entry of the run's sites' audit not yet in an act (this
+    run's, and those of a run killed before it made its own), saved with the new marks at
+    once. Other sites' entries wait for a run that covers them."""
     from domicile.rights.acts import destruction_act
 
     state = _read_state(path)
     marks = dict(state["marks"])
     found: list[tuple[str, Any, dict[str, Any]]] = []
-    for site in vault.config.sites:
+    for site in job.sites:
         seen: list[tuple[str, Any, dict[str, Any]]] = []
         last = int(marks.get(site.id, 0))
         try:
@@ -597,13 +655,13 @@ def _make_act(vault: Domicile, path: Path, now: dt.datetime) -> dict[str, Any] |
         {
             "id": run_id,
             "kind": "retention",
-            "received": now.date().isoformat(),
+            "received": job.now.date().isoformat(),
             # When the sites were searched: the audit entries were read just now.
             "subject": {"searched_at": vault.clock().isoformat()},
         },
         destroyed,
         extract,
-        performed_by=vault.operator.client,
+        performed_by=job.client,
         reason="the retention periods of the configuration ended ("
         + "; ".join(sorted(rules))
         + ")",
