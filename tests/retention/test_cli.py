@@ -138,3 +138,27 @@ def test_a_site_down_is_done_later(world: World, tmp_path: Path) -> None:
     code, out, _ = cli("retention", "acts", "--config", cfg, "--json")
     found = json.loads(out)["acts"]
     assert [sorted(s["site"] for s in a["signatures"]) for a in found] == [["us"], ["ru"]]
+
+
+def test_the_plan_names_what_a_restriction_keeps(world: World, tmp_path: Path) -> None:
+    from domicile.rights import fulfil, open_request
+    from domicile.vault import Domicile
+
+    _fill(world)
+    vault = Domicile(world.config, clock=world.clock)
+    req = open_request(
+        vault, "restriction", {"email": "ann@example.com"},
+        checked_by="dpo.kim", verified_how="account_login",
+    )  # fmt: skip
+    fulfil(vault, req["id"])
+    vault.close()
+    cfg = str(tmp_path / "domicile.yaml")
+    code, out, err = cli("retention", "plan", "--config", cfg)
+    assert code == 0, err
+    assert "(1 of them kept by a restriction)" in out
+    assert f"restricted by request {req['id']}" in out
+    assert "Ann" not in out
+    assert "ann@" not in out
+    code, out, err = cli("retention", "plan", "--config", cfg, "--json")
+    [kept] = json.loads(out)["kept"]
+    assert (kept["site"], kept["request"], kept["collections"]) == ("us", req["id"], ["profiles"])

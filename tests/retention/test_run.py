@@ -38,7 +38,9 @@ def test_plan_then_run_with_a_hold(world: World) -> None:
     prof = world.put("profiles", "US", JOHN)
     world.put("notes", "US", {"text": "no retention"})
     out = plan(world.vault, now=world.at(10))
-    assert _row(out, "invoices", "us")["due"] == {"erase": 0, "strip": 0, "fields": 0, "held": 0}
+    assert _row(out, "invoices", "us")["due"] == {
+        "erase": 0, "strip": 0, "fields": 0, "held": 0, "restricted": 0,
+    }  # fmt: skip
     assert _row(out, "invoices", "us")["next"] == "2025-04-02"
     assert out["without_retention"] == ["notes"]
     assert "Miller" not in json.dumps(out)
@@ -47,10 +49,14 @@ def test_plan_then_run_with_a_hold(world: World) -> None:
     world.at(100)  # the invoice's 30 days and the profile's city's 90 days are over
     out = plan(world.vault)
     inv_row = _row(out, "invoices", "us")
-    assert inv_row["due"] == {"erase": 0, "strip": 1, "fields": 1, "held": 1}
+    assert inv_row["due"] == {
+        "erase": 0, "strip": 1, "fields": 1, "held": 1, "restricted": 0,
+    }  # fmt: skip
     assert inv_row["holds"][0]["records_held"] == 1
     assert inv_row["next"] == "2030-03-03"
-    assert _row(out, "profiles", "us")["due"] == {"erase": 0, "strip": 1, "fields": 1, "held": 0}
+    assert _row(out, "profiles", "us")["due"] == {
+        "erase": 0, "strip": 1, "fields": 1, "held": 0, "restricted": 0,
+    }  # fmt: skip
 
     done = run(world.vault)
     assert done["sites"] == [
@@ -139,10 +145,23 @@ def test_a_restricted_subject_is_kept_until_the_restriction_is_lifted(world: Wor
     )  # fmt: skip
     fulfil(world.vault, req["id"])
     world.at(500)  # the profile's year since its last access is over
+    # The plan says the profile is due, and that the restriction keeps it.
+    out = plan(world.vault)
+    due = _row(out, "profiles", "us")["due"]
+    assert (due["erase"], due["restricted"]) == (1, 1)
+    subject = world.record(prof).subject_id
+    [kept] = out["kept"]
+    assert kept["subject"] == subject
+    assert (kept["site"], kept["request"], kept["records"]) == ("us", req["id"], 1)
+    assert kept["collections"] == ["profiles"]
+    assert req["id"] in kept["reason"]
+    assert "John" not in json.dumps(out)
+    assert "john@" not in json.dumps(out)
     [site] = run(world.vault)["sites"]
     assert (site["records_erased"], site["records_restricted"]) == (0, 1)
     assert world.record(prof) is not None
     lift(world.vault, req["id"], reason="the claim was settled")
+    assert plan(world.vault)["kept"] == []
     [site] = run(world.vault)["sites"]
     assert (site["records_erased"], site["records_restricted"]) == (1, 0)
     assert world.record(prof) is None

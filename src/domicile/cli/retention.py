@@ -48,8 +48,9 @@ def plan_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """What retention destroys now and later, per collection and site: counts of records
-    and fields due, records kept by legal holds, the next date and a month-by-month
-    schedule. Never values. Writes nothing."""
+    and fields due, records kept by legal holds, the subjects whose due data a restriction
+    keeps (with the request), the next date and a month-by-month schedule. Never values.
+    Writes nothing."""
     from domicile.retention import plan
 
     with errors(as_json):
@@ -67,7 +68,9 @@ def plan_cmd(
         console.print(
             f"[bold]{row['collection']}[/] at {row['site']} ({row['country']}), {rule}:"
             f" {row['records']} records; due now: {due['erase']} to erase,"
-            f" {due['strip']} to lose {due['fields']} fields; next {row['next'] or 'none'}",
+            f" {due['strip']} to lose {due['fields']} fields"
+            + (f" ({due['restricted']} of them kept by a restriction)" if due["restricted"] else "")
+            + f"; next {row['next'] or 'none'}",
             soft_wrap=True,
         )
         for name, r in row["field_retention"].items():
@@ -83,6 +86,13 @@ def plan_cmd(
             console.print(f"  later, by month: {later}", soft_wrap=True)
     if not out["collections"]:
         console.print("no records under a retention period")
+    for k in out["kept"]:
+        console.print(
+            f"kept at {k['site']}: {k['records']} records due of subject {k['subject']}"
+            f" ({', '.join(k['collections'])}), restricted by request {k['request']} since"
+            f" {k['since'][:10]}: kept as they are until the restriction is lifted",
+            soft_wrap=True,
+        )
     if out["without_retention"]:
         console.print(f"without retention: {', '.join(out['without_retention'])}")
     _unavailable(out)

@@ -45,7 +45,7 @@ from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, DomicileError, ExitCode
 from domicile.files import lock_file, write_private_json
 from domicile.stores import IndexEntry, StoredRecord
-from domicile.stores.base import SiteUnavailable, VersionConflict
+from domicile.stores.base import SiteUnavailable, SubjectBlock, VersionConflict
 from domicile.vault.core import residency_text
 from domicile.vault.sealing import seal_body
 
@@ -65,6 +65,7 @@ METHOD = (
     " backups made before hold only ciphertext"
 )
 READS = ("read", "disclose_masked")
+DESTROYS = ("erase", "strip")  # the verdicts that destroy something
 Progress = Callable[[str, int], None]
 
 
@@ -273,16 +274,21 @@ def plan(
     now = now or vault.clock()
     governed = _governed(vault.config)
     rows = []
+    kept: list[dict[str, Any]] = []
     unavailable = []
     last_read = _last_reads(vault, governed)
     for site in chosen:
         per: dict[str, dict[str, Any]] = {}
         try:
             walked = list(_walk(vault, site, governed, now, last_read))
+            blocks = _restrictions(
+                vault, site, {r.subject_id for r, v in walked if v.action in DESTROYS}
+            )
         except SiteUnavailable:
             vault._drop(site.id)
             unavailable.append(site.id)
             continue
+        keeps: dict[str, dict[str, Any]] = {}
         for rec, v in walked:
             row = per.setdefault(rec.collection, _plan_row(rec.collection, site, governed))
             row["records"] += 1
@@ -291,6 +297,12 @@ def plan(
             elif v.action == "strip":
                 row["due"]["strip"] += 1
                 row["due"]["fields"] += len(v.fields)
+            block = blocks.get(rec.subject_id) if v.action in DESTROYS else None
+            if block is not None:
+                row["due"]["restricted"] += 1
+                k = keeps.setdefault(rec.subject_id, _kept(site, block))
+                k["records"] += 1
+                k["collections"] = sorted({*k["collections"], rec.collection})
             for statute in v.held_by:
                 row["_held"][statute] += 1
             if v.action in ("held", "strip") and v.held_by:
@@ -306,9 +318,11 @@ def plan(
             for h in row["holds"]:
                 h["records_held"] = held.get(h["statute"], 0)
             rows.append(row)
+        kept += keeps.values()
     return {
         "as_of": now.isoformat(),
         "collections": rows,
+        "kept": kept,
         "without_retention": sorted(set(vault.config.model.collections) - set(governed)),
         "unavailable": unavailable,
     }
@@ -328,7 +342,8 @@ def _plan_row(name: str, site: Site, governed: dict[str, Collection]) -> dict[st
             if f.retention is not None
         },
         "records": 0,
-        "due": {"erase": 0, "strip": 0, "fields": 0, "held": 0},
+        # Due by their periods; ``restricted``: how many of those a restriction keeps.
+        "due": {"erase": 0, "strip": 0, "fields": 0, "held": 0, "restricted": 0},
         "next": None,
         "holds": [
             {"statute": h.statute, "fields": h.fields, "keep": h.keep}
@@ -337,6 +352,38 @@ def _plan_row(name: str, site: Site, governed: dict[str, Collection]) -> dict[st
         "_held": Counter(),
         "_later": Counter(),
     }
+
+
+def _kept(site: Site, block: SubjectBlock) -> dict[str, Any]:
+    """What the plan says of a subject whose due data a restriction keeps: opaque ids,
+    the request and why, never a value."""
+    return {
+        "site": site.id,
+        "country": site.country,
+        "subject": block.subject_id,
+        "request": block.request_id,
+        "since": block.since,
+        "rules": list(block.rules),
+        "reason": f"processing restricted by the subject's request {block.request_id}: the"
+        " data is kept as it is until the restriction is lifted (or the request closed);"
+        " the first run after that destroys what is due",
+        "records": 0,
+        "collections": [],
+    }
+
+
+def _restrictions(vault: Domicile, site: Site, subjects: set[str]) -> dict[str, SubjectBlock]:
+    """Of these subjects, those whose processing is restricted at the site
+    (``domicile.rights``), each with its oldest restriction: their data stays as it is
+    until the restriction is lifted (the GDPR's Art. 18(1)(c): the subject may need it
+    for a claim), so neither the plan counts it as going nor a run destroys it."""
+    if not subjects:
+        return {}
+    found: dict[str, SubjectBlock] = {}
+    for b in vault.store(site.id).blocks(sorted(subjects)):
+        if b.kind == "restriction":
+            found.setdefault(b.subject_id, b)
+    return found
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -500,12 +547,12 @@ def _run_site(
             strips.append((rec, v))
         if v.held_by:
             held += 1
-    restricted = _restricted(vault, site, erase, strips)
+    restricted = _restrictions(
+        vault, site,
+        {r.subject_id for rs in erase.values() for r in rs} | {r.subject_id for r, _ in strips},
+    )  # fmt: skip
     kept_back = 0
     if restricted:
-        # A restricted subject's data is kept as it is until the restriction ends (the
-        # GDPR's Art. 18(1)(c): the subject may need it for a claim); the next run after
-        # that destroys what is due.
         for key in list(erase):
             kept = [r for r in erase[key] if r.subject_id not in restricted]
             kept_back += len(erase[key]) - len(kept)
@@ -567,26 +614,6 @@ def _run_site(
         "records_held": held,
         "records_changed_meanwhile": skipped,
         "records_restricted": kept_back,
-    }
-
-
-def _restricted(
-    vault: Domicile,
-    site: Site,
-    erase: dict[tuple[str, tuple[str, ...]], list[StoredRecord]],
-    strips: list[tuple[StoredRecord, Verdict]],
-) -> set[str]:
-    """The subjects, among those with something due, whose processing is restricted at the
-    site (``domicile.rights``): their data stays until the restriction is lifted."""
-    subjects = {r.subject_id for rs in erase.values() for r in rs} | {
-        r.subject_id for r, _ in strips
-    }
-    if not subjects:
-        return set()
-    return {
-        b.subject_id
-        for b in vault.store(site.id).blocks(sorted(subjects))
-        if b.kind == "restriction"
     }
 
 
