@@ -233,6 +233,10 @@ class ServiceSettings(_Model):
     # Seconds between the service's sweeps that destroy expired InCountry records (records
     # past their expires_at are never served, swept or not).
     expire_every: float = Field(default=60.0, gt=0, le=86400)
+    # Seconds between the service's retention runs (``domicile.retention``), in one of its
+    # processes; None (the default): the service runs none (run it from cron or the API).
+    # At least a minute: each run walks every record under a retention.
+    retention_every: float | None = Field(default=None, ge=60, le=31 * 86400)
 
 
 # What a node lets its peers ask of it for their callers (``domicile.federation``): every

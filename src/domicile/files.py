@@ -84,6 +84,25 @@ def lock_file(path: Path) -> Iterator[int]:
         os.close(fd)  # closing releases the lock
 
 
+def try_lock(path: Path) -> int | None:
+    """An exclusive lock across processes on ``path`` (a 0600 file made on first use) if
+    no other holder has it: the descriptor that holds it (closing it releases the lock,
+    as does the end of the process, however it ends), else None at once."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` atomically with ``text`` (a 0600 file; fsynced first), so a reader
     sees the old content or the new, never a part."""

@@ -242,6 +242,8 @@ def register(app: typer.Typer) -> None:
         say(f"processes: {processes}")
         if settings.metrics_address:
             say(f"metrics: http://{settings.metrics_address}/metrics")
+        if settings.retention_every is not None:
+            say(f"retention: runs every {settings.retention_every:g} seconds, in one process")
         if creds and made:  # the secret is shown once, when it is made
             say(
                 f"demo client: client_id={creds['client_id']} client_secret={creds['client_secret']}"

@@ -96,10 +96,18 @@ def create_app(
         app.state.witnesser = witnesser.start()
         sweeper = ExpirySweeper(app.state.incountry, settings.expire_every)
         app.state.expiry = sweeper.start()
+        retention = None
+        if settings.retention_every is not None:  # off unless configured
+            from domicile.retention.sweeper import RetentionSweeper
+
+            retention = RetentionSweeper(vault, settings.retention_every).start()
+        app.state.retention = retention
         # The document compiled before the first request, not during it (each worker
         # process of a multi-process service builds its own).
         app.state.contract = Contract(app.openapi())
         yield
+        if retention is not None:
+            retention.stop()
         sweeper.stop()
         witnesser.stop()
         svc.executor.shutdown(wait=True)
