@@ -12,38 +12,28 @@ sites and the act, never a record or a subject.
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
-from domicile.errors import DomicileError
 from domicile.files import try_lock
+from domicile.periodic import Periodic
 from domicile.retention.service import run
 
 if TYPE_CHECKING:
     from domicile.vault import Domicile
 
 CALLER = "service:retention"
-log = logging.getLogger("domicile.retention")
 
 
-class RetentionSweeper:
+class RetentionSweeper(Periodic):
     """Runs retention every ``interval`` seconds in a thread of its own, in the one
     process of the deployment that holds the sweep lock."""
 
     def __init__(self, vault: Domicile, interval: float) -> None:
+        super().__init__(interval, "domicile-retention", "retention sweep", "domicile.retention")
         self.vault = vault
-        self.interval = interval
-        self.last: dict[str, Any] | None = None
         self._held: int | None = None  # the descriptor holding the sweep lock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="domicile-retention", daemon=True)
-
-    def start(self) -> RetentionSweeper:
-        self._thread.start()
-        return self
 
     @property
     def leads(self) -> bool:
@@ -60,32 +50,24 @@ class RetentionSweeper:
         self.last = run(self.vault, sites=here, access=Access.operator(CALLER))
         return self.last
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                done = self.sweep()
-            except DomicileError as exc:
-                log.warning("retention sweep failed: %s", exc.code)
-                continue
-            except Exception as exc:  # the timer must outlive one bad round
-                log.error("retention sweep failed: %s", type(exc).__name__)
-                continue
-            if done is None:
-                continue
-            if done["act"]:
-                log.info(
-                    "retention sweep: %d records erased, %d stripped of fields; act %s",
-                    sum(s["records_erased"] for s in done["sites"]),
-                    sum(s["records_stripped"] for s in done["sites"]),
-                    done["act"],
-                )  # fmt: skip
-            if done["unavailable"]:
-                log.warning("retention sweep: unavailable sites %s", ", ".join(done["unavailable"]))
+    def round(self) -> None:
+        done = self.sweep()
+        if done is None:
+            return
+        if done["act"]:
+            self.log.info(
+                "retention sweep: %d records erased, %d stripped of fields; act %s",
+                sum(s["records_erased"] for s in done["sites"]),
+                sum(s["records_stripped"] for s in done["sites"]),
+                done["act"],
+            )  # fmt: skip
+        if done["unavailable"]:
+            self.log.warning(
+                "retention sweep: unavailable sites %s", ", ".join(done["unavailable"])
+            )
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
+    def stop(self, timeout: float = 60) -> None:
+        super().stop(timeout)
         if self._held is not None:
             os.close(self._held)  # another process may lead now
             self._held = None

@@ -73,7 +73,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import logging
 import mimetypes
 import re
 import secrets
@@ -94,8 +93,9 @@ from domicile.crypto.envelope import (
     new_data_key,
     record_context,
 )
-from domicile.errors import BadInput, DomicileError, TooLarge
+from domicile.errors import BadInput, TooLarge
 from domicile.packs import Outcome
+from domicile.periodic import Periodic
 from domicile.policy import Decision
 from domicile.residency import Residency, SubjectEvidence, resolve
 from domicile.stores import IndexEntry, SiteStore, StoredRecord, WrappedKey
@@ -1249,44 +1249,26 @@ class InCountryStorage:
                 )  # fmt: skip
 
 
-class ExpirySweeper:
+class ExpirySweeper(Periodic):
     """Destroys expired InCountry records every ``interval`` seconds, in a thread of its own
     (the service's timer; ``domicile expire`` does the same on demand). A site that does not
     answer is swept on a later round; the log names counts and sites, never a record."""
 
     def __init__(self, storage: InCountryStorage, interval: float) -> None:
+        super().__init__(interval, "domicile-expiry", "expiry sweep", "domicile.incountry")
         self.storage = storage
-        self.interval = interval
-        self.last: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="domicile-expiry", daemon=True)
-
-    def start(self) -> ExpirySweeper:
-        self._thread.start()
-        return self
 
     def sweep(self) -> dict[str, Any]:
         caller = Caller(self.storage.vault.operator.client or "service:expiry")
         self.last = self.storage.expire_all(caller)
         return self.last
 
-    def _run(self) -> None:
-        log = logging.getLogger("domicile.incountry")
-        while not self._stop.wait(self.interval):
-            try:
-                done = self.sweep()
-            except DomicileError as exc:
-                log.warning("expiry sweep failed: %s", exc.code)
-                continue
-            if done["records"]:
-                log.info(
-                    "expiry sweep destroyed %d records (%d keys)",
-                    done["records"], done["keys_destroyed"],
-                )  # fmt: skip
-            if done["unavailable"]:
-                log.warning("expiry sweep: unavailable sites %s", ", ".join(done["unavailable"]))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+    def round(self) -> None:
+        done = self.sweep()
+        if done["records"]:
+            self.log.info(
+                "expiry sweep destroyed %d records (%d keys)",
+                done["records"], done["keys_destroyed"],
+            )  # fmt: skip
+        if done["unavailable"]:
+            self.log.warning("expiry sweep: unavailable sites %s", ", ".join(done["unavailable"]))
