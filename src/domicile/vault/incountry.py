@@ -708,10 +708,13 @@ class InCountryStorage:
                 [(d.rid, d.subject, residency) for d in drafts if d.old is not None],
             )  # fmt: skip
             # A subject's blocks: storing goes on under a restriction (not under a withdrawal
-            # of consent, for a purpose resting on consent); changes stop under either.
+            # of consent, for a purpose resting on consent); changes stop under either. A
+            # record rewritten with another profile_key is stored anew for that subject.
             self._check_blocks(
-                site, caller, "records:store", [_Probe(d.subject) for d in drafts if d.old is None]
-            )
+                site, caller, "records:store",
+                [_Probe(d.subject) for d in drafts
+                 if d.old is None or d.old.subject_id != d.subject],
+            )  # fmt: skip
             self._check_blocks(
                 site, caller, "records:write", [d.old for d in drafts if d.old is not None]
             )
