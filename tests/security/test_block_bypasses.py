@@ -51,3 +51,15 @@ def test_incountry_write_cannot_move_a_record_into_a_withdrawn_profile(
     # The same data reaches p1 by rewriting another profile's record with p1's key.
     r = _write(world, "c", "p1", body="moved in")
     assert (r.status_code, r.json().get("code")) == (403, "subject_blocked"), r.text
+
+
+def test_a_restricted_incountry_subject_still_gets_its_access_request(world: World) -> None:
+    """A block never stops the subject's own request (``check_blocks``: a request's step
+    goes ahead), for the InCountry API's records as for the vault's."""
+    assert _write(world, "a", "p1", body="one").status_code == 201
+    req = open_request(world.vault, "restriction", {PROFILE: "p1"}, **WHO)
+    fulfil(world.vault, req["id"])
+    access = open_request(world.vault, "access", {PROFILE: "p1"}, **WHO)
+    _, package = fulfil(world.vault, access["id"])
+    assert package is not None
+    assert [r["fields"]["record_key"] for r in package["records"]] == ["a"]

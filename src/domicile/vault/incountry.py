@@ -618,14 +618,22 @@ class InCountryStorage:
         operation: str,
         policy_op: str,
         recs: Sequence[StoredRecord],
+        *,
+        purpose: str = PURPOSE,
     ) -> list[Decision]:
         items = [(r.record_id, r.subject_id, self.vault._residency(site, r)) for r in recs]
         decisions = self._allow(site, caller, operation, policy_op, items)
-        self._check_blocks(site, caller, BLOCK_OPERATIONS[policy_op], recs)
+        self._check_blocks(site, caller, BLOCK_OPERATIONS[policy_op], recs, purpose=purpose)
         return decisions
 
     def _check_blocks(
-        self, site: Site, caller: Caller, operation: str, recs: Iterable[StoredRecord | _Probe]
+        self,
+        site: Site,
+        caller: Caller,
+        operation: str,
+        recs: Iterable[StoredRecord | _Probe],
+        *,
+        purpose: str = PURPOSE,
     ) -> None:
         """The subjects' blocks (a restriction, a withdrawal of consent), through the
         vault's one check (``Domicile.check_blocks``; the caller's scopes were checked by
@@ -640,7 +648,7 @@ class InCountryStorage:
             mine = [b for b in found if b.subject_id == rec.subject_id]
             if mine:
                 self.vault.check_blocks(
-                    who, operation, site.id, rec.subject_id, PURPOSE, collection=COLLECTION,
+                    who, operation, site.id, rec.subject_id, purpose, collection=COLLECTION,
                     record=rec.record_id, blocks=mine,
                 )  # fmt: skip
 
@@ -839,7 +847,10 @@ class InCountryStorage:
             recs = list(self._load(store, record_ids).values())
             if not recs:
                 return []
-            decisions = self._allow_records(site, caller, "read", "retrieve", recs)
+            # The blocks are checked for the request's purpose: its own step goes ahead.
+            decisions = self._allow_records(
+                site, caller, "read", "retrieve", recs, purpose=operation
+            )
             out = []
             for rec in recs:
                 rendered = self._render(self._view(site, rec).get, caller)
