@@ -63,3 +63,45 @@ def test_a_restricted_incountry_subject_still_gets_its_access_request(world: Wor
     _, package = fulfil(world.vault, access["id"])
     assert package is not None
     assert [r["fields"]["record_key"] for r in package["records"]] == ["a"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rights/fulfil.py _incountry_data -> InCountryStorage.subject_data decides a read "
+    "at the record's own site (no destination), whatever site the client acts from: the "
+    "transfer decision and its audit as a transfer are skipped",
+)
+def test_an_access_request_fulfilled_from_abroad_decides_incountry_records_as_a_transfer(
+    world: World,
+) -> None:
+    """A client fulfilling an access request from its US site gets a Russian subject's
+    vault records as a read from the US decides them (here: full_name masked, the rest
+    withheld or masked). Its InCountry records at the RU site must be decided the same
+    way, not as a local read at RU that hands over every body in full, unaudited as a
+    transfer."""
+    ru_base = "/v2/storage/records/ru"
+    r = world.http.post(
+        ru_base, json={"record_key": "k1", "profile_key": "p1", "body": "plain body"},
+        headers=world.headers("admin"),
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    # What the vault's policy says of that record's data read from the US.
+    storage = world.http.app.state.incountry  # type: ignore[attr-defined]
+    site = world.vault.config.site("ru")
+    residency = storage._home_residency(site)
+    abroad = world.vault._decide(residency, ["user"], "retrieve", "RU", "US")
+    assert abroad.outcome.value != "allow"
+    client = world.headers(
+        "rights:read", "rights:write", "site:ru", "site:de", "site:us", "collection:*",
+        "purpose:subject_access",
+    )  # fmt: skip
+    # (The API's document does not take the profile key yet: the operator opens it.)
+    opened = open_request(world.vault, "access", {PROFILE: "p1"}, **WHO)
+    done = world.http.post(
+        f"/v1/rights/{opened['id']}/fulfil", params={"as_site": "us"}, json={},
+        headers=client,
+    )  # fmt: skip
+    assert done.status_code == 200, done.text
+    package = done.json()["result"]
+    shown = [r["fields"].get("body") for r in package["records"]]
+    assert "plain body" not in shown, package
