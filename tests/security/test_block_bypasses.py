@@ -105,3 +105,33 @@ def test_an_access_request_fulfilled_from_abroad_decides_incountry_records_as_a_
     package = done.json()["result"]
     shown = [r["fields"].get("body") for r in package["records"]]
     assert "plain body" not in shown, package
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the expiry sweep erases through Domicile.erase_records, whose "
+    "tx.erase_subject deletes the subject's subject_blocks rows (stores/sqlite.py, "
+    "postgres.py): the withdrawal goes with the expired records",
+)
+def test_a_withdrawal_of_consent_outlives_the_expiry_of_the_profiles_records(
+    consent_world: World,
+) -> None:
+    """A withdrawal of consent stays until it is lifted (``rights/blocks.py``); the expiry
+    sweep destroys the profile's expired records, and must not take the block with them:
+    the application then writes the same profile's data again, for the purpose resting on
+    the consent that was withdrawn."""
+    import datetime as dt
+
+    from domicile.vault.incountry import Caller, InCountryStorage
+
+    world = consent_world
+    r = _write(world, "a", "p1", body="one", expires_at="2026-12-05T00:00:00+00:00")
+    assert r.status_code == 201, r.text
+    req = open_request(world.vault, "withdrawal", {PROFILE: "p1"}, **WHO)
+    fulfil(world.vault, req["id"])
+    assert _write(world, "n", "p1", body="new").status_code == 403
+    world.clock.now += dt.timedelta(days=2)
+    swept = InCountryStorage(world.vault).expire_all(Caller("sweeper"), ["us"])
+    assert swept["records"] == 1
+    r = _write(world, "n", "p1", body="new")
+    assert (r.status_code, r.json().get("code")) == (403, "subject_blocked"), r.text
