@@ -3,6 +3,8 @@ for what it sends): each test sends what a compromised or buggy peer could."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from domicile.errors import BadInput
@@ -31,3 +33,32 @@ def test_a_peers_request_step_cannot_write_an_identity_into_the_log(
         with pytest.raises(BadInput):
             ru.answer_peer("us", "request_step", body)
     assert not [r for r in ru.store("ru").audit() if "anna" in r.payload]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="federation/node.py _subject_for (step holdings) answers a peer with a subject's "
+    "record ids, categories and covering laws (its citizenship or residence, in effect) "
+    "and leaves no entry in the home node's log",
+)
+def test_a_peers_look_at_a_subjects_holdings_is_audited_at_home(
+    federation: dict[str, FederatedDomicile],  # noqa: F811
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    put = us.put(
+        "profiles", subject={"citizenship": "RU"},
+        fields={"full_name": "Anna Volkova", "email": EMAIL}, purpose="signup",
+    )  # fmt: skip
+    site, rid = ru.tokens.read(put.token)
+    rec = ru.store(site).get(rid)
+    assert rec is not None
+    before = len(list(ru.store("ru").audit()))
+    answer = ru.answer_peer(
+        "us", "subject",
+        {"purpose": "subject_access", "client": "x", "step": "holdings",
+         "subjects": [rec.subject_id]},
+    )  # fmt: skip
+    [holding] = answer["holdings"]
+    assert holding["laws"]  # what covers the subject: personal data about it
+    after = [json.loads(r.payload) for r in list(ru.store("ru").audit())[before:]]
+    assert [e for e in after if e.get("subject") == rec.subject_id], after
