@@ -135,3 +135,27 @@ def test_a_withdrawal_of_consent_outlives_the_expiry_of_the_profiles_records(
     assert swept["records"] == 1
     r = _write(world, "n", "p1", body="new")
     assert (r.status_code, r.json().get("code")) == (403, "subject_blocked"), r.text
+
+
+def test_an_upload_begun_before_a_restriction_is_not_written_after_it(world: World) -> None:
+    """An attachment is checked before its first byte and written when the last one has
+    arrived (a large file takes a while): a restriction placed in between must stop the
+    write, as it stops every other change of the subject's records."""
+    from domicile.vault.errors import SubjectBlocked
+    from domicile.vault.incountry import Caller
+
+    assert _write(world, "a", "p1", body="one").status_code == 201
+    storage = world.http.app.state.incountry  # type: ignore[attr-defined]
+    site = world.vault.config.site("us")
+    upload = storage.begin_upload(site, "a", caller=Caller("app"), upsert=False)
+    upload.start("f.txt", "text/plain")
+    upload.write(b"data")
+    req = open_request(world.vault, "restriction", {PROFILE: "p1"}, **WHO)
+    fulfil(world.vault, req["id"])
+    with pytest.raises(SubjectBlocked):
+        storage.finish_upload(upload)
+    r = world.http.get(f"{BASE}/a", headers=world.headers("admin"))
+    assert r.status_code == 403  # blocked, and nothing was attached
+    rec = world.vault.store("us").get(storage._rid("us", "a"))
+    assert rec is not None
+    assert rec.version == 1

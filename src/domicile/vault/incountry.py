@@ -1162,6 +1162,8 @@ class InCountryStorage:
             raise BadInput("the upload has no file", hint="send one multipart part named file")
         site, rec = upload.site, upload.rec
         with self._writing(site, upload.operation, upload.caller) as store:
+            # Checked again: a block placed while the file arrived stops the write.
+            self._check_blocks(site, upload.caller, "records:write", [rec])
             now = iso(self.vault.clock())
             same = upload.same
             meta = {
