@@ -191,3 +191,32 @@ def test_a_restriction_that_failed_midway_leaves_no_block_behind(world: World) -
     close(world.vault, req["id"], outcome="refused", reason="the site failed; asked again")
     left = {s: world.vault.store(s).blocks([subject]) for s in ("de", "us")}
     assert left == {"de": [], "us": []}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attest/service.py resolve_subject decides a proof as a read of the record "
+    "(its residency opened) but never checks the subject's blocks, as get and export do",
+)
+def test_a_restricted_subjects_attestation_is_refused_as_its_export_is(world: World) -> None:
+    from domicile.attest.service import commit
+    from tests.rights.conftest import JOHN
+
+    token = world.put("US", JOHN)
+    req = open_request(world.vault, "restriction", {"email": JOHN["email"]}, **WHO)
+    fulfil(world.vault, req["id"])
+    commit(world.vault)
+    client = world.headers(
+        "subjects:attest", "records:export", "records:read", "site:us", "collection:profiles",
+        "purpose:attestation", "purpose:profile_view",
+    )  # fmt: skip
+    exported = world.http.get(
+        "/v1/subjects/export", params={"token": token, "purpose": "profile_view"},
+        headers=client,
+    )  # fmt: skip
+    # The sibling, export, gives nothing: its one record is refused for the block.
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["records"] == []
+    assert "restricted" in exported.json()["refused"][0]["reason"]
+    proof = world.http.post("/v1/subjects/attestation", json={"token": token}, headers=client)
+    assert (proof.status_code, proof.json().get("code")) == (403, "subject_blocked")
