@@ -62,3 +62,33 @@ def test_a_peers_look_at_a_subjects_holdings_is_audited_at_home(
     assert holding["laws"]  # what covers the subject: personal data about it
     after = [json.loads(r.payload) for r in list(ru.store("ru").audit())[before:]]
     assert [e for e in after if e.get("subject") == rec.subject_id], after
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="federation/node.py _node_call answers prove (a consistency proof made with "
+    "use_nodes=False: every entry up to 'to' read and hashed) with no allowance, while "
+    "verify, the same walk of the log, is limited per peer",
+)
+def test_a_peer_cannot_make_a_node_walk_its_log_without_limit(
+    federation: dict[str, FederatedDomicile],  # noqa: F811
+) -> None:
+    from domicile.errors import DomicileError
+
+    us, ru = federation["us"], federation["ru"]
+    for n in range(3):
+        us.put(
+            "profiles", subject={"citizenship": "RU"},
+            fields={"full_name": "Anna Volkova", "email": f"a{n}@example.ru"}, purpose="signup",
+        )  # fmt: skip
+    ru.witness()  # a signed head to prove up to
+    head = ru.ledger("ru").latest_head(ru.store("ru"))
+    assert head is not None
+    ru.verify_limit = 2  # what verify, the sibling walk of the log, gets here
+    codes = []
+    for _ in range(20):
+        try:
+            ru.answer_peer("us", "prove", {"from": 1, "to": head.size})
+        except DomicileError as exc:
+            codes.append(exc.code)
+    assert "rate_limited" in codes
