@@ -49,9 +49,10 @@ deletes go into the site's hash-chained audit with ids and field names, never a 
 if the site is down the call fails closed (``SiteUnavailable``) and nothing is written.
 A subject's blocks (a restriction of processing, a withdrawal of consent:
 ``Domicile.check_blocks``) are checked for every record read, found, changed or deleted
-here, and for the first records of a subject (stopped only by a withdrawal of consent, when
-the configuration says the purpose ``incountry`` rests on consent); a find leaves blocked
-records out. Expiry keeps a restricted subject's expired records (never serving them)
+here, and for the first records of a subject, a record rewritten with another
+``profile_key`` included (stopped only by a withdrawal of consent, when the configuration
+says the purpose ``incountry`` rests on consent); a find leaves blocked records out, and an
+attachment is checked again when its last byte has arrived. Expiry keeps a restricted subject's expired records (never serving them)
 until the restriction is lifted; under a withdrawal of consent it destroys them.
 
 Finding: a filter is narrowed with the blind indexes where it has equality conditions
