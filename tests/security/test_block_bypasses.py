@@ -65,12 +65,6 @@ def test_a_restricted_incountry_subject_still_gets_its_access_request(world: Wor
     assert [r["fields"]["record_key"] for r in package["records"]] == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rights/fulfil.py _incountry_data -> InCountryStorage.subject_data decides a read "
-    "at the record's own site (no destination), whatever site the client acts from: the "
-    "transfer decision and its audit as a transfer are skipped",
-)
 def test_an_access_request_fulfilled_from_abroad_decides_incountry_records_as_a_transfer(
     world: World,
 ) -> None:
@@ -105,14 +99,11 @@ def test_an_access_request_fulfilled_from_abroad_decides_incountry_records_as_a_
     package = done.json()["result"]
     shown = [r["fields"].get("body") for r in package["records"]]
     assert "plain body" not in shown, package
+    [refusal] = [r for r in package["refused"] if r["collection"] == "@incountry"]
+    assert refusal["site"] == "ru"
+    assert "read at their own site only" in refusal["reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the expiry sweep erases through Domicile.erase_records, whose "
-    "tx.erase_subject deletes the subject's subject_blocks rows (stores/sqlite.py, "
-    "postgres.py): the withdrawal goes with the expired records",
-)
 def test_a_withdrawal_of_consent_outlives_the_expiry_of_the_profiles_records(
     consent_world: World,
 ) -> None:

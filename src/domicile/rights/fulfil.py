@@ -260,6 +260,16 @@ def _incountry_data(
     ids = [p.record_id for p in primaries if p.collection == INCOUNTRY]
     if not ids:
         return []
+    if who.site is not None and who.site != site.id:
+        # Read from another site, a record would cross a border; an opaque body cannot be
+        # masked, and the InCountry API reads only where it keeps the data. So these are
+        # read at their own site or not at all (never handed over as a local read).
+        refused.append(
+            {"site": site.id, "country": site.country, "collection": INCOUNTRY,
+             "reason": f"the InCountry API's records are read at their own site only: fulfil "
+                       f"the request from site {site.id!r} (or as the operator)"}
+        )  # fmt: skip
+        return []
     caller = Caller(who.client or "operator")
     try:
         found = InCountryStorage(vault).subject_data(site, ids, caller, purpose)

@@ -406,8 +406,10 @@ class StoreTransaction(ABC):
 
     @abstractmethod
     def erase_subject(self, subject_id: str, erased_at: str) -> int:
-        """Delete every record of a subject and their index entries, and remember it as
-        erased, after every transaction holding it has ended; returns the records deleted."""
+        """Delete every record of a subject and their index entries, and its blocks but a
+        withdrawal of consent (which stays until it is lifted: a subject whose id is fixed
+        by its key may be written again), and remember it as erased, after every
+        transaction holding it has ended; returns the records deleted."""
 
     @abstractmethod
     def index(self, entries: Iterable[IndexEntry]) -> None: ...

@@ -214,7 +214,10 @@ class _Tx(StoreTransaction):
         )
         cur = self.c.execute("DELETE FROM records WHERE subject_id = ?", (subject_id,))
         count = cur.rowcount
-        self.c.execute("DELETE FROM subject_blocks WHERE subject_id = ?", (subject_id,))
+        self.c.execute(
+            "DELETE FROM subject_blocks WHERE subject_id = ? AND kind <> 'withdrawal'",
+            (subject_id,),
+        )
         self.c.execute(
             "INSERT INTO erased_subjects VALUES (?, ?) ON CONFLICT DO NOTHING",
             (subject_id, erased_at),
