@@ -86,6 +86,6 @@ def test_the_document_publishes_the_routes_and_the_identity_fields(service: Serv
         doc["paths"]
     )
     body = doc["components"]["schemas"]["RightsOpenBody"]["properties"]["identity"]
-    assert set(body["properties"]) == {"email"}
+    assert set(body["properties"]) == {"email", "incountry.profile_key"}
     assert body["additionalProperties"] is False
     assert doc["paths"]["/v1/rights"]["post"]["security"]

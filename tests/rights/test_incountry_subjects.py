@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from domicile.errors import BadInput
+from domicile.errors import BadInput, Conflict
 from domicile.rights import fulfil, lift, open_request
 
 from .conftest import WHO
@@ -137,3 +137,33 @@ def test_expiry_keeps_a_restricted_subjects_records_until_the_lift(world: World)
     swept = storage.expire_all(Caller("test"), ["us"])
     assert (swept["records"], swept["restricted"]) == (1, 0)
     assert store.subject_records(holding["subject"]) == []
+
+
+def test_the_api_opens_a_request_by_profile_key(world: World) -> None:
+    _three(world)
+    headers = world.headers("rights:read", "rights:write", "admin")
+    r = world.http.post(
+        "/v1/rights",
+        json={"kind": "access", "identity": {PROFILE: "p1"}, "checked_by": "dpo.kim",
+              "verified_how": "account_login"},
+        headers=headers,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["subject"]["holdings"][0]["records"] == 3
+
+
+def test_a_rectification_corrects_the_vaults_records_and_leaves_the_apis(world: World) -> None:
+    """A person with records of both kinds: the vault's are corrected; the InCountry API's
+    belong to the application (it corrects them through that API), so the step says the
+    field is unknown when only they hold the subject."""
+    token = world.put("US", {"full_name": "Ann Lee", "email": "ann@example.com", "city": "Reno"})
+    _write(world, "a", "p1", key1="x")
+    req = open_request(
+        world.vault, "rectification", {"email": "ann@example.com", PROFILE: "p1"}, **WHO
+    )
+    assert len({h["subject"] for h in req["subject"]["holdings"]}) == 2  # (and a copy)
+    fulfil(world.vault, req["id"], fields={"city": "Elko"})
+    assert world.vault.get(token, purpose="profile_view").fields["city"] == "Elko"
+    only = open_request(world.vault, "rectification", {PROFILE: "p1"}, **WHO)
+    with pytest.raises(Conflict, match="no record of the subject has the field"):
+        fulfil(world.vault, only["id"], fields={"city": "Elko"})

@@ -185,12 +185,19 @@ def fields_schema(
 def identity_schema(config: Config) -> dict[str, Any]:
     """The fields that identify a subject (``identifies: true``), by name: what a
     subject's request may find the subject by."""
+    from domicile.rights.service import PROFILE_KEY
+
     props = {
         name: field_schema(spec)
         for coll in config.model.collections.values()
         for name, spec in coll.fields.items()
         if spec.identifies
     }
+    props[PROFILE_KEY] = {
+        "type": "string", "minLength": 1, "maxLength": 256,
+        "description": "The InCountry API's profile key, as the application sends it: finds "
+        "the records written through that API for it.",
+    }  # fmt: skip
     return {
         "type": "object",
         "properties": props,

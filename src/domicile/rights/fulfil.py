@@ -302,6 +302,8 @@ def _rectify(
     known: set[str] = set()
     for h in req["subject"]["holdings"]:
         for rec in _home_records(vault, h, actor(h["site"]), PURPOSE["rectification"]):
+            if rec.collection == INCOUNTRY:
+                continue  # the application's own record: corrected through that API
             coll = vault.collection(rec.collection)
             mine = {k: v for k, v in fields.items() if k in coll.fields}
             known.update(mine)
