@@ -184,11 +184,6 @@ def test_a_restriction_that_failed_midway_leaves_no_block_behind(world: World) -
     assert left == {"de": [], "us": []}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attest/service.py resolve_subject decides a proof as a read of the record "
-    "(its residency opened) but never checks the subject's blocks, as get and export do",
-)
 def test_a_restricted_subjects_attestation_is_refused_as_its_export_is(world: World) -> None:
     from domicile.attest.service import commit
     from tests.rights.conftest import JOHN

@@ -241,13 +241,21 @@ def resolve_subject(
         if rec is None or rec.is_replica:
             raise NotFound("no such record", hint="the token's record was deleted or erased")
         vault.authorize(access, OPERATION, collection=rec.collection, hide=True, purpose=purpose)
+        # A proof reads the subject's metadata: a restriction stops it as it stops a read
+        # (unless the purpose's basis is one the block allows), for every caller.
+        vault.check_blocks(
+            access, "records:read", site.id, rec.subject_id, purpose,
+            collection=rec.collection, record=rec.record_id,
+        )  # fmt: skip
         if access.scopes is None:  # the local operator, who holds the keyring: no decision
             return site.id, rec.subject_id, None
         return site.id, rec.subject_id, _decide(vault, site, rec, requester, purpose, access)
     if not access.unrestricted:
         raise BadInput("a client names the subject by a token")
     assert identity is not None
-    return (*_by_identity(vault, *identity), None)
+    site_id, subject = _by_identity(vault, *identity)
+    vault.check_blocks(access, "records:read", site_id, subject, purpose)
+    return site_id, subject, None
 
 
 def _decide(
