@@ -101,7 +101,8 @@ class WitnessRateLimited(RateLimited):
                 "sign and send heads less often; they are witnessed again in the next interval",
             )
         else:
-            what, hint = "asks to verify this node's log", "ask again in the next interval"
+            what = "asks to verify this node's log" if op == "verify" else "asks for proofs"
+            hint = "ask again in the next interval"
         DomicileError.__init__(
             self, f"node {peer!r} sent more than {limit} {what} in {interval:g} s", hint=hint
         )
@@ -273,6 +274,10 @@ class FederatedDomicile(Domicile):
         # The same for a peer's asks to verify this node's whole log (a walk of all of it).
         self.verify_limit = VERIFY_LIMIT
         self.verify_interval = VERIFY_INTERVAL
+        # And its asks for consistency proofs (each reads the log up to the head asked):
+        # one per head it witnesses, so as many as it may send heads.
+        self.prove_limit = WITNESS_LIMIT
+        self.prove_interval = WITNESS_INTERVAL
         # (op, peer): [start, count, audited]
         self._witness_windows: dict[tuple[str, str], list[Any]] = {}
         self._witness_lock = threading.Lock()
@@ -795,14 +800,14 @@ class FederatedDomicile(Domicile):
 
     def _witness_allowance(self, peer: str, op: str = "witness") -> None:
         """Count one head from ``peer`` (``op`` witness; or one ask to verify, ``op``
-        verify) in its current interval, or refuse it (``WitnessRateLimited``, 429) when
+        verify, or for a proof, ``op`` prove) in its current interval, or refuse it (``WitnessRateLimited``, 429) when
         the interval's allowance is spent; the first refusal of an interval is audited,
         the others only counted."""
-        limit, interval = (
-            (self.witness_limit, self.witness_interval)
-            if op == "witness"
-            else (self.verify_limit, self.verify_interval)
-        )
+        limit, interval = {
+            "witness": (self.witness_limit, self.witness_interval),
+            "verify": (self.verify_limit, self.verify_interval),
+            "prove": (self.prove_limit, self.prove_interval),
+        }[op]
         with self._witness_lock:
             now = self.witness_clock()
             window = self._witness_windows.get((op, peer))
@@ -906,6 +911,7 @@ class FederatedDomicile(Domicile):
 
             self._witness_allowance(peer, "verify")
             return answer(self, peer, body)
+        self._witness_allowance(peer, "prove")
         return self._prove(body)
 
     def answer_peer(self, peer: str, op: str, body: Mapping[str, Any]) -> dict[str, Any]:
