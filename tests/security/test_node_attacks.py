@@ -14,12 +14,6 @@ from tests.federation.test_node_routing import federation  # noqa: F401  (the fi
 EMAIL = "anna.volkova@example.ru"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the home node's checks of a request step (_plain_detail's _WORD, the subject's "
-    "_CLIENT pattern) admit an e-mail address or a phone number: plaintext personal data "
-    "then sits in its hash-chained log for good",
-)
 def test_a_peers_request_step_cannot_write_an_identity_into_the_log(
     federation: dict[str, FederatedDomicile],  # noqa: F811
 ) -> None:

@@ -74,7 +74,11 @@ OPERATIONS = (
 # A subject's request (rights/): the record operation each kind's purpose stands for, which
 # is what a peer's caller needs at the subject's home node.
 RIGHTS_OPERATION = RECORD_OPERATION
-_WORD = re.compile(r"[A-Za-z0-9_.:@+/-]{0,128}")
+# A short word of a peer's detail or entry: ids, dates, site and field names. No "@" and
+# no leading "+" or long run of digits alone, so no e-mail address or phone number.
+_WORD = re.compile(r"(?![+])(?!\d{7,}$)[A-Za-z0-9_.:+/-]{0,128}")
+# A subject id of a site: hex (a fresh id, or a keyed digest of an InCountry profile key).
+_SUBJECT = re.compile(r"[0-9a-f]{16,128}")
 _KEY = re.compile(r"[a-z][a-z_]{0,31}")
 # The peer node's own operations, for no caller.
 NODE_OPERATIONS = ("replica", "witness", "prove", "primaries", "verify")
@@ -518,7 +522,7 @@ class FederatedDomicile(Domicile):
         if step == "record":
             subject = body.get("subject")
             if subject is not None and not (
-                isinstance(subject, str) and _CLIENT.fullmatch(subject)
+                isinstance(subject, str) and _SUBJECT.fullmatch(subject)
             ):
                 raise BadInput("subject: a subject id of this site")
             event = AuditEvent(
@@ -537,7 +541,7 @@ class FederatedDomicile(Domicile):
         if not (
             isinstance(subjects, list)
             and len(subjects) <= 100
-            and all(isinstance(s, str) and _CLIENT.fullmatch(s) for s in subjects)
+            and all(isinstance(s, str) and _SUBJECT.fullmatch(s) for s in subjects)
         ):
             raise BadInput("subjects: at most 100 subject ids")
         if step == "erased":
