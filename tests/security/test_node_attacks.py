@@ -29,12 +29,6 @@ def test_a_peers_request_step_cannot_write_an_identity_into_the_log(
     assert not [r for r in ru.store("ru").audit() if "anna" in r.payload]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="federation/node.py _subject_for (step holdings) answers a peer with a subject's "
-    "record ids, categories and covering laws (its citizenship or residence, in effect) "
-    "and leaves no entry in the home node's log",
-)
 def test_a_peers_look_at_a_subjects_holdings_is_audited_at_home(
     federation: dict[str, FederatedDomicile],  # noqa: F811
 ) -> None:

@@ -584,6 +584,18 @@ class FederatedDomicile(Domicile):
                     "laws": laws,
                 }
             )  # fmt: skip
+        if out:  # what the peer learns of each subject (ids, categories, laws) is a read here
+            events = [
+                AuditEvent(
+                    action="request", site=node, purpose=purpose, subject=h["subject"],
+                    requester=requester.id, client=access.client,
+                    detail={"step": "holdings", "operation": "node_subject",
+                            "records": h["records"], "copies": h["copies"]},
+                    at=self.clock().isoformat(),
+                )
+                for h in out
+            ]  # fmt: skip
+            self.ledger(node).append_now(store, events)
         return {"holdings": out}
 
     # -- writes
