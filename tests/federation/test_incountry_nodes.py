@@ -54,9 +54,11 @@ class Node:
         return [json.loads(r.payload) for r in self.vault.store(node).audit()]
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[dict[str, Node]]:
-    folder = tmp_path / "dep"
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """Shared by the tests of this module (each uses record keys of its own, and looks at
+    the audit entries after its own start)."""
+    folder = tmp_path_factory.mktemp("incountry") / "dep"
     result = CliRunner().invoke(cli, ["init", str(folder)])
     assert result.exit_code == 0, result.output
     path = folder / "domicile.yaml"
