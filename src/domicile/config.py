@@ -249,6 +249,9 @@ class NodeSpec(_Model):
 
     url: Annotated[str, Field(pattern=r"^https://[^/\s]+$")]  # https://HOST:PORT, mutual TLS
     keyring: str | None = None  # default: DATA_DIR/federation/nodes/ID/keyring.json
+    # Where applications reach the node's public API (its InCountry endpoint among them):
+    # named to a client that called the wrong node, so that it can call this one.
+    api: Annotated[str | None, Field(pattern=r"^https?://[^/\s]+(/[^\s]*)?$")] = None
 
 
 class FederationSettings(_Model):

@@ -226,3 +226,29 @@ class NodeUnavailable(DomicileError):
     def __init__(self, node: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint, node=node)
         self.node = node
+
+
+class OtherNode(DomicileError):
+    """A request reached a federation node that does not hold the data it names: another
+    node (``node``) holds that site, and only it may decrypt the site's data or decide
+    about it. Nothing was done; send the request to that node (``endpoint``: its public
+    address, where the configuration names one). HTTP 421 (Misdirected Request)."""
+
+    code = "other_node"
+    exit_code = ExitCode.BAD_INPUT  # usage: the same request, to the right node
+
+    def __init__(
+        self,
+        node: str,
+        message: str,
+        *,
+        country: str | None = None,
+        endpoint: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        details = {"node": node}
+        details.update({k: v for k, v in (("country", country), ("endpoint", endpoint)) if v})
+        super().__init__(message, hint=hint, **details)
+        self.node = node
+        self.country = country
+        self.endpoint = endpoint

@@ -2,7 +2,8 @@
 
 Run by ``test_incountry_sdk.py`` with the Python of a virtual environment holding
 ``incountry==5.0.0`` and ``pydantic<2`` (never with domicile's own environment). Its only
-argument is a JSON file naming the endpoint and the credentials. Every check is an
+argument is a JSON file naming the endpoint and the credentials (with ``node`` and
+``other``: a federation node's country and another node's, for the subset ``at_node``). Every check is an
 ``assert``; on success it prints one JSON object on stdout: what ran, and the plaintext
 values it sent, so that the test can look for them in the sites' raw bytes.
 """
@@ -333,10 +334,41 @@ def migrate(endpoint: str, key: str, cc: str, tag: str) -> None:
     ran.append(f"migrate:{cc}:{stale}")
 
 
+def at_node(cfg: dict[str, Any]) -> None:
+    """A subset against one federation node (``cfg["node"]``: its country), the SDK's
+    endpoint that country's node, as InCountry's points of presence are: every storage call
+    with a static token, then with OAuth2 client credentials from the node's own token
+    endpoint; another country's path is refused as misdirected (421), never served."""
+    endpoint, cc, other = cfg["endpoint"], cfg["node"], cfg["other"]
+    static = Storage(
+        environment_id=ENV, oauth_token=cfg["api_key"], endpoint=endpoint,
+        secret_key_accessor=accessor(0),
+    )  # fmt: skip
+    full(static, cc, "static", plaintext_keys=False)
+    oauth = Storage(
+        environment_id=ENV, client_id=cfg["client_id"], client_secret=cfg["client_secret"],
+        endpoint=endpoint, secret_key_accessor=accessor(0),
+        options={"auth_endpoints": {"default": endpoint + "/oauth2/token"}},
+    )  # fmt: skip
+    rec = people("oauth")[0]
+    same(oauth.write(country=cc, **rec)["record"], rec)
+    same(oauth.read(country=cc, record_key=rec["record_key"])["record"], rec)
+    assert keys_of(oauth.find(country=cc, key20="oauth")) == [rec["record_key"]]
+    assert oauth.delete(country=cc, record_key=rec["record_key"]) == {"success": True}
+    for client in (static, oauth):  # even the admin's key: that country is another node's
+        assert status_of(lambda c=client: c.write(country=other, record_key="x", body="y")) == 421
+        assert status_of(lambda c=client: c.read(country=other, record_key="x")) == 421
+    ran.append(f"node:{cc}:oauth")
+    print(json.dumps({"ran": ran, "sent": sorted(set(sent))}))
+
+
 def main() -> None:
     cfg = json.loads(Path(sys.argv[1]).read_text())
     endpoint = cfg["endpoint"]
     assert importlib.metadata.version("incountry") == "5.0.0"
+    if "node" in cfg:
+        at_node(cfg)
+        return
 
     # 1. A static token: the admin's API key, client-side encryption (the SDK's default).
     static = Storage(

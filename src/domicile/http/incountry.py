@@ -6,7 +6,10 @@ This module only translates HTTP; the records live in ``domicile.vault.incountry
 storage call needs ``Authorization: Bearer`` (an access token or an API key) and
 ``x-env-id`` equal to the configuration's ``environment_id``. The path's country picks the
 configured site in that country; a country without a site is refused (404, ``no_site``),
-never redirected.
+never redirected. A federation node (``serve --node``) serves its own site's country only:
+another node's country is refused (421 Misdirected Request, ``other_node``, audited),
+naming that node and, where the configuration gives it (``federation.nodes.ID.api``), its
+address; the request is not forwarded (``docs/federation.md``).
 
 Scopes: ``records:write`` (write, batchWrite, attachment changes), ``records:read`` (read,
 find, attachment downloads and metadata), ``records:delete`` (delete, batchDelete), each
@@ -50,7 +53,7 @@ from domicile.vault.incountry_filters import check_find
 router = APIRouter(tags=["incountry"])
 PREFIX = "/v2/storage/records/{country}"
 JsonBody = Annotated[Any, Body()]
-STORAGE = documented(400, 401, 403, 404, 409, 410, 413, 422, 429, 500, 503)
+STORAGE = documented(400, 401, 403, 404, 409, 410, 413, 421, 422, 429, 500, 503)
 
 BODIES = openapi.incountry_bodies()
 # The storage's own checks of a body, which say in its words what is wrong with it.

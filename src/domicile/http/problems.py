@@ -22,6 +22,7 @@ from domicile.errors import (
     Conflict,
     DomicileError,
     NodeUnavailable,
+    OtherNode,
     PeerRefused,
     TooLarge,
 )
@@ -54,6 +55,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     words = {
         400: "Bad input", 401: "Not authenticated", 403: "Refused (scope or policy)",
         404: "Not found", 409: "Changed concurrently; retry",
+        421: "Another node holds that country's data: send the request there",
         410: "The record's subject key is gone (erased)", 413: "The body is too large",
         422: "The request does not match the API",
         429: "Too many failed authentications; retry after Retry-After seconds",
@@ -70,6 +72,8 @@ def status_of(exc: DomicileError) -> int:
         return 401
     if isinstance(exc, RateLimited):
         return 429
+    if isinstance(exc, OtherNode):  # Misdirected Request: the same request, to its node
+        return 421
     if isinstance(exc, Forbidden | PolicyRefused | PeerRefused):
         return 403
     if isinstance(exc, NotFound | InvalidToken):  # a token that is not ours names no record
@@ -190,6 +194,8 @@ def install(app: FastAPI) -> None:
             extra.update(site=exc.site, detail=f"site {exc.site!r} is unavailable")
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, OtherNode):  # where to send it instead: a client can act on it
+            extra.update(node=exc.node, country=exc.country, endpoint=exc.endpoint)
         return problem(status, exc.code, exc.code.replace("_", " "), headers or None, **extra)
 
     names: set[str] = set()

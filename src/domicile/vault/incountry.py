@@ -94,7 +94,7 @@ from domicile.crypto.envelope import (
     new_data_key,
     record_context,
 )
-from domicile.errors import BadInput, TooLarge
+from domicile.errors import BadInput, OtherNode, TooLarge
 from domicile.packs import Outcome
 from domicile.periodic import Periodic
 from domicile.policy import Decision
@@ -417,7 +417,13 @@ class InCountryStorage:
     def site_for(self, country: str, *, client: str | None = None) -> Site:
         """The configured site in the path's country: the local site or the default site
         when one of them is there, else the first in the configuration. A country with no
-        site is refused (and the refusal audited); nothing is ever sent elsewhere."""
+        site is refused (and the refusal audited); nothing is ever sent elsewhere.
+
+        On a federation node, a country whose site is another node's is refused too
+        (``OtherNode``, audited here, naming that node and its address): only the home
+        node holds the site's keys and store, so it alone serves that country's path, as
+        InCountry serves each country from its own point of presence. Nothing of the
+        request is forwarded, and nothing is read or decrypted here."""
         if not COUNTRY.match(country):
             raise BadInput(
                 "the country in the path is two lower-case letters",
@@ -436,11 +442,41 @@ class InCountryStorage:
                 "this deployment has no site in that country",
                 hint="records are only stored in the country named; add a site there",
             )
+        mine = [s for s in here if self.vault.is_here(s.id)]
+        if not mine:
+            raise self._other_node(here[0], client)
         for preferred in (self.vault.config.local_site, self.vault.config.model.default_site):
-            for s in here:
+            for s in mine:
                 if s.id == preferred:
                     return s
-        return here[0]
+        return mine[0]
+
+    def _other_node(self, site: Site, client: str | None) -> OtherNode:
+        """The refusal of a path whose country is another node's site, audited here."""
+        self.vault._audit_refusal(
+            AuditEvent(
+                action="refuse", site="", purpose=PURPOSE, collection=COLLECTION,
+                client=client,
+                detail={"reason": "other_node", "api": "incountry", "home_site": site.id},
+            )
+        )  # fmt: skip
+        fed = self.vault.config.model.federation
+        spec = fed.nodes.get(site.id) if fed else None
+        endpoint = spec.api.rstrip("/") if spec and spec.api else None
+        where = f"{endpoint}/v2/storage/records/{site.country.lower()}" if endpoint else None
+        return OtherNode(
+            site.id,
+            f"node {site.id!r} holds this deployment's {site.country} records, not node "
+            f"{self.vault.node!r}",
+            country=site.country,
+            endpoint=endpoint,
+            hint=(
+                f"send the request to {where}"
+                if where
+                else f"send the request to the API of node {site.id!r}"
+            )
+            + ": each node serves the InCountry API of its own country only",
+        )
 
     def _home_residency(self, site: Site) -> Residency:
         got = self._residency.get(site.country)
@@ -1035,7 +1071,13 @@ class InCountryStorage:
     def expire_all(self, caller: Caller, site_ids: Sequence[str] | None = None) -> dict[str, Any]:
         """``expire`` at these sites (default: every site). A site that does not answer is
         listed under ``unavailable`` and the others are still swept."""
-        wanted = list(site_ids) if site_ids else [s.id for s in self.vault.config.sites]
+        # By default, the sites whose data is here (on a federation node, its own only:
+        # every other node sweeps its own site).
+        wanted = (
+            list(site_ids)
+            if site_ids
+            else [s.id for s in self.vault.config.sites if self.vault.is_here(s.id)]
+        )
         sites = {s.id: s for s in self.vault.config.sites}
         unknown = [w for w in wanted if w not in sites]
         if unknown:
