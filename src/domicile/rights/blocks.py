@@ -18,18 +18,25 @@ Each site's change is one transaction holding the block (or its removal) and its
 entry (``request``, step ``block`` or ``lift``); the request keeps the block's state
 (``block``) and the step in its history. The block rows hold opaque ids, names of bases
 and rules, times and the caller's id: no personal data.
+
+On a federation's node, a site of another node is blocked (and freed) by that node: the
+node channel's ``request_step`` with step ``block`` or ``lift``. The home node checks the
+caller and the request's purpose, narrows a restriction's bases to what its own packs
+allow, writes the block and its audit entry in its own store, and answers ids and counts
+only. A node that does not answer stops the step (nothing of it is kept in the request;
+the sites done already keep their block, and a rerun leaves them as they are).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
-from domicile.errors import Conflict, NotFound
+from domicile.errors import Conflict, NodeUnavailable, NotFound
 from domicile.rights.registry import RequestsFile
-from domicile.rights.service import PURPOSE, _laws, _reason, authorize_request
+from domicile.rights.service import PURPOSE, _laws, _reason, authorize_request, for_home_nodes
 from domicile.stores.base import SiteUnavailable, SubjectBlock
 
 if TYPE_CHECKING:
@@ -67,13 +74,18 @@ def _change_site(
     step: str,
     by: str | None,
     change: Any,
+    *,
+    requester: str | None = None,
+    answer: Callable[[Any, int, Any], None] | None = None,
     **detail: Any,
 ) -> tuple[int, Any]:
     """One site's change (``change(tx)``) with its audit entry, in one transaction;
-    returns the entry's number and what ``change`` returned."""
+    returns the entry's number and what ``change`` returned. ``requester``: the site the
+    caller acts from (a peer's, at a home node); ``answer(tx, seq, result)`` keeps a
+    peer's answer in the same transaction."""
     event = AuditEvent(
         action="request", site=site_id, purpose=PURPOSE[req["kind"]], subject=subject,
-        requester=site_id, client=by,
+        requester=requester or site_id, client=by,
         detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
         at=vault.clock().isoformat(),
     )  # fmt: skip
@@ -81,6 +93,9 @@ def _change_site(
         with vault.store(site_id).transaction() as tx:
             result = change(tx)
             rows = vault.ledger(site_id).append(tx, [event])
+            seq = rows[0].seq if rows else 0
+            if answer is not None:
+                answer(tx, seq, result)
     except SiteUnavailable:
         vault.forget_store(site_id)
         raise SiteUnavailable(
@@ -88,21 +103,33 @@ def _change_site(
             hint=f"the {step} is not complete: run it again once the site is back (a site"
             " done already is left as it is)",
         ) from None  # fmt: skip
-    seq = rows[0].seq if rows else 0
     return seq, result
 
 
-def _here_only(vault: Domicile, sites: list[str]) -> None:
-    """Blocks are placed and lifted by the process holding the sites: on a federation's
-    node, a subject held at another node's site is refused before anything is done."""
-    elsewhere = sorted(s for s in sites if not vault.is_here(s))
-    if elsewhere:
-        raise Conflict(
-            f"the subject is also held at {', '.join(elsewhere)}, another node's site:"
-            " a block is placed (and lifted) only where every site is in reach",
-            hint="run the step from a process that holds every site (the CLI on the"
-            " deployment); blocks through the node channel are not built yet",
-        )
+def _at_node(
+    vault: Domicile,
+    site_id: str,
+    subject: str,
+    req: Mapping[str, Any],
+    step: str,
+    access: Access,
+    **block: Any,
+) -> dict[str, Any]:
+    """Have the node of ``site_id`` (another node's site) place or lift the block there;
+    its answer (the audit entry's number, how many records it queued again for copies).
+    A node that does not answer stops the step."""
+    purpose = PURPOSE[req["kind"]]
+    try:
+        return vault.block_at(
+            site_id, purpose=purpose, access=for_home_nodes(access, purpose), subject=subject,
+            step=step, request=req["id"], kind=req["kind"], **block,
+        )  # fmt: skip
+    except (SiteUnavailable, NodeUnavailable) as exc:
+        raise NodeUnavailable(
+            site_id, f"the node of site {site_id} did not {step} the subject: {exc.message}",
+            hint=f"nothing of this {step} was recorded in the request: run it again once the"
+            " node is back (a site done already is left as it is)",
+        ) from None  # fmt: skip
 
 
 def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any]:
@@ -113,7 +140,6 @@ def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any
     assert kind in BLOCKING
     by = access.client
     holdings = req["subject"]["holdings"]
-    _here_only(vault, [h["site"] for h in holdings])
     allows, rules = allowed_bases(vault, holdings, access) if kind == "restriction" else ((), ())
     now = vault.clock().isoformat()
     earlier = req.get("block") or {}
@@ -121,11 +147,17 @@ def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any
     since = since or now
     placed = []
     for h in holdings:
-        block = SubjectBlock(h["subject"], kind, req["id"], since, by, allows, rules)
-        seq, _ = _change_site(
-            vault, h["site"], h["subject"], req, "block", by, lambda tx, b=block: tx.block(b),
-            block=kind, allows=list(allows), rules=list(rules),
-        )  # fmt: skip
+        if not vault.is_here(h["site"]):
+            seq = _at_node(
+                vault, h["site"], h["subject"], req, "block", access, since=since,
+                allows=list(allows), rules=list(rules),
+            )["seq"]  # fmt: skip
+        else:
+            block = SubjectBlock(h["subject"], kind, req["id"], since, by, allows, rules)
+            seq, _ = _change_site(
+                vault, h["site"], h["subject"], req, "block", by, lambda tx, b=block: tx.block(b),
+                block=kind, allows=list(allows), rules=list(rules),
+            )  # fmt: skip
         placed.append({"site": h["site"], "subject": h["subject"], "seq": seq})
     req["block"] = {
         "kind": kind,
@@ -164,28 +196,37 @@ def _requeue(vault: Domicile, tx: Any, site_id: str, subject: str) -> int:
 
 
 def lift_block(
-    vault: Domicile, req: dict[str, Any], by: str | None, reason: str, step: str = "lift"
+    vault: Domicile,
+    req: dict[str, Any],
+    by: str | None,
+    reason: str,
+    step: str = "lift",
+    access: Access | None = None,
 ) -> None:
     """Lift the request's block at every site it was placed, audited there, and record it
-    in the request (its state and a ``lift`` step in its history)."""
+    in the request (its state and a ``lift`` step in its history). ``access``: the caller,
+    as another node's site is asked to lift it (the operator when not given)."""
     block = req.get("block")
     if not block or block.get("state") != "in_force":
         raise Conflict(
             "this request has no block in force",
             hint="a restriction or a withdrawal of consent places one when it is fulfilled",
         )
-    _here_only(vault, [at["site"] for at in block["at"]])
     now = vault.clock().isoformat()
     entries = []
     requeued = 0
     for at in block["at"]:
         site_id, subject = at["site"], at["subject"]
-
-        def change(tx: Any, site_id: str = site_id, subject: str = subject) -> int:
-            tx.unblock(subject, block["kind"], req["id"])
-            return _requeue(vault, tx, site_id, subject) if block["kind"] == "restriction" else 0
-
-        seq, n = _change_site(vault, site_id, subject, req, step, by, change, block=block["kind"])
+        if not vault.is_here(site_id):
+            got = _at_node(vault, site_id, subject, req, "lift", access or vault.operator)
+            requeued += got["requeued"]
+            entries.append({"site": site_id, "seq": got["seq"]})
+            continue
+        seq, n = _change_site(
+            vault, site_id, subject, req, step, by,
+            lambda tx, s=site_id, j=subject: unblock(vault, tx, s, j, block["kind"], req["id"]),
+            block=block["kind"],
+        )  # fmt: skip
         requeued += n
         entries.append({"site": site_id, "seq": seq})
     block["state"] = "lifted"
@@ -194,6 +235,13 @@ def lift_block(
         {"at": now, "step": step, "by": by, "audit": entries, "block": block["kind"],
          "sites": [e["site"] for e in entries], "requeued": requeued}
     )  # fmt: skip
+
+
+def unblock(vault: Domicile, tx: Any, site_id: str, subject: str, kind: str, request: str) -> int:
+    """Remove a request's block of ``subject`` at ``site_id`` in ``tx``; a restriction's
+    records are queued again for the copies held back. Returns how many were queued."""
+    tx.unblock(subject, kind, request)
+    return _requeue(vault, tx, site_id, subject) if kind == "restriction" else 0
 
 
 def lift(
@@ -211,7 +259,7 @@ def lift(
         if req is None:
             raise NotFound("no request of that id", hint="see `domicile rights list`")
         authorize_request(vault, access, "rights:write", req)
-        lift_block(vault, req, access.client, text)
+        lift_block(vault, req, access.client, text, access=access)
     return req
 
 

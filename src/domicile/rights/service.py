@@ -576,7 +576,7 @@ def _close(
         # of consent stays: see ``blocks.py``).
         from domicile.rights.blocks import lift_block
 
-        lift_block(vault, req, access.client, f"the request was closed ({outcome})")
+        lift_block(vault, req, access.client, f"the request was closed ({outcome})", access=access)
     req["status"] = "closed"
     req["outcome"] = {
         "outcome": outcome,
