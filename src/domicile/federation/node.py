@@ -61,7 +61,7 @@ from domicile.rights.acts import ACT_PART_KEYS, check_part, sign_part
 from domicile.rights.service import RECORD_OPERATION
 from domicile.stores.base import SiteUnavailable, StoreTransaction, SubjectBlock, VersionConflict
 from domicile.vault.core import IDENTITY, PENDING_REPLY, PendingReply, keep_reply, new_ids
-from domicile.vault.errors import InvalidToken, PolicyRefused
+from domicile.vault.errors import InvalidToken, PolicyRefused, SubjectBlocked
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
 
@@ -197,7 +197,7 @@ _ERRORS: dict[str, type[DomicileError]] = {
     e.code: e
     for e in (
         BadInput, InvalidToken, NotFound, Conflict, Forbidden, PolicyRefused, SiteUnavailable,
-        VersionConflict, KeyDestroyed,
+        VersionConflict, KeyDestroyed, SubjectBlocked,
     )
 }  # fmt: skip
 
@@ -214,6 +214,13 @@ def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
     code, message, hint = doc.get("code"), str(doc.get("message", "")), doc.get("hint")
     details = doc.get("details") or {}
     cls = _ERRORS.get(str(code))
+    if cls is SubjectBlocked:  # a block at the home node: its kind, request, time and site
+        raw = details.get("block")
+        block = {
+            k: str(raw[k])[:128] for k in ("kind", "request", "since", "site")
+            if isinstance(raw, Mapping) and isinstance(raw.get(k), str)
+        }  # fmt: skip
+        return SubjectBlocked(message, block={**block, "site": node}, hint=hint)
     if cls is PolicyRefused:
         return PolicyRefused(message, decision=details.get("decision"), hint=hint)
     if cls is not None and issubclass(cls, SiteUnavailable):
@@ -668,7 +675,7 @@ class FederatedDomicile(Domicile):
         be the purpose of the block's kind; a restriction keeps only the bases this node's
         own packs allow too), written with its audit entry in one transaction of this
         node's store, the answer kept there for a retry."""
-        from domicile.rights.blocks import BLOCKING, _change_site, allowed_bases, unblock
+        from domicile.rights.blocks import BLOCKING, _change_site, bases_here, unblock
         from domicile.rights.service import PURPOSE
 
         node = self.node
@@ -697,24 +704,17 @@ class FederatedDomicile(Domicile):
             )  # fmt: skip
             return out
         since = body.get("since")
-        asked = {name: body.get(name) for name in ("allows", "rules")}
-        if not (isinstance(since, str) and _WORD.fullmatch(since)) or not all(
-            isinstance(v, list) and len(v) <= 64 and all(isinstance(w, str) and _WORD.fullmatch(w) for w in v)
-            for v in asked.values()
-        ):  # fmt: skip
-            raise BadInput("since: a time; allows and rules: lists of names")
+        asked = {name: _names(body.get(name)) for name in ("allows", "rules")}
+        if not (isinstance(since, str) and _WORD.fullmatch(since)):
+            raise BadInput("since: a time")
         allows: tuple[str, ...] = ()
         rules: tuple[str, ...] = ()
-        if kind == "restriction":  # never more than this node's own packs allow
+        if kind == "restriction":  # never more than the rules named, nor this node's own
             holding = {
                 "site": node, "country": self._sites[node].country, "subject": subject,
                 "records": sum(1 for r in records if not r.is_replica),
             }  # fmt: skip
-            own, own_rules = allowed_bases(self, [holding], access)
-            allows = tuple(sorted(set(asked["allows"] or ())))
-            if own_rules:  # a law of this node's with a rule: it binds here as well
-                allows = tuple(sorted(set(own) & set(allows)))
-            rules = tuple(sorted(set(own_rules) | set(asked["rules"] or ())))
+            allows, rules = bases_here(self, holding, access, asked["allows"], asked["rules"])
         block = SubjectBlock(subject, kind, request, since, access.client, allows, rules)  # type: ignore[arg-type]
         _change_site(
             self, node, subject, req, "block", access.client, lambda tx: tx.block(block),
@@ -1218,6 +1218,17 @@ def _an_id(body: Mapping[str, Any], name: str) -> str:
     if not (isinstance(value, str) and _CLIENT.fullmatch(value)):
         raise BadInput(f"{name}: an id")
     return value
+
+
+def _names(raw: Any) -> list[str]:
+    """A peer's list of names (bases, rules): at most 64 short words."""
+    if not (
+        isinstance(raw, list)
+        and len(raw) <= 64
+        and all(isinstance(w, str) and _WORD.fullmatch(w) for w in raw)
+    ):
+        raise BadInput("allows and rules: lists of names")
+    return raw
 
 
 def _count(n: Any) -> bool:

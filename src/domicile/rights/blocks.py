@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
-from domicile.errors import Conflict, NodeUnavailable, NotFound
+from domicile.errors import BadInput, Conflict, NodeUnavailable, NotFound
 from domicile.rights.registry import RequestsFile
 from domicile.rights.service import PURPOSE, _laws, _reason, authorize_request, for_home_nodes
 from domicile.stores.base import SiteUnavailable, SubjectBlock
@@ -64,6 +64,37 @@ def allowed_bases(
             rules.append(rule.id)
     allows = set.intersection(*sets) if sets else set()
     return tuple(sorted(allows)), tuple(sorted(rules))
+
+
+def bases_here(
+    vault: Domicile,
+    holding: dict[str, Any],
+    access: Access,
+    allows: list[str],
+    rules: list[str],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """At a home node: the bases a peer's restriction (``allows`` by ``rules``, as the
+    asking node found them) may keep for the subject here. Each rule must be one of this
+    node's packs in force today, and the bases no more than every rule named allows and,
+    where this node's own packs covering the subject have a rule, than those allow too."""
+    today = vault.clock().date()
+    known = {
+        r.id: set(r.allows)
+        for lp in vault.engine.packs
+        for r in lp.pack.restriction
+        if r.effective.covers(today)
+    }
+    unknown = sorted(set(rules) - set(known))
+    if unknown:
+        raise BadInput(
+            f"rules: {', '.join(unknown)} is not a restriction rule in force here",
+            hint="the nodes disagree about the law: check that they run the same packs",
+        )
+    kept = set.intersection(*(known[r] for r in rules)) & set(allows) if rules else set()
+    own, own_rules = allowed_bases(vault, [holding], access)
+    if own_rules:
+        kept &= set(own)
+    return tuple(sorted(kept)), tuple(sorted(set(rules) | set(own_rules)))
 
 
 def _change_site(
