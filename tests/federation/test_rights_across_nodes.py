@@ -19,8 +19,9 @@ from domicile.errors import BadInput, ExitCode, NodeUnavailable, NotFound
 from domicile.federation.node import FederatedDomicile, Replies
 from domicile.federation.replication import NodeReplicator
 from domicile.http.problems import status_of
-from domicile.rights import close, fulfil, open_request, show
+from domicile.rights import close, fulfil, lift, open_request, show
 from domicile.rights.acts import sign_part, verify_act
+from domicile.rights.render import act_html
 from domicile.vault.errors import SubjectBlocked
 
 from .inprocess import FIELDS, RU, US, init_federation
@@ -94,6 +95,25 @@ def test_a_restriction_asked_at_a_copy_node_blocks_the_subject_at_its_home_node_
     lifted = show(de.config, req["id"])["history"]
     assert [h["sites"] for h in lifted if h["step"] == "lift"] == [["de", "us"]]
     assert us.get(token, purpose="profile_view").fields["email"] == ANN["email"]
+
+
+def test_a_withdrawal_asked_at_another_node_blocks_consent_at_home_until_lifted(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    us, ru = federation["us"], federation["ru"]
+    us.put("profiles", subject=RU, fields=FIELDS, purpose="signup")
+    req = open_request(us, "withdrawal", {"email": FIELDS["email"]}, **WHO)
+    [h] = req["subject"]["holdings"]
+    done, _ = fulfil(us, req["id"])
+    assert done["history"][-1]["sites"] == ["ru"]
+    [kept] = ru.store("ru").blocks([h["subject"]])
+    assert (kept.kind, kept.request_id) == ("withdrawal", req["id"])
+    close(us, req["id"], outcome="fulfilled")  # consent stays withdrawn
+    assert ru.store("ru").blocks([h["subject"]])
+    lift(us, req["id"], reason="the subject consented again")
+    assert ru.store("ru").blocks([h["subject"]]) == []
+    steps = [e["detail"]["step"] for e in _log(ru) if e["action"] == "request"]
+    assert steps == ["open", "block", "fulfil", "close", "lift"]
 
 
 def test_a_peers_block_step_is_decided_and_kept_by_the_home_node(
@@ -218,6 +238,8 @@ def test_each_node_signs_its_part_of_the_act_and_every_part_is_verified(
 
     def checked(doc: dict[str, Any]) -> list[tuple[str, str, bool]]:
         return [(c["site"], c["signed"], c["valid"]) for c in verify_act(us, doc)]
+
+    assert "the part (its log's entries) of site ru" in act_html(act)
 
     # A part signed by another key: RU's part is not valid.
     forged = copy.deepcopy(act)
