@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -20,15 +19,7 @@ from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
 from domicile.stores.base import SiteUnavailable
 
-from .inprocess import FIELDS, RU, US, init_federation
-
-
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
-    nodes = init_federation(tmp_path)
-    yield nodes
-    for n in nodes.values():
-        n.close(checkpoint=False)
+from .inprocess import FIELDS, RU, US
 
 
 def test_a_node_opens_only_its_own_site_and_holds_only_its_keys(

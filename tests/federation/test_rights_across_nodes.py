@@ -8,8 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -24,19 +23,11 @@ from domicile.rights.acts import sign_part, verify_act
 from domicile.rights.render import act_html
 from domicile.vault.errors import SubjectBlocked
 
-from .inprocess import FIELDS, RU, US, init_federation
+from .inprocess import FIELDS, RU, US
 
 WHO = {"checked_by": "dpo.kim", "verified_how": "account_login"}
 ANN = {**FIELDS, "email": "ann@example.com"}
 GDPR_RESTRICTION = "eu.art18_2"  # its exceptions: legal claims, rights of others, public interest
-
-
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
-    nodes = init_federation(tmp_path)
-    yield nodes
-    for n in nodes.values():
-        n.close(checkpoint=False)
 
 
 def _log(node: FederatedDomicile) -> list[dict[str, Any]]:
