@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from domicile.access import Forbidden
 from domicile.errors import BadInput, ExitCode, NodeUnavailable, NotFound
 from domicile.federation.node import FederatedDomicile, Replies
 from domicile.federation.replication import NodeReplicator
@@ -79,6 +80,19 @@ def test_a_restriction_asked_at_a_copy_node_blocks_the_subject_at_its_home_node_
     # Run again (a retry after a node was down, say): each site's block stays one block.
     fulfil(de, req["id"])
     assert len(us.store("us").blocks([subject])) == 1
+
+    # Another node cannot lift it: the request is DE's.
+    lifting = {"purpose": "subject_restriction", "client": None, "step": "lift",
+               "kind": "restriction", "request": req["id"], "subject": subject}  # fmt: skip
+    with pytest.raises(Forbidden, match="not placed by node"):
+        us.answer_peer("ru", "request_step", lifting)
+    assert len(us.store("us").blocks([subject])) == 1
+    [refused] = [e for e in _log(us) if e.get("detail", {}).get("reason") == "not_its_block"]
+    assert (refused["action"], refused["requester"], refused["subject"]) == (
+        "refuse",
+        "ru",
+        subject,
+    )
 
     close(de, req["id"], outcome="fulfilled")
     assert us.store("us").blocks([subject]) == []

@@ -697,6 +697,23 @@ class FederatedDomicile(Domicile):
             keep_reply(tx, node, dict(out))
 
         if step == "lift":
+            # Only the node whose request placed a block lifts it (the request is kept
+            # there); a block gone already is a lift done before (a rerun).
+            placed = [b for b in self.store(node).blocks([subject])
+                      if (b.request_id, b.kind) == (request, kind)]  # fmt: skip
+            if placed and not str(placed[0].by).startswith(f"node:{requester}/"):
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose, subject=subject,
+                        requester=requester, client=access.client,
+                        detail={"operation": "request_step", "step": "lift", "request": request,
+                                "reason": "not_its_block"},
+                    )
+                )  # fmt: skip
+                raise Forbidden(
+                    f"the block of request {request} was not placed by node {requester!r}",
+                    hint="lift it from the node where the request was opened",
+                )
             _change_site(
                 self, node, subject, req, "lift", access.client,
                 lambda tx: unblock(self, tx, node, subject, kind, request),
