@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domicile.access import Forbidden
 from domicile.errors import BadInput, ExitCode, NodeUnavailable, NotFound
-from domicile.federation.node import FederatedDomicile, Replies
+from domicile.federation.node import FederatedDomicile, Replies, StoredReplies
 from domicile.federation.replication import NodeReplicator
 from domicile.http.problems import status_of
 from domicile.rights import close, fulfil, lift, open_request, show
@@ -140,10 +140,13 @@ def test_a_peers_block_step_is_decided_and_kept_by_the_home_node(
             us.answer_peer("de", "request_step", {**body, **bad})
     with pytest.raises(NotFound):
         us.answer_peer("de", "request_step", {**body, "subject": "s" * 32})
-    replies = Replies()
+    # The answer is kept with the block: a retry after a restart (a fresh Replies, its
+    # memory gone) is answered from the store, not done again.
     answers = [
-        replies.once("de", "k1", lambda: (200, us.answer_peer("de", "request_step", body)),
-                     op="request_step")
+        Replies(persist=StoredReplies(us)).once(
+            "de", "k1", lambda: (200, us.answer_peer("de", "request_step", body)),
+            op="request_step",
+        )
         for _ in range(2)
     ]  # fmt: skip
     assert answers[0] == answers[1]
