@@ -150,7 +150,7 @@ def test_a_peers_block_step_is_decided_and_kept_by_the_home_node(
         for _ in range(2)
     ]  # fmt: skip
     assert answers[0] == answers[1]
-    assert set(answers[0][1]) == {"site", "subject", "seq", "requeued"}
+    assert set(answers[0][1]) == {"site", "subject", "seq", "changed", "requeued"}
     [kept] = us.store("us").blocks([subject])
     assert kept.allows == ("legal_claims",)  # not more than the rule named allows
     blocks = [e for e in _log(us) if e["action"] == "request" and e["detail"]["step"] == "block"]
@@ -182,11 +182,18 @@ def test_a_home_node_that_does_not_answer_the_block_leaves_the_request_as_it_was
     assert [h["step"] for h in kept["history"]] == ["open"]
     assert us.store("us").blocks([subject]) == []
     assert us.get(token, purpose="profile_view").fields  # nothing placed at the home
+    # The copy's block, placed before the home failed, is undone (audited as a lift):
+    # no request knows of it, so nothing could ever lift it.
+    assert de.store("de").blocks([subject]) == []
+    assert [e["detail"].get("step") for e in _log(de) if "request" in e["detail"]][-2:] == [
+        "block",
+        "lift",
+    ]
 
     channel.call = honest  # type: ignore[method-assign]
     done, _ = fulfil(de, req["id"])
     assert done["block"]["state"] == "in_force"
-    assert len(de.store("de").blocks([subject])) == 1  # the copy's block of the first run
+    assert len(de.store("de").blocks([subject])) == 1
 
 
 @pytest.mark.parametrize(

@@ -551,23 +551,27 @@ class FederatedDomicile(Domicile):
         **block: Any,
     ) -> dict[str, Any]:
         """Have ``site_id``'s node place (``step`` block) or lift (lift) the block of
-        ``request`` on its subject there; its answer: the number of its audit entry and
-        how many records it queued again for copies. An answer with anything else in it,
+        ``request`` on its subject there; its answer: the number of its audit entry,
+        whether it changed anything (1: placed, or lifted; 0: as it was) and how many
+        records it queued again for copies. An answer with anything else in it,
         or about another site or subject, is no answer."""
         body = {"step": step, "subject": subject, "request": request, "kind": kind, **block}
         answer = self._ask(site_id, "request_step", body, access, purpose, writes=True)
         seq, requeued = answer.get("seq"), answer.get("requeued")
+        changed = answer.get("changed")
         if not (
-            set(answer) == {"site", "subject", "seq", "requeued"}
+            set(answer) == {"site", "subject", "seq", "changed", "requeued"}
             and (answer["site"], answer["subject"]) == (site_id, subject)
             and _count(seq)
             and seq != 0
+            and changed in (0, 1)
+            and not isinstance(changed, bool)
             and _count(requeued)
         ):
             raise NodeUnavailable(
                 site_id, f"node {site_id} answered something that is not a node answer"
             )
-        return {"seq": seq, "requeued": requeued}
+        return {"seq": seq, "changed": changed, "requeued": requeued}
 
     def _subject_for(
         self, body: Mapping[str, Any], purpose: str, access: Access, *, writes: bool
@@ -692,8 +696,9 @@ class FederatedDomicile(Domicile):
         req = {"id": request, "kind": kind}
         out: dict[str, Any] = {}
 
-        def keep(tx: StoreTransaction, seq: int, requeued: Any) -> None:
-            out.update(site=node, subject=subject, seq=seq, requeued=int(requeued or 0))
+        def keep(tx: StoreTransaction, seq: int, result: bool | tuple[bool, int]) -> None:
+            changed, requeued = result if isinstance(result, tuple) else (result, 0)
+            out.update(site=node, subject=subject, seq=seq, changed=int(changed), requeued=requeued)
             keep_reply(tx, node, dict(out))
 
         if step == "lift":

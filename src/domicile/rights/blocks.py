@@ -23,18 +23,23 @@ On a federation's node, a site of another node is blocked (and freed) by that no
 node channel's ``request_step`` with step ``block`` or ``lift``. The home node checks the
 caller and the request's purpose, narrows a restriction's bases to what its own packs
 allow, writes the block and its audit entry in its own store, and answers ids and counts
-only. A node that does not answer stops the step (nothing of it is kept in the request;
-the sites done already keep their block, and a rerun leaves them as they are).
+only.
+
+A site or a node that fails stops the step, and nothing of it is kept in the request; the
+blocks this run had placed at other sites are removed again (each audited as a ``lift``),
+since no request would know of them and nothing could lift them. A block the request
+placed before (a rerun) is left as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
-from domicile.errors import BadInput, Conflict, NodeUnavailable, NotFound
+from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.rights.registry import RequestsFile
 from domicile.rights.service import PURPOSE, _laws, _reason, authorize_request, for_home_nodes
 from domicile.stores.base import SiteUnavailable, SubjectBlock
@@ -177,19 +182,28 @@ def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any
     since = earlier.get("since") if earlier.get("state") == "in_force" else None
     since = since or now
     placed = []
-    for h in holdings:
-        if not vault.is_here(h["site"]):
-            seq = _at_node(
-                vault, h["site"], h["subject"], req, "block", access, since=since,
-                allows=list(allows), rules=list(rules),
-            )["seq"]  # fmt: skip
-        else:
-            block = SubjectBlock(h["subject"], kind, req["id"], since, by, allows, rules)
-            seq, _ = _change_site(
-                vault, h["site"], h["subject"], req, "block", by, lambda tx, b=block: tx.block(b),
-                block=kind, allows=list(allows), rules=list(rules),
-            )  # fmt: skip
-        placed.append({"site": h["site"], "subject": h["subject"], "seq": seq})
+    fresh: list[dict[str, Any]] = []  # blocked by this run: undone if a later site fails
+    try:
+        for h in holdings:
+            if not vault.is_here(h["site"]):
+                got = _at_node(
+                    vault, h["site"], h["subject"], req, "block", access, since=since,
+                    allows=list(allows), rules=list(rules),
+                )  # fmt: skip
+                seq, new = got["seq"], bool(got["changed"])
+            else:
+                block = SubjectBlock(h["subject"], kind, req["id"], since, by, allows, rules)
+                seq, new = _change_site(
+                    vault, h["site"], h["subject"], req, "block", by,
+                    lambda tx, b=block: tx.block(b), block=kind, allows=list(allows),
+                    rules=list(rules),
+                )  # fmt: skip
+            placed.append({"site": h["site"], "subject": h["subject"], "seq": seq})
+            if new:
+                fresh.append(h)
+    except DomicileError:
+        _undo(vault, req, fresh, by, access)
+        raise
     req["block"] = {
         "kind": kind,
         "state": "in_force",
@@ -208,6 +222,27 @@ def place(vault: Domicile, req: dict[str, Any], access: Access) -> dict[str, Any
         "rules": list(rules),
         "block_audit": [{"site": p["site"], "seq": p["seq"]} for p in placed],
     }
+
+
+def _undo(
+    vault: Domicile, req: dict[str, Any], fresh: list[dict[str, Any]], by: str | None,
+    access: Access,
+) -> None:  # fmt: skip
+    """Remove the blocks a run placed before one of its sites failed: the request is not
+    saved, so no lift or close would ever find them. Each removal is audited as a lift;
+    a site that fails now too keeps its block, and the run's error is what is raised."""
+    for h in reversed(fresh):
+        with contextlib.suppress(DomicileError):
+            if vault.is_here(h["site"]):
+                _change_site(
+                    vault, h["site"], h["subject"], req, "lift", by,
+                    lambda tx, s=h["site"], j=h["subject"]: unblock(
+                        vault, tx, s, j, req["kind"], req["id"]
+                    ),
+                    block=req["kind"], undone="the block was not placed at every site",
+                )  # fmt: skip
+            else:
+                _at_node(vault, h["site"], h["subject"], req, "lift", access)
 
 
 def _requeue(vault: Domicile, tx: Any, site_id: str, subject: str) -> int:
@@ -253,7 +288,7 @@ def lift_block(
             requeued += got["requeued"]
             entries.append({"site": site_id, "seq": got["seq"]})
             continue
-        seq, n = _change_site(
+        seq, (_, n) = _change_site(
             vault, site_id, subject, req, step, by,
             lambda tx, s=site_id, j=subject: unblock(vault, tx, s, j, block["kind"], req["id"]),
             block=block["kind"],
@@ -268,11 +303,14 @@ def lift_block(
     )  # fmt: skip
 
 
-def unblock(vault: Domicile, tx: Any, site_id: str, subject: str, kind: str, request: str) -> int:
+def unblock(
+    vault: Domicile, tx: Any, site_id: str, subject: str, kind: str, request: str
+) -> tuple[bool, int]:
     """Remove a request's block of ``subject`` at ``site_id`` in ``tx``; a restriction's
-    records are queued again for the copies held back. Returns how many were queued."""
-    tx.unblock(subject, kind, request)
-    return _requeue(vault, tx, site_id, subject) if kind == "restriction" else 0
+    records are queued again for the copies held back. Returns whether there was a block,
+    and how many records were queued."""
+    removed = tx.unblock(subject, kind, request)
+    return removed, _requeue(vault, tx, site_id, subject) if kind == "restriction" else 0
 
 
 def lift(
