@@ -22,6 +22,7 @@ from domicile.http.problems import status_of
 from domicile.rights import close, fulfil, lift, open_request, show
 from domicile.rights.acts import sign_part, verify_act
 from domicile.rights.render import act_html
+from domicile.stores.base import SiteUnavailable
 from domicile.vault.errors import SubjectBlocked
 
 from .inprocess import FIELDS, RU, US
@@ -194,6 +195,32 @@ def test_a_home_node_that_does_not_answer_the_block_leaves_the_request_as_it_was
     done, _ = fulfil(de, req["id"])
     assert done["block"]["state"] == "in_force"
     assert len(de.store("de").blocks([subject])) == 1
+
+
+def test_a_block_placed_at_one_node_is_lifted_there_when_the_next_node_fails(
+    federation: dict[str, FederatedDomicile],
+) -> None:
+    """Asked at RU, which holds nothing of the subject: DE blocks the copy, the US node
+    answers that its site is down; RU has DE lift its block again, and keeps nothing of
+    the step."""
+    us, de, ru = federation["us"], federation["de"], federation["ru"]
+    _, subject = _us_subject_copied_to_de(federation)
+    req = open_request(ru, "restriction", {"email": ANN["email"]}, **WHO)
+    assert [h["site"] for h in req["subject"]["holdings"]] == ["de", "us"]
+    honest = us.answer_peer
+
+    def fails(peer: str, op: str, body: Any) -> dict[str, Any]:
+        if op == "request_step" and body["step"] == "block":
+            raise SiteUnavailable("us", "its database does not answer")
+        return honest(peer, op, body)
+
+    us.answer_peer = fails  # type: ignore[method-assign]
+    with pytest.raises(NodeUnavailable):
+        fulfil(ru, req["id"])
+    assert de.store("de").blocks([subject]) == []
+    steps = [e["detail"].get("step") for e in _log(de) if "request" in e["detail"]]
+    assert steps[-2:] == ["block", "lift"]
+    assert show(ru.config, req["id"]).get("block") is None
 
 
 @pytest.mark.parametrize(
