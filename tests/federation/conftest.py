@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from domicile.federation import create_ca, issue_node
+from domicile.federation.node import FederatedDomicile
+
+from .inprocess import init_federation
 
 HERE = Path(__file__).parent
 START_TIMEOUT = 60.0  # a loaded 2-core machine imports slowly
@@ -40,6 +43,16 @@ class Deployment:
         key = serialization.load_pem_private_key((self.ca / "ca.key").read_bytes(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
+    """A node per site of the deployment ``domicile init`` makes (profiles copied to DE),
+    in one process (``inprocess.py``)."""
+    nodes = init_federation(tmp_path)
+    yield nodes
+    for n in nodes.values():
+        n.close(checkpoint=False)
 
 
 @pytest.fixture

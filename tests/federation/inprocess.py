@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typer.testing import CliRunner
 
-from domicile.config import Config
+from domicile.cli.app import app
+from domicile.config import Config, load_config
 from domicile.crypto.keys import LocalKeyring
 from domicile.errors import DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile, error_to_wire, raise_from_wire
@@ -68,3 +70,19 @@ def add_federation(path: Path, base_port: int = 9000) -> None:
                   for i, s in enumerate(doc["sites"])}
     }  # fmt: skip
     path.write_text(yaml.safe_dump(doc))
+
+
+def init_federation(tmp_path: Path) -> dict[str, FederatedDomicile]:
+    """The deployment ``domicile init`` makes (profiles copied to DE as well), a node per
+    site; the caller closes them."""
+    folder = tmp_path / "dep"
+    result = CliRunner().invoke(app, ["init", str(folder)])
+    assert result.exit_code == 0, result.output
+    path = folder / "domicile.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["collections"]["profiles"]["replicate"] = [
+        {"to": "de", "fields": ["full_name", "headline", "city"]}
+    ]
+    path.write_text(yaml.safe_dump(doc))
+    add_federation(path)
+    return in_process_nodes(load_config(path))

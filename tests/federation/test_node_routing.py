@@ -8,41 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from domicile.access import Access, Forbidden
-from domicile.cli.app import app
-from domicile.config import load_config
 from domicile.crypto.errors import KeyringError
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable
 from domicile.federation.node import FederatedDomicile
 from domicile.stores.base import SiteUnavailable
 
-from .inprocess import FIELDS, RU, US, add_federation, in_process_nodes
-
-
-@pytest.fixture
-def federation(tmp_path: Path) -> Iterator[dict[str, FederatedDomicile]]:
-    folder = tmp_path / "dep"
-    result = CliRunner().invoke(app, ["init", str(folder)])
-    assert result.exit_code == 0, result.output
-    path = folder / "domicile.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["collections"]["profiles"]["replicate"] = [
-        {"to": "de", "fields": ["full_name", "headline", "city"]}
-    ]
-    path.write_text(yaml.safe_dump(doc))
-    add_federation(path)
-    nodes = in_process_nodes(load_config(path))
-    yield nodes
-    for n in nodes.values():
-        n.close(checkpoint=False)
+from .inprocess import FIELDS, RU, US
 
 
 def test_a_node_opens_only_its_own_site_and_holds_only_its_keys(
@@ -453,7 +430,9 @@ def test_a_subjects_request_at_one_node_reaches_the_subject_at_its_home_node(
     assert [s for s in steps if s != "holdings"][-2:] == ["open", "fulfil"]
     assert [e for e in ru_log() if e["action"] == "erase" and e["subject"] == h["subject"]]
     assert [s["site"] for s in act["signatures"]] == ["us"]  # RU's part: its own log,
-    [entry] = act["act"]["log_extract"]  # whose entry the RU node names
+    [part] = act["act"]["parts"]  # whose entry the RU node names and signs
+    assert (part["site"], part["part"]["entries"]) == ("ru", act["act"]["log_extract"])
+    [entry] = act["act"]["log_extract"]
     assert (entry["site"], entry["action"], entry["records"]) == ("ru", "erase", 1)
     row = next(iter(ru.store("ru").audit(entry["seq"])))
     assert (row.seq, row.hash.hex()) == (entry["seq"], entry["hash"])

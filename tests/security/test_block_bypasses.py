@@ -152,12 +152,6 @@ def test_an_upload_begun_before_a_restriction_is_not_written_after_it(world: Wor
     assert rec.version == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rights/blocks.py place: each site's block commits on its own, and the request "
-    "(rights.json) is saved only when every site is done; closing it after a failure leaves "
-    "the blocks already placed with no request that knows of them",
-)
 def test_a_restriction_that_failed_midway_leaves_no_block_behind(world: World) -> None:
     """Placing a restriction is one transaction per site. When a site fails after others
     were blocked, the request must still know of those blocks (so that lifting or closing

@@ -379,8 +379,10 @@ def act_(
         f" {a['totals']['sites']} sites on {a['performed_at'][:10]}",
         soft_wrap=True,
     )
+    what = {"act": "signature of site", "part": "part signed by the node of site",
+            "missing": "no signature of site"}  # fmt: skip
     for c in checks:
         tag = "[green]valid[/]" if c["valid"] else "[red]INVALID[/]"
-        console.print(f"  signature of site {c['site']}: {tag}")
+        console.print(f"  {what[c['signed']]} {c['site']}: {tag}")
     if html_p is not None:
         console.print(f"  wrote {escape(str(html_p))}", soft_wrap=True)

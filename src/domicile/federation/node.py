@@ -24,8 +24,10 @@ as from the node's own country, and never with more than the node lets peers ask
 
 - ``subject``, ``request_step``: a subject's request (``rights``) at the home node: the
   subject found by the search digests of its identities, its records listed (ids,
-  collections, categories), the laws that cover it there, its erasure entries; and each
-  step of the request recorded in the home's log (``request_step``, the one that writes).
+  collections, categories), the laws that cover it there, its erasure entries (the home's
+  part of a destruction act, signed with its own key); and each step of the request
+  recorded in the home's log, a restriction's or a withdrawal's block placed and lifted
+  in the home's store (``request_step``, the one that writes).
 
 A forwarded call is never forwarded again, so two nodes that disagree (different pack
 versions, say) refuse instead of sending a record round in circles. Calls that write
@@ -55,10 +57,11 @@ from domicile.crypto.errors import KeyDestroyed
 from domicile.errors import BadInput, Conflict, DomicileError, NodeUnavailable, NotFound
 from domicile.http.security import RateLimited
 from domicile.policy.decision import decision_from_dict, decision_to_wire
+from domicile.rights.acts import ACT_PART_KEYS, check_part, sign_part
 from domicile.rights.service import RECORD_OPERATION
-from domicile.stores.base import SiteUnavailable, StoreTransaction, VersionConflict
+from domicile.stores.base import SiteUnavailable, StoreTransaction, SubjectBlock, VersionConflict
 from domicile.vault.core import IDENTITY, PENDING_REPLY, PendingReply, keep_reply, new_ids
-from domicile.vault.errors import InvalidToken, PolicyRefused
+from domicile.vault.errors import InvalidToken, PolicyRefused, SubjectBlocked
 from domicile.vault.results import FindResult, PutResult, ReadResult, WriteResult
 from domicile.vault.service import Domicile
 
@@ -194,7 +197,7 @@ _ERRORS: dict[str, type[DomicileError]] = {
     e.code: e
     for e in (
         BadInput, InvalidToken, NotFound, Conflict, Forbidden, PolicyRefused, SiteUnavailable,
-        VersionConflict, KeyDestroyed,
+        VersionConflict, KeyDestroyed, SubjectBlocked,
     )
 }  # fmt: skip
 
@@ -211,6 +214,13 @@ def raise_from_wire(doc: Mapping[str, Any], node: str) -> DomicileError:
     code, message, hint = doc.get("code"), str(doc.get("message", "")), doc.get("hint")
     details = doc.get("details") or {}
     cls = _ERRORS.get(str(code))
+    if cls is SubjectBlocked:  # a block at the home node: its kind, request, time and site
+        raw = details.get("block")
+        block = {
+            k: str(raw[k])[:128] for k in ("kind", "request", "since", "site")
+            if isinstance(raw, Mapping) and isinstance(raw.get(k), str)
+        }  # fmt: skip
+        return SubjectBlocked(message, block={**block, "site": node}, hint=hint)
     if cls is PolicyRefused:
         return PolicyRefused(message, decision=details.get("decision"), hint=hint)
     if cls is not None and issubclass(cls, SiteUnavailable):
@@ -490,14 +500,78 @@ class FederatedDomicile(Domicile):
         return seq
 
     def erased_at(
-        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """The entries of ``site_id``'s log that erased these subjects' data there (their
-        key destroyed), as its node lists them: site, number, hash, time; no values."""
-        answer = self._ask(
-            site_id, "subject", {"step": "erased", "subjects": list(subjects)}, access, purpose
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subjects: Sequence[str],
+        request: str,
+    ) -> dict[str, Any]:
+        """``site_id``'s part of the destruction act of ``request``: the entries of its
+        log that erased these subjects' data there (their key destroyed; site, number,
+        hash, time, no values), signed by its node with its own key. A part that is not
+        about this ask, or not signed with that node's key, is no answer."""
+        body = {"step": "erased", "subjects": list(subjects), "request": request}
+        answer = self._ask(site_id, "subject", body, access, purpose)
+        bad = NodeUnavailable(
+            site_id, f"node {site_id} answered something that is not a node answer"
         )
-        return parsed(site_id, answer, "entries", _entry_from_wire)
+        part, signature = answer.get("part"), answer.get("signature")
+        if set(answer) != {"part", "signature"} or not isinstance(part, Mapping):
+            raise bad
+        if set(part) != set(ACT_PART_KEYS) or (
+            part["kind"],
+            part["site"],
+            part["asker"],
+            part["request"],
+            part["subjects"],
+        ) != ("act_part", site_id, self.node, request, list(subjects)):
+            raise bad
+        entries = parsed(site_id, part, "entries", _entry_from_wire)
+        if entries != part["entries"]:  # nothing in them but what an entry holds
+            raise bad
+        if not check_part(self.keys.verify_key(site_id), part, signature):
+            raise NodeUnavailable(
+                site_id, f"node {site_id}'s part of the act is not signed with its key",
+                hint="check the deployment's keys of that node (its certificate and keyring)",
+            )  # fmt: skip
+        return {"part": dict(part), "signature": signature}
+
+    def block_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str,
+        step: str,
+        request: str,
+        kind: str,
+        **block: Any,
+    ) -> dict[str, Any]:
+        """Have ``site_id``'s node place (``step`` block) or lift (lift) the block of
+        ``request`` on its subject there; its answer: the number of its audit entry,
+        whether it changed anything (1: placed, or lifted; 0: as it was) and how many
+        records it queued again for copies. An answer with anything else in it,
+        or about another site or subject, is no answer."""
+        body = {"step": step, "subject": subject, "request": request, "kind": kind, **block}
+        answer = self._ask(site_id, "request_step", body, access, purpose, writes=True)
+        seq, requeued = answer.get("seq"), answer.get("requeued")
+        changed = answer.get("changed")
+        if not (
+            set(answer) == {"site", "subject", "seq", "changed", "requeued"}
+            and (answer["site"], answer["subject"]) == (site_id, subject)
+            and _count(seq)
+            and seq != 0
+            and changed in (0, 1)
+            and not isinstance(changed, bool)
+            and _count(requeued)
+        ):
+            raise NodeUnavailable(
+                site_id, f"node {site_id} answered something that is not a node answer"
+            )
+        return {"seq": seq, "changed": changed, "requeued": requeued}
 
     def _subject_for(
         self, body: Mapping[str, Any], purpose: str, access: Access, *, writes: bool
@@ -517,8 +591,12 @@ class FederatedDomicile(Domicile):
         site = self._sites[node]
         store = self.store(node)
         step = body.get("step")
-        if writes != (step == "record"):
-            raise BadInput("step: holdings or erased (subject), record (request_step)")
+        if writes != (step in ("record", "block", "lift")):
+            raise BadInput(
+                "step: holdings or erased (subject), record, block or lift (request_step)"
+            )
+        if step in ("block", "lift"):
+            return self._block_here(body, step, purpose, access, requester.id)
         if step == "record":
             subject = body.get("subject")
             if subject is not None and not (
@@ -545,7 +623,14 @@ class FederatedDomicile(Domicile):
         ):
             raise BadInput("subjects: at most 100 subject ids")
         if step == "erased":
-            return {"entries": _erasure_entries(store, node, subjects)}
+            request = body.get("request")
+            if not (isinstance(request, str) and _CLIENT.fullmatch(request)):
+                raise BadInput("request: the id of the request whose act this is")
+            part = {
+                "kind": "act_part", "site": node, "asker": requester.id, "request": request,
+                "subjects": subjects, "entries": _erasure_entries(store, node, subjects),
+            }  # fmt: skip
+            return {"part": part, "signature": sign_part(self.keys.signing_key(node), part)}
         wanted = set(subjects)
         if body.get("identity") is not None:
             indexer = self._indexers[node]
@@ -597,6 +682,79 @@ class FederatedDomicile(Domicile):
             ]  # fmt: skip
             self.ledger(node).append_now(store, events)
         return {"holdings": out}
+
+    def _block_here(
+        self, body: Mapping[str, Any], step: str, purpose: str, access: Access, requester: str
+    ) -> dict[str, Any]:
+        """A peer's block of a subject of this node's site (``step`` block), or its lifting
+        (lift): decided here (the caller was checked for the request's purpose, which must
+        be the purpose of the block's kind; a restriction keeps only the bases this node's
+        own packs allow too), written with its audit entry in one transaction of this
+        node's store, the answer kept there for a retry."""
+        from domicile.rights.blocks import BLOCKING, _change_site, bases_here, unblock
+        from domicile.rights.service import PURPOSE
+
+        node = self.node
+        assert node is not None
+        kind, request, subject = (_an_id(body, n) for n in ("kind", "request", "subject"))
+        if kind not in BLOCKING or purpose != PURPOSE[kind]:
+            raise BadInput(
+                "kind: restriction or withdrawal, with the purpose of its request",
+                hint=f"{PURPOSE['restriction']} or {PURPOSE['withdrawal']}",
+            )
+        records = self.store(node).subject_records(subject)
+        if not records:
+            raise NotFound(f"node {node!r} holds no subject of that id", hint="ask its home node")
+        req = {"id": request, "kind": kind}
+        out: dict[str, Any] = {}
+
+        def keep(tx: StoreTransaction, seq: int, result: bool | tuple[bool, int]) -> None:
+            changed, requeued = result if isinstance(result, tuple) else (result, 0)
+            out.update(site=node, subject=subject, seq=seq, changed=int(changed), requeued=requeued)
+            keep_reply(tx, node, dict(out))
+
+        if step == "lift":
+            # Only the node whose request placed a block lifts it (the request is kept
+            # there); a block gone already is a lift done before (a rerun).
+            placed = [b for b in self.store(node).blocks([subject])
+                      if (b.request_id, b.kind) == (request, kind)]  # fmt: skip
+            if placed and not str(placed[0].by).startswith(f"node:{requester}/"):
+                self._audit_refusal(
+                    AuditEvent(
+                        action="refuse", site="", purpose=purpose, subject=subject,
+                        requester=requester, client=access.client,
+                        detail={"operation": "request_step", "step": "lift", "request": request,
+                                "reason": "not_its_block"},
+                    )
+                )  # fmt: skip
+                raise Forbidden(
+                    f"the block of request {request} was not placed by node {requester!r}",
+                    hint="lift it from the node where the request was opened",
+                )
+            _change_site(
+                self, node, subject, req, "lift", access.client,
+                lambda tx: unblock(self, tx, node, subject, kind, request),
+                requester=requester, answer=keep, block=kind,
+            )  # fmt: skip
+            return out
+        since = body.get("since")
+        asked = {name: _names(body.get(name)) for name in ("allows", "rules")}
+        if not (isinstance(since, str) and _WORD.fullmatch(since)):
+            raise BadInput("since: a time")
+        allows: tuple[str, ...] = ()
+        rules: tuple[str, ...] = ()
+        if kind == "restriction":  # never more than the rules named, nor this node's own
+            holding = {
+                "site": node, "country": self._sites[node].country, "subject": subject,
+                "records": sum(1 for r in records if not r.is_replica),
+            }  # fmt: skip
+            allows, rules = bases_here(self, holding, access, asked["allows"], asked["rules"])
+        block = SubjectBlock(subject, kind, request, since, access.client, allows, rules)  # type: ignore[arg-type]
+        _change_site(
+            self, node, subject, req, "block", access.client, lambda tx: tx.block(block),
+            requester=requester, answer=keep, block=kind, allows=list(allows), rules=list(rules),
+        )  # fmt: skip
+        return out
 
     # -- writes
 
@@ -1086,6 +1244,29 @@ def _entry_from_wire(d: Any) -> dict[str, Any]:
 
 def _bad() -> Any:
     raise ValueError("not a node answer")
+
+
+def _an_id(body: Mapping[str, Any], name: str) -> str:
+    """``body[name]``: an id or a name (it goes into this node's audit: nothing else)."""
+    value = body.get(name)
+    if not (isinstance(value, str) and _CLIENT.fullmatch(value)):
+        raise BadInput(f"{name}: an id")
+    return value
+
+
+def _names(raw: Any) -> list[str]:
+    """A peer's list of names (bases, rules): at most 64 short words."""
+    if not (
+        isinstance(raw, list)
+        and len(raw) <= 64
+        and all(isinstance(w, str) and _WORD.fullmatch(w) for w in raw)
+    ):
+        raise BadInput("allows and rules: lists of names")
+    return raw
+
+
+def _count(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 def _plain_detail(raw: Any) -> dict[str, Any]:

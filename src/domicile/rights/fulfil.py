@@ -364,14 +364,17 @@ def _erase(
         )
     subjects = {d["subject"] for d in destroyed}
     extract = _log_extract(vault, marks, subjects)
-    for h in req["subject"]["holdings"]:  # on a node: each other node lists its own entries
+    parts = []
+    for h in req["subject"]["holdings"]:  # on a node: each other node signs its own entries
         if not vault.is_here(h["site"]) and h["subject"] in subjects:
-            who = actor(h["site"])
-            extract += vault.erased_at(
-                h["site"], purpose=PURPOSE["erasure"], access=who, subjects=[h["subject"]]
-            )
+            part = vault.erased_at(
+                h["site"], purpose=PURPOSE["erasure"], access=actor(h["site"]),
+                subjects=[h["subject"]], request=req["id"],
+            )  # fmt: skip
+            extract += part["part"]["entries"]
+            parts.append(part)
     by = actor(vault.config.local_site or vault.config.model.default_site).client
-    act = destruction_act(vault, req, destroyed, extract, performed_by=by)
+    act = destruction_act(vault, req, destroyed, extract, performed_by=by, parts=parts)
     detail = {
         "records": sum(d["records"] for d in destroyed),
         "sites": [d["site"] for d in destroyed],

@@ -118,9 +118,12 @@ def act_html(act: Mapping[str, Any]) -> str:
         f"{rows}</table>"
     )
     body.append("<h2>Signatures</h2><ul>")
-    for s in act["signatures"]:
+    # The act's own signatures, then each other node's signature of its part (its entries).
+    signed = [("", s) for s in act["signatures"]]
+    signed += [("the part (its log's entries) of ", p) for p in a.get("parts", [])]
+    for what, s in signed:
         body.append(
-            f"<li>site {escape(s['site'])}, {escape(s['algorithm'])}, key"
+            f"<li>{what}site {escape(s['site'])}, {escape(s['algorithm'])}, key"
             f" <code>{escape(s['public_key'])}</code>: <code>{escape(s['signature'])}</code></li>"
         )
     body.append("</ul>")

@@ -381,6 +381,8 @@ def _event(
         (vault.config.local_site or vault.config.model.default_site, None)
     ]
     entries = []
+    # Each home node keeps its own entry of a block: the numbers of the others stay here.
+    sent = {k: v for k, v in detail.items() if k != "block_audit"}
     for site_id, subject in targets:
         if not vault.is_here(site_id):
             try:
@@ -389,7 +391,7 @@ def _event(
                     site_id, purpose=purpose,
                     access=for_home_nodes(access or vault.operator, purpose),
                     subject=subject,
-                    detail={"request": req["id"], "kind": req["kind"], "step": step, **detail},
+                    detail={"request": req["id"], "kind": req["kind"], "step": step, **sent},
                 )  # fmt: skip
             except (SiteUnavailable, NodeUnavailable):
                 raise SiteUnavailable(
@@ -576,7 +578,7 @@ def _close(
         # of consent stays: see ``blocks.py``).
         from domicile.rights.blocks import lift_block
 
-        lift_block(vault, req, access.client, f"the request was closed ({outcome})")
+        lift_block(vault, req, access.client, f"the request was closed ({outcome})", access=access)
     req["status"] = "closed"
     req["outcome"] = {
         "outcome": outcome,

@@ -474,12 +474,19 @@ class VaultCore:
         return []
 
     def erased_at(
-        self, site_id: str, *, purpose: str, access: Access, subjects: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """The erasure entries of these subjects in the log of a site whose data is not
-        here (a federation's node asks that site's node)."""
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subjects: Sequence[str],
+        request: str,
+    ) -> dict[str, Any]:
+        """The part of ``request``'s destruction act of a site whose data is not here:
+        the erasure entries of these subjects in its log, signed by that site (a
+        federation's node asks that site's node)."""
         self._here(site_id)
-        return []
+        return {}
 
     def request_step_at(
         self,
@@ -494,6 +501,23 @@ class VaultCore:
         here (a federation's node asks that site's node)."""
         self._here(site_id)
         return 0
+
+    def block_at(
+        self,
+        site_id: str,
+        *,
+        purpose: str,
+        access: Access,
+        subject: str,
+        step: str,
+        request: str,
+        kind: str,
+        **block: Any,
+    ) -> dict[str, Any]:
+        """Place (``step`` block) or lift (lift) a request's block of a subject at a site
+        whose data is not here (a federation's node asks that site's node)."""
+        self._here(site_id)
+        return {}
 
     def primary_meta(self, home: str, record_ids: Sequence[str]) -> dict[str, Any]:
         """The stored records among ``record_ids`` at ``home`` (what a parity check
