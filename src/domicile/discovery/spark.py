@@ -31,6 +31,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -66,11 +67,14 @@ if TYPE_CHECKING:
 FILE, BLOCK, ROW = "_domicile_file", "_domicile_block", "_domicile_row"
 POSITION = (FILE, BLOCK, ROW)
 # What a task of the full pass gives: one row per source row that has a subject or a parent
-# row's key (what = 0), then one row with the task's count and resolver answers (what = 1).
+# row's key (what = 0), then one row with the task's count, resolver answers and the
+# columns of numbers without a country code, in rows of a known subject (later) or of a
+# subject a join names (pending) (what = 1).
 _PLACE = f"{FILE} string, {BLOCK} long, {ROW} long"
 _ROWS = (
     f"what int, sid string, target string, {_PLACE}, ref string, "
-    "pieces array<string>, later array<string>, count long, book binary"
+    "pieces array<string>, later array<string>, pending array<string>, count long, "
+    "book binary"
 )
 _READINGS = (
     f"what int, sid string, target string, {_PLACE}, readings array<string>, count long, "
@@ -97,9 +101,11 @@ def session(master: str | None) -> SparkSession:
     builder = SparkSession.builder.appName("domicile scan")
     if master is not None:
         builder = builder.master(master)
-    if master is None or master.startswith("local"):
-        # Local tasks run this interpreter, so they import the same domicile.
+    if master is not None and master.startswith("local"):
+        # Local tasks run this interpreter, so they import the same domicile; a few
+        # partitions after a shuffle, not a cluster's 200.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 1)))
     for key, value in {
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -143,11 +149,17 @@ class SparkSource:
         self.description = f"files {path.name}"
         self._files = file_tables(path)
         self._columns: dict[str, tuple[str, ...]] = {}
+        self._schemas: dict[str, Any] = {}
 
     def _read(self, table: str) -> DataFrame:
         paths = [str(p) for p in self._files[table]]
         kind = file_kind(self._files[table])
         reader = self.spark.read
+        known = self._schemas.get(table)
+        if known is not None:
+            # Read once, the schema is given after: Spark would otherwise run a job to
+            # read the header (CSV) or every line (JSON) each time.
+            reader = reader.schema(known)
         if kind == "csv":
             # Every column as text, as the one-process scan reads CSV; quoted values may
             # hold commas, doubled quotes and line breaks.
@@ -164,7 +176,9 @@ class SparkSource:
         found = self._columns.get(table)
         if found is None:
             try:
-                names = list(self._read(table).columns)
+                df = self._read(table)
+                self._schemas[table] = df.schema
+                names = list(df.columns)
             except Exception:
                 raise self._unreadable(table) from None
             if file_kind(self._files[table]) == "json":
@@ -342,6 +356,8 @@ def _full_pass(
     def task(batches: Iterable[Any]) -> Iterator[Any]:
         book = EvidenceBook()
         count = 0
+        sure: set[str] = set()
+        pending: set[str] = set()
         for arrow in batches:
             batch: Batch = arrow.to_pydict()
             n = arrow.num_rows
@@ -359,16 +375,19 @@ def _full_pass(
                         pieces.add(_encode(piece))
                     elif kind == "phone" and national_shape(value) is not None:
                         later.append(column)
+                (sure if sid is not None else pending).update(later)
                 for name, v in (
                     ("what", 0), ("sid", sid), ("target", target), (FILE, batch[FILE][i]),
                     (BLOCK, batch[BLOCK][i]), (ROW, batch[ROW][i]), ("ref", ref),
-                    ("pieces", sorted(pieces)), ("later", later), ("count", None),
-                    ("book", None),
+                    ("pieces", sorted(pieces)), ("later", later), ("pending", None),
+                    ("count", None), ("book", None),
                 ):  # fmt: skip
                     out[name].append(v)
             if out["what"]:
                 yield _arrow(out, schema)
-        yield _arrow(_tail(schema, count, book.answers()), schema)
+        tail = _tail(schema, count, book.answers())
+        tail["later"], tail["pending"] = [sorted(sure)], [sorted(pending)]
+        yield _arrow(tail, schema)
 
     return task
 
@@ -430,6 +449,15 @@ def _tail(schema: Any, count: int, answers: dict[Piece, Residency]) -> dict[str,
 # --- the driver ---------------------------------------------------------------------------
 
 
+@dataclass
+class _Pass:
+    rows: Any  # the DataFrame of rows that belong to a subject
+    read: int
+    values: int
+    later: set[str]
+    pending: set[str]
+
+
 class _Job:
     """Step 3 as Spark jobs, one table at a time, parents before children."""
 
@@ -475,28 +503,33 @@ class _Job:
 
     def _run(
         self, name: str, columns: Sequence[str], make: Callable[[_Rows], Any], ddl: str
-    ) -> tuple[DataFrame, int, int]:
+    ) -> _Pass:
         """A pass over one table: its rows that belong to a subject, each with its subject
         id (through the parent's owners where a table in between names it), persisted, and
-        how many rows and values were read. Learns the tasks' resolver answers."""
+        what the tasks' last rows say. Learns the tasks' resolver answers."""
         from pyspark.sql import functions as F
 
         wanted = self.plan.wanted(name, columns)
         df = self.source.frame(name, wanted)
         rows = _Rows(self.plan, name, self._offsets(name, df))
         out = self._keep(df.mapInArrow(make(rows), ddl))
-        tails = out.where(F.col("what") == 1).select("count", "book").collect()
-        read = 0
+        tails = out.where(F.col("what") == 1).collect()
+        done = _Pass(None, 0, 0, set(), set())
         for tail in tails:
-            read += tail["count"]
-            self.book.learn(pickle.loads(tail["book"]))
-        data = out.where(F.col("what") == 0).drop("what", "count", "book")
+            fields = tail.asDict()
+            done.read += fields["count"]
+            self.book.learn(pickle.loads(fields["book"]))
+            done.later.update(fields.get("later") or ())
+            done.pending.update(fields.get("pending") or ())
+        done.values = done.read * len(wanted)
+        data = out.where(F.col("what") == 0).drop("what", "count", "book", "pending")
         if not rows.subject_table and not rows.up_is_root:
             owners = self.owners[rows.up]
             data = data.join(owners, data["target"] == owners["key"], "inner").select(
                 F.col("owner").alias("sid"), *(c for c in data.columns if c != "sid")
             )
-        return self._keep(data.where(F.col("sid").isNotNull())), read, read * len(wanted)
+        done.rows = self._keep(data.where(F.col("sid").isNotNull()))
+        return done
 
     def gather(self, progress: Progress | None) -> tuple[list[DataFrame], dict[str, list[str]]]:
         """The full pass over every table; returns the rows that count (of tables holding
@@ -512,7 +545,8 @@ class _Job:
             counted = bool(plan.tables[name].personal)
             try:
                 task = partial(_full_pass, evidence=evidence, counted=counted)
-                found, read, values = self._run(name, list(evidence), task, _ROWS)
+                done = self._run(name, list(evidence), task, _ROWS)
+                found, read, values = done.rows, done.read, done.values
                 if name in needed_as_parent and not plan.is_subject_table(name):
                     # A later row with the same key names the subject, as in the ledger.
                     self.owners[name] = self._keep(
@@ -522,7 +556,13 @@ class _Job:
                     )
                 if counted:
                     counted_rows.append(found.withColumn("t", F.lit(index)))
-                    columns = [r[0] for r in found.select(F.explode("later")).distinct().collect()]
+                    columns = set(done.later)
+                    if done.pending - columns:
+                        # Numbers in rows whose subject a join named: count the rows the
+                        # join kept, as the one-process scan does.
+                        columns |= {
+                            r[0] for r in found.select(F.explode("later")).distinct().collect()
+                        }
                     if columns:
                         later[name] = sorted(columns, key=list(evidence).index)
             except SourceError:
@@ -566,7 +606,7 @@ class _Job:
             }
             try:
                 task = partial(_readings_pass, columns=columns, candidates=candidates)
-                read, _, _ = self._run(name, columns, task, _READINGS)
+                read = self._run(name, columns, task, _READINGS).rows
             except SourceError:
                 raise
             except Exception as exc:
