@@ -57,7 +57,6 @@ from domicile.discovery.sources import Batch, TableInfo, file_kind, file_tables
 from domicile.errors import BadInput, EngineUnavailable, EnvironmentProblem, SourceError
 from domicile.extras import require
 from domicile.policy import PolicyEngine
-from domicile.residency import Residency
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -346,61 +345,34 @@ def _spark_schema(ddl: str) -> Any:
     return pa.schema(fields)
 
 
-def _full_pass(
-    rows: _Rows, evidence: dict[str, str], counted: bool
-) -> Callable[[Iterable[Any]], Iterator[Any]]:
-    """The task of the full pass over one table: each row's subject, place, reference and
-    pieces of evidence; the columns whose phone numbers lack a country code (``later``)."""
-    schema = _spark_schema(_ROWS)
+class _Task:
+    """What a task runs over the partitions of one table: the fields of each row that
+    belongs to a subject (``row``; None leaves the row out), then one last row with how
+    many rows the task read, its resolver answers per piece, and ``tail``."""
 
-    def task(batches: Iterable[Any]) -> Iterator[Any]:
-        book = EvidenceBook()
-        count = 0
-        sure: set[str] = set()
-        pending: set[str] = set()
-        for arrow in batches:
-            batch: Batch = arrow.to_pydict()
-            n = arrow.num_rows
-            count += n
-            out: dict[str, list[Any]] = {f.name: [] for f in schema}
-            for i, sid, target, ref in rows.walk(batch, n):
-                pieces: set[str] = set()
-                later: list[str] = []
-                for column, kind in evidence.items() if counted else ():
-                    value = text(batch[column][i])
-                    if value is None:
-                        continue
-                    piece = book.piece(kind, value)
-                    if piece is not None:
-                        pieces.add(_encode(piece))
-                    elif kind == "phone" and national_shape(value) is not None:
-                        later.append(column)
-                (sure if sid is not None else pending).update(later)
-                for name, v in (
-                    ("what", 0), ("sid", sid), ("target", target), (FILE, batch[FILE][i]),
-                    (BLOCK, batch[BLOCK][i]), (ROW, batch[ROW][i]), ("ref", ref),
-                    ("pieces", sorted(pieces)), ("later", later), ("pending", None),
-                    ("count", None), ("book", None),
-                ):  # fmt: skip
-                    out[name].append(v)
-            if out["what"]:
-                yield _arrow(out, schema)
-        tail = _tail(schema, count, book.answers())
-        tail["later"], tail["pending"] = [sorted(sure)], [sorted(pending)]
-        yield _arrow(tail, schema)
+    ddl = ""
 
-    return task
+    def __init__(self, rows: _Rows) -> None:
+        self.rows = rows
 
+    def row(
+        self, batch: Batch, i: int, sid: str | None, book: EvidenceBook
+    ) -> dict[str, Any] | None:
+        raise NotImplementedError
 
-def _readings_pass(
-    rows: _Rows, columns: Sequence[str], candidates: dict[str, list[str]]
-) -> Callable[[Iterable[Any]], Iterator[Any]]:
-    """The task of the second pass: each phone number without a country code, read under
-    every country that may fix it (``candidates``, per column); gives ``INDEX<TAB>REGION
-    <TAB>COUNTRY`` for each reading that is a valid number, never the number."""
-    schema = _spark_schema(_READINGS)
+    def tail(self) -> dict[str, Any]:
+        return {}
 
-    def task(batches: Iterable[Any]) -> Iterator[Any]:
+    def __call__(self, batches: Iterable[Any]) -> Iterator[Any]:
+        try:
+            yield from self._run(batches)
+        except Exception as exc:
+            # Spark logs a failed task's error on the executor: its message could quote a
+            # value, so only its type leaves the task.
+            raise RuntimeError(f"a task of domicile scan failed: {type(exc).__name__}") from None
+
+    def _run(self, batches: Iterable[Any]) -> Iterator[Any]:
+        schema = _spark_schema(self.ddl)
         book = EvidenceBook()
         count = 0
         for arrow in batches:
@@ -408,49 +380,92 @@ def _readings_pass(
             n = arrow.num_rows
             count += n
             out: dict[str, list[Any]] = {f.name: [] for f in schema}
-            for i, sid, target, _ref in rows.walk(batch, n):
-                readings: list[str] = []
-                for index, column in enumerate(columns):
-                    value = text(batch[column][i])
-                    if value is None or national_shape(value) is None:
-                        continue
-                    for region in candidates[column]:
-                        parsed = national_phone(value, region)
-                        if parsed is None:
-                            continue
-                        cc = phonenumbers.region_code_for_number(parsed)
-                        if cc and cc != "001":
-                            readings.append(f"{index}\t{region}\t{cc}")
-                            book.national_phone(value, [region])  # the piece's answer
-                if not readings:
+            for i, sid, target, ref in self.rows.walk(batch, n):
+                fields = self.row(batch, i, sid, book)
+                if fields is None:
                     continue
-                for name, v in (
-                    ("what", 0), ("sid", sid), ("target", target), (FILE, batch[FILE][i]),
-                    (BLOCK, batch[BLOCK][i]), (ROW, batch[ROW][i]),
-                    ("readings", readings), ("count", None), ("book", None),
-                ):  # fmt: skip
-                    out[name].append(v)
+                place = {"what": 0, "sid": sid, "target": target, "ref": ref}
+                for c in POSITION:
+                    place[c] = batch[c][i]
+                for f in schema:
+                    out[f.name].append(fields[f.name] if f.name in fields else place.get(f.name))
             if out["what"]:
                 yield _arrow(out, schema)
-        yield _arrow(_tail(schema, count, book.answers()), schema)
+        last: dict[str, Any] = {f.name: None for f in schema}
+        last.update(what=1, count=count, book=pickle.dumps(book.answers()), **self.tail())
+        yield _arrow({k: [v] for k, v in last.items()}, schema)
 
-    return task
+
+class _FullPass(_Task):
+    """Each row's pieces of evidence, and the columns of its phone numbers without a
+    country code (``later``; in the last row, those of rows of a known subject, and
+    ``pending``, those of rows whose subject a join names)."""
+
+    ddl = _ROWS
+
+    def __init__(self, rows: _Rows, evidence: dict[str, str], counted: bool) -> None:
+        super().__init__(rows)
+        self.evidence = evidence if counted else {}
+        self.sure: set[str] = set()
+        self.pending: set[str] = set()
+
+    def row(self, batch: Batch, i: int, sid: str | None, book: EvidenceBook) -> dict[str, Any]:
+        pieces: set[str] = set()
+        later: list[str] = []
+        for column, kind in self.evidence.items():
+            value = text(batch[column][i])
+            if value is None:
+                continue
+            piece = book.piece(kind, value)
+            if piece is not None:
+                pieces.add(_encode(piece))
+            elif kind == "phone" and national_shape(value) is not None:
+                later.append(column)
+        (self.sure if sid is not None else self.pending).update(later)
+        return {"pieces": sorted(pieces), "later": later}
+
+    def tail(self) -> dict[str, Any]:
+        return {"later": sorted(self.sure), "pending": sorted(self.pending)}
 
 
-def _tail(schema: Any, count: int, answers: dict[Piece, Residency]) -> dict[str, list[Any]]:
-    """A task's last row: how many rows it read and its resolver answers, per piece."""
-    out: dict[str, list[Any]] = {f.name: [None] for f in schema}
-    out["what"] = [1]
-    out["count"] = [count]
-    out["book"] = [pickle.dumps(answers)]
-    return out
+class _Readings(_Task):
+    """The second pass: each phone number without a country code, read under every
+    country that may fix it (``candidates``, per column); gives ``INDEX<TAB>REGION<TAB>
+    COUNTRY`` for each reading that is a valid number, never the number."""
+
+    ddl = _READINGS
+
+    def __init__(
+        self, rows: _Rows, columns: Sequence[str], candidates: dict[str, list[str]]
+    ) -> None:
+        super().__init__(rows)
+        self.columns = columns
+        self.candidates = candidates
+
+    def row(
+        self, batch: Batch, i: int, sid: str | None, book: EvidenceBook
+    ) -> dict[str, Any] | None:
+        readings: list[str] = []
+        for index, column in enumerate(self.columns):
+            value = text(batch[column][i])
+            if value is None or national_shape(value) is None:
+                continue
+            for region in self.candidates[column]:
+                parsed = national_phone(value, region)
+                if parsed is None:
+                    continue
+                cc = phonenumbers.region_code_for_number(parsed)
+                if cc and cc != "001":
+                    readings.append(f"{index}\t{region}\t{cc}")
+                    book.national_phone(value, [region])  # the piece's answer
+        return {"readings": readings} if readings else None
 
 
 # --- the driver ---------------------------------------------------------------------------
 
 
 @dataclass
-class _Pass:
+class _Done:
     rows: Any  # the DataFrame of rows that belong to a subject
     read: int
     values: int
@@ -501,9 +516,7 @@ class _Job:
             first += s["n"]
         return out
 
-    def _run(
-        self, name: str, columns: Sequence[str], make: Callable[[_Rows], Any], ddl: str
-    ) -> _Pass:
+    def _run(self, name: str, columns: Sequence[str], make: Callable[[_Rows], _Task]) -> _Done:
         """A pass over one table: its rows that belong to a subject, each with its subject
         id (through the parent's owners where a table in between names it), persisted, and
         what the tasks' last rows say. Learns the tasks' resolver answers."""
@@ -512,9 +525,10 @@ class _Job:
         wanted = self.plan.wanted(name, columns)
         df = self.source.frame(name, wanted)
         rows = _Rows(self.plan, name, self._offsets(name, df))
-        out = self._keep(df.mapInArrow(make(rows), ddl))
+        task = make(rows)
+        out = self._keep(df.mapInArrow(task, task.ddl))
         tails = out.where(F.col("what") == 1).collect()
-        done = _Pass(None, 0, 0, set(), set())
+        done = _Done(None, 0, 0, set(), set())
         for tail in tails:
             fields = tail.asDict()
             done.read += fields["count"]
@@ -544,8 +558,8 @@ class _Job:
             evidence = plan.evidence_columns(name)
             counted = bool(plan.tables[name].personal)
             try:
-                task = partial(_full_pass, evidence=evidence, counted=counted)
-                done = self._run(name, list(evidence), task, _ROWS)
+                task = partial(_FullPass, evidence=evidence, counted=counted)
+                done = self._run(name, list(evidence), task)
                 found, read, values = done.rows, done.read, done.values
                 if name in needed_as_parent and not plan.is_subject_table(name):
                     # A later row with the same key names the subject, as in the ledger.
@@ -605,8 +619,8 @@ class _Job:
                 for c in columns
             }
             try:
-                task = partial(_readings_pass, columns=columns, candidates=candidates)
-                read = self._run(name, columns, task, _READINGS).rows
+                task = partial(_Readings, columns=columns, candidates=candidates)
+                read = self._run(name, columns, task).rows
             except SourceError:
                 raise
             except Exception as exc:
