@@ -111,3 +111,14 @@ def test_the_spark_engine_refuses_what_it_cannot_scan(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.stdout + result.stderr
         assert words in result.stderr
         assert result.stderr.count("\n") == 1
+
+
+def test_without_java_spark_is_not_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Java runtime: one line saying so, exit 5, before Spark's launcher runs."""
+    (tmp_path / "people.csv").write_text("id,mail\n1,anna@firm.de\n")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = runner.invoke(app, ["scan", str(tmp_path), "--located-in", "US", "--engine", "spark"])
+    assert result.exit_code == 5, result.stdout + result.stderr
+    assert "no Java runtime" in result.stderr
+    assert result.stderr.count("\n") == 1

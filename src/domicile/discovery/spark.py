@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 import os
 import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -113,14 +114,17 @@ def session(master: str | None) -> SparkSession:
         "spark.executor.extraJavaOptions": java_options,
     }.items():
         builder = builder.config(key, value)
+    no_java = EnvironmentProblem(
+        "Spark cannot start: no Java runtime it can use",
+        hint="install Java 17 or later and put it on the PATH or set JAVA_HOME",
+    )
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise no_java  # before Spark's launcher says so in words of its own
     try:
         spark = builder.getOrCreate()
     except PySparkException as exc:
-        if "JAVA" in str(getattr(exc, "getErrorClass", lambda: "")() or exc).upper():
-            raise EnvironmentProblem(
-                "Spark cannot start: no Java runtime it can use",
-                hint="install Java 17 or later and set JAVA_HOME",
-            ) from None
+        if "JAVA" in (exc.getCondition() or ""):
+            raise no_java from None
         raise EngineUnavailable(
             "Spark cannot start", hint="check --master and that the cluster answers"
         ) from None
