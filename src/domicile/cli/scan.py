@@ -135,11 +135,15 @@ def register(app: typer.Typer) -> None:
             if spark:
                 from domicile.discovery import spark as on_spark
 
-                with bar:
-                    report = on_spark.scan(
-                        Path(source), located_in=where, engine=engine, master=master,
-                        tables=tables or (), sample=sample, progress=tell,
-                    )  # fmt: skip
+                session = on_spark.session(master)  # the JVM starts before the progress bar
+                try:
+                    with bar:
+                        report = on_spark.scan(
+                            Path(source), session, located_in=where, engine=engine,
+                            tables=tables or (), sample=sample, progress=tell,
+                        )  # fmt: skip
+                finally:
+                    session.stop()
             else:
                 src = open_source(source)
                 try:

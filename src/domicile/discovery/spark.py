@@ -236,8 +236,8 @@ class SparkSource:
                 yield batch
         except SourceError:
             raise
-        except Exception as exc:
-            raise _job_failed(table, exc) from None
+        except Exception:
+            raise _job_failed(f"the table {table}") from None
 
     def close(self) -> None:
         """The session is the caller's to stop."""
@@ -261,11 +261,11 @@ def _first_keys(path: Path) -> list[str]:
     return []
 
 
-def _job_failed(table: str, exc: Exception) -> SourceError:
-    """A failed Spark job as one line. Spark's own message may quote a malformed record,
-    so it is not repeated."""
+def _job_failed(what: str) -> SourceError:
+    """A failed Spark job as one line (``what``: what it was reading). Spark's own message
+    may quote a malformed record, so it is not repeated."""
     return SourceError(
-        f"the Spark job could not read the table {table}",
+        f"the Spark job failed reading {what}",
         hint="check its files; `domicile scan` without --engine names a file it cannot read",
     )
 
@@ -585,8 +585,8 @@ class _Job:
                         later[name] = sorted(columns, key=list(evidence).index)
             except SourceError:
                 raise
-            except Exception as exc:
-                raise _job_failed(name, exc) from None
+            except Exception:
+                raise _job_failed(f"the table {name}") from None
             self.rows += read
             self.values += values
             plan.tables[name].rows = read
@@ -627,8 +627,8 @@ class _Job:
                 read = self._run(name, columns, task).rows
             except SourceError:
                 raise
-            except Exception as exc:
-                raise _job_failed(name, exc) from None
+            except Exception:
+                raise _job_failed(f"the table {name}") from None
             choose = _choose(plan, name, columns, self.located_in)
             picked = (
                 read.join(fixed, "sid", "left")
@@ -725,52 +725,44 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
 
 def scan(
     path: Path,
+    spark: SparkSession,
     *,
     located_in: str,
     engine: PolicyEngine,
-    master: str | None = None,
-    spark: SparkSession | None = None,
     tables: Sequence[str] = (),
     sample: int = 1000,
     batch_size: int = 5000,
     date: dt.date | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The report of ``scan.scan`` for the files at ``path``, its full pass run by Spark.
-    ``spark``: a session to use (left running); otherwise one is started on ``master``
-    and stopped at the end."""
+    """The report of ``scan.scan`` for the files at ``path``, its full pass run by Spark
+    (``session`` makes one; the caller stops it)."""
     started = time.perf_counter()
     day = date or dt.date.today()
-    own = spark is None
-    session_ = session(master) if spark is None else spark
+    source = SparkSource(spark, path)
+    plan = survey(
+        source, located_in=located_in, tables=tables, sample=sample, batch_size=batch_size
+    )
+    job = _Job(source, plan, located_in)
     try:
-        source = SparkSource(session_, path)
-        plan = survey(
-            source, located_in=located_in, tables=tables, sample=sample, batch_size=batch_size
-        )
-        job = _Job(source, plan, located_in)
+        counted_rows, later = job.gather(progress)
+        national = job.readings(counted_rows, later)
         try:
-            counted_rows, later = job.gather(progress)
-            national = job.readings(counted_rows, later)
-            try:
-                subjects, findings = judge(
-                    plan, job.entries(counted_rows, national), job.book, engine=engine,
-                    located_in=located_in, day=day,
-                )  # fmt: skip
-            except (SourceError, BadInput):
-                raise
-            except Exception as exc:
-                raise _job_failed("of subjects", exc) from None
-        finally:
-            job.release()
-        return report(
-            plan, source.description, located_in=located_in, day=day, subjects=subjects,
-            findings=findings, rows=job.rows, values=job.values,
-            seconds=time.perf_counter() - started,
-        )  # fmt: skip
+            subjects, findings = judge(
+                plan, job.entries(counted_rows, national), job.book, engine=engine,
+                located_in=located_in, day=day,
+            )  # fmt: skip
+        except (SourceError, BadInput):
+            raise
+        except Exception:
+            raise _job_failed("the subjects' evidence") from None
     finally:
-        if own:
-            session_.stop()
+        job.release()
+    return report(
+        plan, source.description, located_in=located_in, day=day, subjects=subjects,
+        findings=findings, rows=job.rows, values=job.values,
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
 
 
 __all__ = ["FILE", "POSITION", "SparkSource", "require_extra", "scan", "session"]
