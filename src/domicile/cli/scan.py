@@ -137,10 +137,11 @@ def register(app: typer.Typer) -> None:
 
                 session = on_spark.session(master)  # the JVM starts before the progress bar
                 try:
+                    files = on_spark.SparkSource(session, Path(source))
                     with bar:
-                        report = on_spark.scan(
-                            Path(source), session, located_in=where, engine=engine,
-                            tables=tables or (), sample=sample, progress=tell,
+                        report = run_scan(
+                            files, located_in=where, engine=engine, tables=tables or (),
+                            sample=sample, gather=on_spark.gather(files, where, tell),
                         )  # fmt: skip
                 finally:
                     session.stop()

@@ -28,6 +28,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,21 @@ def row_key(values: Sequence[Any]) -> str:
     return "/".join("" if v is None else str(v) for v in values)
 
 
+@dataclass
+class Gathered:
+    """What step 3 gives step 4: every subject in the order first met with what its rows
+    gave, the resolver's answers per piece, and how many rows and values were read."""
+
+    entries: Iterable[tuple[str, Entry]]
+    book: EvidenceBook
+    rows: int
+    values: int
+
+
+# Step 3 on some engine: given the survey, what its rows gave (open while step 4 reads it).
+Gather = Callable[["Survey"], AbstractContextManager[Gathered]]
+
+
 def scan(
     source: Source,
     *,
@@ -115,27 +131,36 @@ def scan(
     date: dt.date | None = None,
     progress: Progress | None = None,
     residencies: dict[str, Residency] | None = None,
+    gather: Gather | None = None,
 ) -> dict[str, Any]:
     """The report (see the README, "Discovery"). ``residencies``, when given, receives each
-    subject's resolved residency (``domicile migrate plan`` places subjects by it)."""
+    subject's resolved residency (``domicile migrate plan`` places subjects by it).
+    ``gather``: step 3 on another engine (``spark.gather``); by default in this process."""
     started = time.perf_counter()
     day = date or dt.date.today()
     plan = survey(
         source, located_in=located_in, tables=tables, sample=sample, batch_size=batch_size
     )
-    ledger = Ledger()
-    try:
-        book = EvidenceBook()
-        rows, values = _gather(plan, source, ledger, book, located_in, batch_size, progress)
+
+    @contextmanager
+    def in_this_process(plan: Survey) -> Iterator[Gathered]:
+        ledger = Ledger()
+        try:
+            book = EvidenceBook()
+            rows, values = _gather(plan, source, ledger, book, located_in, batch_size, progress)
+            yield Gathered(ledger.entries(), book, rows, values)
+        finally:
+            ledger.close()
+
+    with (gather or in_this_process)(plan) as got:
         subjects, findings = judge(
-            plan, ledger.entries(), book, engine=engine, located_in=located_in, day=day,
+            plan, got.entries, got.book, engine=engine, located_in=located_in, day=day,
             residencies=residencies,
         )  # fmt: skip
-    finally:
-        ledger.close()
     return report(
         plan, source.description, located_in=located_in, day=day, subjects=subjects,
-        findings=findings, rows=rows, values=values, seconds=time.perf_counter() - started,
+        findings=findings, rows=got.rows, values=got.values,
+        seconds=time.perf_counter() - started,
     )  # fmt: skip
 
 
@@ -707,6 +732,8 @@ def _named(columns: tuple[str, ...], target: str, key: tuple[str, ...]) -> bool:
 
 __all__ = [
     "ForeignKey",
+    "Gather",
+    "Gathered",
     "Link",
     "Survey",
     "SurveyedTable",

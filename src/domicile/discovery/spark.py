@@ -1,6 +1,7 @@
 """``domicile scan --engine spark``: the same scan, its full pass run as a Spark job.
 
-The one-process scan (``scan.py``) has four steps. Steps 1 and 2 (classify columns from a
+The one-process scan (``scan.py``) has four steps; ``scan.scan(SparkSource(...),
+gather=gather(...))`` runs them with step 3 on Spark. Steps 1 and 2 (classify columns from a
 sample, find keys and links) read little and run on the driver, through ``SparkSource``,
 which reads the files with Spark. Step 3, the full pass that reads every row, is the job:
 ``mapInArrow`` runs the existing recognizers (``EvidenceBook.piece``) over each partition's
@@ -13,7 +14,7 @@ read under every country that any subject's documents, addresses or bank account
 (known after the first pass), so the reading travels as a few country codes and the value
 never leaves its task; the join with the subject's countries then picks the reading. Step 4
 runs on the driver, once per subject, in the order the one-process scan meets subjects, so
-the report is the same (``scan.judge`` and ``scan.report``).
+the report is the same (``scan.judge``, ``scan.report``).
 
 What crosses the network and Spark's shuffle files: subject ids and row keys (which are never
 columns holding personal data), file names, positions, pieces of evidence (small keys such as
@@ -24,14 +25,13 @@ back to the driver with the task's row count.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import pickle
 import shutil
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -45,19 +45,17 @@ from domicile.discovery.evidence import EvidenceBook, Piece
 from domicile.discovery.ledger import REFS_PER_SUBJECT, Entry
 from domicile.discovery.recognizers import national_phone, national_shape
 from domicile.discovery.scan import (
+    Gather,
+    Gathered,
     Progress,
     Survey,
-    judge,
     link_keys,
     phone_regions,
-    report,
     row_key,
-    survey,
 )
 from domicile.discovery.sources import Batch, TableInfo, file_kind, file_tables
-from domicile.errors import BadInput, EngineUnavailable, EnvironmentProblem, SourceError
+from domicile.errors import EngineUnavailable, EnvironmentProblem, SourceError
 from domicile.extras import require
-from domicile.policy import PolicyEngine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -673,13 +671,16 @@ class _Job:
                     F.concat("pieces", F.coalesce("more", F.array().cast("array<string>")))
                 ).alias("pieces"),
             )  # fmt: skip
-        for row in subjects.orderBy("first").toLocalIterator():
-            e = Entry(pieces={_decode(p) for p in row["pieces"]})
-            for part in sorted(row["tables"], key=lambda p: p["t"]):
-                table = order[part["t"]]
-                e.rows[table] = part["n"]
-                e.refs[table] = list(part["refs"])
-            yield row["sid"], e
+        try:
+            for row in subjects.orderBy("first").toLocalIterator():
+                e = Entry(pieces={_decode(p) for p in row["pieces"]})
+                for part in sorted(row["tables"], key=lambda p: p["t"]):
+                    table = order[part["t"]]
+                    e.rows[table] = part["n"]
+                    e.refs[table] = list(part["refs"])
+                yield row["sid"], e
+        except Exception:
+            raise _job_failed("the subjects' evidence") from None
 
 
 def _choose(
@@ -723,46 +724,20 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
     return out
 
 
-def scan(
-    path: Path,
-    spark: SparkSession,
-    *,
-    located_in: str,
-    engine: PolicyEngine,
-    tables: Sequence[str] = (),
-    sample: int = 1000,
-    batch_size: int = 5000,
-    date: dt.date | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """The report of ``scan.scan`` for the files at ``path``, its full pass run by Spark
-    (``session`` makes one; the caller stops it)."""
-    started = time.perf_counter()
-    day = date or dt.date.today()
-    source = SparkSource(spark, path)
-    plan = survey(
-        source, located_in=located_in, tables=tables, sample=sample, batch_size=batch_size
-    )
-    job = _Job(source, plan, located_in)
-    try:
-        counted_rows, later = job.gather(progress)
-        national = job.readings(counted_rows, later)
+def gather(source: SparkSource, located_in: str, progress: Progress | None = None) -> Gather:
+    """Step 3 of ``scan.scan`` (its ``gather``) as Spark jobs over ``source``'s files."""
+
+    @contextmanager
+    def on_spark(plan: Survey) -> Iterator[Gathered]:
+        job = _Job(source, plan, located_in)
         try:
-            subjects, findings = judge(
-                plan, job.entries(counted_rows, national), job.book, engine=engine,
-                located_in=located_in, day=day,
-            )  # fmt: skip
-        except (SourceError, BadInput):
-            raise
-        except Exception:
-            raise _job_failed("the subjects' evidence") from None
-    finally:
-        job.release()
-    return report(
-        plan, source.description, located_in=located_in, day=day, subjects=subjects,
-        findings=findings, rows=job.rows, values=job.values,
-        seconds=time.perf_counter() - started,
-    )  # fmt: skip
+            counted_rows, later = job.gather(progress)
+            national = job.readings(counted_rows, later)
+            yield Gathered(job.entries(counted_rows, national), job.book, job.rows, job.values)
+        finally:
+            job.release()
+
+    return on_spark
 
 
-__all__ = ["FILE", "POSITION", "SparkSource", "require_extra", "scan", "session"]
+__all__ = ["FILE", "POSITION", "SparkSource", "gather", "require_extra", "session"]
