@@ -318,6 +318,11 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
     commands = [["bench", *argv, "--json"] for needs, argv in BENCH if needs == extra]
     if extra == "scan":
         commands.append(["scan", str(_scan_source(work)), "--located-in", "DE", "--json"])
+    if extra == "spark":  # the same source, its full pass a Spark job in local mode
+        commands.append(
+            ["scan", str(_scan_source(work)), "--located-in", "DE", "--json", "--engine", "spark",
+             "--master", "local[1]"]
+        )  # fmt: skip
     if extra == "reports":  # on the deployment the core's walk made
         deploy = str(work / "deploy")
         commands.append(

@@ -168,6 +168,14 @@ class SourceUnavailable(DomicileError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class EngineUnavailable(DomicileError):
+    """The engine a scan runs on (a Spark master) cannot be started or reached. Nothing was
+    read or written."""
+
+    code = "engine_unavailable"
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class PeerRefused(DomicileError):
     """A node channel peer was refused at the TLS handshake: its certificate is not one
     of this deployment's node certificates, or not the node the caller meant to reach.

@@ -30,6 +30,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "hsm": ("pkcs11",),
     # a site's keys in HashiCorp Vault Transit: key_provider kind transit
     "kms": ("hvac",),
+    # `scan --engine spark`: the scan's full pass as a Spark job (mapInArrow needs PyArrow
+    # and pandas; Spark itself needs a Java 17 runtime)
+    "spark": ("pyspark", "pyarrow", "pandas"),
 }
 
 

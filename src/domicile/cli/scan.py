@@ -44,6 +44,29 @@ def _location(located_in: str | None, site: str | None, config: str | None) -> t
     )
 
 
+ENGINES = ("local", "spark")
+
+
+def _engine(name: str, master: str | None, source: str) -> bool:
+    """Whether the scan runs on Spark; refuses what Spark cannot scan, before anything
+    starts."""
+    if name not in ENGINES:
+        raise BadInput(f"no engine {name!r}", hint=f"use one of: {', '.join(ENGINES)}")
+    if name != "spark":
+        if master is not None:
+            raise BadInput("--master goes with --engine spark", hint="add --engine spark")
+        return False
+    if "://" in source or source.startswith("sqlite:"):
+        raise BadInput(
+            "the spark engine reads files, not databases",
+            hint="give a folder of CSV, Parquet or JSON-lines files, or leave out --engine",
+        )
+    from domicile.discovery.spark import require_extra as require_spark
+
+    require_spark()
+    return True
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def scan(
@@ -68,18 +91,30 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         out: Path | None = typer.Option(None, "--out", help="Write the JSON object to FILE."),
+        engine_name: str = typer.Option(
+            "local",
+            "--engine",
+            help="local: this process (DuckDB for files); spark: the full pass as a Spark job (files only; the spark extra).",
+        ),
+        master: str | None = typer.Option(
+            None,
+            "--master",
+            help="With --engine spark: local[N] or a cluster's master URL (default: what spark-submit set, else local[*]).",
+        ),
     ) -> None:
         """Find personal data in a database or files, whose it is, and what the law says.
 
         Classifies the columns of a source, resolves each subject's countries from all
         linked rows, and reports what the law forbids about holding them there. Reads
         only. Exit 0 with the report (findings or none), 2 for bad input, 4 if the source
-        does not answer."""
+        (or, with --engine spark, the Spark master) does not answer, 5 if Spark finds no
+        Java runtime."""
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         from domicile.discovery.sources import require_extra
 
         with errors(as_json):
+            spark = _engine(engine_name, master, source)
             require_extra()
             from domicile.discovery import open_source, run_scan
 
@@ -97,15 +132,29 @@ def register(app: typer.Typer) -> None:
                     tasks[table] = bar.add_task(table)
                 bar.update(tasks[table], description=f"{table}: {done[table]:,} rows")
 
-            src = open_source(source)
-            try:
-                with bar:
-                    report = run_scan(
-                        src, located_in=where, engine=engine, tables=tables or (),
-                        sample=sample, progress=tell,
-                    )  # fmt: skip
-            finally:
-                src.close()
+            if spark:
+                from domicile.discovery import spark as on_spark
+
+                session = on_spark.session(master)  # the JVM starts before the progress bar
+                try:
+                    files = on_spark.SparkSource(session, Path(source))
+                    with bar:
+                        report = run_scan(
+                            files, located_in=where, engine=engine, tables=tables or (),
+                            sample=sample, gather=on_spark.gather(files, where, tell),
+                        )  # fmt: skip
+                finally:
+                    session.stop()
+            else:
+                src = open_source(source)
+                try:
+                    with bar:
+                        report = run_scan(
+                            src, located_in=where, engine=engine, tables=tables or (),
+                            sample=sample, progress=tell,
+                        )  # fmt: skip
+                finally:
+                    src.close()
             if out is not None:
                 try:
                     out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")

@@ -169,6 +169,17 @@ class EvidenceBook:
                 out |= self._pieces[p].countries
         return out
 
+    def answers(self) -> dict[Piece, Residency]:
+        """The resolver's answer for every piece met so far. A piece's answer depends on
+        the piece alone (its country, its document), so books of several processes, such
+        as the tasks of a Spark job, merge without asking which value came first."""
+        return dict(self._pieces)
+
+    def learn(self, answers: dict[Piece, Residency]) -> None:
+        """Take another book's answers (``answers``) for the pieces this one lacks."""
+        for piece, residency in answers.items():
+            self._pieces.setdefault(piece, residency)
+
     def _remember(self, key: Piece, make: Callable[[], Residency]) -> Piece:
         """``key``, its residency made once (the first time it is met)."""
         if key not in self._pieces:

@@ -28,12 +28,13 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from domicile.discovery.classify import Tally, Verdict, decide, tally, text
 from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
-from domicile.discovery.ledger import REFS_PER_SUBJECT, Ledger, Share
+from domicile.discovery.ledger import REFS_PER_SUBJECT, Entry, Ledger, Share
 from domicile.discovery.recognizers import KINDS, national_shape
 from domicile.discovery.sources import Batch, ForeignKey, Source, TableInfo
 from domicile.errors import BadInput
@@ -84,7 +85,7 @@ def _end(table: str, columns: tuple[str, ...]) -> str:
 
 
 @dataclass
-class _Table:
+class SurveyedTable:
     info: TableInfo
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     key: tuple[str, ...] = ()  # the columns that name a row (empty: row numbers)
@@ -100,8 +101,23 @@ class _Table:
         return frozenset(v.category for v in self.verdicts.values() if v.category)
 
 
-def _row_key(values: Sequence[Any]) -> str:
+def row_key(values: Sequence[Any]) -> str:
     return "/".join("" if v is None else str(v) for v in values)
+
+
+@dataclass
+class Gathered:
+    """What step 3 gives step 4: every subject in the order first met with what its rows
+    gave, the resolver's answers per piece, and how many rows and values were read."""
+
+    entries: Iterable[tuple[str, Entry]]
+    book: EvidenceBook
+    rows: int
+    values: int
+
+
+# Step 3 on some engine: given the survey, what its rows gave (open while step 4 reads it).
+Gather = Callable[["Survey"], AbstractContextManager[Gathered]]
 
 
 def scan(
@@ -115,11 +131,79 @@ def scan(
     date: dt.date | None = None,
     progress: Progress | None = None,
     residencies: dict[str, Residency] | None = None,
+    gather: Gather | None = None,
 ) -> dict[str, Any]:
     """The report (see the README, "Discovery"). ``residencies``, when given, receives each
-    subject's resolved residency (``domicile migrate plan`` places subjects by it)."""
+    subject's resolved residency (``domicile migrate plan`` places subjects by it).
+    ``gather``: step 3 on another engine (``spark.gather``); by default in this process."""
     started = time.perf_counter()
     day = date or dt.date.today()
+    plan = survey(
+        source, located_in=located_in, tables=tables, sample=sample, batch_size=batch_size
+    )
+
+    @contextmanager
+    def in_this_process(plan: Survey) -> Iterator[Gathered]:
+        ledger = Ledger()
+        try:
+            book = EvidenceBook()
+            rows, values = _gather(plan, source, ledger, book, located_in, batch_size, progress)
+            yield Gathered(ledger.entries(), book, rows, values)
+        finally:
+            ledger.close()
+
+    with (gather or in_this_process)(plan) as got:
+        subjects, findings = judge(
+            plan, got.entries, got.book, engine=engine, located_in=located_in, day=day,
+            residencies=residencies,
+        )  # fmt: skip
+    return report(
+        plan, source.description, located_in=located_in, day=day, subjects=subjects,
+        findings=findings, rows=got.rows, values=got.values,
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+@dataclass
+class Survey:
+    """What steps 1 and 2 found: each table's verdicts and key, the links, each table's
+    subjects' table (``roots``) and the tables read in full, parents before children."""
+
+    tables: dict[str, SurveyedTable]
+    links: list[Link]
+    parent: dict[str, Link]  # a table to the link to its parent
+    roots: dict[str, str | None]
+    order: list[str]
+
+    @property
+    def needed_as_parent(self) -> set[str]:
+        return {link.target for link in self.parent.values()}
+
+    def is_subject_table(self, name: str) -> bool:
+        return self.roots.get(name) == name
+
+    def wanted(self, name: str, columns: Sequence[str]) -> list[str]:
+        """The columns read of a table to gather ``columns``: its key, its link, them."""
+        t = self.tables[name]
+        link = None if self.is_subject_table(name) else self.parent[name]
+        wanted = list(dict.fromkeys([*t.key, *(link.columns if link else ()), *columns]))
+        return wanted or [t.info.columns[0]]
+
+    def evidence_columns(self, name: str) -> dict[str, str]:
+        """Column to kind, for a table's columns whose values are evidence."""
+        return {c: k for c, k in self.tables[name].personal.items() if KINDS[k].evidence}
+
+
+def survey(
+    source: Source,
+    *,
+    located_in: str,
+    tables: Sequence[str] = (),
+    sample: int = 1000,
+    batch_size: int = 5000,
+) -> Survey:
+    """Steps 1 and 2: classify every column from a sample, find keys, links and subjects.
+    Reads a sample of each table, and the key columns in full where links are inferred."""
     infos = source.tables()
     if tables:
         known = {i.name for i in infos}
@@ -133,12 +217,11 @@ def scan(
     if not infos:
         raise BadInput("the source holds no tables", hint="check the URL or path")
 
-    stats = Counter[str]()
     # 1. classify from a sample
-    state: dict[str, _Table] = {}
+    state: dict[str, SurveyedTable] = {}
     samples: dict[str, dict[str, list[Any]]] = {}
     for info in infos:
-        t = _Table(info)
+        t = SurveyedTable(info)
         merged: dict[str, Tally] = {}
         rows: dict[str, list[Any]] = {c: [] for c in info.columns}
         for batch in source.batches(info.name, info.columns, batch_size, limit=sample):
@@ -179,220 +262,268 @@ def scan(
 
     for name in state:
         root(name)
-    del samples  # the full pass holds one batch at a time
 
-    # 3. read in full, parents before children; what each subject's rows give is kept in
-    # a ledger on disk (``ledger.py``), so memory holds a batch, not the source.
-    ledger = Ledger()
-    try:
-        book = EvidenceBook()
-        needed_as_parent = {link.target for link in parent.values()}
+    def depth(name: str) -> int:
+        d, cur = 0, name
+        while roots.get(cur) not in (None, cur) and cur in parent and d < len(state):
+            cur, d = parent[cur].target, d + 1
+        return d
 
-        def depth(name: str) -> int:
-            d, cur = 0, name
-            while roots.get(cur) not in (None, cur) and cur in parent and d < len(state):
-                cur, d = parent[cur].target, d + 1
-            return d
+    order = sorted((n for n in state if roots.get(n) is not None), key=depth)
+    return Survey(state, links, parent, roots, order)
 
-        order = sorted((n for n in state if roots.get(n) is not None), key=depth)
 
-        def rows_of(
-            name: str, columns: Sequence[str]
-        ) -> Iterator[tuple[Batch, int, list[tuple[int, str, str]]]]:
-            """The batches of a table's ``columns`` (with its key and link), each with its
-            rows that belong to a subject: (index, subject id, row reference)."""
-            t = state[name]
-            subject_table = roots[name] == name
-            link = None if subject_table else parent[name]
-            wanted = list(dict.fromkeys([*t.key, *(link.columns if link else ()), *columns]))
-            if not wanted:
-                wanted = [t.info.columns[0]]
-            rowno = 0
-            for batch in source.batches(name, wanted, batch_size):
-                n = len(batch[wanted[0]])
-                keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
-                targets = _link_keys(batch, link.columns, n) if link else None
-                up = link.target if link else ""
-                owners = (
-                    ledger.owners(up, (k for k in targets if k is not None))
-                    if link and targets and roots[up] != up
-                    else {}
-                )
-                found: list[tuple[int, str, str]] = []
-                for i in range(n):
-                    rowno += 1
-                    ref = _row_key(keys[i]) if keys else f"#{rowno}"
-                    if link is None:
-                        sid = f"{name}:{ref}"
-                    else:
-                        assert targets is not None
-                        target = targets[i]
-                        if target is None:
-                            continue
-                        sid_found = f"{up}:{target}" if roots[up] == up else owners.get(target)
-                        if sid_found is None:
-                            continue
-                        sid = sid_found
-                    found.append((i, sid, ref))
-                yield batch, n * len(wanted), found
+def _gather(
+    plan: Survey,
+    source: Source,
+    ledger: Ledger,
+    book: EvidenceBook,
+    located_in: str,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Step 3 in this process: read the tables in full, parents before children, and keep
+    what each subject's rows give in the ledger (on disk, so memory holds a batch, not the
+    source). Returns the rows and values read."""
+    state, parent, roots = plan.tables, plan.parent, plan.roots
+    stats = Counter[str]()
 
-        # Phone numbers without a country code are read once every other piece of evidence
-        # is known: the subject's documents and addresses fix how they are read.
-        national_later: dict[str, list[str]] = {}
-        for name in order:
-            t = state[name]
-            subject_table = roots[name] == name
-            evidence_cols = {c: k for c, k in t.personal.items() if KINDS[k].evidence}
-            # Children of a subjects' table name their subject by its key directly; only
-            # tables in between (orders, between payments and customers) keep a map.
-            keep_map = name in needed_as_parent and not subject_table
-            counted = bool(t.personal)
-            for batch, values, found in rows_of(name, list(evidence_cols)):
-                if keep_map:
-                    ledger.own(name, ((ref, sid) for _, sid, ref in found))
-                shares: dict[str, Share] = {}
-                for i, sid, ref in found if counted else ():
-                    share = shares.get(sid)
-                    if share is None:
-                        share = shares[sid] = Share()
-                    share.rows += 1
-                    if len(share.refs) < REFS_PER_SUBJECT:
-                        share.refs.append(ref)
-                    for column, kind in evidence_cols.items():
-                        value = text(batch[column][i])
-                        if value is None:
-                            continue
-                        piece = book.piece(kind, value)
-                        if piece is not None:
-                            share.pieces.add(piece)
-                        elif kind == "phone" and national_shape(value) is not None:
-                            later = national_later.setdefault(name, [])
-                            if column not in later:
-                                later.append(column)
-                ledger.add(name, shares)
-                stats["values"] += values
-                t.rows += len(next(iter(batch.values()), ()))
-                if progress:
-                    progress(name, len(next(iter(batch.values()), ())))
-            stats["rows"] += t.rows
-        for name, columns in national_later.items():
-            for batch, _, found in rows_of(name, columns):
-                held = ledger.pieces_of([sid for _, sid, _ in found])
-                more: list[tuple[str, Piece]] = []
-                for i, sid, _ref in found:
-                    fixed: set[str] | None = None
-                    for column in columns:
-                        value = text(batch[column][i])
-                        if value is None or national_shape(value) is None:
-                            continue
-                        if fixed is None:
-                            fixed = book.fixing(held.get(sid, ()))
-                        regions = {located_in, *fixed}
-                        if state[name].verdicts[column].region:
-                            regions.add(state[name].verdicts[column].region or "")
-                        piece = book.national_phone(value, regions)
-                        if piece is not None:
-                            more.append((sid, piece))
-                ledger.add_pieces(more)
+    def rows_of(
+        name: str, columns: Sequence[str]
+    ) -> Iterator[tuple[Batch, int, list[tuple[int, str, str]]]]:
+        """The batches of a table's ``columns`` (with its key and link), each with its
+        rows that belong to a subject: (index, subject id, row reference)."""
+        t = state[name]
+        subject_table = roots[name] == name
+        link = None if subject_table else parent[name]
+        wanted = plan.wanted(name, columns)
+        rowno = 0
+        for batch in source.batches(name, wanted, batch_size):
+            n = len(batch[wanted[0]])
+            keys = list(zip(*(batch[c] for c in t.key), strict=True)) if t.key else None
+            targets = link_keys(batch, link.columns, n) if link else None
+            up = link.target if link else ""
+            owners = (
+                ledger.owners(up, (k for k in targets if k is not None))
+                if link and targets and roots[up] != up
+                else {}
+            )
+            found: list[tuple[int, str, str]] = []
+            for i in range(n):
+                rowno += 1
+                ref = row_key(keys[i]) if keys else f"#{rowno}"
+                if link is None:
+                    sid = f"{name}:{ref}"
+                else:
+                    assert targets is not None
+                    target = targets[i]
+                    if target is None:
+                        continue
+                    sid_found = f"{up}:{target}" if roots[up] == up else owners.get(target)
+                    if sid_found is None:
+                        continue
+                    sid = sid_found
+                found.append((i, sid, ref))
+            yield batch, n * len(wanted), found
 
-        # 4. decide
-        findings: dict[str, dict[str, Any]] = {}
-        subjects_out: dict[str, list[str]] = {}
-        shared: dict[Residency, list[str]] = {}
-        decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
-        for sid, s in ledger.entries():
-            residency = book.residency(s.pieces)
-            # One list per distinct residency, shared by its subjects: the report holds
-            # a million subjects' countries without a million lists.
-            countries = shared.get(residency)
-            if countries is None:
-                countries = shared[residency] = countries_of(residency)
-            subjects_out[sid] = countries
-            if residencies is not None:
-                residencies[sid] = residency
-            cats = frozenset().union(*(state[tb].categories for tb in s.rows))
-            if not cats:
+    # Phone numbers without a country code are read once every other piece of evidence
+    # is known: the subject's documents and addresses fix how they are read.
+    national_later: dict[str, list[str]] = {}
+    needed_as_parent = plan.needed_as_parent
+    for name in plan.order:
+        t = state[name]
+        subject_table = roots[name] == name
+        evidence_cols = plan.evidence_columns(name)
+        # Children of a subjects' table name their subject by its key directly; only
+        # tables in between (orders, between payments and customers) keep a map.
+        keep_map = name in needed_as_parent and not subject_table
+        counted = bool(t.personal)
+        for batch, values, found in rows_of(name, list(evidence_cols)):
+            if keep_map:
+                ledger.own(name, ((ref, sid) for _, sid, ref in found))
+            shares: dict[str, Share] = {}
+            for i, sid, ref in found if counted else ():
+                share = shares.get(sid)
+                if share is None:
+                    share = shares[sid] = Share()
+                share.rows += 1
+                if len(share.refs) < REFS_PER_SUBJECT:
+                    share.refs.append(ref)
+                for column, kind in evidence_cols.items():
+                    value = text(batch[column][i])
+                    if value is None:
+                        continue
+                    piece = book.piece(kind, value)
+                    if piece is not None:
+                        share.pieces.add(piece)
+                    elif kind == "phone" and national_shape(value) is not None:
+                        later = national_later.setdefault(name, [])
+                        if column not in later:
+                            later.append(column)
+            ledger.add(name, shares)
+            stats["values"] += values
+            t.rows += len(next(iter(batch.values()), ()))
+            if progress:
+                progress(name, len(next(iter(batch.values()), ())))
+        stats["rows"] += t.rows
+    for name, columns in national_later.items():
+        for batch, _, found in rows_of(name, columns):
+            held = ledger.pieces_of([sid for _, sid, _ in found])
+            more: list[tuple[str, Piece]] = []
+            for i, sid, _ref in found:
+                fixed: set[str] | None = None
+                for column in columns:
+                    value = text(batch[column][i])
+                    if value is None or national_shape(value) is None:
+                        continue
+                    if fixed is None:
+                        fixed = book.fixing(held.get(sid, ()))
+                    piece = book.national_phone(
+                        value, phone_regions(plan, name, column, located_in, fixed)
+                    )
+                    if piece is not None:
+                        more.append((sid, piece))
+            ledger.add_pieces(more)
+    return stats["rows"], stats["values"]
+
+
+def phone_regions(
+    plan: Survey, table: str, column: str, located_in: str, fixed: Iterable[str]
+) -> set[str]:
+    """The countries under which a subject's phone number without a country code is read:
+    where the source is, what the subject's documents, addresses and bank accounts name,
+    and the country most of the column's international numbers belong to."""
+    regions = {located_in, *fixed}
+    region = plan.tables[table].verdicts[column].region
+    if region:
+        regions.add(region)
+    return regions
+
+
+def judge(
+    plan: Survey,
+    entries: Iterable[tuple[str, Entry]],
+    book: EvidenceBook,
+    *,
+    engine: PolicyEngine,
+    located_in: str,
+    day: dt.date,
+    residencies: dict[str, Residency] | None = None,
+) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+    """Step 4: each subject's residency from its pieces, and each subject's data decided
+    as if stored where the source is; every rule that refuses or escalates, with counts
+    and row references. ``entries``: every subject in the order first met."""
+    state = plan.tables
+    findings: dict[str, dict[str, Any]] = {}
+    subjects_out: dict[str, list[str]] = {}
+    shared: dict[Residency, list[str]] = {}
+    decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
+    for sid, s in entries:
+        residency = book.residency(s.pieces)
+        # One list per distinct residency, shared by its subjects: the report holds
+        # a million subjects' countries without a million lists.
+        countries = shared.get(residency)
+        if countries is None:
+            countries = shared[residency] = countries_of(residency)
+        subjects_out[sid] = countries
+        if residencies is not None:
+            residencies[sid] = residency
+        cats = frozenset().union(*(state[tb].categories for tb in s.rows))
+        if not cats:
+            continue
+        decision = decisions.get((residency, cats))
+        if decision is None:
+            request = engine.request(
+                subject=residency,
+                categories=sorted(cats),
+                operation="store",
+                site_country=located_in,
+                date=day,
+            )
+            decision = decisions[(residency, cats)] = engine.decide(request)
+        if decision.outcome is Outcome.allow:
+            continue
+        jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
+        for rule in decision.rules:
+            if rule.outcome is Outcome.allow:
                 continue
-            decision = decisions.get((residency, cats))
-            if decision is None:
-                request = engine.request(
-                    subject=residency,
-                    categories=sorted(cats),
-                    operation="store",
-                    site_country=located_in,
-                    date=day,
-                )
-                decision = decisions[(residency, cats)] = engine.decide(request)
-            if decision.outcome is Outcome.allow:
-                continue
-            jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
-            for rule in decision.rules:
-                if rule.outcome is Outcome.allow:
-                    continue
-                f = findings.get(rule.id)
-                if f is None:
-                    f = findings[rule.id] = {
-                        "rule": rule.id,
-                        "pack": rule.pack,
-                        "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
-                        "title": rule.title,
-                        "outcome": rule.outcome.value,
-                        "severity": "high" if rule.outcome is Outcome.deny else "review",
-                        "reason": rule.reason,
-                        "citations": [c.to_dict() for c in rule.citations],
-                        "subjects": 0,
-                        "rows": 0,
-                        "uncertain_subjects": 0,
-                        "subject_refs": [],
-                        "row_refs": {},
-                        "row_refs_complete": True,
-                    }
-                # Escalation is stricter than allowing: a contested case is its own outcome.
-                if rule.outcome is Outcome.deny and f["outcome"] != "deny":
-                    f["outcome"], f["severity"] = "deny", "high"
-                f["subjects"] += 1
-                f["uncertain_subjects"] += int(rule.uncertain)
-                f["subject_refs"].append(sid)
-                for tb, count in s.rows.items():
-                    f["rows"] += count
-                    listed = f["row_refs"].setdefault(tb, [])
-                    room = REFS_PER_FINDING - len(listed)
-                    listed.extend(s.refs[tb][: max(room, 0)])
-                    if count > min(len(s.refs[tb]), max(room, 0)):
-                        f["row_refs_complete"] = False
+            f = findings.get(rule.id)
+            if f is None:
+                f = findings[rule.id] = {
+                    "rule": rule.id,
+                    "pack": rule.pack,
+                    "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
+                    "title": rule.title,
+                    "outcome": rule.outcome.value,
+                    "severity": "high" if rule.outcome is Outcome.deny else "review",
+                    "reason": rule.reason,
+                    "citations": [c.to_dict() for c in rule.citations],
+                    "subjects": 0,
+                    "rows": 0,
+                    "uncertain_subjects": 0,
+                    "subject_refs": [],
+                    "row_refs": {},
+                    "row_refs_complete": True,
+                }
+            # Escalation is stricter than allowing: a contested case is its own outcome.
+            if rule.outcome is Outcome.deny and f["outcome"] != "deny":
+                f["outcome"], f["severity"] = "deny", "high"
+            f["subjects"] += 1
+            f["uncertain_subjects"] += int(rule.uncertain)
+            f["subject_refs"].append(sid)
+            for tb, count in s.rows.items():
+                f["rows"] += count
+                listed = f["row_refs"].setdefault(tb, [])
+                room = REFS_PER_FINDING - len(listed)
+                listed.extend(s.refs[tb][: max(room, 0)])
+                if count > min(len(s.refs[tb]), max(room, 0)):
+                    f["row_refs_complete"] = False
+    ordered = sorted(
+        findings.values(), key=lambda f: (f["outcome"] != "deny", -f["subjects"], f["rule"])
+    )
+    return subjects_out, ordered
 
-    finally:
-        ledger.close()
 
+def report(
+    plan: Survey,
+    description: str,
+    *,
+    located_in: str,
+    day: dt.date,
+    subjects: dict[str, list[str]],
+    findings: list[dict[str, Any]],
+    rows: int,
+    values: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The report's JSON object (``--json``)."""
     columns_out = {
         f"{name}.{column}": v.to_dict()
-        for name, t in state.items()
+        for name, t in plan.tables.items()
         for column, v in t.verdicts.items()
     }
     return {
-        "source": source.description,
+        "source": description,
         "located_in": located_in,
         "date": day.isoformat(),
         "columns": columns_out,
-        "subjects": subjects_out,
-        "links": [link.to_dict() for link in links],
-        "subject_tables": sorted({r for r in roots.values() if r}),
-        "findings": sorted(
-            findings.values(), key=lambda f: (f["outcome"] != "deny", -f["subjects"], f["rule"])
-        ),
+        "subjects": subjects,
+        "links": [link.to_dict() for link in plan.links],
+        "subject_tables": sorted({r for r in plan.roots.values() if r}),
+        "findings": findings,
         "stats": {
-            "tables": len(state),
-            "rows": stats["rows"],
-            "values": stats["values"],
-            "subjects": len(subjects_out),
-            "seconds": round(time.perf_counter() - started, 3),
+            "tables": len(plan.tables),
+            "rows": rows,
+            "values": values,
+            "subjects": len(subjects),
+            "seconds": round(seconds, 3),
         },
     }
 
 
-def _link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]:
+def link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]:
     """The key of the row each row of a batch links to, written as that row's reference
-    (``_row_key``); None where a column of the link is empty."""
+    (``row_key``); None where a column of the link is empty."""
     if len(columns) == 1:
         return [text(v) for v in batch[columns[0]]]
     parts = [[text(v) for v in batch[c]] for c in columns]
@@ -402,7 +533,7 @@ def _link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]
     ]
 
 
-def _infer_key(t: _Table, rows: dict[str, list[Any]]) -> tuple[str, ...]:
+def _infer_key(t: SurveyedTable, rows: dict[str, list[Any]]) -> tuple[str, ...]:
     """A key for a table without a declared one: a column, unique and never empty in the
     sample, that holds no personal data (a key that is an e-mail address would put values
     in the report). Prefers ``id`` or a name with the table's own (``order_id`` in
@@ -438,7 +569,7 @@ def _infer_key(t: _Table, rows: dict[str, list[Any]]) -> tuple[str, ...]:
     return ()
 
 
-def _declared_links(state: dict[str, _Table]) -> list[Link]:
+def _declared_links(state: dict[str, SurveyedTable]) -> list[Link]:
     out = []
     for name, t in state.items():
         for fk in t.info.foreign_keys:
@@ -462,7 +593,7 @@ def _singular(name: str) -> str:
 
 def _inferred_links(
     source: Source,
-    state: dict[str, _Table],
+    state: dict[str, SurveyedTable],
     samples: dict[str, dict[str, list[Any]]],
     batch_size: int,
 ) -> list[Link]:
@@ -476,7 +607,7 @@ def _inferred_links(
         keys = _Keys()
         split = [_Keys() for _ in t.key] if len(t.key) > 1 else []
         for batch in source.batches(name, list(t.key), batch_size):
-            keys.extend(_link_keys(batch, t.key, len(batch[t.key[0]])))
+            keys.extend(link_keys(batch, t.key, len(batch[t.key[0]])))
             for j, part in enumerate(split):
                 part.extend(map(text, batch[t.key[j]]))
         key_sets[name] = keys.done()
@@ -490,7 +621,7 @@ def _inferred_links(
     def sampled(name: str, columns: Sequence[str]) -> set[str]:
         rows = samples[name]
         n = len(rows[columns[0]])
-        return {v for v in _link_keys(rows, columns, n) if v is not None}
+        return {v for v in link_keys(rows, columns, n) if v is not None}
 
     for name, t in state.items():
         free = [
@@ -541,7 +672,7 @@ def _inferred_links(
                 if whole is None:
                     whole = _Keys()
                     for batch in source.batches(name, list(columns), batch_size):
-                        whole.extend(_link_keys(batch, columns, len(batch[columns[0]])))
+                        whole.extend(link_keys(batch, columns, len(batch[columns[0]])))
                     whole = full[columns] = whole.done()
                 found = keys.overlap(whole)
                 share = found / len(whole)
@@ -599,4 +730,18 @@ def _named(columns: tuple[str, ...], target: str, key: tuple[str, ...]) -> bool:
     return all(c.lower().endswith(k.lower()) for c, k in zip(columns, key, strict=True))
 
 
-__all__ = ["ForeignKey", "Link", "scan"]
+__all__ = [
+    "ForeignKey",
+    "Gather",
+    "Gathered",
+    "Link",
+    "Survey",
+    "SurveyedTable",
+    "judge",
+    "link_keys",
+    "phone_regions",
+    "report",
+    "row_key",
+    "scan",
+    "survey",
+]

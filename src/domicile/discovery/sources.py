@@ -264,66 +264,80 @@ def _ident(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+def file_tables(path: Path) -> dict[str, list[Path]]:
+    """The tables of a file or folder: each file, or each folder of parts, is one table
+    (named by the file's stem or the folder's name), with its files in name order."""
+    if not path.exists():
+        raise SourceError(
+            f"no file or folder at {path}",
+            hint="give a path to CSV, Parquet or JSON-lines files, or a database URL",
+        )
+    found: list[tuple[str, list[Path]]] = []  # table name, its files
+    if path.is_dir():
+        for p in sorted(path.iterdir()):
+            if p.suffix.lower() in FILE_SUFFIXES:
+                found.append((p.stem, [p]))
+            elif p.is_dir():
+                # A folder of parts (part-0.parquet, ...) is one table, as Spark and
+                # DuckDB write them.
+                parts = sorted(q for q in p.iterdir() if q.suffix.lower() in FILE_SUFFIXES)
+                kinds = {FILE_SUFFIXES[q.suffix.lower()] for q in parts}
+                if len(kinds) > 1:
+                    raise SourceError(
+                        f"the folder {p.name} mixes file formats",
+                        hint="keep one format per table folder",
+                    )
+                if parts:
+                    found.append((p.name, parts))
+        if not found:
+            raise SourceError(
+                f"no CSV, Parquet or JSON-lines files in {path}",
+                hint="file names must end in .csv, .tsv, .parquet, .jsonl or .ndjson",
+            )
+    else:
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise SourceError(
+                f"{path.name} is not a CSV, Parquet or JSON-lines file",
+                hint="file names must end in .csv, .tsv, .parquet, .jsonl or .ndjson",
+            )
+        found = [(path.stem, [path])]
+    files: dict[str, list[Path]] = {}
+    for name, paths in found:
+        for p in paths:
+            try:
+                with p.open("rb") as fh:
+                    fh.read(1)
+            except OSError:
+                raise SourceError(f"cannot read {p}", hint="check the file's permissions") from None
+            if p.stat().st_size == 0:
+                raise SourceError(
+                    f"{p.name} is empty", hint="export the table again or leave the file out"
+                )
+        while name in files:
+            name += "_"
+        files[name] = paths
+    return files
+
+
+def file_kind(paths: Sequence[Path]) -> str:
+    """``csv``, ``parquet`` or ``json``: the format of a table's files."""
+    return FILE_SUFFIXES[paths[0].suffix.lower()]
+
+
 class FileSource:
     files = True
 
     def __init__(self, path: Path) -> None:
         import duckdb
 
-        if not path.exists():
-            raise SourceError(
-                f"no file or folder at {path}",
-                hint="give a path to CSV, Parquet or JSON-lines files, or a database URL",
-            )
-        found: list[tuple[str, list[Path]]] = []  # table name, its files
-        if path.is_dir():
-            for p in sorted(path.iterdir()):
-                if p.suffix.lower() in FILE_SUFFIXES:
-                    found.append((p.stem, [p]))
-                elif p.is_dir():
-                    # A folder of parts (part-0.parquet, ...) is one table, as Spark and
-                    # DuckDB write them.
-                    parts = sorted(q for q in p.iterdir() if q.suffix.lower() in FILE_SUFFIXES)
-                    kinds = {FILE_SUFFIXES[q.suffix.lower()] for q in parts}
-                    if len(kinds) > 1:
-                        raise SourceError(
-                            f"the folder {p.name} mixes file formats",
-                            hint="keep one format per table folder",
-                        )
-                    if parts:
-                        found.append((p.name, parts))
-            if not found:
-                raise SourceError(
-                    f"no CSV, Parquet or JSON-lines files in {path}",
-                    hint="file names must end in .csv, .tsv, .parquet, .jsonl or .ndjson",
-                )
-        else:
-            if path.suffix.lower() not in FILE_SUFFIXES:
-                raise SourceError(
-                    f"{path.name} is not a CSV, Parquet or JSON-lines file",
-                    hint="file names must end in .csv, .tsv, .parquet, .jsonl or .ndjson",
-                )
-            found = [(path.stem, [path])]
         self.description = f"files {path.name}"
-        self._files: dict[str, list[Path]] = {}
-        for name, paths in found:
-            for p in paths:
-                try:
-                    with p.open("rb") as fh:
-                        fh.read(1)
-                except OSError:
-                    raise SourceError(
-                        f"cannot read {p}", hint="check the file's permissions"
-                    ) from None
-            while name in self._files:
-                name += "_"
-            self._files[name] = paths
+        self._files = file_tables(path)
         self._db = duckdb.connect(":memory:")
         self._db.execute("SET enable_progress_bar = false")
 
     def _relation(self, table: str) -> str:
         paths = self._files[table]
-        kind = FILE_SUFFIXES[paths[0].suffix.lower()]
+        kind = file_kind(paths)
         files = "[" + ", ".join(_literal(str(p)) for p in paths) + "]"
         if kind == "csv":
             # Every column as text: identifiers keep their leading zeros.
@@ -353,11 +367,6 @@ class FileSource:
 
         out = []
         for name in self._files:
-            for p in self._files[name]:
-                if p.stat().st_size == 0:
-                    raise SourceError(
-                        f"{p.name} is empty", hint="export the table again or leave the file out"
-                    )
             try:
                 desc = self._db.execute(f"SELECT * FROM {self._relation(name)} LIMIT 0").description
             except duckdb.Error as exc:
