@@ -9,13 +9,12 @@ import pytest
 
 from domicile.errors import BadInput
 from domicile.federation.node import FederatedDomicile
-from tests.federation.test_node_routing import federation  # noqa: F401  (the fixture)
 
 EMAIL = "anna.volkova@example.ru"
 
 
 def test_a_peers_request_step_cannot_write_an_identity_into_the_log(
-    federation: dict[str, FederatedDomicile],  # noqa: F811
+    federation: dict[str, FederatedDomicile],
 ) -> None:
     ru = federation["ru"]
     base = {"purpose": "subject_access", "client": "x", "step": "record", "subject": None}
@@ -30,7 +29,7 @@ def test_a_peers_request_step_cannot_write_an_identity_into_the_log(
 
 
 def test_a_peers_look_at_a_subjects_holdings_is_audited_at_home(
-    federation: dict[str, FederatedDomicile],  # noqa: F811
+    federation: dict[str, FederatedDomicile],
 ) -> None:
     us, ru = federation["us"], federation["ru"]
     put = us.put(
@@ -53,7 +52,7 @@ def test_a_peers_look_at_a_subjects_holdings_is_audited_at_home(
 
 
 def test_a_peer_cannot_make_a_node_walk_its_log_without_limit(
-    federation: dict[str, FederatedDomicile],  # noqa: F811
+    federation: dict[str, FederatedDomicile],
 ) -> None:
     from domicile.errors import DomicileError
 
