@@ -200,3 +200,21 @@ def test_a_restricted_subjects_attestation_is_refused_as_its_export_is(world: Wo
     assert "restricted" in exported.json()["refused"][0]["reason"]
     proof = world.http.post("/v1/subjects/attestation", json={"token": token}, headers=client)
     assert (proof.status_code, proof.json().get("code")) == (403, "subject_blocked")
+
+
+def test_a_rights_step_lets_only_its_own_subject_past_a_block(world: World) -> None:
+    """A step of one person's request goes past that person's blocks only: another
+    restricted subject, read for the same purpose inside the step, is still refused."""
+    from domicile.vault.core import rights_step
+    from domicile.vault.errors import SubjectBlocked
+    from tests.rights.conftest import JOHN, OLGA
+
+    john, olga = world.put("US", JOHN), world.put("US", OLGA)
+    req = open_request(world.vault, "restriction", {"email": OLGA["email"]}, **WHO)
+    fulfil(world.vault, req["id"])
+    mine = open_request(world.vault, "access", {"email": JOHN["email"]}, **WHO)
+    subjects = {h["subject"] for h in mine["subject"]["holdings"]}
+    with rights_step(mine["id"], "access", "subject_access", subjects):
+        assert world.vault.get(john, purpose="subject_access").fields["email"] == JOHN["email"]
+        with pytest.raises(SubjectBlocked):
+            world.vault.get(olga, purpose="subject_access")

@@ -172,7 +172,8 @@ def _fulfil(
     purpose = PURPOSE["erasure" if operation == "records:erase" else kind]
     if operation is not None:
         _check_records(vault, req, actor, purpose)
-    with rights_step(req["id"], kind, purpose):
+    subjects = {h["subject"] for h in req["subject"]["holdings"]}
+    with rights_step(req["id"], kind, purpose, subjects):
         if kind in ("access", "portability"):
             package, detail = _access(vault, req, actor)
         elif kind == "rectification":

@@ -176,16 +176,21 @@ class RightsStep:
     request: str
     kind: str
     purpose: str
+    # The request's subject ids (one per site holding it): only theirs pass. None: any.
+    subjects: frozenset[str] | None = None
 
 
 RIGHTS_STEP: ContextVar[RightsStep | None] = ContextVar("domicile_rights_step", default=None)
 
 
 @contextlib.contextmanager
-def rights_step(request: str, kind: str, purpose: str) -> Iterator[None]:
+def rights_step(
+    request: str, kind: str, purpose: str, subjects: Iterable[str] | None = None
+) -> Iterator[None]:
     """Mark the operations in this block (this thread or task) as a step of a subject's
-    request; only ``domicile.rights`` does this."""
-    token = RIGHTS_STEP.set(RightsStep(request, kind, purpose))
+    request, for the subject ids it names; only ``domicile.rights`` does this."""
+    named = frozenset(subjects) if subjects is not None else None
+    token = RIGHTS_STEP.set(RightsStep(request, kind, purpose, named))
     try:
         yield
     finally:
@@ -754,7 +759,11 @@ class VaultCore:
         basis = spec.basis if spec is not None else None
         under: list[dict[str, Any]] = []
         for block in blocks:
-            if step is not None and step.purpose == purpose:
+            if (
+                step is not None
+                and step.purpose == purpose
+                and (step.subjects is None or subject_id in step.subjects)
+            ):
                 under.append(
                     {"kind": block.kind, "request": block.request_id,
                      "allowed_as": "subject_request", "step_of": step.request}
