@@ -208,3 +208,12 @@ def test_the_us_node_keeps_no_ru_plaintext_and_no_ru_key(nodes: dict[str, Node])
     data = b"".join(p.read_bytes() for p in cfg.data_dir.rglob("*") if p.is_file())
     assert SECRET_BODY.encode() not in data
     assert SECRET_KEY.encode() not in data
+
+
+def test_a_node_is_ready_when_its_own_site_answers(nodes: dict[str, Node]) -> None:
+    """A load balancer's probe of a node asks about that node's own site only: its peers'
+    sites are theirs to report (before, every node answered 503 for ever)."""
+    for node in ("ru", "us"):
+        reply = nodes[node].http.get("/readyz")
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"ready": True, "sites": {node: True}}

@@ -3,7 +3,7 @@
 - ``/v1/...``: the native API, every SDK operation (``native.py``);
 - ``/oauth2/token``, ``/v2/storage/records/{country}/...``, ``/healthcheck``: the
   InCountry-compatible storage API (``incountry.py``);
-- ``/healthz``, ``/readyz`` (ready only when every site answers), ``/metrics``
+- ``/healthz``, ``/readyz`` (ready only when every site it serves answers), ``/metrics``
   (Prometheus; needs the ``metrics:read`` scope, or is served on a separate address).
 
 Every request passes the gate (``gate.py``) first: it is matched to its route, its client
@@ -151,11 +151,11 @@ def create_app(
         return {"status": "ok"}
 
     @app.get(
-        "/readyz", tags=["operations"], summary="Every site answers",
+        "/readyz", tags=["operations"], summary="Every site this process serves answers",
         responses={503: {"description": "A site does not answer"}},
     )  # fmt: skip
     def readyz() -> JSONResponse:
-        sites = {s.id: s.healthy for s in vault.sites()}
+        sites = vault.ready()  # on a federation node: its own site
         ready = all(sites.values())
         return JSONResponse({"ready": ready, "sites": sites}, status_code=200 if ready else 503)
 

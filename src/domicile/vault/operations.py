@@ -102,6 +102,30 @@ class Operations(VaultCore):
                 out.append(SiteStatus(s.id, s.country, loc, s.backend, None, False, exc.message))
         return out
 
+    def ready(self) -> dict[str, bool]:
+        """Whether each site this process serves answers (its store, its key store and,
+        beyond a keyring, its key provider), by a ping: no count, so a readiness probe
+        stays cheap on a large site. On a federation node, its own site only: its
+        peers' sites are theirs to report, and a peer that is down makes only the calls
+        routed to it fail."""
+        out = {}
+        for s in self.config.sites:
+            if not self.is_here(s.id):
+                continue
+            try:
+                ok = self.store(s.id).ping() and self.keystore(s.id).ping()
+                if (
+                    ok
+                    and isinstance(self.keys, SiteKeyRouter)
+                    and self.keys.kind(s.id) != "keyring"
+                ):
+                    self.keys.index_key(s.id)
+            except DomicileError:
+                self._drop(s.id)
+                ok = False
+            out[s.id] = bool(ok)
+        return out
+
     def verify_audit(
         self, site_id: str | None = None, *, heads: HeadsFile | str | Path | None = None
     ) -> list[VerifyReport]:
