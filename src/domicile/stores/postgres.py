@@ -882,8 +882,8 @@ class _Tx(StoreTransaction):
             self.c.execute(
                 "INSERT INTO transfer_subjects (year, to_country, subject_id, sensitive)"
                 " SELECT * FROM unnest(%b::int4[], %b::text[], %b::text[], %b::bool[])"
-                " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
-                " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive",
+                " ON CONFLICT (year, to_country, subject_id) DO UPDATE SET sensitive = true"
+                " WHERE NOT transfer_subjects.sensitive AND EXCLUDED.sensitive",
                 (
                     [k[0] for k in merged],
                     [k[1] for k in merged],
@@ -975,10 +975,12 @@ class _Tx(StoreTransaction):
 CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%b)"
 
 
+# A subject counted already this year is left as it is unless the transfer makes it a
+# sensitive one: an update that changes nothing still writes a row version (and WAL).
 COUNT_TRANSFER_SQL: LiteralString = (
     "INSERT INTO transfer_subjects VALUES (%s, %s, %s, %s)"
-    " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
-    " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive"
+    " ON CONFLICT (year, to_country, subject_id) DO UPDATE SET sensitive = true"
+    " WHERE NOT transfer_subjects.sensitive AND EXCLUDED.sensitive"
 )
 # Both run once whatever the SELECT reads (PostgreSQL runs every data-modifying WITH to
 # completion), in the statement's single transaction.
