@@ -205,7 +205,9 @@ class Replicator:
             if target is None:
                 handled.append(item)  # the site left the configuration
                 continue
-            plan = plans.setdefault(target.id, _TargetPlan(target))
+            plan = plans.get(target.id)
+            if plan is None:
+                plan = plans[target.id] = _TargetPlan(target)
             if item.op == "delete":
                 plan.remove[item.record_id] = "the primary was deleted"
             elif item.op == "erase":
