@@ -32,6 +32,7 @@ from domicile.stores import (
     KeyStore,
     SiteStore,
     StoredRecord,
+    TransferCount,
     WrappedKey,
     open_key_store,
     open_site_store,
@@ -670,6 +671,23 @@ class SiteStoreContract(Backend):
         assert store.transfer_counts(2025, "US") == (2, 1)
         assert store.transfer_counts(2024, "US") == (1, 1)
         assert store.transfer_counts(2026, "US") == (0, 0)
+
+    def test_a_subject_counted_as_sensitive_stays_counted_so(self, store: SiteStore) -> None:
+        with store.transaction() as tx:
+            tx.count_transfers(
+                [TransferCount(2025, "US", "s1", True), TransferCount(2025, "US", "s2", False)]
+            )
+        with store.transaction() as tx:  # later transfers, in a batch and one by one
+            tx.count_transfers(
+                [
+                    TransferCount(2025, "US", "s1", False),
+                    TransferCount(2025, "US", "s2", True),
+                    TransferCount(2025, "US", "s3", False),
+                ]
+            )
+            tx.count_transfer(2025, "US", "s1", False)
+            tx.count_transfer(2025, "US", "s3", False)
+        assert store.transfer_counts(2025, "US") == (3, 2)
 
     def test_the_ledger_refuses_updates_at_the_database_level(self, store: SiteStore) -> None:
         rows = append(store, 3)

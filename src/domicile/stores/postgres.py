@@ -701,8 +701,8 @@ class _Tx(StoreTransaction):
         if not ids:
             return 0
         with self._errors("cannot delete records"):
-            self.c.execute("DELETE FROM digests WHERE record_id = ANY(%s)", (ids,))
-            cur = self.c.execute("DELETE FROM records WHERE record_id = ANY(%s)", (ids,))
+            self.c.execute("DELETE FROM digests WHERE record_id = ANY(%b::text[])", (ids,))
+            cur = self.c.execute("DELETE FROM records WHERE record_id = ANY(%b::text[])", (ids,))
         return max(cur.rowcount, 0)
 
     # Writers hold their subjects with shared transaction-level advisory locks; an erasure
@@ -716,11 +716,11 @@ class _Tx(StoreTransaction):
             return set()
         with self._errors("cannot hold subjects"):
             self.c.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s, hashtext(s)) FROM unnest(%s::text[]) s",
+                "SELECT pg_advisory_xact_lock_shared(%s, hashtext(s)) FROM unnest(%b::text[]) s",
                 (ERASE_LOCK, ids),
             )
             rows = self.c.execute(
-                "SELECT subject_id FROM erased_subjects WHERE subject_id = ANY(%s)", (ids,)
+                "SELECT subject_id FROM erased_subjects WHERE subject_id = ANY(%b::text[])", (ids,)
             ).fetchall()
         return {str(r[0]) for r in rows}
 
@@ -834,7 +834,7 @@ class _Tx(StoreTransaction):
         if not seqs:
             return
         with self._errors("cannot clear the outbox"):
-            self.c.execute("DELETE FROM outbox WHERE seq = ANY(%s)", (list(seqs),))
+            self.c.execute("DELETE FROM outbox WHERE seq = ANY(%b::int8[])", (list(seqs),))
 
     def dequeue_erasures(self, subject_id: str, target_sites: Sequence[str]) -> None:
         if not target_sites:
@@ -842,7 +842,7 @@ class _Tx(StoreTransaction):
         with self._errors("cannot clear the outbox"):
             self.c.execute(
                 "DELETE FROM outbox WHERE op = 'erase' AND subject_id = %s"
-                " AND target_site = ANY(%s)",
+                " AND target_site = ANY(%b::text[])",
                 (subject_id, list(target_sites)),
             )
 
@@ -882,8 +882,8 @@ class _Tx(StoreTransaction):
             self.c.execute(
                 "INSERT INTO transfer_subjects (year, to_country, subject_id, sensitive)"
                 " SELECT * FROM unnest(%b::int4[], %b::text[], %b::text[], %b::bool[])"
-                " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
-                " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive",
+                " ON CONFLICT (year, to_country, subject_id) DO UPDATE SET sensitive = true"
+                " WHERE NOT transfer_subjects.sensitive AND EXCLUDED.sensitive",
                 (
                     [k[0] for k in merged],
                     [k[1] for k in merged],
@@ -938,7 +938,7 @@ class _Tx(StoreTransaction):
             return
         with self._errors("cannot write tree nodes"):
             self.c.execute(
-                "INSERT INTO tree_nodes SELECT * FROM unnest(%s::int4[], %s::int8[], %s::bytea[])"
+                "INSERT INTO tree_nodes SELECT * FROM unnest(%b::int4[], %b::int8[], %b::bytea[])"
                 " ON CONFLICT DO NOTHING",
                 ([n[0] for n in nodes], [n[1] for n in nodes], [n[2] for n in nodes]),
             )
@@ -975,10 +975,12 @@ class _Tx(StoreTransaction):
 CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%b)"
 
 
+# A subject counted already this year is left as it is unless the transfer makes it a
+# sensitive one: an update that changes nothing still writes a row version (and WAL).
 COUNT_TRANSFER_SQL: LiteralString = (
     "INSERT INTO transfer_subjects VALUES (%s, %s, %s, %s)"
-    " ON CONFLICT (year, to_country, subject_id) DO UPDATE"
-    " SET sensitive = transfer_subjects.sensitive OR EXCLUDED.sensitive"
+    " ON CONFLICT (year, to_country, subject_id) DO UPDATE SET sensitive = true"
+    " WHERE NOT transfer_subjects.sensitive AND EXCLUDED.sensitive"
 )
 # Both run once whatever the SELECT reads (PostgreSQL runs every data-modifying WITH to
 # completion), in the statement's single transaction.
@@ -1068,8 +1070,8 @@ CLAIM_OUTBOX_SQL: LiteralString = (
 # The earliest item of each claimed subject that the claim does not hold (another worker's,
 # or not yet taken): the claim's later items of that subject wait for it.
 EARLIER_OUTBOX_SQL: LiteralString = (
-    "SELECT subject_id, min(seq) FROM outbox WHERE subject_id = ANY(%s) AND seq < %s"
-    " AND NOT (seq = ANY(%s)) GROUP BY subject_id"
+    "SELECT subject_id, min(seq) FROM outbox WHERE subject_id = ANY(%b::text[]) AND seq < %s"
+    " AND NOT (seq = ANY(%b::int8[])) GROUP BY subject_id"
 )
 
 
@@ -1352,7 +1354,7 @@ class PostgresSiteStore(SiteStore):
         if not subject_ids:
             return []
         rows = self._read(
-            "SELECT " + BLOCK_COLUMNS + " FROM subject_blocks WHERE subject_id = ANY(%s)"
+            "SELECT " + BLOCK_COLUMNS + " FROM subject_blocks WHERE subject_id = ANY(%b::text[])"
             " ORDER BY since, request_id",
             (list(dict.fromkeys(subject_ids)),),
         )
@@ -1372,7 +1374,7 @@ class PostgresSiteStore(SiteStore):
         if not record_ids:
             return {}
         rows = self._read(
-            "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = ANY(%s)",
+            "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = ANY(%b::text[])",
             (list(record_ids),),
         )
         return {str(r[0]): _record(r) for r in rows}
@@ -1558,7 +1560,7 @@ class PostgresSiteStore(SiteStore):
             return {}
         rows = self._read(
             "SELECT n.level, n.idx, n.hash FROM tree_nodes n"
-            " JOIN unnest(%s::int4[], %s::int8[]) AS k(level, idx)"
+            " JOIN unnest(%b::int4[], %b::int8[]) AS k(level, idx)"
             " ON n.level = k.level AND n.idx = k.idx",
             ([k[0] for k in keys], [k[1] for k in keys]),
         )
@@ -1632,7 +1634,7 @@ class PostgresKeyStore(KeyStore):
         if not subject_ids:
             return {}
         rows = self._read(
-            "SELECT subject_id, kek_version, wrapped FROM subject_keys WHERE subject_id = ANY(%s)",
+            "SELECT subject_id, kek_version, wrapped FROM subject_keys WHERE subject_id = ANY(%b::text[])",
             (list(subject_ids),),
         )
         return {str(s): WrappedKey(int(v), bytes(w)) for s, v, w in rows}

@@ -381,9 +381,10 @@ PUT_REPLICA = (
     " updated_at = excluded.updated_at, fields = excluded.fields"
     " WHERE records.version < excluded.version AND records.primary_site IS NOT NULL"
 )
+# A subject counted already is rewritten only when the transfer makes it a sensitive one.
 COUNT_TRANSFER = (
     "INSERT INTO transfer_subjects VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
-    " SET sensitive = max(sensitive, excluded.sensitive)"
+    " SET sensitive = 1 WHERE excluded.sensitive > sensitive"
 )
 
 
