@@ -19,11 +19,16 @@ layout can skip, on the same backend and with the same journal settings as the s
   ledger lists every transfer by record, subject and destination); keys, copies and entries
   written in one transaction per batch at the target.
 
-Not counted, although domicile does them: creating and wrapping a data key per new subject
-at put (one data key serves every record of the source here), the identity lookup that
-joins a record to its subject's earlier ones, residency resolution, placement, the policy
-decision per copy, tokens, the outbox. So the ceiling is an upper bound for what the layout
-allows.
+With a key store (``keys_url``, as the benchmarks give it), put also does what
+crypto-shredding requires of every new subject: a data key of its own, made and wrapped
+under the site's key-encryption key (AES-GCM, associated data naming site and subject), its
+row written to the separate key store and committed before the records it opens (keys apart
+from data); each record is sealed under its subject's key. Without one, a single data key
+serves every record (the shape of the first ceiling, kept for comparison).
+
+Not counted, although domicile does them: the identity lookup that joins a record to its
+subject's earlier ones, residency resolution, placement, the policy decision per copy,
+tokens, the outbox. So the ceiling is an upper bound for what the layout allows.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ _SQLITE_SCHEMA = (
     "CREATE TABLE audit (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL,"
     " prev_hash BLOB NOT NULL, hash BLOB NOT NULL)",
 )
+_SQLITE_KEYS = (
+    "CREATE TABLE subject_keys (subject_id TEXT PRIMARY KEY, kek_version INTEGER NOT NULL,"
+    " wrapped BLOB NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE INDEX subject_keys_version ON subject_keys (kek_version)",
+)
 _PG_SCHEMA = tuple(
     s.replace("BLOB", "BYTEA")
     .replace(" WITHOUT ROWID", "")
@@ -79,12 +89,22 @@ def _ids(n: int) -> list[str]:
 class Scratch:
     """The required work against one database (``sqlite:PATH`` or a PostgreSQL URL)."""
 
-    def __init__(self, url: str, site: str = "bench") -> None:
+    def __init__(self, url: str, site: str = "bench", *, keys_url: str | None = None) -> None:
         self.url = url
         self.site = site.encode()
         self.sqlite = url.startswith("sqlite:")
         self.aead = AESGCM(AESGCM.generate_key(256))
         self.index_key = os.urandom(32)
+        self.kek = AESGCM(AESGCM.generate_key(256))  # the site's key-encryption key
+        # Each subject's data key as put made it (unwrapped: the cache domicile keeps).
+        self.data_keys: dict[str, AESGCM] = {}
+        self.keys_conn: Any = None
+        if keys_url is not None:
+            self.keys_conn = self._connect(keys_url)
+            for stmt in _SQLITE_KEYS:
+                self.keys_conn.execute(stmt if self.sqlite else stmt.replace("BLOB", "BYTEA"))
+            if not self.sqlite:
+                self.keys_conn.commit()
         self.seq = 0
         self.head = b""
         self.chain_lock = threading.Lock()
@@ -99,19 +119,24 @@ class Scratch:
         self.conn = conn
 
     def connect(self, *, autocommit: bool = False) -> Any:
-        if self.sqlite:
+        return self._connect(self.url, autocommit=autocommit)
+
+    def _connect(self, url: str, *, autocommit: bool = False) -> Any:
+        if url.startswith("sqlite:"):
             conn = sqlite3.connect(
-                self.url.removeprefix("sqlite:"), isolation_level=None, check_same_thread=False
+                url.removeprefix("sqlite:"), isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             return conn
         import psycopg
 
-        return psycopg.connect(self.url, autocommit=autocommit)
+        return psycopg.connect(url, autocommit=autocommit)
 
     def close(self) -> None:
         self.conn.close()
+        if self.keys_conn is not None:
+            self.keys_conn.close()
 
     def _entry(self, payload: str) -> tuple[int, str, bytes, bytes]:
         """The next audit entry (call holding ``chain_lock``)."""
@@ -147,11 +172,15 @@ class Scratch:
         key = self.index_key
         records = []
         digests = []
+        if self.keys_conn is not None:  # each record a new subject, as the benchmarks write
+            self._new_keys(sids, now)
         for k, item in enumerate(chunk):
             rid = rids[k]
             nonce = nonces[NONCE * k : NONCE * (k + 1)]
             residency = json.dumps(item["subject"], sort_keys=True, separators=(",", ":"))
             ad = b"\x00".join((start, rid.encode(), b"1", HEADER))
+            if self.keys_conn is not None:
+                encrypt = self.data_keys[sids[k]].encrypt
             body = HEADER + nonce + encrypt(nonce, orjson.dumps([residency, item["fields"]]), ad)
             records.append((rid, sids[k], "profiles", 1, now, now, body))
             email = item["fields"]["email"].strip().lower().encode()
@@ -181,6 +210,34 @@ class Scratch:
                     cur.execute("INSERT INTO audit VALUES (%s, %s, %s, %s)", entry)
             self._advance(entry)
 
+    def _new_keys(self, sids: Sequence[str], now: str) -> None:
+        """A data key per subject, wrapped under the key-encryption key and committed to
+        the key store before any record it opens is written."""
+        kek, site = self.kek, self.site
+        nonces = os.urandom(NONCE * len(sids))
+        rows = []
+        for k, sid in enumerate(sids):
+            key = AESGCM.generate_key(256)
+            nonce = nonces[NONCE * k : NONCE * (k + 1)]
+            wrapped = nonce + kek.encrypt(nonce, key, b"\x00".join((site, sid.encode())))
+            rows.append((sid, 1, wrapped, now))
+            self.data_keys[sid] = AESGCM(key)
+        c = self.keys_conn
+        if self.sqlite:
+            c.execute("BEGIN")
+            c.executemany("INSERT INTO subject_keys VALUES (?, ?, ?, ?)", rows)
+            c.execute("COMMIT")
+        else:
+            with (
+                c.transaction(),
+                c.cursor() as cur,
+                cur.copy(
+                    "COPY subject_keys (subject_id, kek_version, wrapped, created_at) FROM STDIN"
+                ) as copy,
+            ):
+                for r in rows:
+                    copy.write_row(r)
+
     def record_ids(self) -> list[str]:
         rows = self.conn.execute("SELECT record_id FROM records ORDER BY record_id").fetchall()
         if not self.sqlite:
@@ -194,7 +251,7 @@ class Scratch:
         conns = [self.connect(autocommit=True) for _ in range(readers)]
         ph = "?" if self.sqlite else "%s"
         select = f"SELECT subject_id, version, fields FROM records WHERE record_id = {ph}"
-        keys, shared = self.subject_keys, self.aead
+        keys, shared = {**self.data_keys, **self.subject_keys}, self.aead
         start = b"\x00".join((b"domicile/record/v3", self.site, COLLECTION))
         group = _GroupCommit(self, f"INSERT INTO audit VALUES ({ph}, {ph}, {ph}, {ph})")
 
@@ -309,7 +366,7 @@ def replicate(
                 end = 3 + int.from_bytes(body[1:3], "big")
                 header, sealed = body[:end], body[end:]
                 v = b"%d" % version
-                plain = source.aead.decrypt(
+                plain = source.data_keys.get(sid, source.aead).decrypt(
                     sealed[:NONCE], sealed[NONCE:], b"\x00".join((start, rid.encode(), v, header))
                 )
                 aead = subject_keys.get(sid)

@@ -85,7 +85,7 @@ def run(
                 sampler.stop()
             vault.close()
             if ceiling:
-                scratch = Scratch(be.url("ceiling"))
+                scratch = Scratch(be.url("ceiling"), keys_url=be.url("ceiling_keys"))
                 try:
                     with _progress(progress) as bar:
                         task = bar.add_task(f"ceiling put ({be.name})", total=records)

@@ -170,7 +170,7 @@ class _Postgres(_Backend):
         self.names = [
             f"{self.prefix}_{s}" for s in (
                 "ru", "de", "us", "ru_keys", "de_keys", "us_keys", "raw", "orm", "ceiling",
-                "ceiling_to",
+                "ceiling_keys", "ceiling_to",
             )
         ]  # fmt: skip
         with psycopg.connect(f"{self.base}/postgres", autocommit=True) as conn:
@@ -324,7 +324,8 @@ def _run_once(
                 engine = orm.engine(be.url("orm"))
                 orm_put_time = orm.put(engine, rows, batch, lambda n: bar.advance(task, n))
                 task = bar.add_task(f"required work of layout 3, put ({be.name})", total=records)
-                scratch = Scratch(be.url("ceiling"))
+                # With a key store: a data key per new subject, as crypto-shredding needs.
+                scratch = Scratch(be.url("ceiling"), keys_url=be.url("ceiling_keys"))
                 ceiling_put_time = scratch.put(items, batch, lambda n: bar.advance(task, n))
 
                 task = bar.add_task(f"SDK get x{readers} ({be.name})", total=sample_size)
