@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -69,10 +70,74 @@ def customers(url: str) -> dict[int, tuple[Any, ...]]:
         db.close()
 
 
-def check_moved(config: str, data: Dataset, rows: dict[int, tuple[Any, ...]]) -> int:
+def tenant_source(
+    tmp: Path, data: Dataset, name: str = "tenants.db", *, contacts: bool = True
+) -> str:
+    """The customers of ``data`` under a composite key, (tenant_id, id), as a multi-tenant
+    schema has them: ids repeat in every tenant. Their identity documents and contacts (a
+    name and an e-mail address again) point to them by both columns (declared composite
+    foreign keys)."""
+    url = f"sqlite:///{tmp / name}"
+    db = sqlite3.connect(tmp / name)
+    with db:
+        db.executescript(
+            """
+            CREATE TABLE customers (tenant_id INTEGER NOT NULL, id INTEGER NOT NULL,
+                fld_a TEXT, fld_b TEXT, fld_c TEXT, fld_d TEXT, fld_e TEXT, created TEXT,
+                h TEXT, PRIMARY KEY (tenant_id, id));
+            CREATE TABLE kyc (kid INTEGER PRIMARY KEY, tenant_id INTEGER, c_ref INTEGER,
+                x1 TEXT, x2 TEXT, x3 TEXT, x4 TEXT, x5 TEXT, x6 TEXT, x7 TEXT, x8 TEXT,
+                x9 TEXT, FOREIGN KEY (tenant_id, c_ref) REFERENCES customers (tenant_id, id));
+            CREATE TABLE contacts (cid INTEGER PRIMARY KEY, tenant_id INTEGER, owner INTEGER,
+                who TEXT, mail TEXT,
+                FOREIGN KEY (tenant_id, owner) REFERENCES customers (tenant_id, id));
+            """
+        )
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[*tenant_key(r[0]), *r[1:]] for r in data.tables["customers"].rows],
+        )
+        db.executemany(
+            "INSERT INTO kyc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[r[0], *tenant_key(r[1]), *r[2:]] for r in data.tables["kyc"].rows],
+        )
+        db.executemany(
+            "INSERT INTO contacts VALUES (?, ?, ?, ?, ?)",
+            [[r[0], *tenant_key(r[0]), r[1], r[2]] for r in data.tables["customers"].rows]
+            if contacts
+            else [],
+        )
+    db.close()
+    return url
+
+
+def tenant_key(i: int) -> tuple[int, int]:
+    """The (tenant_id, id) of the generator's customer ``i``: three tenants, ids from 1 in
+    each."""
+    return (i - 1) % 3 + 1, (i - 1) // 3 + 1
+
+
+def tenant_customers(url: str) -> dict[tuple[int, int], tuple[Any, ...]]:
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return {(r[0], r[1]): r[2:] for r in db.execute("SELECT * FROM customers")}
+    finally:
+        db.close()
+
+
+def check_moved(
+    config: str,
+    data: Dataset,
+    rows: dict[Any, tuple[Any, ...]],
+    original: dict[Any, tuple[Any, ...]] | None = None,
+    other_records: int = 0,
+) -> int:
     """Every moved row holds one token, of a record holding the row's original values; the
-    vault holds exactly as many records as rows were moved (none twice)."""
-    original = {r[0]: tuple(r[1:]) for r in data.tables["customers"].rows}
+    vault holds exactly as many records as rows were moved (none twice). ``original``: the
+    rows as written, by key (by default the generator's customers, by id); ``other_records``:
+    records the vault holds of other tables' rows."""
+    if original is None:
+        original = {r[0]: tuple(r[1:]) for r in data.tables["customers"].rows}
     d = Domicile.open(config)
     try:
         moved = 0
@@ -88,7 +153,7 @@ def check_moved(config: str, data: Dataset, rows: dict[int, tuple[Any, ...]]) ->
             assert got["email"] == original[key][1]
             assert got["city"] == original[key][3]
             moved += 1
-        assert sum(d.store(s.id).count() for s in d.config.sites) == moved
+        assert sum(d.store(s.id).count() for s in d.config.sites) == moved + other_records
         return moved
     finally:
         d.close()
@@ -144,6 +209,71 @@ def test_plan_dry_run_run_verify_on_sqlite(tmp_path: Path) -> None:
     assert report["ok"] is True, report["problems"]
     assert report["moved"] == moved
     assert report["sites"] == plan["destinations"]
+
+
+def test_composite_key_table_moves_by_all_its_columns(tmp_path: Path) -> None:
+    """Customers keyed by (tenant_id, id), ids repeating in each tenant: the plan names
+    them by both columns, the run pages, rewrites and journals each row by both, a second
+    run moves nothing, verify is clean and names a row by both."""
+    from domicile.discovery.migration import Journal
+
+    data = generate(SUBJECTS, seed=5)
+    url = tenant_source(tmp_path, data)
+    original = {tenant_key(r[0]): tuple(r[1:]) for r in data.tables["customers"].rows}
+    config = deployment(tmp_path)
+    plan_file = tmp_path / "plan.yaml"
+    plan = make_plan(url, config, plan_file, "--batch", "7")
+    assert plan["tables"]["customers"]["key"] == ["tenant_id", "id"]
+    # contacts reach their subjects through both columns of the key
+    assert plan["tables"]["contacts"]["via"] == [
+        {"column": ["tenant_id", "owner"], "table": "customers", "key": ["tenant_id", "id"]}
+    ]
+    planned = sum(plan["destinations"].values())
+    assert planned > 0
+    assert all(re.fullmatch(r"customers:[1-3]/\d+", sid) for sid in plan["subjects"])
+    # the same id in two tenants is two subjects (generator: customer 1 is RU, 2 is CN)
+    assert (
+        plan["subjects"]["customers:1/1"]["residency"]
+        != plan["subjects"]["customers:2/1"]["residency"]
+    )
+    done = cli_json("migrate", "run", str(plan_file), "--config", config)
+    assert done["tables"]["customers"]["move"] == done["tables"]["contacts"]["move"] == planned
+    assert cli_json("migrate", "run", str(plan_file), "--config", config)["moved"] == 0
+    moved = check_moved(config, data, tenant_customers(url), original, other_records=planned)
+    assert moved == planned
+    journal = Journal.open_existing(load_plan(plan_file).journal_path)
+    assert journal is not None
+    keys = journal.rows("customers")
+    journal.close()
+    assert len(keys) == planned
+    assert all(re.fullmatch(r"[1-3]/\d+", k) for k in keys)
+    # every contact of a moved subject holds tokens, every other is as it was
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    contacts = {
+        (r[0], r[1]): r[2:] for r in db.execute("SELECT tenant_id, owner, who, mail FROM contacts")
+    }
+    db.close()
+    moved_keys = {k for k, r in tenant_customers(url).items() if str(r[0]).startswith("dom1_")}
+    for k, (who, mail) in contacts.items():
+        assert str(who).startswith("dom1_") == str(mail).startswith("dom1_") == (k in moved_keys)
+    report = cli_json("migrate", "verify", str(plan_file), "--config", config)
+    assert report["ok"] is True, report["problems"]
+    assert report["moved"] == 2 * planned  # customers and their contacts
+
+    # verify names a row by its whole key; a row of one tenant is not taken for another's
+    rows = tenant_customers(url)
+    t, i = next(k for k, r in sorted(rows.items()) if str(r[0]).startswith("dom1_"))
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    with db:
+        db.execute(
+            "UPDATE customers SET fld_a = ? WHERE tenant_id = ? AND id = ?",
+            (original[(t, i)][0], t, i),
+        )
+    db.close()
+    code, out, err = cli("migrate", "verify", str(plan_file), "--config", config)
+    assert code == 1, out + err
+    assert f"customers row {t}/{i}: fld_a still hold values beside tokens" in out
+    assert out.count("beside tokens") == 1
 
 
 def test_crash_between_vault_and_source_commit_is_resumed(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """``domicile migrate run`` killed with SIGKILL at random points, on a SQLite and on a
-PostgreSQL source, then run to the end: zero rows lost, zero records written twice, each
-row untouched or wholly replaced after every kill, and verify clean. Bounded: six kills
-per backend, and a time limit for the whole campaign."""
+PostgreSQL source, and on a SQLite table with a composite key, then run to the end: zero
+rows lost, zero records written twice, each row untouched or wholly replaced after every
+kill, and verify clean. Bounded: six kills per backend (four for the composite key), and
+a time limit for each campaign."""
 
 from __future__ import annotations
 
@@ -20,18 +21,29 @@ from typing import Any
 from domicile.discovery.migration import load_plan
 from domicile.discovery.synthetic import generate, write_database
 from domicile.vault import Domicile
-from tests.discovery.test_migrate import check_moved, cli_json, deployment, make_plan
+from tests.discovery.test_migrate import (
+    check_moved,
+    cli_json,
+    deployment,
+    make_plan,
+    tenant_key,
+    tenant_source,
+)
 
 KILLS = 6
 SUBJECTS = 150
 SECONDS = 40  # for one backend's whole campaign
 
 
-def rows_of(url: str) -> dict[int, tuple[Any, ...]]:
+def rows_of(url: str, width: int = 1) -> dict[Any, tuple[Any, ...]]:
+    """The customers' rows by key (``width`` columns of it, a tuple when several)."""
     if url.startswith("sqlite:"):
         db = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:
-            return {r[0]: tuple(r[1:]) for r in db.execute("SELECT * FROM customers")}
+            return {
+                (r[0] if width == 1 else tuple(r[:width])): tuple(r[width:])
+                for r in db.execute("SELECT * FROM customers")
+            }
         finally:
             db.close()
     import psycopg
@@ -119,14 +131,21 @@ def records(d: Domicile) -> int:
     return sum(d.store(s.id).count() for s in d.config.sites)
 
 
-def campaign(url: str, tmp: Path) -> None:
+def campaign(url: str, tmp: Path, *, composite: bool = False, most: int = KILLS) -> None:
+    """Kill runs of a plan up to ``most`` times, then finish and verify. ``composite``: the
+    customers are keyed by (tenant_id, id) (``tenant_source``), in SQLite."""
     data = generate(SUBJECTS, seed=21)
-    write_database(data, url)
+    if composite:
+        url = tenant_source(tmp, data, contacts=False)
+        original = {tenant_key(r[0]): tuple(r[1:]) for r in data.tables["customers"].rows}
+    else:
+        write_database(data, url)
+        original = {r[0]: tuple(r[1:]) for r in data.tables["customers"].rows}
+    width = 2 if composite else 1
     config = deployment(tmp)
     plan_file = tmp / "plan.yaml"
     plan = make_plan(url, config, plan_file, "--batch", "1")
     planned = sum(plan["destinations"].values())
-    original = {r[0]: tuple(r[1:]) for r in data.tables["customers"].rows}
     journal = load_plan(plan_file).journal_path
     args = ["migrate", "run", str(plan_file), "--config", config]
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
@@ -134,7 +153,7 @@ def campaign(url: str, tmp: Path) -> None:
     kills = 0
     vault = Domicile.open(config, read_only=True)  # sees each run's commits
     with ForkServer() as server:
-        while kills < KILLS and time.monotonic() < deadline:
+        while kills < most and time.monotonic() < deadline:
             before = stamp(journal)
             pid = server.start(args)
             # The run is at work once it writes its journal: kill it somewhere in the work.
@@ -151,7 +170,7 @@ def campaign(url: str, tmp: Path) -> None:
             assert status == "signal 9", status
             kills += 1
             # after every kill: each row untouched or wholly replaced; no record twice
-            rows = rows_of(url)
+            rows = rows_of(url, width)
             tokens = 0
             for key, row in rows.items():
                 if str(row[0]).startswith("dom1_"):
@@ -164,7 +183,7 @@ def campaign(url: str, tmp: Path) -> None:
     assert kills >= 3, "the run finished before it could be killed enough times"
     done = cli_json("migrate", "run", str(plan_file), "--config", config)
     assert done["refused"] == {}
-    moved = check_moved(config, data, rows_of(url))
+    moved = check_moved(config, data, rows_of(url, width), original)
     assert moved == planned  # none lost; check_moved: none twice
     report = cli_json("migrate", "verify", str(plan_file), "--config", config)
     assert report["ok"] is True, report["problems"]
@@ -177,3 +196,7 @@ def test_sigkill_campaign_sqlite(tmp_path: Path) -> None:
 
 def test_sigkill_campaign_postgresql(pg_database: Callable[[str], str], tmp_path: Path) -> None:
     campaign(pg_database("migrate_kill"), tmp_path)
+
+
+def test_sigkill_campaign_composite_key_sqlite(tmp_path: Path) -> None:
+    campaign("", tmp_path, composite=True, most=4)

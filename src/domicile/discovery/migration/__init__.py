@@ -14,7 +14,8 @@ Three steps, each its own command:
 - **run** moves the rows, batch by batch. A batch is one transaction of the source: its
   rows are locked (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL, MariaDB: ``SELECT ... FOR
   UPDATE``), put into the vault, then rewritten, then committed. Each row's record id is
-  derived from the plan's id, the table and the row's key, so a run killed between the
+  derived from the plan's id, the table and the row's key (every column of a composite
+  key, written as ``keys.key_text`` writes it), so a run killed between the
   vault's commit and the source's finds the records already written and only rewrites the
   rows (a record holding other values than its row's is never taken for it): nothing
   lost, nothing written twice. The journal (a SQLite file beside the plan)

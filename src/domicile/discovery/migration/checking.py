@@ -8,7 +8,7 @@ from typing import Any
 
 from domicile.discovery.migration.journal import Journal
 from domicile.discovery.migration.plan import Plan, Progress
-from domicile.discovery.migration.rows import is_token, owners, subject_of
+from domicile.discovery.migration.rows import is_token, owners, row_key, subject_of
 from domicile.discovery.sources import DatabaseSource
 from domicile.errors import DomicileError
 
@@ -33,7 +33,8 @@ def verify(
             parents = owners(source, table, plan.batch_size)
             jrows = journal.rows(table.name) if journal else {}
             personal = [*table.map, *table.kept]
-            cols = list(dict.fromkeys([table.key, *(s.column for s in table.via[:1]), *personal]))
+            link = table.via[0].columns if table.via else ()
+            cols = list(dict.fromkeys([*table.key, *link, *personal]))
             seen: set[str] = set()
             for batch in source.batches(table.name, cols, plan.batch_size):
                 rows = [
@@ -46,7 +47,9 @@ def verify(
                     sid = subject_of(table, row, parents)
                     if sid is None or not plan.moving(sid):
                         continue
-                    key = str(row[table.key])
+                    key = row_key(table, row)
+                    if key is None:
+                        continue  # a key with an empty part: the run leaves such rows
                     seen.add(key)
                     rid = plan.record_id(table.name, key)
                     mapped = {c: row[c] for c in table.map if row[c] is not None}

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from domicile.errors import BadInput
 
 
 class Journal:
     """The migration's state, in a SQLite file beside the plan: per table the key after
-    which the next batch starts, and per row its record id, site and state (``intent``
+    which the next batch starts (its values with their types, ``keys.cursor_json``), and
+    per row (by its key as ``keys.key_text`` writes it) its record id, site and state (``intent``
     before the vault write, ``done`` after the source's commit, ``refused`` when the vault
     would not take it). Never a value: keys, ids, sites."""
 
@@ -63,9 +62,11 @@ class Journal:
         j.db = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         return j
 
-    def cursor(self, table: str) -> Any:
+    def cursor(self, table: str) -> str | None:
+        """The key after which the table's next batch starts, as ``keys.cursor_json``
+        wrote it."""
         row = self.db.execute("SELECT after FROM cursor WHERE tbl = ?", (table,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return str(row[0]) if row else None
 
     def intend(self, table: str, rows: Sequence[tuple[str, str]]) -> None:
         with self._tx():
@@ -75,7 +76,11 @@ class Journal:
             )
 
     def finish(
-        self, table: str, done: Sequence[tuple[str, str]], refused: Sequence[str], after: Any
+        self,
+        table: str,
+        done: Sequence[tuple[str, str]],
+        refused: Sequence[str],
+        after: str | None,
     ) -> None:
         with self._tx():
             self.db.executemany(
@@ -89,7 +94,7 @@ class Journal:
             if after is not None:
                 self.db.execute(
                     "INSERT INTO cursor VALUES (?, ?) ON CONFLICT (tbl) DO UPDATE SET after = excluded.after",
-                    (table, json.dumps(after)),
+                    (table, after),
                 )
 
     def rows(self, table: str) -> dict[str, tuple[str, str | None, str]]:

@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from domicile.discovery.keys import cursor_json, cursor_ready, cursor_values
 from domicile.discovery.migration.journal import Journal
 from domicile.discovery.migration.plan import Plan, Progress, TablePlan
 from domicile.discovery.migration.rows import (
     count_rows,
     is_token,
     owners,
+    row_key,
     sqlalchemy,
     subject_of,
     translated,
@@ -75,7 +77,7 @@ def run(
 
 @dataclass
 class _Row:
-    key: Any
+    key: tuple[Any, ...]  # the values of the key's columns
     text_key: str
     sid: str
     fields: dict[str, Any]
@@ -95,12 +97,21 @@ def _run_table(
     conn = source.connection
     counts = out.tables.setdefault(table.name, Counter())
     parents = owners(source, table, plan.batch_size)
-    columns = list(dict.fromkeys([table.key, *(s.column for s in table.via[:1]), *table.map]))
+    link = table.via[0].columns if table.via else ()
+    columns = list(dict.fromkeys([*table.key, *link, *table.map]))
     t = sa.table(table.name, *(sa.column(c) for c in columns))
-    after = journal.cursor(table.name) if journal else None
+    # Rows are read in the order of their key, all its columns: a composite key compares
+    # as a row value, so a batch starts right after the last row of the one before.
+    key = sa.tuple_(*(t.c[c] for c in table.key)) if len(table.key) > 1 else t.c[table.key[0]]
+
+    def as_key(values: tuple[Any, ...]) -> Any:
+        return sa.tuple_(*(sa.literal(v) for v in values)) if len(values) > 1 else values[0]
+
+    saved = journal.cursor(table.name) if journal else None
+    after = cursor_values(saved, len(table.key)) if saved is not None else None
     if after is not None and progress is not None:
         done_before = conn.execute(
-            sa.select(sa.func.count()).select_from(t).where(t.c[table.key] <= after)
+            sa.select(sa.func.count()).select_from(t).where(key <= as_key(after))
         ).scalar()
         if conn.in_transaction():
             conn.rollback()
@@ -108,9 +119,9 @@ def _run_table(
     # Rows are locked for the batch: by ``BEGIN IMMEDIATE`` on SQLite, else row by row.
     lock = journal is not None and source.backend != "sqlite"
     while True:
-        stmt = sa.select(*(t.c[c] for c in columns)).order_by(t.c[table.key])
+        stmt = sa.select(*(t.c[c] for c in columns)).order_by(*(t.c[c] for c in table.key))
         if after is not None:
-            stmt = stmt.where(t.c[table.key] > after)
+            stmt = stmt.where(key > as_key(after))
         stmt = stmt.limit(plan.batch_size)
         if lock:
             stmt = stmt.with_for_update()
@@ -121,7 +132,7 @@ def _run_table(
             if not rows:
                 _end(conn, commit=False)
                 return
-            last = rows[-1][table.key]
+            last = tuple(rows[-1][c] for c in table.key)
             todo = _select_rows(plan, table, rows, parents, counts)
             if journal is None:
                 _end(conn, commit=False)
@@ -135,11 +146,11 @@ def _run_table(
                 raise translated(source, exc) from None
             raise
         out.batches += 1
-        after = last if not isinstance(last, bytes) else None
         if progress is not None:
             progress(table.name, len(rows))
-        if after is None:
-            return
+        if not cursor_ready(last):
+            return  # a key that cannot be a cursor: the table is read in one batch
+        after = last
 
 
 def _end(conn: Any, *, commit: bool) -> None:
@@ -172,8 +183,12 @@ def _select_rows(
         if all(is_token(v) for v in values.values()):
             counts["already"] += 1
             continue
-        key = row[table.key]
-        todo.append(_Row(key, str(key), sid, values, plan.record_id(table.name, str(key))))
+        text = row_key(table, row)
+        if text is None:
+            counts["stay"] += 1  # a key with an empty part names no row
+            continue
+        key = tuple(row[c] for c in table.key)
+        todo.append(_Row(key, text, sid, values, plan.record_id(table.name, text)))
     return todo
 
 
@@ -240,7 +255,7 @@ def _move_batch(
     conn: Any,
     journal: Journal,
     todo: Sequence[_Row],
-    last: Any,
+    last: tuple[Any, ...],
     out: Outcome,
     counts: Counter[str],
 ) -> None:
@@ -261,28 +276,23 @@ def _move_batch(
             tokens[r.rid] = (result.token, result.site)
     done = [r for r in todo if r.rid in tokens]
     if done:
-        t = sa.table(table.name, *(sa.column(c) for c in [table.key, *table.map]))
+        t = sa.table(table.name, *(sa.column(c) for c in [*table.key, *table.map]))
+        # A row is named by every column of its key.
+        where = sa.and_(*(t.c[c] == sa.bindparam(f"_k{i}") for i, c in enumerate(table.key)))
+        params: list[dict[str, Any]] = [{f"_k{i}": v for i, v in enumerate(r.key)} for r in done]
         if plan.legacy == "tokens":
-            stmt = (
-                sa.update(t)
-                .where(t.c[table.key] == sa.bindparam("_k"))
-                .values({c: sa.bindparam("_t") for c in table.map})
-            )
-            params = [{"_k": r.key, "_t": tokens[r.rid][0]} for r in done]
+            stmt = sa.update(t).where(where).values({c: sa.bindparam("_t") for c in table.map})
+            for p, r in zip(params, done, strict=True):
+                p["_t"] = tokens[r.rid][0]
         else:
-            stmt = (
-                sa.update(t)
-                .where(t.c[table.key] == sa.bindparam("_k"))
-                .values({c: None for c in table.map})
-            )
-            params = [{"_k": r.key} for r in done]
+            stmt = sa.update(t).where(where).values({c: None for c in table.map})
         conn.execute(stmt, params)
     _end(conn, commit=True)
     journal.finish(
         table.name,
         [(r.text_key, tokens[r.rid][1]) for r in done],
         list(refused),
-        None if isinstance(last, bytes) else last,
+        cursor_json(last) if cursor_ready(last) else None,
     )
     for r in done:
         out.moved[tokens[r.rid][1]] += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from domicile.categories import is_under
+from domicile.discovery.keys import key_text
 from domicile.discovery.sources import DatabaseSource, open_source
 from domicile.errors import BadInput, SourceError
 from domicile.residency import Residency, TriSet
@@ -27,29 +28,53 @@ TOKEN_PREFIX = "dom1_"
 Progress = Callable[[str, int], None]
 
 
+Columns = tuple[str, ...]
+
+
+def columns_to_file(columns: Columns) -> str | list[str]:
+    """A key's columns as a plan file writes them: one name, or a list for a composite key
+    (plans written before composite keys keep reading as they did)."""
+    return columns[0] if len(columns) == 1 else list(columns)
+
+
+def columns_from_file(raw: Any) -> Columns:
+    if isinstance(raw, str):
+        return (raw,)
+    if isinstance(raw, list) and raw and all(isinstance(c, str) for c in raw):
+        return tuple(raw)
+    raise ValueError("a key is a column or a list of columns")
+
+
 @dataclass
 class Step:
-    """A link from a table up towards the subjects' table: ``column`` holds a key of
-    ``table`` (whose key column is ``key``)."""
+    """A link from a table up towards the subjects' table: ``columns`` hold a key of
+    ``table`` (whose key columns are ``key``, in the same order)."""
 
-    column: str
+    columns: Columns
     table: str
-    key: str
+    key: Columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "column": columns_to_file(self.columns),
+            "table": self.table,
+            "key": columns_to_file(self.key),
+        }
 
 
 @dataclass
 class TablePlan:
     name: str
-    key: str
+    key: Columns  # the primary key's columns: a row is named by all of them
     map: dict[str, str]  # column -> field
     via: list[Step] = field(default_factory=list)  # [] for the subjects' table
     kept: list[str] = field(default_factory=list)  # personal columns without a field
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "key": self.key,
+            "key": columns_to_file(self.key),
             "map": dict(self.map),
-            "via": [{"column": s.column, "table": s.table, "key": s.key} for s in self.via],
+            "via": [s.to_dict() for s in self.via],
             "kept": list(self.kept),
         }
 
@@ -135,7 +160,8 @@ class Plan:
 
     def record_id(self, table: str, key: str) -> str:
         """The record id of a row: 12 hex digits of the plan (its time, so a migration's
-        records sort together), then 20 of a hash of the plan, the table and the key."""
+        records sort together), then 20 of a hash of the plan, the table and the key (as
+        ``keys.key_text`` writes it: every column of a composite key)."""
         digest = hashlib.sha256(f"{self.id}\x00{table}\x00{key}".encode()).hexdigest()
         return self.id[:12] + digest[:20]
 
@@ -244,9 +270,28 @@ def check_seal(plan: Plan, vault: Any) -> None:
 SAMPLE_ROWS = 16
 
 
-def _value_digest(key: bytes, table: str, row_key: Any, column: str, value: Any) -> str:
+def _value_digest(key: bytes, table: str, row_key: str, column: str, value: Any) -> str:
     msg = f"{table}\x00{row_key}\x00{column}\x00{value!r}".encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()[:16]
+
+
+def _sampled_key(raw: Any, width: int) -> tuple[Any, ...]:
+    """A sampled row's key as the plan file holds it (a value, or a list for a composite
+    key), as the values of the key's columns; refused unless each is an integer or text."""
+    parts = tuple(raw) if width > 1 and isinstance(raw, list) else (raw,)
+    if len(parts) != width or not all(type(v) in (int, str) for v in parts):
+        raise ValueError("a sampled key is integers or text, one a column of the key")
+    return parts
+
+
+def _rows_with_keys(st: Any, key: Columns, wanted: Sequence[tuple[Any, ...]]) -> Any:
+    """The condition that picks the rows of the keys ``wanted`` (a few: the sample)."""
+    import sqlalchemy as sa
+
+    if len(key) == 1:
+        return st.c[key[0]].in_([k[0] for k in wanted])
+    # Row values in IN lists are not written alike by every database; ORs of equalities are.
+    return sa.or_(*(sa.and_(*(st.c[c] == v for c, v in zip(key, k, strict=True))) for k in wanted))
 
 
 def _sample(source: DatabaseSource, tables: Mapping[str, TablePlan], key: bytes) -> dict[str, Any]:
@@ -259,20 +304,23 @@ def _sample(source: DatabaseSource, tables: Mapping[str, TablePlan], key: bytes)
     conn = source.connection
     try:
         for t in tables.values():
-            cols = [t.key, *t.map]
+            cols = [*t.key, *t.map]
             st = sa.table(t.name, *(sa.column(c) for c in cols))
-            stmt = sa.select(*(st.c[c] for c in cols)).order_by(st.c[t.key]).limit(SAMPLE_ROWS)
+            stmt = (
+                sa.select(*(st.c[c] for c in cols))
+                .order_by(*(st.c[c] for c in t.key))
+                .limit(SAMPLE_ROWS)
+            )
             rows = [dict(zip(cols, r, strict=True)) for r in conn.execute(stmt)]
-            if not rows or not all(type(r[t.key]) in (int, str) for r in rows):
+            if not rows or not all(type(r[c]) in (int, str) for r in rows for c in t.key):
                 continue  # keys of another type are not sampled
-            out[t.name] = {
-                "key": t.key,
-                "columns": list(t.map),
-                "rows": [
-                    [r[t.key], [_value_digest(key, t.name, r[t.key], c, r[c]) for c in t.map]]
-                    for r in rows
-                ],
-            }
+            sampled = []
+            for r in rows:
+                parts = [r[c] for c in t.key]
+                text = key_text(parts) or ""
+                digests = [_value_digest(key, t.name, text, c, r[c]) for c in t.map]
+                sampled.append([parts[0] if len(parts) == 1 else parts, digests])
+            out[t.name] = {"key": columns_to_file(t.key), "columns": list(t.map), "rows": sampled}
     finally:
         if conn.in_transaction():
             conn.rollback()
@@ -293,21 +341,26 @@ def _check_sample(plan: Plan, source: DatabaseSource, vault: Any) -> None:
     conn = source.connection
     try:
         for name, s in plan.sample.items():
-            cols = [s["key"], *s["columns"]]
+            key_cols = columns_from_file(s["key"])
+            cols = [*key_cols, *s["columns"]]
             st = sa.table(name, *(sa.column(c) for c in cols))
-            wanted = [k for k, _ in s["rows"]]
-            stmt = sa.select(*(st.c[c] for c in cols)).where(st.c[s["key"]].in_(wanted))
-            found = {str(r[0]): dict(zip(cols, r, strict=True)) for r in conn.execute(stmt)}
+            wanted = [_sampled_key(k, len(key_cols)) for k, _ in s["rows"]]
+            stmt = sa.select(*(st.c[c] for c in cols)).where(_rows_with_keys(st, key_cols, wanted))
+            found = {
+                key_text(r[: len(key_cols)]): dict(zip(cols, r, strict=True))
+                for r in conn.execute(stmt)
+            }
             agree = undecided = 0
-            for k, digests in s["rows"]:
-                row = found.get(str(k))
+            for parts, (_, digests) in zip(wanted, s["rows"], strict=True):
+                k = key_text(parts) or ""
+                row = found.get(k)
                 if row is None:
                     continue
                 values = [row[c] for c in s["columns"]]
                 if all(v is None for v in values):
                     undecided += 1  # cleared by ``legacy: delete``, or empty from the start
                     continue
-                rid = plan.record_id(name, str(k))
+                rid = plan.record_id(name, k)
                 same = held = 0
                 for c, v, d in zip(s["columns"], values, digests, strict=True):
                     if is_token(v):
@@ -382,15 +435,15 @@ def make_plan(
         moving: set[str] = set()
         for f in report["findings"]:
             moving.update(f["subject_refs"])
-        parents: dict[str, tuple[str, str, str]] = {}
-        composite: set[str] = set()  # tables linked up by several columns
+        parents: dict[str, Step] = {}
         for link in report["links"]:
             t, c = link["from"].split(".", 1)
             tt, tk = link["to"].split(".", 1)
-            if "columns" in link:
-                composite.add(t)
-                continue
-            parents.setdefault(t, (c, tt, tk))
+            if "columns" in link:  # a composite key: its columns are listed
+                step = Step(tuple(link["columns"]), tt, tuple(link["to_columns"]))
+            else:
+                step = Step((c,), tt, (tk,))
+            parents.setdefault(t, step)
         roots = set(report["subject_tables"])
         notes: list[str] = []
         tables: dict[str, TablePlan] = {}
@@ -404,14 +457,9 @@ def make_plan(
             via: list[Step] = []
             cur = name
             while cur not in roots and cur in parents and len(via) <= len(infos):
-                c, tt, tk = parents[cur]
-                via.append(Step(c, tt, tk))
-                cur = tt
+                via.append(parents[cur])
+                cur = parents[cur].table
             if cur not in roots:
-                if cur in composite and personal:
-                    notes.append(
-                        f"{name}: linked to its subjects through a composite key; its rows stay"
-                    )
                 continue  # linked to no subject
             mapping = _propose(personal, coll)
             for (t, col), fld in overrides.items():
@@ -441,11 +489,11 @@ def make_plan(
                         f"({', '.join(sorted(personal))})"
                     )
                 continue
-            if len(info.primary_key) != 1:
-                notes.append(f"{name}: no single-column primary key; its rows stay")
+            if not info.primary_key:
+                notes.append(f"{name}: no primary key; its rows stay")
                 continue
-            key = info.primary_key[0]
-            if key in mapping or key in personal:
+            key = tuple(info.primary_key)
+            if any(c in mapping or c in personal for c in key):
                 notes.append(f"{name}: its key holds personal data; its rows stay")
                 continue
             missing = [
@@ -630,12 +678,9 @@ def load_plan(path: Path) -> Plan:
         tables = {
             str(n): TablePlan(
                 str(n),
-                str(t["key"]),
+                columns_from_file(t["key"]),
                 {str(c): str(f) for c, f in (t.get("map") or {}).items()},
-                [
-                    Step(str(s["column"]), str(s["table"]), str(s["key"]))
-                    for s in t.get("via") or []
-                ],
+                [_step_from(s) for s in t.get("via") or []],
                 [str(c) for c in t.get("kept") or []],
             )
             for n, t in (data.get("tables") or {}).items()
@@ -675,6 +720,13 @@ def load_plan(path: Path) -> Plan:
         ) from None
 
 
+def _step_from(raw: Any) -> Step:
+    step = Step(columns_from_file(raw["column"]), str(raw["table"]), columns_from_file(raw["key"]))
+    if len(step.columns) != len(step.key):
+        raise ValueError("a link names as many columns as its target's key has")
+    return step
+
+
 def _sample_from(raw: Any) -> dict[str, dict[str, Any]]:
     """The sample as the file holds it, checked for shape (its content is sealed)."""
     if raw is None:
@@ -682,12 +734,14 @@ def _sample_from(raw: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, s in dict(raw).items():
         cols = [str(c) for c in s["columns"]]
+        key = columns_from_file(s["key"])
         rows = []
         for k, digests in s["rows"]:
-            if type(k) not in (int, str) or len(digests) != len(cols):
+            _sampled_key(k, len(key))
+            if len(digests) != len(cols):
                 raise ValueError
             rows.append([k, [str(d) for d in digests]])
-        out[str(name)] = {"key": str(s["key"]), "columns": cols, "rows": rows}
+        out[str(name)] = {"key": columns_to_file(key), "columns": cols, "rows": rows}
     return out
 
 
