@@ -559,3 +559,82 @@ def test_small_batches_give_the_same_report_and_the_ledger_is_removed(
     ru = next(f for f in report["findings"] if f["rule"] == "ru.localization.2025")
     # Every Russian's two orders' payments are counted, three references at most each.
     assert 0 < len(ru["row_refs"]["payments"]) <= 3 * ru["subjects"]
+
+
+# --- how keys are written ----------------------------------------------------------------
+
+
+def test_key_text_writes_each_type_one_way() -> None:
+    """Where ``str`` and the recognizers' ``text`` disagree, the key is written one way:
+    bytes as hex, a number alike from an integer, an integral float or a decimal, dates in
+    ISO form; a composite key escapes its separator, so two keys never read the same."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from domicile.discovery.keys import cursor_json, cursor_values, key_text
+
+    assert key_text([b"\x01\xff"]) == "0x01ff" != str(b"\x01\xff")
+    assert key_text([5]) == key_text([5.0]) == key_text([Decimal("5.00")]) == "5"
+    assert key_text([Decimal("1001.50")]) == "1001.5"
+    assert key_text([dt.datetime(2024, 3, 1, 9, 30)]) == "2024-03-01T09:30:00"
+    assert key_text([" ab "]) == " ab "  # a key is the value as stored, spaces and all
+    assert key_text([None]) is None
+    assert key_text([1, None]) is None  # a composite key with an empty part names no row
+    assert key_text([dt.date(2024, 3, 1), "x/1"]) == "2024-03-01/x\\/1"
+    assert key_text(["a/b", "c"]) != key_text(["a", "b/c"])
+    for values in ([b"\x00k"], [Decimal("1.50"), dt.date(2024, 1, 2)], ["x", 3]):
+        assert cursor_values(cursor_json(values), len(values)) == tuple(values)
+
+
+def test_keys_of_every_type_link_rows_in_scan_and_plan(pg_database: Callable[[str], str]) -> None:
+    """Subjects keyed by bytes, by a decimal and by (a date, text with a slash), each with
+    identity documents in a table that points to them: the documents reach their subjects
+    (the links' keys are written as the rows' own), the report names each subject by
+    ``key_text`` of its key, and a migration plan names the same rows the same way."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import psycopg
+
+    from domicile.discovery.keys import key_text
+    from domicile.discovery.migration.plan import Step, TablePlan
+    from domicile.discovery.migration.rows import subject_of
+    from domicile.discovery.synthetic import ru_inn
+
+    rng = __import__("random").Random(4)
+    url = pg_database("keys")
+    keys: dict[str, list[tuple[Any, ...]]] = {
+        "a": [(bytes([i, 255 - i]),) for i in range(30)],
+        "b": [(Decimal(f"{1000 + i}.50"),) for i in range(30)],
+        "c": [(dt.date(2024, 1, 1 + i % 3), f"x/{i}") for i in range(30)],
+    }
+    kinds = {"a": ["bytea"], "b": ["numeric(12,2)"], "c": ["date", "text"]}
+    with psycopg.connect(url) as conn:
+        for t, cols in kinds.items():
+            names = [f"k{j}" for j in range(len(cols))]
+            typed = ", ".join(f"{n} {c}" for n, c in zip(names, cols, strict=True))
+            ref = ", ".join(names)
+            conn.execute(f"CREATE TABLE {t}_people ({typed}, email text, PRIMARY KEY ({ref}))")
+            conn.execute(
+                f"CREATE TABLE {t}_docs (id int PRIMARY KEY, {typed}, inn text, "
+                f"FOREIGN KEY ({ref}) REFERENCES {t}_people ({ref}))"
+            )
+            marks = ", ".join(["%s"] * len(cols))
+            for i, k in enumerate(keys[t]):
+                conn.execute(
+                    f"INSERT INTO {t}_people VALUES ({marks}, %s)", (*k, f"u{i}@gmail.com")
+                )
+                conn.execute(f"INSERT INTO {t}_docs VALUES (%s, {marks}, %s)", (i, *k, ru_inn(rng)))
+    report = scan_json(url)
+    for t, ks in keys.items():
+        names = tuple(f"k{j}" for j in range(len(ks[0])))
+        expected = {f"{t}_people:{key_text(k)}" for k in ks}
+        got = {sid: cc for sid, cc in report["subjects"].items() if sid.startswith(f"{t}_")}
+        assert set(got) == expected
+        assert all(cc == ["RU"] for cc in got.values()), got  # the documents reached them
+        people = TablePlan(f"{t}_people", names, {})
+        docs = TablePlan(f"{t}_docs", ("id",), {}, [Step(names, f"{t}_people", names)])
+        for k in ks:
+            row = dict(zip(names, k, strict=True))
+            assert subject_of(people, row, []) in expected
+            assert subject_of(docs, {"id": 0, **row}, []) == subject_of(people, row, [])
