@@ -561,6 +561,65 @@ def test_small_batches_give_the_same_report_and_the_ledger_is_removed(
     assert 0 < len(ru["row_refs"]["payments"]) <= 3 * ru["subjects"]
 
 
+def test_a_killed_scans_ledger_is_removed_by_the_next_scan_not_a_running_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan killed by SIGKILL leaves its ledger's folder; the next scan removes it, and
+    leaves the folder of a ledger still open (its lock held), another user's files and
+    folders by other names alone."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    from domicile.discovery import run_scan
+    from domicile.discovery.ledger import Ledger
+    from domicile.policy import PolicyEngine
+
+    db = tmp_path / "crm.db"
+    write_database(generate(800, seed=3), f"sqlite:///{db}")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    left: list[Path] = []
+    for _ in range(3):  # the scan may finish before it is caught at work: try again
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from domicile.cli.app import main; main()", "scan",
+             f"sqlite:///{db}", "--located-in", "US", "--json"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if list(scratch.glob("domicile-scan-*/ledger.sqlite")):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        proc.wait(timeout=30)
+        left = list(scratch.glob("domicile-scan-*"))
+        if proc.returncode == -signal.SIGKILL and left:
+            break
+    assert proc.returncode == -signal.SIGKILL, "the scan was never caught at work"
+    assert len(left) == 1
+    other = scratch / "domicile-scanner-notes"  # another name, same start: not a ledger
+    other.mkdir()
+    (scratch / "domicile-scan-file").write_text("a file, not a ledger's folder")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    running = Ledger()  # a scan at work: its lock is held
+    try:
+        src = open_source(f"sqlite:///{db}")
+        try:
+            run_scan(src, located_in="US", engine=PolicyEngine(), sample=50, tables=["customers"])
+        finally:
+            src.close()
+        assert not left[0].exists()
+        assert running._dir.exists()
+        assert other.exists()
+    finally:
+        running.close()
+    assert sorted(p.name for p in scratch.iterdir()) == ["domicile-scan-file", other.name]
+
+
 # --- how keys are written ----------------------------------------------------------------
 
 

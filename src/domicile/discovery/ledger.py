@@ -11,13 +11,25 @@ What it holds is what the report holds: subject ids (table and primary key, neve
 personal value: keys that hold personal data are not used), table names, row keys and
 pieces of evidence (small keys such as ``("phone", "DE")``, by number). The file is made
 in a folder only the scanning user can read and is deleted when the scan ends.
+
+A scan killed outright (SIGKILL, a crash, the machine's OOM killer) cannot delete its
+folder. Each ledger holds an exclusive lock (``flock``) on a file in its folder for as
+long as it lives, and the kernel drops the lock when the process ends, however it ends.
+So the next scan removes every ledger folder of its user in the temporary folder whose
+lock it can take: their owners are gone. A process id would not do: ids are reused, and
+a scan in another PID namespace (a container sharing ``/tmp``) has an id that means
+nothing here; a lock is held or not, wherever its holder runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sqlite3
+import stat
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +42,13 @@ REFS_PER_SUBJECT = 3
 # SQLite's page cache for the ledger, in KiB: what it may hold in memory.
 CACHE_KIB = 32 * 1024
 _IN_CHUNK = 500  # parameters per IN (...) lookup
+PREFIX = "domicile-scan-"
+# A ledger's folder is made under this name, locked, then renamed to PREFIX: a folder named
+# PREFIX... always has its lock file, held from the start.
+MAKING = ".domicile-scan-making-"
+LOCK = "owner.lock"
+# A folder without its lock file (killed while being made) is removed once this old.
+UNLOCKED_GRACE = 3600.0
 
 _SCHEMA = """
 CREATE TABLE subject (sid TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
@@ -64,9 +83,70 @@ class Entry:
     refs: dict[str, list[str]] = field(default_factory=dict)  # table to a few row keys
 
 
+def _lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive lock on it; None if another
+    open file holds the lock."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_stale(parent: Path | None = None) -> list[Path]:
+    """Remove the ledger folders in ``parent`` (the temporary folder) that are the
+    current user's and whose owner is gone (their lock is free); the removed ones."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for folder in entries:
+        if not folder.name.startswith((PREFIX, MAKING)):
+            continue
+        try:
+            st = folder.lstat()  # never through a link
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        lock = folder / LOCK
+        fd: int | None = None
+        try:
+            if lock.exists():
+                fd = _lock(lock)
+                if fd is None:
+                    continue  # its scan is running
+            elif time.time() - st.st_mtime < UNLOCKED_GRACE:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except OSError:
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
 class Ledger:
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="domicile-scan-"))
+        with contextlib.suppress(ImportError):  # no flock (Windows): the OS's temp cleaning
+            remove_stale()
+        making = Path(tempfile.mkdtemp(prefix=MAKING))
+        self._lock_fd: int | None = None
+        with contextlib.suppress(ImportError):
+            self._lock_fd = _lock(making / LOCK)
+        self._dir = making.with_name(PREFIX + making.name.removeprefix(MAKING))
+        making.rename(self._dir)
         self._db = sqlite3.connect(self._dir / "ledger.sqlite", isolation_level=None)
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE"):
             self._db.execute(f"PRAGMA {pragma}")
@@ -82,6 +162,9 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # after the folder is gone: no one removes it twice
+            self._lock_fd = None
 
     def _piece(self, p: Piece) -> int:
         i = self._piece_ids.get(p)
