@@ -6,11 +6,14 @@ process, so its peak is the generator's).
 (SQLite, keys declared), ``files/`` (Parquet, no keys) and ``truth.json``. ``scan`` scans
 one of them in a child process and prints, as JSON, the seconds and CPU seconds, values
 per second of each, the child's peak resident memory, the share of subjects exactly right, and a digest of the
-report without its timing (equal digests: equal results).
+report without its timing (equal digests: equal results). ``--report stream`` writes the
+report to a file as ``domicile scan --out`` does, subject by subject; ``whole`` (the
+default) holds it whole and then writes it, as the scan did before.
 
     .venv/bin/python bench/scan_memory.py make 200000 /tmp/scan200k   # --base 50000
     .venv/bin/python bench/scan_memory.py scan /tmp/scan200k sqlite
     .venv/bin/python bench/scan_memory.py scan /tmp/scan200k parquet
+    .venv/bin/python bench/scan_memory.py scan /tmp/scan200k sqlite --report stream
 """
 
 from __future__ import annotations
@@ -29,18 +32,24 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 from domicile.discovery import open_source, run_scan
+from domicile.discovery.scan import scan_to
 from domicile.policy import PolicyEngine
-spec, out = sys.argv[1], sys.argv[2]
+spec, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 start = time.perf_counter()
 source = open_source(spec)
 try:
-    report = run_scan(source, located_in="US", engine=PolicyEngine())
+    if mode == "stream":  # as `domicile scan --out` writes it: subject by subject
+        with open(out + ".report", "w", encoding="utf-8") as fh:
+            scan_to(fh, source, located_in="US", engine=PolicyEngine())
+    else:  # the report held whole, then written
+        report = run_scan(source, located_in="US", engine=PolicyEngine())
+        with open(out + ".report", "w", encoding="utf-8") as fh:
+            json.dump(report, fh, ensure_ascii=False, indent=2)
 finally:
     source.close()
 seconds = time.perf_counter() - start
-report["stats"].pop("seconds")
 with open(out, "w") as fh:
-    json.dump({"seconds": seconds, "report": report}, fh, ensure_ascii=False)
+    json.dump({"seconds": seconds}, fh)
 """
 
 
@@ -118,21 +127,25 @@ def _parquet(db: sqlite3.Connection, table: str, columns: list[str], path: Path)
         writer.close()
 
 
-def scan(folder: Path, kind: str) -> dict[str, object]:
+def scan(folder: Path, kind: str, mode: str = "whole") -> dict[str, object]:
     spec = f"sqlite:///{folder / 'source.db'}" if kind == "sqlite" else str(folder / "files")
     out = folder / f"report-{kind}-{os.getpid()}.json"
-    subprocess.run([sys.executable, "-c", CHILD, spec, str(out)], check=True)
+    subprocess.run([sys.executable, "-c", CHILD, spec, str(out), mode], check=True)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = usage.ru_maxrss / 1024
     cpu = usage.ru_utime + usage.ru_stime
     result = json.loads(out.read_text())
     out.unlink()
+    written = Path(f"{out}.report")
+    report = json.loads(written.read_text(encoding="utf-8"))
+    written.unlink()
+    report["stats"].pop("seconds")
     truth = json.loads((folder / "truth.json").read_text())
-    report = result["report"]
     exact = sum(report["subjects"].get(k) == v for k, v in truth["subjects"].items())
     text = json.dumps(report, ensure_ascii=False, sort_keys=True).encode()
     return {
         "source": kind,
+        "report": mode,
         "subjects": len(truth["subjects"]),
         "values": truth["values"],
         "seconds": round(result["seconds"], 1),
@@ -157,13 +170,19 @@ def main() -> None:
     s = sub.add_parser("scan")
     s.add_argument("folder", type=Path)
     s.add_argument("kind", choices=["sqlite", "parquet"])
+    s.add_argument(
+        "--report",
+        choices=["whole", "stream"],
+        default="whole",
+        help="hold the report whole and then write it, or write it as it is made (--out)",
+    )
     args = parser.parse_args()
     if args.command == "make":
         start = time.perf_counter()
         make(args.subjects, args.folder, min(args.base, args.subjects))
         print(f"made in {time.perf_counter() - start:.0f} s")
     else:
-        print(json.dumps(scan(args.folder, args.kind)))
+        print(json.dumps(scan(args.folder, args.kind, args.report)))
 
 
 if __name__ == "__main__":

@@ -195,6 +195,71 @@ def test_table_option_sample_and_out(tmp_path: Path) -> None:
     assert str(out) in stdout.replace("\n", "")
 
 
+def test_out_is_exactly_what_json_prints_and_the_report_in_memory(tmp_path: Path) -> None:
+    """``--out`` writes the report as it is made: byte for byte what ``--json`` prints, and
+    what ``json.dumps`` makes of the report held whole (timings aside); a finding's
+    subjects, spooled to the ledger meanwhile, come back in order. A scan that fails
+    leaves an existing ``--out`` file as it was, and no other file."""
+    import io
+    import re
+
+    from domicile.discovery import run_scan
+    from domicile.discovery.scan import scan_to
+    from domicile.policy import PolicyEngine
+
+    db = tmp_path / "crm.db"
+    write_database(dataset(), f"sqlite:///{db}")
+    out = tmp_path / "report.json"
+    code, printed, err = scan(f"sqlite:///{db}", "--located-in", "US", "--json", "--out", str(out))
+    assert code == 0, err
+    written = out.read_text(encoding="utf-8")
+
+    def untimed(text: str) -> str:
+        return re.sub(r'"seconds": [0-9.]+', '"seconds": 0', text)
+
+    assert untimed(written) == untimed(printed)
+    assert out.stat().st_mode & 0o777 == 0o600
+    engine = PolicyEngine()
+    src = open_source(f"sqlite:///{db}")
+    try:
+        whole = run_scan(src, located_in="US", engine=engine)
+        streamed = io.StringIO()
+        scan_to(streamed, src, located_in="US", engine=engine)
+    finally:
+        src.close()
+    dumped = json.dumps(whole, ensure_ascii=False, indent=2) + "\n"
+    assert untimed(streamed.getvalue()) == untimed(dumped) == untimed(written)
+    ru = next(f for f in whole["findings"] if f["rule"] == "ru.localization.2025")
+    assert len(ru["subject_refs"]) == ru["subjects"] > 0
+    order = list(whole["subjects"])
+    assert ru["subject_refs"] == sorted(ru["subject_refs"], key=order.index)
+
+    code, _, _ = scan(f"sqlite:///{db}", "--located-in", "US", "--table", "nope", "--out", str(out))
+    assert code == 2
+    assert out.read_text(encoding="utf-8") == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crm.db", "report.json"]
+
+
+def test_lazy_json_reads_as_json_dumps() -> None:
+    """Lazy objects and arrays, empty or nested, at any depth, beside ordinary values."""
+    import io
+
+    from domicile.discovery.stream import LazyArray, LazyObject, materialize, write
+
+    def make() -> Any:
+        return {
+            "a": LazyObject(iter([("x", ["RU"]), ("y", []), ("z", {"k": LazyArray(iter([1]))})])),
+            "b": LazyArray(iter([])),
+            "c": LazyObject(iter([])),
+            "d": [LazyArray(iter(["ё", {"n": None}])), {}, [], 1.5, True],
+            "e": 'plain "text"\n',
+        }
+
+    buf = io.StringIO()
+    write(make(), buf)
+    assert buf.getvalue() == json.dumps(materialize(make()), ensure_ascii=False, indent=2)
+
+
 def test_site_of_the_configuration_gives_the_location(tmp_path: Path) -> None:
     db = tmp_path / "crm.db"
     write_database(generate(30), f"sqlite:///{db}")

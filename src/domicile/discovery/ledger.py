@@ -60,6 +60,8 @@ CREATE TABLE ref (sid TEXT NOT NULL, tbl INTEGER NOT NULL, seq INTEGER NOT NULL,
     ref TEXT NOT NULL, PRIMARY KEY (sid, tbl, seq)) WITHOUT ROWID;
 CREATE TABLE owner (tbl INTEGER NOT NULL, key TEXT NOT NULL, sid TEXT NOT NULL,
     PRIMARY KEY (tbl, key)) WITHOUT ROWID;
+CREATE TABLE named (finding INTEGER NOT NULL, seq INTEGER NOT NULL, sid TEXT NOT NULL,
+    PRIMARY KEY (finding, seq)) WITHOUT ROWID;
 """
 
 
@@ -157,6 +159,7 @@ class Ledger:
         self._tables: list[str] = []  # in the order they were first written
         self._table_ids: dict[str, int] = {}
         self._seq = 0
+        self._named = 0
         self.subjects = 0
 
     def close(self) -> None:
@@ -257,6 +260,28 @@ class Ledger:
                 )
             )
         return out
+
+    # --- the subjects each finding names, in the order they were named ---------------------
+
+    def note_findings(self, named: Sequence[tuple[int, str]]) -> None:
+        """Note that finding ``i`` names subject ``sid``, for each (i, sid)."""
+        if not named:
+            return
+        start = self._named
+        self._named += len(named)
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO named VALUES (?, ?, ?)",
+            ((i, start + j, sid) for j, (i, sid) in enumerate(named)),
+        )
+        self._db.execute("COMMIT")
+
+    def finding_subjects(self, finding: int) -> Iterator[str]:
+        """The subjects finding ``finding`` names (once all are noted)."""
+        for (sid,) in self._db.execute(
+            "SELECT sid FROM named WHERE finding = ? ORDER BY seq", (finding,)
+        ):
+            yield sid
 
     # --- reading back ---------------------------------------------------------------------
 
