@@ -265,3 +265,25 @@ def test_bare_valid_numbers_count_where_the_name_says_phone() -> None:
     bare = [f"89{rng.randint(0, 10**9 - 1):09d}" for _ in range(200)]
     assert decide("fld", tally({"fld": bare}, ["RU"])["fld"]).kind is None
     assert decide("mobile", tally({"mobile": bare}, ["RU"])["mobile"]).kind == "phone"
+
+
+def test_phone_numbers_are_parsed_once_per_value_and_the_memory_is_bounded() -> None:
+    """A number read again is answered from the cache, the same answer as parsing it
+    anew; the regions a national number is read under count as a set, in any order; the
+    cache holds at most ``PHONE_CACHE`` numbers."""
+    from domicile.discovery import recognizers as r
+    from domicile.discovery.synthetic import phone
+
+    rng = random.Random(9)
+    values = [phone(rng, cc) for cc in ("RU", "DE", "US", "IN")] + ["+7 000", "8 912 345-67-89"]
+    r.phone_country.cache_clear()
+    first = [r.phone_country(v) for v in values]
+    again = [r.phone_country(v) for v in values]
+    assert first == again == [r.phone_country.__wrapped__(v) for v in values]
+    assert first[:4] == ["RU", "DE", "US", "IN"]
+    assert r.phone_country.cache_info().hits == len(values)
+    assert r.national_phone_country("8 912 345-67-89", ["RU", "DE"]) == "RU"
+    assert r.national_phone_country("8 912 345-67-89", ("DE", "RU", "RU")) == "RU"
+    for i in range(r.PHONE_CACHE + 10):
+        r.phone_country(f"+1 {i}")
+    assert r.phone_country.cache_info().currsize == r.PHONE_CACHE

@@ -175,6 +175,14 @@ def email_country(domain: str) -> str | None:
     return TLD_COUNTRY.get(domain.rpartition(".")[2])
 
 
+# Phone numbers parsed, remembered per value: parsing is the dearest recognizer, and a
+# number is read again and again (the sample's rows again in the full pass, a company's
+# switchboard on every employee's row). Least recently used values leave first, so memory
+# stays bounded (a few MB at most) however many distinct numbers a source holds.
+PHONE_CACHE = 16384
+
+
+@functools.lru_cache(maxsize=PHONE_CACHE)
 def phone_country(value: str) -> str | None:
     """The country of a phone number written with its country code, if it is a valid
     number there; global service numbers (+800...) belong to no country."""
@@ -253,6 +261,11 @@ def national_phone_country(value: str, regions: Iterable[str]) -> str | None:
     of, or None when it is valid under none or under several (ambiguous). The country is
     the numbering plan's: under RU, an ``8 7xx`` number is Kazakh (both share +7). A
     bare number alone never gives a country: the regions come from elsewhere."""
+    return _national_phone_country(value, tuple(sorted(set(regions))))
+
+
+@functools.lru_cache(maxsize=PHONE_CACHE)
+def _national_phone_country(value: str, regions: tuple[str, ...]) -> str | None:
     found = set()
     for region in regions:
         parsed = national_phone(value, region)
