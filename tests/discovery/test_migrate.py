@@ -70,44 +70,58 @@ def customers(url: str) -> dict[int, tuple[Any, ...]]:
         db.close()
 
 
-def tenant_source(
-    tmp: Path, data: Dataset, name: str = "tenants.db", *, contacts: bool = True
-) -> str:
+TENANT_SCHEMA = (
+    """CREATE TABLE customers (tenant_id INTEGER NOT NULL, id INTEGER NOT NULL,
+        fld_a TEXT, fld_b TEXT, fld_c TEXT, fld_d TEXT, fld_e TEXT, created TEXT,
+        h TEXT, PRIMARY KEY (tenant_id, id))""",
+    """CREATE TABLE kyc (kid INTEGER PRIMARY KEY, tenant_id INTEGER, c_ref INTEGER,
+        x1 TEXT, x2 TEXT, x3 TEXT, x4 TEXT, x5 TEXT, x6 TEXT, x7 TEXT, x8 TEXT,
+        x9 TEXT, FOREIGN KEY (tenant_id, c_ref) REFERENCES customers (tenant_id, id))""",
+    """CREATE TABLE contacts (cid INTEGER PRIMARY KEY, tenant_id INTEGER, owner INTEGER,
+        who TEXT, mail TEXT,
+        FOREIGN KEY (tenant_id, owner) REFERENCES customers (tenant_id, id))""",
+)
+
+
+def write_tenants(url: str, data: Dataset, *, contacts: bool = True) -> None:
     """The customers of ``data`` under a composite key, (tenant_id, id), as a multi-tenant
     schema has them: ids repeat in every tenant. Their identity documents and contacts (a
     name and an e-mail address again) point to them by both columns (declared composite
     foreign keys)."""
+    import sqlalchemy as sa
+
+    customers = data.tables["customers"]
+    rows = {
+        "customers": [[*tenant_key(r[0]), *r[1:]] for r in customers.rows],
+        "kyc": [[r[0], *tenant_key(r[1]), *r[2:]] for r in data.tables["kyc"].rows],
+        "contacts": [[r[0], *tenant_key(r[0]), r[1], r[2]] for r in customers.rows]
+        if contacts
+        else [],
+    }
+    columns = {
+        "customers": ["tenant_id", *customers.columns],
+        "kyc": ["kid", "tenant_id", *data.tables["kyc"].columns[1:]],
+        "contacts": ["cid", "tenant_id", "owner", "who", "mail"],
+    }
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        for ddl in TENANT_SCHEMA:
+            conn.exec_driver_sql(ddl)
+        for name, table_rows in rows.items():
+            if table_rows:
+                t = sa.table(name, *(sa.column(c) for c in columns[name]))
+                conn.execute(
+                    t.insert(), [dict(zip(columns[name], r, strict=True)) for r in table_rows]
+                )
+    engine.dispose()
+
+
+def tenant_source(
+    tmp: Path, data: Dataset, name: str = "tenants.db", *, contacts: bool = True
+) -> str:
+    """``write_tenants`` into a new SQLite file; its URL."""
     url = f"sqlite:///{tmp / name}"
-    db = sqlite3.connect(tmp / name)
-    with db:
-        db.executescript(
-            """
-            CREATE TABLE customers (tenant_id INTEGER NOT NULL, id INTEGER NOT NULL,
-                fld_a TEXT, fld_b TEXT, fld_c TEXT, fld_d TEXT, fld_e TEXT, created TEXT,
-                h TEXT, PRIMARY KEY (tenant_id, id));
-            CREATE TABLE kyc (kid INTEGER PRIMARY KEY, tenant_id INTEGER, c_ref INTEGER,
-                x1 TEXT, x2 TEXT, x3 TEXT, x4 TEXT, x5 TEXT, x6 TEXT, x7 TEXT, x8 TEXT,
-                x9 TEXT, FOREIGN KEY (tenant_id, c_ref) REFERENCES customers (tenant_id, id));
-            CREATE TABLE contacts (cid INTEGER PRIMARY KEY, tenant_id INTEGER, owner INTEGER,
-                who TEXT, mail TEXT,
-                FOREIGN KEY (tenant_id, owner) REFERENCES customers (tenant_id, id));
-            """
-        )
-        db.executemany(
-            "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[*tenant_key(r[0]), *r[1:]] for r in data.tables["customers"].rows],
-        )
-        db.executemany(
-            "INSERT INTO kyc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[r[0], *tenant_key(r[1]), *r[2:]] for r in data.tables["kyc"].rows],
-        )
-        db.executemany(
-            "INSERT INTO contacts VALUES (?, ?, ?, ?, ?)",
-            [[r[0], *tenant_key(r[0]), r[1], r[2]] for r in data.tables["customers"].rows]
-            if contacts
-            else [],
-        )
-    db.close()
+    write_tenants(url, data, contacts=contacts)
     return url
 
 
@@ -274,6 +288,36 @@ def test_composite_key_table_moves_by_all_its_columns(tmp_path: Path) -> None:
     assert code == 1, out + err
     assert f"customers row {t}/{i}: fld_a still hold values beside tokens" in out
     assert out.count("beside tokens") == 1
+
+
+def test_composite_key_table_moves_from_postgresql(
+    pg_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The same on PostgreSQL, where a batch's rows are locked (``FOR UPDATE``) and paged
+    by the key as a row value: all moved once, a second run moves nothing, verify clean."""
+    import psycopg
+
+    data = generate(30, seed=5)
+    url = pg_database("tenants")
+    write_tenants(url, data)
+    config = deployment(tmp_path)
+    plan_file = tmp_path / "plan.yaml"
+    plan = make_plan(url, config, plan_file, "--batch", "4")
+    planned = sum(plan["destinations"].values())
+    assert plan["tables"]["customers"]["key"] == ["tenant_id", "id"]
+    assert planned > 4
+    done = cli_json("migrate", "run", str(plan_file), "--config", config)
+    assert done["tables"]["customers"]["move"] == done["tables"]["contacts"]["move"] == planned
+    assert cli_json("migrate", "run", str(plan_file), "--config", config)["moved"] == 0
+    with psycopg.connect(url) as conn:
+        rows = {
+            (r[0], r[1]): tuple(r[2:]) for r in conn.execute("SELECT * FROM customers").fetchall()
+        }
+    original = {tenant_key(r[0]): tuple(r[1:]) for r in data.tables["customers"].rows}
+    assert check_moved(config, data, rows, original, other_records=planned) == planned
+    report = cli_json("migrate", "verify", str(plan_file), "--config", config)
+    assert report["ok"] is True, report["problems"]
+    assert report["moved"] == 2 * planned
 
 
 def test_crash_between_vault_and_source_commit_is_resumed(tmp_path: Path) -> None:
