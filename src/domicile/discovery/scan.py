@@ -14,9 +14,11 @@ Four steps, each reading only:
 
 What each subject's rows give (pieces of evidence, row counts, a few row keys) and the
 subjects of the keys of tables in between are kept in a ledger on disk (``ledger.py``),
-so memory holds a batch of rows, not the source; what still grows with the subjects is
-the report itself (every subject's id and countries) and, for files, link inference's
-keys at 8 bytes each.
+so memory holds a batch of rows, not the source. The report is made member by member
+(``scan_parts``): ``scan_to`` writes it as it is made, subject by subject, with each
+finding's subjects spooled to the ledger until the finding is written, so what still
+grows with the subjects is, for files, link inference's keys at 8 bytes each; ``scan``
+gives the report whole, in memory.
 """
 
 from __future__ import annotations
