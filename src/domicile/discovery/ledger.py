@@ -23,7 +23,6 @@ nothing here; a lock is held or not, wherever its holder runs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domicile.discovery.evidence import Piece
+from domicile.files import try_lock
 
 # Row references kept per subject and table (fewer than 8: see ``Ledger.add``).
 REFS_PER_SUBJECT = 3
@@ -85,28 +85,15 @@ class Entry:
     refs: dict[str, list[str]] = field(default_factory=dict)  # table to a few row keys
 
 
-def _lock(path: Path) -> int | None:
-    """An open descriptor of ``path`` holding an exclusive lock on it; None if another
-    open file holds the lock."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def remove_stale(parent: Path | None = None) -> list[Path]:
     """Remove the ledger folders in ``parent`` (the temporary folder) that are the
-    current user's and whose owner is gone (their lock is free); the removed ones."""
+    current user's and whose owner is gone (their lock is free); the removed ones.
+    Without locks across processes (Windows), none: the OS's cleaning of its temporary
+    folder is left to do it."""
     parent = Path(parent or tempfile.gettempdir())
     removed: list[Path] = []
+    if os.name != "posix":  # no flock: try_lock would take every folder's lock
+        return removed
     try:
         entries = list(parent.iterdir())
     except OSError:
@@ -124,7 +111,7 @@ def remove_stale(parent: Path | None = None) -> list[Path]:
         fd: int | None = None
         try:
             if lock.exists():
-                fd = _lock(lock)
+                fd = try_lock(lock)
                 if fd is None:
                     continue  # its scan is running
             elif time.time() - st.st_mtime < UNLOCKED_GRACE:
@@ -141,12 +128,9 @@ def remove_stale(parent: Path | None = None) -> list[Path]:
 
 class Ledger:
     def __init__(self) -> None:
-        with contextlib.suppress(ImportError):  # no flock (Windows): the OS's temp cleaning
-            remove_stale()
+        remove_stale()
         making = Path(tempfile.mkdtemp(prefix=MAKING))
-        self._lock_fd: int | None = None
-        with contextlib.suppress(ImportError):
-            self._lock_fd = _lock(making / LOCK)
+        self._lock_fd = try_lock(making / LOCK)
         self._dir = making.with_name(PREFIX + making.name.removeprefix(MAKING))
         making.rename(self._dir)
         self._db = sqlite3.connect(self._dir / "ledger.sqlite", isolation_level=None)
