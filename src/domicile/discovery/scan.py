@@ -36,6 +36,7 @@ from typing import Any
 
 from domicile.discovery.classify import Tally, Verdict, decide, tally, text
 from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
+from domicile.discovery.keys import key_text, keys_text, part_text
 from domicile.discovery.ledger import REFS_PER_SUBJECT, Entry, Ledger, Share
 from domicile.discovery.recognizers import KINDS, national_shape
 from domicile.discovery.sources import Batch, ForeignKey, Source, TableInfo
@@ -104,7 +105,9 @@ class SurveyedTable:
 
 
 def row_key(values: Sequence[Any]) -> str:
-    return "/".join("" if v is None else str(v) for v in values)
+    """A row's key as its reference (``keys.key_text``: one way for every type, as the
+    links to it, the migration's plan and its journal write it); empty when a part is."""
+    return key_text(values) or ""
 
 
 @dataclass
@@ -525,14 +528,8 @@ def report(
 
 def link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]:
     """The key of the row each row of a batch links to, written as that row's reference
-    (``row_key``); None where a column of the link is empty."""
-    if len(columns) == 1:
-        return [text(v) for v in batch[columns[0]]]
-    parts = [[text(v) for v in batch[c]] for c in columns]
-    return [
-        None if any(p[i] is None for p in parts) else "/".join(p[i] or "" for p in parts)
-        for i in range(n)
-    ]
+    (``row_key``, by ``keys.key_text``); None where a column of the link is empty."""
+    return keys_text([batch[c] for c in columns], n)
 
 
 def _infer_key(t: SurveyedTable, rows: dict[str, list[Any]]) -> tuple[str, ...]:
@@ -611,7 +608,7 @@ def _inferred_links(
         for batch in source.batches(name, list(t.key), batch_size):
             keys.extend(link_keys(batch, t.key, len(batch[t.key[0]])))
             for j, part in enumerate(split):
-                part.extend(map(text, batch[t.key[j]]))
+                part.extend(map(part_text, batch[t.key[j]]))
         key_sets[name] = keys.done()
         if split:
             parts[name] = [part.done() for part in split]
