@@ -3,15 +3,20 @@ people it belongs to, and what the law says about holding it where the source is
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from domicile.cli._output import console, emit_json, err_console, errors
+from domicile.cli._output import console, err_console, errors
 from domicile.config import CONFIG_ENV
 from domicile.errors import BadInput
 
@@ -90,7 +95,9 @@ def register(app: typer.Typer) -> None:
             1000, "--sample", min=10, help="Rows per table sampled to classify columns."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-        out: Path | None = typer.Option(None, "--out", help="Write the JSON object to FILE."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Write the JSON object to FILE (as --json prints it; 0600)."
+        ),
         engine_name: str = typer.Option(
             "local",
             "--engine",
@@ -116,7 +123,8 @@ def register(app: typer.Typer) -> None:
         with errors(as_json):
             spark = _engine(engine_name, master, source)
             require_extra()
-            from domicile.discovery import open_source, run_scan
+            from domicile.discovery import open_source
+            from domicile.discovery.scan import scan_to
 
             where, engine = _location(located_in, site, config)
             bar = Progress(
@@ -132,43 +140,70 @@ def register(app: typer.Typer) -> None:
                     tasks[table] = bar.add_task(table)
                 bar.update(tasks[table], description=f"{table}: {done[table]:,} rows")
 
-            if spark:
-                from domicile.discovery import spark as on_spark
+            with _report_file(out) as fh:
+                if spark:
+                    from domicile.discovery import spark as on_spark
 
-                session = on_spark.session(master)  # the JVM starts before the progress bar
-                try:
-                    files = on_spark.SparkSource(session, Path(source))
-                    with bar:
-                        report = run_scan(
-                            files, located_in=where, engine=engine, tables=tables or (),
-                            sample=sample, gather=on_spark.gather(files, where, tell),
-                        )  # fmt: skip
-                finally:
-                    session.stop()
-            else:
-                src = open_source(source)
-                try:
-                    with bar:
-                        report = run_scan(
-                            src, located_in=where, engine=engine, tables=tables or (),
-                            sample=sample, progress=tell,
-                        )  # fmt: skip
-                finally:
-                    src.close()
-            if out is not None:
-                try:
-                    out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-                except OSError:
-                    raise BadInput(
-                        f"cannot write {out}", hint="check the folder and its permissions"
-                    ) from None
-        if as_json:
-            emit_json(report)
-            return
-        _human(report, out)
+                    session = on_spark.session(master)  # the JVM starts before the bar
+                    try:
+                        files = on_spark.SparkSource(session, Path(source))
+                        with bar:
+                            summary = scan_to(
+                                fh, files, located_in=where, engine=engine,
+                                tables=tables or (), sample=sample,
+                                gather=on_spark.gather(files, where, tell),
+                            )  # fmt: skip
+                    finally:
+                        session.stop()
+                else:
+                    src = open_source(source)
+                    try:
+                        with bar:
+                            summary = scan_to(
+                                fh, src, located_in=where, engine=engine,
+                                tables=tables or (), sample=sample, progress=tell,
+                            )  # fmt: skip
+                    finally:
+                        src.close()
+                if as_json and out is None:
+                    fh.seek(0)
+                    shutil.copyfileobj(fh, sys.stdout)
+            if as_json and out is not None:  # the file is in place first, then printed
+                with out.open(encoding="utf-8") as written:
+                    shutil.copyfileobj(written, sys.stdout)
+        if not as_json:
+            _human(summary, out)
+
+
+@contextlib.contextmanager
+def _report_file(out: Path | None) -> Iterator[TextIO]:
+    """A file the report is written to as it is made (it can hold millions of subjects,
+    never held whole): a new file beside ``out``, put in its place once the report is
+    whole (an existing file is replaced only then; a failed scan leaves nothing), or, with
+    no ``out``, a nameless temporary file (``--json`` prints it)."""
+    if out is None:
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as fh:
+            yield fh
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    except OSError:
+        raise BadInput(f"cannot write {out}", hint="check the folder and its permissions") from None
+    try:
+        with os.fdopen(fd, "w+", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except OSError:
+        raise BadInput(f"cannot write {out}", hint="check the folder and its permissions") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _human(report: dict[str, Any], out: Path | None) -> None:
+    """The summary ``scan_to`` returns, for people: the report without its lists of
+    subjects, with the number of subjects per country."""
     st = report["stats"]
     console.rule(f"[bold]scan of {escape(report['source'])}, as stored in {report['located_in']}")
     table = Table(title="columns holding personal data")
@@ -185,10 +220,7 @@ def _human(report: dict[str, Any], out: Path | None) -> None:
     for link in report["links"]:
         how = "declared" if link["declared"] else f"inferred, {link['containment']:.0%} contained"
         console.print(f"link {escape(link['from'])} -> {escape(link['to'])} ({how})")
-    by_country: dict[str, int] = {}
-    for countries in report["subjects"].values():
-        for cc in countries or ["none"]:
-            by_country[cc] = by_country.get(cc, 0) + 1
+    by_country: dict[str, int] = report["countries"]
     shown = ", ".join(f"{cc} {n}" for cc, n in sorted(by_country.items(), key=lambda kv: -kv[1]))
     console.print(
         f"{st['subjects']:,} subjects in {', '.join(report['subject_tables']) or 'no table'}: {shown or 'none'}"

@@ -26,13 +26,14 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
+import json
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO, TypedDict, Unpack
 
 from domicile.discovery.classify import Tally, Verdict, decide, tally, text
 from domicile.discovery.evidence import EvidenceBook, Piece, countries_of
@@ -40,6 +41,8 @@ from domicile.discovery.keys import key_text, keys_text, part_text
 from domicile.discovery.ledger import REFS_PER_SUBJECT, Entry, Ledger, Share
 from domicile.discovery.recognizers import KINDS, national_shape
 from domicile.discovery.sources import Batch, ForeignKey, Source, TableInfo
+from domicile.discovery.stream import LazyArray, LazyObject, materialize
+from domicile.discovery.stream import write as write_json
 from domicile.errors import BadInput
 from domicile.packs.model import Outcome
 from domicile.policy import Decision, PolicyEngine
@@ -47,6 +50,8 @@ from domicile.residency import Residency
 
 # Row references listed per finding and table (``ledger.REFS_PER_SUBJECT``: per subject).
 REFS_PER_FINDING = 1000
+# Subjects of findings noted in memory before they go to the spool, as (finding, subject).
+SPOOL_BATCH = 5000
 # Link inference: share of a column's sampled values found among a table's keys.
 CONTAINED_NAMED = 0.9
 CONTAINED_UNNAMED = 1.0
@@ -125,7 +130,78 @@ class Gathered:
 Gather = Callable[["Survey"], AbstractContextManager[Gathered]]
 
 
+class ScanOptions(TypedDict, total=False):
+    """What a scan may be told beside its source, place and engine (see ``scan_parts``)."""
+
+    tables: Sequence[str]
+    sample: int
+    batch_size: int
+    date: dt.date | None
+    progress: Progress | None
+    gather: Gather | None
+
+
 def scan(
+    source: Source,
+    *,
+    located_in: str,
+    engine: PolicyEngine,
+    residencies: dict[str, Residency] | None = None,
+    **options: Unpack[ScanOptions],
+) -> dict[str, Any]:
+    """The report (see the README, "Discovery"), whole in memory. ``residencies``, when
+    given, receives each subject's resolved residency (``domicile migrate plan`` places
+    subjects by it)."""
+    parts = scan_parts(
+        source, located_in=located_in, engine=engine, residencies=residencies, **options
+    )
+    try:
+        return {key: materialize(value) for key, value in parts}
+    finally:
+        parts.close()
+
+
+def scan_to(
+    out: TextIO,
+    source: Source,
+    *,
+    located_in: str,
+    engine: PolicyEngine,
+    **options: Unpack[ScanOptions],
+) -> dict[str, Any]:
+    """Write the report to ``out`` as JSON (exactly as ``json.dumps(scan(...),
+    ensure_ascii=False, indent=2)``), subject by subject as it is made, never holding it
+    whole. Returns a summary for people: the report without ``subjects`` and the findings'
+    ``subject_refs``, with ``countries``, the number of subjects per country (``none``:
+    no evidence)."""
+    summary: dict[str, Any] = {}
+    countries = Counter[str]()
+
+    def counted(subjects: LazyObject) -> Iterator[tuple[str, list[str]]]:
+        for sid, ccs in subjects.items:
+            countries.update(ccs or ["none"])
+            yield sid, ccs
+
+    parts = scan_parts(source, located_in=located_in, engine=engine, **options)
+    try:
+        out.write("{")
+        for i, (key, value) in enumerate(parts):
+            out.write(f"{',' if i else ''}\n  {json.dumps(key)}: ")
+            if key == "subjects":
+                value = LazyObject(counted(value))
+            elif key == "findings":
+                summary[key] = [{k: v for k, v in f.items() if k != "subject_refs"} for f in value]
+            else:
+                summary[key] = value
+            write_json(value, out, level=2)
+        out.write("\n}\n")
+    finally:
+        parts.close()
+    summary["countries"] = dict(countries)
+    return summary
+
+
+def scan_parts(
     source: Source,
     *,
     located_in: str,
@@ -137,10 +213,12 @@ def scan(
     progress: Progress | None = None,
     residencies: dict[str, Residency] | None = None,
     gather: Gather | None = None,
-) -> dict[str, Any]:
-    """The report (see the README, "Discovery"). ``residencies``, when given, receives each
-    subject's resolved residency (``domicile migrate plan`` places subjects by it).
-    ``gather``: step 3 on another engine (``spark.gather``); by default in this process."""
+) -> Generator[tuple[str, Any], None, None]:
+    """The report's members in order, each made when it is asked for: ``subjects`` is a
+    ``LazyObject`` (step 4, subject by subject), to be read before the next member is
+    asked for, and each finding's ``subject_refs`` a ``LazyArray`` of the subjects spooled
+    to a ledger meanwhile. ``gather``: step 3 on another engine (``spark.gather``); by
+    default in this process. Closing the generator removes the ledgers."""
     started = time.perf_counter()
     day = date or dt.date.today()
     plan = survey(
@@ -157,16 +235,43 @@ def scan(
         finally:
             ledger.close()
 
-    with (gather or in_this_process)(plan) as got:
-        subjects, findings = judge(
-            plan, got.entries, got.book, engine=engine, located_in=located_in, day=day,
-            residencies=residencies,
-        )  # fmt: skip
-    return report(
-        plan, source.description, located_in=located_in, day=day, subjects=subjects,
-        findings=findings, rows=got.rows, values=got.values,
-        seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    spool = Ledger()  # the subjects each finding names, until the finding is written
+    try:
+        with (gather or in_this_process)(plan) as got:
+            yield "source", source.description
+            yield "located_in", located_in
+            yield "date", day.isoformat()
+            yield (
+                "columns",
+                {
+                    f"{name}.{column}": v.to_dict()
+                    for name, t in plan.tables.items()
+                    for column, v in t.verdicts.items()
+                },
+            )
+            judging = Judgement(
+                plan, got.book, engine=engine, located_in=located_in, day=day,
+                residencies=residencies, spool=spool,
+            )  # fmt: skip
+            reading = judging.subjects(got.entries)
+            yield "subjects", LazyObject(reading)
+            for _ in reading:  # a reader that skipped the subjects: the findings need them
+                pass
+            yield "links", [link.to_dict() for link in plan.links]
+            yield "subject_tables", sorted({r for r in plan.roots.values() if r})
+            yield "findings", judging.findings()
+            yield (
+                "stats",
+                {
+                    "tables": len(plan.tables),
+                    "rows": got.rows,
+                    "values": got.values,
+                    "subjects": judging.count,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+    finally:
+        spool.close()
 
 
 @dataclass
@@ -405,56 +510,84 @@ def phone_regions(
     return regions
 
 
-def judge(
-    plan: Survey,
-    entries: Iterable[tuple[str, Entry]],
-    book: EvidenceBook,
-    *,
-    engine: PolicyEngine,
-    located_in: str,
-    day: dt.date,
-    residencies: dict[str, Residency] | None = None,
-) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-    """Step 4: each subject's residency from its pieces, and each subject's data decided
-    as if stored where the source is; every rule that refuses or escalates, with counts
-    and row references. ``entries``: every subject in the order first met."""
-    state = plan.tables
-    findings: dict[str, dict[str, Any]] = {}
-    subjects_out: dict[str, list[str]] = {}
-    shared: dict[Residency, list[str]] = {}
-    decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
-    for sid, s in entries:
-        residency = book.residency(s.pieces)
-        # One list per distinct residency, shared by its subjects: the report holds
-        # a million subjects' countries without a million lists.
-        countries = shared.get(residency)
-        if countries is None:
-            countries = shared[residency] = countries_of(residency)
-        subjects_out[sid] = countries
-        if residencies is not None:
-            residencies[sid] = residency
-        cats = frozenset().union(*(state[tb].categories for tb in s.rows))
+class Judgement:
+    """Step 4, subject by subject as the report is read: each subject's residency from
+    its pieces, and its data decided as if stored where the source is; every rule that
+    refuses or escalates, with counts and row references. The subjects a finding names
+    go to ``spool`` (a ledger: a million of them are not held) until it is written."""
+
+    def __init__(
+        self,
+        plan: Survey,
+        book: EvidenceBook,
+        *,
+        engine: PolicyEngine,
+        located_in: str,
+        day: dt.date,
+        residencies: dict[str, Residency] | None,
+        spool: Ledger,
+    ) -> None:
+        self.book, self.engine, self.located_in, self.day = book, engine, located_in, day
+        self.residencies, self.spool = residencies, spool
+        self.categories = {name: t.categories for name, t in plan.tables.items()}
+        self.count = 0
+        self._findings: dict[str, dict[str, Any]] = {}
+        self._ids: dict[str, int] = {}  # a finding's number in the spool
+        self._named: list[tuple[int, str]] = []
+        self._shared: dict[Residency, list[str]] = {}
+        self._decisions: dict[tuple[Residency, frozenset[str]], Decision] = {}
+
+    def subjects(self, entries: Iterable[tuple[str, Entry]]) -> Iterator[tuple[str, list[str]]]:
+        """Every subject (in the order first met) with its countries."""
+        for sid, s in entries:
+            residency = self.book.residency(s.pieces)
+            # One list per distinct residency, shared by its subjects: a report held in
+            # memory holds a million subjects' countries without a million lists.
+            countries = self._shared.get(residency)
+            if countries is None:
+                countries = self._shared[residency] = countries_of(residency)
+            self.count += 1
+            if self.residencies is not None:
+                self.residencies[sid] = residency
+            self._decide(sid, s, residency)
+            if len(self._named) >= SPOOL_BATCH:
+                self.spool.note_findings(self._named)
+                self._named.clear()
+            yield sid, countries
+        self.spool.note_findings(self._named)
+        self._named.clear()
+
+    def findings(self) -> list[dict[str, Any]]:
+        """The findings, denials first, then by subjects (once every subject is read)."""
+        return sorted(
+            self._findings.values(),
+            key=lambda f: (f["outcome"] != "deny", -f["subjects"], f["rule"]),
+        )
+
+    def _decide(self, sid: str, s: Entry, residency: Residency) -> None:
+        cats = frozenset().union(*(self.categories[tb] for tb in s.rows))
         if not cats:
-            continue
-        decision = decisions.get((residency, cats))
+            return
+        decision = self._decisions.get((residency, cats))
         if decision is None:
-            request = engine.request(
+            request = self.engine.request(
                 subject=residency,
                 categories=sorted(cats),
                 operation="store",
-                site_country=located_in,
-                date=day,
+                site_country=self.located_in,
+                date=self.day,
             )
-            decision = decisions[(residency, cats)] = engine.decide(request)
+            decision = self._decisions[(residency, cats)] = self.engine.decide(request)
         if decision.outcome is Outcome.allow:
-            continue
+            return
         jurisdictions = {j.pack: j.jurisdiction for j in decision.jurisdictions}
         for rule in decision.rules:
             if rule.outcome is Outcome.allow:
                 continue
-            f = findings.get(rule.id)
+            f = self._findings.get(rule.id)
             if f is None:
-                f = findings[rule.id] = {
+                self._ids[rule.id] = len(self._ids)
+                f = self._findings[rule.id] = {
                     "rule": rule.id,
                     "pack": rule.pack,
                     "jurisdiction": jurisdictions.get(rule.pack, rule.pack.upper()),
@@ -466,7 +599,7 @@ def judge(
                     "subjects": 0,
                     "rows": 0,
                     "uncertain_subjects": 0,
-                    "subject_refs": [],
+                    "subject_refs": LazyArray(self.spool.finding_subjects(self._ids[rule.id])),
                     "row_refs": {},
                     "row_refs_complete": True,
                 }
@@ -475,7 +608,7 @@ def judge(
                 f["outcome"], f["severity"] = "deny", "high"
             f["subjects"] += 1
             f["uncertain_subjects"] += int(rule.uncertain)
-            f["subject_refs"].append(sid)
+            self._named.append((self._ids[rule.id], sid))
             for tb, count in s.rows.items():
                 f["rows"] += count
                 listed = f["row_refs"].setdefault(tb, [])
@@ -483,47 +616,6 @@ def judge(
                 listed.extend(s.refs[tb][: max(room, 0)])
                 if count > min(len(s.refs[tb]), max(room, 0)):
                     f["row_refs_complete"] = False
-    ordered = sorted(
-        findings.values(), key=lambda f: (f["outcome"] != "deny", -f["subjects"], f["rule"])
-    )
-    return subjects_out, ordered
-
-
-def report(
-    plan: Survey,
-    description: str,
-    *,
-    located_in: str,
-    day: dt.date,
-    subjects: dict[str, list[str]],
-    findings: list[dict[str, Any]],
-    rows: int,
-    values: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """The report's JSON object (``--json``)."""
-    columns_out = {
-        f"{name}.{column}": v.to_dict()
-        for name, t in plan.tables.items()
-        for column, v in t.verdicts.items()
-    }
-    return {
-        "source": description,
-        "located_in": located_in,
-        "date": day.isoformat(),
-        "columns": columns_out,
-        "subjects": subjects,
-        "links": [link.to_dict() for link in plan.links],
-        "subject_tables": sorted({r for r in plan.roots.values() if r}),
-        "findings": findings,
-        "stats": {
-            "tables": len(plan.tables),
-            "rows": rows,
-            "values": values,
-            "subjects": len(subjects),
-            "seconds": round(seconds, 3),
-        },
-    }
 
 
 def link_keys(batch: Batch, columns: Sequence[str], n: int) -> list[str | None]:
@@ -733,14 +825,16 @@ __all__ = [
     "ForeignKey",
     "Gather",
     "Gathered",
+    "Judgement",
     "Link",
+    "ScanOptions",
     "Survey",
     "SurveyedTable",
-    "judge",
     "link_keys",
     "phone_regions",
-    "report",
     "row_key",
     "scan",
+    "scan_parts",
+    "scan_to",
     "survey",
 ]

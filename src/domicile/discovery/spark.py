@@ -14,7 +14,7 @@ read under every country that any subject's documents, addresses or bank account
 (known after the first pass), so the reading travels as a few country codes and the value
 never leaves its task; the join with the subject's countries then picks the reading. Step 4
 runs on the driver, once per subject, in the order the one-process scan meets subjects, so
-the report is the same (``scan.judge``, ``scan.report``).
+the report is the same (``scan.Judgement``, ``scan.scan_parts``).
 
 What crosses the network and Spark's shuffle files: subject ids and row keys (which are never
 columns holding personal data), file names, positions, pieces of evidence (small keys such as
