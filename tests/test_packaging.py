@@ -320,8 +320,8 @@ def _walk_extra(venv: Path, work: Path, extra: str | None) -> None:
         commands.append(["scan", str(_scan_source(work)), "--located-in", "DE", "--json"])
     if extra == "spark":  # the same source, its full pass a Spark job in local mode
         commands.append(
-            ["scan", str(_scan_source(work)), "--located-in", "DE", "--json", "--engine", "spark",
-             "--master", "local[1]"]
+            ["scan", str(_scan_source(work)), "--located-in", "DE", "--engine", "spark",
+             "--master", "local[1]", "--json"]
         )  # fmt: skip
     if extra == "reports":  # on the deployment the core's walk made
         deploy = str(work / "deploy")

@@ -520,10 +520,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Verify each site's audit log against its signed heads, its witnesses (the other
-        sites) and a heads file; name what was found and where. Writes nothing. With
-        --deployment --node SITE: node SITE asks every other node to verify its own log
-        and checks each signed answer against the heads it witnessed (exit 4 when a node
-        does not answer, 1 when a log does not verify)."""
+        sites) and a heads file; name what was found and where. Writes nothing.
+
+        With `--deployment --node SITE`, node SITE asks every other node to verify its own
+        log and checks each signed answer against the heads it witnessed (exit 4 when a
+        node does not answer, 1 when a log does not verify)."""
         if deployment or node is not None:
             _verify_deployment(deployment, node, site, heads, require_witnessed, config, as_json)
             return
