@@ -84,9 +84,7 @@ class Operations(VaultCore):
             loc = s.location.model_dump()
             try:
                 store = self.store(s.id)
-                healthy = store.ping() and self.keystore(s.id).ping()
-                if isinstance(self.keys, SiteKeyRouter) and self.keys.kind(s.id) != "keyring":
-                    self.keys.index_key(s.id)  # its token or KMS answers (opened, unsealed)
+                healthy = self._answers(s.id)
                 out.append(
                     SiteStatus(
                         s.id,
@@ -102,6 +100,14 @@ class Operations(VaultCore):
                 out.append(SiteStatus(s.id, s.country, loc, s.backend, None, False, exc.message))
         return out
 
+    def _answers(self, site_id: str) -> bool:
+        """Whether a site's store and key store answer a ping; beyond a keyring, its key
+        provider (a token, a KMS) is asked too, and raises when it does not answer."""
+        healthy = self.store(site_id).ping() and self.keystore(site_id).ping()
+        if isinstance(self.keys, SiteKeyRouter) and self.keys.kind(site_id) != "keyring":
+            self.keys.index_key(site_id)  # its token or KMS answers (opened, unsealed)
+        return bool(healthy)
+
     def ready(self) -> dict[str, bool]:
         """Whether each site this process serves answers (its store, its key store and,
         beyond a keyring, its key provider), by a ping: no count, so a readiness probe
@@ -113,17 +119,11 @@ class Operations(VaultCore):
             if not self.is_here(s.id):
                 continue
             try:
-                ok = self.store(s.id).ping() and self.keystore(s.id).ping()
-                if (
-                    ok
-                    and isinstance(self.keys, SiteKeyRouter)
-                    and self.keys.kind(s.id) != "keyring"
-                ):
-                    self.keys.index_key(s.id)
+                ok = self._answers(s.id)
             except DomicileError:
                 self._drop(s.id)
                 ok = False
-            out[s.id] = bool(ok)
+            out[s.id] = ok
         return out
 
     def verify_audit(
