@@ -132,6 +132,12 @@ def _digest_inputs(
             profile = value
             continue
         found = keys.get(key)
+        if found is None and not keys:
+            raise BadInput(
+                "no field of the configuration identifies a subject",
+                hint=f"mark one `identifies: true` (and `searchable: true`) in a collection, "
+                f"or find the InCountry API's subject by {PROFILE_KEY}",
+            )
         if found is None:
             raise BadInput(
                 f"{key!r} is not an identifying field",
