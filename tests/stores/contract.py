@@ -268,6 +268,12 @@ class SiteStoreContract(Backend):
         assert store.blocks(["subj-1"]) == [first, later]
         assert store.blocks(["subj-1", "subj-2", "nobody"]) == [first, other, later]
         assert store.blocks([]) == []
+        # The restricted among them, each with its oldest restriction (not a withdrawal).
+        assert store.restricted(["subj-1", "subj-2", "nobody"]) == {
+            "subj-1": first,
+            "subj-2": other,
+        }
+        assert store.restricted([]) == {}
         with store.transaction() as tx:
             assert tx.unblock("subj-2", "restriction", "rq_000000000003")
             assert not tx.unblock("subj-2", "restriction", "rq_000000000003")

@@ -377,13 +377,7 @@ def _restrictions(vault: Domicile, site: Site, subjects: set[str]) -> dict[str, 
     (``domicile.rights``), each with its oldest restriction: their data stays as it is
     until the restriction is lifted (the GDPR's Art. 18(1)(c): the subject may need it
     for a claim), so neither the plan counts it as going nor a run destroys it."""
-    if not subjects:
-        return {}
-    found: dict[str, SubjectBlock] = {}
-    for b in vault.store(site.id).blocks(sorted(subjects)):
-        if b.kind == "restriction":
-            found.setdefault(b.subject_id, b)
-    return found
+    return vault.store(site.id).restricted(subjects)
 
 
 # --- the run ---------------------------------------------------------------------------

@@ -638,6 +638,16 @@ class SiteStore(ABC):
         """The blocks kept on these subjects' processing (see ``SubjectBlock``), oldest
         first."""
 
+    def restricted(self, subject_ids: Iterable[str]) -> dict[str, SubjectBlock]:
+        """Of these subjects, those whose processing is restricted here, each with its
+        oldest restriction (a withdrawal of consent is not one): one query for all."""
+        ids = sorted(set(subject_ids))
+        found: dict[str, SubjectBlock] = {}
+        for b in self.blocks(ids) if ids else ():
+            if b.kind == "restriction":
+                found.setdefault(b.subject_id, b)
+        return found
+
     @abstractmethod
     def get_many(self, record_ids: Sequence[str]) -> dict[str, StoredRecord]: ...
 

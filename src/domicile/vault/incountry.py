@@ -1104,11 +1104,7 @@ class InCountryStorage:
         it is until the restriction is lifted (the GDPR's Art. 18(1)(b) and (c): the subject
         opposed erasure, or needs the data for a claim), and never served meanwhile; the
         first sweep after the lift destroys it. (A withdrawal of consent does not keep it.)"""
-        restricted = {
-            b.subject_id
-            for b in self.vault.store(site.id).blocks(sorted({r.subject_id for r in recs}))
-            if b.kind == "restriction"
-        } if recs else set()  # fmt: skip
+        restricted = self.vault.store(site.id).restricted(r.subject_id for r in recs)
         kept = [r for r in recs if r.subject_id in restricted]
         recs = [r for r in recs if r.subject_id not in restricted]
         files = {

@@ -260,11 +260,7 @@ class Replicator:
         if not upserts:
             return {}
         store = self.vault.store(home.id)
-        restricted = {
-            b.subject_id
-            for b in store.blocks([i.subject_id for i in upserts])
-            if b.kind == "restriction"
-        }
+        restricted = store.restricted(i.subject_id for i in upserts)
         wanted: dict[str, set[str]] = {}
         for i in upserts:
             if i.subject_id in restricted:
