@@ -8,7 +8,14 @@ the service), that cost can be shared. The first caller to arrive becomes the le
 takes every item waiting at that moment (its own included), runs them in one transaction,
 commits, and wakes their callers. Callers that arrive while it commits wait for the next
 group, led by the first of them. A caller alone pays exactly what it paid before: there is
-no timer and no waiting for company.
+no waiting for company.
+
+Callers may also say that an item is on its way (``expect``, then ``submit(...,
+expected=True)``, or ``cancel`` if it will not come): a read announces its entry once its
+record is loaded, while it opens and decides it. A leader waits for the items on their way
+(at most ``GATHER`` seconds) before it takes the group, so that readers working together
+share one commit instead of each committing alone a moment apart; with nothing on its way,
+it does not wait at all. (Writes announce nothing: their groups form as before.)
 
 If the commit fails, every caller of that group gets the error: none of their values is
 returned and none of their writes is reported done. A flush may also fail one item alone
@@ -18,8 +25,8 @@ returned and none of their writes is reported done. A flush may also fail one it
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from domicile.stores.base import AuditRow, TransferCount
@@ -27,14 +34,24 @@ from domicile.stores.base import AuditRow, TransferCount
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
+# The longest a leader waits for announced items (seconds): they are a read's own work
+# between its select and its entry, normally well under a millisecond.
+GATHER = 0.002
 
-@dataclass
+
 class _Waiter(Generic[ItemT, ResultT]):
-    item: ItemT
-    done: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    result: ResultT | None = None
-    error: BaseException | None = None
+    """One caller's item; ``done`` is held until the item is settled (or the caller is to
+    lead the next group)."""
+
+    __slots__ = ("done", "error", "item", "lead", "result")
+
+    def __init__(self, item: ItemT) -> None:
+        self.item = item
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.lead = False
+        self.result: ResultT | None = None
+        self.error: BaseException | None = None
 
 
 class Group(Generic[ItemT, ResultT]):
@@ -47,21 +64,42 @@ class Group(Generic[ItemT, ResultT]):
     ) -> None:
         self._flush = flush
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._pending: list[_Waiter[ItemT, ResultT]] = []
         self._busy = False
+        self._coming = 0  # items announced (``expect``) and not yet submitted
         self.flushes = 0  # how many transactions (for tests and benchmarks)
         self.entries = 0
 
-    def submit(self, item: ItemT) -> ResultT:
-        """Run one item; returns once it is committed (or raises what failed it)."""
+    def expect(self) -> None:
+        """Announce an item this caller will ``submit`` (with ``expected=True``) or
+        ``cancel`` shortly: a leader waits a moment for it."""
+        with self._lock:
+            self._coming += 1
+
+    def cancel(self) -> None:
+        """The announced item will not come (its caller failed before submitting it)."""
+        with self._lock:
+            self._arrive()
+
+    def _arrive(self) -> None:  # holding the lock
+        self._coming -= 1
+        if not self._coming:
+            self._arrived.notify_all()
+
+    def submit(self, item: ItemT, *, expected: bool = False) -> ResultT:
+        """Run one item; returns once it is committed (or raises what failed it).
+        ``expected``: the item announced by this caller's ``expect``."""
         me: _Waiter[ItemT, ResultT] = _Waiter(item)
         with self._lock:
+            if expected:
+                self._arrive()
             self._pending.append(me)
             if not self._busy:
                 self._busy = True
                 me.lead = True
         if not me.lead:
-            me.done.wait()
+            me.done.acquire()
             if not me.lead:  # committed (or failed) by another caller's group
                 return _result(me)
         self._lead()
@@ -69,6 +107,13 @@ class Group(Generic[ItemT, ResultT]):
 
     def _lead(self) -> None:
         with self._lock:
+            if self._coming:  # items on their way: take them into this group
+                until = time.monotonic() + GATHER
+                while self._coming:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._arrived.wait(left)
             group, self._pending = self._pending, []
         try:
             outcomes = self._flush([w.item for w in group])
@@ -86,12 +131,14 @@ class Group(Generic[ItemT, ResultT]):
             if self._pending:  # the next group is led by its first caller
                 nxt = self._pending[0]
                 nxt.lead = True
-                nxt.done.set()
+                nxt.done.release()
             else:
                 self._busy = False
         for w in group:
-            w.lead = False
-            w.done.set()
+            if w.lead:
+                w.lead = False  # the leader itself: not waiting on ``done``
+            else:
+                w.done.release()
 
 
 def _result(w: _Waiter[ItemT, ResultT]) -> ResultT:
@@ -116,6 +163,9 @@ class GroupCommit(Group[tuple[str, TransferCount | None], AuditRow]):
 
         super().__init__(entries)
 
-    def append(self, payload: str, transfer: TransferCount | None = None) -> AuditRow:
-        """Append one entry; returns once it is committed (or raises what the commit did)."""
-        return self.submit((payload, transfer))
+    def append(
+        self, payload: str, transfer: TransferCount | None = None, *, expected: bool = False
+    ) -> AuditRow:
+        """Append one entry; returns once it is committed (or raises what the commit did).
+        ``expected``: the entry announced by this caller's ``expect``."""
+        return self.submit((payload, transfer), expected=expected)

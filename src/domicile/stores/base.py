@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from domicile.crypto.errors import DecryptionFailed
 from domicile.errors import DomicileError, ExitCode
@@ -312,6 +312,26 @@ class SubjectBlock:
 
 BLOCK_COLUMNS = "subject_id, kind, request_id, since, by_client, allows, rules"
 
+# A record with its subject's blocks, in one query (``SiteStore.get_for_read``): one row per
+# block, or one row with the block's columns NULL when the subject has none.
+READ_SQL = (
+    "SELECT r.record_id, r.subject_id, r.collection, r.version, r.created_at, r.updated_at,"
+    " r.fields, r.primary_site, b.subject_id, b.kind, b.request_id, b.since, b.by_client,"
+    " b.allows, b.rules FROM records r LEFT JOIN subject_blocks b ON b.subject_id = r.subject_id"
+    " WHERE r.record_id = "
+)
+READ_ORDER = " ORDER BY b.since, b.request_id"
+
+
+def record_and_blocks(
+    rows: Sequence[Sequence[Any]], record: Callable[[Any], StoredRecord]
+) -> tuple[StoredRecord | None, list[SubjectBlock]]:
+    """The rows of ``READ_SQL`` as the record (made by the backend's ``record`` from its
+    first eight columns) and its subject's blocks."""
+    if not rows:
+        return None, []
+    return record(rows[0][:8]), [SubjectBlock.from_row(r[8:]) for r in rows if r[9] is not None]
+
 
 @dataclass(frozen=True)
 class TransferCount:
@@ -603,6 +623,12 @@ class SiteStore(ABC):
 
     @abstractmethod
     def get(self, record_id: str) -> StoredRecord | None: ...
+
+    def get_for_read(self, record_id: str) -> tuple[StoredRecord | None, list[SubjectBlock]]:
+        """The record (None if there is none) and its subject's blocks (``blocks``), as
+        one read sees them: in one query where the backend can (``READ_SQL``)."""
+        rec = self.get(record_id)
+        return rec, (self.blocks([rec.subject_id]) if rec is not None else [])
 
     @abstractmethod
     def lookup(self, digest: bytes) -> list[str]:

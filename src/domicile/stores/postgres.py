@@ -53,6 +53,8 @@ from psycopg.rows import TupleRow
 from domicile.errors import BadInput
 from domicile.stores.base import (
     BLOCK_COLUMNS,
+    READ_ORDER,
+    READ_SQL,
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
@@ -72,6 +74,7 @@ from domicile.stores.base import (
     VersionConflict,
     WitnessRow,
     new_creation_id,
+    record_and_blocks,
 )
 from domicile.stores.keystore import KeyStore, WrappedKey
 from domicile.stores.schema import (
@@ -1303,6 +1306,9 @@ class PostgresSiteStore(SiteStore):
             "SELECT " + RECORD_COLUMNS + " FROM records WHERE record_id = %s", (record_id,)
         )
         return _record(rows[0]) if rows else None
+
+    def get_for_read(self, record_id: str) -> tuple[StoredRecord | None, list[SubjectBlock]]:
+        return record_and_blocks(self._read(READ_SQL + "%s" + READ_ORDER, (record_id,)), _record)
 
     def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
         rows = self._read(

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from domicile.files import create_private, private_dir, tighten
 from domicile.stores.base import (
     BLOCK_COLUMNS,
+    READ_ORDER,
+    READ_SQL,
     RECORD_COLUMNS,
     AuditRow,
     Checkpoint,
@@ -37,6 +39,7 @@ from domicile.stores.base import (
     VersionConflict,
     WitnessRow,
     new_creation_id,
+    record_and_blocks,
 )
 from domicile.stores.schema import (
     SITE_MIGRATIONS,
@@ -47,6 +50,10 @@ from domicile.stores.schema import (
 )
 
 T = TypeVar("T")
+
+# Reader connections a site keeps open between reads (more are made when more threads
+# read at once, and closed when given back beyond this).
+IDLE_READERS = 8
 
 
 def sqlite_path(url: str) -> Path:
@@ -432,6 +439,18 @@ class SqliteDatabase:
         # Key stores check their file before reads too: a read of a key from a key store
         # that was deleted must not answer from the ghost (nor say "erased" after it).
         self.check_reads = kind == "key"
+        # A site's reads run on the connection of writes when it is free, otherwise on
+        # read-only connections of their own (WAL lets readers and a writer work at once),
+        # so concurrent readers wait neither for each other nor for a writer's
+        # transaction: a read's select does not queue behind the audit entries of the
+        # reads before it. (A thread inside its own transaction holds the lock, so it
+        # still reads on that connection and sees its own writes.) Key stores keep to
+        # one connection: their reads are rare and include the WAL checkpoint that
+        # scrubs shredded keys, which must not run beside a write.
+        self.apart = kind == "site"
+        self._idle: list[sqlite3.Connection] = []
+        self._opened = 0  # which open() the idle connections belong to
+        self._creation_id: str | None = None
 
     def open(
         self,
@@ -465,6 +484,7 @@ class SqliteDatabase:
             for sidecar in self._sidecars():  # SQLite makes them like the file; to be sure
                 tighten(sidecar)
         self._conn = conn
+        self._creation_id = cid
         return cid, created
 
     def _sidecars(self) -> list[Path]:
@@ -496,6 +516,10 @@ class SqliteDatabase:
         return self._conn
 
     def close(self) -> None:
+        self._opened += 1  # connections lent out now are closed when given back
+        idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -513,13 +537,55 @@ class SqliteDatabase:
         return True
 
     def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self.lock:
+        if not self.lock.acquire(blocking=not self.apart):
+            return self._read_apart(sql, args)  # the connection of writes is busy
+        try:
             if self.check_reads:
                 self._check_file()
             try:
                 return self.conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise SiteUnavailable(self.site_id, f"cannot read {self.label} ({exc})") from None
+        finally:
+            self.lock.release()
+
+    def _read_apart(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        """``read`` on a reader connection (an idle one, else a new one)."""
+        opened = self._opened
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._reader()
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise SiteUnavailable(self.site_id, f"cannot read {self.label} ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        if opened == self._opened and len(self._idle) < IDLE_READERS:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return rows
+
+    def _reader(self) -> sqlite3.Connection:
+        """A new read-only connection to the file the connection of writes opened: the
+        same file (device and inode) and the same store (creation id), else unavailable."""
+        if self._conn is None:
+            raise SiteUnavailable(self.site_id, f"{self.label} is closed")
+        conn, _ = connect(self.path, self.site_id, create=False, read_only=True, label=self.label)
+        try:
+            self._check_file()
+            meta = _meta(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if meta is None or meta.get("creation_id") != self._creation_id:
+            conn.close()
+            raise SiteUnavailable(self.site_id, f"{self.label} file was replaced while open")
+        return conn
 
     def begin(self) -> sqlite3.Connection:
         """Start a write; the caller holds ``lock`` until ``commit`` or ``rollback``."""
@@ -632,6 +698,9 @@ class SqliteSiteStore(SiteStore):
     def get(self, record_id: str) -> StoredRecord | None:
         rows = self._read(f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,))
         return _record(rows[0]) if rows else None
+
+    def get_for_read(self, record_id: str) -> tuple[StoredRecord | None, list[SubjectBlock]]:
+        return record_and_blocks(self._read(READ_SQL + "?" + READ_ORDER, (record_id,)), _record)
 
     def reply(self, peer: str, op: str, key: bytes, now: float) -> tuple[int, str] | None:
         rows = self._read(

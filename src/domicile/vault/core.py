@@ -652,6 +652,10 @@ class VaultCore:
         """The entry of a read (or its refusal), committed before this returns: with the
         entries of reads arriving at the same site at the same moment, in one transaction
         (``domicile.audit.group``)."""
+        return self.committer(site_id).append(payload, transfer)
+
+    def committer(self, site_id: str) -> GroupCommit:
+        """The group commit of the entries of reads at a site."""
         committer = self._committers.get(site_id)
         if committer is None:
             with self._lock:
@@ -665,7 +669,7 @@ class VaultCore:
                         return ledger.append_group_now(self.store(site_id), payloads, transfers)
 
                     committer = self._committers[site_id] = GroupCommit(flush)
-        return committer.append(payload, transfer)
+        return committer
 
     def _audit_refusal(self, event: AuditEvent, at: str | None = None) -> None:
         """Record a refusal at the site where the request arrived; if even that site is
@@ -687,6 +691,7 @@ class VaultCore:
         hide: bool = False,
         subject: tuple[str, str] | None = None,
         record: str | None = None,
+        blocks: Sequence[SubjectBlock] | None = None,
     ) -> list[dict[str, Any]] | None:
         """The one check of a caller's scopes, for every operation of every interface.
 
@@ -698,14 +703,15 @@ class VaultCore:
 
         With ``subject`` (the site holding the record, and its subject there), the
         subject's blocks are checked too, once the scopes pass (``check_blocks``): the
-        answer is then the blocks the operation goes ahead under, for its audit entry."""
+        answer is then the blocks the operation goes ahead under, for its audit entry
+        (``blocks``: the subject's blocks, when the caller has read them already)."""
         missing = access.missing(operation, site=site, collection=collection, purpose=purpose)
         if missing is None:
             if subject is None:
                 return None
             return self.check_blocks(
                 access, operation, subject[0], subject[1], purpose,
-                collection=collection, record=record,
+                collection=collection, record=record, blocks=blocks,
             )  # fmt: skip
         self._audit_refusal(
             AuditEvent(
@@ -934,8 +940,20 @@ class VaultCore:
     ) -> StoredRecord:
         """The stored (still sealed) record, or ``NotFound`` (audited where the request
         arrived, as a refusal outside the caller's collections is: the two look alike)."""
+        return self._load_blocks(site, record_id, purpose, operation, access, blocks=False)[0]
+
+    def _load_blocks(
+        self, site: Site, record_id: str, purpose: str, operation: str, access: Access,
+        *, blocks: bool = True,
+    ) -> tuple[StoredRecord, list[SubjectBlock]]:  # fmt: skip
+        """``_load``, with its subject's blocks (for ``authorize``) read in the same query."""
+        held: list[SubjectBlock] = []
         try:
-            rec = self.store(site.id).get(record_id)
+            store = self.store(site.id)
+            if blocks:
+                rec, held = store.get_for_read(record_id)
+            else:
+                rec = store.get(record_id)
             self.keystore(site.id)  # opened (once) here, so a missing key store is refused here
         except SiteUnavailable as exc:
             self._unavailable(exc, purpose, operation, access)
@@ -949,7 +967,7 @@ class VaultCore:
                 )
             )  # fmt: skip
             raise _no_such_record()
-        return rec
+        return rec, held
 
     def _open_record(self, site: Site, rec: StoredRecord) -> tuple[Residency, dict[str, Any]]:
         """The subject's residency and every field of a record, opened with the subject's

@@ -108,10 +108,10 @@ class Reading(VaultCore):
             local = self._replica_read(token, site, record_id, requester, purpose, access)
             if local is not None:
                 return local
-        rec = self._load(site, record_id, purpose, "get", access)
+        rec, blocks = self._load_blocks(site, record_id, purpose, "get", access)
         under = self.authorize(
             access, "records:read", collection=rec.collection, purpose=purpose, hide=True,
-            subject=(site.id, rec.subject_id), record=rec.record_id,
+            subject=(site.id, rec.subject_id), record=rec.record_id, blocks=blocks,
         )  # fmt: skip
         try:
             return self._read(token, site, rec, requester, purpose, access, under=under)
@@ -138,10 +138,16 @@ class Reading(VaultCore):
     ) -> ReadResult:  # fmt: skip
         """Decide, audit and open a read of ``rec`` (the caller's scopes and the subject's
         blocks already checked; ``under``: the blocks it goes ahead under)."""
-        shown = self._disclose(token, site, rec, requester, purpose, access, under=under)
+        committer = self.committer(site.id)
+        committer.expect()  # its entry is on its way: a leader waits a moment for it
+        try:
+            shown = self._disclose(token, site, rec, requester, purpose, access, under=under)
+        except BaseException:
+            committer.cancel()
+            raise
         # Committed (with the entries of reads arriving at the same moment) before anything
         # is returned.
-        self.audit_read(site.id, shown.payload, shown.count)
+        committer.append(shown.payload, shown.count, expected=True)
         if shown.error is not None:
             raise shown.error
         assert shown.result is not None
