@@ -90,20 +90,48 @@ class Group(Generic[ItemT, ResultT]):
     def submit(self, item: ItemT, *, expected: bool = False) -> ResultT:
         """Run one item; returns once it is committed (or raises what failed it).
         ``expected``: the item announced by this caller's ``expect``."""
-        me: _Waiter[ItemT, ResultT] = _Waiter(item)
         with self._lock:
             if expected:
                 self._arrive()
-            self._pending.append(me)
-            if not self._busy:
+            alone = not self._busy and not self._coming
+            if alone:  # nobody in flight or on the way: flushed at once, as its own group
                 self._busy = True
-                me.lead = True
+            else:
+                me: _Waiter[ItemT, ResultT] = _Waiter(item)
+                self._pending.append(me)
+                if not self._busy:
+                    self._busy = True
+                    me.lead = True
+        if alone:
+            return self._alone(item)
         if not me.lead:
             me.done.acquire()
             if not me.lead:  # committed (or failed) by another caller's group
                 return _result(me)
         self._lead()
         return _result(me)
+
+    def _alone(self, item: ItemT) -> ResultT:
+        """Flush one item that found the group idle (``_lead`` without the waiting)."""
+        try:
+            outcome = self._flush([item])[0]
+        finally:
+            self.flushes += 1
+            self.entries += 1
+            self._hand_on()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _hand_on(self) -> None:
+        """After a flush: the first caller waiting leads the next group, else idle."""
+        with self._lock:
+            if self._pending:
+                nxt = self._pending[0]
+                nxt.lead = True
+                nxt.done.release()
+            else:
+                self._busy = False
 
     def _lead(self) -> None:
         with self._lock:
@@ -127,13 +155,7 @@ class Group(Generic[ItemT, ResultT]):
                 w.error = exc
         self.flushes += 1
         self.entries += len(group)
-        with self._lock:
-            if self._pending:  # the next group is led by its first caller
-                nxt = self._pending[0]
-                nxt.lead = True
-                nxt.done.release()
-            else:
-                self._busy = False
+        self._hand_on()
         for w in group:
             if w.lead:
                 w.lead = False  # the leader itself: not waiting on ``done``

@@ -707,7 +707,9 @@ class SqliteSiteStore(SiteStore):
                     conn.execute(APPEND_ONE, (payloads[0],))
                 except sqlite3.Error as exc:
                     db.rollback(conn)
-                    raise SiteUnavailable(self.site_id, f"cannot write {db.label} ({exc})") from None
+                    raise SiteUnavailable(
+                        self.site_id, f"cannot write {db.label} ({exc})"
+                    ) from None
                 made, self._made = self._made, []
             if len(made) == 1:
                 return made

@@ -129,12 +129,19 @@ def is_sensitive(category: str) -> bool:
     return any(is_under(category, root) for root in SENSITIVE)
 
 
+_PURPOSES: set[str] = set()  # purposes checked already (a few per deployment)
+
+
 def check_purpose(purpose: str) -> str:
+    if purpose in _PURPOSES and type(purpose) is str:
+        return purpose
     if not isinstance(purpose, str) or not PURPOSE.match(purpose):
         raise BadInput(
             "every call names its purpose as a short lower-case name",
             hint="e.g. --purpose account_signup (letters, digits, _ . -; at most 64)",
         )
+    if len(_PURPOSES) < SMALL_CACHE:
+        _PURPOSES.add(purpose)
     return purpose
 
 
@@ -359,6 +366,7 @@ class VaultCore:
         self._residencies: dict[str, Residency] = {}  # sealed residency, opened -> parsed
         self._templates: dict[tuple[Any, ...], tuple[Any, PayloadTemplate]] = {}
         self._facts_read: dict[str, bool] = {}
+        self._acting_as: dict[tuple[Access, str], Access] = {}  # a caller acting from a site
         # Sites that some collection copies to: the only places a copy can be read from.
         self._copy_sites = frozenset(
             t.to for c in config.model.collections.values() for t in c.replicate
@@ -421,6 +429,9 @@ class VaultCore:
     def store(self, site_id: str) -> SiteStore:
         """The site's store: opened only if it is the one setup created (the creation id
         the deployment recorded), else ``SiteUnavailable``. Never created here."""
+        store = self._stores.get(site_id)  # opened already: no lock (the usual case)
+        if store is not None:
+            return store
         with self._lock:
             store = self._stores.get(site_id)
             if store is None:
@@ -440,6 +451,9 @@ class VaultCore:
     def keystore(self, site_id: str) -> KeyStore:
         """The site's key store, on the same terms as ``store``: a missing key store is an
         unavailable site, never an empty new one (that would read as every subject erased)."""
+        ks = self._keystores.get(site_id)  # opened already: no lock (the usual case)
+        if ks is not None:
+            return ks
         with self._lock:
             ks = self._keystores.get(site_id)
             if ks is None:
@@ -932,7 +946,13 @@ class VaultCore:
             )
         site = self._requester(as_site or access.site)
         if access.site != site.id:
-            access = access.acting_from(site.id)
+            key = (access, site.id)
+            acting = self._acting_as.get(key)
+            if acting is None:
+                if len(self._acting_as) >= SMALL_CACHE:
+                    self._acting_as.clear()
+                acting = self._acting_as[key] = access.acting_from(site.id)
+            access = acting
         return access, site
 
     def _load(
