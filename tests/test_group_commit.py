@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from domicile.audit import group as group_module
 from domicile.audit.group import GroupCommit
 from domicile.stores.base import AuditRow, TransferCount
 
@@ -102,3 +103,44 @@ def test_an_error_in_a_lone_flush_reaches_its_caller() -> None:
     with pytest.raises(OSError, match="disk gone"):
         group.append("x")
     assert group.append("y").payload == "y"
+
+
+def test_a_leader_waits_for_the_entries_announced_and_takes_them_in_its_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Readers that announced their entries (``expect``) while they open and decide are
+    taken into the group of the reader that arrived first, instead of each committing
+    alone a moment later; one that gives up (``cancel``) holds nobody up."""
+    monkeypatch.setattr(group_module, "GATHER", 20.0)  # however slow the machine is today
+    log = Log()
+    group = GroupCommit(log.flush)
+    for _ in range(4):
+        group.expect()
+    ready = threading.Barrier(4)
+    rows: dict[str, AuditRow] = {}
+
+    def read(name: str) -> None:
+        ready.wait()
+        time.sleep(0.0005 * int(name[1:]))  # arriving one after another, within the wait
+        rows[name] = group.append(name, expected=True)
+
+    threads = [threading.Thread(target=read, args=(f"r{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    group.cancel()  # the fourth reader failed before its entry
+    for t in threads:
+        t.join(30)
+    assert sorted(rows) == ["r0", "r1", "r2"]
+    assert log.flushes == [sorted(rows, key=lambda n: rows[n].seq)]  # one group of three
+    assert group.append("alone").seq == 4  # nothing announced: flushed at once
+
+
+def test_a_leader_waits_for_an_announced_entry_only_a_moment() -> None:
+    log = Log()
+    group = GroupCommit(log.flush)
+    group.expect()  # announced, and never submitted nor cancelled
+    start = time.monotonic()
+    assert group.append("e").seq == 1
+    assert time.monotonic() - start < 1  # GATHER, not forever
+    group.cancel()

@@ -283,6 +283,28 @@ class SiteStoreContract(Backend):
         # subject whose id is fixed, e.g. the InCountry API's profile, may write again).
         assert store.blocks(["subj-1", "subj-2"]) == [later]
 
+    def test_a_read_gets_the_record_with_its_subjects_blocks_in_one_answer(
+        self, store: SiteStore
+    ) -> None:
+        first = SubjectBlock("subj-1", "restriction", "rq_000000000001", T0, "dpo", ("x",))
+        later = SubjectBlock(
+            "subj-1", "withdrawal", "rq_000000000002", "2025-07-02T10:00:00+00:00", None
+        )
+        other = SubjectBlock("subj-2", "restriction", "rq_000000000003", T0, "dpo")
+        with store.transaction() as tx:
+            tx.insert([record("r1", "subj-1"), record("r2", "subj-2"), record("r3", "subj-3")])
+            for b in (later, first, other):
+                tx.block(b)
+        assert store.get_for_read("r1") == (store.get("r1"), [first, later])
+        assert store.get_for_read("r2") == (store.get("r2"), [other])
+        assert store.get_for_read("r3") == (store.get("r3"), [])
+        assert store.get_for_read("nothing") == (None, [])
+        # The same answers as the two questions asked one after the other.
+        for rid in ("r1", "r2", "r3"):
+            rec = store.get(rid)
+            assert rec is not None
+            assert store.get_for_read(rid) == (rec, store.blocks([rec.subject_id]))
+
     def test_an_erasure_waits_for_a_write_holding_the_subject_and_takes_its_records(
         self, store: SiteStore, second: SiteStore
     ) -> None:
@@ -512,6 +534,24 @@ class SiteStoreContract(Backend):
         with store.transaction() as tx:
             assert tx.audit_head() == (5, rows[-1].hash)
             assert tx.chain([]) == []
+
+    def test_single_entries_chain_after_the_head_from_an_empty_log_on(
+        self, store: SiteStore
+    ) -> None:
+        # One entry at a time (a read's: the backend's shortest way), the first of an empty
+        # log included, each returned as stored and chained as the verifier chains.
+        got = [store.chain_now([f'{{"action":"read","n":{i}}}'], read=True)[0] for i in range(4)]
+        with store.transaction() as tx:
+            got += tx.chain(['{"action":"write"}'])
+        got += store.chain_now(['{"action":"refuse"}'])
+        rows = list(store.audit())
+        assert rows == got
+        assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
+        prev = b""
+        for row in rows:
+            assert row.prev_hash == prev
+            assert row.hash == entry_hash(prev, row.seq, row.payload)
+            prev = row.hash
 
     def test_chain_now_rolls_back_nothing_else(self, store: SiteStore) -> None:
         def failing_write() -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,3 +97,74 @@ def test_a_key_store_deleted_while_open_answers_no_more_reads(tmp_path: Path) ->
         assert not path.exists()
     finally:
         keys.close()
+
+
+def _writing(store: Any, then: Callable[[], None]) -> tuple[threading.Thread, threading.Event]:
+    """A thread inside a write transaction of ``store`` (one record written, not yet
+    committed; ``then`` run inside it), until the returned event is set."""
+    inside, finish = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with store.transaction() as tx:
+            tx.insert([record("r2")])
+            then()
+            inside.set()
+            finish.wait(20)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert inside.wait(20)
+    return thread, finish
+
+
+def test_reads_do_not_wait_for_a_write_and_see_only_what_is_committed(tmp_path: Path) -> None:
+    """WAL lets a read go on beside a write: a reader thread is not held up by another
+    thread's transaction (it reads on a connection of its own) and does not see its
+    uncommitted rows; the writing thread sees its own."""
+    store = open_site_store("ru", f"sqlite:///{tmp_path}/ru.db", create=True)
+    seen: list[object] = []
+    try:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+        thread, finish = _writing(store, lambda: seen.append(store.get("r2")))
+        try:
+            start = time.monotonic()
+            assert store.get("r1") is not None
+            assert store.get_for_read("r2") == (None, [])
+            assert time.monotonic() - start < 10  # not after the writer's 20 s wait
+        finally:
+            finish.set()
+            thread.join(20)
+        assert len(seen) == 1
+        assert seen[0] is not None  # the writer read its own write
+        assert store.get("r2") is not None
+    finally:
+        store.close()
+    with pytest.raises(SiteUnavailable):
+        store.get("r1")
+
+
+def test_a_reader_connection_is_never_opened_on_a_file_put_in_the_stores_place(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ru.db"
+    store = open_site_store("ru", f"sqlite:///{path}", create=True)
+    other = open_site_store("ru", f"sqlite:///{tmp_path}/other.db", create=True)
+    other.close()
+    try:
+        with store.transaction() as tx:
+            tx.insert([record("r1")])
+
+        def swap() -> None:  # while the connection of writes is busy
+            path.rename(tmp_path / "moved.db")
+            (tmp_path / "other.db").rename(path)
+
+        thread, finish = _writing(store, swap)
+        try:
+            with pytest.raises(SiteUnavailable):
+                store.get("r1")
+        finally:
+            finish.set()
+            thread.join(20)
+    finally:
+        store.close()
