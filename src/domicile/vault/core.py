@@ -133,7 +133,7 @@ _PURPOSES: set[str] = set()  # purposes checked already (a few per deployment)
 
 
 def check_purpose(purpose: str) -> str:
-    if purpose in _PURPOSES and type(purpose) is str:
+    if type(purpose) is str and purpose in _PURPOSES:
         return purpose
     if not isinstance(purpose, str) or not PURPOSE.match(purpose):
         raise BadInput(
