@@ -444,14 +444,14 @@ class Reading(VaultCore):
             found = set(store.lookup(digest))
             ids = found if ids is None else ids & found
         for rid in sorted(ids or ()):
-            rec = store.get(rid)
+            rec, blocks = store.get_for_read(rid)
             if rec is None or rec.is_replica or rec.collection != collection:
                 continue
             token = self.tokens.issue(site.id, rid)
             try:
                 under = self.authorize(
                     access, "records:read", collection=collection, purpose=purpose,
-                    subject=(site.id, rec.subject_id), record=rid,
+                    subject=(site.id, rec.subject_id), record=rid, blocks=blocks,
                 )  # fmt: skip
                 result.records.append(
                     self._read(token, site, rec, requester, purpose, access, under=under)
