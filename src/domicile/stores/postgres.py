@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, LiteralString, TypeVar
@@ -633,6 +634,7 @@ class _Tx(StoreTransaction):
         self.db = db
         self.c = conn
         self.added = 0  # rows added to records and digests: when many, statistics go stale
+        self.staged = False  # made the connection's staging table (``put_replicas``)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -804,11 +806,11 @@ class _Tx(StoreTransaction):
             return
         last = rows[-1]
         with self._errors("cannot append to the audit ledger"):
-            with self.c.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO audit (seq, payload, prev_hash, hash) VALUES (%s, %s, %s, %s)",
-                    [(r.seq, r.payload, r.prev_hash, r.hash) for r in rows],
-                )
+            self._copy(
+                COPY_AUDIT,
+                ("int8", "text", "bytea", "bytea"),
+                ((r.seq, r.payload, r.prev_hash, r.hash) for r in rows),
+            )
             self.c.execute(
                 "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (last.seq, last.hash)
             )
@@ -819,6 +821,16 @@ class _Tx(StoreTransaction):
         with self._errors("cannot append to the audit ledger"):
             rows = self.c.execute(CHAIN_SQL, (list(payloads),)).fetchall()
         return _chained(payloads, rows)
+
+    def chain_many(self, payloads: Sequence[str]) -> list[AuditRow]:
+        """Many entries are hashed here, after the head locked in this transaction (as
+        ``domicile_audit_append`` does on the server, so one chain still runs through every
+        process), and go in by ``COPY``: the function inserts them one statement at a
+        time, which cost the server three times as much for a batch of 500 (measured,
+        8.3 against 2.7 ms). For a few, the function's single round trip is cheaper."""
+        if len(payloads) < CHAIN_HERE_FROM:
+            return self.chain(payloads)
+        return super().chain(payloads)
 
     def enqueue(self, items: Sequence[tuple[str, str, str, str]]) -> None:
         if not items:
@@ -860,15 +872,29 @@ class _Tx(StoreTransaction):
         return cur.rowcount == 1
 
     def put_replicas(self, records: Sequence[StoredRecord]) -> list[bool]:
-        """All in one statement; ``RETURNING`` names the rows that changed."""
+        """The rows go by ``COPY`` into a temporary table of the connection (emptied at
+        every commit or rollback), then into ``records`` with one upsert under the
+        condition of ``put_replica``; ``RETURNING`` names the rows that changed. (Binary
+        ``COPY`` costs the client about half what binary arrays of the same rows do, and
+        the server a little less than ``unnest``.)"""
         ids = [r.record_id for r in records]
         if len(records) < 2 or len(set(ids)) != len(ids):
             return [self.put_replica(r) for r in records]  # ON CONFLICT takes a row once
-        columns = [list(c) for c in zip(*(r.row() for r in records), strict=True)]
         with self._errors("cannot write replicas"):
-            changed = {row[0] for row in self.c.execute(PUT_REPLICAS, columns).fetchall()}
+            self._staging()
+            self._copy(COPY_STAGED, RECORD_TYPES, (r.row() for r in records))
+            changed = {row[0] for row in self.c.execute(PUT_STAGED).fetchall()}
         self.added += len(changed)
         return [rid in changed for rid in ids]
+
+    def _staging(self) -> None:
+        """The connection's temporary table of replicas on their way in, made on its first
+        use (a new connection after a reconnection makes its own). Made in this
+        transaction, it is known to exist only once the transaction has committed
+        (``PostgresSiteStore.transaction`` notes it then)."""
+        if self.c not in _STAGING:
+            self.c.execute(STAGING_TABLE)
+            self.staged = True
 
     def count_transfer(self, year: int, to_country: str, subject_id: str, sensitive: bool) -> None:
         with self._errors("cannot count a transfer"):
@@ -973,6 +999,11 @@ class _Tx(StoreTransaction):
             )
 
 
+COPY_AUDIT: LiteralString = "COPY audit (seq, payload, prev_hash, hash) FROM STDIN (FORMAT BINARY)"
+# From this many entries on, ``chain_many`` hashes them on the client (three round trips
+# instead of one, but about 11 µs less server time per entry).
+CHAIN_HERE_FROM = 32
+
 # The payloads travel as a binary text[] (%b): the text form of an array would escape
 # every quote of every JSON payload on the client, which costs more than the append.
 CHAIN_SQL: LiteralString = "SELECT out_seq, out_prev, out_hash FROM domicile_audit_append(%b)"
@@ -1050,14 +1081,22 @@ INSERT_DIGESTS: LiteralString = (
     "INSERT INTO digests SELECT * FROM unnest(%b::bytea[], %b::text[]) ON CONFLICT DO NOTHING"
 )
 COPY_DIGESTS: LiteralString = "COPY digests (digest, record_id) FROM STDIN (FORMAT BINARY)"
-PUT_REPLICAS: LiteralString = (
-    "INSERT INTO records (" + RECORD_COLUMNS + ") SELECT * FROM unnest(%b::text[], %b::text[],"
-    " %b::text[], %b::int4[], %b::text[], %b::text[], %b::bytea[], %b::text[])"
+# Replicas on their way in (``_Tx.put_replicas``): a temporary table of each connection,
+# emptied when its transaction ends (committed or not), so it never holds a row between
+# transactions; it lives in the session's memory and writes no WAL.
+STAGING_TABLE: LiteralString = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS replicas_in (LIKE records) ON COMMIT DELETE ROWS"
+)
+COPY_STAGED: LiteralString = "COPY replicas_in (" + RECORD_COLUMNS + ") FROM STDIN (FORMAT BINARY)"
+PUT_STAGED: LiteralString = (
+    "INSERT INTO records (" + RECORD_COLUMNS + ") SELECT " + RECORD_COLUMNS + " FROM replicas_in"
     " ON CONFLICT (record_id) DO UPDATE SET version = EXCLUDED.version,"
     " updated_at = EXCLUDED.updated_at, fields = EXCLUDED.fields"
     " WHERE records.version < EXCLUDED.version AND records.primary_site IS NOT NULL"
     " RETURNING record_id"
 )
+# The connections whose staging table exists (it goes with its connection).
+_STAGING: weakref.WeakSet[Conn] = weakref.WeakSet()
 
 
 COPY_KEYS: LiteralString = (
@@ -1207,6 +1246,8 @@ class PostgresSiteStore(SiteStore):
                 db.rollback(conn)
                 raise
             db.commit(conn, "the write did not commit")
+            if tx.staged:
+                _STAGING.add(conn)
             self._grew(conn, tx.added)
 
     def _grew(self, conn: Conn, added: int) -> None:

@@ -194,6 +194,12 @@ class Replicator:
         vault = self.vault
         items = claim.items
         primaries = vault.store(home.id).get_many([i.record_id for i in items if i.op == "upsert"])
+        # Their keys at home in one question (opening each primary finds its key cached).
+        self._ciphers(
+            home.id,
+            [p.subject_id for p in primaries.values() if not p.is_replica],
+            skip_broken=True,
+        )
         held = self._restricted(home, items)
         plans: dict[str, _TargetPlan] = {}
         refusals: list[AuditEvent] = []
@@ -393,7 +399,7 @@ class Replicator:
             ]
             payloads += [e.payload() for e in events]
             if payloads:
-                vault._ledgers[target.id].append_payloads(tx, payloads)
+                vault._ledgers[target.id].append_payloads(tx, payloads, chain=tx.chain_many)
         for subject in gone - set(plan.erase):
             vault.keystore(target.id).delete(subject)
             vault._forget_key(target.id, subject)
@@ -448,22 +454,59 @@ class Replicator:
             for c in removals
         ]
 
-    def _target_ciphers(self, target: Site, subjects: list[str]) -> dict[str, FieldCipher]:
-        """Each subject's key at the target, created (in one batch) where missing."""
+    def _ciphers(
+        self, site_id: str, subjects: Sequence[str], *, skip_broken: bool = False
+    ) -> dict[str, FieldCipher]:
+        """The keys these subjects have at ``site_id`` (none for a subject without one),
+        from the vault's cache or else with one question to the site's key store, and
+        kept in the cache. (Opening the primaries one key at a time asked the key store
+        once per record as soon as the cache could not hold every subject.)
+        ``skip_broken``: a key that does not unwrap is left out (its record then fails
+        alone when opened) instead of failing them all."""
         vault = self.vault
         out: dict[str, FieldCipher] = {}
         missing = []
         for subject in dict.fromkeys(subjects):
-            cached = vault._deks.get((target.id, subject))
+            cached = vault._deks.get((site_id, subject))
             if cached is not None:
                 out[subject] = cached
             else:
                 missing.append(subject)
-        stored = vault.keystore(target.id).get_many(missing)
+        if not missing:
+            return out
+        stored = vault.keystore(site_id).get_many(missing)
+        found: list[tuple[str, FieldCipher]] = []
+        for subject, wrapped in stored.items():
+            try:
+                dek = vault.keys.unwrap(
+                    site_id, wrapped.kek_version, wrapped.wrapped, key_context(site_id, subject)
+                )
+            except DecryptionFailed:
+                if skip_broken:
+                    continue
+                raise
+            found.append((subject, FieldCipher(dek)))
+        self._remember(site_id, found)
+        out.update(found)
+        return out
+
+    def _remember(self, site_id: str, ciphers: Sequence[tuple[str, FieldCipher]]) -> None:
+        vault = self.vault
+        if not ciphers:
+            return
+        with vault._lock:
+            for subject, cipher in ciphers:
+                vault._deks[(site_id, subject)] = cipher
+            for _ in range(len(vault._deks) - DEK_CACHE):
+                vault._deks.popitem(last=False)
+
+    def _target_ciphers(self, target: Site, subjects: list[str]) -> dict[str, FieldCipher]:
+        """Each subject's key at the target, created (in one batch) where missing."""
+        vault = self.vault
+        out = self._ciphers(target.id, subjects)
         new: list[tuple[str, WrappedKey]] = []
-        for subject in missing:
-            if subject in stored:
-                out[subject] = vault._cipher(target.id, subject)
+        for subject in dict.fromkeys(subjects):
+            if subject in out:
                 continue
             dek = new_data_key()
             version, wrapped = vault.keys.wrap(target.id, dek, key_context(target.id, subject))
@@ -471,11 +514,7 @@ class Replicator:
             out[subject] = FieldCipher(dek)
         if new:
             vault.keystore(target.id).put_many(new)
-            with vault._lock:
-                for subject, _ in new:
-                    vault._deks[(target.id, subject)] = out[subject]
-                for _ in range(len(vault._deks) - DEK_CACHE):
-                    vault._deks.popitem(last=False)
+            self._remember(target.id, [(subject, out[subject]) for subject, _ in new])
         return out
 
     def _category(self, collection: str, name: str) -> str:
