@@ -353,27 +353,30 @@ class Replicator:
         for subject in plan.erase:  # crypto-shred first, as at home
             vault.keystore(target.id).delete(subject)
             vault._forget_key(target.id, subject)
-        ciphers = self._target_ciphers(
+        ciphers, stored = self._target_ciphers(
             target, [p.subject_id for _, p, _, _, _ in plan.copies.values()]
         )
         copies: list[tuple[StoredRecord, str, bool]] = []  # (copy, its entry, sensitive)
         at = _utcnow().isoformat()  # the copies of a batch cross together, in one transaction
-        for source_site, primary, fields, decision, opened in plan.copies.values():
-            copy = self._reseal(
-                source_site, target, primary, fields, ciphers[primary.subject_id], opened
-            )
-            template, sensitive = self._transfer_template(
-                source_site, target, primary, fields, decision
-            )
-            # The entry of ``transfer_detail`` over the transfer event, from a template.
-            payload = template.render(
-                primary.record_id,
-                primary.subject_id,
-                at,
-                primary.version,
-                self._subject_key(primary.subject_id),
-            )
-            copies.append((copy, payload, sensitive))
+        try:
+            for source_site, primary, fields, decision, opened in plan.copies.values():
+                copy = self._reseal(
+                    source_site, target, primary, fields, ciphers[primary.subject_id], opened
+                )
+                template, sensitive = self._transfer_template(
+                    source_site, target, primary, fields, decision
+                )
+                # The entry of ``transfer_detail`` over the transfer event, from a template.
+                payload = template.render(
+                    primary.record_id,
+                    primary.subject_id,
+                    at,
+                    primary.version,
+                    self._subject_key(primary.subject_id),
+                )
+                copies.append((copy, payload, sensitive))
+        finally:
+            stored()  # the new keys are in the key store before the copies' transaction
         removals = [r for r in store.get_many(list(plan.remove)).values() if r.is_replica]
         now = vault.clock().isoformat()
         with store.transaction() as tx:
@@ -500,8 +503,15 @@ class Replicator:
             for _ in range(len(vault._deks) - DEK_CACHE):
                 vault._deks.popitem(last=False)
 
-    def _target_ciphers(self, target: Site, subjects: list[str]) -> dict[str, FieldCipher]:
-        """Each subject's key at the target, created (in one batch) where missing."""
+    def _target_ciphers(
+        self, target: Site, subjects: list[str]
+    ) -> tuple[dict[str, FieldCipher], Callable[[], None]]:
+        """Each subject's key at the target, created (in one batch) where missing, and
+        what waits until the new keys are stored (raising what storing them raised). They
+        are written on a thread of their own while the caller seals the copies (the
+        write's wait for the key store's commit releases the interpreter); the caller
+        waits before its transaction at the target begins, so no copy commits before
+        its key is stored, as before."""
         vault = self.vault
         out = self._ciphers(target.id, subjects)
         new: list[tuple[str, WrappedKey]] = []
@@ -512,10 +522,27 @@ class Replicator:
             version, wrapped = vault.keys.wrap(target.id, dek, key_context(target.id, subject))
             new.append((subject, WrappedKey(version, wrapped)))
             out[subject] = FieldCipher(dek)
-        if new:
-            vault.keystore(target.id).put_many(new)
+        if not new:
+            return out, lambda: None
+        keystore = vault.keystore(target.id)
+        failed: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                keystore.put_many(new)
+            except BaseException as exc:  # raised again in the caller's thread
+                failed.append(exc)
+
+        writer = threading.Thread(target=put, name="domicile-replication-keys", daemon=True)
+        writer.start()
+
+        def stored() -> None:
+            writer.join()
+            if failed:
+                raise failed[0]
             self._remember(target.id, [(subject, out[subject]) for subject, _ in new])
-        return out
+
+        return out, stored
 
     def _category(self, collection: str, name: str) -> str:
         return self.vault.collection(collection).fields[name].category
