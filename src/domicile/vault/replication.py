@@ -30,7 +30,7 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from domicile.access import Access
 from domicile.audit import AuditEvent
@@ -50,6 +50,7 @@ from domicile.vault.sealing import seal_body
 from domicile.vault.service import Domicile
 
 PURPOSE = "replication"
+T = TypeVar("T")
 
 
 @dataclass
@@ -193,13 +194,16 @@ class Replicator:
         home. Returns how many were handled; the rest stay queued for the next round."""
         vault = self.vault
         items = claim.items
-        primaries = vault.store(home.id).get_many([i.record_id for i in items if i.op == "upsert"])
-        # Their keys at home in one question (opening each primary finds its key cached).
-        self._ciphers(
-            home.id,
-            [p.subject_id for p in primaries.values() if not p.is_replica],
-            skip_broken=True,
+        upserts = [i for i in items if i.op == "upsert"]
+        # The subjects' keys at home in one question (opening each primary then finds its
+        # key cached), asked of the key store while the site reads the primaries.
+        keys = _started(
+            lambda: self._ciphers(home.id, [i.subject_id for i in upserts], skip_broken=True)
         )
+        try:
+            primaries = vault.store(home.id).get_many([i.record_id for i in upserts])
+        finally:
+            keys()
         held = self._restricted(home, items)
         plans: dict[str, _TargetPlan] = {}
         refusals: list[AuditEvent] = []
@@ -525,21 +529,10 @@ class Replicator:
         if not new:
             return out, lambda: None
         keystore = vault.keystore(target.id)
-        failed: list[BaseException] = []
-
-        def put() -> None:
-            try:
-                keystore.put_many(new)
-            except BaseException as exc:  # raised again in the caller's thread
-                failed.append(exc)
-
-        writer = threading.Thread(target=put, name="domicile-replication-keys", daemon=True)
-        writer.start()
+        written = _started(lambda: keystore.put_many(new))
 
         def stored() -> None:
-            writer.join()
-            if failed:
-                raise failed[0]
+            written()
             self._remember(target.id, [(subject, out[subject]) for subject, _ in new])
 
         return out, stored
@@ -693,6 +686,31 @@ class Replicator:
                         )
                         report.removed += self._remove(target, [copy.record_id], why, decision)
         return report
+
+
+def _started(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` running on a thread of its own, and what waits for it (returning what it
+    returned, or raising what it raised). Its waits on a database release the
+    interpreter, so the caller's own work goes on meanwhile."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # raised again in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="domicile-replication", daemon=True)
+    thread.start()
+
+    def wait() -> T:
+        thread.join()
+        if failed:
+            raise failed[0]
+        return result[0]
+
+    return wait
 
 
 def _removal_event(
