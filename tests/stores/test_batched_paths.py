@@ -77,6 +77,44 @@ def test_put_replicas_with_a_repeated_id_falls_back_to_one_at_a_time(store: Site
     assert got.version == 2
 
 
+def test_put_replicas_after_a_rolled_back_batch(store: SiteStore) -> None:
+    """On PostgreSQL the rows go through a temporary table that the first batch of a
+    connection makes: a batch rolled back (the table with it, when it made it) leaves
+    nothing behind, and the next batch on the same connection still goes in."""
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        assert tx.put_replicas([replica("a", 1), replica("b", 1)]) == [True, True]
+        raise RuntimeError("the batch fails")
+    for batch in (["c", "d"], ["e", "f"]):
+        with store.transaction() as tx:
+            assert tx.put_replicas([replica(rid, 1) for rid in batch]) == [True, True]
+    got = store.get_many(["a", "b", "c", "d", "e", "f"])
+    assert sorted(got) == ["c", "d", "e", "f"]
+    with store.transaction() as tx:  # staged rows of earlier batches are not written again
+        assert tx.put_replicas([replica("c", 2), replica("g", 1)]) == [True, True]
+    assert sorted(store.get_many(["a", "b", "c", "d", "e", "f", "g"])) == list("cdefg")
+
+
+def test_chain_many_chains_as_chain_does(store: SiteStore) -> None:
+    """Many entries (hashed in the process on PostgreSQL) and a few (hashed by the
+    server there), between entries appended the other ways: one chain, hashed as the
+    verifier hashes it."""
+    store.chain_now(['{"n":0}'])
+    with store.transaction() as tx:
+        many = tx.chain_many([f'{{"n":{i},"ü":"日本"}}' for i in range(1, 41)])
+        few = tx.chain_many(['{"n":41}', '{"n":42}'])
+        assert tx.chain_many([]) == []
+    store.chain_now(['{"n":43}'])
+    with store.transaction() as tx:
+        assert tx.audit_head() == (44, list(store.audit())[-1].hash)
+    rows = list(store.audit())
+    assert rows[1:43] == [*many, *few]
+    prev = b""
+    for seq, row in enumerate(rows, 1):
+        assert (row.seq, row.prev_hash) == (seq, prev)
+        assert row.hash == entry_hash(prev, row.seq, row.payload)
+        prev = row.hash
+
+
 def test_count_transfers_merges_repeats_and_keeps_sensitive(store: SiteStore) -> None:
     with store.transaction() as tx:
         tx.count_transfers(
@@ -303,3 +341,41 @@ def test_a_single_entry_rebuilds_a_missing_head_first(pg_database: Callable[[str
         assert s.transfer_counts(2025, "US") == (1, 1)
     finally:
         s.close()
+
+
+def _batches_and_singles(s: SiteStore, n: int, failures: list[BaseException]) -> None:
+    try:
+        for i in range(4):
+            with s.transaction() as tx:
+                tx.chain_many([f'{{"n":{n},"i":{i},"k":{k}}}' for k in range(40)])
+            s.chain_now([f'{{"n":{n},"i":{i}}}'])
+    except BaseException as exc:
+        failures.append(exc)
+
+
+def test_batches_hashed_in_the_process_chain_with_concurrent_appends(site_url: str) -> None:
+    """A batch hashed in the process (``chain_many``) reads the head under its lock in its
+    own transaction, so batches from several connections and single entries appended on
+    the server meanwhile still make one chain."""
+    stores = [open_site_store(SITE, site_url, create=i == 0) for i in range(3)]
+    failures: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_batches_and_singles, args=(s, n, failures))
+        for n, s in enumerate(stores)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not failures, failures
+        rows = list(stores[0].audit())
+        assert len(rows) == 3 * 4 * 41
+        prev = b""
+        for seq, row in enumerate(rows, 1):
+            assert (row.seq, row.prev_hash) == (seq, prev)
+            assert row.hash == entry_hash(prev, row.seq, row.payload)
+            prev = row.hash
+    finally:
+        for s in stores:
+            s.close()
