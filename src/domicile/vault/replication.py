@@ -198,7 +198,8 @@ class Replicator:
         # The subjects' keys at home in one question (opening each primary then finds its
         # key cached), asked of the key store while the site reads the primaries.
         keys = _started(
-            lambda: self._ciphers(home.id, [i.subject_id for i in upserts], skip_broken=True)
+            lambda: self._ciphers(home.id, [i.subject_id for i in upserts], skip_broken=True),
+            apart=vault.keystore(home.id).backend != "sqlite",
         )
         try:
             primaries = vault.store(home.id).get_many([i.record_id for i in upserts])
@@ -529,7 +530,7 @@ class Replicator:
         if not new:
             return out, lambda: None
         keystore = vault.keystore(target.id)
-        written = _started(lambda: keystore.put_many(new))
+        written = _started(lambda: keystore.put_many(new), apart=keystore.backend != "sqlite")
 
         def stored() -> None:
             written()
@@ -688,10 +689,12 @@ class Replicator:
         return report
 
 
-def _started(fn: Callable[[], T]) -> Callable[[], T]:
+def _started(fn: Callable[[], T], *, apart: bool = True) -> Callable[[], T]:
     """``fn`` running on a thread of its own, and what waits for it (returning what it
-    returned, or raising what it raised). Its waits on a database release the
-    interpreter, so the caller's own work goes on meanwhile."""
+    returned, or raising what it raised). Its waits on a database server release the
+    interpreter, so the caller's own work goes on meanwhile. ``apart=False``: run now,
+    in this thread (SQLite does its work in this process: measured, the thread only
+    made replication slower there)."""
     result: list[T] = []
     failed: list[BaseException] = []
 
@@ -702,10 +705,14 @@ def _started(fn: Callable[[], T]) -> Callable[[], T]:
             failed.append(exc)
 
     thread = threading.Thread(target=run, name="domicile-replication", daemon=True)
-    thread.start()
+    if apart:
+        thread.start()
+    else:
+        run()
 
     def wait() -> T:
-        thread.join()
+        if apart:
+            thread.join()
         if failed:
             raise failed[0]
         return result[0]
