@@ -81,9 +81,16 @@ def test_put_replicas_after_a_rolled_back_batch(store: SiteStore) -> None:
     """On PostgreSQL the rows go through a temporary table that the first batch of a
     connection makes: a batch rolled back (the table with it, when it made it) leaves
     nothing behind, and the next batch on the same connection still goes in."""
-    with pytest.raises(RuntimeError), store.transaction() as tx:
-        assert tx.put_replicas([replica("a", 1), replica("b", 1)]) == [True, True]
-        raise RuntimeError("the batch fails")
+    staged: list[list[bool]] = []
+
+    def failing_batch() -> None:
+        with store.transaction() as tx:
+            staged.append(tx.put_replicas([replica("a", 1), replica("b", 1)]))
+            raise RuntimeError("the batch fails")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
+    assert staged == [[True, True]]
     for batch in (["c", "d"], ["e", "f"]):
         with store.transaction() as tx:
             assert tx.put_replicas([replica(rid, 1) for rid in batch]) == [True, True]
