@@ -3,6 +3,8 @@ the canonical payload, batched sealing and tokens values that open, fresh ids id
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from dataclasses import replace
@@ -11,6 +13,7 @@ import pytest
 
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import PayloadTemplate
+from domicile.crypto.blind import DIGEST_BYTES, BlindIndexer
 from domicile.crypto.envelope import FieldCipher, new_data_key
 from domicile.vault import PolicyRefused
 from domicile.vault.replication import Replicator
@@ -80,6 +83,28 @@ def test_sealing_many_values_opens_each_in_its_place() -> None:
     ]
     with pytest.raises(Exception):  # noqa: B017, PT011 - bound to its context
         cipher.open(sealed[0], items[1][1])
+
+
+@pytest.mark.parametrize("key", [b"k" * 32, b"", b"x" * 64, bytes(range(65)), b"\xff" * 100])
+def test_blind_digests_are_hmac_sha256(key: bytes) -> None:
+    """The indexer's precomputed HMAC states give exactly ``hmac.digest``: keys shorter
+    than a block, a block long, and longer (hashed first), for values and search digests."""
+    indexer = BlindIndexer(key)
+    for collection, field, value in [
+        ("profiles", "email", "a@example.org"),
+        ("@identity", "user.contact.email", "Ж ü \u2028" * 40),
+        ("profiles", "email", ""),
+    ]:
+        msg = b"\x00".join((collection.encode(), field.encode(), value.encode()))
+        want = hmac.digest(key, msg, hashlib.sha256)[:DIGEST_BYTES]
+        assert indexer.digest(collection, field, value) == want
+        assert indexer.digest(collection, field, value) == want  # the cached prefix
+    search = bytes(range(32))
+    assert (
+        indexer.of_search(search)
+        == hmac.digest(key, b"@search\x00" + search, hashlib.sha256)[:DIGEST_BYTES]
+    )
+    assert BlindIndexer(key + b"!").digest("c", "f", "v") != indexer.digest("c", "f", "v")
 
 
 def test_tokens_issued_together_read_back() -> None:

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from domicile.crypto.errors import DecryptionFailed
 from domicile.errors import DomicileError, ExitCode
@@ -218,11 +218,11 @@ class OutboxClaim:
     deferred: int = 0
 
 
-@dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     """A blind-index entry: a keyed digest of one value and the record that holds it. The
     digest already names its collection and field (they are part of what is hashed), so
-    the entry needs nothing else."""
+    the entry needs nothing else. A named tuple: the row the ``digests`` table takes, as
+    it is (a write makes two or more of them per record)."""
 
     digest: bytes
     record_id: str

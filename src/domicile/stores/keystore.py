@@ -144,7 +144,8 @@ class SqliteKeyStore(KeyStore):
 
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         now = _now()
-        rows = [(sid, k.kek_version, k.wrapped, now) for sid, k in keys]
+        # bytearray: bound as a BLOB without sqlite3's adapter lookup (``sqlite.INSERT_PRIMARIES``)
+        rows = [(sid, k.kek_version, bytearray(k.wrapped), now) for sid, k in keys]
         self._db.write(
             lambda c: c.executemany("INSERT INTO subject_keys VALUES (?, ?, ?, ?)", rows)
         )

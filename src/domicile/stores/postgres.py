@@ -673,7 +673,7 @@ class _Tx(StoreTransaction):
         if any(r.primary_site is not None for r in records):
             return super().write_batch(records, entries, outbox, payloads)
         self.insert(records)
-        digests = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
+        digests = list(dict.fromkeys(entries))
         if digests:
             with self._errors("cannot write index entries"):
                 self._copy(COPY_DIGESTS, ("bytea", "text"), digests)
@@ -768,7 +768,7 @@ class _Tx(StoreTransaction):
         return cur.rowcount == 1
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
-        rows = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
+        rows = list(dict.fromkeys(entries))
         if not rows:
             return
         with self._errors("cannot write index entries"):
