@@ -61,6 +61,7 @@ from domicile.vault.results import PutResult, ReadResult, WriteResult
 from domicile.vault.sealing import seal_body
 
 _HEX = re.compile(r"[0-9a-f]{32}")
+_ITEM_KEYS = {"subject", "fields"}  # what a record given to ``put_many`` may hold
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ class _SubjectErased(Exception):
     """A write's subject was erased after the write looked it up (redone as a new subject)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """One record on its way in."""
 
@@ -266,7 +267,9 @@ class Writing(Reading):
         evidence_cache: dict[Any, Residency] = {}
         for i, item in enumerate(items):
             try:
-                if not isinstance(item, Mapping) or set(item) - {"subject", "fields"}:
+                if (type(item) is not dict and not isinstance(item, Mapping)) or not (
+                    item.keys() <= _ITEM_KEYS
+                ):
                     raise BadInput("each record is {subject: ..., fields: ...}")
                 checked = values.check_fields(collection, coll, item.get("fields") or {})
                 residency = self._evidence_residency(item.get("subject"), evidence_cache)
@@ -362,7 +365,9 @@ class Writing(Reading):
         if isinstance(raw, Residency):
             return raw  # resolved already (``domicile migrate`` keeps a scan's residency)
         key: tuple[tuple[str, str], ...] | None = None
-        if isinstance(raw, Mapping) and all(type(v) is str for v in raw.values()):
+        if (type(raw) is dict or isinstance(raw, Mapping)) and all(
+            type(v) is str for v in raw.values()
+        ):
             key = tuple(raw.items())
             hit = cache.get(key)
             if hit is not None:
