@@ -107,6 +107,26 @@ def test_blind_digests_are_hmac_sha256(key: bytes) -> None:
     assert BlindIndexer(key + b"!").digest("c", "f", "v") != indexer.digest("c", "f", "v")
 
 
+def test_hand_written_inits_set_every_field() -> None:
+    """``StoredRecord`` and ``PutResult`` set their fields at once instead of through the
+    frozen dataclass's ``__init__``: the same fields, equal and frozen as before."""
+    import dataclasses
+
+    from domicile.stores import StoredRecord
+    from domicile.vault.results import PutResult
+
+    for cls in (StoredRecord, PutResult):
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        values = [f"v{i}" for i in range(len(names))]
+        made = cls(*values)
+        assert [getattr(made, n) for n in names] == values
+        assert dataclasses.replace(made, **{names[0]: "other"}) != made
+        assert dataclasses.replace(made) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, names[0], "x")
+    assert PutResult("t", "s", "c", None, True).join_tokens == {}  # type: ignore[arg-type]
+
+
 def test_tokens_issued_together_read_back() -> None:
     codec = TokenCodec(new_data_key())
     ids = new_ids(5)

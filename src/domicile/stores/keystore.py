@@ -11,14 +11,16 @@ import datetime as dt
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from domicile.stores.schema import KEY_MIGRATIONS
 from domicile.stores.sqlite import SqliteDatabase
 
 
-@dataclass(frozen=True)
-class WrappedKey:
+class WrappedKey(NamedTuple):
+    """A subject's data key as the key store keeps it: wrapped under the site's
+    key-encryption key of this version."""
+
     kek_version: int
     wrapped: bytes
 
