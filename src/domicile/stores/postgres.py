@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
@@ -105,6 +106,8 @@ DEFAULTS = {
     "keepalives_count": "3",
 }
 MAINTENANCE_DATABASES = ("postgres", "template1")
+
+_BYTES_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)  # see ``_connect``
 
 
 def _now() -> str:
@@ -203,7 +206,13 @@ class _Database:
         if self.read_only:
             given = str(params.get("options") or "")
             params["options"] = f"{given} -c default_transaction_read_only=on".strip()
-        return psycopg.connect(autocommit=True, **params)
+        conn = psycopg.connect(autocommit=True, **params)
+        # A binary COPY told its columns' types (``copy.set_types``) dumps ``bytea`` with
+        # the dumper registered for that type last: by default the DB-API ``Binary``
+        # wrapper's, a Python call per value. Registering the C dumper of ``bytes`` again
+        # (the one ``bytes`` already has) makes it the ``bytea`` dumper of this connection.
+        conn.adapters.register_dumper(bytes, _BYTES_DUMPER)
+        return conn
 
     def _connect_or_fail(self) -> Conn:
         try:
