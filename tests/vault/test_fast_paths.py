@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -133,6 +134,9 @@ def test_tokens_issued_together_read_back() -> None:
     tokens = codec.issue_many("ru", ids)
     assert len(set(tokens)) == 5
     assert [codec.read(t) for t in tokens] == [("ru", i) for i in ids]
+    # The URL-safe alphabet, unpadded, as ``issue`` writes them.
+    assert all(re.fullmatch(r"dom1_[A-Za-z0-9_-]+", t) for t in tokens)
+    assert {len(t) for t in tokens} == {len(codec.issue("ru", ids[0]))}
 
 
 def test_every_entry_the_vault_writes_is_canonical(deployment: Deployment) -> None:
