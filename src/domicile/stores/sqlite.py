@@ -861,7 +861,7 @@ class SqliteSiteStore(SiteStore):
             rows = self._read(
                 "SELECT b.digest, r.subject_id FROM digests b JOIN records r ON r.record_id = b.record_id"
                 f" WHERE b.digest IN ({marks})",
-                tuple(chunk),
+                tuple(bytearray(d) for d in chunk),  # bound as blobs, no adapter lookup
             )
             for digest, subject in rows:
                 out.setdefault(bytes(digest), str(subject))
