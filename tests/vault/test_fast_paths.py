@@ -3,7 +3,10 @@ the canonical payload, batched sealing and tokens values that open, fresh ids id
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -11,6 +14,7 @@ import pytest
 
 from domicile.audit import AuditEvent
 from domicile.audit.ledger import PayloadTemplate
+from domicile.crypto.blind import DIGEST_BYTES, BlindIndexer
 from domicile.crypto.envelope import FieldCipher, new_data_key
 from domicile.vault import PolicyRefused
 from domicile.vault.replication import Replicator
@@ -82,12 +86,57 @@ def test_sealing_many_values_opens_each_in_its_place() -> None:
         cipher.open(sealed[0], items[1][1])
 
 
+@pytest.mark.parametrize("key", [b"k" * 32, b"", b"x" * 64, bytes(range(65)), b"\xff" * 100])
+def test_blind_digests_are_hmac_sha256(key: bytes) -> None:
+    """The indexer's precomputed HMAC states give exactly ``hmac.digest``: keys shorter
+    than a block, a block long, and longer (hashed first), for values and search digests."""
+    indexer = BlindIndexer(key)
+    for collection, field, value in [
+        ("profiles", "email", "a@example.org"),
+        ("@identity", "user.contact.email", "Ж ü \u2028" * 40),
+        ("profiles", "email", ""),
+    ]:
+        msg = b"\x00".join((collection.encode(), field.encode(), value.encode()))
+        want = hmac.digest(key, msg, hashlib.sha256)[:DIGEST_BYTES]
+        assert indexer.digest(collection, field, value) == want
+        assert indexer.digest(collection, field, value) == want  # the cached prefix
+    search = bytes(range(32))
+    assert (
+        indexer.of_search(search)
+        == hmac.digest(key, b"@search\x00" + search, hashlib.sha256)[:DIGEST_BYTES]
+    )
+    assert BlindIndexer(key + b"!").digest("c", "f", "v") != indexer.digest("c", "f", "v")
+
+
+def test_hand_written_inits_set_every_field() -> None:
+    """``StoredRecord`` and ``PutResult`` set their fields at once instead of through the
+    frozen dataclass's ``__init__``: the same fields, equal and frozen as before."""
+    import dataclasses
+
+    from domicile.stores import StoredRecord
+    from domicile.vault.results import PutResult
+
+    for cls in (StoredRecord, PutResult):
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        values = [f"v{i}" for i in range(len(names))]
+        made = cls(*values)
+        assert [getattr(made, n) for n in names] == values
+        assert dataclasses.replace(made, **{names[0]: "other"}) != made
+        assert dataclasses.replace(made) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, names[0], "x")
+    assert PutResult("t", "s", "c", None, True).join_tokens == {}  # type: ignore[arg-type]
+
+
 def test_tokens_issued_together_read_back() -> None:
     codec = TokenCodec(new_data_key())
     ids = new_ids(5)
     tokens = codec.issue_many("ru", ids)
     assert len(set(tokens)) == 5
     assert [codec.read(t) for t in tokens] == [("ru", i) for i in ids]
+    # The URL-safe alphabet, unpadded, as ``issue`` writes them.
+    assert all(re.fullmatch(r"dom1_[A-Za-z0-9_-]+", t) for t in tokens)
+    assert {len(t) for t in tokens} == {len(codec.issue("ru", ids[0]))}
 
 
 def test_every_entry_the_vault_writes_is_canonical(deployment: Deployment) -> None:

@@ -22,10 +22,11 @@ from domicile.crypto.errors import DecryptionFailed
 
 NONCE = 12
 VERSION = b"\x01"
+DEK_BYTES = 32  # AES-256
 
 
 def new_data_key() -> bytes:
-    return AESGCM.generate_key(256)
+    return AESGCM.generate_key(8 * DEK_BYTES)
 
 
 def record_context(site: str, collection: str, record: str) -> bytes:

@@ -22,7 +22,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +70,22 @@ class KeyProvider(Protocol):
 
     def join_key(self) -> bytes:
         """The key of deterministic join tokens (one for the whole deployment)."""
+
+
+class _Wraps(Protocol):
+    def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]: ...
+
+
+def wrap_many(
+    keys: _Wraps, site_id: str, deks: Sequence[tuple[bytes, bytes]]
+) -> list[tuple[int, bytes]]:
+    """Wrap many ``(dek, context)`` pairs, in one call where the provider has ``wrap_many``
+    (the keyring), else one ``wrap`` each (a KMS wraps key by key)."""
+    many = getattr(keys, "wrap_many", None)
+    if many is not None:
+        wrapped: list[tuple[int, bytes]] = many(site_id, deks)
+        return wrapped
+    return [keys.wrap(site_id, dek, context) for dek, context in deks]
 
 
 def _b64(data: bytes) -> str:
@@ -262,6 +278,20 @@ class LocalKeyring:
         version = self.current_version(site_id)
         nonce = secrets.token_bytes(12)
         return version, nonce + self._kek(site_id, version).encrypt(nonce, dek, context)
+
+    def wrap_many(
+        self, site_id: str, keys: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """``wrap`` for many ``(dek, context)`` pairs: the current version looked up once,
+        one call to the OS for all the nonces."""
+        version = self.current_version(site_id)
+        encrypt = self._kek(site_id, version).encrypt
+        pool = os.urandom(12 * len(keys))
+        out = []
+        for i, (dek, context) in enumerate(keys):
+            nonce = pool[12 * i : 12 * i + 12]
+            out.append((version, nonce + encrypt(nonce, dek, context)))
+        return out
 
     def unwrap(self, site_id: str, version: int, wrapped: bytes, context: bytes) -> bytes:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from domicile.crypto.custody import CustodyProvider, KeyProviderUnavailable
-from domicile.crypto.keys import KeyProvider, LocalKeyring
+from domicile.crypto.keys import KeyProvider, LocalKeyring, wrap_many
 from domicile.crypto.specs import KeyProviderSpec, KeyringSpec, Pkcs11Spec, TransitSpec
 from domicile.errors import DomicileError, MissingExtra
 
@@ -125,6 +126,11 @@ class SiteKeyRouter:
 
     def wrap(self, site_id: str, dek: bytes, context: bytes) -> tuple[int, bytes]:
         return self.provider(site_id).wrap(site_id, dek, context)
+
+    def wrap_many(
+        self, site_id: str, keys: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        return wrap_many(self.provider(site_id), site_id, keys)
 
     def unwrap(self, site_id: str, version: int, wrapped: bytes, context: bytes) -> bytes:
         return self.provider(site_id).unwrap(site_id, version, wrapped, context)

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from domicile.crypto.errors import DecryptionFailed
 from domicile.errors import DomicileError, ExitCode
@@ -153,6 +153,25 @@ class StoredRecord:
     body: bytes  # layout 3: LAYOUT3 + one sealed value; layout 2: ``pack_fields`` of seals
     primary_site: str | None = None  # set on a replica: the site holding the primary
 
+    # The ``__init__`` a frozen dataclass is given sets each field through a call to
+    # ``object.__setattr__``; a write makes a record for every row, so this one puts the
+    # fields into the instance at once (the same attributes, frozen all the same).
+    def __init__(
+        self,
+        record_id: str,
+        subject_id: str,
+        collection: str,
+        version: int,
+        created_at: str,
+        updated_at: str,
+        body: bytes,
+        primary_site: str | None = None,
+    ) -> None:
+        self.__dict__.update(
+            record_id=record_id, subject_id=subject_id, collection=collection, version=version,
+            created_at=created_at, updated_at=updated_at, body=body, primary_site=primary_site,
+        )  # fmt: skip
+
     @property
     def layout(self) -> int:
         return 3 if self.body[:1] == LAYOUT3 else 2
@@ -218,11 +237,11 @@ class OutboxClaim:
     deferred: int = 0
 
 
-@dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     """A blind-index entry: a keyed digest of one value and the record that holds it. The
     digest already names its collection and field (they are part of what is hashed), so
-    the entry needs nothing else."""
+    the entry needs nothing else. A named tuple: the row the ``digests`` table takes, as
+    it is (a write makes two or more of them per record)."""
 
     digest: bytes
     record_id: str

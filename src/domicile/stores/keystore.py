@@ -11,14 +11,16 @@ import datetime as dt
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from domicile.stores.schema import KEY_MIGRATIONS
 from domicile.stores.sqlite import SqliteDatabase
 
 
-@dataclass(frozen=True)
-class WrappedKey:
+class WrappedKey(NamedTuple):
+    """A subject's data key as the key store keeps it: wrapped under the site's
+    key-encryption key of this version."""
+
     kek_version: int
     wrapped: bytes
 
@@ -144,7 +146,8 @@ class SqliteKeyStore(KeyStore):
 
     def put_many(self, keys: Sequence[tuple[str, WrappedKey]]) -> None:
         now = _now()
-        rows = [(sid, k.kek_version, k.wrapped, now) for sid, k in keys]
+        # bytearray: bound as a BLOB without sqlite3's adapter lookup (``sqlite.INSERT_PRIMARIES``)
+        rows = [(sid, k.kek_version, bytearray(k.wrapped), now) for sid, k in keys]
         self._db.write(
             lambda c: c.executemany("INSERT INTO subject_keys VALUES (?, ?, ?, ?)", rows)
         )

@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
@@ -106,6 +107,8 @@ DEFAULTS = {
     "keepalives_count": "3",
 }
 MAINTENANCE_DATABASES = ("postgres", "template1")
+
+_BYTES_DUMPER = psycopg.adapters.get_dumper(bytes, PyFormat.BINARY)  # see ``_connect``
 
 
 def _now() -> str:
@@ -204,7 +207,13 @@ class _Database:
         if self.read_only:
             given = str(params.get("options") or "")
             params["options"] = f"{given} -c default_transaction_read_only=on".strip()
-        return psycopg.connect(autocommit=True, **params)
+        conn = psycopg.connect(autocommit=True, **params)
+        # A binary COPY told its columns' types (``copy.set_types``) dumps ``bytea`` with
+        # the dumper registered for that type last: by default the DB-API ``Binary``
+        # wrapper's, a Python call per value. Registering the C dumper of ``bytes`` again
+        # (the one ``bytes`` already has) makes it the ``bytea`` dumper of this connection.
+        conn.adapters.register_dumper(bytes, _BYTES_DUMPER)
+        return conn
 
     def _connect_or_fail(self) -> Conn:
         try:
@@ -675,7 +684,7 @@ class _Tx(StoreTransaction):
         if any(r.primary_site is not None for r in records):
             return super().write_batch(records, entries, outbox, payloads)
         self.insert(records)
-        digests = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
+        digests = list(dict.fromkeys(entries))
         if digests:
             with self._errors("cannot write index entries"):
                 self._copy(COPY_DIGESTS, ("bytea", "text"), digests)
@@ -770,7 +779,7 @@ class _Tx(StoreTransaction):
         return cur.rowcount == 1
 
     def index(self, entries: Iterable[IndexEntry]) -> None:
-        rows = list(dict.fromkeys((e.digest, e.record_id) for e in entries))
+        rows = list(dict.fromkeys(entries))
         if not rows:
             return
         with self._errors("cannot write index entries"):

@@ -17,6 +17,22 @@ class PutResult:
     subject_is_new: bool
     join_tokens: dict[str, str] = field(default_factory=dict)
 
+    # Set at once rather than by a call to ``object.__setattr__`` per field (the frozen
+    # dataclass's own ``__init__``): a batch put makes one per record.
+    def __init__(
+        self,
+        token: str,
+        site: str,
+        country: str,
+        decision: Decision,
+        subject_is_new: bool,
+        join_tokens: dict[str, str] | None = None,
+    ) -> None:
+        self.__dict__.update(
+            token=token, site=site, country=country, decision=decision,
+            subject_is_new=subject_is_new, join_tokens={} if join_tokens is None else join_tokens,
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "token": self.token,

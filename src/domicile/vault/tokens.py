@@ -8,6 +8,7 @@ not whether two tokens belong to the same person.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import secrets
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from domicile.vault.errors import InvalidToken
 
 PREFIX = "dom1_"
 _AAD = b"domicile/token/v1"
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class TokenCodec:
@@ -42,7 +44,9 @@ class TokenCodec:
         for i, record_id in enumerate(record_ids):
             nonce = pool[12 * i : 12 * i + 12]
             sealed = nonce + encrypt(nonce, head + bytes.fromhex(record_id), _AAD)
-            out.append(PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("="))
+            # ``base64.urlsafe_b64encode``, without its two Python calls per token
+            text = binascii.b2a_base64(sealed, newline=False).translate(_URLSAFE)
+            out.append(PREFIX + text.decode().rstrip("="))
         return out
 
     def read(self, token: str) -> tuple[str, str]:

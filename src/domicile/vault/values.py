@@ -98,19 +98,20 @@ def check_fields(
 ) -> dict[str, Any]:
     """The fields, each in its declared type. ``partial``: required fields may be absent
     (an update, a search); ``clear``: None clears a field that is not required (an update)."""
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):
         raise InvalidField("fields must be a mapping of field names to values")
     if not fields:
         raise InvalidField("give at least one field", hint="e.g. --field email=...")
     out: dict[str, Any] = {}
-    specs = collection.fields
+    specs, required = _plan(collection)
     for name, value in fields.items():
-        spec = specs.get(name) if isinstance(name, str) else None
-        if spec is None:
+        hit = specs.get(name) if type(name) is str or isinstance(name, str) else None
+        if hit is None:
             raise InvalidField(
                 f"collection {collection_name!r} has no such field",
                 hint=f"its fields are: {', '.join(specs)}",
             )
+        spec, text, max_length, email = hit
         if value is None and clear:
             if spec.required:
                 raise InvalidField(
@@ -120,21 +121,43 @@ def check_fields(
             out[name] = None
             continue
         if (
-            type(value) is str
-            and spec.type == "string"
-            and spec.normalize != "email"
+            text
+            and type(value) is str
             and value.isascii()  # ASCII: valid UTF-8 by construction
-            and len(value) <= spec.max_length
+            and len(value) <= max_length
             and "\x00" not in value
+            and (not email or _EMAIL.fullmatch(value))  # fullmatch: no "\n" before $
         ):
             out[name] = value  # what ``coerce`` returns for such a value, checked the same way
             continue
         out[name] = coerce(name, spec, value)
     if not partial:
-        missing = [n for n, s in collection.fields.items() if s.required and n not in out]
+        missing = [n for n in required if n not in out]
         if missing:
             raise InvalidField(f"required field(s) missing: {', '.join(missing)}")
     return out
+
+
+# Each collection's fields as ``check_fields`` reads them on every record: the spec, whether
+# it holds text, its length limit and whether it is an e-mail address, read out of the
+# (frozen) configuration once; and the required fields, in order.
+_Plan = tuple[dict[str, tuple[FieldSpec, bool, int, bool]], tuple[str, ...]]
+_PLANS: dict[int, tuple[Collection, _Plan]] = {}
+
+
+def _plan(collection: Collection) -> _Plan:
+    hit = _PLANS.get(id(collection))
+    if hit is not None and hit[0] is collection:  # the entry keeps it alive: ids stay unique
+        return hit[1]
+    specs = {
+        name: (spec, spec.type == "string", spec.max_length, spec.normalize == "email")
+        for name, spec in collection.fields.items()
+    }
+    required = tuple(n for n, s in collection.fields.items() if s.required)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[id(collection)] = (collection, (specs, required))
+    return specs, required
 
 
 def encode(value: Any) -> bytes:

@@ -26,15 +26,11 @@ from domicile.access import Access
 from domicile.audit import AuditEvent
 from domicile.audit.group import Group
 from domicile.audit.ledger import AuditLedger
-from domicile.config import Collection, Site
+from domicile.config import Collection, FieldSpec, Site
 from domicile.crypto.blind import BlindIndexer, search_digest
-from domicile.crypto.envelope import (
-    NONCE,
-    FieldCipher,
-    key_context,
-    new_data_key,
-)
+from domicile.crypto.envelope import DEK_BYTES, NONCE, FieldCipher, key_context
 from domicile.crypto.errors import KeyDestroyed
+from domicile.crypto.keys import wrap_many
 from domicile.errors import BadInput, Conflict
 from domicile.packs import Outcome
 from domicile.policy import Decision
@@ -65,6 +61,7 @@ from domicile.vault.results import PutResult, ReadResult, WriteResult
 from domicile.vault.sealing import seal_body
 
 _HEX = re.compile(r"[0-9a-f]{32}")
+_ITEM_KEYS = {"subject", "fields"}  # what a record given to ``put_many`` may hold
 
 
 @dataclass(slots=True)
@@ -142,7 +139,7 @@ class _SubjectErased(Exception):
     """A write's subject was erased after the write looked it up (redone as a new subject)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     """One record on its way in."""
 
@@ -270,7 +267,9 @@ class Writing(Reading):
         evidence_cache: dict[Any, Residency] = {}
         for i, item in enumerate(items):
             try:
-                if not isinstance(item, Mapping) or set(item) - {"subject", "fields"}:
+                if (type(item) is not dict and not isinstance(item, Mapping)) or not (
+                    item.keys() <= _ITEM_KEYS
+                ):
                     raise BadInput("each record is {subject: ..., fields: ...}")
                 checked = values.check_fields(collection, coll, item.get("fields") or {})
                 residency = self._evidence_residency(item.get("subject"), evidence_cache)
@@ -366,7 +365,9 @@ class Writing(Reading):
         if isinstance(raw, Residency):
             return raw  # resolved already (``domicile migrate`` keeps a scan's residency)
         key: tuple[tuple[str, str], ...] | None = None
-        if isinstance(raw, Mapping) and all(type(v) is str for v in raw.values()):
+        if (type(raw) is dict or isinstance(raw, Mapping)) and all(
+            type(v) is str for v in raw.values()
+        ):
             key = tuple(raw.items())
             hit = cache.get(key)
             if hit is not None:
@@ -419,15 +420,19 @@ class Writing(Reading):
         # Each record's blind-index digests, computed once: its own entries and, for
         # identifying values (e.g. an e-mail address), the digests that tie it to the
         # subject's earlier records: one index query for the whole batch.
-        digests = [self._digests(indexer, collection, coll, item.fields) for item in group]
+        digests = self._batch_digests(indexer, collection, coll, group)
         known = store.subjects_for([d for _, idents in digests for d in idents])
-        new_keys: list[tuple[str, WrappedKey]] = []
+        made: dict[str, None] = {}  # the new subjects of this batch, keyed below
         ciphers: dict[str, FieldCipher] = {}
         fresh = iter(new_ids(len(group)))
         held: set[str] = set()  # existing subjects this batch adds records to
         for item, (_, idents) in zip(group, digests, strict=True):
-            sid = next((known[d] for d in idents if d in known), None)
-            if sid is not None and sid not in ciphers:
+            sid = None
+            for d in idents:
+                sid = known.get(d)
+                if sid is not None:
+                    break
+            if sid is not None and sid not in ciphers and sid not in made:
                 try:
                     ciphers[sid] = self._cipher(site_id, sid)
                     held.add(sid)
@@ -435,10 +440,7 @@ class Writing(Reading):
                     sid = None  # being erased right now: this record starts a new subject
             if sid is None:
                 sid = next(fresh)
-                dek = new_data_key()
-                version, wrapped = self.keys.wrap(site_id, dek, key_context(site_id, sid))
-                new_keys.append((sid, WrappedKey(version, wrapped)))
-                ciphers[sid] = FieldCipher(dek)
+                made[sid] = None
                 item.new_subject = True
                 for d in idents:
                     known[d] = sid  # later records of this batch join the new subject
@@ -447,6 +449,17 @@ class Writing(Reading):
                 for d in idents:
                     known.setdefault(d, sid)  # later records of this batch join it too
             item.subject_id = sid
+        # Each new subject's data key, wrapped under the site's key-encryption key: the
+        # keys drawn from the OS at once, wrapped in one call where the provider can.
+        new_keys: list[tuple[str, WrappedKey]] = []
+        if made:
+            pool = os.urandom(DEK_BYTES * len(made))
+            deks = [pool[DEK_BYTES * k : DEK_BYTES * (k + 1)] for k in range(len(made))]
+            contexts = [key_context(site_id, sid) for sid in made]
+            wrapped = wrap_many(self.keys, site_id, list(zip(deks, contexts, strict=True)))
+            for sid, dek, (version, blob) in zip(made, deks, wrapped, strict=True):
+                new_keys.append((sid, WrappedKey(version, blob)))
+                ciphers[sid] = FieldCipher(dek)
         if held and self._rests_on_consent(purpose):
             # Subjects who withdrew consent get no new records for a purpose resting on it.
             found = store.blocks(sorted(held))
@@ -475,13 +488,16 @@ class Writing(Reading):
         entries: list[IndexEntry] = []
         results: dict[int, PutResult] = {}
         texts: dict[Residency, str] = {}
-        headers: dict[tuple[str, ...], bytes] = {}
+        # Each shape of record in the batch (the names of its fields, in order) once: what
+        # the vault derives from it, and the header of its body.
+        shapes: dict[tuple[str, ...], tuple[_Shape, bytes]] = {}
         # One audit entry per decision and shape, naming every record of the batch it covers.
         written: dict[tuple[int, tuple[str, ...]], tuple[Decision, _Shape, list[str], list[str]]]
         written = {}
         outbox: list[tuple[str, str, str, str]] = []
         targets = self._replica_targets(coll, site_id)
         context = b"\x00".join((b"domicile/record/v3", site_id.encode(), collection.encode()))
+        country = site.country
         dumps = orjson.dumps
         for n, (item, rid, token, (own, idents)) in enumerate(
             zip(group, rids, tokens, digests, strict=True)
@@ -490,11 +506,12 @@ class Writing(Reading):
             decision = item.decision
             assert sid is not None
             assert decision is not None
-            names = tuple(item.fields)
-            shape = self._shape(collection, coll, names)
-            header = headers.get(names)
-            if header is None:
-                header = headers[names] = body_header(names)
+            fields = item.fields
+            names = tuple(fields)
+            hit = shapes.get(names)
+            if hit is None:
+                hit = shapes[names] = (self._shape(collection, coll, names), body_header(names))
+            shape, header = hit
             text = texts.get(item.residency)
             if text is None:
                 text = texts[item.residency] = residency_text(item.residency)
@@ -502,10 +519,12 @@ class Writing(Reading):
             nonce = nonces[NONCE * n : NONCE * (n + 1)]
             # ``sealing.body_context`` for version 1, from the batch's common start.
             ad = b"\x00".join((context, rid.encode(), b"1", header))
-            body = header + nonce + cipher.aead.encrypt(nonce, dumps([text, item.fields]), ad)
+            body = header + nonce + cipher.aead.encrypt(nonce, dumps([text, fields]), ad)
             records.append(StoredRecord(rid, sid, collection, 1, now, now, body))
-            entries += [IndexEntry(d, rid) for d in own]
-            entries += [IndexEntry(d, rid) for d in idents]
+            for d in own:
+                entries.append(IndexEntry(d, rid))
+            for d in idents:
+                entries.append(IndexEntry(d, rid))
             group_key = (id(decision), shape.names)
             batch = written.get(group_key)
             if batch is None:
@@ -515,12 +534,13 @@ class Writing(Reading):
             results[item.index] = PutResult(
                 token,
                 site_id,
-                site.country,
+                country,
                 decision,
                 item.new_subject,
-                self._join_tokens(collection, coll, item.fields) if shape.joins else {},
+                self._join_tokens(collection, coll, fields) if shape.joins else {},
             )
-            outbox.extend((rid, sid, t, "upsert") for t in targets)
+            if targets:
+                outbox.extend((rid, sid, t, "upsert") for t in targets)
         acting = access.site or self.config.local_site
         events = [
             AuditEvent(
@@ -565,9 +585,35 @@ class Writing(Reading):
         """A record's blind-index digests: those of its searchable fields (in the
         collection's namespace), and those of its identifying values (in the identity
         namespace, by category, shared by every collection)."""
+        indexed = self._shape(collection, coll, tuple(fields)).indexed
+        return self._digests_of(indexer, collection, indexed, fields)
+
+    def _batch_digests(
+        self, indexer: BlindIndexer, collection: str, coll: Collection, group: Sequence[_Item]
+    ) -> list[tuple[list[bytes], list[bytes]]]:
+        """``_digests`` of each record of a batch (the indexed fields of each shape found
+        once)."""
+        plans: dict[tuple[str, ...], list[tuple[str, FieldSpec, str | None]]] = {}
+        out = []
+        for item in group:
+            fields = item.fields
+            names = tuple(fields)
+            indexed = plans.get(names)
+            if indexed is None:
+                indexed = plans[names] = self._shape(collection, coll, names).indexed
+            out.append(self._digests_of(indexer, collection, indexed, fields))
+        return out
+
+    def _digests_of(
+        self,
+        indexer: BlindIndexer,
+        collection: str,
+        indexed: Sequence[tuple[str, FieldSpec, str | None]],
+        fields: Mapping[str, Any],
+    ) -> tuple[list[bytes], list[bytes]]:
         own: list[bytes] = []
         idents: list[bytes] = []
-        for name, spec, identity in self._shape(collection, coll, tuple(fields)).indexed:
+        for name, spec, identity in indexed:
             norm = values.normalize(name, spec, fields[name])
             own.append(indexer.digest(collection, name, norm))
             if identity is not None:
