@@ -6,13 +6,19 @@ routers import what they depend on from here, never from ``app.py``.
 The vault's work is blocking (a database, a key store). Routes hand it to the service's
 own executor (``Service.run``): a small pool of threads kept for the vault, so that the
 event loop never blocks on a database and concurrent reads at a site can share one audit
-commit, without the generic thread pool's extra scheduling on every request.
+commit, without the generic thread pool's extra scheduling on every request. A single
+read or write on a deployment whose every site is on this machine (SQLite files, keys in
+the keyring, no federation) does not wait on anything but those files: it runs where it
+arrives, on the event loop (``Service.run_single``), and saves the hop to a thread and
+back, which cost more than the read itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +47,27 @@ T = TypeVar("T")
 VAULT_THREADS = max(4, min(8, (os.cpu_count() or 1) * 2))
 
 
+# Bearer values whose client is known (see ``Service.bearer``), per service process.
+_PRINCIPALS = 4096
+
+
 def vault_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(VAULT_THREADS, thread_name_prefix="domicile-vault")
+
+
+def on_this_machine(vault: Domicile) -> bool:
+    """Whether every site's work waits on nothing but this machine's files: each site a
+    SQLite file with its keys in a SQLite key store and the keyring (no PKCS#11 token, no
+    Vault Transit), and the vault no node of a federation (whose peers answer over the
+    network)."""
+    if getattr(vault, "node", None) is not None:
+        return False
+    return all(
+        site.backend.startswith("sqlite:")
+        and (site.keys is None or site.keys.startswith("sqlite:"))
+        and (site.key_provider is None or site.key_provider.kind == "keyring")
+        for site in vault.config.sites
+    )
 
 
 @dataclass
@@ -54,12 +79,68 @@ class Service:
     settings: ServiceSettings
     throttle: AuthThrottle
     executor: ThreadPoolExecutor = field(default_factory=vault_executor)
+    # Single reads and writes run on the event loop (see the module docstring).
+    inline: bool = False
+    # bearer digest -> (the clients file's stamp, the principal)
+    _principals: dict[bytes, tuple[object, Principal]] = field(default_factory=dict, repr=False)
+    _access: dict[tuple[Principal, str | None], Access] = field(default_factory=dict, repr=False)
 
     def bearer(self, value: str) -> Principal | None:
-        return bearer_principal(self.issuer, self.clients, value)
+        """The client a bearer value (an access token, else an API key) belongs to, or None.
+
+        A value once checked is remembered (by its SHA-256 digest, never the value) with
+        the stamp of the clients file it was checked against, and, for an access token,
+        its expiry. It is answered from memory only while the file is unchanged (the same
+        inode, size and modification time: ``clients remove`` and every change of scopes
+        rewrite it) and the token unexpired, so a revocation or a change of scopes applies
+        to the next request, as when every request looked the client up. Clients of the
+        configuration file change only with a restart. A refused value is never kept."""
+        if not value or not value.isascii() or len(value) > 4096:
+            return None  # as ``bearer_principal`` refuses it
+        stamp = self._clients_stamp()
+        digest = hashlib.sha256(value.encode()).digest()
+        known = self._principals.get(digest)
+        if known is not None and known[0] == stamp:
+            expires = known[1].expires
+            if expires is None or expires >= time.time():
+                return known[1]
+        principal = bearer_principal(self.issuer, self.clients, value)
+        if principal is None:
+            self._principals.pop(digest, None)
+            return None
+        if len(self._principals) >= _PRINCIPALS:
+            self._principals.clear()
+        self._principals[digest] = (stamp, principal)
+        return principal
+
+    def _clients_stamp(self) -> object:
+        try:
+            st = os.stat(self.clients.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def access(self, principal: Principal, as_site: str | None = None) -> Access:
+        """``client_access``, remembered per principal and site (both immutable)."""
+        key = (principal, as_site)
+        found = self._access.get(key)
+        if found is None:
+            found = client_access(self, principal, as_site)
+            if len(self._access) >= _PRINCIPALS:
+                self._access.clear()
+            self._access[key] = found
+        return found
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` (blocking vault work) on the service's executor, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    async def run_single(self, work: Callable[[], T]) -> T:
+        """One record's read or write: where it arrives when every site is on this machine
+        (``inline``), else on the executor. (Batches always go to the executor: a thousand
+        records would hold the loop too long.)"""
+        if self.inline:
+            return work()
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
 

@@ -184,7 +184,7 @@ def _evidence(raw: Evidence) -> SubjectEvidence:
 
 
 def _record(svc: ServiceDep, r: ReadResult) -> dict[str, Any]:
-    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    svc.metrics.decided(r.decision.outcome.value)
     if r.transfer:
         svc.metrics.transfers.labels(r.decision.request.to_country or "?").inc()
     return r.to_dict()
@@ -204,9 +204,9 @@ def put_work(
 ) -> bytes:
     r = svc.vault.put(
         path["collection"], subject=body.subject, fields=body.fields, purpose=body.purpose,
-        access=client_access(svc, principal, as_site),
+        access=svc.access(principal, as_site),
     )  # fmt: skip
-    svc.metrics.decisions.labels(r.decision.outcome.value).inc()
+    svc.metrics.decided(r.decision.outcome.value)
     return orjson.dumps(_placed(r))
 
 
@@ -216,7 +216,7 @@ def put_batch_work(
     items = [{"subject": i.subject, "fields": i.fields} for i in body.records]
     results = svc.vault.put_many(
         path["collection"], items, purpose=body.purpose,
-        access=client_access(svc, principal, as_site),
+        access=svc.access(principal, as_site),
     )  # fmt: skip
     return orjson.dumps({"records": [_placed(r) for r in results]})
 
@@ -224,14 +224,14 @@ def put_batch_work(
 def get_work(
     svc: Service, principal: Principal, token: str, purpose: str, as_site: str | None
 ) -> bytes:
-    access = client_access(svc, principal, as_site)
+    access = svc.access(principal, as_site)
     return orjson.dumps(_record(svc, svc.vault.get(token, purpose=purpose, access=access)))
 
 
 def read_many_work(
     svc: Service, principal: Principal, body: ReadManyBody, as_site: str | None
 ) -> bytes:
-    access = client_access(svc, principal, as_site)
+    access = svc.access(principal, as_site)
     out: list[dict[str, Any]] = []
     for token in body.tokens:
         try:
@@ -262,7 +262,7 @@ async def put(
 ) -> Response:
     """Store a record at the site the law requires; answer its token."""
     path = {"collection": collection}
-    return _answer(await svc.run(lambda: put_work(svc, principal, path, body, as_site)), 201)
+    return _answer(await svc.run_single(lambda: put_work(svc, principal, path, body, as_site)), 201)
 
 
 @router.post(
@@ -294,7 +294,7 @@ async def get(
     """Read a record as from the client's site: locally, or as a transfer the law permits
     (full or masked), or refused with the obligations that would unlock it. A record
     outside the client's collections answers 404, as a missing one does."""
-    return _answer(await svc.run(lambda: get_work(svc, principal, token, purpose, as_site)))
+    return _answer(await svc.run_single(lambda: get_work(svc, principal, token, purpose, as_site)))
 
 
 @router.post("/read", tags=["records"], response_model=ReadManyResponse)

@@ -61,10 +61,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        # The labelled series of requests seen so far (method, route, status): a dict
-        # look-up per request instead of building the labels each time. Bounded, as the
-        # labels are (see the module docstring).
+        # The labelled series of requests seen so far (method, route, status), and of
+        # decisions by outcome: a dict look-up per request instead of building the labels
+        # each time. Bounded, as the labels are (see the module docstring).
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcomes: dict[str, Any] = {}
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -77,6 +78,13 @@ class Metrics:
             self._series[key] = series
         series[0].inc()
         series[1].observe(seconds)
+
+    def decided(self, outcome: str) -> None:
+        """One more policy decision with this outcome (a fixed set of values)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.decisions.labels(outcome)
+        child.inc()
 
     def exposition(self) -> bytes:
         """The text /metrics answers: this process's counts or, in a service of several
@@ -111,6 +119,24 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, json.dumps({"event": event, **fields}, default=str))
 
 
+def observed(metrics: Metrics, scope: Scope, status: int, seconds: float) -> None:
+    """A request answered: its metrics, and its log line (the route's template, status,
+    duration and client id; built straight into a log record, without looking up the
+    caller's source line, which every line would name alike)."""
+    route = route_template(scope)
+    method = method_label(scope["method"])
+    metrics.request(method, route, status, seconds)
+    if log.isEnabledFor(logging.INFO):
+        line = {
+            "event": "request", "method": method, "route": route, "status": status,
+            "ms": round(seconds * 1000, 2), "client": scope.get("state", {}).get("client"),
+        }  # fmt: skip
+        record = log.makeRecord(
+            log.name, logging.INFO, __file__, 0, orjson.dumps(line).decode(), (), None, "observed"
+        )
+        log.handle(record)
+
+
 class Observe:
     """Metrics and one JSON log line per request (pure ASGI: no extra task per request)."""
 
@@ -134,16 +160,7 @@ class Observe:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            elapsed = time.perf_counter() - start
-            route = route_template(scope)
-            method = method_label(scope["method"])
-            self.metrics.request(method, route, status, elapsed)
-            if log.isEnabledFor(logging.INFO):
-                line = {
-                    "event": "request", "method": method, "route": route, "status": status,
-                    "ms": round(elapsed * 1000, 2), "client": scope.get("state", {}).get("client"),
-                }  # fmt: skip
-                log.info(orjson.dumps(line).decode())
+            observed(self.metrics, scope, status, time.perf_counter() - start)
 
 
 class QuietErrors:

@@ -67,6 +67,7 @@ def _unb64(text: str) -> bytes:
 class Principal:
     client: Client
     via: str  # "token" or "api_key"
+    expires: float | None = None  # an access token's expiry (epoch seconds)
 
 
 def _derive(master: bytes, info: bytes) -> bytes:
@@ -117,7 +118,9 @@ def bearer_principal(issuer: TokenIssuer, clients: ClientRegistry, bearer: str) 
     client = clients.get(claims["c"]) if claims else clients.by_api_key(bearer)
     if client is None:
         return None
-    return Principal(client, "token" if claims else "api_key")
+    if claims:
+        return Principal(client, "token", float(int(claims["x"])))
+    return Principal(client, "api_key")
 
 
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
