@@ -14,8 +14,9 @@ of them from a client it can authenticate, end to end:
    against the published document (``Contract``), exactly as ``deps.conforms`` checks them;
 3. the body is validated by the route's own model, as FastAPI would;
 4. the route's work (``native.put_work`` and the others, which the FastAPI endpoints call
-   too) runs (``Service.run_single`` for one record, the executor for a batch), and its
-   JSON bytes are the answer;
+   too) runs where they run it (``Service.run_single`` for one record, the executor for a
+   batch of writes, ``native.read_many`` for a batch read), and its JSON bytes are the
+   answer;
 5. the answer is observed as the observer observes every other one (``observe.observed``:
    its metrics and its log line).
 
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import Scope
@@ -52,7 +54,9 @@ from domicile.http.observe import ROUTE_KEY, observed
 from domicile.http.openapi import Contract
 from domicile.http.security import Principal
 
-Work = Callable[[Service, Principal, dict[str, str], dict[str, str], Any], bytes]
+# The route's work, given the service, the client, the path and query parameters and the
+# validated body: its answer's JSON bytes.
+Work = Callable[[Service, Principal, dict[str, str], dict[str, str], Any], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -65,44 +69,53 @@ class FastRoute:
     required: tuple[str, ...]  # ...and those it cannot do without
     work: Work
     status: int
-    batch: bool  # many records: on the executor, never on the event loop
 
 
 def _route(
     method: str, template: str, body: type[BaseModel] | None, work: Work, status: int = 200,
-    query: tuple[str, ...] = ("as_site",), required: tuple[str, ...] = (), batch: bool = False,
+    query: tuple[str, ...] = ("as_site",), required: tuple[str, ...] = (),
 ) -> FastRoute:  # fmt: skip
     regex, _, _ = compile_path(template)
-    return FastRoute(method, template, regex, body, query, required, work, status, batch)
+    return FastRoute(method, template, regex, body, query, required, work, status)
+
+
+# One record on ``Service.run_single``, a batch of writes on the executor, a batch read
+# as ``native.read_many`` reads it: as the FastAPI endpoints run them.
+async def _put(
+    svc: Service, who: Principal, path: dict[str, str], q: dict[str, str], body: Any
+) -> bytes:
+    return await svc.run_single(lambda: native.put_work(svc, who, path, body, q.get("as_site")))
+
+
+async def _put_batch(
+    svc: Service, who: Principal, path: dict[str, str], q: dict[str, str], body: Any
+) -> bytes:
+    return await svc.run(lambda: native.put_batch_work(svc, who, path, body, q.get("as_site")))
+
+
+async def _get(
+    svc: Service, who: Principal, path: dict[str, str], q: dict[str, str], _: Any
+) -> bytes:
+    token, purpose = path["token"], q["purpose"]
+    return await svc.run_single(lambda: native.get_work(svc, who, token, purpose, q.get("as_site")))
+
+
+async def _read(
+    svc: Service, who: Principal, _: dict[str, str], q: dict[str, str], body: Any
+) -> bytes:
+    return await native.read_many(svc, who, body, q.get("as_site"))
 
 
 ROUTES = {
     (r.method, r.template): r
     for r in (
+        _route("POST", "/v1/collections/{collection}/records", native.PutBody, _put, 201),
+        _route("POST", "/v1/collections/{collection}/records/batch", native.BatchBody, _put_batch, 201),
         _route(
-            "POST", "/v1/collections/{collection}/records", native.PutBody,
-            lambda svc, who, path, q, body: native.put_work(svc, who, path, body, q.get("as_site")),
-            201,
-        ),
-        _route(
-            "POST", "/v1/collections/{collection}/records/batch", native.BatchBody,
-            lambda svc, who, path, q, body: native.put_batch_work(
-                svc, who, path, body, q.get("as_site")
-            ),
-            201, batch=True,
-        ),
-        _route(
-            "GET", "/v1/records/{token}", None,
-            lambda svc, who, path, q, _: native.get_work(
-                svc, who, path["token"], q["purpose"], q.get("as_site")
-            ),
+            "GET", "/v1/records/{token}", None, _get,
             query=("purpose", "as_site"), required=("purpose",),
         ),
-        _route(
-            "POST", "/v1/read", native.ReadManyBody,
-            lambda svc, who, path, q, body: native.read_many_work(svc, who, body, q.get("as_site")),
-            batch=True,
-        ),
+        _route("POST", "/v1/read", native.ReadManyBody, _read),
     )
 }  # fmt: skip
 
@@ -169,12 +182,11 @@ class FastRecords:
             await self.app(scope, _replay(body, receive), send)
             return
         path, query, model = checked
-        run = svc.run if route.batch else svc.run_single
         status = 500
         started = False
         try:
             try:
-                data = await run(lambda: route.work(svc, principal, path, query, model))
+                data = await route.work(svc, principal, path, query, model)
             except DomicileError as exc:
                 handler = self.application.exception_handlers[DomicileError]
                 response = await handler(Request(scope), exc)
@@ -211,7 +223,10 @@ class FastRecords:
         if found is None:
             return None
         path = found.groupdict()
-        params = QueryParams(scope.get("query_string", b""))
+        # As Starlette's ``QueryParams`` reads it (its last value of a name), without the
+        # multi-value copies it keeps beside.
+        raw = scope.get("query_string", b"").decode("latin-1")
+        params = dict(parse_qsl(raw, keep_blank_values=True)) if raw else {}
         query = {name: params[name] for name in route.query if name in params}
         if any(name not in query for name in route.required):
             return None

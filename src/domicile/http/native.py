@@ -8,6 +8,7 @@ law permits (or in the masked form a pack allows).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from domicile.access import Access
 from domicile.countries import country
 from domicile.errors import BadInput, DomicileError
 from domicile.http.attestation import Attestation, AttestBody
@@ -232,15 +234,38 @@ def read_many_work(
     svc: Service, principal: Principal, body: ReadManyBody, as_site: str | None
 ) -> bytes:
     access = svc.access(principal, as_site)
+    return orjson.dumps({"records": [_read_one(svc, access, t, body.purpose) for t in body.tokens]})
+
+
+# Records a batch read reads on the event loop before it lets other requests in.
+_SLICE = 8
+
+
+async def read_many(
+    svc: Service, principal: Principal, body: ReadManyBody, as_site: str | None
+) -> bytes:
+    """``read_many_work``: where every site is on this machine (``Service.inline``), on
+    the event loop a few records at a time, letting other requests in between (no thread
+    to hop to and back, nor to fight over the interpreter with); else on the executor."""
+    if not svc.inline:
+        return await svc.run(lambda: read_many_work(svc, principal, body, as_site))
+    access = svc.access(principal, as_site)
     out: list[dict[str, Any]] = []
-    for token in body.tokens:
-        try:
-            out.append(_record(svc, svc.vault.get(token, purpose=body.purpose, access=access)))
-        except Forbidden:  # the client's scopes, not this record: the whole request
-            raise
-        except DomicileError as exc:
-            out.append(_unread(token, exc))
+    for i, token in enumerate(body.tokens):
+        if i and not i % _SLICE:
+            await asyncio.sleep(0)
+        out.append(_read_one(svc, access, token, body.purpose))
     return orjson.dumps({"records": out})
+
+
+def _read_one(svc: Service, access: Access, token: str, purpose: str) -> dict[str, Any]:
+    """One record of a batch read: its single read's answer, or why it was not read."""
+    try:
+        return _record(svc, svc.vault.get(token, purpose=purpose, access=access))
+    except Forbidden:  # the client's scopes, not this record: the whole request
+        raise
+    except DomicileError as exc:
+        return _unread(token, exc)
 
 
 def _answer(data: bytes, status: int = 200) -> Response:
@@ -307,7 +332,7 @@ async def get_many(
     outside the client's collections, refused by policy, its key erased, its site down)
     is listed with the status, code and words its single read would have answered. A
     client whose scopes do not allow reading at all is refused as a whole (403)."""
-    return _answer(await svc.run(lambda: read_many_work(svc, principal, body, as_site)))
+    return _answer(await read_many(svc, principal, body, as_site))
 
 
 @router.patch("/records/{token}", tags=["records"], response_model=RecordResponse | WrittenResponse)

@@ -31,6 +31,9 @@ def app() -> Any:
 
     wanted = json.loads(os.environ[ENV])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The lines are the message alone: no record needs its thread's or process's names,
+    # which cost a look-up each (a line per request).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     cfg = load_config(wanted["config"])
     settings = ServiceSettings.model_validate(wanted["settings"])
     vault = Domicile(cfg, operator=cli_operator())
