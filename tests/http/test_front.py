@@ -149,12 +149,12 @@ def _site(backend: str, keys: str | None = None, provider: str | None = None) ->
         ([_site("sqlite:a")], "us", False),
     ],
 )
-def test_single_records_are_served_on_the_loop_only_when_nothing_is_remote(
+def test_single_reads_are_served_on_the_loop_only_when_nothing_is_remote(
     sites: list[Any], node: str | None, inline: bool
 ) -> None:
     vault = SimpleNamespace(node=node, config=SimpleNamespace(sites=sites))
     assert deps.on_this_machine(vault) is inline  # type: ignore[arg-type]
 
 
-def test_the_starter_deployment_serves_single_records_on_the_loop(app: Any) -> None:
+def test_the_starter_deployment_serves_single_reads_on_the_loop(app: Any) -> None:
     assert app.state.service.inline

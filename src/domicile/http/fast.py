@@ -14,9 +14,8 @@ of them from a client it can authenticate, end to end:
    against the published document (``Contract``), exactly as ``deps.conforms`` checks them;
 3. the body is validated by the route's own model, as FastAPI would;
 4. the route's work (``native.put_work`` and the others, which the FastAPI endpoints call
-   too) runs where they run it (``Service.run_single`` for one record, the executor for a
-   batch of writes, ``native.read_many`` for a batch read), and its JSON bytes are the
-   answer;
+   too) runs where they run it (``Service.run_single`` for a single read, the executor
+   for writes and batch reads), and its JSON bytes are the answer;
 5. the answer is observed as the observer observes every other one (``observe.observed``:
    its metrics and its log line).
 
@@ -79,12 +78,12 @@ def _route(
     return FastRoute(method, template, regex, body, query, required, work, status)
 
 
-# One record on ``Service.run_single``, a batch of writes on the executor, a batch read
-# as ``native.read_many`` reads it: as the FastAPI endpoints run them.
+# A single read on ``Service.run_single``, writes and batch reads on the executor: as the
+# FastAPI endpoints run them.
 async def _put(
     svc: Service, who: Principal, path: dict[str, str], q: dict[str, str], body: Any
 ) -> bytes:
-    return await svc.run_single(lambda: native.put_work(svc, who, path, body, q.get("as_site")))
+    return await svc.run(lambda: native.put_work(svc, who, path, body, q.get("as_site")))
 
 
 async def _put_batch(

@@ -274,7 +274,7 @@ async def put(
 ) -> Response:
     """Store a record at the site the law requires; answer its token."""
     path = {"collection": collection}
-    return _answer(await svc.run_single(lambda: put_work(svc, principal, path, body, as_site)), 201)
+    return _answer(await svc.run(lambda: put_work(svc, principal, path, body, as_site)), 201)
 
 
 @router.post(
