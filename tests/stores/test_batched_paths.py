@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -19,7 +19,13 @@ from domicile.stores import (
     TransferCount,
     open_site_store,
 )
-from domicile.stores.base import VersionConflict, entry_hash, pack_fields, unpack_fields
+from domicile.stores.base import (
+    AuditRow,
+    VersionConflict,
+    entry_hash,
+    pack_fields,
+    unpack_fields,
+)
 from domicile.stores.postgres import split_read_audit_commit
 
 from .contract import SITE, record
@@ -298,6 +304,15 @@ def _appends(s: SiteStore, n: int, failures: list[BaseException]) -> None:
         failures.append(exc)
 
 
+def _assert_one_chain(rows: Sequence[AuditRow]) -> None:
+    """The rows are one hash chain from the first entry on, with no gap in their numbers."""
+    prev = b""
+    for seq, row in enumerate(rows, 1):
+        assert (row.seq, row.prev_hash) == (seq, prev)
+        assert row.hash == entry_hash(prev, row.seq, row.payload)
+        prev = row.hash
+
+
 def test_single_entries_chain_with_every_other_append_under_concurrency(site_url: str) -> None:
     """One-entry appends (one statement on PostgreSQL), transfer entries with their counts,
     several-entry appends and transactions, from several connections at once: one chain."""
@@ -314,11 +329,7 @@ def test_single_entries_chain_with_every_other_append_under_concurrency(site_url
         assert not failures, failures
         rows = list(stores[0].audit())
         assert len(rows) == 4 * 12 + 4 * 3  # a quarter of the calls append two entries
-        prev = b""
-        for seq, row in enumerate(rows, 1):
-            assert (row.seq, row.prev_hash) == (seq, prev)
-            assert row.hash == entry_hash(prev, row.seq, row.payload)
-            prev = row.hash
+        _assert_one_chain(rows)
         assert stores[0].transfer_counts(2025, "US") == (4, 2)  # s1 and s3 sent sensitive data
     finally:
         for s in stores:
@@ -378,11 +389,7 @@ def test_batches_hashed_in_the_process_chain_with_concurrent_appends(site_url: s
         assert not failures, failures
         rows = list(stores[0].audit())
         assert len(rows) == 3 * 4 * 41
-        prev = b""
-        for seq, row in enumerate(rows, 1):
-            assert (row.seq, row.prev_hash) == (seq, prev)
-            assert row.hash == entry_hash(prev, row.seq, row.payload)
-            prev = row.hash
+        _assert_one_chain(rows)
     finally:
         for s in stores:
             s.close()
