@@ -313,21 +313,26 @@ def _assert_one_chain(rows: Sequence[AuditRow]) -> None:
         prev = row.hash
 
 
+def _together(
+    stores: Sequence[SiteStore], work: Callable[[SiteStore, int, list[BaseException]], None]
+) -> list[AuditRow]:
+    """Run ``work`` on every store at once, one thread each; the log they made."""
+    failures: list[BaseException] = []
+    threads = [threading.Thread(target=work, args=(s, n, failures)) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    return list(stores[0].audit())
+
+
 def test_single_entries_chain_with_every_other_append_under_concurrency(site_url: str) -> None:
     """One-entry appends (one statement on PostgreSQL), transfer entries with their counts,
     several-entry appends and transactions, from several connections at once: one chain."""
     stores = [open_site_store(SITE, site_url, create=i == 0) for i in range(4)]
-    failures: list[BaseException] = []
-    threads = [
-        threading.Thread(target=_appends, args=(s, n, failures)) for n, s in enumerate(stores)
-    ]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not failures, failures
-        rows = list(stores[0].audit())
+        rows = _together(stores, _appends)
         assert len(rows) == 4 * 12 + 4 * 3  # a quarter of the calls append two entries
         _assert_one_chain(rows)
         assert stores[0].transfer_counts(2025, "US") == (4, 2)  # s1 and s3 sent sensitive data
@@ -376,18 +381,8 @@ def test_batches_hashed_in_the_process_chain_with_concurrent_appends(site_url: s
     own transaction, so batches from several connections and single entries appended on
     the server meanwhile still make one chain."""
     stores = [open_site_store(SITE, site_url, create=i == 0) for i in range(3)]
-    failures: list[BaseException] = []
-    threads = [
-        threading.Thread(target=_batches_and_singles, args=(s, n, failures))
-        for n, s in enumerate(stores)
-    ]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not failures, failures
-        rows = list(stores[0].audit())
+        rows = _together(stores, _batches_and_singles)
         assert len(rows) == 3 * 4 * 41
         _assert_one_chain(rows)
     finally:
