@@ -4,8 +4,10 @@ refused exactly as through FastAPI's stack."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -158,3 +160,33 @@ def test_single_reads_are_served_on_the_loop_only_when_nothing_is_remote(
 
 def test_the_starter_deployment_serves_single_reads_on_the_loop(app: Any) -> None:
     assert app.state.service.inline
+
+
+def test_a_single_read_goes_to_the_executor_while_a_write_runs_there(app: Any) -> None:
+    """A write on the executor may hold a site's database: a read that arrives meanwhile
+    waits for it on a thread, not on the event loop, where it would hold up every other
+    request; once the executor is idle, single reads run on the loop again."""
+    svc = app.state.service
+    assert svc.inline
+
+    async def main() -> tuple[int, int, int, int]:
+        here = threading.get_ident()
+        started, release = threading.Event(), threading.Event()
+
+        def write() -> int:
+            started.set()
+            release.wait(10)
+            return threading.get_ident()
+
+        writing = asyncio.ensure_future(svc.run(write))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        during = await svc.run_single(threading.get_ident)
+        release.set()
+        await writing
+        after = await svc.run_single(threading.get_ident)
+        return here, during, after, svc._running
+
+    here, during, after, running = asyncio.run(main())
+    assert during != here
+    assert after == here
+    assert running == 0

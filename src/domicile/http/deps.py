@@ -82,6 +82,7 @@ class Service:
     executor: ThreadPoolExecutor = field(default_factory=vault_executor)
     # Single reads run on the event loop (see the module docstring).
     inline: bool = False
+    _running: int = field(default=0, repr=False)  # executor work in flight (``run``)
     # bearer digest -> (the clients file's stamp, the principal)
     _principals: dict[bytes, tuple[object, Principal]] = field(default_factory=dict, repr=False)
     _access: dict[tuple[Principal, str | None], Access] = field(default_factory=dict, repr=False)
@@ -134,15 +135,22 @@ class Service:
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` (blocking vault work) on the service's executor, awaited."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        self._running += 1  # counted on the event loop's thread, so without a lock
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        finally:
+            self._running -= 1
 
     async def run_single(self, work: Callable[[], T]) -> T:
         """A single record's read: where it arrives when every site is on this machine
-        (``inline``), else on the executor. (Writes and batches always go to the
-        executor.)"""
-        if self.inline:
+        (``inline``) and the executor is idle, else on the executor. While a write or a
+        batch of this process runs there, it may hold a site's database, and a read on the
+        event loop would wait for it there, holding up every other request of this
+        process; on the executor it waits alone, and may share its audit commit with the
+        batch's reads. (Writes and batches always go to the executor.)"""
+        if self.inline and not self._running:
             return work()
-        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+        return await self.run(work)
 
 
 async def service(request: Request) -> Service:
