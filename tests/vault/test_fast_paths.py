@@ -88,7 +88,7 @@ def test_sealing_many_values_opens_each_in_its_place() -> None:
 
 @pytest.mark.parametrize("key", [b"k" * 32, b"", b"x" * 64, bytes(range(65)), b"\xff" * 100])
 def test_blind_digests_are_hmac_sha256(key: bytes) -> None:
-    """The indexer's precomputed HMAC states give exactly ``hmac.digest``: keys shorter
+    """The indexer's keyed HMAC, copied for each digest, gives exactly ``hmac.digest``: keys shorter
     than a block, a block long, and longer (hashed first), for values and search digests."""
     indexer = BlindIndexer(key)
     for collection, field, value in [
