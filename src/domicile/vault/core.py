@@ -839,11 +839,17 @@ class VaultCore:
             site_id, wrapped.kek_version, wrapped.wrapped, key_context(site_id, subject_id)
         )
         cipher = FieldCipher(dek)
-        with self._lock:
-            self._deks[key] = cipher
-            if len(self._deks) > DEK_CACHE:
-                self._deks.popitem(last=False)
+        self.keep_ciphers(site_id, [(subject_id, cipher)])
         return cipher
+
+    def keep_ciphers(self, site_id: str, ciphers: Iterable[tuple[str, FieldCipher]]) -> None:
+        """Keep subjects' opened keys at a site in the cache, bounded (``DEK_CACHE``, the
+        oldest going first), so that a large load or replication keeps flat memory."""
+        with self._lock:
+            for subject_id, cipher in ciphers:
+                self._deks[(site_id, subject_id)] = cipher
+            for _ in range(len(self._deks) - DEK_CACHE):
+                self._deks.popitem(last=False)
 
     def _forget_key(self, site_id: str, subject_id: str) -> None:
         with self._lock:

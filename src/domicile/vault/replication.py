@@ -44,7 +44,7 @@ from domicile.policy import Decision
 from domicile.residency import Residency
 from domicile.stores import StoredRecord, TransferCount, WrappedKey
 from domicile.stores.base import OutboxClaim, OutboxItem, SiteUnavailable
-from domicile.vault.core import DEK_CACHE, VaultCore, _utcnow, is_sensitive, residency_text
+from domicile.vault.core import VaultCore, _utcnow, is_sensitive, residency_text
 from domicile.vault.reading import transfer_detail
 from domicile.vault.sealing import seal_body
 from domicile.vault.service import Domicile
@@ -494,19 +494,9 @@ class Replicator:
                     continue
                 raise
             found.append((subject, FieldCipher(dek)))
-        self._remember(site_id, found)
+        self.vault.keep_ciphers(site_id, found)
         out.update(found)
         return out
-
-    def _remember(self, site_id: str, ciphers: Sequence[tuple[str, FieldCipher]]) -> None:
-        vault = self.vault
-        if not ciphers:
-            return
-        with vault._lock:
-            for subject, cipher in ciphers:
-                vault._deks[(site_id, subject)] = cipher
-            for _ in range(len(vault._deks) - DEK_CACHE):
-                vault._deks.popitem(last=False)
 
     def _target_ciphers(
         self, target: Site, subjects: list[str]
@@ -534,7 +524,7 @@ class Replicator:
 
         def stored() -> None:
             written()
-            self._remember(target.id, [(subject, out[subject]) for subject, _ in new])
+            self.vault.keep_ciphers(target.id, [(subject, out[subject]) for subject, _ in new])
 
         return out, stored
 

@@ -46,7 +46,6 @@ from domicile.stores.base import SiteUnavailable, body_header
 from domicile.vault import values
 from domicile.vault.core import (
     DECISION_CACHE,
-    DEK_CACHE,
     IDENTITY,
     _Shape,
     check_purpose,
@@ -470,12 +469,7 @@ class Writing(Reading):
                 )  # fmt: skip
         if new_keys:
             ks.put_many(new_keys)  # committed before any data sealed with them
-            with self._lock:
-                for sid, _ in new_keys:
-                    self._deks[(site_id, sid)] = ciphers[sid]
-                # Bounded as ``_cipher`` bounds it: a large load keeps flat memory.
-                for _ in range(len(self._deks) - DEK_CACHE):
-                    self._deks.popitem(last=False)
+            self.keep_ciphers(site_id, [(sid, ciphers[sid]) for sid, _ in new_keys])
 
         now = self.clock().isoformat()
         rids = [
